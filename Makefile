@@ -1,0 +1,43 @@
+# jifen: the commands a developer types.  CMake + Ninja do the building (CMakeLists.txt);
+# this file only names the common steps.  `make help` lists them.
+
+BUILD_DIR := build
+ASAN_DIR  := build-asan
+CTEST_JOBS ?= 2
+
+# Sources clang-format owns: everything C in the repository outside build trees.
+FORMAT_DIRS := include src tests bench
+
+.DEFAULT_GOAL := build
+
+.PHONY: help deps build test asan run clean format
+
+help: ## List the targets.
+	@echo "jifen make targets:"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 10
+
+deps: ## Install missing Debian packages (scripts/install-deps.sh).
+	@scripts/install-deps.sh
+
+build: deps ## Configure (RelWithDebInfo) and build into build/; the command is build/jifen.
+	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	ninja -C $(BUILD_DIR)
+
+test: build ## Build, then run every test (unit, model, API) with ctest.
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
+
+asan: deps ## Build with ASan+UBSan (Debug) into build-asan/ and run every test there.
+	cmake -G Ninja -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DJIFEN_SANITIZE=ON
+	ninja -C $(ASAN_DIR)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		ctest --test-dir $(ASAN_DIR) --output-on-failure -j$(CTEST_JOBS)
+
+run: build ## Build and start the demo server (data in ./data); prints the URL and an admin key.
+	scripts/demo.sh
+
+clean: ## Remove the build trees (keeps ./data, the demo database).
+	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+
+format: ## Reformat every C source and header with clang-format (.clang-format).
+	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \
+		| xargs -0 -r clang-format -i

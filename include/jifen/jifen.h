@@ -1,0 +1,239 @@
+/*
+ * libjifen: the public interface of the jifen points engine.
+ *
+ * One engine owns one database.  Everything a client does is a request: an
+ * operation (JF_OP_*), the caller's identity (tenant, role, actor), the id
+ * taken from the path, query parameters and a JSON body.  The engine answers
+ * with a result: an error from the one error table, and on success a JSON body
+ * that is the resource representation documented in docs/openapi.yaml.  The
+ * engine never speaks HTTP; src/server maps requests and results to HTTP and
+ * src/cli uses the same calls.
+ *
+ * Reads run on the calling thread against their own SQLite connection (a WAL
+ * snapshot) and never wait for the writer.  Writes are validated on the
+ * calling thread, then queued to the single writer thread, which applies a
+ * whole batch of queued writes in one SQLite transaction and commits once
+ * before answering every request in it (group commit).
+ *
+ * Thread safety: every function here may be called from any thread, except
+ * jf_engine_free, which must not race with anything else on the engine.
+ */
+#ifndef JIFEN_JIFEN_H
+#define JIFEN_JIFEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jifen/errors.h"
+#include "jifen/limits.h"
+
+typedef struct jf_engine jf_engine;
+
+/* Roles of API keys (DESIGN.md, Security). */
+typedef enum jf_role {
+    JF_ROLE_NONE = 0, /* not authenticated */
+    JF_ROLE_READONLY = 1,
+    JF_ROLE_POS = 2,
+    JF_ROLE_OPERATOR = 3,
+    JF_ROLE_ADMIN = 4,
+} jf_role;
+
+/* "admin", "operator", "pos", "readonly"; "none" for JF_ROLE_NONE. */
+const char *jf_role_name(jf_role role);
+
+/* Parses a role name; returns JF_ROLE_NONE for anything else. */
+jf_role jf_role_parse(const char *name);
+
+/* Role sets of operations: which roles may run each. */
+#define JF_ROLES_ALL 0x1e   /* readonly, pos, operator, admin */
+#define JF_ROLES_STAFF 0x1c /* pos, operator, admin */
+#define JF_ROLES_OPS 0x18   /* operator, admin */
+#define JF_ROLES_ADMIN 0x10 /* admin */
+#define JF_ROLE_BIT(role) (1u << (unsigned)(role))
+
+/*
+ * Operations.  X(ENUM, "name", is_write, roles)
+ * The name is used in logs, metrics and the hash of idempotent requests; the
+ * engine refuses a caller whose role is not in roles (JF_ERR_FORBIDDEN).
+ */
+#define JF_OP_MAP(X)                                                                           \
+    X(MEMBER_CREATE, "member.create", 1, JF_ROLES_STAFF)                                       \
+    X(MEMBER_GET, "member.get", 0, JF_ROLES_ALL)                                               \
+    X(MEMBER_GET_EXTERNAL, "member.get_external", 0, JF_ROLES_ALL)                             \
+    X(MEMBER_UPDATE, "member.update", 1, JF_ROLES_OPS)                                         \
+    X(MEMBER_LIST, "member.list", 0, JF_ROLES_ALL)                                             \
+    X(MEMBER_POINTS, "member.points", 0, JF_ROLES_ALL)                                         \
+    X(MEMBER_TRANSACTIONS, "member.transactions", 0, JF_ROLES_ALL)                             \
+    X(MEMBER_LOTS, "member.lots", 0, JF_ROLES_ALL)                                             \
+    X(MEMBER_HOLDS, "member.holds", 0, JF_ROLES_ALL)                                           \
+    X(EARN, "points.earn", 1, JF_ROLES_STAFF)                                                  \
+    X(REDEEM, "points.redeem", 1, JF_ROLES_STAFF)                                              \
+    X(ADJUST, "points.adjust", 1, JF_ROLES_OPS)                                                \
+    X(TRANSFER, "points.transfer", 1, JF_ROLES_STAFF)                                          \
+    X(HOLD, "points.hold", 1, JF_ROLES_STAFF)                                                  \
+    X(HOLD_GET, "hold.get", 0, JF_ROLES_ALL)                                                   \
+    X(HOLD_CAPTURE, "hold.capture", 1, JF_ROLES_STAFF)                                         \
+    X(HOLD_VOID, "hold.void", 1, JF_ROLES_STAFF)                                               \
+    X(REVERSE, "transaction.reverse", 1, JF_ROLES_OPS)                                         \
+    X(TRANSACTION_GET, "transaction.get", 0, JF_ROLES_ALL)                                     \
+    X(TRANSACTION_LIST, "transaction.list", 0, JF_ROLES_ALL)                                   \
+    X(PROGRAM_GET, "program.get", 0, JF_ROLES_ALL)                                             \
+    X(PROGRAM_UPDATE, "program.update", 1, JF_ROLES_ADMIN)                                     \
+    X(EXPIRY_RUN, "expiry.run", 1, JF_ROLES_ADMIN)                                             \
+    X(EXPIRY_FORECAST, "expiry.forecast", 0, JF_ROLES_ALL)                                     \
+    X(HOLDS_SWEEP, "holds.sweep", 1, JF_ROLES_ADMIN)                                           \
+    X(KEY_CREATE, "api_key.create", 1, JF_ROLES_ADMIN)                                         \
+    X(KEY_LIST, "api_key.list", 0, JF_ROLES_ADMIN)                                             \
+    X(KEY_REVOKE, "api_key.revoke", 1, JF_ROLES_ADMIN)                                         \
+    X(CLOCK_SET, "test.clock_set", 1, JF_ROLES_ADMIN)                                          \
+    X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)
+
+typedef enum jf_op {
+#define JF__OP_ENUM(name, str, is_write, roles) JF_OP_##name,
+    JF_OP_MAP(JF__OP_ENUM)
+#undef JF__OP_ENUM
+        JF_OP__COUNT
+} jf_op;
+
+/* The operation's name, e.g. "points.earn".  Never NULL. */
+const char *jf_op_name(jf_op op);
+
+/* True when the operation changes state and goes through the writer. */
+bool jf_op_is_write(jf_op op);
+
+/* True when role may run op. */
+bool jf_op_allows(jf_op op, jf_role role);
+
+/* True when the operation changes points and so requires an idempotency key
+ * (API.md): earn, redeem, adjust, transfer, hold, capture, void, reverse. */
+bool jf_op_requires_idempotency(jf_op op);
+
+/* One query parameter, already percent-decoded. */
+typedef struct jf_param {
+    const char *name;
+    const char *value;
+} jf_param;
+
+/* Who is calling: resolved from an API key by jf_auth_bearer, or built by the
+ * CLI for an operator at the console. */
+typedef struct jf_auth {
+    int64_t tenant; /* internal tenant number; 0 when not authenticated */
+    jf_role role;
+    char actor[JF_ID_LEN_MAX + 16]; /* the key id ("key_...") or "cli" */
+} jf_auth;
+
+typedef struct jf_request {
+    jf_op op;
+    const jf_auth *auth;
+    const char *path_id;         /* the {id} in the path, or NULL */
+    const jf_param *params;      /* query parameters, or NULL */
+    size_t param_count;
+    const char *body;            /* JSON text, or NULL for no body */
+    size_t body_len;
+    const char *idempotency_key; /* or NULL */
+} jf_request;
+
+typedef struct jf_result {
+    jf_err err;
+    bool created;  /* success created a resource (HTTP 201) */
+    bool replayed; /* the stored response of an earlier request with the same key */
+    char *body;    /* JSON on success, NULL on error; freed by jf_result_deinit */
+    size_t body_len;
+    char detail[256]; /* on error: a sentence for the problem+json detail */
+} jf_result;
+
+/* Frees the body and resets the result.  Safe on a zeroed result. */
+void jf_result_deinit(jf_result *res);
+
+/* Called once per request when it has an answer.  For writes this runs on the
+ * writer thread after the batch committed (or failed); it must not block and
+ * must not call back into the engine.  The result is only valid during the
+ * call: take the body (set res->body to NULL) to keep it. */
+typedef void (*jf_done_fn)(void *ctx, jf_result *res);
+
+/* Engine options. */
+typedef struct jf_engine_options {
+    const char *db_path;   /* SQLite file; created when missing */
+    bool test_clock;       /* enable CLOCK_SET/CLOCK_GET; time starts at the real time */
+    int expiry_interval_s; /* scheduled expiry and hold sweep; 0 = never (default 60) */
+    bool no_writer;        /* open for reads and verify only (jifen verify) */
+} jf_engine_options;
+
+/* Opens (creating and migrating when needed) the database and starts the
+ * writer thread.  On failure returns an error, sets *out to NULL and writes a
+ * sentence to errbuf (when not NULL).  The engine owns all its memory. */
+jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errbuf,
+                      size_t errbuf_len);
+
+/* Finishes every queued write, stops the writer and closes the database.
+ * NULL is a no-op. */
+void jf_engine_free(jf_engine *eng);
+
+/* Stops accepting new writes (they fail with JF_ERR_SHUTTING_DOWN) and waits
+ * until every queued write has been answered. */
+void jf_engine_drain(jf_engine *eng);
+
+/*
+ * Runs a request.  Reads and requests refused during validation call done on
+ * the calling thread before returning; writes call done later on the writer
+ * thread.  done is called exactly once in every case.  The request and the
+ * strings it points to need only live until jf_call returns.
+ */
+void jf_call(jf_engine *eng, const jf_request *req, jf_done_fn done, void *ctx);
+
+/* jf_call and wait: fills *res (the caller deinits it) and returns res->err. */
+jf_err jf_call_sync(jf_engine *eng, const jf_request *req, jf_result *res);
+
+/* Resolves "Bearer <key>" or a bare key to the caller.  Returns
+ * JF_ERR_UNAUTHORIZED for a missing, malformed, unknown or revoked key.
+ * Compares key hashes in constant time.  Never writes. */
+jf_err jf_auth_bearer(jf_engine *eng, const char *authorization, jf_auth *out);
+
+/* Creates a tenant with a default program and an admin key.  Writes the
+ * public tenant id ("ten_...") and the new key (shown this once) into the
+ * caller's buffers. */
+jf_err jf_tenant_create(jf_engine *eng, const char *name, char *tenant_id, size_t tenant_id_len,
+                        char *api_key, size_t api_key_len);
+
+/* Looks up a tenant by its public id or name; fills auth as an admin "cli"
+ * caller of that tenant.  JF_ERR_NOT_FOUND when there is none. */
+jf_err jf_tenant_auth(jf_engine *eng, const char *id_or_name, jf_auth *out);
+
+/* Lists tenants as a JSON array; *json is malloc'd, the caller frees it. */
+jf_err jf_tenant_list(jf_engine *eng, char **json);
+
+/* Runs expiry and the hold sweep for every tenant now (the CLI's `expire`).
+ * Writes the totals as JSON into *json (malloc'd). */
+jf_err jf_maintenance_run(jf_engine *eng, char **json);
+
+/* Checks invariants I1..I7 and I10 on the whole database.  Writes a JSON
+ * report into *json (malloc'd): {"ok": bool, "checked": {...},
+ * "violations": [{"invariant": "I2", "detail": "..."}], "chain_heads": [...]}.
+ * Returns JF_OK when the check ran (whatever it found); *violations tells how
+ * many violations there were. */
+jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations);
+
+/* Counters for /metrics. */
+typedef struct jf_engine_stats {
+    uint64_t commits;
+    uint64_t commands;
+    uint64_t rejected;
+    uint64_t queue_depth;
+    /* Histogram of batch sizes: bucket i counts batches of size <= 2^i. */
+    uint64_t batch_size_buckets[11];
+    /* Histogram of commit latency: bucket i counts commits <= 2^i * 50 us. */
+    uint64_t commit_latency_buckets[12];
+    uint64_t commit_latency_sum_us;
+} jf_engine_stats;
+
+void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);
+
+/* The engine's current time in milliseconds since the Unix epoch (the test
+ * clock when enabled). */
+int64_t jf_engine_now_ms(jf_engine *eng);
+
+/* Library version string, e.g. "0.1.0". */
+const char *jf_version(void);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * Every limit of jifen in one place (as SQLite's sqliteLimit.h).
+ *
+ * Each constant says why it has its value; related ones are tied together by
+ * _Static_assert so that changing one cannot silently break another.  Code
+ * that grows a buffer or accepts a size from outside checks it against one of
+ * these.
+ */
+#ifndef JIFEN_LIMITS_H
+#define JIFEN_LIMITS_H
+
+#include <stdint.h>
+
+/* Points and money are integers that JavaScript clients can hold exactly. */
+#define JF_POINTS_MAX INT64_C(9007199254740991) /* 2^53 - 1 */
+#define JF_MONEY_MAX JF_POINTS_MAX
+
+/* A request body: the largest single-operation JSON we accept.  Orders with
+ * many lines fit easily; anything bigger is an attack or a bug. */
+#define JF_BODY_BYTES_MAX (64 * 1024)
+
+/* Nesting depth of request JSON: orders and metadata need three levels. */
+#define JF_JSON_DEPTH_MAX 8
+
+/* Idempotency-Key: 1..128 printable ASCII characters (API.md). */
+#define JF_IDEM_KEY_LEN_MAX 128
+
+/* Identifiers we generate: a prefix ("mem_", "txn_") and 20 hex digits. */
+#define JF_ID_LEN_MAX 32
+
+/* Strings a client may store. */
+#define JF_EXTERNAL_ID_LEN_MAX 128
+#define JF_NAME_LEN_MAX 200
+#define JF_PHONE_LEN_MAX 32
+#define JF_REASON_LEN_MAX 500
+#define JF_NOTE_LEN_MAX 500
+#define JF_CHANNEL_LEN_MAX 32
+#define JF_STORE_ID_LEN_MAX 64
+#define JF_ORDER_ID_LEN_MAX 128
+#define JF_TAG_LEN_MAX 64
+#define JF_TAGS_MAX 32
+#define JF_METADATA_BYTES_MAX 4096
+#define JF_TIMEZONE_LEN_MAX 64
+#define JF_KEY_NAME_LEN_MAX 100
+
+/* Lists: ?limit= is 1..1000, default 50 (API.md). */
+#define JF_LIST_LIMIT_DEFAULT 50
+#define JF_LIST_LIMIT_MAX 1000
+
+/* The writer applies at most this many commands in one SQLite transaction:
+ * large enough that a commit (about 0.1 ms of fsync) is shared by many
+ * requests, small enough that one batch never holds the write lock long. */
+#define JF_BATCH_COMMANDS_MAX 512
+
+/* Commands waiting for the writer.  Beyond this, a request is answered 429
+ * instead of queueing without bound. */
+#define JF_QUEUE_COMMANDS_MAX 65536
+
+/* Expiry runs in slices of at most this many lots, one writer command each,
+ * so the expiry job never holds the writer for long. */
+#define JF_EXPIRY_SLICE_LOTS 1000
+
+/* Holds void themselves after this long unless the request says otherwise;
+ * no hold lives longer than the maximum. */
+#define JF_HOLD_TTL_SECONDS_DEFAULT 900
+#define JF_HOLD_TTL_SECONDS_MAX (30 * 24 * 3600)
+
+/* Program settings. */
+#define JF_PENDING_DAYS_MAX 3650
+#define JF_EXPIRY_DAYS_MAX 36500
+#define JF_EXPIRY_MONTHS_MAX 1200
+
+/* A verify report lists at most this many violations in detail. */
+#define JF_VERIFY_REPORT_MAX 1000
+
+/* HTTP server: worker threads and concurrent connections. */
+#define JF_HTTP_THREADS_DEFAULT 4
+#define JF_HTTP_CONNECTIONS_MAX 4096
+
+_Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit within max");
+_Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
+_Static_assert(JF_HOLD_TTL_SECONDS_DEFAULT <= JF_HOLD_TTL_SECONDS_MAX, "default ttl within max");
+_Static_assert(JF_METADATA_BYTES_MAX < JF_BODY_BYTES_MAX, "metadata fits in a body");
+_Static_assert(JF_POINTS_MAX < INT64_MAX / 2, "two in-range amounts add without overflow");
+
+#endif

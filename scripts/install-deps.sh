@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages jifen needs to build, test and run its demo.
+#
+# Idempotent: it asks dpkg which packages are missing and does nothing (and
+# prints nothing) when none are.  Only when something is missing does it run
+# `apt-get update` and install exactly those packages, without recommends.
+# Run as root, or as a user with sudo.
+set -euo pipefail
+
+# The one list of what the build, the tests and `make run` need.
+PACKAGES=(
+    build-essential gcc clang clang-format cmake ninja-build pkg-config
+    libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev libcmocka-dev
+    python3 curl tzdata sqlite3 ca-certificates
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    if [ "$status" != "installed" ]; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "install-deps: missing ${missing[*]}; run as root or install sudo" >&2
+        exit 1
+    fi
+    sudo=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"

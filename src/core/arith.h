@@ -1,0 +1,78 @@
+/*
+ * Checked points arithmetic and named rounding.
+ *
+ * Points live in int64 but must stay within ±JF_POINTS_MAX so JavaScript
+ * clients hold them exactly.  Every addition that can grow a balance goes
+ * through jf_points_add_checked; every division names its rounding in the
+ * function name (Redis checks overflow before INCRBY; TigerBeetle returns
+ * overflow as a result instead of wrapping).
+ */
+#ifndef JF_ARITH_H
+#define JF_ARITH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "jifen/limits.h"
+
+/* True when |v| <= JF_POINTS_MAX. */
+static inline bool jf_points_in_range(int64_t v)
+{
+    return v >= -JF_POINTS_MAX && v <= JF_POINTS_MAX;
+}
+
+/* *out = a + b.  Returns false (and leaves *out alone) when the sum leaves
+ * ±JF_POINTS_MAX or int64. */
+static inline bool jf_points_add_checked(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r) || !jf_points_in_range(r))
+        return false;
+    *out = r;
+    return true;
+}
+
+/* *out = a - b, with the same checks as jf_points_add_checked. */
+static inline bool jf_points_sub_checked(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r) || !jf_points_in_range(r))
+        return false;
+    *out = r;
+    return true;
+}
+
+/* *out = floor(amount * num / den) for amount >= 0, num >= 0, den >= 1.
+ * Computed in 128 bits so the product cannot overflow; returns false when the
+ * result leaves the points range or an argument is out of its domain. */
+static inline bool jf_rate_apply_floor(int64_t amount, int64_t num, int64_t den, int64_t *out)
+{
+    if (amount < 0 || num < 0 || den < 1)
+        return false;
+    __int128 r = ((__int128)amount * num) / den;
+    if (r > JF_POINTS_MAX)
+        return false;
+    *out = (int64_t)r;
+    return true;
+}
+
+/* *out = ceil(amount * num / den), same domain as jf_rate_apply_floor. */
+static inline bool jf_rate_apply_ceil(int64_t amount, int64_t num, int64_t den, int64_t *out)
+{
+    if (amount < 0 || num < 0 || den < 1)
+        return false;
+    __int128 p = (__int128)amount * num;
+    __int128 r = p / den + (p % den != 0);
+    if (r > JF_POINTS_MAX)
+        return false;
+    *out = (int64_t)r;
+    return true;
+}
+
+/* Smaller of two int64 values. */
+static inline int64_t jf_min_i64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * Internals shared by the modules of the core: the engine, the per-request
+ * context handlers run in, parsed arguments of write operations, and the
+ * helpers every module uses.  Nothing here is visible to the server or CLI.
+ *
+ * A request runs as a handler: reads in the caller's thread on a pooled read
+ * connection; writes in two halves, `validate` on the caller's thread (parse
+ * and check the body, no database) and `apply` on the writer thread inside
+ * the batch transaction (under a SAVEPOINT, so a refused command leaves no
+ * trace and does not fail its neighbours).
+ */
+#ifndef JF_CORE_H
+#define JF_CORE_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "arith.h"
+#include "db.h"
+#include "jifen/jifen.h"
+
+#define JF_READ_POOL_MAX 64
+#define JF_INFLIGHT_BUCKETS 4096
+#define JF_HASH_BYTES 32
+
+/* Program settings of one tenant (one row of `programs`). */
+typedef struct jf_program {
+    char public_id[JF_ID_LEN_MAX];
+    char name[JF_NAME_LEN_MAX + 1];
+    char currency[4];
+    int64_t earn_points, earn_per_amount;
+    char expiry_policy[24]; /* never, days_after_earn, end_of_month, end_of_quarter, end_of_year */
+    int64_t expiry_n;       /* days or months */
+    int64_t pending_days, debt_floor, hold_ttl_s, operator_adjust_max;
+    char timezone[JF_TIMEZONE_LEN_MAX + 1];
+    int64_t updated_at;
+} jf_program;
+
+/* Arguments of write operations, parsed by validate.  Strings point into the
+ * command's JSON body, which lives as long as the command. */
+typedef struct jf_args {
+    bool has_points, has_order, has_pending_days, has_expires_at, has_ttl;
+    int64_t points;
+    const char *order_id, *order_currency;
+    int64_t order_amount;
+    const char *reason, *note, *channel, *store_id, *to_member;
+    json_t *metadata;
+    int64_t pending_days, expires_at, ttl_s, now_ms;
+} jf_args;
+
+typedef struct jf_inflight {
+    struct jf_inflight *next;
+    int64_t tenant;
+    char key[JF_IDEM_KEY_LEN_MAX + 1];
+} jf_inflight;
+
+typedef struct jf_cmd jf_cmd;
+
+struct jf_engine {
+    char *db_path;
+    bool test_clock;
+    _Atomic int64_t test_now_ms;
+    jf_db wdb;
+    bool has_writer;
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work, cv_idle;
+    jf_cmd *q_head, *q_tail;
+    size_t q_len;
+    bool stopping, draining, writer_busy;
+    pthread_mutex_t idem_mu;
+    jf_inflight *inflight[JF_INFLIGHT_BUCKETS];
+    pthread_mutex_t pool_mu;
+    jf_db *pool[JF_READ_POOL_MAX];
+    int pool_n;
+    bool has_sched;
+    pthread_t sched;
+    int interval_s;
+    pthread_cond_t cv_sched;
+    _Atomic uint64_t commits, commands, rejected;
+    _Atomic uint64_t batch_buckets[11], commit_buckets[12], commit_us_sum;
+};
+
+/* The context a handler runs in. */
+typedef struct jf_ctx {
+    jf_engine *eng;
+    jf_db *db;
+    const jf_request *req; /* NULL for internal commands */
+    jf_op op;
+    const jf_auth *auth;
+    const char *path_id;
+    json_t *body;
+    jf_args *args;
+    const char *idem_key;
+    int64_t now_ms;
+    jf_program prog;
+    json_t *out;  /* the response body on success */
+    bool created; /* answer 201 */
+    char *detail; /* buffer of 256 bytes for the error detail */
+    int64_t *acc; /* running totals of a sliced job (4 values), kept across slices */
+    bool again;   /* a sliced job has more to do: run it again after this batch */
+} jf_ctx;
+
+typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);
+typedef jf_err (*jf_handler_fn)(jf_ctx *ctx);
+
+typedef struct jf_op_impl {
+    jf_validate_fn validate; /* writes only; may be NULL */
+    jf_handler_fn run;       /* read, or the writer's apply */
+} jf_op_impl;
+
+/* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
+jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* --- ids.c: identifiers and hashes --- */
+void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
+void jf_hex(const uint8_t *bytes, size_t n, char *out);
+
+/* --- json.c: strict decoding and encoding --- */
+jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out);
+jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
+jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
+                   int64_t max, int64_t *out, bool *present);
+jf_err jf_json_str(jf_ctx *ctx, json_t *obj, const char *field, bool required, size_t max_len,
+                   const char **out);
+jf_err jf_json_time(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t *out,
+                    bool *present);
+json_t *jf_json_time_value(int64_t ms);          /* RFC 3339 string or null when ms < 0 */
+json_t *jf_json_text(const char *s);             /* string or null */
+char *jf_json_dump(json_t *v, size_t *len);      /* compact, malloc'd */
+void jf_json_set(json_t *obj, const char *k, json_t *v); /* steals v; NULL v stores null */
+
+/* --- program.c --- */
+jf_err jf_program_load(jf_db *db, int64_t tenant, jf_program *out);
+json_t *jf_program_json(const jf_program *p);
+int64_t jf_program_expiry_ms(const jf_program *p, int64_t earn_ms);
+extern const jf_op_impl jf_op_program_get, jf_op_program_update;
+jf_err jf_program_insert_default(jf_db *db, int64_t tenant, const char *name, int64_t now);
+
+/* --- engine.c --- */
+int64_t jf_now_ms(jf_engine *eng);
+jf_db *jf_read_acquire(jf_engine *eng);
+void jf_read_release(jf_engine *eng, jf_db *db);
+jf_err jf_run_internal(jf_engine *eng, jf_op op, int64_t tenant, const char *body, char **json);
+
+/* --- params --- */
+const char *jf_param_get(const jf_ctx *ctx, const char *name);
+jf_err jf_param_limit(jf_ctx *ctx, int64_t *limit);
+jf_err jf_param_cursor(jf_ctx *ctx, int64_t *cursor);
+json_t *jf_list_envelope(json_t *data, int64_t next_cursor);
+
+/* --- members.c --- */
+typedef struct jf_member {
+    int64_t seq;
+    char id[JF_ID_LEN_MAX];
+    char status[12];
+    int64_t debt;
+} jf_member;
+jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
+jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out);
+extern const jf_op_impl jf_op_member_create, jf_op_member_get, jf_op_member_get_external,
+    jf_op_member_update, jf_op_member_list;
+
+/* --- ledger.c / lots.c / reads.c / expiry.c --- */
+extern const jf_op_impl jf_op_earn, jf_op_redeem, jf_op_adjust, jf_op_transfer, jf_op_hold,
+    jf_op_hold_capture, jf_op_hold_void, jf_op_reverse;
+extern const jf_op_impl jf_op_member_points, jf_op_member_transactions, jf_op_member_lots,
+    jf_op_member_holds, jf_op_hold_get, jf_op_transaction_get, jf_op_transaction_list;
+extern const jf_op_impl jf_op_expiry_run, jf_op_expiry_forecast, jf_op_holds_sweep;
+jf_err jf_holds_void_overdue(jf_ctx *ctx, const char *member_id);
+
+/* --- auth.c --- */
+extern const jf_op_impl jf_op_key_create, jf_op_key_list, jf_op_key_revoke;
+jf_err jf_key_insert(jf_db *db, int64_t tenant, const char *name, jf_role role, int64_t now,
+                     char *key_id, char *secret_out, size_t secret_len);
+
+#endif

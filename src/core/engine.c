@@ -1,0 +1,888 @@
+/*
+ * The engine: opening the database, the request dispatcher, and the single
+ * writer thread with group commit (DESIGN.md, Execution model).
+ *
+ * jf_call validates a write on the caller's thread and queues it.  The writer
+ * takes everything queued (up to JF_BATCH_COMMANDS_MAX), applies each command
+ * under its own SAVEPOINT inside one BEGIN IMMEDIATE transaction, commits once
+ * with synchronous=FULL, and only then answers every command of the batch.  A
+ * refused command rolls back to its savepoint and costs its neighbours
+ * nothing.  Long jobs (expiry) run as commands that apply one bounded slice
+ * and re-queue themselves at the tail, so the till is never locked out.
+ *
+ * Reads take a connection from a small pool and run in a read transaction:
+ * a WAL snapshot that never waits for the writer.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "core.h"
+#include "tz.h"
+
+struct jf_cmd {
+    struct jf_cmd *next;
+    jf_op op;
+    jf_auth auth;
+    char *path_id;
+    json_t *body;
+    jf_args args;
+    char *idem_key;
+    uint8_t req_hash[JF_HASH_BYTES];
+    jf_done_fn done;
+    void *done_ctx;
+    jf_result res;
+    int64_t acc[4]; /* running totals of a sliced job */
+};
+
+static const jf_op_impl *op_impl(jf_op op);
+
+jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->detail, 256, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static int64_t real_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t jf_now_ms(jf_engine *eng)
+{
+    return eng->test_clock ? atomic_load(&eng->test_now_ms) : real_now_ms();
+}
+
+int64_t jf_engine_now_ms(jf_engine *eng)
+{
+    return jf_now_ms(eng);
+}
+
+void jf_result_deinit(jf_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->body);
+    memset(res, 0, sizeof(*res));
+}
+
+/* ---- read connection pool ---- */
+
+jf_db *jf_read_acquire(jf_engine *eng)
+{
+    pthread_mutex_lock(&eng->pool_mu);
+    jf_db *db = eng->pool_n > 0 ? eng->pool[--eng->pool_n] : NULL;
+    pthread_mutex_unlock(&eng->pool_mu);
+    if (db)
+        return db;
+    db = calloc(1, sizeof(*db));
+    if (db == NULL)
+        return NULL;
+    if (jf_db_open(db, eng->db_path, false) != JF_OK) {
+        jf_db_close(db);
+        free(db);
+        return NULL;
+    }
+    return db;
+}
+
+void jf_read_release(jf_engine *eng, jf_db *db)
+{
+    if (db == NULL)
+        return;
+    pthread_mutex_lock(&eng->pool_mu);
+    if (eng->pool_n < JF_READ_POOL_MAX) {
+        eng->pool[eng->pool_n++] = db;
+        db = NULL;
+    }
+    pthread_mutex_unlock(&eng->pool_mu);
+    if (db) {
+        jf_db_close(db);
+        free(db);
+    }
+}
+
+/* ---- idempotency keys in flight ---- */
+
+static size_t inflight_bucket(int64_t tenant, const char *key)
+{
+    uint64_t h = (uint64_t)tenant * 0x9e3779b97f4a7c15ull;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h % JF_INFLIGHT_BUCKETS;
+}
+
+/* Registers the key; false when it is already in flight. */
+static bool inflight_add(jf_engine *eng, int64_t tenant, const char *key)
+{
+    size_t b = inflight_bucket(tenant, key);
+    bool added = false;
+    pthread_mutex_lock(&eng->idem_mu);
+    jf_inflight *e = eng->inflight[b];
+    while (e && !(e->tenant == tenant && strcmp(e->key, key) == 0))
+        e = e->next;
+    if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
+        e->tenant = tenant;
+        snprintf(e->key, sizeof(e->key), "%s", key);
+        e->next = eng->inflight[b];
+        eng->inflight[b] = e;
+        added = true;
+    }
+    pthread_mutex_unlock(&eng->idem_mu);
+    return added;
+}
+
+static void inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
+{
+    size_t b = inflight_bucket(tenant, key);
+    pthread_mutex_lock(&eng->idem_mu);
+    for (jf_inflight **pp = &eng->inflight[b]; *pp; pp = &(*pp)->next) {
+        if ((*pp)->tenant == tenant && strcmp((*pp)->key, key) == 0) {
+            jf_inflight *e = *pp;
+            *pp = e->next;
+            free(e);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&eng->idem_mu);
+}
+
+/* ---- commands ---- */
+
+static void cmd_free(jf_cmd *cmd)
+{
+    if (cmd == NULL)
+        return;
+    free(cmd->path_id);
+    free(cmd->idem_key);
+    json_decref(cmd->body);
+    jf_result_deinit(&cmd->res);
+    free(cmd);
+}
+
+static void cmd_finish(jf_cmd *cmd)
+{
+    cmd->done(cmd->done_ctx, &cmd->res);
+    cmd_free(cmd);
+}
+
+static bool idem_key_valid(const char *key)
+{
+    size_t n = strlen(key);
+    if (n < 1 || n > JF_IDEM_KEY_LEN_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* The request fingerprint that a replay must match: op, path id, canonical body. */
+static void request_hash(jf_cmd *cmd)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, JF_HASH_BYTES);
+    const char *op = jf_op_name(cmd->op);
+    crypto_generichash_update(&st, (const uint8_t *)op, strlen(op) + 1);
+    const char *pid = cmd->path_id ? cmd->path_id : "";
+    crypto_generichash_update(&st, (const uint8_t *)pid, strlen(pid) + 1);
+    char *canon = json_dumps(cmd->body, JSON_COMPACT | JSON_SORT_KEYS);
+    if (canon)
+        crypto_generichash_update(&st, (const uint8_t *)canon, strlen(canon));
+    free(canon);
+    crypto_generichash_final(&st, cmd->req_hash, JF_HASH_BYTES);
+}
+
+static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_auth *auth,
+                     char *detail)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->eng = eng;
+    ctx->db = db;
+    ctx->op = op;
+    ctx->auth = auth;
+    ctx->now_ms = jf_now_ms(eng);
+    ctx->detail = detail;
+}
+
+static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
+{
+    if (err == JF_OK && ctx->out) {
+        res->body = jf_json_dump(ctx->out, &res->body_len);
+        if (res->body == NULL)
+            err = JF_ERR_NOMEM;
+    }
+    json_decref(ctx->out);
+    ctx->out = NULL;
+    res->err = err;
+    res->created = err == JF_OK && ctx->created;
+    return err;
+}
+
+/* ---- the writer ---- */
+
+/* Looks the key up; on a match fills the result with the stored answer. */
+static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
+{
+    *found = false;
+    sqlite3_stmt *st = jf_db_query(
+        db, "SELECT op, request_hash, created, body FROM idempotency WHERE tenant_id=? AND key=?",
+        "Is", cmd->auth.tenant, cmd->idem_key);
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_OK;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *found = true;
+        const void *h = sqlite3_column_blob(st, 1);
+        if (strcmp(jf_db_text(st, 0), jf_op_name(cmd->op)) != 0 ||
+            sqlite3_column_bytes(st, 1) != JF_HASH_BYTES ||
+            sodium_memcmp(h, cmd->req_hash, JF_HASH_BYTES) != 0) {
+            err = JF_ERR_IDEMPOTENCY_KEY_REUSED;
+            snprintf(cmd->res.detail, sizeof(cmd->res.detail),
+                     "Idempotency-Key '%s' was first used with another request.", cmd->idem_key);
+        } else {
+            cmd->res.body = strdup(jf_db_text(st, 3));
+            cmd->res.body_len = cmd->res.body ? strlen(cmd->res.body) : 0;
+            cmd->res.created = sqlite3_column_int(st, 2) != 0;
+            cmd->res.replayed = true;
+            err = cmd->res.body ? JF_OK : JF_ERR_NOMEM;
+        }
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+static jf_err idem_store(jf_db *db, jf_cmd *cmd, int64_t now)
+{
+    return jf_db_run(db,
+                     "INSERT INTO idempotency(tenant_id, key, op, request_hash, created, body,"
+                     " created_at) VALUES(?,?,?,?,?,?,?)",
+                     "Issbisi", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
+                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body, now);
+}
+
+/* Applies one command under a savepoint.  Returns true when the command is a
+ * sliced job that wants to run again after this batch commits. */
+static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
+{
+    jf_db *db = &eng->wdb;
+    jf_ctx ctx;
+    ctx_init(&ctx, eng, db, cmd->op, &cmd->auth, cmd->res.detail);
+    ctx.path_id = cmd->path_id;
+    ctx.body = cmd->body;
+    ctx.args = &cmd->args;
+    ctx.idem_key = cmd->idem_key;
+    ctx.acc = cmd->acc;
+    jf_err err = jf_db_exec(db, "SAVEPOINT cmd");
+    if (err != JF_OK) {
+        cmd->res.err = err;
+        return false;
+    }
+    bool found = false;
+    if (cmd->idem_key && (err = idem_lookup(db, cmd, &found)) == JF_OK && found) {
+        jf_db_exec(db, "RELEASE cmd");
+        return false;
+    }
+    if (err == JF_OK)
+        err = jf_program_load(db, cmd->auth.tenant, &ctx.prog);
+    if (err == JF_OK) {
+        ctx.out = json_object();
+        err = op_impl(cmd->op)->run(&ctx);
+    }
+    bool again = err == JF_OK && ctx.again;
+    if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
+        snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
+    err = ctx_finish(&ctx, err, &cmd->res);
+    if (err == JF_OK && cmd->idem_key && !again)
+        err = idem_store(db, cmd, ctx.now_ms);
+    if (err != JF_OK) {
+        jf_db_exec(db, "ROLLBACK TO cmd");
+        free(cmd->res.body);
+        cmd->res.body = NULL;
+        cmd->res.err = err;
+        again = false;
+    }
+    jf_db_exec(db, "RELEASE cmd");
+    return again;
+}
+
+static void stats_bucket(_Atomic uint64_t *buckets, int n, uint64_t v, uint64_t unit)
+{
+    int i = 0;
+    while (i < n - 1 && v > (unit << i))
+        i++;
+    atomic_fetch_add(&buckets[i], 1);
+}
+
+/* Takes up to a batch of commands off the queue; NULL when stopping and empty. */
+static jf_cmd *writer_take(jf_engine *eng, size_t *count)
+{
+    pthread_mutex_lock(&eng->mu);
+    while (eng->q_head == NULL && !eng->stopping) {
+        eng->writer_busy = false;
+        pthread_cond_broadcast(&eng->cv_idle);
+        pthread_cond_wait(&eng->cv_work, &eng->mu);
+    }
+    jf_cmd *head = eng->q_head, *tail = NULL;
+    size_t n = 0;
+    for (jf_cmd *c = head; c && n < JF_BATCH_COMMANDS_MAX; c = c->next, n++)
+        tail = c;
+    if (tail) {
+        eng->q_head = tail->next;
+        if (eng->q_head == NULL)
+            eng->q_tail = NULL;
+        tail->next = NULL;
+        eng->q_len -= n;
+        eng->writer_busy = true;
+    }
+    pthread_mutex_unlock(&eng->mu);
+    *count = n;
+    return head;
+}
+
+static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
+{
+    pthread_mutex_lock(&eng->mu);
+    cmd->next = NULL;
+    if (eng->q_tail)
+        eng->q_tail->next = cmd;
+    else
+        eng->q_head = cmd;
+    eng->q_tail = cmd;
+    eng->q_len++;
+    pthread_mutex_unlock(&eng->mu);
+}
+
+static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    jf_err err = jf_db_exec(&eng->wdb, "COMMIT");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    atomic_fetch_add(&eng->commits, 1);
+    atomic_fetch_add(&eng->commit_us_sum, us);
+    stats_bucket(eng->commit_buckets, 12, us, 50);
+    if (err == JF_OK)
+        return;
+    /* Nothing of this batch is durable: no command may be acknowledged. */
+    jf_db_exec(&eng->wdb, "ROLLBACK");
+    int i = 0;
+    for (jf_cmd *c = batch; c; c = c->next, i++) {
+        again[i] = false;
+        free(c->res.body);
+        c->res.body = NULL;
+        c->res.replayed = false;
+        c->res.err = JF_ERR_IO;
+        snprintf(c->res.detail, sizeof(c->res.detail), "The commit failed; nothing was written.");
+    }
+}
+
+static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
+{
+    bool again[JF_BATCH_COMMANDS_MAX] = {false};
+    jf_err err = jf_db_exec(&eng->wdb, "BEGIN IMMEDIATE");
+    int i = 0;
+    for (jf_cmd *c = batch; c; c = c->next, i++) {
+        if (err != JF_OK) {
+            c->res.err = err;
+            continue;
+        }
+        again[i] = writer_apply(eng, c);
+        if (c->res.err != JF_OK)
+            atomic_fetch_add(&eng->rejected, 1);
+    }
+    if (err == JF_OK)
+        writer_commit(eng, batch, again);
+    atomic_fetch_add(&eng->commands, n);
+    stats_bucket(eng->batch_buckets, 11, n, 1);
+    i = 0;
+    for (jf_cmd *c = batch, *next; c; c = next, i++) {
+        next = c->next;
+        if (again[i]) {
+            free(c->res.body);
+            c->res.body = NULL;
+            writer_requeue(eng, c);
+            continue;
+        }
+        if (c->idem_key)
+            inflight_remove(eng, c->auth.tenant, c->idem_key);
+        cmd_finish(c);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    jf_engine *eng = arg;
+    for (;;) {
+        size_t n = 0;
+        jf_cmd *batch = writer_take(eng, &n);
+        if (batch == NULL)
+            break;
+        writer_batch(eng, batch, n);
+    }
+    return NULL;
+}
+
+static jf_err enqueue(jf_engine *eng, jf_cmd *cmd)
+{
+    pthread_mutex_lock(&eng->mu);
+    jf_err err = JF_OK;
+    if (eng->draining || eng->stopping || !eng->has_writer)
+        err = JF_ERR_SHUTTING_DOWN;
+    else if (eng->q_len >= JF_QUEUE_COMMANDS_MAX)
+        err = JF_ERR_RATE_LIMITED;
+    if (err == JF_OK) {
+        if (eng->q_tail)
+            eng->q_tail->next = cmd;
+        else
+            eng->q_head = cmd;
+        eng->q_tail = cmd;
+        eng->q_len++;
+        eng->writer_busy = true;
+        pthread_cond_signal(&eng->cv_work);
+    }
+    pthread_mutex_unlock(&eng->mu);
+    return err;
+}
+
+/* ---- dispatch ---- */
+
+static void answer_now(jf_done_fn done, void *done_ctx, jf_err err, const char *detail)
+{
+    jf_result res;
+    memset(&res, 0, sizeof(res));
+    res.err = err;
+    if (detail)
+        snprintf(res.detail, sizeof(res.detail), "%s", detail);
+    done(done_ctx, &res);
+    jf_result_deinit(&res);
+}
+
+static jf_err call_check(jf_engine *eng, const jf_request *req, char *detail)
+{
+    if (req == NULL || (unsigned)req->op >= (unsigned)JF_OP__COUNT)
+        return JF_ERR_INVALID_REQUEST;
+    if ((req->op == JF_OP_CLOCK_SET || req->op == JF_OP_CLOCK_GET) && !eng->test_clock)
+        return JF_ERR_NOT_FOUND;
+    if (req->auth == NULL || req->auth->tenant <= 0 || req->auth->role == JF_ROLE_NONE)
+        return JF_ERR_UNAUTHORIZED;
+    if (!jf_op_allows(req->op, req->auth->role)) {
+        snprintf(detail, 256, "Role '%s' may not run %s.", jf_role_name(req->auth->role),
+                 jf_op_name(req->op));
+        return JF_ERR_FORBIDDEN;
+    }
+    if (req->idempotency_key == NULL && jf_op_requires_idempotency(req->op))
+        return JF_ERR_IDEMPOTENCY_KEY_REQUIRED;
+    if (req->idempotency_key && !idem_key_valid(req->idempotency_key))
+        return JF_ERR_INVALID_IDEMPOTENCY_KEY;
+    return JF_OK;
+}
+
+static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
+{
+    jf_result res;
+    memset(&res, 0, sizeof(res));
+    jf_db *db = jf_read_acquire(eng);
+    jf_ctx ctx;
+    ctx_init(&ctx, eng, db, req->op, req->auth, res.detail);
+    ctx.req = req;
+    ctx.path_id = req->path_id;
+    jf_err err = db ? jf_db_exec(db, "BEGIN") : JF_ERR_IO;
+    if (err == JF_OK) {
+        err = jf_program_load(db, req->auth->tenant, &ctx.prog);
+        if (err == JF_OK) {
+            ctx.out = json_object();
+            err = op_impl(req->op)->run(&ctx);
+        }
+        jf_db_exec(db, "COMMIT");
+    }
+    ctx_finish(&ctx, err, &res);
+    jf_read_release(eng, db);
+    done(done_ctx, &res);
+    jf_result_deinit(&res);
+}
+
+static jf_err cmd_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
+{
+    cmd->op = req->op;
+    cmd->auth = *req->auth;
+    if ((req->path_id && (cmd->path_id = strdup(req->path_id)) == NULL) ||
+        (req->idempotency_key && (cmd->idem_key = strdup(req->idempotency_key)) == NULL))
+        return JF_ERR_NOMEM;
+    jf_ctx ctx;
+    ctx_init(&ctx, eng, NULL, req->op, &cmd->auth, cmd->res.detail);
+    ctx.req = req;
+    ctx.path_id = cmd->path_id;
+    ctx.args = &cmd->args;
+    jf_err err = JF_OK;
+    if (req->body && req->body_len > 0)
+        err = jf_json_parse_body(&ctx, req->body, req->body_len, &cmd->body);
+    else
+        cmd->body = json_object();
+    if (err != JF_OK)
+        return err;
+    ctx.body = cmd->body;
+    cmd->args.now_ms = ctx.now_ms;
+    const jf_op_impl *impl = op_impl(req->op);
+    if (impl->validate && (err = impl->validate(&ctx)) != JF_OK)
+        return err;
+    request_hash(cmd);
+    return JF_OK;
+}
+
+static void call_write(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
+{
+    jf_cmd *cmd = calloc(1, sizeof(*cmd));
+    if (cmd == NULL) {
+        answer_now(done, done_ctx, JF_ERR_NOMEM, NULL);
+        return;
+    }
+    cmd->done = done;
+    cmd->done_ctx = done_ctx;
+    jf_err err = cmd_prepare(eng, req, cmd);
+    if (err == JF_OK && cmd->idem_key && !inflight_add(eng, cmd->auth.tenant, cmd->idem_key)) {
+        err = JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT;
+        free(cmd->idem_key);
+        cmd->idem_key = NULL;
+    }
+    if (err == JF_OK && (err = enqueue(eng, cmd)) != JF_OK && cmd->idem_key)
+        inflight_remove(eng, cmd->auth.tenant, cmd->idem_key);
+    if (err != JF_OK) {
+        cmd->res.err = err;
+        cmd_finish(cmd);
+    }
+}
+
+void jf_call(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
+{
+    char detail[256] = "";
+    jf_err err = call_check(eng, req, detail);
+    if (err != JF_OK)
+        answer_now(done, done_ctx, err, detail[0] ? detail : NULL);
+    else if (jf_op_is_write(req->op))
+        call_write(eng, req, done, done_ctx);
+    else
+        call_read(eng, req, done, done_ctx);
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    jf_result *res;
+} sync_wait;
+
+static void sync_done(void *arg, jf_result *res)
+{
+    sync_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    *w->res = *res;
+    memset(res, 0, sizeof(*res)); /* the waiter owns the body now */
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+jf_err jf_call_sync(jf_engine *eng, const jf_request *req, jf_result *res)
+{
+    sync_wait w = {.res = res};
+    memset(res, 0, sizeof(*res));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    jf_call(eng, req, sync_done, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return res->err;
+}
+
+jf_err jf_run_internal(jf_engine *eng, jf_op op, int64_t tenant, const char *body, char **json)
+{
+    jf_auth auth = {.tenant = tenant, .role = JF_ROLE_ADMIN};
+    snprintf(auth.actor, sizeof(auth.actor), "system");
+    jf_request req = {.op = op, .auth = &auth, .body = body, .body_len = body ? strlen(body) : 0};
+    jf_result res;
+    jf_err err = jf_call_sync(eng, &req, &res);
+    if (json) {
+        *json = res.body;
+        res.body = NULL;
+    }
+    jf_result_deinit(&res);
+    return err;
+}
+
+/* ---- the test clock ---- */
+
+static jf_err clock_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"now", NULL};
+    jf_err err = jf_json_allow(ctx, ctx->body, fields);
+    if (err == JF_OK)
+        err = jf_json_time(ctx, ctx->body, "now", true, &ctx->args->expires_at, NULL);
+    return err;
+}
+
+static jf_err clock_set(jf_ctx *ctx)
+{
+    int64_t now = atomic_load(&ctx->eng->test_now_ms);
+    if (ctx->args->expires_at < now)
+        return jf_fail(ctx, JF_ERR_TEST_CLOCK_BACKWARDS, "The test clock is already later.");
+    atomic_store(&ctx->eng->test_now_ms, ctx->args->expires_at);
+    ctx->now_ms = ctx->args->expires_at;
+    /* Holds past their deadline are void as soon as time passes them. */
+    jf_err err = jf_holds_void_overdue(ctx, NULL);
+    if (err == JF_OK)
+        jf_json_set(ctx->out, "now", jf_json_time_value(ctx->now_ms));
+    return err;
+}
+
+static jf_err clock_get(jf_ctx *ctx)
+{
+    jf_json_set(ctx->out, "now", jf_json_time_value(jf_now_ms(ctx->eng)));
+    return JF_OK;
+}
+
+static const jf_op_impl op_clock_set = {clock_validate, clock_set};
+static const jf_op_impl op_clock_get = {NULL, clock_get};
+
+static const jf_op_impl *op_impl(jf_op op)
+{
+    static const jf_op_impl *const table[JF_OP__COUNT] = {
+        [JF_OP_MEMBER_CREATE] = &jf_op_member_create,
+        [JF_OP_MEMBER_GET] = &jf_op_member_get,
+        [JF_OP_MEMBER_GET_EXTERNAL] = &jf_op_member_get_external,
+        [JF_OP_MEMBER_UPDATE] = &jf_op_member_update,
+        [JF_OP_MEMBER_LIST] = &jf_op_member_list,
+        [JF_OP_MEMBER_POINTS] = &jf_op_member_points,
+        [JF_OP_MEMBER_TRANSACTIONS] = &jf_op_member_transactions,
+        [JF_OP_MEMBER_LOTS] = &jf_op_member_lots,
+        [JF_OP_MEMBER_HOLDS] = &jf_op_member_holds,
+        [JF_OP_EARN] = &jf_op_earn,
+        [JF_OP_REDEEM] = &jf_op_redeem,
+        [JF_OP_ADJUST] = &jf_op_adjust,
+        [JF_OP_TRANSFER] = &jf_op_transfer,
+        [JF_OP_HOLD] = &jf_op_hold,
+        [JF_OP_HOLD_GET] = &jf_op_hold_get,
+        [JF_OP_HOLD_CAPTURE] = &jf_op_hold_capture,
+        [JF_OP_HOLD_VOID] = &jf_op_hold_void,
+        [JF_OP_REVERSE] = &jf_op_reverse,
+        [JF_OP_TRANSACTION_GET] = &jf_op_transaction_get,
+        [JF_OP_TRANSACTION_LIST] = &jf_op_transaction_list,
+        [JF_OP_PROGRAM_GET] = &jf_op_program_get,
+        [JF_OP_PROGRAM_UPDATE] = &jf_op_program_update,
+        [JF_OP_EXPIRY_RUN] = &jf_op_expiry_run,
+        [JF_OP_EXPIRY_FORECAST] = &jf_op_expiry_forecast,
+        [JF_OP_HOLDS_SWEEP] = &jf_op_holds_sweep,
+        [JF_OP_KEY_CREATE] = &jf_op_key_create,
+        [JF_OP_KEY_LIST] = &jf_op_key_list,
+        [JF_OP_KEY_REVOKE] = &jf_op_key_revoke,
+        [JF_OP_CLOCK_SET] = &op_clock_set,
+        [JF_OP_CLOCK_GET] = &op_clock_get,
+    };
+    return table[op];
+}
+
+/* ---- scheduled jobs ---- */
+
+static void sched_run_once(jf_engine *eng)
+{
+    jf_db *db = jf_read_acquire(eng);
+    if (db == NULL)
+        return;
+    int64_t tenants[256];
+    int n = 0;
+    sqlite3_stmt *st = jf_db_query(db, "SELECT id FROM tenants ORDER BY id", "");
+    while (st && n < 256 && sqlite3_step(st) == SQLITE_ROW)
+        tenants[n++] = sqlite3_column_int64(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    jf_read_release(eng, db);
+    for (int i = 0; i < n; i++) {
+        jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenants[i], NULL, NULL);
+        jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenants[i], NULL, NULL);
+    }
+}
+
+static void *sched_main(void *arg)
+{
+    jf_engine *eng = arg;
+    pthread_mutex_lock(&eng->mu);
+    while (!eng->stopping && !eng->draining) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += eng->interval_s;
+        int rc = 0;
+        while (!eng->stopping && !eng->draining && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
+        if (eng->stopping || eng->draining)
+            break;
+        pthread_mutex_unlock(&eng->mu);
+        sched_run_once(eng);
+        pthread_mutex_lock(&eng->mu);
+    }
+    pthread_mutex_unlock(&eng->mu);
+    return NULL;
+}
+
+jf_err jf_maintenance_run(jf_engine *eng, char **json)
+{
+    jf_db *db = jf_read_acquire(eng);
+    if (db == NULL)
+        return JF_ERR_IO;
+    json_t *out = json_array();
+    sqlite3_stmt *st = jf_db_query(db, "SELECT id, public_id FROM tenants ORDER BY id", "");
+    jf_err err = st ? JF_OK : JF_ERR_IO;
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        int64_t tenant = sqlite3_column_int64(st, 0);
+        json_t *row = json_pack("{ss}", "tenant_id", jf_db_text(st, 1));
+        char *text = NULL;
+        err = jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenant, NULL, NULL);
+        if (err == JF_OK)
+            err = jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenant, NULL, &text);
+        json_object_set_new(row, "expiry", text ? json_loads(text, 0, NULL) : json_null());
+        free(text);
+        json_array_append_new(out, row);
+    }
+    if (st)
+        sqlite3_reset(st);
+    jf_read_release(eng, db);
+    *json = err == JF_OK ? jf_json_dump(out, NULL) : NULL;
+    json_decref(out);
+    return err;
+}
+
+/* ---- life cycle ---- */
+
+static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
+{
+    jf_err err = jf_db_open(&eng->wdb, eng->db_path, false);
+    if (err == JF_OK && (err = jf_db_migrate(&eng->wdb)) != JF_OK && errbuf)
+        snprintf(errbuf, errlen, "cannot create or migrate the schema: %s", eng->wdb.errmsg);
+    else if (err != JF_OK && errbuf)
+        snprintf(errbuf, errlen, "%s", eng->wdb.errmsg);
+    if (err != JF_OK)
+        return err;
+    if (pthread_create(&eng->writer, NULL, writer_main, eng) != 0)
+        return JF_ERR_NOMEM;
+    eng->has_writer = true;
+    if (eng->interval_s > 0) {
+        if (pthread_create(&eng->sched, NULL, sched_main, eng) != 0)
+            return JF_ERR_NOMEM;
+        eng->has_sched = true;
+    }
+    return JF_OK;
+}
+
+jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errbuf,
+                      size_t errbuf_len)
+{
+    *out = NULL;
+    if (sodium_init() < 0)
+        return JF_ERR_INTERNAL;
+    jf_engine *eng = calloc(1, sizeof(*eng));
+    if (eng == NULL || (eng->db_path = strdup(opts->db_path)) == NULL) {
+        free(eng);
+        return JF_ERR_NOMEM;
+    }
+    eng->test_clock = opts->test_clock;
+    atomic_store(&eng->test_now_ms, real_now_ms());
+    eng->interval_s = opts->expiry_interval_s;
+    pthread_mutex_init(&eng->mu, NULL);
+    pthread_mutex_init(&eng->idem_mu, NULL);
+    pthread_mutex_init(&eng->pool_mu, NULL);
+    pthread_cond_init(&eng->cv_work, NULL);
+    pthread_cond_init(&eng->cv_idle, NULL);
+    pthread_cond_init(&eng->cv_sched, NULL);
+    jf_err err = JF_OK;
+    if (!opts->no_writer) {
+        err = engine_start_writer(eng, errbuf, errbuf_len);
+    } else {
+        jf_db *db = jf_read_acquire(eng);
+        err = db ? JF_OK : JF_ERR_IO;
+        if (err != JF_OK && errbuf)
+            snprintf(errbuf, errbuf_len, "cannot open %s", opts->db_path);
+        jf_read_release(eng, db);
+    }
+    if (err != JF_OK) {
+        jf_engine_free(eng);
+        return err;
+    }
+    *out = eng;
+    return JF_OK;
+}
+
+void jf_engine_drain(jf_engine *eng)
+{
+    if (eng == NULL)
+        return;
+    pthread_mutex_lock(&eng->mu);
+    eng->draining = true;
+    pthread_cond_broadcast(&eng->cv_sched);
+    while (eng->has_writer && (eng->q_head != NULL || eng->writer_busy))
+        pthread_cond_wait(&eng->cv_idle, &eng->mu);
+    pthread_mutex_unlock(&eng->mu);
+}
+
+void jf_engine_free(jf_engine *eng)
+{
+    if (eng == NULL)
+        return;
+    jf_engine_drain(eng);
+    pthread_mutex_lock(&eng->mu);
+    eng->stopping = true;
+    pthread_cond_broadcast(&eng->cv_work);
+    pthread_cond_broadcast(&eng->cv_sched);
+    pthread_mutex_unlock(&eng->mu);
+    if (eng->has_sched)
+        pthread_join(eng->sched, NULL);
+    if (eng->has_writer)
+        pthread_join(eng->writer, NULL);
+    jf_db_close(&eng->wdb);
+    for (int i = 0; i < eng->pool_n; i++) {
+        jf_db_close(eng->pool[i]);
+        free(eng->pool[i]);
+    }
+    for (int b = 0; b < JF_INFLIGHT_BUCKETS; b++)
+        for (jf_inflight *e = eng->inflight[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    pthread_mutex_destroy(&eng->mu);
+    pthread_mutex_destroy(&eng->idem_mu);
+    pthread_mutex_destroy(&eng->pool_mu);
+    pthread_cond_destroy(&eng->cv_work);
+    pthread_cond_destroy(&eng->cv_idle);
+    pthread_cond_destroy(&eng->cv_sched);
+    free(eng->db_path);
+    free(eng);
+}
+
+void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->commits = atomic_load(&eng->commits);
+    out->commands = atomic_load(&eng->commands);
+    out->rejected = atomic_load(&eng->rejected);
+    pthread_mutex_lock(&eng->mu);
+    out->queue_depth = eng->q_len;
+    pthread_mutex_unlock(&eng->mu);
+    for (int i = 0; i < 11; i++)
+        out->batch_size_buckets[i] = atomic_load(&eng->batch_buckets[i]);
+    for (int i = 0; i < 12; i++)
+        out->commit_latency_buckets[i] = atomic_load(&eng->commit_buckets[i]);
+    out->commit_latency_sum_us = atomic_load(&eng->commit_us_sum);
+}

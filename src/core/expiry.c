@@ -1,0 +1,165 @@
+/*
+ * Expiry: lots whose expires_at has passed are expired by the job, one
+ * `expire` transaction per member per slice, each lot at most once (I10).
+ * The job is a writer command that handles JF_EXPIRY_SLICE_LOTS lots and
+ * re-queues itself while there is more, so a million due lots never hold
+ * the writer for long; because it picks lots by state, running it again (or
+ * resuming after a crash) expires nothing twice.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+#include "tz.h"
+
+typedef struct due_lot {
+    int64_t seq, remaining;
+    char member_id[JF_ID_LEN_MAX];
+} due_lot;
+
+static jf_err due_lots(jf_ctx *ctx, due_lot *lots, int *n)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT seq, remaining, member_id FROM lots WHERE tenant_id=? AND expires_at <= ?"
+        " AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL"
+        " ORDER BY expires_at LIMIT ?",
+        "III", ctx->auth->tenant, ctx->now_ms, (int64_t)JF_EXPIRY_SLICE_LOTS);
+    if (st == NULL)
+        return JF_ERR_IO;
+    *n = 0;
+    while (*n < JF_EXPIRY_SLICE_LOTS && sqlite3_step(st) == SQLITE_ROW) {
+        lots[*n].seq = sqlite3_column_int64(st, 0);
+        lots[*n].remaining = sqlite3_column_int64(st, 1);
+        snprintf(lots[*n].member_id, JF_ID_LEN_MAX, "%s", jf_db_text(st, 2));
+        (*n)++;
+    }
+    sqlite3_reset(st);
+    return JF_OK;
+}
+
+static int due_cmp(const void *a, const void *b)
+{
+    const due_lot *x = a, *y = b;
+    int c = strcmp(x->member_id, y->member_id);
+    return c ? c : (x->seq < y->seq ? -1 : x->seq > y->seq);
+}
+
+/* Expires lots[0..n) that all belong to one member, in one transaction. */
+static jf_err expire_member(jf_ctx *ctx, const due_lot *lots, int n, int64_t *points)
+{
+    jf_tx tx;
+    jf_err err = jf_tx_begin(ctx, &tx, "expire", lots[0].member_id);
+    if (err != JF_OK)
+        return err;
+    tx.actor = "system";
+    tx.idem_key = NULL;
+    int64_t sum = 0;
+    for (int i = 0; err == JF_OK && i < n; i++) {
+        err = jf_db_run(ctx->db,
+                        "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+                        " VALUES(?,?,?,?,?)",
+                        "IIIII", ctx->auth->tenant, tx.seq, lots[i].seq, lots[i].remaining,
+                        ctx->now_ms);
+        if (err == JF_OK)
+            err = jf_db_run(ctx->db,
+                            "UPDATE lots SET remaining = 0, expired_tx_seq = ? WHERE seq = ?"
+                            " AND expired_tx_seq IS NULL AND remaining = ?",
+                            "III", tx.seq, lots[i].seq, lots[i].remaining);
+        if (err == JF_OK && jf_db_changes(ctx->db) != 1)
+            err = jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld changed while expiring.",
+                          (long long)lots[i].seq);
+        sum += lots[i].remaining;
+    }
+    tx.points = sum;
+    tx.delta = -sum;
+    jf_tx_post(&tx, "points", lots[0].member_id, -sum);
+    jf_tx_post(&tx, "expired", NULL, sum);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    *points = sum;
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+static jf_err expiry_run(jf_ctx *ctx)
+{
+    due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
+    int n = 0;
+    if (lots == NULL)
+        return JF_ERR_NOMEM;
+    jf_err err = due_lots(ctx, lots, &n);
+    qsort(lots, (size_t)n, sizeof(*lots), due_cmp);
+    for (int i = 0, j; err == JF_OK && i < n; i = j) {
+        for (j = i + 1; j < n && strcmp(lots[j].member_id, lots[i].member_id) == 0; j++)
+            ;
+        int64_t points = 0;
+        err = expire_member(ctx, lots + i, j - i, &points);
+        ctx->acc[0] += points;
+        ctx->acc[1] += j - i;
+        ctx->acc[2] += 1;
+    }
+    free(lots);
+    if (err != JF_OK)
+        return err;
+    ctx->again = n == JF_EXPIRY_SLICE_LOTS;
+    jf_json_set(ctx->out, "expired_points", json_integer(ctx->acc[0]));
+    jf_json_set(ctx->out, "lots", json_integer(ctx->acc[1]));
+    jf_json_set(ctx->out, "members", json_integer(ctx->acc[2]));
+    return JF_OK;
+}
+
+static jf_err expiry_run_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {NULL};
+    return jf_json_allow(ctx, ctx->body, fields);
+}
+
+static jf_err expiry_forecast(jf_ctx *ctx)
+{
+    int64_t until = 0, limit, offset;
+    const char *s = jf_param_get(ctx, "until");
+    if (s == NULL || !jf_time_parse_rfc3339(s, &until))
+        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "until is required: an RFC 3339 time.");
+    jf_err err = jf_param_limit(ctx, &limit);
+    if (err == JF_OK)
+        err = jf_param_cursor(ctx, &offset);
+    if (err != JF_OK)
+        return err;
+    offset = offset < 0 ? 0 : offset;
+    int64_t total_points = 0, total_lots = 0;
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT member_id, SUM(remaining), count(*), MIN(expires_at) FROM lots"
+        " WHERE tenant_id=? AND expires_at <= ? AND remaining > 0 AND expired_tx_seq IS NULL"
+        " AND expires_at IS NOT NULL GROUP BY member_id ORDER BY member_id",
+        "II", ctx->auth->tenant, until);
+    if (st == NULL)
+        return JF_ERR_IO;
+    json_t *data = json_array();
+    int64_t row = 0, next = -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        total_points += sqlite3_column_int64(st, 1);
+        total_lots += sqlite3_column_int64(st, 2);
+        if (row >= offset && row < offset + limit)
+            json_array_append_new(
+                data, json_pack("{sssIsIso}", "member_id", jf_db_text(st, 0), "points",
+                                (json_int_t)sqlite3_column_int64(st, 1), "lots",
+                                (json_int_t)sqlite3_column_int64(st, 2), "earliest_expires_at",
+                                jf_json_time_value(sqlite3_column_int64(st, 3))));
+        else if (row == offset + limit)
+            next = offset + limit;
+        row++;
+    }
+    sqlite3_reset(st);
+    json_t *o = jf_list_envelope(data, next);
+    jf_json_set(o, "until", jf_json_time_value(until));
+    jf_json_set(o, "total_points", json_integer(total_points));
+    jf_json_set(o, "total_lots", json_integer(total_lots));
+    json_decref(ctx->out);
+    ctx->out = o;
+    return JF_OK;
+}
+
+const jf_op_impl jf_op_expiry_run = {expiry_run_validate, expiry_run};
+const jf_op_impl jf_op_expiry_forecast = {NULL, expiry_forecast};

@@ -1,0 +1,223 @@
+/*
+ * Strict JSON decoding of request bodies and small encoding helpers.
+ *
+ * Bodies are parsed by jansson with duplicate keys rejected; then each
+ * handler names the fields it accepts, so an unknown or misspelt field is a
+ * 400 rather than silently ignored.  Integers are checked against the points
+ * range (±(2^53−1)) before any handler-specific bound.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "tz.h"
+
+static int json_depth(json_t *v)
+{
+    int max = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *c;
+        json_object_foreach(v, k, c)
+        {
+            int d = json_depth(c);
+            max = d > max ? d : max;
+        }
+        return max + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(v, i, c)
+        {
+            int d = json_depth(c);
+            max = d > max ? d : max;
+        }
+        return max + 1;
+    }
+    return 0;
+}
+
+jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out)
+{
+    json_error_t e;
+    *out = NULL;
+    if (len > JF_BODY_BYTES_MAX)
+        return JF_ERR_PAYLOAD_TOO_LARGE;
+    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+    if (v == NULL) {
+        if (strstr(e.text, "duplicate"))
+            return jf_fail(ctx, JF_ERR_DUPLICATE_FIELD, "%s", e.text);
+        if (strstr(e.text, "too big"))
+            return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "%s", e.text);
+        return jf_fail(ctx, JF_ERR_INVALID_JSON, "%s at line %d column %d", e.text, e.line,
+                       e.column);
+    }
+    if (!json_is_object(v) || json_depth(v) > JF_JSON_DEPTH_MAX) {
+        json_decref(v);
+        return jf_fail(ctx, JF_ERR_INVALID_JSON, "The body must be a JSON object of depth <= %d.",
+                       JF_JSON_DEPTH_MAX);
+    }
+    *out = v;
+    return JF_OK;
+}
+
+jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        bool known = false;
+        for (const char *const *f = fields; *f && !known; f++)
+            known = strcmp(*f, k) == 0;
+        if (!known)
+            return jf_fail(ctx, JF_ERR_UNKNOWN_FIELD, "Unknown field '%s'.", k);
+    }
+    return JF_OK;
+}
+
+jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
+                   int64_t max, int64_t *out, bool *present)
+{
+    json_t *v = json_object_get(obj, field);
+    if (present)
+        *present = v != NULL;
+    if (v == NULL)
+        return required ? jf_fail(ctx, JF_ERR_MISSING_FIELD, "'%s' is required.", field) : JF_OK;
+    if (!json_is_integer(v))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be an integer.", field);
+    int64_t n = json_integer_value(v);
+    if (!jf_points_in_range(n))
+        return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE,
+                       "'%s' must be within ±9007199254740991.", field);
+    if (n < min || n > max)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be between %lld and %lld.", field,
+                       (long long)min, (long long)max);
+    *out = n;
+    return JF_OK;
+}
+
+jf_err jf_json_str(jf_ctx *ctx, json_t *obj, const char *field, bool required, size_t max_len,
+                   const char **out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (v == NULL || (json_is_null(v) && !required))
+        return required ? jf_fail(ctx, JF_ERR_MISSING_FIELD, "'%s' is required.", field) : JF_OK;
+    if (!json_is_string(v))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be a string.", field);
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    if (n == 0 || n > max_len || memchr(s, '\0', n) != NULL)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be 1 to %zu characters.", field,
+                       max_len);
+    *out = s;
+    return JF_OK;
+}
+
+jf_err jf_json_time(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t *out,
+                    bool *present)
+{
+    const char *s = NULL;
+    if (present)
+        *present = false;
+    jf_err err = jf_json_str(ctx, obj, field, required, 64, &s);
+    if (err != JF_OK || s == NULL)
+        return err;
+    if (!jf_time_parse_rfc3339(s, out))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be an RFC 3339 time.", field);
+    if (present)
+        *present = true;
+    return JF_OK;
+}
+
+json_t *jf_json_time_value(int64_t ms)
+{
+    if (ms < 0)
+        return json_null();
+    char buf[JF_TIME_BUF];
+    jf_time_format_rfc3339(ms, buf);
+    return json_string(buf);
+}
+
+json_t *jf_json_text(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+char *jf_json_dump(json_t *v, size_t *len)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (s && len)
+        *len = strlen(s);
+    return s;
+}
+
+void jf_json_set(json_t *obj, const char *k, json_t *v)
+{
+    json_object_set_new(obj, k, v ? v : json_null());
+}
+
+/* ---- query parameters and lists ---- */
+
+const char *jf_param_get(const jf_ctx *ctx, const char *name)
+{
+    if (ctx->req == NULL)
+        return NULL;
+    for (size_t i = 0; i < ctx->req->param_count; i++)
+        if (ctx->req->params[i].name && strcmp(ctx->req->params[i].name, name) == 0)
+            return ctx->req->params[i].value ? ctx->req->params[i].value : "";
+    return NULL;
+}
+
+static bool parse_i64(const char *s, int64_t *out)
+{
+    if (s == NULL || *s == '\0' || strlen(s) > 18)
+        return false;
+    int64_t n = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        n = n * 10 + (*p - '0');
+    }
+    *out = n;
+    return true;
+}
+
+jf_err jf_param_limit(jf_ctx *ctx, int64_t *limit)
+{
+    const char *s = jf_param_get(ctx, "limit");
+    *limit = JF_LIST_LIMIT_DEFAULT;
+    if (s == NULL)
+        return JF_OK;
+    if (!parse_i64(s, limit) || *limit < 1 || *limit > JF_LIST_LIMIT_MAX)
+        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "limit must be an integer from 1 to %d.",
+                       JF_LIST_LIMIT_MAX);
+    return JF_OK;
+}
+
+/* Cursors are "c" followed by the position to continue after. */
+jf_err jf_param_cursor(jf_ctx *ctx, int64_t *cursor)
+{
+    const char *s = jf_param_get(ctx, "cursor");
+    *cursor = -1;
+    if (s == NULL)
+        return JF_OK;
+    if (s[0] != 'c' || !parse_i64(s + 1, cursor))
+        return jf_fail(ctx, JF_ERR_INVALID_CURSOR, "The cursor is not one this API issued.");
+    return JF_OK;
+}
+
+json_t *jf_list_envelope(json_t *data, int64_t next_cursor)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "data", data);
+    if (next_cursor >= 0) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "c%lld", (long long)next_cursor);
+        json_object_set_new(o, "next_cursor", json_string(buf));
+    } else {
+        json_object_set_new(o, "next_cursor", json_null());
+    }
+    return o;
+}

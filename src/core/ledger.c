@@ -1,0 +1,368 @@
+/*
+ * Points operations: earn, redeem, adjust, transfer.  Holds and reversals
+ * are in holds.c and reverse.c.
+ *
+ * Each operation has a validate half (caller's thread: the body's shape and
+ * ranges) and an apply half (writer: the member's state, lots, postings).
+ * Apply checks everything that can refuse the operation before its first
+ * write, and asserts I4 for every member it touched after its last.
+ */
+#include <string.h>
+
+#include "ledger.h"
+
+#define DAY_MS INT64_C(86400000)
+
+/* Optional descriptive fields shared by point operations. */
+jf_err jf_args_common(jf_ctx *ctx)
+{
+    jf_args *a = ctx->args;
+    json_t *b = ctx->body;
+    jf_err err = jf_json_str(ctx, b, "channel", false, JF_CHANNEL_LEN_MAX, &a->channel);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, b, "store_id", false, JF_STORE_ID_LEN_MAX, &a->store_id);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, b, "note", false, JF_NOTE_LEN_MAX, &a->note);
+    if (err == JF_OK && !json_object_get(b, "reason"))
+        a->reason = NULL;
+    else if (err == JF_OK)
+        err = jf_json_str(ctx, b, "reason", false, JF_REASON_LEN_MAX, &a->reason);
+    json_t *m = json_object_get(b, "metadata");
+    if (err == JF_OK && m && !json_is_null(m)) {
+        char *text = json_is_object(m) ? jf_json_dump(m, NULL) : NULL;
+        size_t n = text ? strlen(text) : SIZE_MAX;
+        free(text);
+        if (n > JF_METADATA_BYTES_MAX)
+            return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                           "'metadata' must be an object of at most %d bytes.",
+                           JF_METADATA_BYTES_MAX);
+        a->metadata = m;
+    }
+    return err;
+}
+
+/* Copies the common fields into the transaction being built. */
+void jf_tx_describe(jf_tx *tx, const jf_args *a)
+{
+    tx->channel = a->channel;
+    tx->store_id = a->store_id;
+    tx->note = a->note;
+    tx->reason = a->reason;
+    if (a->metadata)
+        tx->metadata = jf_json_dump(a->metadata, NULL);
+}
+
+/* Loads a member that may earn or spend; voids its overdue holds first. */
+jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
+{
+    jf_err err = jf_member_load(ctx, id, m);
+    if (err != JF_OK)
+        return err;
+    if (strcmp(m->status, "frozen") == 0)
+        return jf_fail(ctx, JF_ERR_MEMBER_FROZEN, "Member '%s' is frozen.", m->id);
+    if (strcmp(m->status, "closed") == 0)
+        return jf_fail(ctx, JF_ERR_MEMBER_CLOSED, "Member '%s' is closed.", m->id);
+    return jf_holds_void_overdue(ctx, m->id);
+}
+
+/* ctx->out = {"transaction": ..., "points": ...} for the member after tx. */
+jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
+{
+    json_t *tx = NULL, *pts = NULL;
+    jf_err err = jf_tx_json(ctx, tx_id, false, &tx);
+    if (err == JF_OK)
+        err = jf_member_points_json(ctx, member_id, &pts);
+    if (err != JF_OK) {
+        json_decref(tx);
+        return err;
+    }
+    json_object_set_new(ctx->out, "transaction", tx);
+    json_object_set_new(ctx->out, "points", pts);
+    ctx->created = true;
+    return JF_OK;
+}
+
+/* Checks that amount is spendable now. */
+jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
+{
+    int64_t available = 0;
+    jf_err err = jf_lots_available(ctx, member_id, &available);
+    if (err == JF_OK && available < amount)
+        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
+                      member_id, (long long)available);
+    return err;
+}
+
+/* Commits tx and checks I4 for the members it touched. */
+jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
+{
+    jf_err err = jf_tx_commit(ctx, tx);
+    if (err == JF_OK && tx->member_id)
+        err = jf_member_assert_lots(ctx, tx->member_id);
+    if (err == JF_OK && tx->counterparty_id)
+        err = jf_member_assert_lots(ctx, tx->counterparty_id);
+    return err;
+}
+
+/* ---- earn ---- */
+
+static jf_err order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
+{
+    static const char *const fields[] = {"id", "amount", "currency", NULL};
+    jf_args *a = ctx->args;
+    if (!json_is_object(o))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'order' must be an object.");
+    jf_err err = jf_json_allow(ctx, o, fields);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, o, "id", true, JF_ORDER_ID_LEN_MAX, &a->order_id);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, o, "amount", need_amount, 0, JF_MONEY_MAX, &a->order_amount, NULL);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, o, "currency", need_amount, 3, &a->order_currency);
+    a->has_order = true;
+    return err;
+}
+
+static jf_err earn_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"points",   "order", "channel",      "store_id",
+                                         "note",     "reason", "metadata",    "pending_days",
+                                         "expires_at", NULL};
+    jf_args *a = ctx->args;
+    json_t *b = ctx->body;
+    jf_err err = jf_json_allow(ctx, b, fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, b, "points", false, 1, JF_POINTS_MAX, &a->points, &a->has_points);
+    bool has_order = json_object_get(b, "order") != NULL;
+    if (err == JF_OK && !a->has_points && !has_order)
+        err = jf_fail(ctx, JF_ERR_MISSING_FIELD, "Give 'points' or an 'order' with an amount.");
+    if (err == JF_OK && has_order)
+        err = order_validate(ctx, json_object_get(b, "order"), !a->has_points);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, b, "pending_days", false, 0, JF_PENDING_DAYS_MAX, &a->pending_days,
+                          &a->has_pending_days);
+    if (err == JF_OK)
+        err = jf_json_time(ctx, b, "expires_at", false, &a->expires_at, &a->has_expires_at);
+    if (err == JF_OK && a->has_expires_at && a->expires_at <= a->now_ms)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+/* Points an order earns at the program's base rate, rounded down. */
+static jf_err earn_order_points(jf_ctx *ctx, int64_t *points)
+{
+    const jf_args *a = ctx->args;
+    if (a->order_currency && strcmp(a->order_currency, ctx->prog.currency) != 0)
+        return jf_fail(ctx, JF_ERR_CURRENCY_MISMATCH, "The program's currency is %s.",
+                       ctx->prog.currency);
+    int64_t seen = 0;
+    jf_err err = jf_db_int(ctx->db, &seen, 0,
+                           "SELECT count(*) FROM transactions WHERE tenant_id=? AND order_id=?"
+                           " AND type='earn'",
+                           "Is", ctx->auth->tenant, a->order_id);
+    if (err != JF_OK)
+        return err;
+    if (seen)
+        return jf_fail(ctx, JF_ERR_ORDER_ALREADY_EARNED, "Order '%s' already earned points.",
+                       a->order_id);
+    if (a->has_points) {
+        *points = a->points;
+        return JF_OK;
+    }
+    if (!jf_rate_apply_floor(a->order_amount, ctx->prog.earn_points, ctx->prog.earn_per_amount,
+                             points))
+        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The order earns more than the points range.");
+    return JF_OK;
+}
+
+static jf_err earn_apply(jf_ctx *ctx)
+{
+    const jf_args *a = ctx->args;
+    jf_member m;
+    jf_tx tx;
+    int64_t points = a->points;
+    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
+    if (err == JF_OK && a->has_order)
+        err = earn_order_points(ctx, &points);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "earn", m.id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(&tx, a);
+    tx.points = tx.delta = points;
+    if (a->has_order) {
+        tx.order_id = a->order_id;
+        tx.order_currency = a->order_currency;
+        tx.order_amount = a->order_currency ? a->order_amount : -1;
+    }
+    int64_t pending = a->has_pending_days ? a->pending_days : ctx->prog.pending_days;
+    int64_t expires = a->has_expires_at ? a->expires_at : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
+    if (points > 0) {
+        err = jf_lot_create(ctx, &tx, m.id, points, ctx->now_ms + pending * DAY_MS, expires, NULL);
+        jf_tx_post(&tx, "issuance", NULL, -points);
+        jf_tx_post(&tx, "points", m.id, points);
+    }
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx.id, m.id);
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+/* ---- redeem ---- */
+
+static jf_err redeem_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"points", "order", "channel", "store_id",
+                                         "note",   "reason", "metadata", NULL};
+    jf_args *a = ctx->args;
+    jf_err err = jf_json_allow(ctx, ctx->body, fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, ctx->body, "points", true, 1, JF_POINTS_MAX, &a->points, NULL);
+    if (err == JF_OK && json_object_get(ctx->body, "order"))
+        err = order_validate(ctx, json_object_get(ctx->body, "order"), false);
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+static jf_err redeem_apply(jf_ctx *ctx)
+{
+    const jf_args *a = ctx->args;
+    jf_member m;
+    jf_tx tx;
+    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
+    if (err == JF_OK)
+        err = jf_require_available(ctx, m.id, a->points);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "redeem", m.id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(&tx, a);
+    tx.points = a->points;
+    tx.delta = -a->points;
+    tx.order_id = a->order_id;
+    err = jf_lots_consume(ctx, &tx, m.id, a->points, NULL, NULL);
+    jf_tx_post(&tx, "points", m.id, -a->points);
+    jf_tx_post(&tx, "redemption", NULL, a->points);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx.id, m.id);
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+/* ---- adjust ---- */
+
+static jf_err adjust_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"points", "reason", "note", "metadata", "channel",
+                                         "store_id", NULL};
+    jf_args *a = ctx->args;
+    jf_err err = jf_json_allow(ctx, ctx->body, fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, ctx->body, "points", true, -JF_POINTS_MAX, JF_POINTS_MAX,
+                          &a->points, NULL);
+    if (err == JF_OK && a->points == 0)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'points' must not be 0.");
+    if (err == JF_OK)
+        err = jf_json_str(ctx, ctx->body, "reason", true, JF_REASON_LEN_MAX, &a->reason);
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+static jf_err adjust_apply(jf_ctx *ctx)
+{
+    const jf_args *a = ctx->args;
+    int64_t size = a->points < 0 ? -a->points : a->points;
+    if (ctx->auth->role == JF_ROLE_OPERATOR && size > ctx->prog.operator_adjust_max)
+        return jf_fail(ctx, JF_ERR_ADJUSTMENT_CAP_EXCEEDED,
+                       "Operators may adjust at most %lld points at once.",
+                       (long long)ctx->prog.operator_adjust_max);
+    jf_member m;
+    jf_tx tx;
+    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
+    if (err == JF_OK && a->points < 0)
+        err = jf_require_available(ctx, m.id, size);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "adjust", m.id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(&tx, a);
+    tx.points = size;
+    tx.delta = a->points;
+    if (a->points > 0)
+        err = jf_lot_create(ctx, &tx, m.id, size, ctx->now_ms,
+                            jf_program_expiry_ms(&ctx->prog, ctx->now_ms), NULL);
+    else
+        err = jf_lots_consume(ctx, &tx, m.id, size, NULL, NULL);
+    jf_tx_post(&tx, "points", m.id, a->points);
+    jf_tx_post(&tx, "adjustment", NULL, -a->points);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx.id, m.id);
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+/* ---- transfer ---- */
+
+static jf_err transfer_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"to_member_id", "points", "note", "reason",
+                                         "metadata", "channel", "store_id", NULL};
+    jf_args *a = ctx->args;
+    jf_err err = jf_json_allow(ctx, ctx->body, fields);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, ctx->body, "to_member_id", true, JF_ID_LEN_MAX, &a->to_member);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, ctx->body, "points", true, 1, JF_POINTS_MAX, &a->points, NULL);
+    if (err == JF_OK && ctx->path_id && strcmp(ctx->path_id, a->to_member) == 0)
+        err = jf_fail(ctx, JF_ERR_SAME_MEMBER, "A member cannot transfer to themselves.");
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+/* Each piece taken from the sender becomes a recipient lot with its expiry. */
+static jf_err transfer_piece(jf_ctx *ctx, const jf_tx *tx, int64_t amount, int64_t expires_at,
+                             void *arg)
+{
+    (void)arg;
+    return jf_lot_create(ctx, tx, tx->counterparty_id, amount, ctx->now_ms, expires_at, NULL);
+}
+
+static jf_err transfer_apply(jf_ctx *ctx)
+{
+    const jf_args *a = ctx->args;
+    jf_member from, to;
+    jf_tx tx;
+    jf_err err = jf_member_writable(ctx, ctx->path_id, &from);
+    if (err == JF_OK)
+        err = jf_member_writable(ctx, a->to_member, &to);
+    if (err == JF_OK)
+        err = jf_require_available(ctx, from.id, a->points);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "transfer", from.id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(&tx, a);
+    tx.counterparty_id = to.id;
+    tx.points = a->points;
+    tx.delta = -a->points;
+    err = jf_lots_consume(ctx, &tx, from.id, a->points, transfer_piece, NULL);
+    jf_tx_post(&tx, "points", from.id, -a->points);
+    jf_tx_post(&tx, "points", to.id, a->points);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx.id, from.id);
+    json_t *to_pts = NULL;
+    if (err == JF_OK && (err = jf_member_points_json(ctx, to.id, &to_pts)) == JF_OK)
+        json_object_set_new(ctx->out, "to_points", to_pts);
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+const jf_op_impl jf_op_earn = {earn_validate, earn_apply};
+const jf_op_impl jf_op_redeem = {redeem_validate, redeem_apply};
+const jf_op_impl jf_op_adjust = {adjust_validate, adjust_apply};
+const jf_op_impl jf_op_transfer = {transfer_validate, transfer_apply};

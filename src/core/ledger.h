@@ -1,0 +1,108 @@
+/*
+ * The ledger's internal vocabulary: transactions being built, postings, and
+ * the lot operations every points movement is made of.
+ *
+ * A write builds one jf_tx: tx_begin gives it its sequence number and id (so
+ * lot consumptions can reference it), the lot functions move points between
+ * lots recording each piece, tx_post adds postings, and tx_commit checks that
+ * the postings sum to zero, appends the transaction to the tenant's hash
+ * chain and applies the postings to account balances.  All of it runs on the
+ * writer inside the command's savepoint.
+ */
+#ifndef JF_LEDGER_H
+#define JF_LEDGER_H
+
+#include "core.h"
+
+#define JF_TX_POSTINGS_MAX 6
+
+typedef struct jf_posting {
+    char account[JF_ID_LEN_MAX + 24];
+    int64_t amount;
+} jf_posting;
+
+typedef struct jf_tx {
+    int64_t seq;
+    char id[JF_ID_LEN_MAX];
+    const char *type;
+    const char *member_id, *counterparty_id;
+    int64_t points; /* the size of the movement, >= 0 */
+    int64_t delta;  /* the signed change to member_id's points account */
+    const char *reverses, *hold_id;
+    const char *order_id, *order_currency;
+    int64_t order_amount; /* -1 when there is no order amount */
+    const char *reason, *note, *channel, *store_id, *actor, *idem_key;
+    char *metadata; /* JSON text, owned */
+    jf_posting postings[JF_TX_POSTINGS_MAX];
+    int posting_count;
+} jf_tx;
+
+/* A transaction's fields as the hash chain encodes them; built from a jf_tx
+ * by the writer and from stored rows by verify, so both hash the same bytes. */
+typedef struct jf_chain_tx {
+    int64_t tenant, seq, points, delta, order_amount, created_at;
+    const char *id, *type, *member_id, *counterparty_id, *reverses, *hold_id, *order_id,
+        *order_currency, *reason, *note, *channel, *store_id, *actor, *metadata, *idem_key;
+    const jf_posting *postings;
+    int posting_count;
+} jf_chain_tx;
+
+void jf_chain_hash(const uint8_t prev[JF_HASH_BYTES], const jf_chain_tx *t,
+                   uint8_t out[JF_HASH_BYTES]);
+
+jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id);
+void jf_tx_post(jf_tx *tx, const char *kind, const char *member_id, int64_t amount);
+jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx);
+void jf_tx_deinit(jf_tx *tx);
+
+/* The columns tx rendering reads, in order. */
+#define TX_COLUMNS                                                                             \
+    "SELECT seq, id, type, member_id, counterparty_id, points, reverses, hold_id, order_id,"  \
+    " order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"        \
+    " created_at, hash, delta FROM transactions"
+
+/* Renders a page of a statement over TX_COLUMNS rows (newest first) as a
+ * list envelope; the cursor is the seq of the last row. */
+jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **out);
+
+/* Renders a stored transaction; details adds postings, consumptions, hash. */
+jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);
+
+/* Σ remaining of a member's spendable lots now. */
+jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out);
+/* Creates a lot for a credit, paying the member's debt first. */
+jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
+                     int64_t available_at, int64_t expires_at, int64_t *lot_seq);
+/* Consumes amount from spendable lots, earliest expiring first.  The caller
+ * has checked availability; a shortfall is a bug and returns JF_ERR_INTERNAL.
+ * When piece_fn is given it is called for each piece (transfer). */
+typedef jf_err (*jf_piece_fn)(jf_ctx *ctx, const jf_tx *tx, int64_t amount, int64_t expires_at,
+                              void *arg);
+jf_err jf_lots_consume(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
+                       jf_piece_fn piece_fn, void *arg);
+/* Returns amount to the lots source_seq consumed, most recent first. */
+jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
+                       int64_t amount);
+/* Takes amount back: lots source_seq created first, then others, then debt
+ * within the program's debt floor; JF_ERR_INSUFFICIENT_POINTS beyond it. */
+jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
+                        int64_t amount);
+/* Checks I4 for one member after a write: Σ remaining − debt = balance. */
+jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id);
+
+/* --- ledger.c: helpers shared by the point operations --- */
+/* Parses channel, store_id, note, reason and metadata from the body. */
+jf_err jf_args_common(jf_ctx *ctx);
+/* Copies those fields into a transaction being built. */
+void jf_tx_describe(jf_tx *tx, const jf_args *a);
+/* Loads a member that may earn or spend (not frozen or closed), and voids
+ * its overdue holds first. */
+jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m);
+/* ctx->out = {"transaction": ..., "points": ...} of member_id after tx_id. */
+jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id);
+/* JF_ERR_INSUFFICIENT_POINTS unless amount is spendable now. */
+jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount);
+/* Commits tx and asserts I4 for every member it touched. */
+jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx);
+
+#endif

@@ -1,0 +1,287 @@
+/*
+ * Lots: every credit to a member's points is a lot with its own
+ * availability and expiry; every debit consumes lots and records each piece.
+ *
+ * The lineage (which transaction took how much from which lot) is what makes
+ * expiry exact, lets a refund put points back into the lots they came from,
+ * and later settles points between merchants of a coalition.  The rules are
+ * in /docs (Ledger semantics): debits take spendable lots earliest-expiring
+ * first; restores go back most-recently-consumed first; clawbacks take the
+ * reversed transaction's own lots first, then others, then debt within the
+ * program's floor; every credit pays outstanding debt first.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+
+typedef struct lot_ref {
+    int64_t seq, remaining, expires_at;
+    bool expired; /* expired by the expiry job (restores only) */
+} lot_ref;
+
+typedef struct lot_vec {
+    lot_ref *v;
+    size_t n, cap;
+} lot_vec;
+
+static jf_err lot_vec_push(lot_vec *lv, lot_ref r)
+{
+    if (lv->n == lv->cap) {
+        size_t cap = lv->cap ? lv->cap * 2 : 16;
+        lot_ref *v = realloc(lv->v, cap * sizeof(*v));
+        if (v == NULL)
+            return JF_ERR_NOMEM;
+        lv->v = v;
+        lv->cap = cap;
+    }
+    lv->v[lv->n++] = r;
+    return JF_OK;
+}
+
+/* Reads lots from st until their remaining covers amount. */
+static jf_err lot_vec_fill(lot_vec *lv, sqlite3_stmt *st, int64_t amount)
+{
+    int64_t sum = 0;
+    jf_err err = JF_OK;
+    while (err == JF_OK && sum < amount && sqlite3_step(st) == SQLITE_ROW) {
+        lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                     sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2),
+                     false};
+        sum += r.remaining;
+        err = lot_vec_push(lv, r);
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+static jf_err member_debt(jf_ctx *ctx, const char *member_id, int64_t *debt)
+{
+    return jf_db_int(ctx->db, debt, 0, "SELECT debt FROM members WHERE tenant_id=? AND id=?", "Is",
+                     ctx->auth->tenant, member_id);
+}
+
+static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
+{
+    return jf_db_run(ctx->db, "UPDATE members SET debt = debt + ? WHERE tenant_id=? AND id=?",
+                     "IIs", delta, ctx->auth->tenant, member_id);
+}
+
+static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int64_t amount)
+{
+    jf_err err = jf_db_run(ctx->db,
+                           "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+                           " VALUES(?,?,?,?,?)",
+                           "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db, "UPDATE lots SET remaining = remaining - ? WHERE seq=?", "II",
+                        amount, lot_seq);
+    /* The CHECK on lots.remaining (0 <= remaining <= amount) backs this up. */
+    return err == JF_ERR_CORRUPT ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.",
+                                           (long long)lot_seq)
+                                 : err;
+}
+
+/* Pays the member's debt from a lot that was just credited with amount. */
+static jf_err debt_pay_from(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t lot_seq,
+                            int64_t amount)
+{
+    int64_t debt = 0;
+    jf_err err = member_debt(ctx, member_id, &debt);
+    int64_t pay = jf_min_i64(debt, amount);
+    if (err != JF_OK || pay <= 0)
+        return err;
+    err = consumption_add(ctx, tx, lot_seq, pay);
+    return err == JF_OK ? member_debt_add(ctx, member_id, -pay) : err;
+}
+
+jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
+                     int64_t available_at, int64_t expires_at, int64_t *lot_seq)
+{
+    if (amount <= 0)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "A lot needs a positive amount.");
+    char id[JF_ID_LEN_MAX];
+    jf_id_new("lot_", id);
+    jf_err err = jf_db_run(ctx->db,
+                           "INSERT INTO lots(tenant_id, id, member_id, tx_seq, amount, remaining,"
+                           " available_at, expires_at, created_at)"
+                           " VALUES(?,?,?,?,?,?,?,NULLIF(?,-1),?)",
+                           "IssIIIIII", ctx->auth->tenant, id, member_id, tx->seq, amount, amount,
+                           available_at, expires_at < 0 ? (int64_t)-1 : expires_at, ctx->now_ms);
+    if (err != JF_OK)
+        return err;
+    int64_t seq = sqlite3_last_insert_rowid(ctx->db->h);
+    if (lot_seq)
+        *lot_seq = seq;
+    return err == JF_OK ? debt_pay_from(ctx, tx, member_id, seq, amount) : err;
+}
+
+jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out)
+{
+    return jf_db_int(ctx->db, out, 0,
+                     "SELECT SUM(remaining) FROM lots WHERE tenant_id=?1 AND member_id=?2"
+                     " AND remaining > 0 AND expired_tx_seq IS NULL AND available_at <= ?3"
+                     " AND (expires_at IS NULL OR expires_at > ?3)",
+                     "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+}
+
+/* Takes amount from the lots in lv, in order, recording each piece. */
+static jf_err lots_take(jf_ctx *ctx, const jf_tx *tx, lot_vec *lv, int64_t amount, int64_t *taken,
+                        jf_piece_fn piece_fn, void *arg)
+{
+    jf_err err = JF_OK;
+    *taken = 0;
+    for (size_t i = 0; err == JF_OK && i < lv->n && *taken < amount; i++) {
+        int64_t take = jf_min_i64(lv->v[i].remaining, amount - *taken);
+        if (take <= 0)
+            continue;
+        err = consumption_add(ctx, tx, lv->v[i].seq, take);
+        if (err == JF_OK && piece_fn)
+            err = piece_fn(ctx, tx, take, lv->v[i].expires_at, arg);
+        *taken += take;
+    }
+    return err;
+}
+
+jf_err jf_lots_consume(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
+                       jf_piece_fn piece_fn, void *arg)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1 AND member_id=?2"
+        " AND remaining > 0 AND expired_tx_seq IS NULL AND available_at <= ?3"
+        " AND (expires_at IS NULL OR expires_at > ?3)"
+        " ORDER BY expires_at IS NULL, expires_at, available_at, seq",
+        "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    if (st == NULL)
+        return JF_ERR_IO;
+    lot_vec lv = {0};
+    int64_t taken = 0;
+    jf_err err = lot_vec_fill(&lv, st, amount);
+    if (err == JF_OK)
+        err = lots_take(ctx, tx, &lv, amount, &taken, piece_fn, arg);
+    free(lv.v);
+    if (err == JF_OK && taken != amount)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Lots of %s cover %lld of %lld.", member_id,
+                      (long long)taken, (long long)amount);
+    return err;
+}
+
+/* Restores r points of one consumed piece: into its lot unless the expiry
+ * job has expired that lot, else into a new lot with the same expiry. */
+static jf_err restore_piece(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq,
+                            const char *member_id, const lot_ref *piece, int64_t r)
+{
+    int64_t into = piece->seq;
+    jf_err err;
+    if (!piece->expired) {
+        err = consumption_add(ctx, tx, piece->seq, -r);
+        if (err == JF_OK)
+            err = debt_pay_from(ctx, tx, member_id, piece->seq, r);
+    } else {
+        err = jf_lot_create(ctx, tx, member_id, r, ctx->now_ms, piece->expires_at, &into);
+    }
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db,
+                        "INSERT INTO restores(tenant_id, tx_seq, source_tx_seq, lot_seq,"
+                        " into_lot_seq, amount) VALUES(?,?,?,?,?,?)",
+                        "IIIIII", ctx->auth->tenant, tx->seq, source_seq, piece->seq, into, r);
+    return err;
+}
+
+jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
+                       int64_t amount)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT c.lot_seq, c.amount - COALESCE((SELECT SUM(r.amount) FROM restores r"
+        "   WHERE r.tenant_id = c.tenant_id AND r.source_tx_seq = c.tx_seq"
+        "   AND r.lot_seq = c.lot_seq), 0),"
+        " l.expires_at, l.expired_tx_seq IS NOT NULL"
+        " FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
+        " WHERE c.tenant_id=? AND c.tx_seq=? AND c.amount > 0 AND l.member_id=?"
+        " ORDER BY c.rowid DESC",
+        "IIs", ctx->auth->tenant, source_seq, member_id);
+    if (st == NULL)
+        return JF_ERR_IO;
+    lot_vec lv = {0};
+    jf_err err = JF_OK;
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                     sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2),
+                     sqlite3_column_int(st, 3) != 0};
+        err = lot_vec_push(&lv, r);
+    }
+    sqlite3_reset(st);
+    int64_t left = amount;
+    for (size_t i = 0; err == JF_OK && i < lv.n && left > 0; i++) {
+        int64_t r = jf_min_i64(lv.v[i].remaining, left);
+        if (r <= 0)
+            continue;
+        err = restore_piece(ctx, tx, source_seq, member_id, &lv.v[i], r);
+        left -= r;
+    }
+    free(lv.v);
+    if (err == JF_OK && left != 0)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Only %lld of %lld could be restored.",
+                      (long long)(amount - left), (long long)amount);
+    return err;
+}
+
+jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
+                        int64_t amount)
+{
+    int64_t debt = 0, total = 0;
+    jf_err err = member_debt(ctx, member_id, &debt);
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, &total, 0,
+                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?"
+                        " AND remaining > 0 AND expired_tx_seq IS NULL",
+                        "Is", ctx->auth->tenant, member_id);
+    if (err != JF_OK)
+        return err;
+    int64_t room = ctx->prog.debt_floor > debt ? ctx->prog.debt_floor - debt : 0;
+    if (total + room < amount)
+        return jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS,
+                       "Member %s has %lld points and %lld of debt room; %lld are needed.",
+                       member_id, (long long)total, (long long)room, (long long)amount);
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=? AND member_id=?"
+        " AND remaining > 0 AND expired_tx_seq IS NULL"
+        " ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, available_at, seq",
+        "IsI", ctx->auth->tenant, member_id, source_seq);
+    if (st == NULL)
+        return JF_ERR_IO;
+    lot_vec lv = {0};
+    int64_t taken = 0;
+    err = lot_vec_fill(&lv, st, amount);
+    if (err == JF_OK)
+        err = lots_take(ctx, tx, &lv, amount, &taken, NULL, NULL);
+    free(lv.v);
+    if (err == JF_OK && taken < amount)
+        err = member_debt_add(ctx, member_id, amount - taken);
+    return err;
+}
+
+jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
+{
+    char account[JF_ID_LEN_MAX + 16];
+    snprintf(account, sizeof(account), "member:%s:points", member_id);
+    int64_t balance = 0, lots = 0, debt = 0;
+    jf_err err = jf_db_int(ctx->db, &balance, 0,
+                           "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
+                           ctx->auth->tenant, account);
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, &lots, 0,
+                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?", "Is",
+                        ctx->auth->tenant, member_id);
+    if (err == JF_OK)
+        err = member_debt(ctx, member_id, &debt);
+    if (err == JF_OK && (lots - debt != balance || (debt > 0 && lots > 0))) {
+        fprintf(stderr, "jifen: assertion I4 failed for %s: lots %lld debt %lld balance %lld\n",
+                member_id, (long long)lots, (long long)debt, (long long)balance);
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Ledger assertion failed for %s.", member_id);
+    }
+    return err;
+}

@@ -1,0 +1,209 @@
+/*
+ * Read-only views: a member's points (now or as of a past instant), their
+ * transactions and lots, and the tenant's transactions.  All run on a read
+ * connection inside one read transaction, so each answer is one consistent
+ * snapshot.
+ */
+#include <string.h>
+
+#include "ledger.h"
+#include "tz.h"
+
+static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char *kind,
+                                 int64_t as_of, int64_t *out)
+{
+    char account[JF_ID_LEN_MAX + 16];
+    snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
+    return jf_db_int(ctx->db, out, 0,
+                     "SELECT SUM(amount) FROM postings WHERE tenant_id=? AND account=?"
+                     " AND created_at <= ?",
+                     "IsI", ctx->auth->tenant, account, as_of);
+}
+
+/* Lots as they stood at as_of: remaining = amount − consumptions up to then. */
+static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t *available,
+                      int64_t *pending, int64_t *total)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT COALESCE(SUM(CASE WHEN available_at <= ?1 AND (expires_at IS NULL"
+        "   OR expires_at > ?1) THEN r END), 0),"
+        " COALESCE(SUM(CASE WHEN available_at > ?1 AND (expires_at IS NULL"
+        "   OR expires_at > ?1) THEN r END), 0),"
+        " COALESCE(SUM(r), 0)"
+        " FROM (SELECT l.available_at, l.expires_at, l.amount - COALESCE((SELECT SUM(c.amount)"
+        "   FROM consumptions c WHERE c.lot_seq = l.seq AND c.created_at <= ?1), 0) AS r"
+        "   FROM lots l WHERE l.tenant_id = ?2 AND l.member_id = ?3 AND l.created_at <= ?1)",
+        "IIs", as_of, ctx->auth->tenant, member_id);
+    if (st == NULL)
+        return JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *available = sqlite3_column_int64(st, 0);
+        *pending = sqlite3_column_int64(st, 1);
+        *total = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    return JF_OK;
+}
+
+static jf_err member_points(jf_ctx *ctx)
+{
+    jf_member m;
+    int64_t as_of = ctx->now_ms, balance = 0, held = 0, available = 0, pending = 0, total = 0;
+    const char *s = jf_param_get(ctx, "as_of");
+    if (s && !jf_time_parse_rfc3339(s, &as_of))
+        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "as_of must be an RFC 3339 time.");
+    jf_err err = jf_member_load(ctx, ctx->path_id, &m);
+    if (err == JF_OK)
+        err = account_balance_at(ctx, m.id, "points", as_of, &balance);
+    if (err == JF_OK)
+        err = account_balance_at(ctx, m.id, "held", as_of, &held);
+    if (err == JF_OK)
+        err = lots_at(ctx, m.id, as_of, &available, &pending, &total);
+    if (err != JF_OK)
+        return err;
+    json_t *o = ctx->out;
+    jf_json_set(o, "member_id", json_string(m.id));
+    jf_json_set(o, "as_of", jf_json_time_value(as_of));
+    jf_json_set(o, "balance", json_integer(balance));
+    jf_json_set(o, "available", json_integer(available));
+    jf_json_set(o, "pending", json_integer(pending));
+    jf_json_set(o, "held", json_integer(held));
+    jf_json_set(o, "debt", json_integer(total - balance));
+    return JF_OK;
+}
+
+static jf_err list_params(jf_ctx *ctx, int64_t *limit, int64_t *cursor)
+{
+    jf_err err = jf_param_limit(ctx, limit);
+    if (err == JF_OK)
+        err = jf_param_cursor(ctx, cursor);
+    return err;
+}
+
+static void set_out(jf_ctx *ctx, json_t *v)
+{
+    json_decref(ctx->out);
+    ctx->out = v;
+}
+
+static jf_err member_transactions(jf_ctx *ctx)
+{
+    jf_member m;
+    int64_t limit, cursor;
+    jf_err err = jf_member_load(ctx, ctx->path_id, &m);
+    if (err == JF_OK)
+        err = list_params(ctx, &limit, &cursor);
+    if (err != JF_OK)
+        return err;
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        TX_COLUMNS " WHERE tenant_id = ?1 AND (member_id = ?2 OR counterparty_id = ?2)"
+                   " AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+        "IsII", ctx->auth->tenant, m.id, cursor < 0 ? INT64_MAX : cursor, limit + 1);
+    json_t *page = NULL;
+    err = st ? jf_tx_list_page(ctx, st, limit, &page) : JF_ERR_IO;
+    if (err == JF_OK)
+        set_out(ctx, page);
+    return err;
+}
+
+static jf_err transaction_list(jf_ctx *ctx)
+{
+    int64_t limit, cursor;
+    jf_err err = list_params(ctx, &limit, &cursor);
+    if (err != JF_OK)
+        return err;
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
+                   " AND (?4 IS NULL OR member_id = ?4 OR counterparty_id = ?4)"
+                   " ORDER BY seq DESC LIMIT ?5",
+        "IIssI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, jf_param_get(ctx, "type"),
+        jf_param_get(ctx, "member_id"), limit + 1);
+    json_t *page = NULL;
+    err = st ? jf_tx_list_page(ctx, st, limit, &page) : JF_ERR_IO;
+    if (err == JF_OK)
+        set_out(ctx, page);
+    return err;
+}
+
+static jf_err transaction_get(jf_ctx *ctx)
+{
+    json_t *tx = NULL;
+    jf_err err = jf_tx_json(ctx, ctx->path_id, true, &tx);
+    if (err == JF_OK)
+        set_out(ctx, tx);
+    return err;
+}
+
+static const char *lot_status(sqlite3_stmt *st, int64_t now)
+{
+    int64_t remaining = sqlite3_column_int64(st, 3);
+    bool due = sqlite3_column_type(st, 5) != SQLITE_NULL && sqlite3_column_int64(st, 5) <= now;
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL || (due && remaining > 0))
+        return "expired";
+    if (remaining == 0)
+        return "consumed";
+    return sqlite3_column_int64(st, 4) > now ? "pending" : "available";
+}
+
+static json_t *lot_json(sqlite3_stmt *st, int64_t now)
+{
+    json_t *o = json_object();
+    jf_json_set(o, "id", json_string(jf_db_text(st, 0)));
+    jf_json_set(o, "transaction_id", jf_json_text(jf_db_text(st, 1)));
+    jf_json_set(o, "amount", json_integer(sqlite3_column_int64(st, 2)));
+    jf_json_set(o, "remaining", json_integer(sqlite3_column_int64(st, 3)));
+    jf_json_set(o, "available_at", jf_json_time_value(sqlite3_column_int64(st, 4)));
+    jf_json_set(o, "expires_at", sqlite3_column_type(st, 5) == SQLITE_NULL
+                                     ? json_null()
+                                     : jf_json_time_value(sqlite3_column_int64(st, 5)));
+    jf_json_set(o, "status", json_string(lot_status(st, now)));
+    jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 7)));
+    return o;
+}
+
+static jf_err member_lots(jf_ctx *ctx)
+{
+    jf_member m;
+    int64_t limit, offset;
+    jf_err err = jf_member_load(ctx, ctx->path_id, &m);
+    if (err == JF_OK)
+        err = list_params(ctx, &limit, &offset);
+    if (err != JF_OK)
+        return err;
+    const char *status = jf_param_get(ctx, "status");
+    bool open_only = status && strcmp(status, "open") == 0;
+    if (status && !open_only && strcmp(status, "all") != 0)
+        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "status must be open or all.");
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"
+        " l.expired_tx_seq, l.created_at FROM lots l LEFT JOIN transactions t"
+        " ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
+        " WHERE l.tenant_id=? AND l.member_id=? AND (? = 0 OR (l.remaining > 0"
+        " AND l.expired_tx_seq IS NULL)) ORDER BY l.expires_at IS NULL, l.expires_at,"
+        " l.available_at, l.seq LIMIT ? OFFSET ?",
+        "IsiII", ctx->auth->tenant, m.id, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
+    if (st == NULL)
+        return JF_ERR_IO;
+    json_t *data = json_array();
+    bool more = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if ((int64_t)json_array_size(data) == limit) {
+            more = true;
+            break;
+        }
+        json_array_append_new(data, lot_json(st, ctx->now_ms));
+    }
+    sqlite3_reset(st);
+    set_out(ctx, jf_list_envelope(data, more ? (offset < 0 ? 0 : offset) + limit : -1));
+    return JF_OK;
+}
+
+const jf_op_impl jf_op_member_points = {NULL, member_points};
+const jf_op_impl jf_op_member_transactions = {NULL, member_transactions};
+const jf_op_impl jf_op_member_lots = {NULL, member_lots};
+const jf_op_impl jf_op_transaction_get = {NULL, transaction_get};
+const jf_op_impl jf_op_transaction_list = {NULL, transaction_list};

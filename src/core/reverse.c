@@ -1,0 +1,144 @@
+/*
+ * Reversals: a correction is a new transaction that references the original
+ * (`reverses`), never an edit.  A reversal moves points the opposite way for
+ * the reversed part: debits come back into the lots they were taken from
+ * (restore), credits are taken back (clawback, possibly into debt within the
+ * program's floor).  The sum of reversals never exceeds the original (I6).
+ */
+#include <string.h>
+
+#include "ledger.h"
+
+typedef struct orig_tx {
+    int64_t seq, points, delta, reversed;
+    char id[JF_ID_LEN_MAX], type[16], member_id[JF_ID_LEN_MAX], counterparty_id[JF_ID_LEN_MAX];
+    char hold_id[JF_ID_LEN_MAX];
+} orig_tx;
+
+static jf_err orig_load(jf_ctx *ctx, orig_tx *o)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT seq, id, type, member_id, counterparty_id, points, delta, hold_id,"
+        " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r WHERE r.tenant_id = t.tenant_id"
+        "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
+        "Is", ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", ctx->path_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        memset(o, 0, sizeof(*o));
+        o->seq = sqlite3_column_int64(st, 0);
+        snprintf(o->id, sizeof(o->id), "%s", jf_db_text(st, 1));
+        snprintf(o->type, sizeof(o->type), "%s", jf_db_text(st, 2));
+        snprintf(o->member_id, sizeof(o->member_id), "%s",
+                 jf_db_text(st, 3) ? jf_db_text(st, 3) : "");
+        snprintf(o->counterparty_id, sizeof(o->counterparty_id), "%s",
+                 jf_db_text(st, 4) ? jf_db_text(st, 4) : "");
+        o->points = sqlite3_column_int64(st, 5);
+        o->delta = sqlite3_column_int64(st, 6);
+        snprintf(o->hold_id, sizeof(o->hold_id), "%s", jf_db_text(st, 7) ? jf_db_text(st, 7) : "");
+        o->reversed = sqlite3_column_int64(st, 8);
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+static jf_err reverse_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"points", "reason", "note", "metadata", NULL};
+    jf_args *a = ctx->args;
+    jf_err err = jf_json_allow(ctx, ctx->body, fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, ctx->body, "points", false, 1, JF_POINTS_MAX, &a->points,
+                          &a->has_points);
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+static bool reversible(const char *type)
+{
+    static const char *const types[] = {"earn", "redeem", "adjust", "transfer", "capture", NULL};
+    for (const char *const *t = types; *t; t++)
+        if (strcmp(*t, type) == 0)
+            return true;
+    return false;
+}
+
+/* The seq of the transaction whose lot consumptions a restore undoes. */
+static jf_err restore_source(jf_ctx *ctx, const orig_tx *o, int64_t *seq)
+{
+    if (strcmp(o->type, "capture") != 0) {
+        *seq = o->seq;
+        return JF_OK;
+    }
+    return jf_db_int(ctx->db, seq, 0, "SELECT tx_seq FROM holds WHERE tenant_id=? AND id=?", "Is",
+                     ctx->auth->tenant, o->hold_id);
+}
+
+/* Moves n points back for the original o, building tx's postings and lots. */
+static jf_err reverse_move(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
+{
+    int64_t source = 0;
+    jf_err err = restore_source(ctx, o, &source);
+    if (err != JF_OK)
+        return err;
+    if (strcmp(o->type, "transfer") == 0) {
+        err = jf_lots_clawback(ctx, tx, o->seq, o->counterparty_id, n);
+        if (err == JF_OK)
+            err = jf_lots_restore(ctx, tx, o->seq, o->member_id, n);
+        jf_tx_post(tx, "points", o->counterparty_id, -n);
+        jf_tx_post(tx, "points", o->member_id, n);
+        tx->counterparty_id = o->counterparty_id;
+        tx->delta = n;
+        return err;
+    }
+    const char *system = strcmp(o->type, "earn") == 0     ? "issuance"
+                         : strcmp(o->type, "adjust") == 0 ? "adjustment"
+                                                          : "redemption";
+    bool credit = strcmp(o->type, "earn") == 0 || (strcmp(o->type, "adjust") == 0 && o->delta > 0);
+    int64_t back = credit ? -n : n; /* the change to the member's points */
+    if (back < 0)
+        err = jf_lots_clawback(ctx, tx, o->seq, o->member_id, n);
+    else
+        err = jf_lots_restore(ctx, tx, source, o->member_id, n);
+    jf_tx_post(tx, "points", o->member_id, back);
+    jf_tx_post(tx, system, NULL, -back);
+    tx->delta = back;
+    return err;
+}
+
+static jf_err reverse_apply(jf_ctx *ctx)
+{
+    orig_tx o;
+    jf_tx tx;
+    jf_err err = orig_load(ctx, &o);
+    if (err != JF_OK)
+        return err;
+    if (!reversible(o.type))
+        return jf_fail(ctx, JF_ERR_NOT_REVERSIBLE, "A %s transaction cannot be reversed.", o.type);
+    int64_t left = o.points - o.reversed;
+    int64_t n = ctx->args->has_points ? ctx->args->points : left;
+    if (left <= 0 || n > left)
+        return jf_fail(ctx, JF_ERR_REVERSAL_EXCEEDS_ORIGINAL, "%lld points remain reversible.",
+                       (long long)left);
+    err = jf_holds_void_overdue(ctx, o.member_id);
+    if (err == JF_OK && o.counterparty_id[0])
+        err = jf_holds_void_overdue(ctx, o.counterparty_id);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "reverse", o.member_id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(&tx, ctx->args);
+    tx.reverses = o.id;
+    tx.points = n;
+    err = reverse_move(ctx, &tx, &o, n);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx.id, o.member_id);
+    jf_tx_deinit(&tx);
+    return err;
+}
+
+const jf_op_impl jf_op_reverse = {reverse_validate, reverse_apply};

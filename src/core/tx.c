@@ -1,0 +1,277 @@
+/*
+ * Building, committing and rendering transactions (see ledger.h).
+ *
+ * tx_commit is where the double-entry rule is enforced: the postings of a
+ * transaction must sum to zero before anything is written (I1), every
+ * account balance is updated by exactly its postings (I2), and the new chain
+ * head must extend the previous one by exactly one sequence number (I7).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+
+jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
+{
+    memset(tx, 0, sizeof(*tx));
+    int64_t last = 0;
+    jf_err err = jf_db_int(ctx->db, &last, -1, "SELECT tx_seq FROM tenants WHERE id=?", "I",
+                           ctx->auth->tenant);
+    if (err != JF_OK)
+        return err;
+    if (last < 0)
+        return JF_ERR_UNAUTHORIZED;
+    tx->seq = last + 1;
+    jf_id_new("txn_", tx->id);
+    tx->type = type;
+    tx->member_id = member_id;
+    tx->order_amount = -1;
+    tx->actor = ctx->auth->actor;
+    tx->idem_key = ctx->idem_key;
+    return JF_OK;
+}
+
+void jf_tx_post(jf_tx *tx, const char *kind, const char *member_id, int64_t amount)
+{
+    char account[sizeof(tx->postings[0].account)];
+    if (amount == 0)
+        return;
+    if (member_id)
+        snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
+    else
+        snprintf(account, sizeof(account), "program:%s", kind);
+    for (int i = 0; i < tx->posting_count; i++) {
+        if (strcmp(tx->postings[i].account, account) == 0) {
+            tx->postings[i].amount += amount;
+            return;
+        }
+    }
+    /* The ledger never builds more postings than this; running out is a bug. */
+    if (tx->posting_count >= JF_TX_POSTINGS_MAX)
+        abort();
+    jf_posting *p = &tx->postings[tx->posting_count++];
+    snprintf(p->account, sizeof(p->account), "%s", account);
+    p->amount = amount;
+}
+
+void jf_tx_deinit(jf_tx *tx)
+{
+    free(tx->metadata);
+    tx->metadata = NULL;
+}
+
+static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, const uint8_t *hash)
+{
+    return jf_db_run(
+        ctx->db,
+        "INSERT INTO transactions(tenant_id, seq, id, type, member_id, counterparty_id, points,"
+        " delta, reverses, hold_id, order_id, order_amount, order_currency, reason, note, channel,"
+        " store_id, actor, metadata, idem_key, created_at, prev_hash, hash)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "IIssssIIsssIssssssssIbb", ctx->auth->tenant, tx->seq, tx->id, tx->type, tx->member_id,
+        tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id, tx->order_id,
+        tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency, tx->reason,
+        tx->note, tx->channel, tx->store_id, tx->actor, tx->metadata, tx->idem_key, ctx->now_ms,
+        prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
+}
+
+static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
+{
+    const jf_posting *p = &tx->postings[n];
+    jf_err err = jf_db_run(ctx->db,
+                           "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at)"
+                           " VALUES(?,?,?,?,?,?)",
+                           "IIisII", ctx->auth->tenant, tx->seq, n, p->account, p->amount,
+                           ctx->now_ms);
+    if (err != JF_OK)
+        return err;
+    int64_t balance = 0;
+    err = jf_db_int(ctx->db, &balance, 0,
+                    "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
+                    " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
+                    "excluded.balance RETURNING balance",
+                    "IsI", ctx->auth->tenant, p->account, p->amount);
+    if (err == JF_OK && !jf_points_in_range(balance))
+        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
+                       p->account);
+    if (err == JF_OK && balance < 0 && strstr(p->account, ":held"))
+        return jf_fail(ctx, JF_ERR_INTERNAL, "Held balance of %s would be negative.", p->account);
+    return err;
+}
+
+static jf_err tx_chain_head(jf_ctx *ctx, uint8_t prev[JF_HASH_BYTES])
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT chain_head, tx_seq FROM tenants WHERE id=?",
+                                   "I", ctx->auth->tenant);
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_ERR_INTERNAL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == JF_HASH_BYTES) {
+        memcpy(prev, sqlite3_column_blob(st, 0), JF_HASH_BYTES);
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < tx->posting_count; i++)
+        sum += tx->postings[i].amount;
+    if (sum != 0)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "Postings of %s sum to %lld.", tx->id, (long long)sum);
+    uint8_t prev[JF_HASH_BYTES], hash[JF_HASH_BYTES];
+    jf_err err = tx_chain_head(ctx, prev);
+    if (err != JF_OK)
+        return err;
+    jf_chain_tx c = {
+        .tenant = ctx->auth->tenant, .seq = tx->seq, .points = tx->points, .delta = tx->delta,
+        .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0, .created_at = ctx->now_ms,
+        .id = tx->id, .type = tx->type, .member_id = tx->member_id,
+        .counterparty_id = tx->counterparty_id, .reverses = tx->reverses, .hold_id = tx->hold_id,
+        .order_id = tx->order_id, .order_currency = tx->order_currency, .reason = tx->reason,
+        .note = tx->note, .channel = tx->channel, .store_id = tx->store_id, .actor = tx->actor,
+        .metadata = tx->metadata, .idem_key = tx->idem_key, .postings = tx->postings,
+        .posting_count = tx->posting_count};
+    jf_chain_hash(prev, &c, hash);
+    err = tx_insert_row(ctx, tx, prev, hash);
+    for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
+        err = tx_apply_posting(ctx, tx, i);
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db,
+                        "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?", "IbII",
+                        tx->seq, hash, JF_HASH_BYTES, ctx->auth->tenant, tx->seq - 1);
+    if (err == JF_OK && jf_db_changes(ctx->db) != 1)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved during %s.", tx->id);
+    return err;
+}
+
+
+
+static json_t *tx_order_json(sqlite3_stmt *st)
+{
+    if (sqlite3_column_type(st, 8) == SQLITE_NULL)
+        return json_null();
+    json_t *o = json_object();
+    jf_json_set(o, "id", json_string(jf_db_text(st, 8)));
+    if (jf_db_text(st, 10)) {
+        jf_json_set(o, "amount", json_integer(sqlite3_column_int64(st, 9)));
+        jf_json_set(o, "currency", json_string(jf_db_text(st, 10)));
+    }
+    return o;
+}
+
+static json_t *tx_row_json(sqlite3_stmt *st, int64_t reversed)
+{
+    json_t *o = json_object();
+    const char *meta = jf_db_text(st, 16);
+    jf_json_set(o, "id", json_string(jf_db_text(st, 1)));
+    jf_json_set(o, "type", json_string(jf_db_text(st, 2)));
+    jf_json_set(o, "member_id", jf_json_text(jf_db_text(st, 3)));
+    jf_json_set(o, "counterparty_member_id", jf_json_text(jf_db_text(st, 4)));
+    jf_json_set(o, "points", json_integer(sqlite3_column_int64(st, 5)));
+    jf_json_set(o, "delta", json_integer(sqlite3_column_int64(st, 19)));
+    jf_json_set(o, "reverses", jf_json_text(jf_db_text(st, 6)));
+    jf_json_set(o, "reversed_points", json_integer(reversed));
+    jf_json_set(o, "hold_id", jf_json_text(jf_db_text(st, 7)));
+    jf_json_set(o, "order", tx_order_json(st));
+    jf_json_set(o, "reason", jf_json_text(jf_db_text(st, 11)));
+    jf_json_set(o, "note", jf_json_text(jf_db_text(st, 12)));
+    jf_json_set(o, "channel", jf_json_text(jf_db_text(st, 13)));
+    jf_json_set(o, "store_id", jf_json_text(jf_db_text(st, 14)));
+    jf_json_set(o, "actor", json_string(jf_db_text(st, 15)));
+    jf_json_set(o, "metadata", meta ? json_loads(meta, 0, NULL) : json_null());
+    jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 17)));
+    return o;
+}
+
+static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
+{
+    json_t *postings = json_array(), *cons = json_array();
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
+        "II", ctx->auth->tenant, seq);
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(postings, json_pack("{sssI}", "account", jf_db_text(st, 0), "amount",
+                                                  (json_int_t)sqlite3_column_int64(st, 1)));
+    if (st)
+        sqlite3_reset(st);
+    sqlite3_stmt *cs = jf_db_query(
+        ctx->db,
+        "SELECT l.id, c.amount FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
+        " WHERE c.tenant_id=? AND c.tx_seq=? ORDER BY c.rowid",
+        "II", ctx->auth->tenant, seq);
+    while (cs && sqlite3_step(cs) == SQLITE_ROW)
+        json_array_append_new(cons, json_pack("{sssI}", "lot_id", jf_db_text(cs, 0), "amount",
+                                              (json_int_t)sqlite3_column_int64(cs, 1)));
+    if (cs)
+        sqlite3_reset(cs);
+    json_object_set_new(o, "postings", postings);
+    json_object_set_new(o, "consumptions", cons);
+    return st && cs ? JF_OK : JF_ERR_IO;
+}
+
+jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=? AND id=?", "Is",
+                                   ctx->auth->tenant, id ? id : "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
+    }
+    int64_t seq = sqlite3_column_int64(st, 0), reversed = 0;
+    char hash[2 * JF_HASH_BYTES + 1] = "";
+    if (sqlite3_column_bytes(st, 18) == JF_HASH_BYTES)
+        jf_hex(sqlite3_column_blob(st, 18), JF_HASH_BYTES, hash);
+    json_t *o = tx_row_json(st, 0);
+    sqlite3_reset(st);
+    jf_err err = jf_db_int(ctx->db, &reversed, 0,
+                           "SELECT SUM(points) FROM transactions WHERE tenant_id=? AND reverses=?",
+                           "Is", ctx->auth->tenant, id);
+    json_object_set_new(o, "reversed_points", json_integer(reversed));
+    if (err == JF_OK && details) {
+        err = tx_details(ctx, seq, o);
+        json_object_set_new(o, "hash", json_string(hash));
+    }
+    if (err != JF_OK) {
+        json_decref(o);
+        return err;
+    }
+    *out = o;
+    return JF_OK;
+}
+
+jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **out)
+{
+    json_t *data = json_array();
+    int64_t next = -1, last = -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if ((int64_t)json_array_size(data) == limit) {
+            next = last;
+            break;
+        }
+        json_array_append_new(data, tx_row_json(st, 0));
+        last = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    /* reversed_points needs a second query per row; only reversible rows have any. */
+    size_t i;
+    json_t *t;
+    json_array_foreach(data, i, t)
+    {
+        int64_t reversed = 0;
+        jf_err err = jf_db_int(ctx->db, &reversed, 0,
+                               "SELECT SUM(points) FROM transactions WHERE tenant_id=? AND reverses=?",
+                               "Is", ctx->auth->tenant, json_string_value(json_object_get(t, "id")));
+        if (err != JF_OK) {
+            json_decref(data);
+            return err;
+        }
+        json_object_set_new(t, "reversed_points", json_integer(reversed));
+    }
+    *out = jf_list_envelope(data, next);
+    return JF_OK;
+}

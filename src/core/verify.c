@@ -1,0 +1,316 @@
+/*
+ * `jifen verify`: recomputes every invariant of DESIGN.md from the stored
+ * rows, trusting nothing the engine maintains incrementally (balances, lot
+ * remainders, chain heads).  It runs in one read transaction, so it is safe
+ * while the server writes, and it finds rows changed behind the server's
+ * back — an edited amount, a deleted row — not only what triggers would
+ * have blocked.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "ledger.h"
+
+typedef struct verifier {
+    jf_db *db;
+    json_t *violations, *tenants;
+    int64_t count;
+} verifier;
+
+static void violation(verifier *v, const char *inv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void violation(verifier *v, const char *inv, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    v->count++;
+    if (json_array_size(v->violations) < JF_VERIFY_REPORT_MAX)
+        json_array_append_new(v->violations,
+                              json_pack("{ssss}", "invariant", inv, "detail", buf));
+}
+
+/* Runs a query whose every row is a violation described by its columns. */
+static jf_err check_rows(verifier *v, const char *inv, const char *what, const char *sql,
+                         int64_t tenant)
+{
+    sqlite3_stmt *st = jf_db_query(v->db, sql, "I", tenant);
+    if (st == NULL)
+        return JF_ERR_IO;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *a = jf_db_text(st, 0);
+        violation(v, inv, "tenant %lld: %s: %s (%lld vs %lld)", (long long)tenant, what,
+                  a ? a : "?", (long long)sqlite3_column_int64(st, 1),
+                  (long long)sqlite3_column_int64(st, 2));
+    }
+    sqlite3_reset(st);
+    return JF_OK;
+}
+
+static jf_err check_sums(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "I1", "postings of transaction do not sum to zero",
+        "SELECT 'seq ' || tx_seq, SUM(amount), 0 FROM postings WHERE tenant_id=?"
+        " GROUP BY tx_seq HAVING SUM(amount) <> 0",
+        t);
+    if (err == JF_OK)
+        err = check_rows(v, "I2", "account balance differs from its postings",
+                         "SELECT a.account, a.balance, COALESCE((SELECT SUM(p.amount) FROM"
+                         " postings p WHERE p.tenant_id = a.tenant_id AND p.account = a.account),"
+                         " 0) AS s FROM accounts a WHERE a.tenant_id = ?1 AND a.balance <> s"
+                         " UNION ALL SELECT p.account, 0, SUM(p.amount) FROM postings p"
+                         " WHERE p.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM accounts a"
+                         " WHERE a.tenant_id = p.tenant_id AND a.account = p.account)"
+                         " GROUP BY p.account",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I3", "member balance below its recorded debt or held below zero",
+                         "SELECT a.account, a.balance, COALESCE(m.debt, 0) FROM accounts a"
+                         " LEFT JOIN members m ON m.tenant_id = a.tenant_id AND a.account ="
+                         " 'member:' || m.id || ':points' WHERE a.tenant_id = ?1 AND"
+                         " ((a.account LIKE 'member:%:points' AND a.balance < -COALESCE(m.debt,"
+                         " 0)) OR (a.account LIKE 'member:%:held' AND a.balance < 0))",
+                         t);
+    return err;
+}
+
+static jf_err check_lots(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "I4", "member lots minus debt differ from the points balance",
+        "SELECT m.id, COALESCE((SELECT SUM(remaining) FROM lots l WHERE l.tenant_id = m.tenant_id"
+        " AND l.member_id = m.id), 0) - m.debt AS lots, COALESCE((SELECT balance FROM accounts a"
+        " WHERE a.tenant_id = m.tenant_id AND a.account = 'member:' || m.id || ':points'), 0)"
+        " AS bal FROM members m WHERE m.tenant_id = ? AND lots <> bal",
+        t);
+    if (err == JF_OK)
+        err = check_rows(v, "I4", "lot remaining differs from amount minus consumptions",
+                         "SELECT l.id, l.remaining, l.amount - COALESCE((SELECT SUM(c.amount)"
+                         " FROM consumptions c WHERE c.lot_seq = l.seq), 0) AS r FROM lots l"
+                         " WHERE l.tenant_id = ? AND (l.remaining <> r OR l.remaining < 0 OR"
+                         " l.remaining > l.amount)",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I4", "consumption of a missing lot",
+                         "SELECT 'lot seq ' || c.lot_seq, c.amount, c.tx_seq FROM consumptions c"
+                         " WHERE c.tenant_id = ? AND NOT EXISTS (SELECT 1 FROM lots l"
+                         " WHERE l.seq = c.lot_seq)",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I10", "lot expired more than once or expired and not emptied",
+                         "SELECT l.id, (SELECT count(*) FROM consumptions c JOIN transactions x"
+                         " ON x.tenant_id = c.tenant_id AND x.seq = c.tx_seq WHERE c.lot_seq ="
+                         " l.seq AND x.type = 'expire') AS n, l.remaining FROM lots l WHERE"
+                         " l.tenant_id = ? AND (n > 1 OR (l.expired_tx_seq IS NOT NULL AND"
+                         " (l.remaining <> 0 OR n <> 1)) OR (l.expired_tx_seq IS NULL AND n > 0))",
+                         t);
+    return err;
+}
+
+static jf_err check_reversals(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "I6", "reversed more than the original",
+        "SELECT o.id, o.points, (SELECT SUM(r.points) FROM transactions r WHERE r.tenant_id ="
+        " o.tenant_id AND r.reverses = o.id) AS rev FROM transactions o WHERE o.tenant_id = ?"
+        " AND rev > o.points",
+        t);
+    if (err == JF_OK)
+        err = check_rows(v, "I6", "restored more than was consumed",
+                         "SELECT 'source seq ' || r.source_tx_seq, SUM(r.amount), (SELECT"
+                         " COALESCE(SUM(c.amount), 0) FROM consumptions c WHERE c.tenant_id ="
+                         " r.tenant_id AND c.tx_seq = r.source_tx_seq AND c.lot_seq = r.lot_seq"
+                         " AND c.amount > 0) AS consumed FROM restores r WHERE r.tenant_id = ?"
+                         " GROUP BY r.source_tx_seq, r.lot_seq HAVING SUM(r.amount) > consumed",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I5", "idempotency key used by more than one transaction",
+                         "SELECT idem_key, count(*), 1 FROM transactions WHERE tenant_id = ?"
+                         " AND idem_key IS NOT NULL GROUP BY idem_key HAVING count(*) > 1",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I5", "stored response names a transaction that does not exist",
+                         "SELECT i.key, 0, 0 FROM idempotency i WHERE i.tenant_id = ?1 AND"
+                         " json_valid(i.body) AND json_extract(i.body, '$.transaction.id') IS"
+                         " NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions x WHERE"
+                         " x.tenant_id = ?1 AND x.id = json_extract(i.body, '$.transaction.id'))",
+                         t);
+    return err;
+}
+
+static int load_postings(verifier *v, int64_t tenant, int64_t seq, jf_posting *p, int max)
+{
+    sqlite3_stmt *st = jf_db_query(
+        v->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
+        "II", tenant, seq);
+    int n = 0;
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        if (n < max) {
+            snprintf(p[n].account, sizeof(p[n].account), "%s", jf_db_text(st, 0));
+            p[n].amount = sqlite3_column_int64(st, 1);
+        }
+        n++;
+    }
+    if (st)
+        sqlite3_reset(st);
+    return n;
+}
+
+/* Recomputes one link; returns false on a mismatch. */
+static bool chain_link(verifier *v, int64_t tenant, sqlite3_stmt *st, const uint8_t *prev,
+                       uint8_t *hash)
+{
+    jf_posting postings[JF_TX_POSTINGS_MAX + 1];
+    jf_chain_tx c = {.tenant = tenant, .seq = sqlite3_column_int64(st, 0)};
+    c.id = jf_db_text(st, 1);
+    c.type = jf_db_text(st, 2);
+    c.member_id = jf_db_text(st, 3);
+    c.counterparty_id = jf_db_text(st, 4);
+    c.points = sqlite3_column_int64(st, 5);
+    c.delta = sqlite3_column_int64(st, 6);
+    c.reverses = jf_db_text(st, 7);
+    c.hold_id = jf_db_text(st, 8);
+    c.order_id = jf_db_text(st, 9);
+    c.order_amount = sqlite3_column_int64(st, 10);
+    c.order_currency = jf_db_text(st, 11);
+    c.reason = jf_db_text(st, 12);
+    c.note = jf_db_text(st, 13);
+    c.channel = jf_db_text(st, 14);
+    c.store_id = jf_db_text(st, 15);
+    c.actor = jf_db_text(st, 16);
+    c.metadata = jf_db_text(st, 17);
+    c.idem_key = jf_db_text(st, 18);
+    c.created_at = sqlite3_column_int64(st, 19);
+    int n = load_postings(v, tenant, c.seq, postings, JF_TX_POSTINGS_MAX + 1);
+    c.postings = postings;
+    c.posting_count = n > JF_TX_POSTINGS_MAX + 1 ? JF_TX_POSTINGS_MAX + 1 : n;
+    jf_chain_hash(prev, &c, hash);
+    return sqlite3_column_bytes(st, 21) == JF_HASH_BYTES &&
+           sodium_memcmp(sqlite3_column_blob(st, 21), hash, JF_HASH_BYTES) == 0 &&
+           sqlite3_column_bytes(st, 20) == JF_HASH_BYTES &&
+           sodium_memcmp(sqlite3_column_blob(st, 20), prev, JF_HASH_BYTES) == 0;
+}
+
+static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int64_t head_seq,
+                          char *head_hex)
+{
+    uint8_t prev[JF_HASH_BYTES] = {0}, hash[JF_HASH_BYTES];
+    sqlite3_stmt *st = jf_db_query(
+        v->db,
+        "SELECT seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"
+        " order_id, order_amount, order_currency, reason, note, channel, store_id, actor,"
+        " metadata, idem_key, created_at, prev_hash, hash FROM transactions WHERE tenant_id=?"
+        " ORDER BY seq",
+        "I", tenant);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int64_t expect = 1;
+    bool broken = false;
+    while (!broken && sqlite3_step(st) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        if (seq != expect) {
+            violation(v, "I7", "tenant %lld: transaction %lld missing from the chain",
+                      (long long)tenant, (long long)expect);
+            broken = true;
+        } else if (!chain_link(v, tenant, st, prev, hash)) {
+            violation(v, "I7", "tenant %lld: transaction %lld (%s) does not match its hash",
+                      (long long)tenant, (long long)seq, jf_db_text(st, 1));
+            broken = true;
+        }
+        memcpy(prev, hash, JF_HASH_BYTES);
+        expect++;
+    }
+    sqlite3_reset(st);
+    if (!broken && (expect - 1 != head_seq || sodium_memcmp(prev, head, JF_HASH_BYTES) != 0))
+        violation(v, "I7", "tenant %lld: chain head does not match the last transaction (%lld)",
+                  (long long)tenant, (long long)head_seq);
+    jf_hex(head, JF_HASH_BYTES, head_hex);
+    return JF_OK;
+}
+
+static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
+                            const uint8_t *head, int64_t head_seq)
+{
+    char head_hex[2 * JF_HASH_BYTES + 1];
+    jf_err err = check_chain(v, tenant, head, head_seq, head_hex);
+    if (err == JF_OK)
+        err = check_sums(v, tenant);
+    if (err == JF_OK)
+        err = check_lots(v, tenant);
+    if (err == JF_OK)
+        err = check_reversals(v, tenant);
+    json_array_append_new(v->tenants, json_pack("{sssIss}", "id", public_id, "transactions",
+                                                (json_int_t)head_seq, "chain_head", head_hex));
+    return err;
+}
+
+static jf_err verify_all(verifier *v)
+{
+    sqlite3_stmt *st =
+        jf_db_query(v->db, "SELECT id, public_id, chain_head, tx_seq FROM tenants ORDER BY id", "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    typedef struct trow {
+        int64_t id, seq;
+        char public_id[JF_ID_LEN_MAX];
+        uint8_t head[JF_HASH_BYTES];
+    } trow;
+    trow *rows = NULL;
+    size_t n = 0;
+    jf_err err = JF_OK;
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        trow *r = realloc(rows, (n + 1) * sizeof(*rows));
+        if (r == NULL) {
+            err = JF_ERR_NOMEM;
+            break;
+        }
+        rows = r;
+        rows[n].id = sqlite3_column_int64(st, 0);
+        snprintf(rows[n].public_id, JF_ID_LEN_MAX, "%s", jf_db_text(st, 1));
+        memset(rows[n].head, 0, JF_HASH_BYTES);
+        if (sqlite3_column_bytes(st, 2) == JF_HASH_BYTES)
+            memcpy(rows[n].head, sqlite3_column_blob(st, 2), JF_HASH_BYTES);
+        rows[n].seq = sqlite3_column_int64(st, 3);
+        n++;
+    }
+    sqlite3_reset(st);
+    for (size_t i = 0; err == JF_OK && i < n; i++)
+        err = verify_tenant(v, rows[i].id, rows[i].public_id, rows[i].head, rows[i].seq);
+    free(rows);
+    return err;
+}
+
+jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations)
+{
+    *json = NULL;
+    *violations = 0;
+    verifier v = {.db = jf_read_acquire(eng)};
+    if (v.db == NULL)
+        return JF_ERR_IO;
+    v.violations = json_array();
+    v.tenants = json_array();
+    jf_err err = jf_db_exec(v.db, "BEGIN");
+    if (err == JF_OK) {
+        err = verify_all(&v);
+        jf_db_exec(v.db, "COMMIT");
+    }
+    jf_read_release(eng, v.db);
+    if (err == JF_OK) {
+        json_t *out = json_pack("{sbsIsoso}", "ok", v.count == 0, "violation_count",
+                                (json_int_t)v.count, "tenants", v.tenants, "violations",
+                                v.violations);
+        *json = jf_json_dump(out, NULL);
+        json_decref(out);
+        *violations = v.count;
+        return *json ? JF_OK : JF_ERR_NOMEM;
+    }
+    json_decref(v.violations);
+    json_decref(v.tenants);
+    return err;
+}

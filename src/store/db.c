@@ -1,0 +1,189 @@
+/*
+ * SQLite connection, statement cache and binding helpers (see db.h).
+ *
+ * Statements are prepared once with SQLITE_PREPARE_PERSISTENT and kept for
+ * the life of the connection: preparing costs more than running the simple
+ * statements the ledger issues.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "db.h"
+
+static void db_set_error(jf_db *db, const char *what)
+{
+    snprintf(db->errmsg, sizeof(db->errmsg), "%s: %s", what,
+             db->h ? sqlite3_errmsg(db->h) : "no connection");
+}
+
+jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
+{
+    memset(db, 0, sizeof(*db));
+    int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    flags |= SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
+        db_set_error(db, "cannot open database");
+        return JF_ERR_IO;
+    }
+    sqlite3_busy_timeout(db->h, 10000);
+    if (sqlite3_exec(db->h, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    if (!readonly && sqlite3_exec(db->h, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_exec(db->h, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    return JF_OK;
+fail:
+    db_set_error(db, "cannot configure database");
+    return JF_ERR_IO;
+}
+
+void jf_db_close(jf_db *db)
+{
+    if (db == NULL || db->h == NULL)
+        return;
+    for (int i = 0; i < JF_DB_STMT_CACHE; i++)
+        if (db->cache[i].stmt)
+            sqlite3_finalize(db->cache[i].stmt);
+    sqlite3_close(db->h);
+    memset(db, 0, sizeof(*db));
+}
+
+static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
+{
+    size_t h = ((uintptr_t)sql >> 3) % JF_DB_STMT_CACHE;
+    for (size_t n = 0; n < JF_DB_STMT_CACHE; n++) {
+        jf_db_stmt_slot *slot = &db->cache[(h + n) % JF_DB_STMT_CACHE];
+        if (slot->sql == sql) {
+            sqlite3_reset(slot->stmt);
+            sqlite3_clear_bindings(slot->stmt);
+            return slot->stmt;
+        }
+        if (slot->sql == NULL) {
+            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt,
+                                   NULL) != SQLITE_OK) {
+                db_set_error(db, "prepare failed");
+                slot->stmt = NULL;
+                return NULL;
+            }
+            slot->sql = sql;
+            return slot->stmt;
+        }
+    }
+    snprintf(db->errmsg, sizeof(db->errmsg), "statement cache full");
+    return NULL;
+}
+
+static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap)
+{
+    int rc = SQLITE_OK;
+    for (int i = 1; fmt && *fmt && rc == SQLITE_OK; fmt++, i++) {
+        switch (*fmt) {
+        case 'I':
+            rc = sqlite3_bind_int64(st, i, va_arg(ap, int64_t));
+            break;
+        case 'i':
+            rc = sqlite3_bind_int(st, i, va_arg(ap, int));
+            break;
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+            break;
+        }
+        case 'b': {
+            const void *p = va_arg(ap, const void *);
+            int len = va_arg(ap, int);
+            rc = sqlite3_bind_blob(st, i, p, len, SQLITE_TRANSIENT);
+            break;
+        }
+        case 'n':
+            rc = sqlite3_bind_null(st, i);
+            break;
+        default:
+            return SQLITE_MISUSE;
+        }
+    }
+    return rc;
+}
+
+static sqlite3_stmt *db_query_v(jf_db *db, const char *sql, const char *fmt, va_list ap)
+{
+    sqlite3_stmt *st = db_prepare_cached(db, sql);
+    if (st == NULL)
+        return NULL;
+    if (db_bind(st, fmt, ap) != SQLITE_OK) {
+        db_set_error(db, "bind failed");
+        return NULL;
+    }
+    return st;
+}
+
+sqlite3_stmt *jf_db_query(jf_db *db, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+jf_err jf_db_run(jf_db *db, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    va_end(ap);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        db_set_error(db, "statement failed");
+        return rc == SQLITE_CONSTRAINT ? JF_ERR_CORRUPT : JF_ERR_IO;
+    }
+    return JF_OK;
+}
+
+jf_err jf_db_int(jf_db *db, int64_t *out, int64_t dflt, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    va_end(ap);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc = sqlite3_step(st);
+    *out = dflt;
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_set_error(db, "query failed");
+        return JF_ERR_IO;
+    }
+    return JF_OK;
+}
+
+jf_err jf_db_exec(jf_db *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg ? msg : "exec failed");
+        sqlite3_free(msg);
+        return JF_ERR_IO;
+    }
+    return JF_OK;
+}
+
+int64_t jf_db_changes(jf_db *db)
+{
+    return sqlite3_changes64(db->h);
+}
+
+const char *jf_db_text(sqlite3_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(st, col);
+}

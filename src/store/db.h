@@ -1,0 +1,65 @@
+/*
+ * A thin layer over SQLite used by the whole core: one connection with a
+ * cache of persistent prepared statements, and printf-like binding so that a
+ * query reads as one line at its call site.
+ *
+ * Format letters for jf_db_query/jf_db_run: 'I' int64_t, 'i' int, 's' const
+ * char * (NULL binds SQL NULL), 'b' blob (const void *, int length), 'n' NULL.
+ * A statement returned by jf_db_query stays owned by the cache; it is reset
+ * at its next use, so finish stepping it before issuing the same SQL again.
+ */
+#ifndef JF_DB_H
+#define JF_DB_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "jifen/errors.h"
+
+#define JF_DB_STMT_CACHE 256
+
+typedef struct jf_db_stmt_slot {
+    const char *sql; /* the literal the statement was prepared from (by address) */
+    sqlite3_stmt *stmt;
+} jf_db_stmt_slot;
+
+typedef struct jf_db {
+    sqlite3 *h;
+    jf_db_stmt_slot cache[JF_DB_STMT_CACHE];
+    char errmsg[256];
+} jf_db;
+
+/* Opens path (creating it unless readonly), sets WAL and synchronous=FULL,
+ * a busy timeout, and foreign keys.  On failure writes a sentence to
+ * db->errmsg and returns JF_ERR_IO. */
+jf_err jf_db_open(jf_db *db, const char *path, bool readonly);
+
+/* Finalizes every cached statement and closes.  Safe on a zeroed db. */
+void jf_db_close(jf_db *db);
+
+/* Prepares (or reuses) sql, binds the arguments per fmt.  Returns NULL on
+ * error (the message is in db->errmsg).  sql must be a string literal or
+ * otherwise outlive the db: the cache keys on its address. */
+sqlite3_stmt *jf_db_query(jf_db *db, const char *sql, const char *fmt, ...);
+
+/* jf_db_query and step to completion; for INSERT/UPDATE/DELETE. */
+jf_err jf_db_run(jf_db *db, const char *sql, const char *fmt, ...);
+
+/* Runs one or more statements without parameters (DDL, BEGIN, COMMIT). */
+jf_err jf_db_exec(jf_db *db, const char *sql);
+
+/* Runs a query that yields one int64 in its first column; *out = dflt when it
+ * yields no row or NULL. */
+jf_err jf_db_int(jf_db *db, int64_t *out, int64_t dflt, const char *sql, const char *fmt, ...);
+
+/* Rows changed by the last statement. */
+int64_t jf_db_changes(jf_db *db);
+
+/* A column as text, "" for NULL-safe display; NULL when the value is NULL. */
+const char *jf_db_text(sqlite3_stmt *st, int col);
+
+/* Creates or migrates the schema; run once by the writer's connection. */
+jf_err jf_db_migrate(jf_db *db);
+
+#endif

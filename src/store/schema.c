@@ -1,0 +1,152 @@
+/*
+ * The SQLite schema of jifen and its migrations.
+ *
+ * Journal tables (transactions, postings, consumptions, restores,
+ * idempotency) are append-only: triggers refuse UPDATE and DELETE as a second
+ * line of defence behind the engine, and `jifen verify` still recomputes
+ * everything, because triggers do not stop someone who drops them.  CHECK
+ * constraints restate the invariants the engine asserts.  Every member-owned
+ * row is keyed by (tenant_id, member_id ...) so it can be distributed by
+ * member later.
+ */
+#include "db.h"
+
+#define JF_SCHEMA_VERSION 1
+
+static const char schema_v1[] =
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
+    "CREATE TABLE tenants("
+    " id INTEGER PRIMARY KEY, public_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, tx_seq INTEGER NOT NULL DEFAULT 0 CHECK(tx_seq >= 0),"
+    " chain_head BLOB NOT NULL CHECK(length(chain_head) = 32)) STRICT;"
+    "CREATE TABLE programs("
+    " tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id), name TEXT NOT NULL,"
+    " currency TEXT NOT NULL, earn_points INTEGER NOT NULL CHECK(earn_points >= 0),"
+    " earn_per_amount INTEGER NOT NULL CHECK(earn_per_amount >= 1),"
+    " expiry_policy TEXT NOT NULL, expiry_n INTEGER NOT NULL, pending_days INTEGER NOT NULL,"
+    " debt_floor INTEGER NOT NULL CHECK(debt_floor >= 0), timezone TEXT NOT NULL,"
+    " hold_ttl_s INTEGER NOT NULL, operator_adjust_max INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL) STRICT;"
+    "CREATE TABLE api_keys("
+    " id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id), name TEXT,"
+    " role TEXT NOT NULL CHECK(role IN ('admin','operator','pos','readonly')),"
+    " hash BLOB NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER) STRICT;"
+    "CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);"
+    "CREATE TABLE members("
+    " seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id),"
+    " id TEXT NOT NULL, external_id TEXT NOT NULL, name TEXT, phone TEXT, birthday TEXT,"
+    " tags TEXT NOT NULL DEFAULT '[]',"
+    " status TEXT NOT NULL CHECK(status IN ('active','frozen','closed')),"
+    " debt INTEGER NOT NULL DEFAULT 0 CHECK(debt >= 0),"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " UNIQUE(tenant_id, id), UNIQUE(tenant_id, external_id)) STRICT;"
+    "CREATE INDEX members_phone ON members(tenant_id, phone) WHERE phone IS NOT NULL;"
+    "CREATE INDEX members_name ON members(tenant_id, name) WHERE name IS NOT NULL;"
+    "CREATE TABLE accounts("
+    " tenant_id INTEGER NOT NULL, account TEXT NOT NULL, balance INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, account)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE transactions("
+    " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
+    " type TEXT NOT NULL CHECK(type IN ('earn','redeem','adjust','transfer','hold','capture',"
+    "'void','expire','reverse')),"
+    " member_id TEXT, counterparty_id TEXT, points INTEGER NOT NULL CHECK(points >= 0),"
+    " delta INTEGER NOT NULL,"
+    " reverses TEXT, hold_id TEXT, order_id TEXT, order_amount INTEGER, order_currency TEXT,"
+    " reason TEXT, note TEXT, channel TEXT, store_id TEXT, actor TEXT NOT NULL, metadata TEXT,"
+    " idem_key TEXT, created_at INTEGER NOT NULL,"
+    " prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+    " PRIMARY KEY(tenant_id, seq), UNIQUE(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX tx_member ON transactions(tenant_id, member_id, seq);"
+    "CREATE INDEX tx_counterparty ON transactions(tenant_id, counterparty_id, seq)"
+    " WHERE counterparty_id IS NOT NULL;"
+    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS NOT NULL;"
+    "CREATE UNIQUE INDEX tx_order_earn ON transactions(tenant_id, order_id)"
+    " WHERE type = 'earn' AND order_id IS NOT NULL;"
+    "CREATE TABLE postings("
+    " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " account TEXT NOT NULL, amount INTEGER NOT NULL CHECK(amount <> 0),"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, tx_seq, n)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX postings_account ON postings(tenant_id, account, created_at);"
+    "CREATE TABLE lots("
+    " seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
+    " member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+    " amount INTEGER NOT NULL CHECK(amount > 0),"
+    " remaining INTEGER NOT NULL CHECK(remaining >= 0 AND remaining <= amount),"
+    " available_at INTEGER NOT NULL, expires_at INTEGER, expired_tx_seq INTEGER,"
+    " created_at INTEGER NOT NULL, UNIQUE(tenant_id, id)) STRICT;"
+    "CREATE INDEX lots_member ON lots(tenant_id, member_id, expires_at);"
+    "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
+    "CREATE INDEX lots_tx ON lots(tenant_id, tx_seq);"
+    "CREATE TABLE consumptions("
+    " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, lot_seq INTEGER NOT NULL,"
+    " amount INTEGER NOT NULL CHECK(amount <> 0), created_at INTEGER NOT NULL) STRICT;"
+    "CREATE INDEX consumptions_tx ON consumptions(tenant_id, tx_seq);"
+    "CREATE INDEX consumptions_lot ON consumptions(lot_seq);"
+    "CREATE TABLE restores("
+    " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, source_tx_seq INTEGER NOT NULL,"
+    " lot_seq INTEGER NOT NULL, into_lot_seq INTEGER NOT NULL,"
+    " amount INTEGER NOT NULL CHECK(amount > 0)) STRICT;"
+    "CREATE INDEX restores_source ON restores(tenant_id, source_tx_seq, lot_seq);"
+    "CREATE TABLE holds("
+    " tenant_id INTEGER NOT NULL, id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+    " member_id TEXT NOT NULL, points INTEGER NOT NULL CHECK(points > 0),"
+    " captured INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0,"
+    " status TEXT NOT NULL CHECK(status IN ('open','captured','voided')),"
+    " expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+    " CHECK(captured >= 0 AND released >= 0 AND captured + released <= points),"
+    " PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX holds_open ON holds(tenant_id, expires_at) WHERE status = 'open';"
+    "CREATE INDEX holds_member ON holds(tenant_id, member_id, status);"
+    "CREATE TABLE idempotency("
+    " tenant_id INTEGER NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
+    " request_hash BLOB NOT NULL, created INTEGER NOT NULL, body TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, key)) STRICT, WITHOUT ROWID;"
+    "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE TRIGGER postings_no_update BEFORE UPDATE ON postings"
+    " BEGIN SELECT RAISE(ABORT, 'postings are immutable'); END;"
+    "CREATE TRIGGER postings_no_delete BEFORE DELETE ON postings"
+    " BEGIN SELECT RAISE(ABORT, 'postings are immutable'); END;"
+    "CREATE TRIGGER consumptions_no_update BEFORE UPDATE ON consumptions"
+    " BEGIN SELECT RAISE(ABORT, 'consumptions are immutable'); END;"
+    "CREATE TRIGGER consumptions_no_delete BEFORE DELETE ON consumptions"
+    " BEGIN SELECT RAISE(ABORT, 'consumptions are immutable'); END;"
+    "CREATE TRIGGER restores_no_update BEFORE UPDATE ON restores"
+    " BEGIN SELECT RAISE(ABORT, 'restores are immutable'); END;"
+    "CREATE TRIGGER restores_no_delete BEFORE DELETE ON restores"
+    " BEGIN SELECT RAISE(ABORT, 'restores are immutable'); END;"
+    "CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency"
+    " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
+    "CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency"
+    " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
+    "INSERT INTO meta(key, value) VALUES('schema_version', '1');";
+
+jf_err jf_db_migrate(jf_db *db)
+{
+    int64_t has_meta = 0;
+    jf_err err = jf_db_int(db, &has_meta, 0,
+                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
+                           "");
+    if (err != JF_OK)
+        return err;
+    if (has_meta) {
+        int64_t version = 0;
+        err = jf_db_int(db, &version, 0,
+                        "SELECT CAST(value AS INTEGER) FROM meta WHERE key='schema_version'", "");
+        if (err == JF_OK && version != JF_SCHEMA_VERSION)
+            return JF_ERR_CORRUPT;
+        return err;
+    }
+    if ((err = jf_db_exec(db, "BEGIN IMMEDIATE")) != JF_OK)
+        return err;
+    if ((err = jf_db_exec(db, schema_v1)) != JF_OK) {
+        jf_db_exec(db, "ROLLBACK");
+        return err;
+    }
+    return jf_db_exec(db, "COMMIT");
+}

@@ -1,0 +1,143 @@
+/*
+ * `jifen verify` must find rows changed behind the engine's back, not only
+ * what the triggers refuse: each case builds a small ledger, tampers with
+ * the file through SQLite directly (dropping the guarding trigger first),
+ * and expects the named invariant to be reported.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "jifen/jifen.h"
+
+static char db_path[128];
+
+static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, const char *key,
+                const char *body, char *out_id)
+{
+    jf_request req = {.op = op, .auth = auth, .path_id = id, .body = body,
+                      .body_len = body ? strlen(body) : 0, .idempotency_key = key};
+    jf_result res;
+    assert_int_equal(jf_call_sync(eng, &req, &res), JF_OK);
+    if (out_id) {
+        const char *p = strstr(res.body, "\"id\":\"");
+        assert_non_null(p);
+        snprintf(out_id, 64, "%.24s", p + 6);
+    }
+    jf_result_deinit(&res);
+}
+
+/* Builds a ledger with an earn, a redeem and a transfer in a new file. */
+static void build_ledger(void)
+{
+    char dir[] = "/tmp/jifen-verify-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    snprintf(db_path, sizeof(db_path), "%s/v.db", dir);
+    jf_engine_options o = {.db_path = db_path};
+    jf_engine *eng = NULL;
+    char err[256], tenant[64], key[128], a[64], b[64];
+    assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
+    assert_int_equal(jf_tenant_create(eng, "v", tenant, sizeof(tenant), key, sizeof(key)), JF_OK);
+    jf_auth auth;
+    assert_int_equal(jf_tenant_auth(eng, tenant, &auth), JF_OK);
+    run(eng, &auth, JF_OP_MEMBER_CREATE, NULL, NULL, "{\"external_id\":\"a\"}", a);
+    run(eng, &auth, JF_OP_MEMBER_CREATE, NULL, NULL, "{\"external_id\":\"b\"}", b);
+    run(eng, &auth, JF_OP_EARN, a, "k1", "{\"points\":100}", NULL);
+    run(eng, &auth, JF_OP_REDEEM, a, "k2", "{\"points\":30}", NULL);
+    char body[128];
+    snprintf(body, sizeof(body), "{\"to_member_id\":\"%s\",\"points\":20}", b);
+    run(eng, &auth, JF_OP_TRANSFER, a, "k3", body, NULL);
+    jf_engine_free(eng);
+}
+
+static int64_t verify_count(char **report)
+{
+    jf_engine_options o = {.db_path = db_path, .no_writer = true};
+    jf_engine *eng = NULL;
+    char err[256];
+    assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
+    int64_t n = -1;
+    assert_int_equal(jf_verify(eng, report, &n), JF_OK);
+    jf_engine_free(eng);
+    return n;
+}
+
+static void tamper(const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("tamper failed: %s", msg);
+    sqlite3_close(db);
+}
+
+static void expect_violation(const char *sql, const char *invariant)
+{
+    build_ledger();
+    char *report = NULL;
+    assert_int_equal(verify_count(&report), 0);
+    free(report);
+    tamper(sql);
+    assert_true(verify_count(&report) > 0);
+    char needle[32];
+    snprintf(needle, sizeof(needle), "\"%s\"", invariant);
+    if (strstr(report, needle) == NULL)
+        fail_msg("expected %s in %s", invariant, report);
+    free(report);
+}
+
+static void test_edited_posting(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER postings_no_update;"
+                     "UPDATE postings SET amount = amount + 1 WHERE n = 0 AND tx_seq = 1;",
+                     "I1");
+}
+
+static void test_edited_points(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER transactions_no_update;"
+                     "UPDATE transactions SET points = 1000 WHERE seq = 1;",
+                     "I7");
+}
+
+static void test_deleted_transaction(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER transactions_no_delete;"
+                     "DELETE FROM transactions WHERE seq = 2;",
+                     "I7");
+}
+
+static void test_edited_balance(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE accounts SET balance = balance + 5 WHERE account LIKE 'member:%';",
+                     "I2");
+}
+
+static void test_edited_lot(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0;", "I4");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_edited_posting),     cmocka_unit_test(test_edited_points),
+        cmocka_unit_test(test_deleted_transaction), cmocka_unit_test(test_edited_balance),
+        cmocka_unit_test(test_edited_lot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
