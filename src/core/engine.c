@@ -698,40 +698,65 @@ static const jf_op_impl *op_impl(jf_op op)
 
 /* ---- scheduled jobs ---- */
 
-static void sched_run_once(jf_engine *eng)
+/* Tenants with work for a scheduled job: open holds past their deadline
+ * (holds_only) or lots past their expiry.  Checked on a read connection so
+ * an idle tick costs the writer nothing. */
+static int sched_tenants(jf_engine *eng, bool holds_only, int64_t *tenants, int max)
 {
     jf_db *db = jf_read_acquire(eng);
     if (db == NULL)
-        return;
-    int64_t tenants[256];
+        return 0;
     int n = 0;
-    sqlite3_stmt *st = jf_db_query(db, "SELECT id FROM tenants ORDER BY id", "");
-    while (st && n < 256 && sqlite3_step(st) == SQLITE_ROW)
+    sqlite3_stmt *st =
+        holds_only
+            ? jf_db_query(db,
+                          "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM holds h WHERE"
+                          " h.tenant_id = t.id AND h.status = 'open' AND h.expires_at <= ?)"
+                          " ORDER BY t.id",
+                          "I", jf_now_ms(eng))
+            : jf_db_query(db,
+                          "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM lots l WHERE"
+                          " l.tenant_id = t.id AND l.expires_at <= ? AND l.remaining > 0 AND"
+                          " l.expired_tx_seq IS NULL AND l.expires_at IS NOT NULL) ORDER BY t.id",
+                          "I", jf_now_ms(eng));
+    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
         tenants[n++] = sqlite3_column_int64(st, 0);
     if (st)
         sqlite3_reset(st);
     jf_read_release(eng, db);
-    for (int i = 0; i < n; i++) {
-        jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenants[i], NULL, NULL);
-        jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenants[i], NULL, NULL);
-    }
+    return n;
 }
 
+static void sched_run_once(jf_engine *eng, bool expiry)
+{
+    int64_t tenants[256];
+    int n = sched_tenants(eng, true, tenants, 256);
+    for (int i = 0; i < n; i++)
+        jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenants[i], NULL, NULL);
+    n = expiry ? sched_tenants(eng, false, tenants, 256) : 0;
+    for (int i = 0; i < n; i++)
+        jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenants[i], NULL, NULL);
+}
+
+/* Ticks once a second: overdue holds are voided within a second of their
+ * deadline; expiry runs every interval_s. */
 static void *sched_main(void *arg)
 {
     jf_engine *eng = arg;
+    int ticks = 0;
     pthread_mutex_lock(&eng->mu);
     while (!eng->stopping && !eng->draining) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += eng->interval_s;
+        until.tv_sec += 1;
         int rc = 0;
         while (!eng->stopping && !eng->draining && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
         if (eng->stopping || eng->draining)
             break;
         pthread_mutex_unlock(&eng->mu);
-        sched_run_once(eng);
+        ticks++;
+        sched_run_once(eng, ticks % eng->interval_s == 0);
         pthread_mutex_lock(&eng->mu);
     }
     pthread_mutex_unlock(&eng->mu);

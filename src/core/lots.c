@@ -274,8 +274,9 @@ jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
                            ctx->auth->tenant, account);
     if (err == JF_OK)
         err = jf_db_int(ctx->db, &lots, 0,
-                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?", "Is",
-                        ctx->auth->tenant, member_id);
+                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?"
+                        " AND remaining > 0 AND expired_tx_seq IS NULL",
+                        "Is", ctx->auth->tenant, member_id);
     if (err == JF_OK)
         err = member_debt(ctx, member_id, &debt);
     if (err == JF_OK && (lots - debt != balance || (debt > 0 && lots > 0))) {

@@ -79,6 +79,8 @@ static const char schema_v1[] =
     "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
     "CREATE INDEX lots_tx ON lots(tenant_id, tx_seq);"
+    "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL;"
     "CREATE TABLE consumptions("
     " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, lot_seq INTEGER NOT NULL,"
     " amount INTEGER NOT NULL CHECK(amount <> 0), created_at INTEGER NOT NULL) STRICT;"
