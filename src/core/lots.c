@@ -5,7 +5,7 @@
  * The lineage (which transaction took how much from which lot) is what makes
  * expiry exact, lets a refund put points back into the lots they came from,
  * and later settles points between merchants of a coalition.  The rules are
- * in /docs (Ledger semantics): debits take spendable lots earliest-expiring
+ * in docs/LEDGER.md: debits take spendable lots earliest-expiring
  * first; restores go back most-recently-consumed first; clawbacks take the
  * reversed transaction's own lots first, then others, then debt within the
  * program's floor; every credit pays outstanding debt first.
