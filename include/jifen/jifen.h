@@ -203,15 +203,17 @@ jf_err jf_tenant_auth(jf_engine *eng, const char *id_or_name, jf_auth *out);
 /* Lists tenants as a JSON array; *json is malloc'd, the caller frees it. */
 jf_err jf_tenant_list(jf_engine *eng, char **json);
 
-/* Runs expiry and the hold sweep for every tenant now (the CLI's `expire`).
- * Writes the totals as JSON into *json (malloc'd). */
+/* Runs the hold sweep and expiry for every tenant now (the CLI's `expire`).
+ * Writes a JSON array into *json (malloc'd), one element per tenant:
+ * {"tenant_id", "expiry": {"expired_points", "lots", "members"}}. */
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
 /* Checks invariants I1..I7 and I10 on the whole database.  Writes a JSON
- * report into *json (malloc'd): {"ok": bool, "checked": {...},
- * "violations": [{"invariant": "I2", "detail": "..."}], "chain_heads": [...]}.
- * Returns JF_OK when the check ran (whatever it found); *violations tells how
- * many violations there were. */
+ * report into *json (malloc'd): {"ok": bool, "violation_count": N,
+ * "tenants": [{"id", "transactions", "chain_head"}],
+ * "violations": [{"invariant": "I2", "detail": "..."}]} (at most
+ * JF_VERIFY_REPORT_MAX violations are listed).  Returns JF_OK when the check
+ * ran, whatever it found; *violations tells how many violations there were. */
 jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations);
 
 /* Counters for /metrics. */
@@ -220,9 +222,11 @@ typedef struct jf_engine_stats {
     uint64_t commands;
     uint64_t rejected;
     uint64_t queue_depth;
-    /* Histogram of batch sizes: bucket i counts batches of size <= 2^i. */
+    /* Histogram of batch sizes, not cumulative: bucket i counts batches of
+     * size in (2^(i-1), 2^i]; the last bucket also counts every larger one. */
     uint64_t batch_size_buckets[11];
-    /* Histogram of commit latency: bucket i counts commits <= 2^i * 50 us. */
+    /* Histogram of commit latency, not cumulative: bucket i counts commits
+     * in (2^(i-1) * 50 us, 2^i * 50 us]; the last also counts slower ones. */
     uint64_t commit_latency_buckets[12];
     uint64_t commit_latency_sum_us;
 } jf_engine_stats;

@@ -262,13 +262,16 @@ static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
     return err;
 }
 
-static jf_err idem_store(jf_db *db, jf_cmd *cmd, int64_t now)
+/* Stores the response under the key, with the id of the transaction it
+ * created (if any) so that verify can tie keys to transactions (I5). */
+static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
 {
     return jf_db_run(db,
                      "INSERT INTO idempotency(tenant_id, key, op, request_hash, created, body,"
-                     " created_at) VALUES(?,?,?,?,?,?,?)",
-                     "Issbisi", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
-                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body, now);
+                     " tx_id, created_at) VALUES(?,?,?,?,?,?,?,?)",
+                     "Issbissi", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
+                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body,
+                     tx_id, now);
 }
 
 /* Applies one command under a savepoint.  Returns true when the command is a
@@ -302,9 +305,13 @@ static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
     bool again = err == JF_OK && ctx.again;
     if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
         snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
+    char tx_id[JF_ID_LEN_MAX] = "";
+    const char *tid = json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
+    if (tid)
+        snprintf(tx_id, sizeof(tx_id), "%s", tid);
     err = ctx_finish(&ctx, err, &cmd->res);
     if (err == JF_OK && cmd->idem_key && !again)
-        err = idem_store(db, cmd, ctx.now_ms);
+        err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
     if (err != JF_OK) {
         jf_db_exec(db, "ROLLBACK TO cmd");
         free(cmd->res.body);

@@ -104,7 +104,8 @@ static jf_err hold_close(jf_ctx *ctx, const jf_hold *h, int64_t capture, const c
         err = jf_db_run(ctx->db,
                         "UPDATE holds SET captured=?, released=?, status=? WHERE tenant_id=? AND"
                         " id=? AND status='open'",
-                        "IIsIs", capture, release, capture > 0 ? "captured" : "voided",
+                        "IIsIs", capture, release,
+                        capture > 0 ? "captured" : (actor ? "expired" : "voided"),
                         ctx->auth->tenant, h->id);
     if (err == JF_OK && jf_db_changes(ctx->db) != 1)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Hold %s was not open.", h->id);

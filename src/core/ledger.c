@@ -143,8 +143,6 @@ static jf_err earn_validate(jf_ctx *ctx)
                           &a->has_pending_days);
     if (err == JF_OK)
         err = jf_json_time(ctx, b, "expires_at", false, &a->expires_at, &a->has_expires_at);
-    if (err == JF_OK && a->has_expires_at && a->expires_at <= a->now_ms)
-        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
     return err == JF_OK ? jf_args_common(ctx) : err;
 }
 
@@ -181,6 +179,10 @@ static jf_err earn_apply(jf_ctx *ctx)
     jf_member m;
     jf_tx tx;
     int64_t points = a->points;
+    /* Checked here, not in validate, so that a replay of an old request is
+     * answered from its stored response whatever the time is now. */
+    if (a->has_expires_at && a->expires_at <= ctx->now_ms)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
     jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
     if (err == JF_OK && a->has_order)
         err = earn_order_points(ctx, &points);

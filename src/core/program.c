@@ -157,6 +157,7 @@ static jf_err program_update_validate(jf_ctx *ctx)
     jf_err err = jf_json_allow(ctx, b, fields);
     if (err == JF_OK)
         err = jf_json_str(ctx, b, "name", false, JF_NAME_LEN_MAX, &s);
+    s = NULL;
     if (err == JF_OK && (err = jf_json_str(ctx, b, "currency", false, 3, &s)) == JF_OK && s &&
         (strlen(s) != 3 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z' || s[2] < 'A' ||
          s[2] > 'Z'))

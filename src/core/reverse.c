@@ -20,7 +20,8 @@ static jf_err orig_load(jf_ctx *ctx, orig_tx *o)
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT seq, id, type, member_id, counterparty_id, points, delta, hold_id,"
-        " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r WHERE r.tenant_id = t.tenant_id"
+        " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"
+        "  WHERE r.tenant_id = t.tenant_id"
         "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
         "Is", ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
     if (st == NULL)

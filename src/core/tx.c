@@ -229,7 +229,8 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     json_t *o = tx_row_json(st, 0);
     sqlite3_reset(st);
     jf_err err = jf_db_int(ctx->db, &reversed, 0,
-                           "SELECT SUM(points) FROM transactions WHERE tenant_id=? AND reverses=?",
+                           "SELECT SUM(points) FROM transactions INDEXED BY tx_reverses"
+                           " WHERE tenant_id=? AND reverses=?",
                            "Is", ctx->auth->tenant, id);
     json_object_set_new(o, "reversed_points", json_integer(reversed));
     if (err == JF_OK && details) {
@@ -264,7 +265,8 @@ jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **ou
     {
         int64_t reversed = 0;
         jf_err err = jf_db_int(ctx->db, &reversed, 0,
-                               "SELECT SUM(points) FROM transactions WHERE tenant_id=? AND reverses=?",
+                               "SELECT SUM(points) FROM transactions INDEXED BY tx_reverses"
+                           " WHERE tenant_id=? AND reverses=?",
                                "Is", ctx->auth->tenant, json_string_value(json_object_get(t, "id")));
         if (err != JF_OK) {
             json_decref(data);

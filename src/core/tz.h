@@ -29,8 +29,10 @@ typedef struct jf_tz jf_tz; /* immutable once loaded; shareable between threads 
  *
  * Name validation: 1..64 characters of A-Z a-z 0-9 '_' '+' '-' '/', no "..",
  * no leading '/'.  Zone directory: the environment variable JIFEN_ZONEINFO,
- * else /usr/share/zoneinfo.  "UTC" and "Etc/UTC" are read from files like
- * every other zone.
+ * else /usr/share/zoneinfo, read when a name is first loaded; the cache is
+ * keyed by name alone, so clear it after changing the directory.  "UTC" and
+ * "Etc/UTC" are read from files like every other zone.  A footer with a DST
+ * name but no change rule is refused rather than guessed.
  *
  * Errors: JF_ERR_UNKNOWN_TIMEZONE for a bad name, a file that is missing,
  * unreadable, not a regular file, larger than 1 MiB, or not a valid TZif

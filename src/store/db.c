@@ -33,6 +33,10 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
         goto fail;
     if (sqlite3_exec(db->h, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
+    /* Statement journals of savepoints stay in memory instead of temp files. */
+    if (sqlite3_exec(db->h, "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768", NULL, NULL,
+                     NULL) != SQLITE_OK)
+        goto fail;
     return JF_OK;
 fail:
     db_set_error(db, "cannot configure database");

@@ -1,0 +1,80 @@
+/*
+ * Shared pieces of the `jifen` command: the option parser, exit codes and
+ * small helpers used by every subcommand.
+ *
+ * The CLI is a thin client of libjifen (include/jifen only).  Each
+ * subcommand is a function cmd_x(argc, argv) where argv[0] is the
+ * subcommand's name; it parses its own options, prints to stdout (results)
+ * and stderr (problems) and returns the process exit code.
+ */
+#ifndef JF_CLI_H
+#define JF_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jifen/jifen.h"
+
+/* Exit codes (API.md: verify exits 1 on violations). */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_VIOLATIONS 1
+#define CLI_EXIT_ERROR 2
+
+/* One option of a subcommand: a flag (--json) or an option with a value
+ * (--db FILE or --db=FILE).  Exactly one of value and flag is set. */
+typedef struct cli_opt {
+    const char *name; /* "--db" */
+    const char **value;
+    bool *flag;
+} cli_opt;
+
+/* What cli_parse found. */
+typedef enum cli_parse_result {
+    CLI_PARSE_OK,
+    CLI_PARSE_HELP,  /* -h or --help was given: print usage, exit 0 */
+    CLI_PARSE_ERROR, /* a message is already on stderr: exit 2 */
+} cli_parse_result;
+
+/*
+ * Parses argv[1..argc) of a subcommand against opts.  Positional arguments
+ * go to pos (at most pos_max; more is an error) and their count to *pos_n.
+ * "--" ends the options.  Keeps no state between calls.
+ */
+cli_parse_result cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts,
+                           size_t opt_count, const char **pos, int pos_max, int *pos_n);
+
+/* Prints "jifen: <message>" on stderr and returns CLI_EXIT_ERROR. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints "jifen <cmd>: missing --<opt>" plus a hint; returns CLI_EXIT_ERROR. */
+int cli_missing(const char *cmd, const char *opt);
+
+/* Parses a decimal integer in [min, max]; false for anything else. */
+bool cli_parse_long(const char *s, long min, long max, long *out);
+
+/* Opens the engine on db, printing the reason on failure. */
+jf_err cli_open(const char *db, bool no_writer, bool test_clock, int expiry_interval_s,
+                jf_engine **eng);
+
+/* Prints an engine failure as "jifen: <code>: <detail>"; returns 2. */
+int cli_fail_result(const jf_result *res);
+
+/* Prints a JSON text followed by a newline, reformatted compactly when it
+ * parses (so --json output is always exactly one line). */
+void cli_print_json_line(const char *json);
+
+/* Prints " key=value" for the scalar members of a JSON object (nested
+ * objects as "outer.inner=value"), without a newline.  jansson's json_t. */
+struct json_t;
+void cli_print_fields(struct json_t *o);
+
+/* Subcommands. */
+int cmd_init(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_expire(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
+int cmd_tenants(int argc, char **argv);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * `jifen init` (a new tenant with its admin key) and `jifen tenants` (list
+ * them).  init creates the database on first use; every later run adds
+ * another tenant, so one file can hold several merchants.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+/* Buffers for what jf_tenant_create writes back. */
+#define TENANT_ID_BUF 64
+#define API_KEY_BUF 256
+
+static const char init_usage[] =
+    "usage: jifen init --db FILE [--tenant NAME] [--json]\n"
+    "\n"
+    "Creates the database FILE if needed, then a tenant with a default program\n"
+    "and an admin API key.  Running it again adds another tenant.\n"
+    "\n"
+    "  --db FILE      the SQLite database (created when missing)\n"
+    "  --tenant NAME  the tenant's name (default \"default\")\n"
+    "  --json         print {\"tenant_id\": \"...\", \"api_key\": \"...\"} and nothing else\n"
+    "\n"
+    "The API key is shown once: only its hash is stored.\n";
+
+static void print_init_json(const char *tenant_id, const char *api_key)
+{
+    json_t *o = json_pack("{s:s, s:s}", "tenant_id", tenant_id, "api_key", api_key);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+int cmd_init(int argc, char **argv)
+{
+    const char *db = NULL, *tenant = NULL, *pos[1];
+    bool json = false;
+    int pos_n = 0;
+    const cli_opt opts[] = {
+        {"--db", &db, NULL}, {"--tenant", &tenant, NULL}, {"--json", NULL, &json}};
+    cli_parse_result pr = cli_parse("init", argc, argv, opts, 3, pos, 0, &pos_n);
+    if (pr == CLI_PARSE_HELP)
+        return fputs(init_usage, stdout), CLI_EXIT_OK;
+    if (pr == CLI_PARSE_ERROR)
+        return CLI_EXIT_ERROR;
+    if (!db)
+        return cli_missing("init", "--db FILE");
+    if (!tenant)
+        tenant = "default";
+    jf_engine *eng = NULL;
+    if (cli_open(db, false, false, 0, &eng) != JF_OK)
+        return CLI_EXIT_ERROR;
+    char tenant_id[TENANT_ID_BUF] = "", api_key[API_KEY_BUF] = "";
+    jf_err err =
+        jf_tenant_create(eng, tenant, tenant_id, sizeof tenant_id, api_key, sizeof api_key);
+    int rc = CLI_EXIT_OK;
+    if (err != JF_OK) {
+        rc = cli_fail("cannot create tenant '%s': %s", tenant, jf_err_message(err));
+    } else if (json) {
+        print_init_json(tenant_id, api_key);
+    } else {
+        printf("Created tenant %s (%s) in %s.\n"
+               "Admin API key (shown once; store it now, only its hash is kept):\n"
+               "  %s\n",
+               tenant_id, tenant, db, api_key);
+    }
+    fflush(stdout);
+    jf_engine_free(eng);
+    return rc;
+}
+
+static const char tenants_usage[] = "usage: jifen tenants --db FILE [--json]\n"
+                                    "\n"
+                                    "Lists the tenants in the database.\n"
+                                    "\n"
+                                    "  --db FILE  the SQLite database\n"
+                                    "  --json     print the list as one JSON array\n";
+
+/* One tenant per line: id, name and then any other scalar fields. */
+static void print_tenants_table(json_t *list)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(list, i, t)
+    {
+        json_t *id = json_object_get(t, "id");
+        json_t *name = json_object_get(t, "name");
+        printf("%s\t%s", json_is_string(id) ? json_string_value(id) : "?",
+               json_is_string(name) ? json_string_value(name) : "");
+        const char *k;
+        json_t *v;
+        json_object_foreach(t, k, v)
+        {
+            if (strcmp(k, "id") == 0 || strcmp(k, "name") == 0)
+                continue;
+            if (json_is_string(v))
+                printf("\t%s=%s", k, json_string_value(v));
+            else if (json_is_integer(v))
+                printf("\t%s=%lld", k, (long long)json_integer_value(v));
+        }
+        putchar('\n');
+    }
+    if (json_array_size(list) == 0)
+        puts("no tenants (create one with 'jifen init')");
+}
+
+int cmd_tenants(int argc, char **argv)
+{
+    const char *db = NULL, *pos[1];
+    bool json = false;
+    int pos_n = 0;
+    const cli_opt opts[] = {{"--db", &db, NULL}, {"--json", NULL, &json}};
+    cli_parse_result pr = cli_parse("tenants", argc, argv, opts, 2, pos, 0, &pos_n);
+    if (pr == CLI_PARSE_HELP)
+        return fputs(tenants_usage, stdout), CLI_EXIT_OK;
+    if (pr == CLI_PARSE_ERROR)
+        return CLI_EXIT_ERROR;
+    if (!db)
+        return cli_missing("tenants", "--db FILE");
+    jf_engine *eng = NULL;
+    if (cli_open(db, true, false, 0, &eng) != JF_OK)
+        return CLI_EXIT_ERROR;
+    char *text = NULL;
+    jf_err err = jf_tenant_list(eng, &text);
+    int rc = CLI_EXIT_OK;
+    json_t *list = text ? json_loads(text, 0, NULL) : NULL;
+    if (err != JF_OK)
+        rc = cli_fail("cannot list tenants: %s", jf_err_message(err));
+    else if (json || !json_is_array(list))
+        cli_print_json_line(text ? text : "[]");
+    else
+        print_tenants_table(list);
+    json_decref(list);
+    free(text);
+    jf_engine_free(eng);
+    return rc;
+}

@@ -1,0 +1,253 @@
+/*
+ * The route table of the HTTP API, and the matcher that walks it.
+ *
+ * Every endpoint is one row of data (STYLE.md §12): method, path pattern,
+ * the engine operation it runs, how large a body it accepts and whether it
+ * needs an API key or the test clock.  The server, the metrics labels and
+ * the docs all read this one table, so an endpoint cannot exist in one place
+ * and be missing from another.
+ *
+ * Paths arrive raw (the daemon is told not to unescape them) so that an
+ * external id containing "%2F" stays one segment; the matcher splits on '/'
+ * first and percent-decodes the {param} segment afterwards.  When several
+ * patterns match, the one with a literal segment at the leftmost position
+ * where they differ wins: /v1/members/external/X is the external-id lookup,
+ * not the member "external".
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_int.h"
+
+/* Paths have at most this many segments; longer ones match nothing. */
+#define SEGMENTS_MAX 8
+
+#define BODY JF_BODY_BYTES_MAX
+#define ENGINE(op) SRV_KIND_ENGINE, JF_OP_##op
+
+static const srv_route routes[] = {
+    {"GET", "/healthz", SRV_KIND_HEALTHZ, JF_OP__COUNT, 0, SRV_ROUTE_NO_AUTH},
+    {"GET", "/metrics", SRV_KIND_METRICS, JF_OP__COUNT, 0, SRV_ROUTE_NO_AUTH},
+    {"POST", "/v1/members", ENGINE(MEMBER_CREATE), BODY, 0},
+    {"GET", "/v1/members", ENGINE(MEMBER_LIST), 0, 0},
+    {"GET", "/v1/members/{id}", ENGINE(MEMBER_GET), 0, 0},
+    {"GET", "/v1/members/external/{external_id}", ENGINE(MEMBER_GET_EXTERNAL), 0, 0},
+    {"PATCH", "/v1/members/{id}", ENGINE(MEMBER_UPDATE), BODY, 0},
+    {"GET", "/v1/members/{id}/points", ENGINE(MEMBER_POINTS), 0, 0},
+    {"GET", "/v1/members/{id}/transactions", ENGINE(MEMBER_TRANSACTIONS), 0, 0},
+    {"GET", "/v1/members/{id}/lots", ENGINE(MEMBER_LOTS), 0, 0},
+    {"GET", "/v1/members/{id}/holds", ENGINE(MEMBER_HOLDS), 0, 0},
+    {"POST", "/v1/members/{id}/earn", ENGINE(EARN), BODY, 0},
+    {"POST", "/v1/members/{id}/redeem", ENGINE(REDEEM), BODY, 0},
+    {"POST", "/v1/members/{id}/adjust", ENGINE(ADJUST), BODY, 0},
+    {"POST", "/v1/members/{id}/transfer", ENGINE(TRANSFER), BODY, 0},
+    {"POST", "/v1/members/{id}/holds", ENGINE(HOLD), BODY, 0},
+    {"GET", "/v1/holds/{id}", ENGINE(HOLD_GET), 0, 0},
+    {"POST", "/v1/holds/{id}/capture", ENGINE(HOLD_CAPTURE), BODY, 0},
+    {"POST", "/v1/holds/{id}/void", ENGINE(HOLD_VOID), BODY, 0},
+    {"GET", "/v1/transactions", ENGINE(TRANSACTION_LIST), 0, 0},
+    {"GET", "/v1/transactions/{id}", ENGINE(TRANSACTION_GET), 0, 0},
+    {"POST", "/v1/transactions/{id}/reverse", ENGINE(REVERSE), BODY, 0},
+    {"GET", "/v1/program", ENGINE(PROGRAM_GET), 0, 0},
+    {"PATCH", "/v1/program", ENGINE(PROGRAM_UPDATE), BODY, 0},
+    {"POST", "/v1/expiry/run", ENGINE(EXPIRY_RUN), BODY, 0},
+    {"GET", "/v1/expiry/forecast", ENGINE(EXPIRY_FORECAST), 0, 0},
+    {"POST", "/v1/api-keys", ENGINE(KEY_CREATE), BODY, 0},
+    {"GET", "/v1/api-keys", ENGINE(KEY_LIST), 0, 0},
+    {"DELETE", "/v1/api-keys/{id}", ENGINE(KEY_REVOKE), BODY, 0},
+    {"PUT", "/v1/test/clock", ENGINE(CLOCK_SET), BODY, SRV_ROUTE_TEST_CLOCK},
+    {"GET", "/v1/test/clock", ENGINE(CLOCK_GET), 0, SRV_ROUTE_TEST_CLOCK},
+};
+
+#define ROUTE_COUNT ((int)(sizeof routes / sizeof routes[0]))
+
+int srv_route_count(void)
+{
+    return ROUTE_COUNT;
+}
+
+const srv_route *srv_route_at(int i)
+{
+    return (i >= 0 && i < ROUTE_COUNT) ? &routes[i] : NULL;
+}
+
+/* A segment of a path: a slice of the caller's string, not a copy. */
+typedef struct seg {
+    const char *s;
+    size_t len;
+} seg;
+
+/* Splits "/a/b/c" into slices.  Returns the count, or -1 when the path does
+ * not start with '/' or has more than SEGMENTS_MAX segments.  "/" alone is
+ * one empty segment, which no pattern but a bare "/" would match. */
+static int split_path(const char *path, seg *out)
+{
+    if (path[0] != '/')
+        return -1;
+    int n = 0;
+    const char *p = path + 1;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == SEGMENTS_MAX)
+            return -1;
+        out[n].s = p;
+        out[n].len = len;
+        n++;
+        if (!slash)
+            return n;
+        p = slash + 1;
+    }
+}
+
+static bool seg_is_param(const seg *s)
+{
+    return s->len >= 2 && s->s[0] == '{' && s->s[s->len - 1] == '}';
+}
+
+/*
+ * Tries one pattern against the path segments.  Returns -1 when it does not
+ * match, else a specificity score: one bit per literal segment, the leftmost
+ * segment in the highest bit, so that comparing scores compares literal
+ * positions from the left.  *param gets the index of the {param} segment in
+ * the path (or -1).
+ */
+static int pattern_score(const char *pattern, const seg *path, int path_n, int *param)
+{
+    seg pat[SEGMENTS_MAX];
+    int n = split_path(pattern, pat);
+    if (n != path_n)
+        return -1;
+    int score = 0;
+    *param = -1;
+    for (int i = 0; i < n; i++) {
+        if (seg_is_param(&pat[i])) {
+            if (path[i].len == 0)
+                return -1;
+            *param = i;
+            continue;
+        }
+        if (pat[i].len != path[i].len || memcmp(pat[i].s, path[i].s, pat[i].len) != 0)
+            return -1;
+        score |= 1 << (SEGMENTS_MAX - 1 - i);
+    }
+    return score;
+}
+
+/* HEAD is answered as GET (the daemon drops the body). */
+static bool method_matches(const char *route_method, const char *method)
+{
+    if (strcmp(route_method, method) == 0)
+        return true;
+    return strcmp(method, "HEAD") == 0 && strcmp(route_method, "GET") == 0;
+}
+
+/* Appends a method to the Allow list unless it is already there. */
+static void allow_add(char *allow, size_t cap, const char *method)
+{
+    size_t mlen = strlen(method);
+    for (const char *p = strstr(allow, method); p; p = strstr(p + 1, method)) {
+        bool starts = p == allow || p[-1] == ' ';
+        bool ends = p[mlen] == '\0' || p[mlen] == ',';
+        if (starts && ends)
+            return;
+    }
+    size_t used = strlen(allow);
+    size_t need = (used ? 2 : 0) + mlen + 1;
+    if (used + need > cap)
+        return;
+    if (used) {
+        memcpy(allow + used, ", ", 2);
+        used += 2;
+    }
+    memcpy(allow + used, method, mlen + 1);
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool srv_percent_decode(const char *src, size_t len, char *dst)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (src[i] != '%') {
+            dst[o++] = src[i];
+            continue;
+        }
+        if (len - i < 3)
+            return false;
+        int hi = hex_value(src[i + 1]), lo = hex_value(src[i + 2]);
+        /* An encoded NUL would silently truncate the id in every C string
+         * that carries it later, so it is refused here. */
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+            return false;
+        dst[o++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    dst[o] = '\0';
+    return true;
+}
+
+/* Scans the table: the best route with this method, and the Allow list of
+ * every route whose pattern matches the path whatever its method. */
+static int best_route(const char *method, const seg *path, int path_n, bool test_clock,
+                      srv_match *m, int *param_seg, bool *path_known)
+{
+    int best = -1, best_score = -1;
+    *path_known = false;
+    for (int i = 0; i < ROUTE_COUNT; i++) {
+        if ((routes[i].flags & SRV_ROUTE_TEST_CLOCK) && !test_clock)
+            continue;
+        int param;
+        int score = pattern_score(routes[i].pattern, path, path_n, &param);
+        if (score < 0)
+            continue;
+        *path_known = true;
+        allow_add(m->allow, sizeof m->allow, routes[i].method);
+        if (method_matches(routes[i].method, method) && score > best_score) {
+            best = i;
+            best_score = score;
+            *param_seg = param;
+        }
+    }
+    return best;
+}
+
+srv_match_status srv_route_match(const char *method, const char *path, bool test_clock,
+                                 srv_match *m)
+{
+    seg segs[SEGMENTS_MAX];
+    m->route = -1;
+    m->path_id = NULL;
+    m->allow[0] = '\0';
+    int n = split_path(path, segs);
+    if (n < 0)
+        return SRV_MATCH_NOT_FOUND;
+    int param = -1;
+    bool known;
+    int best = best_route(method, segs, n, test_clock, m, &param, &known);
+    if (best < 0)
+        return known ? SRV_MATCH_BAD_METHOD : SRV_MATCH_NOT_FOUND;
+    if (param >= 0) {
+        char *id = malloc(segs[param].len + 1);
+        if (!id) {
+            m->route = -2;
+            return SRV_MATCH_NOT_FOUND;
+        }
+        if (!srv_percent_decode(segs[param].s, segs[param].len, id)) {
+            free(id);
+            return SRV_MATCH_BAD_ENCODING;
+        }
+        m->path_id = id;
+    }
+    m->route = best;
+    return SRV_MATCH_OK;
+}

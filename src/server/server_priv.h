@@ -1,0 +1,78 @@
+/*
+ * The per-request state of the server, shared by server.c (the
+ * libmicrohttpd callbacks) and respond.c (building responses).
+ *
+ * A srv_req lives from the first access-handler call of a request until
+ * libmicrohttpd reports the request completed; it owns the uploaded body,
+ * the decoded path id and, while a write waits for the engine's writer
+ * thread, the slot the answer is stored in.
+ */
+#ifndef JF_SERVER_PRIV_H
+#define JF_SERVER_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+
+#include "jifen/server.h"
+#include "server_int.h"
+
+/* Where a request is in its life. */
+typedef enum srv_phase {
+    SRV_PHASE_RECEIVING, /* headers and body arriving */
+    SRV_PHASE_WAITING,   /* handed to the engine; the answer is pending */
+    SRV_PHASE_ANSWERED,  /* a response is queued */
+} srv_phase;
+
+typedef struct srv_req {
+    jf_server *srv;
+    struct MHD_Connection *conn;
+    srv_match match; /* route index, decoded path id, Allow list */
+    srv_match_status match_status;
+    srv_phase phase;
+
+    char method[16];
+    char path[256]; /* for the access log; truncated when longer */
+    char request_id[72];
+    char actor[JF_ID_LEN_MAX + 16];
+    char idempotency_key[JF_IDEM_KEY_LEN_MAX + 1];
+
+    char *body; /* the upload, NUL-terminated; NULL when none */
+    size_t body_len;
+    size_t body_cap;
+    uint64_t bytes_in; /* everything received, including discarded bytes */
+    bool too_large;
+
+    int64_t start_wall_ms;
+    uint64_t start_ns;
+
+    /* The engine's answer.  mu guards done, suspended, orphaned and res
+     * between the worker thread and the engine's writer thread. */
+    pthread_mutex_t mu;
+    bool done;
+    bool suspended;
+    bool orphaned; /* the connection died first: the done callback frees */
+    jf_result res;
+
+    int status; /* of the queued response; 0 until then */
+    uint64_t bytes_out;
+    bool replayed;
+} srv_req;
+
+/* True once the server is quiescing: responses then close the connection. */
+bool srv_closing(const jf_server *s);
+
+/* Queues a response with the common headers.  When take is true, body was
+ * malloc'd and libmicrohttpd frees it; otherwise it is copied. */
+enum MHD_Result srv_respond(srv_req *r, int status, const char *content_type, char *body,
+                            size_t len, bool take);
+
+/* Queues the problem+json response of err; detail may be NULL or empty. */
+enum MHD_Result srv_respond_error(srv_req *r, jf_err err, const char *detail);
+
+/* Queues the response for an engine result and deinits it. */
+enum MHD_Result srv_respond_result(srv_req *r, jf_result *res);
+
+#endif

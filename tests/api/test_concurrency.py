@@ -1,0 +1,229 @@
+"""Concurrency over HTTP: 64 connections racing for one balance, 64 identical
+requests with one Idempotency-Key, and a random transfer "bank test".  A
+threading.Barrier releases the requests together so they really overlap; the
+assertions hold whatever the interleaving.
+Run: python3 tests/api/test_concurrency.py (SEED=... replays the bank test)."""
+
+import os
+import random
+import sys
+import threading
+import uuid
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jifen_harness as H  # noqa: E402
+
+THREADS = 64
+BARRIER_TIMEOUT_S = 60
+
+
+def race(env, key, fn, n=THREADS):
+    """Runs fn(client, i) on n threads, each with its own warmed-up connection,
+    released together by a barrier.  Returns the list of results (or exceptions)."""
+    clients = [env.client(key, timeout=60) for _ in range(n)]
+    for c in clients:
+        r = c.get("/healthz")  # open the connection before the race
+        assert r.status == 200, r
+    barrier = threading.Barrier(n, timeout=BARRIER_TIMEOUT_S)
+    results = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = fn(clients[i], i)
+        except BaseException as e:  # noqa: B902 - reported by the test
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    alive = [t for t in threads if t.is_alive()]
+    assert not alive, "%d request threads still running after 120 s" % len(alive)
+    for c in clients:
+        c.close()
+    return results
+
+
+class ConcurrencyTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.env = H.Env()
+        cls.addClassCleanup(cls.env.close)
+        cls.a = cls.env.admin
+        cls.key = cls.env.t1["api_key"]
+
+    def assertNoErrors(self, results):
+        errs = [r for r in results if isinstance(r, BaseException)]
+        self.assertEqual(errs, [], "requests raised: %r" % errs[:5])
+
+    def assertVerifyClean(self):
+        rc, rep = self.env.verify()
+        self.assertEqual(rc, 0, "jifen verify: %r" % (rep,))
+
+    def test_64_redeems_of_the_whole_balance(self):
+        for round_ in range(3):
+            with self.subTest(round=round_):
+                m = H.create_member(self.a)
+                H.check_ok(H.earn(self.a, m["id"], 1000), 201, "fund")
+                results = race(self.env, self.key,
+                               lambda c, i: H.redeem(c, m["id"], 1000, idem=H.idem_key("r%d" % i)))
+                self.assertNoErrors(results)
+                ok = [r for r in results if r.status == 201]
+                refused = [r for r in results if r.status == 422]
+                other = [r for r in results if r.status not in (201, 422)]
+                self.assertEqual(other, [], "unexpected answers")
+                self.assertEqual(len(ok), 1, "exactly one redeem wins: %d" % len(ok))
+                self.assertEqual(len(refused), THREADS - 1)
+                for r in refused:
+                    self.assertEqual(r.code, "insufficient_points", r)
+                    self.assertTrue(r.headers.get("Content-Type", "").startswith(
+                        "application/problem+json"))
+                self.assertEqual(ok[0].body["points"]["available"], 0)
+                p = H.points_of(self.a, m["id"])
+                self.assertEqual((p["balance"], p["available"], p["held"]), (0, 0, 0))
+                ts = H.list_all(self.a, "/v1/members/%s/transactions" % m["id"])
+                self.assertEqual(sorted(t["type"] for t in ts), ["earn", "redeem"])
+        self.assertVerifyClean()
+
+    def test_64_identical_earns_with_one_key(self):
+        seen_in_flight = 0
+        for round_ in range(5):
+            with self.subTest(round=round_):
+                m = H.create_member(self.a)
+                H.check_ok(H.earn(self.a, m["id"], 10), 201, "fund")
+                key = H.idem_key("same")
+                body = {"points": 77, "note": "race %d" % round_}
+                results = race(self.env, self.key,
+                               lambda c, i: c.post("/v1/members/%s/earn" % m["id"], body,
+                                                   idem=key))
+                self.assertNoErrors(results)
+                created = [r for r in results if r.status == 201]
+                in_flight = [r for r in results if r.status == 409]
+                other = [r for r in results if r.status not in (201, 409)]
+                self.assertEqual(other, [], "unexpected answers")
+                for r in in_flight:
+                    self.assertEqual(r.code, "idempotency_key_in_flight", r)
+                    self.assertTrue(r.headers.get("Content-Type", "").startswith(
+                        "application/problem+json"))
+                seen_in_flight += len(in_flight)
+                self.assertGreaterEqual(len(created), 1)
+                originals = [r for r in created if not r.replayed]
+                self.assertEqual(len(originals), 1, "exactly one original answer, %d"
+                                 % len(originals))
+                for r in created:
+                    self.assertEqual(r.raw, created[0].raw, "201 bodies differ")
+                p = H.points_of(self.a, m["id"])
+                self.assertEqual(p["available"], 87, "earned once")
+                ts = H.list_all(self.a, "/v1/members/%s/transactions" % m["id"])
+                self.assertEqual(len([t for t in ts if t["points"] == 77]), 1)
+                self.assertEqual(len(ts), 2)
+                # afterwards the key replays
+                r = self.a.post("/v1/members/%s/earn" % m["id"], body, idem=key)
+                self.assertEqual((r.status, r.raw), (201, created[0].raw))
+                self.assertTrue(r.replayed)
+        H.log("idempotency_key_in_flight answers seen over 5 rounds: %d" % seen_in_flight)
+        self.assertVerifyClean()
+
+    def one_winner(self, results, win_status, lose_status, lose_code):
+        self.assertNoErrors(results)
+        wins = [r for r in results if r.status == win_status]
+        losses = [r for r in results if r.status == lose_status]
+        other = [r for r in results if r.status not in (win_status, lose_status)]
+        self.assertEqual(other, [], "unexpected answers")
+        self.assertEqual(len(wins), 1, "exactly one winner, got %d" % len(wins))
+        for r in losses:
+            self.assertEqual(r.code, lose_code, r)
+        return wins[0]
+
+    def test_64_member_creates_with_one_external_id(self):
+        ext = "race-" + uuid.uuid4().hex
+        results = race(self.env, self.key,
+                       lambda c, i: c.post("/v1/members", {"external_id": ext, "name": "n%d" % i}))
+        win = self.one_winner(results, 201, 409, "member_exists")
+        found = H.list_all(self.a, "/v1/members", {"external_id": ext})
+        self.assertEqual([m["id"] for m in found], [win.body["id"]])
+
+    def test_64_earns_for_one_order(self):
+        m = H.create_member(self.a)
+        oid = "race-order-" + uuid.uuid4().hex
+        order = {"id": oid, "amount": 10000, "currency": "CNY"}
+        results = race(self.env, self.key,
+                       lambda c, i: H.earn(c, m["id"], order=order, idem=H.idem_key("o%d" % i)))
+        self.one_winner(results, 201, 409, "order_already_earned")
+        self.assertEqual(H.points_of(self.a, m["id"])["available"], 100)
+        self.assertVerifyClean()
+
+    def test_64_reversals_of_one_redeem(self):
+        m = H.create_member(self.a)
+        H.check_ok(H.earn(self.a, m["id"], 500), 201, "fund")
+        red = H.check_ok(H.redeem(self.a, m["id"], 300), 201, "redeem")
+        tid = red["transaction"]["id"]
+        results = race(self.env, self.key,
+                       lambda c, i: c.post("/v1/transactions/%s/reverse" % tid, {},
+                                           idem=H.idem_key("rv%d" % i)))
+        self.one_winner(results, 201, 422, "reversal_exceeds_original")
+        self.assertEqual(H.points_of(self.a, m["id"])["available"], 500)
+        t = H.check_ok(self.a.get("/v1/transactions/" + tid), 200, "txn")
+        self.assertEqual(t["reversed_points"], 300)
+        self.assertVerifyClean()
+
+    def test_64_captures_and_voids_of_one_hold(self):
+        m = H.create_member(self.a)
+        H.check_ok(H.earn(self.a, m["id"], 500), 201, "fund")
+        h = H.check_ok(self.a.post("/v1/members/%s/holds" % m["id"], {"points": 200},
+                                   idem=True), 201, "hold")["hold"]
+
+        def go(c, i):
+            what = "capture" if i % 2 else "void"
+            return c.post("/v1/holds/%s/%s" % (h["id"], what), {}, idem=H.idem_key(what))
+
+        results = race(self.env, self.key, go)
+        win = self.one_winner(results, 201, 422, "hold_not_open")
+        p = H.points_of(self.a, m["id"])
+        want = 300 if win.body["transaction"]["type"] == "capture" else 500
+        self.assertEqual((p["available"], p["held"], p["balance"]), (want, 0, want))
+        self.assertVerifyClean()
+
+    def test_bank_transfers_conserve_points(self):
+        seed = H.seed_for("test_bank_transfers_conserve_points")
+        rnd = random.Random(seed)
+        members = [H.create_member(self.a) for _ in range(8)]
+        for m in members:
+            H.check_ok(H.earn(self.a, m["id"], 500), 201, "fund")
+        total = 500 * len(members)
+        plans = []
+        for i in range(THREADS):
+            a, b = rnd.sample(range(len(members)), 2)
+            plans.append((members[a]["id"], members[b]["id"], rnd.randint(1, 300)))
+
+        def go(c, i):
+            frm, to, n = plans[i]
+            return c.post("/v1/members/%s/transfer" % frm, {"to_member_id": to, "points": n},
+                          idem=H.idem_key("t%d" % i))
+
+        results = race(self.env, self.key, go)
+        self.assertNoErrors(results)
+        for r in results:
+            self.assertIn(r.status, (201, 422), r)
+            if r.status == 422:
+                self.assertEqual(r.code, "insufficient_points", r)
+        balances = [H.points_of(self.a, m["id"]) for m in members]
+        self.assertEqual(sum(p["balance"] for p in balances), total, "points created/destroyed")
+        for p in balances:
+            self.assertGreaterEqual(p["available"], 0)
+            self.assertEqual(p["available"], p["balance"])
+        # each member's balance equals 500 plus the acknowledged transfers
+        want = {m["id"]: 500 for m in members}
+        for (frm, to, n), r in zip(plans, results):
+            if r.status == 201:
+                want[frm] -= n
+                want[to] += n
+        self.assertEqual({m["id"]: p["balance"] for m, p in zip(members, balances)}, want)
+        self.assertVerifyClean()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
