@@ -40,8 +40,9 @@ static const char serve_usage[] =
     "  --threads N               HTTP worker threads (default 4, at least 2)\n"
     "  --access-log FILE|-|off   JSON-lines access log: a file (appended), '-' for\n"
     "                            stdout, or 'off' (the default)\n"
-    "  --expiry-interval SECONDS how often expiry and the hold sweep run (default 60;\n"
-    "                            0 disables; with --test-clock the default is 0)\n";
+    "  --expiry-interval SECONDS how often scheduled expiry runs (default 60); overdue\n"
+    "                            holds are voided every second.  0 disables both\n"
+    "                            (with --test-clock the default is 0)\n";
 
 typedef struct serve_args {
     const char *db, *listen, *threads, *access_log, *expiry;
