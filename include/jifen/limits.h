@@ -56,6 +56,10 @@
  * instead of queueing without bound. */
 #define JF_QUEUE_COMMANDS_MAX 65536
 
+/* The checkpointer copies the WAL into the database this often, off the
+ * writer's path; short enough that the WAL stays small under full load. */
+#define JF_CHECKPOINT_INTERVAL_MS 100
+
 /* Expiry runs in slices of at most this many lots, one writer command each,
  * so the expiry job never holds the writer for long. */
 #define JF_EXPIRY_SLICE_LOTS 1000

@@ -75,8 +75,8 @@ struct jf_engine {
     pthread_mutex_t pool_mu;
     jf_db *pool[JF_READ_POOL_MAX];
     int pool_n;
-    bool has_sched;
-    pthread_t sched;
+    bool has_sched, has_ckpt;
+    pthread_t sched, ckpt;
     int interval_s;
     pthread_cond_t cv_sched;
     _Atomic uint64_t commits, commands, rejected;
@@ -117,6 +117,8 @@ jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
 
 /* --- ids.c: identifiers and hashes --- */
 void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
+/* Time-ordered: prefix, 11 hex digits of now_ms, 9 random hex digits. */
+void jf_id_new_ordered(const char *prefix, int64_t now_ms, char out[JF_ID_LEN_MAX]);
 void jf_hex(const uint8_t *bytes, size_t n, char *out);
 
 /* --- json.c: strict decoding and encoding --- */

@@ -286,14 +286,14 @@ static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
     ctx.args = &cmd->args;
     ctx.idem_key = cmd->idem_key;
     ctx.acc = cmd->acc;
-    jf_err err = jf_db_exec(db, "SAVEPOINT cmd");
+    jf_err err = jf_db_run(db, "SAVEPOINT cmd", "");
     if (err != JF_OK) {
         cmd->res.err = err;
         return false;
     }
     bool found = false;
     if (cmd->idem_key && (err = idem_lookup(db, cmd, &found)) == JF_OK && found) {
-        jf_db_exec(db, "RELEASE cmd");
+        jf_db_run(db, "RELEASE cmd", "");
         return false;
     }
     if (err == JF_OK)
@@ -313,13 +313,13 @@ static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
     if (err == JF_OK && cmd->idem_key && !again)
         err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
     if (err != JF_OK) {
-        jf_db_exec(db, "ROLLBACK TO cmd");
+        jf_db_run(db, "ROLLBACK TO cmd", "");
         free(cmd->res.body);
         cmd->res.body = NULL;
         cmd->res.err = err;
         again = false;
     }
-    jf_db_exec(db, "RELEASE cmd");
+    jf_db_run(db, "RELEASE cmd", "");
     return again;
 }
 
@@ -374,7 +374,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    jf_err err = jf_db_exec(&eng->wdb, "COMMIT");
+    jf_err err = jf_db_run(&eng->wdb, "COMMIT", "");
     clock_gettime(CLOCK_MONOTONIC, &t1);
     uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     atomic_fetch_add(&eng->commits, 1);
@@ -398,7 +398,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
 static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
 {
     bool again[JF_BATCH_COMMANDS_MAX] = {false};
-    jf_err err = jf_db_exec(&eng->wdb, "BEGIN IMMEDIATE");
+    jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         if (err != JF_OK) {
@@ -505,14 +505,14 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     ctx_init(&ctx, eng, db, req->op, req->auth, res.detail);
     ctx.req = req;
     ctx.path_id = req->path_id;
-    jf_err err = db ? jf_db_exec(db, "BEGIN") : JF_ERR_IO;
+    jf_err err = db ? jf_db_run(db, "BEGIN", "") : JF_ERR_IO;
     if (err == JF_OK) {
         err = jf_program_load(db, req->auth->tenant, &ctx.prog);
         if (err == JF_OK) {
             ctx.out = json_object();
             err = op_impl(req->op)->run(&ctx);
         }
-        jf_db_exec(db, "COMMIT");
+        jf_db_run(db, "COMMIT", "");
     }
     ctx_finish(&ctx, err, &res);
     jf_read_release(eng, db);
@@ -797,6 +797,39 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
     return err;
 }
 
+/* ---- checkpoints ---- */
+
+/* Copies the WAL into the database file from its own connection every
+ * JF_CHECKPOINT_INTERVAL_MS, so the writer's COMMIT never pays for a
+ * checkpoint (the writer's automatic checkpoint is off).  PASSIVE never
+ * blocks the writer or readers; a later pass finishes what a reader held. */
+static void *ckpt_main(void *arg)
+{
+    jf_engine *eng = arg;
+    jf_db db;
+    if (jf_db_open(&db, eng->db_path, false) != JF_OK) {
+        jf_db_close(&db);
+        return NULL;
+    }
+    pthread_mutex_lock(&eng->mu);
+    while (!eng->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += JF_CHECKPOINT_INTERVAL_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
+        if (eng->stopping)
+            break;
+        pthread_mutex_unlock(&eng->mu);
+        sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&eng->mu);
+    }
+    pthread_mutex_unlock(&eng->mu);
+    jf_db_close(&db);
+    return NULL;
+}
+
 /* ---- life cycle ---- */
 
 static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
@@ -808,9 +841,14 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "%s", eng->wdb.errmsg);
     if (err != JF_OK)
         return err;
+    if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
+        return err;
     if (pthread_create(&eng->writer, NULL, writer_main, eng) != 0)
         return JF_ERR_NOMEM;
     eng->has_writer = true;
+    if (pthread_create(&eng->ckpt, NULL, ckpt_main, eng) != 0)
+        return JF_ERR_NOMEM;
+    eng->has_ckpt = true;
     if (eng->interval_s > 0) {
         if (pthread_create(&eng->sched, NULL, sched_main, eng) != 0)
             return JF_ERR_NOMEM;
@@ -883,6 +921,8 @@ void jf_engine_free(jf_engine *eng)
         pthread_join(eng->sched, NULL);
     if (eng->has_writer)
         pthread_join(eng->writer, NULL);
+    if (eng->has_ckpt)
+        pthread_join(eng->ckpt, NULL);
     jf_db_close(&eng->wdb);
     for (int i = 0; i < eng->pool_n; i++) {
         jf_db_close(eng->pool[i]);

@@ -124,7 +124,7 @@ static jf_err holds_void_limit(jf_ctx *ctx, const char *member_id, int64_t limit
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT id FROM holds WHERE tenant_id=?1 AND status='open' AND expires_at <= ?2"
-        " AND (?3 IS NULL OR member_id = ?3) ORDER BY expires_at LIMIT ?4",
+        " AND (?3 IS NULL OR member_id = ?3) ORDER BY expires_at, tx_seq LIMIT ?4",
         "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, jf_min_i64(limit, 64));
     if (st == NULL)
         return JF_ERR_IO;

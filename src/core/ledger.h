@@ -23,6 +23,7 @@ typedef struct jf_posting {
 
 typedef struct jf_tx {
     int64_t seq;
+    uint8_t prev_hash[JF_HASH_BYTES]; /* the chain head this transaction extends */
     char id[JF_ID_LEN_MAX];
     const char *type;
     const char *member_id, *counterparty_id;
@@ -59,11 +60,13 @@ void jf_tx_deinit(jf_tx *tx);
 #define TX_COLUMNS                                                                             \
     "SELECT seq, id, type, member_id, counterparty_id, points, reverses, hold_id, order_id,"  \
     " order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"        \
-    " created_at, hash, delta FROM transactions"
+    " created_at, hash, delta, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r"      \
+    " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                      \
+    " AND r.reverses = transactions.id) FROM transactions"
 
 /* Renders a page of a statement over TX_COLUMNS rows (newest first) as a
  * list envelope; the cursor is the seq of the last row. */
-jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **out);
+jf_err jf_tx_list_page(sqlite3_stmt *st, int64_t limit, json_t **out);
 
 /* Renders a stored transaction; details adds postings, consumptions, hash. */
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);

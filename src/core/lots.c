@@ -101,7 +101,7 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     if (amount <= 0)
         return jf_fail(ctx, JF_ERR_INTERNAL, "A lot needs a positive amount.");
     char id[JF_ID_LEN_MAX];
-    jf_id_new("lot_", id);
+    jf_id_new_ordered("lot_", ctx->now_ms, id);
     jf_err err = jf_db_run(ctx->db,
                            "INSERT INTO lots(tenant_id, id, member_id, tx_seq, amount, remaining,"
                            " available_at, expires_at, created_at)"
@@ -268,17 +268,24 @@ jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
 {
     char account[JF_ID_LEN_MAX + 16];
     snprintf(account, sizeof(account), "member:%s:points", member_id);
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
+        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?3"
+        "  AND remaining > 0 AND expired_tx_seq IS NULL),"
+        " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?3)",
+        "Iss", ctx->auth->tenant, account, member_id);
+    if (st == NULL)
+        return JF_ERR_IO;
     int64_t balance = 0, lots = 0, debt = 0;
-    jf_err err = jf_db_int(ctx->db, &balance, 0,
-                           "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
-                           ctx->auth->tenant, account);
-    if (err == JF_OK)
-        err = jf_db_int(ctx->db, &lots, 0,
-                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?"
-                        " AND remaining > 0 AND expired_tx_seq IS NULL",
-                        "Is", ctx->auth->tenant, member_id);
-    if (err == JF_OK)
-        err = member_debt(ctx, member_id, &debt);
+    jf_err err = JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        balance = sqlite3_column_int64(st, 0);
+        lots = sqlite3_column_int64(st, 1);
+        debt = sqlite3_column_int64(st, 2);
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
     if (err == JF_OK && (lots - debt != balance || (debt > 0 && lots > 0))) {
         fprintf(stderr, "jifen: assertion I4 failed for %s: lots %lld debt %lld balance %lld\n",
                 member_id, (long long)lots, (long long)debt, (long long)balance);

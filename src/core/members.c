@@ -37,28 +37,25 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 /* {"available", "pending", "held"} of a member now. */
 jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out)
 {
+    char account[JF_ID_LEN_MAX + 16];
+    snprintf(account, sizeof(account), "member:%s:held", member_id);
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT COALESCE(SUM(CASE WHEN available_at <= ?1 THEN remaining END), 0),"
-        " COALESCE(SUM(CASE WHEN available_at > ?1 THEN remaining END), 0)"
+        " COALESCE(SUM(CASE WHEN available_at > ?1 THEN remaining END), 0),"
+        " (SELECT balance FROM accounts WHERE tenant_id = ?2 AND account = ?4)"
         " FROM lots WHERE tenant_id = ?2 AND member_id = ?3 AND remaining > 0"
         " AND expired_tx_seq IS NULL AND (expires_at IS NULL OR expires_at > ?1)",
-        "IIs", ctx->now_ms, ctx->auth->tenant, member_id);
+        "IIss", ctx->now_ms, ctx->auth->tenant, member_id, account);
     if (st == NULL)
         return JF_ERR_IO;
     int64_t available = 0, pending = 0, held = 0;
     if (sqlite3_step(st) == SQLITE_ROW) {
         available = sqlite3_column_int64(st, 0);
         pending = sqlite3_column_int64(st, 1);
+        held = sqlite3_column_int64(st, 2);
     }
     sqlite3_reset(st);
-    char account[JF_ID_LEN_MAX + 16];
-    snprintf(account, sizeof(account), "member:%s:held", member_id);
-    jf_err err = jf_db_int(ctx->db, &held, 0,
-                           "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
-                           ctx->auth->tenant, account);
-    if (err != JF_OK)
-        return err;
     *out = json_pack("{sIsIsI}", "available", (json_int_t)available, "pending",
                      (json_int_t)pending, "held", (json_int_t)held);
     return JF_OK;

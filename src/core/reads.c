@@ -103,7 +103,7 @@ static jf_err member_tx_page(jf_ctx *ctx, const char *member_id, const char *typ
                    " ORDER BY seq DESC LIMIT ?5",
         "IsIsI", ctx->auth->tenant, member_id, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
     json_t *page = NULL;
-    jf_err err = st ? jf_tx_list_page(ctx, st, limit, &page) : JF_ERR_IO;
+    jf_err err = st ? jf_tx_list_page(st, limit, &page) : JF_ERR_IO;
     if (err == JF_OK)
         set_out(ctx, page);
     return err;
@@ -134,7 +134,7 @@ static jf_err transaction_list(jf_ctx *ctx)
                    " ORDER BY seq DESC LIMIT ?4",
         "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
     json_t *page = NULL;
-    err = st ? jf_tx_list_page(ctx, st, limit, &page) : JF_ERR_IO;
+    err = st ? jf_tx_list_page(st, limit, &page) : JF_ERR_IO;
     if (err == JF_OK)
         set_out(ctx, page);
     return err;

@@ -14,15 +14,20 @@
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
 {
     memset(tx, 0, sizeof(*tx));
-    int64_t last = 0;
-    jf_err err = jf_db_int(ctx->db, &last, -1, "SELECT tx_seq FROM tenants WHERE id=?", "I",
-                           ctx->auth->tenant);
+    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?",
+                                   "I", ctx->auth->tenant);
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_ERR_UNAUTHORIZED;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
+        tx->seq = sqlite3_column_int64(st, 0) + 1;
+        memcpy(tx->prev_hash, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
     if (err != JF_OK)
         return err;
-    if (last < 0)
-        return JF_ERR_UNAUTHORIZED;
-    tx->seq = last + 1;
-    jf_id_new("txn_", tx->id);
+    jf_id_new_ordered("txn_", ctx->now_ms, tx->id);
     tx->type = type;
     tx->member_id = member_id;
     tx->order_amount = -1;
@@ -99,21 +104,6 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
     return err;
 }
 
-static jf_err tx_chain_head(jf_ctx *ctx, uint8_t prev[JF_HASH_BYTES])
-{
-    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT chain_head, tx_seq FROM tenants WHERE id=?",
-                                   "I", ctx->auth->tenant);
-    if (st == NULL)
-        return JF_ERR_IO;
-    jf_err err = JF_ERR_INTERNAL;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == JF_HASH_BYTES) {
-        memcpy(prev, sqlite3_column_blob(st, 0), JF_HASH_BYTES);
-        err = JF_OK;
-    }
-    sqlite3_reset(st);
-    return err;
-}
-
 jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
 {
     int64_t sum = 0;
@@ -121,10 +111,8 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
         sum += tx->postings[i].amount;
     if (sum != 0)
         return jf_fail(ctx, JF_ERR_INTERNAL, "Postings of %s sum to %lld.", tx->id, (long long)sum);
-    uint8_t prev[JF_HASH_BYTES], hash[JF_HASH_BYTES];
-    jf_err err = tx_chain_head(ctx, prev);
-    if (err != JF_OK)
-        return err;
+    const uint8_t *prev = tx->prev_hash;
+    uint8_t hash[JF_HASH_BYTES];
     jf_chain_tx c = {
         .tenant = ctx->auth->tenant, .seq = tx->seq, .points = tx->points, .delta = tx->delta,
         .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0, .created_at = ctx->now_ms,
@@ -135,7 +123,7 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
         .metadata = tx->metadata, .idem_key = tx->idem_key, .postings = tx->postings,
         .posting_count = tx->posting_count};
     jf_chain_hash(prev, &c, hash);
-    err = tx_insert_row(ctx, tx, prev, hash);
+    jf_err err = tx_insert_row(ctx, tx, prev, hash);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
         err = tx_apply_posting(ctx, tx, i);
     if (err == JF_OK)
@@ -162,7 +150,7 @@ static json_t *tx_order_json(sqlite3_stmt *st)
     return o;
 }
 
-static json_t *tx_row_json(sqlite3_stmt *st, int64_t reversed)
+static json_t *tx_row_json(sqlite3_stmt *st)
 {
     json_t *o = json_object();
     const char *meta = jf_db_text(st, 16);
@@ -173,7 +161,7 @@ static json_t *tx_row_json(sqlite3_stmt *st, int64_t reversed)
     jf_json_set(o, "points", json_integer(sqlite3_column_int64(st, 5)));
     jf_json_set(o, "delta", json_integer(sqlite3_column_int64(st, 19)));
     jf_json_set(o, "reverses", jf_json_text(jf_db_text(st, 6)));
-    jf_json_set(o, "reversed_points", json_integer(reversed));
+    jf_json_set(o, "reversed_points", json_integer(sqlite3_column_int64(st, 20)));
     jf_json_set(o, "hold_id", jf_json_text(jf_db_text(st, 7)));
     jf_json_set(o, "order", tx_order_json(st));
     jf_json_set(o, "reason", jf_json_text(jf_db_text(st, 11)));
@@ -214,25 +202,23 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
 
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
 {
-    sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=? AND id=?", "Is",
-                                   ctx->auth->tenant, id ? id : "");
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        TX_COLUMNS " WHERE tenant_id=?1 AND id=?2",
+        "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         return jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
     }
-    int64_t seq = sqlite3_column_int64(st, 0), reversed = 0;
+    int64_t seq = sqlite3_column_int64(st, 0);
     char hash[2 * JF_HASH_BYTES + 1] = "";
     if (sqlite3_column_bytes(st, 18) == JF_HASH_BYTES)
         jf_hex(sqlite3_column_blob(st, 18), JF_HASH_BYTES, hash);
-    json_t *o = tx_row_json(st, 0);
+    json_t *o = tx_row_json(st);
     sqlite3_reset(st);
-    jf_err err = jf_db_int(ctx->db, &reversed, 0,
-                           "SELECT SUM(points) FROM transactions INDEXED BY tx_reverses"
-                           " WHERE tenant_id=? AND reverses=?",
-                           "Is", ctx->auth->tenant, id);
-    json_object_set_new(o, "reversed_points", json_integer(reversed));
+    jf_err err = JF_OK;
     if (err == JF_OK && details) {
         err = tx_details(ctx, seq, o);
         json_object_set_new(o, "hash", json_string(hash));
@@ -245,7 +231,7 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     return JF_OK;
 }
 
-jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **out)
+jf_err jf_tx_list_page(sqlite3_stmt *st, int64_t limit, json_t **out)
 {
     json_t *data = json_array();
     int64_t next = -1, last = -1;
@@ -254,26 +240,10 @@ jf_err jf_tx_list_page(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, json_t **ou
             next = last;
             break;
         }
-        json_array_append_new(data, tx_row_json(st, 0));
+        json_array_append_new(data, tx_row_json(st));
         last = sqlite3_column_int64(st, 0);
     }
     sqlite3_reset(st);
-    /* reversed_points needs a second query per row; only reversible rows have any. */
-    size_t i;
-    json_t *t;
-    json_array_foreach(data, i, t)
-    {
-        int64_t reversed = 0;
-        jf_err err = jf_db_int(ctx->db, &reversed, 0,
-                               "SELECT SUM(points) FROM transactions INDEXED BY tx_reverses"
-                           " WHERE tenant_id=? AND reverses=?",
-                               "Is", ctx->auth->tenant, json_string_value(json_object_get(t, "id")));
-        if (err != JF_OK) {
-            json_decref(data);
-            return err;
-        }
-        json_object_set_new(t, "reversed_points", json_integer(reversed));
-    }
     *out = jf_list_envelope(data, next);
     return JF_OK;
 }
