@@ -87,7 +87,8 @@ jf_role jf_role_parse(const char *name);
     X(KEY_LIST, "api_key.list", 0, JF_ROLES_ADMIN)                                             \
     X(KEY_REVOKE, "api_key.revoke", 1, JF_ROLES_ADMIN)                                         \
     X(CLOCK_SET, "test.clock_set", 1, JF_ROLES_ADMIN)                                          \
-    X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)
+    X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)                                          \
+    X(BATCH, "points.batch", 1, JF_ROLES_STAFF)
 
 typedef enum jf_op {
 #define JF__OP_ENUM(name, str, is_write, roles) JF_OP_##name,

@@ -19,6 +19,12 @@
  * many lines fit easily; anything bigger is an attack or a bug. */
 #define JF_BODY_BYTES_MAX (64 * 1024)
 
+/* A batch (POST /v1/batch) carries up to this many operations, each with its
+ * own idempotency key and result, in a body of at most this size.  One batch
+ * is one writer command: 1,000 operations keep it to a few milliseconds. */
+#define JF_BATCH_OPS_MAX 1000
+#define JF_BATCH_BODY_BYTES_MAX (1024 * 1024)
+
 /* Nesting depth of request JSON: orders and metadata need three levels. */
 #define JF_JSON_DEPTH_MAX 8
 
@@ -85,6 +91,10 @@ _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit w
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
 _Static_assert(JF_HOLD_TTL_SECONDS_DEFAULT <= JF_HOLD_TTL_SECONDS_MAX, "default ttl within max");
 _Static_assert(JF_METADATA_BYTES_MAX < JF_BODY_BYTES_MAX, "metadata fits in a body");
+_Static_assert(JF_BODY_BYTES_MAX <= JF_BATCH_BODY_BYTES_MAX, "a batch holds any single body");
+_Static_assert(JF_BATCH_BODY_BYTES_MAX == 1024 * 1024 && JF_BODY_BYTES_MAX == 64 * 1024,
+               "the server's 413 details name these sizes");
+_Static_assert(JF_BATCH_OPS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch's keys fit the in-flight set");
 _Static_assert(JF_POINTS_MAX < INT64_MAX / 2, "two in-range amounts add without overflow");
 
 #endif

@@ -22,25 +22,12 @@
 
 #include <sodium.h>
 
+#include "cmd.h"
 #include "core.h"
 #include "tz.h"
 
-struct jf_cmd {
-    struct jf_cmd *next;
-    jf_op op;
-    jf_auth auth;
-    char *path_id;
-    json_t *body;
-    jf_args args;
-    char *idem_key;
-    uint8_t req_hash[JF_HASH_BYTES];
-    jf_done_fn done;
-    void *done_ctx;
-    jf_result res;
-    int64_t acc[4]; /* running totals of a sliced job */
-};
 
-static const jf_op_impl *op_impl(jf_op op);
+
 
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
 {
@@ -123,7 +110,7 @@ static size_t inflight_bucket(int64_t tenant, const char *key)
 }
 
 /* Registers the key; false when it is already in flight. */
-static bool inflight_add(jf_engine *eng, int64_t tenant, const char *key)
+bool jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key)
 {
     size_t b = inflight_bucket(tenant, key);
     bool added = false;
@@ -142,7 +129,7 @@ static bool inflight_add(jf_engine *eng, int64_t tenant, const char *key)
     return added;
 }
 
-static void inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
+void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
 {
     size_t b = inflight_bucket(tenant, key);
     pthread_mutex_lock(&eng->idem_mu);
@@ -159,7 +146,7 @@ static void inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
 
 /* ---- commands ---- */
 
-static void cmd_free(jf_cmd *cmd)
+void jf_cmd_free(jf_cmd *cmd)
 {
     if (cmd == NULL)
         return;
@@ -167,16 +154,19 @@ static void cmd_free(jf_cmd *cmd)
     free(cmd->idem_key);
     json_decref(cmd->body);
     jf_result_deinit(&cmd->res);
+    for (size_t i = 0; i < cmd->sub_count; i++)
+        jf_cmd_free(cmd->subs[i]);
+    free(cmd->subs);
     free(cmd);
 }
 
 static void cmd_finish(jf_cmd *cmd)
 {
     cmd->done(cmd->done_ctx, &cmd->res);
-    cmd_free(cmd);
+    jf_cmd_free(cmd);
 }
 
-static bool idem_key_valid(const char *key)
+bool jf_idem_key_valid(const char *key)
 {
     size_t n = strlen(key);
     if (n < 1 || n > JF_IDEM_KEY_LEN_MAX)
@@ -188,7 +178,7 @@ static bool idem_key_valid(const char *key)
 }
 
 /* The request fingerprint that a replay must match: op, path id, canonical body. */
-static void request_hash(jf_cmd *cmd)
+void jf_request_hash(jf_cmd *cmd)
 {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, JF_HASH_BYTES);
@@ -276,7 +266,7 @@ static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
 
 /* Applies one command under a savepoint.  Returns true when the command is a
  * sliced job that wants to run again after this batch commits. */
-static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
+bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
 {
     jf_db *db = &eng->wdb;
     jf_ctx ctx;
@@ -300,7 +290,7 @@ static bool writer_apply(jf_engine *eng, jf_cmd *cmd)
         err = jf_program_load(db, cmd->auth.tenant, &ctx.prog);
     if (err == JF_OK) {
         ctx.out = json_object();
-        err = op_impl(cmd->op)->run(&ctx);
+        err = jf_op_impl_of(cmd->op)->run(&ctx);
     }
     bool again = err == JF_OK && ctx.again;
     if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
@@ -405,7 +395,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
             c->res.err = err;
             continue;
         }
-        again[i] = writer_apply(eng, c);
+        again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
         if (c->res.err != JF_OK)
             atomic_fetch_add(&eng->rejected, 1);
     }
@@ -423,7 +413,9 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
             continue;
         }
         if (c->idem_key)
-            inflight_remove(eng, c->auth.tenant, c->idem_key);
+            jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
+        if (c->op == JF_OP_BATCH)
+            jf_batch_release(eng, c);
         cmd_finish(c);
     }
 }
@@ -491,7 +483,7 @@ static jf_err call_check(jf_engine *eng, const jf_request *req, char *detail)
     }
     if (req->idempotency_key == NULL && jf_op_requires_idempotency(req->op))
         return JF_ERR_IDEMPOTENCY_KEY_REQUIRED;
-    if (req->idempotency_key && !idem_key_valid(req->idempotency_key))
+    if (req->idempotency_key && !jf_idem_key_valid(req->idempotency_key))
         return JF_ERR_INVALID_IDEMPOTENCY_KEY;
     return JF_OK;
 }
@@ -510,7 +502,7 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
         err = jf_program_load(db, req->auth->tenant, &ctx.prog);
         if (err == JF_OK) {
             ctx.out = json_object();
-            err = op_impl(req->op)->run(&ctx);
+            err = jf_op_impl_of(req->op)->run(&ctx);
         }
         jf_db_run(db, "COMMIT", "");
     }
@@ -518,6 +510,22 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     jf_read_release(eng, db);
     done(done_ctx, &res);
     jf_result_deinit(&res);
+}
+
+jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
+{
+    jf_ctx ctx;
+    ctx_init(&ctx, eng, NULL, cmd->op, &cmd->auth, cmd->res.detail);
+    ctx.req = req;
+    ctx.path_id = cmd->path_id;
+    ctx.args = &cmd->args;
+    ctx.body = cmd->body;
+    cmd->args.now_ms = ctx.now_ms;
+    const jf_op_impl *impl = jf_op_impl_of(cmd->op);
+    jf_err err = impl->validate ? impl->validate(&ctx) : JF_OK;
+    if (err == JF_OK)
+        jf_request_hash(cmd);
+    return err;
 }
 
 static jf_err cmd_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
@@ -529,9 +537,6 @@ static jf_err cmd_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
         return JF_ERR_NOMEM;
     jf_ctx ctx;
     ctx_init(&ctx, eng, NULL, req->op, &cmd->auth, cmd->res.detail);
-    ctx.req = req;
-    ctx.path_id = cmd->path_id;
-    ctx.args = &cmd->args;
     jf_err err = JF_OK;
     if (req->body && req->body_len > 0)
         err = jf_json_parse_body(&ctx, req->body, req->body_len, &cmd->body);
@@ -539,13 +544,9 @@ static jf_err cmd_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
         cmd->body = json_object();
     if (err != JF_OK)
         return err;
-    ctx.body = cmd->body;
-    cmd->args.now_ms = ctx.now_ms;
-    const jf_op_impl *impl = op_impl(req->op);
-    if (impl->validate && (err = impl->validate(&ctx)) != JF_OK)
-        return err;
-    request_hash(cmd);
-    return JF_OK;
+    if (cmd->op == JF_OP_BATCH)
+        return jf_batch_prepare(eng, req, cmd);
+    return jf_cmd_validate(eng, req, cmd);
 }
 
 static void call_write(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
@@ -558,14 +559,16 @@ static void call_write(jf_engine *eng, const jf_request *req, jf_done_fn done, v
     cmd->done = done;
     cmd->done_ctx = done_ctx;
     jf_err err = cmd_prepare(eng, req, cmd);
-    if (err == JF_OK && cmd->idem_key && !inflight_add(eng, cmd->auth.tenant, cmd->idem_key)) {
+    if (err == JF_OK && cmd->idem_key && !jf_inflight_add(eng, cmd->auth.tenant, cmd->idem_key)) {
         err = JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT;
         free(cmd->idem_key);
         cmd->idem_key = NULL;
     }
     if (err == JF_OK && (err = enqueue(eng, cmd)) != JF_OK && cmd->idem_key)
-        inflight_remove(eng, cmd->auth.tenant, cmd->idem_key);
+        jf_inflight_remove(eng, cmd->auth.tenant, cmd->idem_key);
     if (err != JF_OK) {
+        if (cmd->op == JF_OP_BATCH)
+            jf_batch_release(eng, cmd);
         cmd->res.err = err;
         cmd_finish(cmd);
     }
@@ -665,8 +668,10 @@ static jf_err clock_get(jf_ctx *ctx)
 
 static const jf_op_impl op_clock_set = {clock_validate, clock_set};
 static const jf_op_impl op_clock_get = {NULL, clock_get};
+/* A batch is prepared and applied by batch.c; it never runs as one handler. */
+static const jf_op_impl op_batch = {NULL, NULL};
 
-static const jf_op_impl *op_impl(jf_op op)
+const jf_op_impl *jf_op_impl_of(jf_op op)
 {
     static const jf_op_impl *const table[JF_OP__COUNT] = {
         [JF_OP_MEMBER_CREATE] = &jf_op_member_create,
@@ -699,6 +704,7 @@ static const jf_op_impl *op_impl(jf_op op)
         [JF_OP_KEY_REVOKE] = &jf_op_key_revoke,
         [JF_OP_CLOCK_SET] = &op_clock_set,
         [JF_OP_CLOCK_GET] = &op_clock_get,
+        [JF_OP_BATCH] = &op_batch,
     };
     return table[op];
 }

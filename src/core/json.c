@@ -42,7 +42,7 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
 {
     json_error_t e;
     *out = NULL;
-    if (len > JF_BODY_BYTES_MAX)
+    if (len > (ctx->op == JF_OP_BATCH ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
         return JF_ERR_PAYLOAD_TOO_LARGE;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
     if (v == NULL) {
@@ -53,7 +53,7 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "%s at line %d column %d", e.text, e.line,
                        e.column);
     }
-    if (!json_is_object(v) || json_depth(v) > JF_JSON_DEPTH_MAX) {
+    if (!json_is_object(v) || json_depth(v) > JF_JSON_DEPTH_MAX + (ctx->op == JF_OP_BATCH ? 3 : 0)) {
         json_decref(v);
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "The body must be a JSON object of depth <= %d.",
                        JF_JSON_DEPTH_MAX);

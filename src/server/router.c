@@ -48,6 +48,7 @@ static const srv_route routes[] = {
     {"GET", "/v1/transactions", ENGINE(TRANSACTION_LIST), 0, 0},
     {"GET", "/v1/transactions/{id}", ENGINE(TRANSACTION_GET), 0, 0},
     {"POST", "/v1/transactions/{id}/reverse", ENGINE(REVERSE), BODY, 0},
+    {"POST", "/v1/batch", ENGINE(BATCH), JF_BATCH_BODY_BYTES_MAX, 0},
     {"GET", "/v1/program", ENGINE(PROGRAM_GET), 0, 0},
     {"PATCH", "/v1/program", ENGINE(PROGRAM_UPDATE), BODY, 0},
     {"POST", "/v1/expiry/run", ENGINE(EXPIRY_RUN), BODY, 0},

@@ -40,7 +40,7 @@
 #define SHUTDOWN_GRACE_MS 10000
 /* A client that keeps uploading past this many bytes beyond a route's limit
  * is disconnected rather than read to the end. */
-#define UPLOAD_DISCARD_MAX ((uint64_t)JF_BODY_BYTES_MAX * 16)
+#define UPLOAD_DISCARD_MAX ((uint64_t)JF_BATCH_BODY_BYTES_MAX * 2)
 /* Query parameters accepted per request. */
 #define PARAMS_MAX 32
 /* Longest client-supplied X-Request-Id we echo. */
@@ -354,8 +354,9 @@ static jf_err precheck(srv_req *r, const srv_route *rt, jf_auth *auth, const cha
         return err;
     copy_str(r->actor, sizeof r->actor, auth->actor);
     if (r->too_large) {
-        _Static_assert(JF_BODY_BYTES_MAX == 64 * 1024, "the detail below names the limit");
-        *detail = rt->body_max ? "The request body is larger than 64 KiB."
+        *detail = rt->body_max ? (rt->body_max > JF_BODY_BYTES_MAX
+                                      ? "The request body is larger than 1 MiB."
+                                      : "The request body is larger than 64 KiB.")
                                : "This endpoint takes no request body.";
         return JF_ERR_PAYLOAD_TOO_LARGE;
     }

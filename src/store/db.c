@@ -5,11 +5,82 @@
  * the life of the connection: preparing costs more than running the simple
  * statements the ledger issues.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
+
+/* Statement profile for performance work: with JIFEN_SQL_PROFILE set, every
+ * statement's run time is summed per SQL text and the top entries are
+ * printed to stderr at exit.  Off (no callback at all) otherwise. */
+#define PROFILE_SLOTS 512
+
+typedef struct profile_slot {
+    const char *key, *sql;
+    uint64_t count, ns;
+} profile_slot;
+
+static profile_slot profile[PROFILE_SLOTS];
+static pthread_mutex_t profile_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int profile_cmp(const void *a, const void *b)
+{
+    const profile_slot *x = a, *y = b;
+    return x->ns < y->ns ? 1 : x->ns > y->ns ? -1 : 0;
+}
+
+static void profile_dump(void)
+{
+    pthread_mutex_lock(&profile_mu);
+    qsort(profile, PROFILE_SLOTS, sizeof(profile[0]), profile_cmp);
+    for (int i = 0; i < 40 && profile[i].sql; i++)
+        fprintf(stderr, "sqlprof %10.3f ms %9llu x %7.2f us  %.150s\n", profile[i].ns / 1e6,
+                (unsigned long long)profile[i].count,
+                profile[i].ns / 1e3 / (double)profile[i].count, profile[i].sql);
+    pthread_mutex_unlock(&profile_mu);
+}
+
+static int profile_cb(unsigned type, void *ctx, void *p, void *x)
+{
+    (void)ctx;
+    if (type != SQLITE_TRACE_PROFILE)
+        return 0;
+    const char *sql = sqlite3_sql((sqlite3_stmt *)p);
+    uint64_t ns = *(sqlite3_int64 *)x;
+    pthread_mutex_lock(&profile_mu);
+    size_t h = ((uintptr_t)sql >> 4) % PROFILE_SLOTS;
+    for (size_t n = 0; sql && n < PROFILE_SLOTS; n++) {
+        profile_slot *s = &profile[(h + n) % PROFILE_SLOTS];
+        if (s->sql == NULL) {
+            s->sql = strdup(sql); /* the statement may be finalized before the dump */
+            s->key = sql;
+        }
+        if (s->key == sql) {
+            s->count++;
+            s->ns += ns;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&profile_mu);
+    return 0;
+}
+
+static void profile_register(void)
+{
+    atexit(profile_dump);
+}
+
+static void profile_attach(sqlite3 *h)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (getenv("JIFEN_SQL_PROFILE") == NULL)
+        return;
+    pthread_once(&once, profile_register);
+    sqlite3_trace_v2(h, SQLITE_TRACE_PROFILE, profile_cb, NULL);
+}
 
 static void db_set_error(jf_db *db, const char *what)
 {
@@ -27,6 +98,7 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
         return JF_ERR_IO;
     }
     sqlite3_busy_timeout(db->h, 10000);
+    profile_attach(db->h);
     if (sqlite3_exec(db->h, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
     if (!readonly && sqlite3_exec(db->h, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK)

@@ -80,7 +80,8 @@ static const char schema_v1[] =
     "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
     "CREATE INDEX lots_tx ON lots(tenant_id, tx_seq);"
-    "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at)"
+    /* Covering: a member's points are summed from this index alone. */
+    "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at, available_at, remaining)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL;"
     "CREATE TABLE consumptions("
     " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, lot_seq INTEGER NOT NULL,"

@@ -47,6 +47,7 @@ ROUTES = [
     ("GET", "/v1/transactions", "TRANSACTION_LIST", "JF_ROLES_ALL", None),
     ("GET", "/v1/transactions/{tid}", "TRANSACTION_GET", "JF_ROLES_ALL", "txn"),
     ("POST", "/v1/transactions/{tid}/reverse", "REVERSE", "JF_ROLES_OPS", "txn"),
+    ("POST", "/v1/batch", "BATCH", "JF_ROLES_STAFF", None),
     ("GET", "/v1/program", "PROGRAM_GET", "JF_ROLES_ALL", None),
     ("PATCH", "/v1/program", "PROGRAM_UPDATE", "JF_ROLES_ADMIN", None),
     ("POST", "/v1/expiry/run", "EXPIRY_RUN", "JF_ROLES_ADMIN", None),
@@ -161,6 +162,9 @@ class AuthzMatrix(unittest.TestCase):
             body = {"name": "authz", "role": "readonly"}
         elif op == "CLOCK_SET":
             body = {"now": fmt_time(H.clock_now(self.env.admin) + 1000)}
+        elif op == "BATCH":
+            body = {"operations": [{"op": "earn", "id": self.m1["id"], "body": {"points": 1},
+                                    "idempotency_key": H.idem_key("authz-batch")}]}
         idem = H.idem_key("authz") if op in WRITES_WITH_IDEM else None
         return method, path, body, idem
 

@@ -1,0 +1,193 @@
+/*
+ * POST /v1/batch: many point operations in one request, each with its own
+ * idempotency key and its own result (a bulk import, an offline till
+ * catching up, a nightly job).
+ *
+ * The batch is one writer command.  Every operation is validated on the
+ * caller's thread exactly as its single endpoint would; each valid one is
+ * applied under its own savepoint, so one refusal (insufficient points)
+ * changes nothing for its neighbours, and all of them commit together.  A
+ * retry of the batch replays each operation from its key.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+typedef struct batch_op_name {
+    const char *name;
+    jf_op op;
+} batch_op_name;
+
+static const batch_op_name batch_ops[] = {
+    {"earn", JF_OP_EARN},         {"redeem", JF_OP_REDEEM},   {"adjust", JF_OP_ADJUST},
+    {"transfer", JF_OP_TRANSFER}, {"hold", JF_OP_HOLD},       {"capture", JF_OP_HOLD_CAPTURE},
+    {"void", JF_OP_HOLD_VOID},    {"reverse", JF_OP_REVERSE},
+};
+
+static bool batch_op_lookup(const char *name, jf_op *op)
+{
+    for (size_t i = 0; name && i < sizeof(batch_ops) / sizeof(batch_ops[0]); i++) {
+        if (strcmp(batch_ops[i].name, name) == 0) {
+            *op = batch_ops[i].op;
+            return true;
+        }
+    }
+    return false;
+}
+
+static jf_err sub_fail(jf_cmd *sub, jf_err err, const char *detail)
+{
+    if (detail)
+        snprintf(sub->res.detail, sizeof(sub->res.detail), "%s", detail);
+    sub->res.err = err;
+    return err;
+}
+
+/* Reads one element of "operations" into sub; an error is the sub's result. */
+static jf_err sub_parse(jf_cmd *sub, json_t *e)
+{
+    static const char *const fields[] = {"op", "id", "idempotency_key", "body", NULL};
+    if (!json_is_object(e))
+        return sub_fail(sub, JF_ERR_INVALID_FIELD, "Each operation must be an object.");
+    const char *k;
+    json_t *v;
+    json_object_foreach(e, k, v)
+    {
+        bool known = false;
+        for (const char *const *f = fields; *f; f++)
+            known = known || strcmp(*f, k) == 0;
+        if (!known)
+            return sub_fail(sub, JF_ERR_UNKNOWN_FIELD, "Unknown field in an operation.");
+    }
+    if (!batch_op_lookup(json_string_value(json_object_get(e, "op")), &sub->op))
+        return sub_fail(sub, JF_ERR_INVALID_FIELD,
+                        "'op' must be earn, redeem, adjust, transfer, hold, capture, void or "
+                        "reverse.");
+    const char *id = json_string_value(json_object_get(e, "id"));
+    const char *key = json_string_value(json_object_get(e, "idempotency_key"));
+    json_t *body = json_object_get(e, "body");
+    if (id == NULL || *id == '\0' || strlen(id) >= JF_ID_LEN_MAX)
+        return sub_fail(sub, JF_ERR_MISSING_FIELD, "'id' names the member, hold or transaction.");
+    if (key == NULL)
+        return sub_fail(sub, JF_ERR_IDEMPOTENCY_KEY_REQUIRED, NULL);
+    if (!jf_idem_key_valid(key))
+        return sub_fail(sub, JF_ERR_INVALID_IDEMPOTENCY_KEY, NULL);
+    if (body != NULL && !json_is_object(body))
+        return sub_fail(sub, JF_ERR_INVALID_FIELD, "'body' must be an object.");
+    sub->path_id = strdup(id);
+    sub->idem_key = strdup(key);
+    sub->body = body ? json_incref(body) : json_object();
+    if (sub->path_id == NULL || sub->idem_key == NULL || sub->body == NULL)
+        return sub_fail(sub, JF_ERR_NOMEM, NULL);
+    return JF_OK;
+}
+
+/* Validates one operation as its own endpoint would and claims its key. */
+static void sub_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd, jf_cmd *sub,
+                        json_t *e)
+{
+    sub->auth = cmd->auth;
+    jf_err err = sub_parse(sub, e);
+    if (err == JF_OK && !jf_op_allows(sub->op, sub->auth.role))
+        err = sub_fail(sub, JF_ERR_FORBIDDEN, "This API key's role may not run this operation.");
+    if (err == JF_OK && (err = jf_cmd_validate(eng, req, sub)) != JF_OK)
+        sub->res.err = err;
+    if (err == JF_OK && !jf_inflight_add(eng, sub->auth.tenant, sub->idem_key))
+        sub_fail(sub, JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT, NULL);
+    else if (err == JF_OK)
+        sub->claimed = true;
+}
+
+jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
+{
+    static const char *const fields[] = {"operations", NULL};
+    json_t *ops = json_object_get(cmd->body, "operations");
+    const char *k;
+    json_t *v;
+    json_object_foreach(cmd->body, k, v)
+    {
+        if (strcmp(k, fields[0]) != 0)
+            return sub_fail(cmd, JF_ERR_UNKNOWN_FIELD, "A batch body has only 'operations'.");
+    }
+    if (cmd->idem_key)
+        return sub_fail(cmd, JF_ERR_INVALID_REQUEST,
+                        "A batch takes no Idempotency-Key: each operation carries its own.");
+    if (!json_is_array(ops) || json_array_size(ops) < 1 ||
+        json_array_size(ops) > JF_BATCH_OPS_MAX)
+        return sub_fail(cmd, JF_ERR_INVALID_FIELD,
+                        "'operations' must be an array of 1 to 1000 operations.");
+    cmd->subs = calloc(json_array_size(ops), sizeof(*cmd->subs));
+    if (cmd->subs == NULL)
+        return JF_ERR_NOMEM;
+    for (size_t i = 0; i < json_array_size(ops); i++) {
+        if ((cmd->subs[i] = calloc(1, sizeof(jf_cmd))) == NULL)
+            return JF_ERR_NOMEM;
+        cmd->sub_count = i + 1;
+        sub_prepare(eng, req, cmd, cmd->subs[i], json_array_get(ops, i));
+    }
+    return JF_OK;
+}
+
+/* Appends one operation's result: its stored body, or its problem. */
+static void result_write(FILE *f, const jf_cmd *sub)
+{
+    if (sub->res.err == JF_OK) {
+        fprintf(f, "{\"status\":%d,\"replayed\":%s,\"body\":%s}", sub->res.created ? 201 : 200,
+                sub->res.replayed ? "true" : "false", sub->res.body ? sub->res.body : "null");
+        return;
+    }
+    jf_err err = sub->res.err;
+    char type[96];
+    snprintf(type, sizeof(type), "https://jifen.dev/problems/%s", jf_err_code(err));
+    json_t *p = json_pack("{sssssiss}", "type", type, "title", jf_err_message(err), "status",
+                          jf_err_http_status(err), "code", jf_err_code(err));
+    json_object_set_new(p, "detail",
+                        json_string(sub->res.detail[0] ? sub->res.detail : jf_err_message(err)));
+    char *text = jf_json_dump(p, NULL);
+    fprintf(f, "{\"status\":%d,\"error\":%s}", jf_err_http_status(err), text ? text : "null");
+    free(text);
+    json_decref(p);
+}
+
+bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd)
+{
+    size_t ok = 0;
+    for (size_t i = 0; i < cmd->sub_count; i++) {
+        jf_cmd *sub = cmd->subs[i];
+        if (sub->claimed)
+            jf_writer_apply(eng, sub);
+        ok += sub->res.err == JF_OK;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL) {
+        cmd->res.err = JF_ERR_NOMEM;
+        return false;
+    }
+    fprintf(f, "{\"succeeded\":%zu,\"failed\":%zu,\"results\":[", ok, cmd->sub_count - ok);
+    for (size_t i = 0; i < cmd->sub_count; i++) {
+        if (i)
+            fputc(',', f);
+        result_write(f, cmd->subs[i]);
+    }
+    fputs("]}", f);
+    if (fclose(f) != 0) {
+        free(buf);
+        cmd->res.err = JF_ERR_NOMEM;
+        return false;
+    }
+    cmd->res.err = JF_OK;
+    cmd->res.body = buf;
+    cmd->res.body_len = len;
+    return false;
+}
+
+void jf_batch_release(jf_engine *eng, jf_cmd *cmd)
+{
+    for (size_t i = 0; i < cmd->sub_count; i++)
+        if (cmd->subs[i]->claimed)
+            jf_inflight_remove(eng, cmd->subs[i]->auth.tenant, cmd->subs[i]->idem_key);
+}

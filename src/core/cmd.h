@@ -1,0 +1,48 @@
+/*
+ * Write commands as the writer sees them, shared by the engine and the batch
+ * endpoint (a batch is one command holding many sub-commands, each applied
+ * under its own savepoint with its own idempotency key and result).
+ */
+#ifndef JF_CMD_H
+#define JF_CMD_H
+
+#include "core.h"
+
+struct jf_cmd {
+    struct jf_cmd *next;
+    jf_op op;
+    jf_auth auth;
+    char *path_id;
+    json_t *body;
+    jf_args args;
+    char *idem_key;
+    uint8_t req_hash[JF_HASH_BYTES];
+    jf_done_fn done;
+    void *done_ctx;
+    jf_result res;
+    int64_t acc[4];     /* running totals of a sliced job */
+    struct jf_cmd **subs; /* a batch's operations */
+    size_t sub_count;
+    bool claimed; /* a batch operation whose key this batch put in flight */
+};
+
+/* Frees a command, its sub-commands and its result.  NULL is a no-op. */
+void jf_cmd_free(jf_cmd *cmd);
+/* Runs the op's validate on cmd->body (already parsed) and fingerprints the
+ * request for idempotency.  On failure the detail is in cmd->res.detail. */
+jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
+/* Applies one command under a savepoint (writer thread); true when a sliced
+ * job wants to run again. */
+bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd);
+bool jf_idem_key_valid(const char *key);
+void jf_request_hash(jf_cmd *cmd);
+bool jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key);
+void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key);
+const jf_op_impl *jf_op_impl_of(jf_op op);
+
+/* batch.c */
+jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
+bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd);
+void jf_batch_release(jf_engine *eng, jf_cmd *cmd);
+
+#endif
