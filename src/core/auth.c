@@ -103,6 +103,15 @@ jf_err jf_auth_bearer(jf_engine *eng, const char *authorization, jf_auth *out)
     return err;
 }
 
+static json_t *key_json(sqlite3_stmt *st);
+
+static jf_err key_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
+{
+    (void)ctx;
+    *out = key_json(st);
+    return JF_OK;
+}
+
 static json_t *key_json(sqlite3_stmt *st)
 {
     json_t *o = json_object();
@@ -170,9 +179,7 @@ static jf_err key_create(jf_ctx *ctx)
 static jf_err key_list(jf_ctx *ctx)
 {
     int64_t limit, cursor;
-    jf_err err = jf_param_limit(ctx, &limit);
-    if (err == JF_OK)
-        err = jf_param_cursor(ctx, &cursor);
+    jf_err err = jf_list_params(ctx, &limit, &cursor);
     if (err != JF_OK)
         return err;
     sqlite3_stmt *st = jf_db_query(ctx->db,
@@ -180,22 +187,7 @@ static jf_err key_list(jf_ctx *ctx)
                                    " FROM api_keys WHERE tenant_id=? AND rowid>? ORDER BY rowid"
                                    " LIMIT ?",
                                    "III", ctx->auth->tenant, cursor, limit + 1);
-    if (st == NULL)
-        return JF_ERR_IO;
-    json_t *data = json_array();
-    int64_t next = -1, last = -1;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
-            next = last;
-            break;
-        }
-        json_array_append_new(data, key_json(st));
-        last = sqlite3_column_int64(st, 5);
-    }
-    sqlite3_reset(st);
-    json_decref(ctx->out);
-    ctx->out = jf_list_envelope(data, next);
-    return JF_OK;
+    return jf_list_rows(ctx, st, limit, 5, key_row);
 }
 
 static jf_err key_revoke(jf_ctx *ctx)

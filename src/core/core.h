@@ -152,7 +152,16 @@ jf_err jf_run_internal(jf_engine *eng, jf_op op, int64_t tenant, const char *bod
 const char *jf_param_get(const jf_ctx *ctx, const char *name);
 jf_err jf_param_limit(jf_ctx *ctx, int64_t *limit);
 jf_err jf_param_cursor(jf_ctx *ctx, int64_t *cursor);
+/* ?limit= and ?cursor= together (-1 when there is no cursor). */
+jf_err jf_list_params(jf_ctx *ctx, int64_t *limit, int64_t *cursor);
 json_t *jf_list_envelope(json_t *data, int64_t next_cursor);
+/* Renders one row of a list. */
+typedef jf_err (*jf_row_fn)(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
+/* Steps st (which selects limit + 1 rows) into ctx->out as a list envelope;
+ * the cursor is column cursor_col of the last row shown. */
+jf_err jf_list_rows(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col, jf_row_fn row);
+/* ?status=open|all (default all): *open_only tells which. */
+jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 
 /* --- members.c --- */
 typedef struct jf_member {

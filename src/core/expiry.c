@@ -121,9 +121,7 @@ static jf_err expiry_forecast(jf_ctx *ctx)
     const char *s = jf_param_get(ctx, "until");
     if (s == NULL || !jf_time_parse_rfc3339(s, &until))
         return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "until is required: an RFC 3339 time.");
-    jf_err err = jf_param_limit(ctx, &limit);
-    if (err == JF_OK)
-        err = jf_param_cursor(ctx, &offset);
+    jf_err err = jf_list_params(ctx, &limit, &offset);
     if (err != JF_OK)
         return err;
     offset = offset < 0 ? 0 : offset;

@@ -56,6 +56,13 @@ static json_t *hold_row_json(sqlite3_stmt *st)
     return o;
 }
 
+static jf_err hold_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
+{
+    (void)ctx;
+    *out = hold_row_json(st);
+    return JF_OK;
+}
+
 #define HOLD_COLUMNS                                                                           \
     "SELECT id, member_id, points, captured, released, status, expires_at, created_at,"       \
     " tx_seq FROM holds"
@@ -174,14 +181,8 @@ static jf_err hold_validate(jf_ctx *ctx)
     if (err == JF_OK)
         err = jf_json_int(ctx, b, "ttl_seconds", false, 1, JF_HOLD_TTL_SECONDS_MAX, &a->ttl_s,
                           &a->has_ttl);
-    if (err == JF_OK && o) {
-        static const char *const ofields[] = {"id", NULL};
-        if (!json_is_object(o))
-            return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'order' must be an object.");
-        err = jf_json_allow(ctx, o, ofields);
-        if (err == JF_OK)
-            err = jf_json_str(ctx, o, "id", true, JF_ORDER_ID_LEN_MAX, &a->order_id);
-    }
+    if (err == JF_OK && o)
+        err = jf_order_validate(ctx, o, false);
     return err == JF_OK ? jf_args_common(ctx) : err;
 }
 
@@ -190,33 +191,25 @@ static jf_err hold_apply(jf_ctx *ctx)
     const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
-    if (err == JF_OK)
-        err = jf_require_available(ctx, m.id, a->points);
-    if (err == JF_OK)
-        err = jf_tx_begin(ctx, &tx, "hold", m.id);
+    jf_err err = jf_debit_begin(ctx, "hold", &m, &tx);
     if (err != JF_OK)
         return err;
-    jf_tx_describe(&tx, a);
-    tx.points = a->points;
-    tx.delta = -a->points;
-    tx.order_id = a->order_id;
     tx.hold_id = tx.id;
     int64_t ttl = a->has_ttl ? a->ttl_s : ctx->prog.hold_ttl_s;
     err = jf_lots_consume(ctx, &tx, m.id, a->points, NULL, NULL);
     jf_tx_post(&tx, "points", m.id, -a->points);
     jf_tx_post(&tx, "held", m.id, a->points);
     if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "INSERT INTO holds(tenant_id, id, tx_seq, member_id, points, status,"
                         " expires_at, created_at) VALUES(?,?,?,?,?,'open',?,?)",
                         "IsIsIII", ctx->auth->tenant, tx.id, tx.seq, m.id, a->points,
                         ctx->now_ms + ttl * 1000, ctx->now_ms);
-    if (err == JF_OK)
-        err = hold_result(ctx, tx.id, m.id, tx.id);
-    jf_tx_deinit(&tx);
+    char id[JF_ID_LEN_MAX];
+    snprintf(id, sizeof(id), "%s", tx.id);
+    json_t *h = NULL;
+    if ((err = jf_tx_complete(ctx, &tx, m.id, err)) == JF_OK && (err = hold_json(ctx, id, &h)) == JF_OK)
+        json_object_set_new(ctx->out, "hold", h);
     return err;
 }
 
@@ -291,37 +284,19 @@ static jf_err member_holds(jf_ctx *ctx)
     int64_t limit, cursor;
     jf_err err = jf_member_load(ctx, ctx->path_id, &m);
     if (err == JF_OK)
-        err = jf_param_limit(ctx, &limit);
-    if (err == JF_OK)
-        err = jf_param_cursor(ctx, &cursor);
+        err = jf_list_params(ctx, &limit, &cursor);
     if (err != JF_OK)
         return err;
-    const char *status = jf_param_get(ctx, "status");
-    bool open_only = status && strcmp(status, "open") == 0;
-    if (status && !open_only && strcmp(status, "all") != 0)
-        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "status must be open or all.");
+    bool open_only = false;
+    if ((err = jf_param_open_only(ctx, &open_only)) != JF_OK)
+        return err;
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    HOLD_COLUMNS " WHERE tenant_id=? AND member_id=? AND tx_seq>?"
                                                 " AND (? = 0 OR status = 'open') ORDER BY tx_seq"
                                                 " LIMIT ?",
                                    "IsIiI", ctx->auth->tenant, m.id, cursor, open_only ? 1 : 0,
                                    limit + 1);
-    if (st == NULL)
-        return JF_ERR_IO;
-    json_t *data = json_array();
-    int64_t next = -1, last = -1;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
-            next = last;
-            break;
-        }
-        json_array_append_new(data, hold_row_json(st));
-        last = sqlite3_column_int64(st, 8);
-    }
-    sqlite3_reset(st);
-    json_decref(ctx->out);
-    ctx->out = jf_list_envelope(data, next);
-    return JF_OK;
+    return jf_list_rows(ctx, st, limit, 8, hold_row);
 }
 
 /* One slice of the sweep; asks to run again while slices come back full. */

@@ -208,6 +208,14 @@ jf_err jf_param_cursor(jf_ctx *ctx, int64_t *cursor)
     return JF_OK;
 }
 
+jf_err jf_list_params(jf_ctx *ctx, int64_t *limit, int64_t *cursor)
+{
+    jf_err err = jf_param_limit(ctx, limit);
+    if (err == JF_OK)
+        err = jf_param_cursor(ctx, cursor);
+    return err;
+}
+
 json_t *jf_list_envelope(json_t *data, int64_t next_cursor)
 {
     json_t *o = json_object();
@@ -220,4 +228,39 @@ json_t *jf_list_envelope(json_t *data, int64_t next_cursor)
         json_object_set_new(o, "next_cursor", json_null());
     }
     return o;
+}
+
+jf_err jf_list_rows(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col, jf_row_fn row)
+{
+    if (st == NULL)
+        return JF_ERR_IO;
+    json_t *data = json_array(), *item = NULL;
+    int64_t next = -1, last = -1;
+    jf_err err = JF_OK;
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        if ((int64_t)json_array_size(data) == limit) {
+            next = last;
+            break;
+        }
+        if ((err = row(ctx, st, &item)) == JF_OK)
+            json_array_append_new(data, item);
+        last = sqlite3_column_int64(st, cursor_col);
+    }
+    sqlite3_reset(st);
+    if (err != JF_OK) {
+        json_decref(data);
+        return err;
+    }
+    json_decref(ctx->out);
+    ctx->out = jf_list_envelope(data, next);
+    return JF_OK;
+}
+
+jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only)
+{
+    const char *status = jf_param_get(ctx, "status");
+    *open_only = status && strcmp(status, "open") == 0;
+    if (status && !*open_only && strcmp(status, "all") != 0)
+        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "status must be open or all.");
+    return JF_OK;
 }

@@ -104,9 +104,36 @@ jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
     return err;
 }
 
+jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
+{
+    const jf_args *a = ctx->args;
+    jf_err err = jf_member_writable(ctx, ctx->path_id, m);
+    if (err == JF_OK)
+        err = jf_require_available(ctx, m->id, a->points);
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, tx, type, m->id);
+    if (err != JF_OK)
+        return err;
+    jf_tx_describe(tx, a);
+    tx->points = a->points;
+    tx->delta = -a->points;
+    tx->order_id = a->order_id;
+    return JF_OK;
+}
+
+jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
+{
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, tx);
+    if (err == JF_OK)
+        err = jf_points_result(ctx, tx->id, member_id);
+    jf_tx_deinit(tx);
+    return err;
+}
+
 /* ---- earn ---- */
 
-static jf_err order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
+jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
 {
     static const char *const fields[] = {"id", "amount", "currency", NULL};
     jf_args *a = ctx->args;
@@ -137,7 +164,7 @@ static jf_err earn_validate(jf_ctx *ctx)
     if (err == JF_OK && !a->has_points && !has_order)
         err = jf_fail(ctx, JF_ERR_MISSING_FIELD, "Give 'points' or an 'order' with an amount.");
     if (err == JF_OK && has_order)
-        err = order_validate(ctx, json_object_get(b, "order"), !a->has_points);
+        err = jf_order_validate(ctx, json_object_get(b, "order"), !a->has_points);
     if (err == JF_OK)
         err = jf_json_int(ctx, b, "pending_days", false, 0, JF_PENDING_DAYS_MAX, &a->pending_days,
                           &a->has_pending_days);
@@ -204,12 +231,7 @@ static jf_err earn_apply(jf_ctx *ctx)
         jf_tx_post(&tx, "issuance", NULL, -points);
         jf_tx_post(&tx, "points", m.id, points);
     }
-    if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    if (err == JF_OK)
-        err = jf_points_result(ctx, tx.id, m.id);
-    jf_tx_deinit(&tx);
-    return err;
+    return jf_tx_complete(ctx, &tx, m.id, err);
 }
 
 /* ---- redeem ---- */
@@ -223,35 +245,22 @@ static jf_err redeem_validate(jf_ctx *ctx)
     if (err == JF_OK)
         err = jf_json_int(ctx, ctx->body, "points", true, 1, JF_POINTS_MAX, &a->points, NULL);
     if (err == JF_OK && json_object_get(ctx->body, "order"))
-        err = order_validate(ctx, json_object_get(ctx->body, "order"), false);
+        err = jf_order_validate(ctx, json_object_get(ctx->body, "order"), false);
     return err == JF_OK ? jf_args_common(ctx) : err;
 }
 
 static jf_err redeem_apply(jf_ctx *ctx)
 {
-    const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
-    if (err == JF_OK)
-        err = jf_require_available(ctx, m.id, a->points);
-    if (err == JF_OK)
-        err = jf_tx_begin(ctx, &tx, "redeem", m.id);
+    int64_t n = ctx->args->points;
+    jf_err err = jf_debit_begin(ctx, "redeem", &m, &tx);
     if (err != JF_OK)
         return err;
-    jf_tx_describe(&tx, a);
-    tx.points = a->points;
-    tx.delta = -a->points;
-    tx.order_id = a->order_id;
-    err = jf_lots_consume(ctx, &tx, m.id, a->points, NULL, NULL);
-    jf_tx_post(&tx, "points", m.id, -a->points);
-    jf_tx_post(&tx, "redemption", NULL, a->points);
-    if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    if (err == JF_OK)
-        err = jf_points_result(ctx, tx.id, m.id);
-    jf_tx_deinit(&tx);
-    return err;
+    err = jf_lots_consume(ctx, &tx, m.id, n, NULL, NULL);
+    jf_tx_post(&tx, "points", m.id, -n);
+    jf_tx_post(&tx, "redemption", NULL, n);
+    return jf_tx_complete(ctx, &tx, m.id, err);
 }
 
 /* ---- adjust ---- */
@@ -299,12 +308,7 @@ static jf_err adjust_apply(jf_ctx *ctx)
         err = jf_lots_consume(ctx, &tx, m.id, size, NULL, NULL);
     jf_tx_post(&tx, "points", m.id, a->points);
     jf_tx_post(&tx, "adjustment", NULL, -a->points);
-    if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    if (err == JF_OK)
-        err = jf_points_result(ctx, tx.id, m.id);
-    jf_tx_deinit(&tx);
-    return err;
+    return jf_tx_complete(ctx, &tx, m.id, err);
 }
 
 /* ---- transfer ---- */

@@ -64,9 +64,8 @@ void jf_tx_deinit(jf_tx *tx);
     " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                      \
     " AND r.reverses = transactions.id) FROM transactions"
 
-/* Renders a page of a statement over TX_COLUMNS rows (newest first) as a
- * list envelope; the cursor is the seq of the last row. */
-jf_err jf_tx_list_page(sqlite3_stmt *st, int64_t limit, json_t **out);
+/* Renders one TX_COLUMNS row for jf_list_rows (cursor column 0, the seq). */
+jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 
 /* Renders a stored transaction; details adds postings, consumptions, hash. */
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);
@@ -107,5 +106,14 @@ jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id);
 jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount);
 /* Commits tx and asserts I4 for every member it touched. */
 jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx);
+/* Starts a debit of ctx->args->points from the path's member: the member may
+ * spend and has the points; tx is begun with the common fields set. */
+jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx);
+/* When err is JF_OK, commits tx and answers with member_id's points; frees
+ * tx either way and returns the outcome. */
+jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err);
+/* Parses an "order" object: id, and amount and currency (required when
+ * need_amount). */
+jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount);
 
 #endif

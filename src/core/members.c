@@ -259,9 +259,7 @@ static jf_err member_update(jf_ctx *ctx)
 static jf_err member_list(jf_ctx *ctx)
 {
     int64_t limit, cursor;
-    jf_err err = jf_param_limit(ctx, &limit);
-    if (err == JF_OK)
-        err = jf_param_cursor(ctx, &cursor);
+    jf_err err = jf_list_params(ctx, &limit, &cursor);
     if (err != JF_OK)
         return err;
     sqlite3_stmt *st = jf_db_query(
@@ -274,23 +272,7 @@ static jf_err member_list(jf_ctx *ctx)
         "IIsssssI", ctx->auth->tenant, cursor, jf_param_get(ctx, "external_id"),
         jf_param_get(ctx, "phone"), jf_param_get(ctx, "name"), jf_param_get(ctx, "tag"),
         jf_param_get(ctx, "status"), limit + 1);
-    if (st == NULL)
-        return JF_ERR_IO;
-    json_t *data = json_array(), *m = NULL;
-    int64_t next = -1, last = -1;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
-            next = last;
-            break;
-        }
-        if ((err = member_json(ctx, st, &m)) == JF_OK)
-            json_array_append_new(data, m);
-        last = sqlite3_column_int64(st, 10);
-    }
-    sqlite3_reset(st);
-    json_decref(ctx->out);
-    ctx->out = jf_list_envelope(data, next);
-    return err;
+    return jf_list_rows(ctx, st, limit, 10, member_json);
 }
 
 const jf_op_impl jf_op_member_create = {member_create_validate, member_create};

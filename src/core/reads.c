@@ -73,14 +73,6 @@ static jf_err member_points(jf_ctx *ctx)
     return JF_OK;
 }
 
-static jf_err list_params(jf_ctx *ctx, int64_t *limit, int64_t *cursor)
-{
-    jf_err err = jf_param_limit(ctx, limit);
-    if (err == JF_OK)
-        err = jf_param_cursor(ctx, cursor);
-    return err;
-}
-
 static void set_out(jf_ctx *ctx, json_t *v)
 {
     json_decref(ctx->out);
@@ -102,11 +94,7 @@ static jf_err member_tx_page(jf_ctx *ctx, const char *member_id, const char *typ
                    " AND seq < ?3 AND member_id <> ?2 AND (?4 IS NULL OR type = ?4)"
                    " ORDER BY seq DESC LIMIT ?5",
         "IsIsI", ctx->auth->tenant, member_id, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
-    json_t *page = NULL;
-    jf_err err = st ? jf_tx_list_page(st, limit, &page) : JF_ERR_IO;
-    if (err == JF_OK)
-        set_out(ctx, page);
-    return err;
+    return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
 }
 
 static jf_err member_transactions(jf_ctx *ctx)
@@ -115,14 +103,14 @@ static jf_err member_transactions(jf_ctx *ctx)
     int64_t limit, cursor;
     jf_err err = jf_member_load(ctx, ctx->path_id, &m);
     if (err == JF_OK)
-        err = list_params(ctx, &limit, &cursor);
+        err = jf_list_params(ctx, &limit, &cursor);
     return err == JF_OK ? member_tx_page(ctx, m.id, NULL, limit, cursor) : err;
 }
 
 static jf_err transaction_list(jf_ctx *ctx)
 {
     int64_t limit, cursor;
-    jf_err err = list_params(ctx, &limit, &cursor);
+    jf_err err = jf_list_params(ctx, &limit, &cursor);
     if (err != JF_OK)
         return err;
     const char *member_id = jf_param_get(ctx, "member_id"), *type = jf_param_get(ctx, "type");
@@ -133,11 +121,7 @@ static jf_err transaction_list(jf_ctx *ctx)
         TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
                    " ORDER BY seq DESC LIMIT ?4",
         "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
-    json_t *page = NULL;
-    err = st ? jf_tx_list_page(st, limit, &page) : JF_ERR_IO;
-    if (err == JF_OK)
-        set_out(ctx, page);
-    return err;
+    return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
 }
 
 static jf_err transaction_get(jf_ctx *ctx)
@@ -182,13 +166,12 @@ static jf_err member_lots(jf_ctx *ctx)
     int64_t limit, offset;
     jf_err err = jf_member_load(ctx, ctx->path_id, &m);
     if (err == JF_OK)
-        err = list_params(ctx, &limit, &offset);
+        err = jf_list_params(ctx, &limit, &offset);
     if (err != JF_OK)
         return err;
-    const char *status = jf_param_get(ctx, "status");
-    bool open_only = status && strcmp(status, "open") == 0;
-    if (status && !open_only && strcmp(status, "all") != 0)
-        return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "status must be open or all.");
+    bool open_only = false;
+    if ((err = jf_param_open_only(ctx, &open_only)) != JF_OK)
+        return err;
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"

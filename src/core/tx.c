@@ -231,19 +231,9 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     return JF_OK;
 }
 
-jf_err jf_tx_list_page(sqlite3_stmt *st, int64_t limit, json_t **out)
+jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 {
-    json_t *data = json_array();
-    int64_t next = -1, last = -1;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
-            next = last;
-            break;
-        }
-        json_array_append_new(data, tx_row_json(st));
-        last = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_reset(st);
-    *out = jf_list_envelope(data, next);
+    (void)ctx;
+    *out = tx_row_json(st);
     return JF_OK;
 }
