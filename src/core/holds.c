@@ -128,11 +128,19 @@ static jf_err holds_void_limit(jf_ctx *ctx, const char *member_id, int64_t limit
     char ids[64][JF_ID_LEN_MAX];
     int n = 0;
     *count = 0;
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT id FROM holds WHERE tenant_id=?1 AND status='open' AND expires_at <= ?2"
-        " AND (?3 IS NULL OR member_id = ?3) ORDER BY expires_at, tx_seq LIMIT ?4",
-        "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, jf_min_i64(limit, 64));
+    /* Two statements so each uses its own index: per member on every write,
+     * per tenant in the sweep. */
+    sqlite3_stmt *st =
+        member_id ? jf_db_query(ctx->db,
+                                "SELECT id FROM holds WHERE tenant_id=? AND member_id=?"
+                                " AND status='open' AND expires_at <= ? ORDER BY expires_at, tx_seq"
+                                " LIMIT ?",
+                                "IsII", ctx->auth->tenant, member_id, ctx->now_ms,
+                                jf_min_i64(limit, 64))
+                  : jf_db_query(ctx->db,
+                                "SELECT id FROM holds WHERE tenant_id=? AND status='open'"
+                                " AND expires_at <= ? ORDER BY expires_at, tx_seq LIMIT ?",
+                                "III", ctx->auth->tenant, ctx->now_ms, jf_min_i64(limit, 64));
     if (st == NULL)
         return JF_ERR_IO;
     while (n < 64 && sqlite3_step(st) == SQLITE_ROW)

@@ -59,7 +59,8 @@ static const char schema_v1[] =
     "CREATE INDEX tx_member ON transactions(tenant_id, member_id, seq);"
     "CREATE INDEX tx_counterparty ON transactions(tenant_id, counterparty_id, seq)"
     " WHERE counterparty_id IS NOT NULL;"
-    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses);"
+    /* Partial: only reversals are indexed; queries name it (INDEXED BY). */
+    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS NOT NULL;"
     "CREATE UNIQUE INDEX tx_idem ON transactions(tenant_id, idem_key) WHERE idem_key IS NOT NULL;"
     "CREATE UNIQUE INDEX tx_order_earn ON transactions(tenant_id, order_id)"
     " WHERE type = 'earn' AND order_id IS NOT NULL;"
@@ -79,7 +80,6 @@ static const char schema_v1[] =
     "CREATE INDEX lots_member ON lots(tenant_id, member_id, expires_at);"
     "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
-    "CREATE INDEX lots_tx ON lots(tenant_id, tx_seq);"
     /* Covering: a member's points are summed from this index alone. */
     "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at, available_at, remaining)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL;"
