@@ -214,6 +214,8 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     }
     json_decref(ctx->out);
     ctx->out = NULL;
+    if (err == JF_OK)
+        ctx->detail[0] = '\0'; /* a handler may have prepared a detail it did not need */
     res->err = err;
     res->created = err == JF_OK && ctx->created;
     return err;

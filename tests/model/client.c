@@ -45,6 +45,9 @@ jf_err mt_write(model *md, jf_op op, const char *path_id, const char *body, int 
                res->body ? res->body : "");
     if (err == JF_OK && res->replayed)
         mt_fail(md, "a request with a fresh key %s came back marked replayed", key);
+    /* Everything written through here answers 201 except the expiry run. */
+    if (err == JF_OK && res->created != (op != JF_OP_EXPIRY_RUN))
+        mt_fail(md, "%s answered created=%d", jf_op_name(op), (int)res->created);
     if (err == JF_OK)
         mt_replay_remember(md, op, path_id, body, key, res, m0, m1);
     return err;
@@ -57,8 +60,7 @@ json_t *mt_json(model *md, const jf_result *res)
         mt_fail(md, "a successful reply has no body");
     json_t *root = json_loadb(res->body, res->body_len, 0, &jerr);
     if (root == NULL)
-        mt_fail(md, "the reply is not JSON (%s): %.*s", jerr.text, (int)res->body_len,
-                res->body);
+        mt_fail(md, "the reply is not JSON (%s): %.*s", jerr.text, (int)res->body_len, res->body);
     return root;
 }
 
@@ -85,8 +87,7 @@ int64_t mt_int(model *md, json_t *root, const char *path)
     json_t *v = lookup(root, path);
     if (!json_is_integer(v)) {
         char *text = json_dumps(root, JSON_COMPACT);
-        mt_fail(md, "reply field %s is missing or not an integer in %s", path,
-                text ? text : "?");
+        mt_fail(md, "reply field %s is missing or not an integer in %s", path, text ? text : "?");
     }
     return (int64_t)json_integer_value(v);
 }
@@ -143,8 +144,7 @@ void mt_expect_points_result(model *md, json_t *root, int t, const char *type, i
     int64_t got_points = mt_int(md, root, "transaction.points");
     const char *id = mt_str(md, root, "transaction.id");
     if (got_type == NULL || strcmp(got_type, type) != 0)
-        mt_fail(md, "transaction type: engine %s, oracle %s", got_type ? got_type : "null",
-                type);
+        mt_fail(md, "transaction type: engine %s, oracle %s", got_type ? got_type : "null", type);
     if (got_points != points)
         mt_fail(md, "transaction points: engine %lld, oracle %lld", (long long)got_points,
                 (long long)points);
@@ -157,8 +157,8 @@ void mt_expect_points_result(model *md, json_t *root, int t, const char *type, i
     mt_expect_points_obj(md, root, "points", m);
 }
 
-void mt_replay_remember(model *md, jf_op op, const char *path_id, const char *body,
-                        const char *key, const jf_result *res, int m0, int m1)
+void mt_replay_remember(model *md, jf_op op, const char *path_id, const char *body, const char *key,
+                        const jf_result *res, int m0, int m1)
 {
     mt_replay *r = &md->replays[md->nreplays % MT_REPLAY_RING];
     if (md->nreplays >= MT_REPLAY_RING) {

@@ -50,23 +50,23 @@ void *mt_xrealloc(void *p, size_t size);
 char *mt_xstrdup(const char *s);
 
 /* Appends val to a growable array (arr, n, cap are lvalues). */
-#define MT_PUSH(arr, n, cap, val)                                                              \
-    do {                                                                                       \
-        if ((n) == (cap)) {                                                                    \
-            (cap) = (cap) ? 2 * (cap) : 8;                                                     \
-            (arr) = mt_xrealloc((arr), (size_t)(cap) * sizeof *(arr));                         \
-        }                                                                                      \
-        (arr)[(n)++] = (val);                                                                  \
+#define MT_PUSH(arr, n, cap, val)                                                                  \
+    do {                                                                                           \
+        if ((n) == (cap)) {                                                                        \
+            (cap) = (cap) ? 2 * (cap) : 8;                                                         \
+            (arr) = mt_xrealloc((arr), (size_t)(cap) * sizeof *(arr));                             \
+        }                                                                                          \
+        (arr)[(n)++] = (val);                                                                      \
     } while (0)
 
 /* ---- oracle.c: the ledger model ---- */
 
 /* The oracle's assertions stay on in every build type (NDEBUG or not): a
  * broken one fails the run like a mismatch, naming the seed. */
-#define MT_ASSERT(cond)                                                                        \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            mt_oracle_bug(#cond, __FILE__, __LINE__);                                          \
+#define MT_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            mt_oracle_bug(#cond, __FILE__, __LINE__);                                              \
     } while (0)
 _Noreturn void mt_oracle_bug(const char *cond, const char *file, int line);
 
@@ -108,18 +108,18 @@ typedef struct o_txn {
     int other; /* transfer recipient, else -1 */
     int64_t points;
     int64_t reversed;
-    int sign; /* adjust: +1 or -1 */
+    int sign;        /* adjust: +1 or -1 */
     o_piece *pieces; /* what this debit consumed (redeem, -adjust, transfer, hold) */
     int npieces, cap_pieces;
     int *lots; /* lots this credit created (earn, +adjust, transfer recipient) */
     int nlots, cap_lots;
-    int hold;             /* capture and void: the hold transaction */
-    int reverses;         /* reverse: the original transaction */
-    int64_t deadline;     /* hold: created + ttl */
-    o_hold_state hstate;  /* hold */
-    int64_t captured;     /* hold */
-    int64_t released;     /* hold */
-    char id[MT_ID_LEN];   /* the engine's id; empty for system transactions */
+    int hold;            /* capture and void: the hold transaction */
+    int reverses;        /* reverse: the original transaction */
+    int64_t deadline;    /* hold: created + ttl */
+    o_hold_state hstate; /* hold */
+    int64_t captured;    /* hold */
+    int64_t released;    /* hold */
+    char id[MT_ID_LEN];  /* the engine's id; empty for system transactions */
 } o_txn;
 
 typedef struct o_member {
@@ -141,12 +141,12 @@ typedef struct o_expiry {
 
 /* How often the rarer paths of the ledger ran, to show a run covered them. */
 typedef struct o_stats {
-    long debt_created;   /* clawbacks that ended in debt */
-    long debt_paid;      /* credits that paid debt */
-    long restored_new;   /* restores into a new lot (the original had expired) */
-    long restored;       /* restores into the original lot */
-    long holds_swept;    /* holds voided past their deadline */
-    long lots_expired;   /* lots expired by the job */
+    long debt_created; /* clawbacks that ended in debt */
+    long debt_paid;    /* credits that paid debt */
+    long restored_new; /* restores into a new lot (the original had expired) */
+    long restored;     /* restores into the original lot */
+    long holds_swept;  /* holds voided past their deadline */
+    long lots_expired; /* lots expired by the job */
 } o_stats;
 
 typedef struct oracle {
@@ -165,8 +165,7 @@ typedef struct oracle {
     int nopen, cap_open;
 } oracle;
 
-void o_init(oracle *o, int64_t now, int64_t pending_days, int64_t expiry_days,
-            int64_t debt_floor);
+void o_init(oracle *o, int64_t now, int64_t pending_days, int64_t expiry_days, int64_t debt_floor);
 void o_free(oracle *o);
 int o_member_add(oracle *o, const char *id);
 void o_view_get(const oracle *o, int m, o_view *v);
@@ -177,8 +176,7 @@ const char *o_type_name(o_type t);
 
 /* Each write returns the error the engine must give.  On success *t is the
  * new oracle transaction (its id still empty: the caller fills it in). */
-jf_err o_earn(oracle *o, int m, int64_t points, int64_t pending_days, int64_t expires_at,
-              int *t);
+jf_err o_earn(oracle *o, int m, int64_t points, int64_t pending_days, int64_t expires_at, int *t);
 jf_err o_redeem(oracle *o, int m, int64_t points, int *t);
 jf_err o_adjust(oracle *o, int m, int64_t signed_points, int *t);
 jf_err o_transfer(oracle *o, int from, int to, int64_t points, int *t);
@@ -271,14 +269,15 @@ void mt_expect_err(model *md, jf_err want, jf_err got, const jf_result *res);
 void mt_expect_points_result(model *md, json_t *root, int t, const char *type, int64_t points,
                              int m);
 void mt_expect_points_obj(model *md, json_t *root, const char *field, int m);
-void mt_replay_remember(model *md, jf_op op, const char *path_id, const char *body,
-                        const char *key, const jf_result *res, int m0, int m1);
+void mt_replay_remember(model *md, jf_op op, const char *path_id, const char *body, const char *key,
+                        const jf_result *res, int m0, int m1);
 
 /* ---- check.c: state comparisons ---- */
 
 void mt_check_points(model *md, int m);
 void mt_check_lots(model *md, int m);
-/* Full check of every active member and every dirty retired one (or all). */
+/* Full check (points and lots) of every member touched since its last check
+ * and the points of the other active members; with everyone, of all. */
 void mt_check_all(model *md, bool everyone);
 void mt_check_clock(model *md);
 
@@ -294,5 +293,7 @@ void mt_replay_random(model *md);
 /* GET /transactions/{id} of a recent transaction: type, points,
  * reversed_points and the postings the spec prescribes. */
 void mt_op_txn_get(model *md);
+/* The member's whole history against the oracle's transactions of it. */
+void mt_check_history(model *md, int m);
 
 #endif

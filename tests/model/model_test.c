@@ -28,7 +28,7 @@
 
 /* A member is retired (no longer picked) once it has this many lots, so that
  * lot lists stay short and the run stays fast however long it is. */
-#define RETIRE_LOTS 120
+#define RETIRE_LOTS 100
 
 /* Runs start on 2035-01-01 (plus up to a year from the seed), so that a seed
  * replays the same times whenever it runs; the test clock cannot go back
@@ -206,8 +206,8 @@ static void setup(model *md)
     md->active = mt_xrealloc(NULL, (size_t)members * sizeof *md->active);
     for (int i = 0; i < members; i++)
         md->active[md->nactive++] = mt_member_create(md);
-    printf("model_test: %d members, pending_days %lld, db %s\n", members,
-           (long long)pending_days, md->db_path);
+    printf("model_test: %d members, pending_days %lld, db %s\n", members, (long long)pending_days,
+           md->db_path);
 }
 
 /* Compares the whole state, then retires members whose lot lists grew long
@@ -235,17 +235,33 @@ static void finish(model *md)
     int64_t violations = -1;
     mt_desc(md, "FINAL CHECK of every member");
     mt_check_all(md, true);
+    for (int m = 0; m < md->o.nmembers; m++)
+        mt_check_history(md, m);
     mt_desc(md, "jf_verify");
-    struct timespec t0, t1; /* TMP */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     jf_err err = jf_verify(md->eng, &json, &violations);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (getenv("MT_TMP_PROGRESS"))
-        fprintf(stderr, "verify %.2f s\n", (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
     if (err != JF_OK || violations != 0)
-        mt_fail(md, "jf_verify: %s, %lld violations: %s", jf_err_code(err),
-                (long long)violations, json ? json : "(no report)");
+        mt_fail(md, "jf_verify: %s, %lld violations: %s", jf_err_code(err), (long long)violations,
+                json ? json : "(no report)");
     free(json);
+}
+
+/* Frees everything the run allocated (the engine is already closed). */
+static void model_free(model *md)
+{
+    int kept = md->nreplays < MT_REPLAY_RING ? md->nreplays : MT_REPLAY_RING;
+    for (int i = 0; i < kept; i++) {
+        free(md->replays[i].path_id);
+        free(md->replays[i].body);
+        free(md->replays[i].key);
+        free(md->replays[i].reply);
+    }
+    for (int i = 0; i < md->norders; i++)
+        free(md->orders[i]);
+    free(md->orders);
+    free(md->active);
+    free(md->recent);
+    free(md->holds);
+    o_free(&md->o);
 }
 
 int main(void)
@@ -263,24 +279,19 @@ int main(void)
         mt_op_random(md);
         if (check_every > 0 && (md->op_index + 1) % check_every == 0)
             checkpoint(md);
-        if (getenv("MT_TMP_PROGRESS") && md->op_index % 1000 == 0) { /* TMP */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            fprintf(stderr, "%ld %.2f\n", md->op_index, (double)ts.tv_sec + ts.tv_nsec / 1e9);
-        }
     }
     finish(md);
-    printf("model_test: %ld ops passed, 0 failed (seed=%llu; %d members, %d lots, %d "
-           "transactions, %ld checks, %ld lot lists, %ld replays, %ld expected errors)\n",
-           md->ops, (unsigned long long)md->seed, md->o.nmembers, md->o.nlots, md->o.ntxns,
-           md->checks, md->lot_checks, md->replays_done, md->errors_expected);
     const o_stats *st = &md->o.stats;
     printf("model_test: covered %ld debts, %ld debt payments, %ld restores (%ld into new lots), "
            "%ld holds swept, %ld lots expired\n",
            st->debt_created, st->debt_paid, st->restored + st->restored_new, st->restored_new,
            st->holds_swept, st->lots_expired);
+    printf("model_test: %ld ops passed, 0 failed (seed=%llu; %d members, %d lots, %d "
+           "transactions, %ld checks, %ld lot lists, %ld replays, %ld expected errors)\n",
+           md->ops, (unsigned long long)md->seed, md->o.nmembers, md->o.nlots, md->o.ntxns,
+           md->checks, md->lot_checks, md->replays_done, md->errors_expected);
     jf_engine_free(md->eng);
     remove_dir(md);
-    o_free(&md->o);
+    model_free(md);
     return 0;
 }

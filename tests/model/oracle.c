@@ -24,8 +24,7 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-void o_init(oracle *o, int64_t now, int64_t pending_days, int64_t expiry_days,
-            int64_t debt_floor)
+void o_init(oracle *o, int64_t now, int64_t pending_days, int64_t expiry_days, int64_t debt_floor)
 {
     memset(o, 0, sizeof *o);
     o->now = now;
@@ -359,8 +358,7 @@ int o_clock_set(oracle *o, int64_t now)
 
 /* ---- writes ---- */
 
-jf_err o_earn(oracle *o, int m, int64_t points, int64_t pending_days, int64_t expires_at,
-              int *t)
+jf_err o_earn(oracle *o, int m, int64_t points, int64_t pending_days, int64_t expires_at, int *t)
 {
     void_overdue(o, m);
     *t = txn_new(o, O_EARN, m);
@@ -560,7 +558,7 @@ void o_expiry_run(oracle *o, o_expiry *out)
         }
         if (count == 0)
             continue;
-        int t = txn_new(o, O_EXPIRE, m);
+        int t = txn_new(o, O_EXPIRE, m); /* marks the member dirty */
         o->txns[t].points = pts;
         out->points += pts;
         out->lots += count;

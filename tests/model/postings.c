@@ -3,9 +3,13 @@
  * transaction must show the oracle's type, points and reversed_points, and
  * exactly the postings spec.md "Accounts" prescribes for that movement
  * (compared as sums per account, so the order and any split of one account's
- * amount into several rows do not matter; they must sum to zero, I1).
+ * amount into several rows do not matter; they must sum to zero, I1).  At
+ * the end, every member's history (GET /members/{id}/transactions, newest
+ * first) must be the oracle's transactions of that member, including the
+ * holds the system voided and the expiries, with actor "system".
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model.h"
@@ -188,12 +192,93 @@ void mt_op_txn_get(model *md)
         return;
     int lo = md->nrecent > 400 ? md->nrecent - 400 : 0;
     int t = md->recent[mt_rng_range(&md->rng, lo, md->nrecent - 1)];
-    mt_desc(md, "TRANSACTION_GET %s (%s of m%d)", md->o.txns[t].id,
-            o_type_name(md->o.txns[t].type), md->o.txns[t].member);
+    mt_desc(md, "TRANSACTION_GET %s (%s of m%d)", md->o.txns[t].id, o_type_name(md->o.txns[t].type),
+            md->o.txns[t].member);
     jf_err err = mt_call(md, JF_OP_TRANSACTION_GET, md->o.txns[t].id, NULL, NULL, NULL, 0, &res);
     mt_expect_err(md, JF_OK, err, &res);
     json_t *root = mt_json(md, &res);
     compare_txn(md, t, root);
     json_decref(root);
     jf_result_deinit(&res);
+}
+
+typedef struct e_txn {
+    char id[MT_ID_LEN];
+    char type[16];
+    char actor[MT_ID_LEN];
+    int64_t points;
+} e_txn;
+
+/* Appends the engine's transactions of member m (as member_id, not as
+ * counterparty), newest first, one page; returns the next cursor or NULL. */
+static char *history_page(model *md, int m, const char *cursor, e_txn **out, int *n, int *cap)
+{
+    jf_param params[2] = {{"limit", "1000"}, {"cursor", cursor}};
+    jf_result res;
+    const char *mid = md->o.members[m].id;
+    jf_err err =
+        mt_call(md, JF_OP_MEMBER_TRANSACTIONS, mid, NULL, NULL, params, cursor ? 2 : 1, &res);
+    mt_expect_err(md, JF_OK, err, &res);
+    json_t *root = mt_json(md, &res);
+    json_t *data = json_object_get(root, "data");
+    for (size_t i = 0; i < json_array_size(data); i++) {
+        json_t *j = json_array_get(data, i);
+        const char *member = mt_str(md, j, "member_id");
+        if (member == NULL || strcmp(member, mid) != 0)
+            continue;
+        e_txn e;
+        memset(&e, 0, sizeof e);
+        snprintf(e.id, sizeof e.id, "%s", mt_str(md, j, "id"));
+        snprintf(e.type, sizeof e.type, "%s", mt_str(md, j, "type"));
+        const char *actor = mt_str(md, j, "actor");
+        snprintf(e.actor, sizeof e.actor, "%s", actor ? actor : "");
+        e.points = mt_int(md, j, "points");
+        MT_PUSH(*out, *n, *cap, e);
+    }
+    const char *next = mt_str(md, root, "next_cursor");
+    char *ret = next ? mt_xstrdup(next) : NULL;
+    json_decref(root);
+    jf_result_deinit(&res);
+    return ret;
+}
+
+/* Compares the i-th oldest engine transaction with oracle transaction t. */
+static void compare_history_entry(model *md, int m, int i, const e_txn *e, int t)
+{
+    const o_txn *tx = &md->o.txns[t];
+    bool system = tx->id[0] == '\0';
+    if (strcmp(e->type, o_type_name(tx->type)) == 0 && e->points == tx->points &&
+        (system ? strcmp(e->actor, "system") == 0 : strcmp(e->id, tx->id) == 0))
+        return;
+    mt_fail(md,
+            "transaction %d (oldest first) of member %s (m%d): engine %s %s %lld points actor "
+            "%s, oracle %s %s %lld points%s",
+            i, md->o.members[m].id, m, e->id, e->type, (long long)e->points, e->actor,
+            system ? "(system)" : tx->id, o_type_name(tx->type), (long long)tx->points,
+            system ? " by the system" : "");
+}
+
+void mt_check_history(model *md, int m)
+{
+    e_txn *list = NULL;
+    int n = 0, cap = 0, k = 0;
+    char *cursor = NULL;
+    do {
+        char *next = history_page(md, m, cursor, &list, &n, &cap);
+        free(cursor);
+        cursor = next;
+    } while (cursor != NULL);
+    for (int t = 0; t < md->o.ntxns; t++) {
+        if (md->o.txns[t].member != m)
+            continue;
+        if (k == n)
+            mt_fail(md, "member %s (m%d) has %d transactions in the engine, more in the oracle",
+                    md->o.members[m].id, m, n);
+        compare_history_entry(md, m, k, &list[n - 1 - k], t);
+        k++;
+    }
+    if (k != n)
+        mt_fail(md, "member %s (m%d) has %d transactions in the engine, %d in the oracle",
+                md->o.members[m].id, m, n, k);
+    free(list);
 }

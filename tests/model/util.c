@@ -100,11 +100,10 @@ void mt_time_format_offset(int64_t ms, int offset_min, bool with_ms, char *buf, 
         snprintf(frac, sizeof frac, ".%03d", (int)(rest % 1000));
     char zone[16] = "Z";
     if (offset_min != 0)
-        snprintf(zone, sizeof zone, "%c%02d:%02d", offset_min < 0 ? '-' : '+',
-                 abs(offset_min) / 60, abs(offset_min) % 60);
+        snprintf(zone, sizeof zone, "%c%02d:%02d", offset_min < 0 ? '-' : '+', abs(offset_min) / 60,
+                 abs(offset_min) % 60);
     snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d%s%s", (int)y, (int)m, (int)d,
-             (int)(rest / 3600000), (int)(rest / 60000 % 60), (int)(rest / 1000 % 60), frac,
-             zone);
+             (int)(rest / 3600000), (int)(rest / 60000 % 60), (int)(rest / 1000 % 60), frac, zone);
 }
 
 void mt_time_format(int64_t ms, char *buf, size_t len)
