@@ -4,7 +4,8 @@
 # The first run creates data/jifen.db with a tenant "demo" and keeps the admin key in
 # data/demo.json, so later runs reuse the same database and key.  The server starts in the
 # background; once /healthz answers, the first run seeds sample data through the HTTP API
-# (members, an earn from an order, a redeem, an expiry policy).  Then it prints the URL, the
+# (members, earns from orders under the sample earning rules of docs/RULES.md, a review event, a
+# redeem, an expiry policy).  Then it prints the URL, the
 # admin key and example requests, and waits on the server: Ctrl-C stops it cleanly.
 #
 # Environment: JIFEN_BIN (default build/jifen), JIFEN_LISTEN (default 127.0.0.1:8080).
@@ -39,7 +40,7 @@ mkdir -p "$DATA"
 
 if [ ! -e "$DB" ]; then
     echo "demo: creating $DB with tenant 'demo'"
-    if ! "$BIN" init --db "$DB" --tenant demo --json >"$DEMO_JSON.tmp"; then
+    if ! "$BIN" init --db "$DB" --tenant demo --rules active --json >"$DEMO_JSON.tmp"; then
         # The database did not exist before: remove what the failed init left behind.
         rm -f "$DB" "$DB-wal" "$DB-shm" "$DEMO_JSON.tmp"
         die "jifen init failed"
@@ -136,10 +137,15 @@ seed() {
         return 1
     m3=$(member 13800000003 '{"external_id":"13800000003","name":"李娜"}') || return 1
 
-    # 258.00 yuan at the till: 258 points by the program's earn rate.
+    # 258.00 yuan at the till: 258 points by the rule 消费1元积1分 (doubled on a Wednesday, the
+    # member day, or in 张伟's birthday month, May; docs/RULES.md).  The shipping line earns
+    # nothing.
     api POST "/v1/members/$m1/earn" \
-        '{"order":{"id":"demo-order-1001","amount":25800,"currency":"CNY"},"channel":"pos","store_id":"store-001"}' \
+        '{"order":{"id":"demo-order-1001","amount":26600,"currency":"CNY","lines":[{"sku":"TEA-01","category":"tea","amount":18800,"quantity":2},{"sku":"CAKE-07","category":"bakery","amount":7000},{"sku":"SHIP","amount":800,"shipping":true}]},"channel":"pos","store_id":"store-001"}' \
         demo-seed-earn-1001 >/dev/null || return 1
+    # A review: 20 points by the event rule 评价奖励 (at most once a day).
+    api POST "/v1/members/$m1/events" '{"name":"review_posted","attributes":{"stars":5}}' \
+        demo-seed-review-1 >/dev/null || return 1
     api POST "/v1/members/$m2/earn" \
         '{"order":{"id":"demo-order-1002","amount":9900,"currency":"CNY"},"channel":"mini_program"}' \
         demo-seed-earn-1002 >/dev/null || return 1
@@ -177,6 +183,12 @@ jifen is running.
 
   # the member with external_id 13800000001 and their points
   curl -s -H "Authorization: Bearer \$KEY" \$URL/v1/members/external/13800000001
+
+  # the earning rules (docs/RULES.md), and what an order would earn now (writes nothing)
+  curl -s -H "Authorization: Bearer \$KEY" \$URL/v1/rules
+  curl -s -X POST -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+       -d '{"dry_run":true,"order":{"id":"preview","amount":12800,"currency":"CNY"}}' \\
+       \$URL/v1/members/$DEMO_MEMBER/earn
 
   # earn 50 points (each retry with the same Idempotency-Key earns nothing more)
   curl -s -X POST -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\

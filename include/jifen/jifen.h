@@ -88,7 +88,13 @@ jf_role jf_role_parse(const char *name);
     X(KEY_REVOKE, "api_key.revoke", 1, JF_ROLES_ADMIN)                                         \
     X(CLOCK_SET, "test.clock_set", 1, JF_ROLES_ADMIN)                                          \
     X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)                                          \
-    X(BATCH, "points.batch", 1, JF_ROLES_STAFF)
+    X(BATCH, "points.batch", 1, JF_ROLES_STAFF)                                                \
+    X(MEMBER_EVENT, "member.event", 1, JF_ROLES_STAFF)                                         \
+    X(RULE_CREATE, "rule.create", 1, JF_ROLES_ADMIN)                                           \
+    X(RULE_LIST, "rule.list", 0, JF_ROLES_ALL)                                                 \
+    X(RULE_GET, "rule.get", 0, JF_ROLES_ALL)                                                   \
+    X(RULE_UPDATE, "rule.update", 1, JF_ROLES_ADMIN)                                           \
+    X(RULE_ARCHIVE, "rule.archive", 1, JF_ROLES_ADMIN)
 
 typedef enum jf_op {
 #define JF__OP_ENUM(name, str, is_write, roles) JF_OP_##name,
@@ -107,7 +113,9 @@ bool jf_op_is_write(jf_op op);
 bool jf_op_allows(jf_op op, jf_role role);
 
 /* True when the operation changes points and so requires an idempotency key
- * (API.md): earn, redeem, adjust, transfer, hold, capture, void, reverse. */
+ * (API.md): earn, redeem, adjust, transfer, hold, capture, void, reverse,
+ * member events.  A dry run (earn and events with "dry_run": true) writes
+ * nothing and needs no key; jf_call checks that after parsing the body. */
 bool jf_op_requires_idempotency(jf_op op);
 
 /* One query parameter, already percent-decoded. */

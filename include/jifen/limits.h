@@ -49,6 +49,22 @@
 #define JF_TIMEZONE_LEN_MAX 64
 #define JF_KEY_NAME_LEN_MAX 100
 
+/* Earning rules (docs/RULES.md).  A tenant has at most JF_RULES_MAX rules;
+ * at most JF_RULES_ACTIVE_MAX of one trigger are evaluated per earn, which
+ * bounds the writer's work per order and the awards of one transaction.
+ * Lists inside a rule (SKUs, tags, days) and the lines of an order are
+ * bounded so that evaluation stays a few microseconds. */
+#define JF_RULES_MAX 1000
+#define JF_RULES_ACTIVE_MAX 64
+#define JF_RULE_BYTES_MAX 16384
+#define JF_RULE_LIST_MAX 200
+#define JF_RULE_NAME_LEN_MAX 100
+#define JF_EVENT_NAME_LEN_MAX 64
+#define JF_ORDER_LINES_MAX 500
+#define JF_SKU_LEN_MAX 64
+#define JF_EXPLANATION_LEN_MAX 320
+#define JF_RULE_FACTOR_MAX 100
+
 /* Lists: ?limit= is 1..1000, default 50 (API.md). */
 #define JF_LIST_LIMIT_DEFAULT 50
 #define JF_LIST_LIMIT_MAX 1000
@@ -95,6 +111,8 @@ _Static_assert(JF_BODY_BYTES_MAX <= JF_BATCH_BODY_BYTES_MAX, "a batch holds any 
 _Static_assert(JF_BATCH_BODY_BYTES_MAX == 1024 * 1024 && JF_BODY_BYTES_MAX == 64 * 1024,
                "the server's 413 details name these sizes");
 _Static_assert(JF_BATCH_OPS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch's keys fit the in-flight set");
+_Static_assert(JF_RULES_ACTIVE_MAX <= JF_RULES_MAX, "active rules are rules");
+_Static_assert(JF_RULE_BYTES_MAX < JF_BODY_BYTES_MAX, "a rule fits in a body");
 _Static_assert(JF_POINTS_MAX < INT64_MAX / 2, "two in-range amounts add without overflow");
 
 #endif

@@ -76,5 +76,6 @@ int cmd_verify(int argc, char **argv);
 int cmd_expire(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_tenants(int argc, char **argv);
+int cmd_rules(int argc, char **argv);
 
 #endif

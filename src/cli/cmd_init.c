@@ -16,16 +16,65 @@
 #define API_KEY_BUF 256
 
 static const char init_usage[] =
-    "usage: jifen init --db FILE [--tenant NAME] [--json]\n"
+    "usage: jifen init --db FILE [--tenant NAME] [--rules draft|active|none] [--json]\n"
     "\n"
-    "Creates the database FILE if needed, then a tenant with a default program\n"
-    "and an admin API key.  Running it again adds another tenant.\n"
+    "Creates the database FILE if needed, then a tenant with a default program,\n"
+    "the sample earning rules and an admin API key.  Running it again adds\n"
+    "another tenant.\n"
     "\n"
     "  --db FILE      the SQLite database (created when missing)\n"
     "  --tenant NAME  the tenant's name (default \"default\")\n"
+    "  --rules S      status of the sample rules (docs/RULES.md): draft (default;\n"
+    "                 preview them with a dry run, activate with PUT /v1/rules/{id}),\n"
+    "                 active, or none to create no rules\n"
     "  --json         print {\"tenant_id\": \"...\", \"api_key\": \"...\"} and nothing else\n"
     "\n"
     "The API key is shown once: only its hash is stored.\n";
+
+/* The sample rules every new tenant gets (docs/RULES.md explains each).
+ * Until a purchase rule is active, orders earn at the program's base rate,
+ * which is the same 1 point per yuan. */
+static const char *const sample_rules[] = {
+    "{\"name\": \"消费1元积1分 (1 point per yuan)\", \"trigger\": \"purchase\", \"priority\": 100,"
+    " \"effect\": {\"type\": \"rate\", \"points\": 1, \"per_amount\": 100, \"rounding\": \"floor\","
+    " \"exclude_points_paid\": true}}",
+    "{\"name\": \"会员日双倍积分 (member day: double points on Wednesday)\", \"trigger\": \"purchase\","
+    " \"priority\": 50, \"group\": \"double points\", \"conditions\": {\"days_of_week\": [3]},"
+    " \"effect\": {\"type\": \"multiplier\", \"factor_num\": 2, \"factor_den\": 1}}",
+    "{\"name\": \"生日月双倍积分 (birthday month: double points)\", \"trigger\": \"purchase\","
+    " \"priority\": 50, \"group\": \"double points\", \"conditions\": {\"birthday\": \"month\"},"
+    " \"effect\": {\"type\": \"multiplier\", \"factor_num\": 2, \"factor_den\": 1}}",
+    "{\"name\": \"评价奖励 (review posted: 20 points, once a day)\", \"trigger\": \"event\","
+    " \"event\": \"review_posted\", \"effect\": {\"type\": \"fixed\", \"points\": 20},"
+    " \"limits\": {\"per_member\": {\"period\": \"day\", \"max_awards\": 1}}}",
+};
+
+/* Creates the sample rules in the new tenant with the given status. */
+static int create_sample_rules(jf_engine *eng, const char *tenant_id, const char *status)
+{
+    jf_auth auth;
+    if (jf_tenant_auth(eng, tenant_id, &auth) != JF_OK)
+        return cli_fail("init: the new tenant %s is missing", tenant_id);
+    for (size_t i = 0; i < sizeof sample_rules / sizeof sample_rules[0]; i++) {
+        json_t *r = json_loads(sample_rules[i], 0, NULL);
+        if (r)
+            json_object_set_new(r, "status", json_string(status));
+        char *body = r ? json_dumps(r, JSON_COMPACT) : NULL;
+        json_decref(r);
+        if (body == NULL)
+            return cli_fail("init: out of memory");
+        jf_request req = {.op = JF_OP_RULE_CREATE, .auth = &auth, .body = body,
+                          .body_len = strlen(body)};
+        jf_result res;
+        jf_err err = jf_call_sync(eng, &req, &res);
+        free(body);
+        int rc = err == JF_OK ? CLI_EXIT_OK : cli_fail_result(&res);
+        jf_result_deinit(&res);
+        if (rc != CLI_EXIT_OK)
+            return rc;
+    }
+    return CLI_EXIT_OK;
+}
 
 static void print_init_json(const char *tenant_id, const char *api_key)
 {
@@ -39,12 +88,14 @@ static void print_init_json(const char *tenant_id, const char *api_key)
 
 int cmd_init(int argc, char **argv)
 {
-    const char *db = NULL, *tenant = NULL, *pos[1];
+    const char *db = NULL, *tenant = NULL, *rules = "draft", *pos[1];
     bool json = false;
     int pos_n = 0;
-    const cli_opt opts[] = {
-        {"--db", &db, NULL}, {"--tenant", &tenant, NULL}, {"--json", NULL, &json}};
-    cli_parse_result pr = cli_parse("init", argc, argv, opts, 3, pos, 0, &pos_n);
+    const cli_opt opts[] = {{"--db", &db, NULL},
+                            {"--tenant", &tenant, NULL},
+                            {"--rules", &rules, NULL},
+                            {"--json", NULL, &json}};
+    cli_parse_result pr = cli_parse("init", argc, argv, opts, 4, pos, 0, &pos_n);
     if (pr == CLI_PARSE_HELP)
         return fputs(init_usage, stdout), CLI_EXIT_OK;
     if (pr == CLI_PARSE_ERROR)
@@ -53,13 +104,18 @@ int cmd_init(int argc, char **argv)
         return cli_missing("init", "--db FILE");
     if (!tenant)
         tenant = "default";
+    if (strcmp(rules, "draft") != 0 && strcmp(rules, "active") != 0 && strcmp(rules, "none") != 0)
+        return cli_fail("init: --rules must be draft, active or none");
     jf_engine *eng = NULL;
     if (cli_open(db, false, false, 0, &eng) != JF_OK)
         return CLI_EXIT_ERROR;
     char tenant_id[TENANT_ID_BUF] = "", api_key[API_KEY_BUF] = "";
     jf_err err =
         jf_tenant_create(eng, tenant, tenant_id, sizeof tenant_id, api_key, sizeof api_key);
-    int rc = CLI_EXIT_OK;
+    int rc = CLI_EXIT_OK, rules_rc = CLI_EXIT_OK;
+    if (err == JF_OK && strcmp(rules, "none") != 0)
+        rules_rc = create_sample_rules(eng, tenant_id, rules);
+    /* The key is printed even if a sample rule failed: it is shown only once. */
     if (err != JF_OK) {
         rc = cli_fail("cannot create tenant '%s': %s", tenant, jf_err_message(err));
     } else if (json) {
@@ -72,7 +128,7 @@ int cmd_init(int argc, char **argv)
     }
     fflush(stdout);
     jf_engine_free(eng);
-    return rc;
+    return rc != CLI_EXIT_OK ? rc : rules_rc;
 }
 
 static const char tenants_usage[] = "usage: jifen tenants --db FILE [--json]\n"

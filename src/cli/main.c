@@ -24,6 +24,7 @@ static const subcommand subcommands[] = {
     {"expire", cmd_expire, "expire due points and void overdue holds now"},
     {"keys", cmd_keys, "create, list or revoke API keys of a tenant"},
     {"tenants", cmd_tenants, "list the tenants in a database"},
+    {"rules", cmd_rules, "list, show or create the earning rules of a tenant"},
 };
 
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])

@@ -69,6 +69,20 @@ static inline bool jf_rate_apply_ceil(int64_t amount, int64_t num, int64_t den, 
     return true;
 }
 
+/* *out = amount * num / den rounded half up (half away from zero for these
+ * non-negative operands), same domain as jf_rate_apply_floor. */
+static inline bool jf_rate_apply_round(int64_t amount, int64_t num, int64_t den, int64_t *out)
+{
+    if (amount < 0 || num < 0 || den < 1)
+        return false;
+    __int128 p = (__int128)amount * num;
+    __int128 r = p / den + (2 * (p % den) >= den);
+    if (r > JF_POINTS_MAX)
+        return false;
+    *out = (int64_t)r;
+    return true;
+}
+
 /* Smaller of two int64 values. */
 static inline int64_t jf_min_i64(int64_t a, int64_t b)
 {

@@ -35,6 +35,7 @@ typedef struct jf_program {
     int64_t expiry_n;       /* days or months */
     int64_t pending_days, debt_floor, hold_ttl_s, operator_adjust_max;
     char timezone[JF_TIMEZONE_LEN_MAX + 1];
+    int64_t max_points_per_order; /* cap on what one order earns; -1 = none */
     int64_t updated_at;
 } jf_program;
 
@@ -42,6 +43,9 @@ typedef struct jf_program {
  * command's JSON body, which lives as long as the command. */
 typedef struct jf_args {
     bool has_points, has_order, has_pending_days, has_expires_at, has_ttl;
+    bool dry_run, include_drafts; /* earn and events: compute, answer, write nothing */
+    json_t *order;                /* the validated "order" object of an earn */
+    const char *event_name;       /* POST /v1/members/{id}/events */
     int64_t points;
     const char *order_id, *order_currency;
     int64_t order_amount;

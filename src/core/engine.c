@@ -24,6 +24,7 @@
 
 #include "cmd.h"
 #include "core.h"
+#include "rules.h"
 #include "tz.h"
 
 
@@ -302,6 +303,13 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     if (tid)
         snprintf(tx_id, sizeof(tx_id), "%s", tid);
     err = ctx_finish(&ctx, err, &cmd->res);
+    if (err == JF_OK && cmd->args.dry_run) {
+        /* Whatever a dry run touched (overdue holds voided on the way) is
+         * undone: it answers exactly what a real run would, and writes nothing. */
+        jf_db_run(db, "ROLLBACK TO cmd", "");
+        jf_db_run(db, "RELEASE cmd", "");
+        return false;
+    }
     if (err == JF_OK && cmd->idem_key && !again)
         err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
     if (err != JF_OK) {
@@ -470,6 +478,12 @@ static void answer_now(jf_done_fn done, void *done_ctx, jf_err err, const char *
     jf_result_deinit(&res);
 }
 
+/* Operations whose body may ask for a dry run (no key needed, nothing written). */
+static bool op_may_dry_run(jf_op op)
+{
+    return op == JF_OP_EARN || op == JF_OP_MEMBER_EVENT;
+}
+
 static jf_err call_check(jf_engine *eng, const jf_request *req, char *detail)
 {
     if (req == NULL || (unsigned)req->op >= (unsigned)JF_OP__COUNT)
@@ -483,7 +497,8 @@ static jf_err call_check(jf_engine *eng, const jf_request *req, char *detail)
                  jf_op_name(req->op));
         return JF_ERR_FORBIDDEN;
     }
-    if (req->idempotency_key == NULL && jf_op_requires_idempotency(req->op))
+    if (req->idempotency_key == NULL && jf_op_requires_idempotency(req->op) &&
+        !op_may_dry_run(req->op))
         return JF_ERR_IDEMPOTENCY_KEY_REQUIRED;
     if (req->idempotency_key && !jf_idem_key_valid(req->idempotency_key))
         return JF_ERR_INVALID_IDEMPOTENCY_KEY;
@@ -548,7 +563,16 @@ static jf_err cmd_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
         return err;
     if (cmd->op == JF_OP_BATCH)
         return jf_batch_prepare(eng, req, cmd);
-    return jf_cmd_validate(eng, req, cmd);
+    bool dry = op_may_dry_run(cmd->op) && json_is_true(json_object_get(cmd->body, "dry_run"));
+    if (cmd->idem_key == NULL && jf_op_requires_idempotency(cmd->op) && !dry)
+        return JF_ERR_IDEMPOTENCY_KEY_REQUIRED;
+    err = jf_cmd_validate(eng, req, cmd);
+    if (err == JF_OK && cmd->args.dry_run) {
+        /* A dry run is never stored as a replay and never blocks a key. */
+        free(cmd->idem_key);
+        cmd->idem_key = NULL;
+    }
+    return err;
 }
 
 static void call_write(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
@@ -707,6 +731,12 @@ const jf_op_impl *jf_op_impl_of(jf_op op)
         [JF_OP_CLOCK_SET] = &op_clock_set,
         [JF_OP_CLOCK_GET] = &op_clock_get,
         [JF_OP_BATCH] = &op_batch,
+        [JF_OP_MEMBER_EVENT] = &jf_op_member_event,
+        [JF_OP_RULE_CREATE] = &jf_op_rule_create,
+        [JF_OP_RULE_LIST] = &jf_op_rule_list,
+        [JF_OP_RULE_GET] = &jf_op_rule_get,
+        [JF_OP_RULE_UPDATE] = &jf_op_rule_update,
+        [JF_OP_RULE_ARCHIVE] = &jf_op_rule_archive,
     };
     return table[op];
 }

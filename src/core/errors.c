@@ -89,6 +89,7 @@ bool jf_op_requires_idempotency(jf_op op)
     case JF_OP_HOLD_CAPTURE:
     case JF_OP_HOLD_VOID:
     case JF_OP_REVERSE:
+    case JF_OP_MEMBER_EVENT:
         return true;
     default:
         return false;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ledger.h"
+#include "rules.h"
 
 #define DAY_MS INT64_C(86400000)
 
@@ -135,11 +136,15 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 
 jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
 {
-    static const char *const fields[] = {"id", "amount", "currency", NULL};
+    static const char *const fields[] = {"id",       "amount",   "currency",        "lines",
+                                         "channel", "store_id", "paid_with_points", NULL};
     jf_args *a = ctx->args;
     if (!json_is_object(o))
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'order' must be an object.");
     jf_err err = jf_json_allow(ctx, o, fields);
+    if (err == JF_OK)
+        err = jf_rule_order_validate(ctx, o);
+    a->order = o;
     if (err == JF_OK)
         err = jf_json_str(ctx, o, "id", true, JF_ORDER_ID_LEN_MAX, &a->order_id);
     if (err == JF_OK)
@@ -150,11 +155,27 @@ jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
     return err;
 }
 
+jf_err jf_dry_run_args(jf_ctx *ctx)
+{
+    jf_args *a = ctx->args;
+    json_t *d = json_object_get(ctx->body, "dry_run"), *i = json_object_get(ctx->body,
+                                                                             "include_drafts");
+    if ((d && !json_is_boolean(d)) || (i && !json_is_boolean(i)))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'dry_run' and 'include_drafts' are booleans.");
+    a->dry_run = json_is_true(d);
+    a->include_drafts = json_is_true(i);
+    if (a->include_drafts && !a->dry_run)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'include_drafts' needs \"dry_run\": true.");
+    if (a->dry_run && ctx->req && ctx->req->op == JF_OP_BATCH)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "A batch cannot hold a dry run.");
+    return JF_OK;
+}
+
 static jf_err earn_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points",   "order", "channel",      "store_id",
-                                         "note",     "reason", "metadata",    "pending_days",
-                                         "expires_at", NULL};
+    static const char *const fields[] = {"points",       "order",      "channel",  "store_id",
+                                         "note",         "reason",     "metadata", "pending_days",
+                                         "expires_at",   "dry_run",    "include_drafts", NULL};
     jf_args *a = ctx->args;
     json_t *b = ctx->body;
     jf_err err = jf_json_allow(ctx, b, fields);
@@ -170,11 +191,13 @@ static jf_err earn_validate(jf_ctx *ctx)
                           &a->has_pending_days);
     if (err == JF_OK)
         err = jf_json_time(ctx, b, "expires_at", false, &a->expires_at, &a->has_expires_at);
+    if (err == JF_OK)
+        err = jf_dry_run_args(ctx);
     return err == JF_OK ? jf_args_common(ctx) : err;
 }
 
-/* Points an order earns at the program's base rate, rounded down. */
-static jf_err earn_order_points(jf_ctx *ctx, int64_t *points)
+/* Refuses an order in another currency or one that already earned. */
+static jf_err earn_order_check(jf_ctx *ctx)
 {
     const jf_args *a = ctx->args;
     if (a->order_currency && strcmp(a->order_currency, ctx->prog.currency) != 0)
@@ -185,19 +208,77 @@ static jf_err earn_order_points(jf_ctx *ctx, int64_t *points)
                            "SELECT count(*) FROM transactions WHERE tenant_id=? AND order_id=?"
                            " AND type='earn'",
                            "Is", ctx->auth->tenant, a->order_id);
-    if (err != JF_OK)
+    if (err == JF_OK && seen)
+        err = jf_fail(ctx, JF_ERR_ORDER_ALREADY_EARNED, "Order '%s' already earned points.",
+                      a->order_id);
+    return err;
+}
+
+/* Points of an order without explicit points: the live purchase rules when
+ * there are any (*ruled), else the program's base rate rounded down. */
+static jf_err earn_order_points(jf_ctx *ctx, const char *member_id, jf_award *aw, size_t *n,
+                                bool *ruled, int64_t *points)
+{
+    const jf_args *a = ctx->args;
+    size_t live = 0;
+    jf_err err = jf_rules_awards(ctx, member_id, NULL, aw, n, &live);
+    *ruled = live > 0;
+    *points = 0;
+    for (size_t i = 0; err == JF_OK && *ruled && i < *n; i++)
+        if (!jf_points_add_checked(*points, aw[i].points, points))
+            err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The order earns too many points.");
+    if (err != JF_OK || *ruled)
         return err;
-    if (seen)
-        return jf_fail(ctx, JF_ERR_ORDER_ALREADY_EARNED, "Order '%s' already earned points.",
-                       a->order_id);
-    if (a->has_points) {
-        *points = a->points;
-        return JF_OK;
-    }
     if (!jf_rate_apply_floor(a->order_amount, ctx->prog.earn_points, ctx->prog.earn_per_amount,
                              points))
         return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The order earns more than the points range.");
+    if (ctx->prog.max_points_per_order >= 0 && *points > ctx->prog.max_points_per_order)
+        *points = ctx->prog.max_points_per_order;
     return JF_OK;
+}
+
+/* The answer of a dry run: the awards, their total, nothing written. */
+static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool ruled,
+                                 int64_t points)
+{
+    const jf_args *a = ctx->args;
+    json_t *awards = jf_awards_array(aw, ruled ? n : 0);
+    if (!ruled && a->has_order && !a->has_points) {
+        char why[JF_EXPLANATION_LEN_MAX];
+        snprintf(why, sizeof why,
+                 "Program base rate: %lld points per %lld of order amount %lld (floor) => %lld "
+                 "points.",
+                 (long long)ctx->prog.earn_points, (long long)ctx->prog.earn_per_amount,
+                 (long long)a->order_amount, (long long)points);
+        json_array_append_new(awards, json_pack("{snsnsIss}", "rule_id", "rule_version", "points",
+                                                (json_int_t)points, "explanation", why));
+    }
+    jf_json_set(ctx->out, "dry_run", json_true());
+    jf_json_set(ctx->out, "total_points", json_integer(points));
+    jf_json_set(ctx->out, "awards", awards);
+    return JF_OK;
+}
+
+/* Credits points: one lot per rule award, or one lot for the whole earn. */
+static jf_err earn_credit(jf_ctx *ctx, jf_tx *tx, const char *member_id, const jf_award *aw,
+                          size_t n, bool ruled, int64_t points)
+{
+    const jf_args *a = ctx->args;
+    jf_err err = JF_OK;
+    if (ruled) {
+        err = jf_awards_write(ctx, tx, member_id, aw, n);
+    } else if (points > 0) {
+        int64_t pending = a->has_pending_days ? a->pending_days : ctx->prog.pending_days;
+        int64_t expires = a->has_expires_at ? a->expires_at
+                                            : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
+        err = jf_lot_create(ctx, tx, member_id, points, ctx->now_ms + pending * DAY_MS, expires,
+                            NULL);
+    }
+    if (points > 0) {
+        jf_tx_post(tx, "issuance", NULL, -points);
+        jf_tx_post(tx, "points", member_id, points);
+    }
+    return err;
 }
 
 static jf_err earn_apply(jf_ctx *ctx)
@@ -206,17 +287,26 @@ static jf_err earn_apply(jf_ctx *ctx)
     jf_member m;
     jf_tx tx;
     int64_t points = a->points;
+    bool ruled = false;
+    size_t n = 0;
     /* Checked here, not in validate, so that a replay of an old request is
      * answered from its stored response whatever the time is now. */
     if (a->has_expires_at && a->expires_at <= ctx->now_ms)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
-    jf_err err = jf_member_writable(ctx, ctx->path_id, &m);
+    jf_award *aw = calloc(JF_RULES_ACTIVE_MAX, sizeof(*aw));
+    jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
     if (err == JF_OK && a->has_order)
-        err = earn_order_points(ctx, &points);
-    if (err == JF_OK)
+        err = earn_order_check(ctx);
+    if (err == JF_OK && a->has_order && !a->has_points)
+        err = earn_order_points(ctx, m.id, aw, &n, &ruled, &points);
+    if (err == JF_OK && a->dry_run)
+        err = earn_dry_run_reply(ctx, aw, n, ruled, points);
+    if (err == JF_OK && !a->dry_run)
         err = jf_tx_begin(ctx, &tx, "earn", m.id);
-    if (err != JF_OK)
+    if (err != JF_OK || a->dry_run) {
+        free(aw);
         return err;
+    }
     jf_tx_describe(&tx, a);
     tx.points = tx.delta = points;
     if (a->has_order) {
@@ -224,13 +314,8 @@ static jf_err earn_apply(jf_ctx *ctx)
         tx.order_currency = a->order_currency;
         tx.order_amount = a->order_currency ? a->order_amount : -1;
     }
-    int64_t pending = a->has_pending_days ? a->pending_days : ctx->prog.pending_days;
-    int64_t expires = a->has_expires_at ? a->expires_at : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
-    if (points > 0) {
-        err = jf_lot_create(ctx, &tx, m.id, points, ctx->now_ms + pending * DAY_MS, expires, NULL);
-        jf_tx_post(&tx, "issuance", NULL, -points);
-        jf_tx_post(&tx, "points", m.id, points);
-    }
+    err = earn_credit(ctx, &tx, m.id, aw, n, ruled, points);
+    free(aw);
     return jf_tx_complete(ctx, &tx, m.id, err);
 }
 

@@ -115,5 +115,8 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 /* Parses an "order" object: id, and amount and currency (required when
  * need_amount). */
 jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount);
+/* Parses "dry_run" and "include_drafts" (earn, events): a dry run is not
+ * allowed inside a batch, and include_drafts only in a dry run. */
+jf_err jf_dry_run_args(jf_ctx *ctx);
 
 #endif

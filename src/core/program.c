@@ -24,7 +24,8 @@ jf_err jf_program_load(jf_db *db, int64_t tenant, jf_program *p)
         db,
         "SELECT t.public_id, p.name, p.currency, p.earn_points, p.earn_per_amount,"
         " p.expiry_policy, p.expiry_n, p.pending_days, p.debt_floor, p.timezone, p.hold_ttl_s,"
-        " p.operator_adjust_max, p.updated_at FROM programs p JOIN tenants t ON t.id = p.tenant_id"
+        " p.operator_adjust_max, p.updated_at, COALESCE(p.max_points_per_order, -1)"
+        " FROM programs p JOIN tenants t ON t.id = p.tenant_id"
         " WHERE p.tenant_id = ?",
         "I", tenant);
     if (st == NULL)
@@ -48,6 +49,7 @@ jf_err jf_program_load(jf_db *db, int64_t tenant, jf_program *p)
     p->hold_ttl_s = sqlite3_column_int64(st, 10);
     p->operator_adjust_max = sqlite3_column_int64(st, 11);
     p->updated_at = sqlite3_column_int64(st, 12);
+    p->max_points_per_order = sqlite3_column_int64(st, 13);
     sqlite3_reset(st);
     return JF_OK;
 }
@@ -71,6 +73,8 @@ json_t *jf_program_json(const jf_program *p)
     jf_json_set(o, "timezone", json_string(p->timezone));
     jf_json_set(o, "hold_ttl_seconds", json_integer(p->hold_ttl_s));
     jf_json_set(o, "operator_adjust_max", json_integer(p->operator_adjust_max));
+    jf_json_set(o, "max_points_per_order",
+                p->max_points_per_order < 0 ? json_null() : json_integer(p->max_points_per_order));
     jf_json_set(o, "updated_at", jf_json_time_value(p->updated_at));
     return o;
 }
@@ -150,7 +154,8 @@ static jf_err program_update_validate(jf_ctx *ctx)
 {
     static const char *const fields[] = {"name", "currency", "earn_rate", "expiry",
                                          "pending_days", "debt_floor", "timezone",
-                                         "hold_ttl_seconds", "operator_adjust_max", NULL};
+                                         "hold_ttl_seconds", "operator_adjust_max",
+                                         "max_points_per_order", NULL};
     json_t *b = ctx->body;
     const char *s = NULL;
     int64_t n;
@@ -174,6 +179,9 @@ static jf_err program_update_validate(jf_ctx *ctx)
         err = jf_json_int(ctx, b, "hold_ttl_seconds", false, 1, JF_HOLD_TTL_SECONDS_MAX, &n, NULL);
     if (err == JF_OK)
         err = jf_json_int(ctx, b, "operator_adjust_max", false, 1, JF_POINTS_MAX, &n, NULL);
+    json_t *cap = json_object_get(b, "max_points_per_order");
+    if (err == JF_OK && cap && !json_is_null(cap))
+        err = jf_json_int(ctx, b, "max_points_per_order", false, 0, JF_POINTS_MAX, &n, NULL);
     s = NULL;
     if (err == JF_OK && (err = jf_json_str(ctx, b, "timezone", false, JF_TIMEZONE_LEN_MAX, &s)) ==
                             JF_OK && s) {
@@ -212,6 +220,8 @@ static void program_merge(jf_program *p, json_t *b)
         p->hold_ttl_s = json_integer_value(v);
     if ((v = json_object_get(b, "operator_adjust_max")))
         p->operator_adjust_max = json_integer_value(v);
+    if ((v = json_object_get(b, "max_points_per_order")))
+        p->max_points_per_order = json_is_null(v) ? -1 : json_integer_value(v);
 }
 
 static jf_err program_update(jf_ctx *ctx)
@@ -223,10 +233,12 @@ static jf_err program_update(jf_ctx *ctx)
         ctx->db,
         "UPDATE programs SET name=?, currency=?, earn_points=?, earn_per_amount=?,"
         " expiry_policy=?, expiry_n=?, pending_days=?, debt_floor=?, timezone=?, hold_ttl_s=?,"
-        " operator_adjust_max=?, updated_at=? WHERE tenant_id=?",
-        "ssIIsIIIsIIII", p->name, p->currency, p->earn_points, p->earn_per_amount,
+        " operator_adjust_max=?, updated_at=?, max_points_per_order=NULLIF(?, -1)"
+        " WHERE tenant_id=?",
+        "ssIIsIIIsIIIII", p->name, p->currency, p->earn_points, p->earn_per_amount,
         p->expiry_policy, p->expiry_n, p->pending_days, p->debt_floor, p->timezone,
-        p->hold_ttl_s, p->operator_adjust_max, p->updated_at, ctx->auth->tenant);
+        p->hold_ttl_s, p->operator_adjust_max, p->updated_at, p->max_points_per_order,
+        ctx->auth->tenant);
     if (err != JF_OK)
         return err;
     json_decref(ctx->out);

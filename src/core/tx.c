@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ledger.h"
+#include "rules.h"
 
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
 {
@@ -213,12 +214,16 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
         return jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
     }
     int64_t seq = sqlite3_column_int64(st, 0);
+    bool is_earn = strcmp(jf_db_text(st, 2), "earn") == 0;
     char hash[2 * JF_HASH_BYTES + 1] = "";
     if (sqlite3_column_bytes(st, 18) == JF_HASH_BYTES)
         jf_hex(sqlite3_column_blob(st, 18), JF_HASH_BYTES, hash);
     json_t *o = tx_row_json(st);
     sqlite3_reset(st);
     jf_err err = JF_OK;
+    json_t *awards = NULL;
+    if (is_earn && (err = jf_awards_json(ctx, seq, &awards)) == JF_OK)
+        json_object_set_new(o, "awards", awards);
     if (err == JF_OK && details) {
         err = tx_details(ctx, seq, o);
         json_object_set_new(o, "hash", json_string(hash));

@@ -233,6 +233,33 @@ static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int6
     return JF_OK;
 }
 
+/* A1 (docs/RULES.md): the awards of a transaction sum to its points, and
+ * each award's lot was created with exactly the award's points.  A store
+ * from before schema version 2 has no awards and is skipped. */
+static jf_err check_awards(verifier *v, int64_t t)
+{
+    int64_t has = 0;
+    jf_err err = jf_db_int(v->db, &has, 0,
+                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND"
+                           " name='awards'",
+                           "");
+    if (err != JF_OK || !has)
+        return err;
+    err = check_rows(v, "A1", "awards do not sum to the transaction's points",
+                     "SELECT x.id, x.points, (SELECT SUM(a.points) FROM awards a WHERE"
+                     " a.tenant_id = x.tenant_id AND a.tx_seq = x.seq) AS s FROM transactions x"
+                     " WHERE x.tenant_id = ? AND s IS NOT NULL AND s <> x.points",
+                     t);
+    if (err == JF_OK)
+        err = check_rows(v, "A1", "award and its lot differ",
+                         "SELECT a.rule_id, a.points, COALESCE(l.amount, 0) FROM awards a"
+                         " LEFT JOIN lots l ON l.seq = a.lot_seq WHERE a.tenant_id = ? AND"
+                         " ((a.points > 0 AND (l.amount IS NULL OR l.amount <> a.points OR"
+                         " l.tx_seq <> a.tx_seq)) OR (a.points = 0 AND a.lot_seq IS NOT NULL))",
+                         t);
+    return err;
+}
+
 static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
                             const uint8_t *head, int64_t head_seq)
 {
@@ -244,6 +271,8 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
         err = check_lots(v, tenant);
     if (err == JF_OK)
         err = check_reversals(v, tenant);
+    if (err == JF_OK)
+        err = check_awards(v, tenant);
     json_array_append_new(v->tenants, json_pack("{sssIss}", "id", public_id, "transactions",
                                                 (json_int_t)head_seq, "chain_head", head_hex));
     return err;

@@ -11,7 +11,7 @@
  */
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 1
+#define JF_SCHEMA_VERSION 2
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -130,27 +130,75 @@ static const char schema_v1[] =
     " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
     "INSERT INTO meta(key, value) VALUES('schema_version', '1');";
 
-jf_err jf_db_migrate(jf_db *db)
+/*
+ * Version 2: earning rules (docs/RULES.md).  A rule is a mutable head row
+ * (its current version and the columns queries filter on) over immutable
+ * versions, each the whole normalized rule JSON; awards record which rule
+ * version produced how many points of an earn, and are what limits and
+ * budgets count.  The program gains an optional cap on the points one order
+ * may earn.
+ */
+static const char schema_v2[] =
+    "ALTER TABLE programs ADD COLUMN max_points_per_order INTEGER"
+    " CHECK(max_points_per_order IS NULL OR max_points_per_order >= 0);"
+    "CREATE TABLE rules("
+    " tenant_id INTEGER NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL,"
+    " trigger TEXT NOT NULL CHECK(trigger IN ('purchase','event')), event TEXT,"
+    " status TEXT NOT NULL CHECK(status IN ('active','draft','archived')),"
+    " priority INTEGER NOT NULL, version INTEGER NOT NULL CHECK(version >= 1),"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX rules_live ON rules(tenant_id, trigger, status, priority);"
+    "CREATE TABLE rule_versions("
+    " tenant_id INTEGER NOT NULL, rule_id TEXT NOT NULL, version INTEGER NOT NULL,"
+    " body TEXT NOT NULL, actor TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, rule_id, version)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE awards("
+    " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, n INTEGER NOT NULL,"
+    " member_id TEXT NOT NULL, rule_id TEXT NOT NULL, rule_version INTEGER NOT NULL,"
+    " points INTEGER NOT NULL CHECK(points >= 0), lot_seq INTEGER, explanation TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, tx_seq, n)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX awards_rule_member ON awards(tenant_id, rule_id, member_id, created_at);"
+    "CREATE TRIGGER rule_versions_no_update BEFORE UPDATE ON rule_versions"
+    " BEGIN SELECT RAISE(ABORT, 'rule versions are immutable'); END;"
+    "CREATE TRIGGER rule_versions_no_delete BEFORE DELETE ON rule_versions"
+    " BEGIN SELECT RAISE(ABORT, 'rule versions are immutable'); END;"
+    "CREATE TRIGGER awards_no_update BEFORE UPDATE ON awards"
+    " BEGIN SELECT RAISE(ABORT, 'awards are immutable'); END;"
+    "CREATE TRIGGER awards_no_delete BEFORE DELETE ON awards"
+    " BEGIN SELECT RAISE(ABORT, 'awards are immutable'); END;"
+    "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+
+/* Runs one migration step in its own transaction. */
+static jf_err migrate_step(jf_db *db, const char *sql)
 {
-    int64_t has_meta = 0;
-    jf_err err = jf_db_int(db, &has_meta, 0,
-                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
-                           "");
+    jf_err err = jf_db_exec(db, "BEGIN IMMEDIATE");
     if (err != JF_OK)
         return err;
-    if (has_meta) {
-        int64_t version = 0;
-        err = jf_db_int(db, &version, 0,
-                        "SELECT CAST(value AS INTEGER) FROM meta WHERE key='schema_version'", "");
-        if (err == JF_OK && version != JF_SCHEMA_VERSION)
-            return JF_ERR_CORRUPT;
-        return err;
-    }
-    if ((err = jf_db_exec(db, "BEGIN IMMEDIATE")) != JF_OK)
-        return err;
-    if ((err = jf_db_exec(db, schema_v1)) != JF_OK) {
+    if ((err = jf_db_exec(db, sql)) != JF_OK) {
         jf_db_exec(db, "ROLLBACK");
         return err;
     }
     return jf_db_exec(db, "COMMIT");
+}
+
+jf_err jf_db_migrate(jf_db *db)
+{
+    int64_t has_meta = 0, version = 0;
+    jf_err err = jf_db_int(db, &has_meta, 0,
+                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
+                           "");
+    if (err == JF_OK && has_meta)
+        err = jf_db_int(db, &version, 0,
+                        "SELECT CAST(value AS INTEGER) FROM meta WHERE key='schema_version'", "");
+    if (err != JF_OK)
+        return err;
+    if (version > JF_SCHEMA_VERSION || (has_meta && version < 1))
+        return JF_ERR_CORRUPT;
+    if (!has_meta && (err = migrate_step(db, schema_v1)) == JF_OK)
+        version = 1;
+    if (err == JF_OK && version == 1)
+        err = migrate_step(db, schema_v2);
+    return err;
 }

@@ -55,12 +55,20 @@ ROUTES = [
     ("POST", "/v1/api-keys", "KEY_CREATE", "JF_ROLES_ADMIN", None),
     ("GET", "/v1/api-keys", "KEY_LIST", "JF_ROLES_ADMIN", None),
     ("DELETE", "/v1/api-keys/{kid}", "KEY_REVOKE", "JF_ROLES_ADMIN", "key"),
+    ("POST", "/v1/members/{mid}/events", "MEMBER_EVENT", "JF_ROLES_STAFF", "member"),
+    ("POST", "/v1/rules", "RULE_CREATE", "JF_ROLES_ADMIN", None),
+    ("GET", "/v1/rules", "RULE_LIST", "JF_ROLES_ALL", None),
+    ("GET", "/v1/rules/{rid}", "RULE_GET", "JF_ROLES_ALL", "rule"),
+    ("PUT", "/v1/rules/{rid}", "RULE_UPDATE", "JF_ROLES_ADMIN", "rule"),
+    ("POST", "/v1/rules/{rid}/archive", "RULE_ARCHIVE", "JF_ROLES_ADMIN", "rule"),
     ("PUT", "/v1/test/clock", "CLOCK_SET", "JF_ROLES_ADMIN", None),
     ("GET", "/v1/test/clock", "CLOCK_GET", "JF_ROLES_ADMIN", None),
 ]
 
 WRITES_WITH_IDEM = {"EARN", "REDEEM", "ADJUST", "TRANSFER", "HOLD", "HOLD_CAPTURE", "HOLD_VOID",
-                    "REVERSE"}
+                    "REVERSE", "MEMBER_EVENT"}
+RULE_BODY = {"name": "authz rule", "trigger": "purchase", "status": "draft",
+             "effect": {"type": "fixed", "points": 1}}
 
 
 def header_op_roles():
@@ -100,6 +108,8 @@ class AuthzMatrix(unittest.TestCase):
         cls.h2 = H.check_ok(a2.post("/v1/members/%s/holds" % cls.m2["id"], {"points": 10},
                                     idem=True), 201, "hold m2")["hold"]
         cls.k2_id, cls.k2 = env.key("readonly", tenant=2, name="t2-ro")
+        cls.r1 = H.check_ok(admin.get("/v1/rules"), 200, "rules t1")["data"][0]["id"]
+        cls.r2 = H.check_ok(a2.get("/v1/rules"), 200, "rules t2")["data"][0]["id"]
 
     def test_table_matches_header(self):
         ops = header_op_roles()
@@ -126,10 +136,10 @@ class AuthzMatrix(unittest.TestCase):
         method, tmpl, op, _, kind = route
         if other:
             ids = {"mid": self.m2["id"], "ext": q(self.m2["external_id"]), "hid": self.h2["id"],
-                   "tid": self.e2["transaction"]["id"], "kid": self.k2_id}
+                   "tid": self.e2["transaction"]["id"], "kid": self.k2_id, "rid": self.r2}
         else:
             ids = {"mid": self.m1["id"], "ext": q(self.m1["external_id"]),
-                   "tid": self.e1["transaction"]["id"]}
+                   "tid": self.e1["transaction"]["id"], "rid": self.r1}
             if "{hid}" in tmpl:
                 ids["hid"] = self.fresh_hold()
             if "{kid}" in tmpl:
@@ -158,6 +168,12 @@ class AuthzMatrix(unittest.TestCase):
             body = {}
         elif op == "EXPIRY_FORECAST":
             path += "?until=" + q("2099-01-01T00:00:00Z")
+        elif op == "MEMBER_EVENT":
+            body = {"name": "authz_event"}
+        elif op in ("RULE_CREATE", "RULE_UPDATE"):
+            body = RULE_BODY
+        elif op == "RULE_ARCHIVE":
+            body = {}
         elif op == "KEY_CREATE":
             body = {"name": "authz", "role": "readonly"}
         elif op == "CLOCK_SET":

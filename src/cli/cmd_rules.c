@@ -1,0 +1,153 @@
+/*
+ * `jifen rules list|show|create`: a tenant's earning rules from the console.
+ *
+ * These run the same engine operations as GET /v1/rules, GET /v1/rules/{id}
+ * and POST /v1/rules (jf_call_sync with the tenant's console admin), so the
+ * validation, its error details and the JSON are exactly those of the API.
+ * docs/RULES.md describes the rule JSON.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+static const char rules_usage[] =
+    "usage: jifen rules list   --db FILE --tenant ID_OR_NAME [--json]\n"
+    "       jifen rules show   --db FILE --tenant ID_OR_NAME RULE_ID [--json]\n"
+    "       jifen rules create --db FILE --tenant ID_OR_NAME --file RULE.json [--json]\n"
+    "\n"
+    "Lists, shows (current version and its version history) or creates the\n"
+    "earning rules of a tenant.  --file - reads the rule from standard input.\n"
+    "A rule is JSON as described in docs/RULES.md, e.g.\n"
+    "  {\"name\": \"1 point per yuan\", \"trigger\": \"purchase\",\n"
+    "   \"effect\": {\"type\": \"rate\", \"points\": 1, \"per_amount\": 100}}\n";
+
+typedef struct rules_args {
+    const char *db, *tenant, *file, *rule_id;
+    bool json;
+} rules_args;
+
+/* Reads at most JF_RULE_BYTES_MAX bytes of path ("-": stdin); malloc'd. */
+static char *read_rule_file(const char *path)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(JF_RULE_BYTES_MAX + 2);
+    size_t n = buf ? fread(buf, 1, JF_RULE_BYTES_MAX + 1, f) : 0;
+    if (f != stdin)
+        fclose(f);
+    if (buf == NULL || n > JF_RULE_BYTES_MAX) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static int run_op(const rules_args *a, jf_op op, const char *path_id, const char *body,
+                  jf_result *res)
+{
+    jf_engine *eng = NULL;
+    if (cli_open(a->db, false, false, 0, &eng) != JF_OK)
+        return CLI_EXIT_ERROR;
+    jf_auth auth;
+    memset(&auth, 0, sizeof auth);
+    int rc = CLI_EXIT_OK;
+    if (jf_tenant_auth(eng, a->tenant, &auth) != JF_OK) {
+        rc = cli_fail("rules: no tenant '%s' (see 'jifen tenants')", a->tenant);
+    } else {
+        jf_request req = {.op = op,
+                          .auth = &auth,
+                          .path_id = path_id,
+                          .body = body,
+                          .body_len = body ? strlen(body) : 0};
+        if (jf_call_sync(eng, &req, res) != JF_OK)
+            rc = cli_fail_result(res);
+    }
+    jf_engine_drain(eng);
+    jf_engine_free(eng);
+    return rc;
+}
+
+static const char *str_field(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : "-";
+}
+
+static void print_rule_line(json_t *r)
+{
+    const char *trigger = str_field(r, "trigger");
+    printf("%-26s v%-3lld %-8s %-8s %6lld  %s%s%s\n", str_field(r, "id"),
+           (long long)json_integer_value(json_object_get(r, "version")), str_field(r, "status"),
+           trigger, (long long)json_integer_value(json_object_get(r, "priority")),
+           str_field(r, "name"), strcmp(trigger, "event") == 0 ? "  event=" : "",
+           strcmp(trigger, "event") == 0 ? str_field(r, "event") : "");
+}
+
+static int rules_print(const rules_args *a, jf_op op, const char *id, const char *body)
+{
+    jf_result res;
+    memset(&res, 0, sizeof res);
+    int rc = run_op(a, op, id, body, &res);
+    json_t *j = (rc == CLI_EXIT_OK && res.body) ? json_loads(res.body, 0, NULL) : NULL;
+    if (rc == CLI_EXIT_OK && (a->json || op != JF_OP_RULE_LIST || !json_is_object(j))) {
+        cli_print_json_line(res.body ? res.body : "{}");
+    } else if (rc == CLI_EXIT_OK) {
+        size_t i;
+        json_t *r;
+        printf("%-26s %-4s %-8s %-8s %6s  %s\n", "ID", "VER", "STATUS", "TRIGGER", "PRIO", "NAME");
+        json_array_foreach(json_object_get(j, "data"), i, r) print_rule_line(r);
+    }
+    json_decref(j);
+    jf_result_deinit(&res);
+    return rc;
+}
+
+int cmd_rules(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(rules_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    }
+    const char *action = argv[1], *pos[1];
+    rules_args a;
+    memset(&a, 0, sizeof a);
+    int pos_n = 0;
+    const cli_opt opts[] = {{"--db", &a.db, NULL},
+                            {"--tenant", &a.tenant, NULL},
+                            {"--file", &a.file, NULL},
+                            {"--json", NULL, &a.json}};
+    bool show = strcmp(action, "show") == 0;
+    cli_parse_result pr =
+        cli_parse("rules", argc - 1, argv + 1, opts, 4, pos, show ? 1 : 0, &pos_n);
+    if (pr == CLI_PARSE_HELP)
+        return fputs(rules_usage, stdout), CLI_EXIT_OK;
+    if (pr == CLI_PARSE_ERROR)
+        return CLI_EXIT_ERROR;
+    if (!a.db)
+        return cli_missing("rules", "--db FILE");
+    if (!a.tenant)
+        return cli_missing("rules", "--tenant ID_OR_NAME");
+    if (strcmp(action, "list") == 0)
+        return rules_print(&a, JF_OP_RULE_LIST, NULL, NULL);
+    if (show)
+        return pos_n ? rules_print(&a, JF_OP_RULE_GET, pos[0], NULL)
+                     : cli_missing("rules", "RULE_ID");
+    if (strcmp(action, "create") != 0)
+        return cli_fail("rules: unknown action '%s' (list, show or create)", action);
+    if (!a.file)
+        return cli_missing("rules", "--file RULE.json");
+    char *body = read_rule_file(a.file);
+    if (body == NULL)
+        return cli_fail("rules: cannot read '%s' (or it is over %d bytes)", a.file,
+                        JF_RULE_BYTES_MAX);
+    int rc = rules_print(&a, JF_OP_RULE_CREATE, NULL, body);
+    free(body);
+    return rc;
+}

@@ -1,0 +1,907 @@
+/*
+ * Earning rules: strict validation of the rule JSON and the pure evaluator
+ * (see rules.h for the evaluation order and docs/RULES.md for the guide).
+ *
+ * Validation reports the path of the offending field so a merchant can fix
+ * a rule without reading code.  Evaluation works on the validated JSON
+ * directly: rules are small and few (JF_RULES_ACTIVE_MAX per trigger), and
+ * keeping one representation means what is stored, shown and evaluated can
+ * never drift apart.  Calendar conditions are evaluated in the program's
+ * time zone through tz.h, never through glibc's process-global TZ.
+ */
+#include <assert.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "rules.h"
+
+#define DAY_MS INT64_C(86400000)
+
+/* ---- validation helpers ---- */
+
+static bool one_of(const char *s, const char *const *names)
+{
+    for (; s && *names; names++)
+        if (strcmp(s, *names) == 0)
+            return true;
+    return false;
+}
+
+/* An array of 1..JF_RULE_LIST_MAX non-empty strings of at most max_len. */
+static jf_err str_list(jf_ctx *ctx, json_t *o, const char *path, const char *field, size_t max_len)
+{
+    json_t *a = json_object_get(o, field), *v;
+    size_t i;
+    if (a == NULL)
+        return JF_OK;
+    if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > JF_RULE_LIST_MAX)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s%s' must be an array of 1 to %d strings.",
+                       path, field, JF_RULE_LIST_MAX);
+    json_array_foreach(a, i, v)
+    {
+        if (!json_is_string(v) || json_string_length(v) < 1 || json_string_length(v) > max_len)
+            return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                           "Each element of '%s%s' must be a string of 1 to %zu characters.", path,
+                           field, max_len);
+    }
+    return JF_OK;
+}
+
+/* "HH:MM" with HH 00..24 and MM 00..59 ("24:00" only); minutes since midnight. */
+static bool hhmm_parse(const char *s, int *minutes)
+{
+    if (s == NULL || strlen(s) != 5 || s[2] != ':')
+        return false;
+    for (int i = 0; i < 5; i++)
+        if (i != 2 && (s[i] < '0' || s[i] > '9'))
+            return false;
+    int h = (s[0] - '0') * 10 + (s[1] - '0'), m = (s[3] - '0') * 10 + (s[4] - '0');
+    if (h > 24 || m > 59 || (h == 24 && m != 0))
+        return false;
+    *minutes = h * 60 + m;
+    return true;
+}
+
+static jf_err hours_validate(jf_ctx *ctx, json_t *h)
+{
+    static const char *const fields[] = {"from", "to", NULL};
+    int a, b;
+    if (!json_is_object(h))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.hours' must be an object.");
+    jf_err err = jf_json_allow(ctx, h, fields);
+    if (err == JF_OK && (!hhmm_parse(json_string_value(json_object_get(h, "from")), &a) ||
+                         !hhmm_parse(json_string_value(json_object_get(h, "to")), &b)))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'conditions.hours.from' and '.to' must both be \"HH:MM\" (00:00 to 24:00).");
+    if (err == JF_OK && a == b)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.hours' must not be empty.");
+    return err;
+}
+
+static jf_err dates_validate(jf_ctx *ctx, json_t *d)
+{
+    static const char *const fields[] = {"from", "to", NULL};
+    int y, m, day;
+    if (!json_is_object(d) || json_object_size(d) == 0)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.dates' must be an object.");
+    jf_err err = jf_json_allow(ctx, d, fields);
+    const char *from = json_string_value(json_object_get(d, "from"));
+    const char *to = json_string_value(json_object_get(d, "to"));
+    if (err == JF_OK && ((json_object_get(d, "from") && !jf_date_parse(from, &y, &m, &day)) ||
+                         (json_object_get(d, "to") && !jf_date_parse(to, &y, &m, &day))))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'conditions.dates.from' and '.to' must be dates \"YYYY-MM-DD\".");
+    if (err == JF_OK && from && to && strcmp(from, to) > 0)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.dates.from' is after '.to'.");
+    return err;
+}
+
+static jf_err days_validate(jf_ctx *ctx, json_t *d)
+{
+    json_t *v;
+    size_t i;
+    if (!json_is_array(d) || json_array_size(d) < 1 || json_array_size(d) > 7)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'conditions.days_of_week' must be an array of 1 to 7 days.");
+    json_array_foreach(d, i, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 7)
+            return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                           "'conditions.days_of_week' holds days 1 (Monday) to 7 (Sunday).");
+    }
+    return JF_OK;
+}
+
+static jf_err selector_validate(jf_ctx *ctx, json_t *c, const char *field)
+{
+    static const char *const fields[] = {"skus", "categories", "labels", NULL};
+    json_t *s = json_object_get(c, field);
+    char path[48];
+    if (s == NULL)
+        return JF_OK;
+    snprintf(path, sizeof path, "conditions.%s.", field);
+    if (!json_is_object(s) || json_object_size(s) == 0)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'conditions.%s' must be an object with skus, categories or labels.", field);
+    jf_err err = jf_json_allow(ctx, s, fields);
+    for (int i = 0; err == JF_OK && fields[i]; i++)
+        err = str_list(ctx, s, path, fields[i], JF_SKU_LEN_MAX);
+    return err;
+}
+
+static jf_err purchase_number_validate(jf_ctx *ctx, json_t *p)
+{
+    static const char *const fields[] = {"first", "nth", NULL};
+    int64_t n;
+    if (!json_is_object(p) || json_object_size(p) != 1)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'conditions.purchase_number' must be {\"first\": true} or {\"nth\": N}.");
+    jf_err err = jf_json_allow(ctx, p, fields);
+    if (err == JF_OK && json_object_get(p, "first") && !json_is_true(json_object_get(p, "first")))
+        err =
+            jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.purchase_number.first' must be true.");
+    if (err == JF_OK)
+        err = jf_json_int(ctx, p, "nth", false, 1, 1000000, &n, NULL);
+    return err;
+}
+
+/* Conditions that only make sense for an order. */
+static const char *const order_conditions[] = {"amount_min",   "amount_max",      "channels",
+                                               "stores",       "include",         "exclude",
+                                               "min_quantity", "purchase_number", NULL};
+
+static jf_err conditions_validate_order(jf_ctx *ctx, json_t *c)
+{
+    int64_t lo = 0, hi = JF_MONEY_MAX, n;
+    jf_err err = jf_json_int(ctx, c, "amount_min", false, 0, JF_MONEY_MAX, &lo, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, c, "amount_max", false, 0, JF_MONEY_MAX, &hi, NULL);
+    if (err == JF_OK && lo > hi)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions.amount_min' exceeds 'amount_max'.");
+    if (err == JF_OK)
+        err = jf_json_int(ctx, c, "min_quantity", false, 1, JF_MONEY_MAX, &n, NULL);
+    if (err == JF_OK)
+        err = str_list(ctx, c, "conditions.", "channels", JF_CHANNEL_LEN_MAX);
+    if (err == JF_OK)
+        err = str_list(ctx, c, "conditions.", "stores", JF_STORE_ID_LEN_MAX);
+    if (err == JF_OK)
+        err = selector_validate(ctx, c, "include");
+    if (err == JF_OK)
+        err = selector_validate(ctx, c, "exclude");
+    if (err == JF_OK && json_object_get(c, "purchase_number"))
+        err = purchase_number_validate(ctx, json_object_get(c, "purchase_number"));
+    return err;
+}
+
+static jf_err conditions_validate(jf_ctx *ctx, json_t *c, bool is_event)
+{
+    static const char *const fields[] = {
+        "amount_min",      "amount_max", "channels",     "stores",
+        "include",         "exclude",    "min_quantity", "member_tags_any",
+        "days_of_week",    "hours",      "dates",        "birthday",
+        "purchase_number", NULL};
+    static const char *const birthdays[] = {"day", "week", "month", NULL};
+    if (c == NULL)
+        return JF_OK;
+    if (!json_is_object(c))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'conditions' must be an object.");
+    jf_err err = jf_json_allow(ctx, c, fields);
+    for (int i = 0; err == JF_OK && is_event && order_conditions[i]; i++)
+        if (json_object_get(c, order_conditions[i]))
+            err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                          "'conditions.%s' applies to purchase rules, not event rules.",
+                          order_conditions[i]);
+    if (err == JF_OK && !is_event)
+        err = conditions_validate_order(ctx, c);
+    if (err == JF_OK)
+        err = str_list(ctx, c, "conditions.", "member_tags_any", JF_TAG_LEN_MAX);
+    if (err == JF_OK && json_object_get(c, "days_of_week"))
+        err = days_validate(ctx, json_object_get(c, "days_of_week"));
+    if (err == JF_OK && json_object_get(c, "hours"))
+        err = hours_validate(ctx, json_object_get(c, "hours"));
+    if (err == JF_OK && json_object_get(c, "dates"))
+        err = dates_validate(ctx, json_object_get(c, "dates"));
+    if (err == JF_OK && json_object_get(c, "birthday") &&
+        !one_of(json_string_value(json_object_get(c, "birthday")), birthdays))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'conditions.birthday' must be \"day\", \"week\" or \"month\".");
+    return err;
+}
+
+static jf_err bonuses_validate(jf_ctx *ctx, json_t *b)
+{
+    static const char *const fields[] = {"sku", "points", NULL};
+    json_t *v;
+    size_t i;
+    const char *s;
+    int64_t n;
+    if (!json_is_array(b) || json_array_size(b) < 1 || json_array_size(b) > JF_RULE_LIST_MAX)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'effect.bonuses' must be an array of 1 to %d {\"sku\", \"points\"}.",
+                       JF_RULE_LIST_MAX);
+    jf_err err = JF_OK;
+    json_array_foreach(b, i, v)
+    {
+        if (!json_is_object(v))
+            return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'effect.bonuses' holds objects.");
+        if ((err = jf_json_allow(ctx, v, fields)) != JF_OK ||
+            (err = jf_json_str(ctx, v, "sku", true, JF_SKU_LEN_MAX, &s)) != JF_OK ||
+            (err = jf_json_int(ctx, v, "points", true, 1, JF_POINTS_MAX, &n, NULL)) != JF_OK)
+            return err;
+    }
+    return err;
+}
+
+static jf_err rate_validate(jf_ctx *ctx, json_t *e)
+{
+    static const char *const roundings[] = {"floor", "ceil", "round", NULL};
+    int64_t n;
+    jf_err err = jf_json_int(ctx, e, "points", true, 0, JF_POINTS_MAX, &n, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "per_amount", true, 1, JF_MONEY_MAX, &n, NULL);
+    json_t *r = json_object_get(e, "rounding"), *x = json_object_get(e, "exclude_points_paid");
+    if (err == JF_OK && r && !one_of(json_string_value(r), roundings))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'effect.rounding' must be \"floor\", \"ceil\" or \"round\".");
+    if (err == JF_OK && x && !json_is_boolean(x))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'effect.exclude_points_paid' must be a boolean.");
+    return err;
+}
+
+/* The fields each effect type accepts, "type" first. */
+static const char *const rate_fields[] = {
+    "type", "points", "per_amount", "rounding", "exclude_points_paid", NULL};
+static const char *const fixed_fields[] = {"type", "points", NULL};
+static const char *const mult_fields[] = {"type", "factor_num", "factor_den", "rounding", NULL};
+static const char *const bonus_fields[] = {"type", "bonuses", NULL};
+
+static jf_err effect_validate(jf_ctx *ctx, json_t *e, bool is_event)
+{
+    static const char *const types[] = {"rate", "fixed", "multiplier", "sku_bonus", NULL};
+    if (!json_is_object(e))
+        return jf_fail(ctx, e ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
+                       "'effect' must be an object with a 'type'.");
+    const char *type = json_string_value(json_object_get(e, "type"));
+    if (!one_of(type, types))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'effect.type' must be rate, fixed, multiplier or sku_bonus.");
+    if (is_event && strcmp(type, "fixed") != 0)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "Event rules take a 'fixed' effect only.");
+    int64_t num = 1, den = 1, n;
+    if (strcmp(type, "fixed") == 0)
+        return jf_json_allow(ctx, e, fixed_fields) == JF_OK
+                   ? jf_json_int(ctx, e, "points", true, 1, JF_POINTS_MAX, &n, NULL)
+                   : JF_ERR_UNKNOWN_FIELD;
+    if (strcmp(type, "sku_bonus") == 0)
+        return jf_json_allow(ctx, e, bonus_fields) == JF_OK
+                   ? bonuses_validate(ctx, json_object_get(e, "bonuses"))
+                   : JF_ERR_UNKNOWN_FIELD;
+    if (strcmp(type, "rate") == 0)
+        return jf_json_allow(ctx, e, rate_fields) == JF_OK ? rate_validate(ctx, e)
+                                                           : JF_ERR_UNKNOWN_FIELD;
+    jf_err err = jf_json_allow(ctx, e, mult_fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "factor_num", true, 1, JF_RULE_FACTOR_MAX, &num, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "factor_den", false, 1, JF_RULE_FACTOR_MAX, &den, NULL);
+    if (err == JF_OK && num <= den)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'effect.factor_num / factor_den' must be more than 1 (2/1 doubles).");
+    json_t *r = json_object_get(e, "rounding");
+    if (err == JF_OK && r &&
+        !one_of(json_string_value(r), (const char *const[]){"floor", "ceil", "round", NULL}))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'effect.rounding' must be \"floor\", \"ceil\" or \"round\".");
+    return err;
+}
+
+static jf_err cap_validate(jf_ctx *ctx, json_t *o, const char *name)
+{
+    static const char *const fields[] = {"period", "max_points", "max_awards", NULL};
+    static const char *const periods[] = {"day", "week", "month", "year", "lifetime", NULL};
+    bool per_member = strcmp(name, "per_member") == 0;
+    int64_t n;
+    bool has_p = false, has_a = false;
+    if (!json_is_object(o))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'limits.%s' must be an object.", name);
+    jf_err err = jf_json_allow(ctx, o, per_member ? fields : fields + 1);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, o, "max_points", false, 0, JF_POINTS_MAX, &n, &has_p);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, o, "max_awards", false, 0, JF_POINTS_MAX, &n, &has_a);
+    if (err == JF_OK && !has_p && !has_a)
+        err =
+            jf_fail(ctx, JF_ERR_MISSING_FIELD, "'limits.%s' needs max_points or max_awards.", name);
+    if (err == JF_OK && per_member &&
+        !one_of(json_string_value(json_object_get(o, "period")), periods))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'limits.per_member.period' must be day, week, month, year or lifetime.");
+    return err;
+}
+
+static jf_err limits_validate(jf_ctx *ctx, json_t *l)
+{
+    static const char *const fields[] = {"per_member", "budget", "max_points_per_order", NULL};
+    int64_t n;
+    if (l == NULL)
+        return JF_OK;
+    if (!json_is_object(l))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'limits' must be an object.");
+    jf_err err = jf_json_allow(ctx, l, fields);
+    if (err == JF_OK && json_object_get(l, "per_member"))
+        err = cap_validate(ctx, json_object_get(l, "per_member"), "per_member");
+    if (err == JF_OK && json_object_get(l, "budget"))
+        err = cap_validate(ctx, json_object_get(l, "budget"), "budget");
+    if (err == JF_OK)
+        err = jf_json_int(ctx, l, "max_points_per_order", false, 0, JF_POINTS_MAX, &n, NULL);
+    return err;
+}
+
+/* Top-level scalars of a rule. */
+static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
+{
+    static const char *const triggers[] = {"purchase", "event", NULL};
+    static const char *const statuses[] = {"active", "draft", "archived", NULL};
+    const char *s = NULL;
+    int64_t n, starts = 0, ends = 0;
+    bool has_s = false, has_e = false;
+    jf_err err = jf_json_str(ctx, r, "name", true, JF_RULE_NAME_LEN_MAX, &s);
+    const char *trigger = json_string_value(json_object_get(r, "trigger"));
+    if (err == JF_OK && !one_of(trigger, triggers))
+        err = jf_fail(ctx,
+                      json_object_get(r, "trigger") ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
+                      "'trigger' must be \"purchase\" or \"event\".");
+    *is_event = trigger && strcmp(trigger, "event") == 0;
+    s = NULL;
+    if (err == JF_OK)
+        err = jf_json_str(ctx, r, "event", *is_event, JF_EVENT_NAME_LEN_MAX, &s);
+    if (err == JF_OK && !*is_event && s)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'event' is only for trigger \"event\".");
+    if (err == JF_OK)
+        err = jf_json_int(ctx, r, "priority", false, -1000000, 1000000, &n, NULL);
+    json_t *x = json_object_get(r, "exclusive"), *st = json_object_get(r, "status");
+    if (err == JF_OK && x && !json_is_boolean(x))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'exclusive' must be a boolean.");
+    if (err == JF_OK && st && !one_of(json_string_value(st), statuses))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'status' must be active, draft or archived.");
+    s = NULL;
+    if (err == JF_OK)
+        err = jf_json_str(ctx, r, "group", false, JF_RULE_NAME_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = jf_json_time(ctx, r, "starts_at", false, &starts, &has_s);
+    if (err == JF_OK)
+        err = jf_json_time(ctx, r, "ends_at", false, &ends, &has_e);
+    if (err == JF_OK && has_s && has_e && starts >= ends)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'starts_at' must be before 'ends_at'.");
+    return err;
+}
+
+jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
+{
+    static const char *const fields[] = {
+        "name",    "description",  "trigger",         "event",  "priority", "exclusive",
+        "group",   "conditions",   "effect",          "limits", "status",   "starts_at",
+        "ends_at", "pending_days", "expires_in_days", NULL};
+    bool is_event = false;
+    int64_t n;
+    const char *s = NULL;
+    if (!json_is_object(r))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "A rule is a JSON object.");
+    jf_err err = jf_json_allow(ctx, r, fields);
+    if (err == JF_OK)
+        err = rule_head_validate(ctx, r, &is_event);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, r, "description", false, JF_NOTE_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = conditions_validate(ctx, json_object_get(r, "conditions"), is_event);
+    if (err == JF_OK)
+        err = effect_validate(ctx, json_object_get(r, "effect"), is_event);
+    if (err == JF_OK)
+        err = limits_validate(ctx, json_object_get(r, "limits"));
+    if (err == JF_OK)
+        err = jf_json_int(ctx, r, "pending_days", false, 0, JF_PENDING_DAYS_MAX, &n, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, r, "expires_in_days", false, 1, JF_EXPIRY_DAYS_MAX, &n, NULL);
+    return err;
+}
+
+static jf_err line_validate(jf_ctx *ctx, json_t *l)
+{
+    static const char *const fields[] = {"sku",      "category",  "labels",   "amount",
+                                         "quantity", "gift_card", "shipping", NULL};
+    const char *s = NULL;
+    int64_t n;
+    if (!json_is_object(l))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "Each of 'order.lines' must be an object.");
+    jf_err err = jf_json_allow(ctx, l, fields);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, l, "sku", false, JF_SKU_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, l, "category", false, JF_SKU_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = str_list(ctx, l, "order.lines[].", "labels", JF_SKU_LEN_MAX);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, l, "amount", true, 0, JF_MONEY_MAX, &n, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, l, "quantity", false, 1, JF_MONEY_MAX, &n, NULL);
+    json_t *g = json_object_get(l, "gift_card"), *sh = json_object_get(l, "shipping");
+    if (err == JF_OK && ((g && !json_is_boolean(g)) || (sh && !json_is_boolean(sh))))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'order.lines[].gift_card' and '.shipping' must be booleans.");
+    return err;
+}
+
+jf_err jf_rule_order_validate(jf_ctx *ctx, json_t *o)
+{
+    const char *s = NULL;
+    int64_t n;
+    jf_err err = jf_json_str(ctx, o, "channel", false, JF_CHANNEL_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, o, "store_id", false, JF_STORE_ID_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, o, "paid_with_points", false, 0, JF_MONEY_MAX, &n, NULL);
+    json_t *lines = json_object_get(o, "lines"), *l;
+    size_t i;
+    if (err != JF_OK || lines == NULL)
+        return err;
+    if (!json_is_array(lines) || json_array_size(lines) > JF_ORDER_LINES_MAX)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'order.lines' must be an array of at most %d.",
+                       JF_ORDER_LINES_MAX);
+    int64_t sum = 0;
+    json_array_foreach(lines, i, l)
+    {
+        if ((err = line_validate(ctx, l)) != JF_OK)
+            return err;
+        if (!jf_points_add_checked(sum, json_integer_value(json_object_get(l, "amount")), &sum))
+            return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "'order.lines' amounts overflow.");
+    }
+    json_t *amount = json_object_get(o, "amount");
+    if (amount && json_integer_value(amount) != sum)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'order.amount' (%lld) must equal the sum of 'order.lines' amounts (%lld).",
+                       (long long)json_integer_value(amount), (long long)sum);
+    return JF_OK;
+}
+
+/* ---- evaluation: calendar ---- */
+
+int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period)
+{
+    jf_civil c;
+    if (period == NULL || strcmp(period, "lifetime") == 0)
+        return INT64_MIN;
+    jf_tz_to_civil(tz, now_ms, &c);
+    if (strcmp(period, "day") == 0)
+        return jf_tz_day_start_ms(tz, now_ms);
+    if (strcmp(period, "week") == 0)
+        return jf_tz_from_civil_ms(tz, c.year, c.month, c.day - (c.wday + 6) % 7, 0, 0, 0);
+    if (strcmp(period, "month") == 0)
+        return jf_tz_from_civil_ms(tz, c.year, c.month, 1, 0, 0, 0);
+    return jf_tz_from_civil_ms(tz, c.year, 1, 1, 0, 0, 0);
+}
+
+/* The member's birthday in year y, Feb 29 becoming Feb 28 in common years. */
+static int64_t birthday_days(int y, int m, int d)
+{
+    int64_t days = jf_days_from_civil(y, m, d);
+    int yy, mm, dd;
+    jf_civil_from_days(days, &yy, &mm, &dd);
+    return mm == m ? days : days - 1;
+}
+
+static bool birthday_matches(const char *kind, const char *birthday, const jf_civil *now)
+{
+    int y, m, d;
+    if (birthday == NULL || !jf_date_parse(birthday, &y, &m, &d))
+        return false;
+    if (strcmp(kind, "month") == 0)
+        return m == now->month;
+    int64_t today = jf_days_from_civil(now->year, now->month, now->day);
+    if (strcmp(kind, "day") == 0)
+        return birthday_days(now->year, m, d) == today;
+    int64_t monday = today - (now->wday + 6) % 7;
+    for (int yy = now->year - 1; yy <= now->year + 1; yy++) {
+        int64_t b = birthday_days(yy, m, d);
+        if (b >= monday && b < monday + 7)
+            return true;
+    }
+    return false;
+}
+
+static bool int_in(json_t *a, int64_t v)
+{
+    json_t *x;
+    size_t i;
+    json_array_foreach(a, i, x)
+    {
+        if (json_integer_value(x) == v)
+            return true;
+    }
+    return false;
+}
+
+static bool str_in(json_t *a, const char *s)
+{
+    json_t *x;
+    size_t i;
+    if (s == NULL)
+        return false;
+    json_array_foreach(a, i, x)
+    {
+        if (strcmp(json_string_value(x), s) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool any_in(json_t *a, json_t *values)
+{
+    json_t *x;
+    size_t i;
+    json_array_foreach(values, i, x)
+    {
+        if (json_is_string(x) && str_in(a, json_string_value(x)))
+            return true;
+    }
+    return false;
+}
+
+/* Days, hours, dates and birthday in the program's zone. */
+static bool calendar_matches(json_t *c, const jf_rule_facts *f)
+{
+    jf_civil now;
+    jf_tz_to_civil(f->tz, f->now_ms, &now);
+    json_t *v;
+    if ((v = json_object_get(c, "days_of_week")) && !int_in(v, now.wday == 0 ? 7 : now.wday))
+        return false;
+    if ((v = json_object_get(c, "hours"))) {
+        int from = 0, to = 0, m = now.hour * 60 + now.minute;
+        hhmm_parse(json_string_value(json_object_get(v, "from")), &from);
+        hhmm_parse(json_string_value(json_object_get(v, "to")), &to);
+        bool in = from < to ? (m >= from && m < to) : (m >= from || m < to);
+        if (!in)
+            return false;
+    }
+    if ((v = json_object_get(c, "dates"))) {
+        char today[16];
+        snprintf(today, sizeof today, "%04d-%02d-%02d", now.year, now.month, now.day);
+        const char *from = json_string_value(json_object_get(v, "from"));
+        const char *to = json_string_value(json_object_get(v, "to"));
+        if ((from && strcmp(today, from) < 0) || (to && strcmp(today, to) > 0))
+            return false;
+    }
+    v = json_object_get(c, "birthday");
+    return v == NULL || birthday_matches(json_string_value(v), f->birthday, &now);
+}
+
+/* ---- evaluation: order lines ---- */
+
+static bool selector_matches(json_t *sel, json_t *line)
+{
+    return str_in(json_object_get(sel, "skus"), json_string_value(json_object_get(line, "sku"))) ||
+           str_in(json_object_get(sel, "categories"),
+                  json_string_value(json_object_get(line, "category"))) ||
+           any_in(json_object_get(sel, "labels"), json_object_get(line, "labels"));
+}
+
+/* A line counts for a rule unless it is a gift card or shipping, or the
+ * rule's include misses it, or its exclude hits it. */
+static bool line_eligible(json_t *c, json_t *line)
+{
+    json_t *inc = json_object_get(c, "include"), *exc = json_object_get(c, "exclude");
+    if (json_is_true(json_object_get(line, "gift_card")) ||
+        json_is_true(json_object_get(line, "shipping")))
+        return false;
+    if (inc && !selector_matches(inc, line))
+        return false;
+    return exc == NULL || !selector_matches(exc, line);
+}
+
+static int64_t line_quantity(json_t *line)
+{
+    json_t *q = json_object_get(line, "quantity");
+    return q ? json_integer_value(q) : 1;
+}
+
+/* Eligible amount and quantity of the order for a rule's conditions c.
+ * Without lines the whole order is one line of quantity 1 (and a rule
+ * that includes only some lines matches nothing). */
+static void order_eligible(json_t *c, json_t *order, int64_t *amount, int64_t *quantity)
+{
+    json_t *lines = json_object_get(order, "lines"), *l;
+    size_t i;
+    *amount = 0;
+    *quantity = 0;
+    if (lines == NULL) {
+        if (json_object_get(c, "include") == NULL) {
+            *amount = json_integer_value(json_object_get(order, "amount"));
+            *quantity = 1;
+        }
+        return;
+    }
+    json_array_foreach(lines, i, l)
+    {
+        if (line_eligible(c, l)) {
+            *amount += json_integer_value(json_object_get(l, "amount"));
+            *quantity += line_quantity(l);
+        }
+    }
+}
+
+static bool order_matches(json_t *c, const jf_rule_facts *f, int64_t amount, int64_t quantity)
+{
+    json_t *v;
+    if ((v = json_object_get(c, "amount_min")) && amount < json_integer_value(v))
+        return false;
+    if ((v = json_object_get(c, "amount_max")) && amount > json_integer_value(v))
+        return false;
+    if ((v = json_object_get(c, "min_quantity")) && quantity < json_integer_value(v))
+        return false;
+    if ((v = json_object_get(c, "channels")) && !str_in(v, f->channel))
+        return false;
+    if ((v = json_object_get(c, "stores")) && !str_in(v, f->store_id))
+        return false;
+    if ((json_object_get(c, "include") || json_object_get(c, "exclude")) && quantity == 0)
+        return false;
+    if ((v = json_object_get(c, "purchase_number"))) {
+        json_t *nth = json_object_get(v, "nth");
+        int64_t want = nth ? json_integer_value(nth) - 1 : 0;
+        if (f->purchases_before != want)
+            return false;
+    }
+    return true;
+}
+
+/* Whether rule r fires now; *amount and *quantity: its eligible part of the order. */
+static bool rule_fires(json_t *r, const jf_rule_facts *f, int64_t *amount, int64_t *quantity)
+{
+    json_t *c = json_object_get(r, "conditions");
+    int64_t t;
+    const char *s;
+    *amount = *quantity = 0;
+    if ((s = json_string_value(json_object_get(r, "starts_at"))) && jf_time_parse_rfc3339(s, &t) &&
+        f->now_ms < t)
+        return false;
+    if ((s = json_string_value(json_object_get(r, "ends_at"))) && jf_time_parse_rfc3339(s, &t) &&
+        f->now_ms >= t)
+        return false;
+    if (f->order)
+        order_eligible(c, f->order, amount, quantity);
+    if (c == NULL)
+        return true;
+    json_t *tags = json_object_get(c, "member_tags_any");
+    if (tags && !(f->tags && any_in(tags, f->tags)))
+        return false;
+    if (!calendar_matches(c, f))
+        return false;
+    return f->order == NULL || order_matches(c, f, *amount, *quantity);
+}
+
+/* ---- evaluation: effects and limits ---- */
+
+static bool apply_rounded(const char *rounding, int64_t amount, int64_t num, int64_t den,
+                          int64_t *out)
+{
+    if (rounding && strcmp(rounding, "ceil") == 0)
+        return jf_rate_apply_ceil(amount, num, den, out);
+    if (rounding && strcmp(rounding, "round") == 0)
+        return jf_rate_apply_round(amount, num, den, out);
+    return jf_rate_apply_floor(amount, num, den, out);
+}
+
+/* Appends a sentence to an award's explanation (truncating at the limit). */
+static void explain(jf_award *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void explain(jf_award *a, const char *fmt, ...)
+{
+    size_t used = strlen(a->explanation);
+    va_list ap;
+    va_start(ap, fmt);
+    if (used < sizeof a->explanation - 1)
+        vsnprintf(a->explanation + used, sizeof a->explanation - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Points of a rate, fixed or sku_bonus effect; false on overflow. */
+static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t amount, jf_award *a)
+{
+    const char *type = json_string_value(json_object_get(e, "type"));
+    int64_t pts = json_integer_value(json_object_get(e, "points"));
+    if (strcmp(type, "fixed") == 0) {
+        a->points = pts;
+        explain(a, "fixed %lld points", (long long)pts);
+        return true;
+    }
+    if (strcmp(type, "rate") == 0) {
+        int64_t per = json_integer_value(json_object_get(e, "per_amount")), base = amount;
+        const char *rounding = json_string_value(json_object_get(e, "rounding"));
+        if (json_is_true(json_object_get(e, "exclude_points_paid")))
+            base -=
+                jf_min_i64(base, json_integer_value(json_object_get(f->order, "paid_with_points")));
+        a->is_rate = true;
+        explain(a, "%lld point%s per %lld of eligible amount %lld (%s)", (long long)pts,
+                pts == 1 ? "" : "s", (long long)per, (long long)base,
+                rounding ? rounding : "floor");
+        return apply_rounded(rounding, base, pts, per, &a->points);
+    }
+    json_t *b, *l;
+    size_t i, j;
+    int64_t sum = 0;
+    json_array_foreach(json_object_get(e, "bonuses"), i, b)
+    {
+        json_array_foreach(json_object_get(f->order, "lines"), j, l)
+        {
+            int64_t add = 0;
+            if (!line_eligible(c, l) ||
+                !json_equal(json_object_get(b, "sku"), json_object_get(l, "sku")))
+                continue;
+            if (__builtin_mul_overflow(json_integer_value(json_object_get(b, "points")),
+                                       line_quantity(l), &add) ||
+                !jf_points_add_checked(sum, add, &sum))
+                return false;
+        }
+    }
+    a->points = sum;
+    explain(a, "SKU bonuses per unit");
+    return true;
+}
+
+/* Clips a->points to the room left under max (given used); notes why. */
+static void clip(jf_award *a, json_t *cap, int64_t used_points, int64_t used_awards,
+                 const char *what)
+{
+    json_t *mp = json_object_get(cap, "max_points"), *ma = json_object_get(cap, "max_awards");
+    if (cap == NULL || a->points == 0)
+        return;
+    if (ma && used_awards >= json_integer_value(ma)) {
+        explain(a, "; %s reached (%lld of %lld awards), so 0 points", what, (long long)used_awards,
+                (long long)json_integer_value(ma));
+        a->points = 0;
+        return;
+    }
+    int64_t room = mp ? json_integer_value(mp) - used_points : a->points;
+    if (room < a->points) {
+        room = room < 0 ? 0 : room;
+        explain(a, "; capped from %lld to %lld by %s (%lld of %lld points used)",
+                (long long)a->points, (long long)room, what, (long long)used_points,
+                (long long)json_integer_value(mp));
+        a->points = room;
+    }
+}
+
+static void apply_limits(const jf_rule_ref *ref, jf_award *a)
+{
+    json_t *l = json_object_get(ref->rule, "limits"), *pm = json_object_get(l, "per_member");
+    json_t *per_order = json_object_get(l, "max_points_per_order");
+    if (per_order && a->points > json_integer_value(per_order)) {
+        explain(a, "; capped from %lld to %lld by the rule's max_points_per_order",
+                (long long)a->points, (long long)json_integer_value(per_order));
+        a->points = json_integer_value(per_order);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "the per-member %s limit",
+             pm ? json_string_value(json_object_get(pm, "period")) : "");
+    clip(a, pm, ref->used.member_points, ref->used.member_awards, what);
+    clip(a, json_object_get(l, "budget"), ref->used.budget_points, ref->used.budget_awards,
+         "the rule's budget");
+}
+
+static void award_init(jf_award *a, const jf_rule_ref *ref)
+{
+    json_t *r = ref->rule, *v;
+    memset(a, 0, sizeof(*a));
+    snprintf(a->rule_id, sizeof a->rule_id, "%s", ref->id);
+    a->rule_version = ref->version;
+    a->pending_days = (v = json_object_get(r, "pending_days")) ? json_integer_value(v) : -1;
+    a->expires_in_days = (v = json_object_get(r, "expires_in_days")) ? json_integer_value(v) : -1;
+    a->group = json_string_value(json_object_get(r, "group"));
+    explain(a, "Rule '%s' v%lld: ", json_string_value(json_object_get(r, "name")),
+            (long long)ref->version);
+}
+
+/* Within each best-of group, among awards of one kind (multipliers or
+ * not), only the one with most points counts. */
+static void resolve_groups(jf_award *aw, size_t n, bool multipliers)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (aw[i].group == NULL || aw[i].is_multiplier != multipliers)
+            continue;
+        for (size_t j = i + 1; j < n; j++) {
+            if (aw[j].group == NULL || aw[j].is_multiplier != multipliers ||
+                strcmp(aw[i].group, aw[j].group) != 0 || aw[i].points == 0)
+                continue;
+            size_t lose = aw[j].points > aw[i].points ? i : j;
+            explain(&aw[lose], "; not counted: best-of group '%s' keeps the larger award",
+                    aw[i].group);
+            aw[lose].points = 0;
+        }
+    }
+}
+
+/* Step 3: multipliers on the counted rate awards. */
+static bool multipliers_apply(const jf_rule_ref *rules, const size_t *ref_of, jf_award *aw,
+                              size_t n)
+{
+    int64_t base = 0;
+    for (size_t i = 0; i < n; i++)
+        if (aw[i].is_rate && !jf_points_add_checked(base, aw[i].points, &base))
+            return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!aw[i].is_multiplier)
+            continue;
+        json_t *e = json_object_get(rules[ref_of[i]].rule, "effect"), *d;
+        int64_t num = json_integer_value(json_object_get(e, "factor_num"));
+        int64_t den = (d = json_object_get(e, "factor_den")) ? json_integer_value(d) : 1;
+        const char *rounding = json_string_value(json_object_get(e, "rounding"));
+        explain(&aw[i], "x%lld/%lld of the base award %lld adds", (long long)num, (long long)den,
+                (long long)base);
+        if (!apply_rounded(rounding, base, num - den, den, &aw[i].points))
+            return false;
+        aw[i].raw_points = aw[i].points;
+        explain(&aw[i], " %lld", (long long)aw[i].points);
+        apply_limits(&rules[ref_of[i]], &aw[i]);
+    }
+    resolve_groups(aw, n, true);
+    return true;
+}
+
+/* Step 4: the program's cap on one order, in evaluation order. */
+static bool order_cap_apply(jf_award *aw, size_t n, int64_t cap)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cap >= 0 && total + aw[i].points > cap) {
+            int64_t fit = cap - total;
+            explain(&aw[i], "; capped from %lld to %lld by the program's max_points_per_order %lld",
+                    (long long)aw[i].points, (long long)fit, (long long)cap);
+            aw[i].points = fit;
+        }
+        if (!jf_points_add_checked(total, aw[i].points, &total))
+            return false;
+    }
+    return true;
+}
+
+jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const jf_rule_facts *f,
+                         jf_award *aw, size_t *count)
+{
+    size_t k = 0, ref_of[JF_RULES_ACTIVE_MAX];
+    if (n > JF_RULES_ACTIVE_MAX)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "More than %d live rules.", JF_RULES_ACTIVE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        int64_t amount, quantity;
+        json_t *r = rules[i].rule, *e = json_object_get(r, "effect");
+        if (!rule_fires(r, f, &amount, &quantity))
+            continue;
+        award_init(&aw[k], &rules[i]);
+        ref_of[k] = i;
+        aw[k].is_multiplier =
+            strcmp(json_string_value(json_object_get(e, "type")), "multiplier") == 0;
+        if (!aw[k].is_multiplier) {
+            if (!effect_points(e, f, json_object_get(r, "conditions"), amount, &aw[k]))
+                return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Rule '%s' overflows.", rules[i].id);
+            aw[k].raw_points = aw[k].points;
+            if (aw[k].points == 0)
+                continue; /* nothing to award: as if it had not fired */
+            apply_limits(&rules[i], &aw[k]);
+        }
+        k++;
+        if (json_is_true(json_object_get(r, "exclusive")))
+            break;
+    }
+    resolve_groups(aw, k, false);
+    if (!multipliers_apply(rules, ref_of, aw, k) || !order_cap_apply(aw, k, f->order_cap))
+        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The awards exceed the points range.");
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (aw[i].raw_points == 0)
+            continue;
+        explain(&aw[i], " => %lld points.", (long long)aw[i].points);
+        aw[i].group = NULL;
+        if (kept != i)
+            aw[kept] = aw[i];
+        kept++;
+    }
+    assert(kept <= k && k <= n);
+    *count = kept;
+    return JF_OK;
+}

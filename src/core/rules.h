@@ -1,0 +1,125 @@
+/*
+ * Earning rules: validation of the rule JSON and the evaluator that turns
+ * an order or a custom event into awards (docs/RULES.md is the guide).
+ *
+ * A rule is data: a JSON object validated once when it is stored and kept
+ * as an immutable version.  The evaluator is a pure function of the rules
+ * (already in evaluation order: priority descending, then id), the facts of
+ * the order or event (member tags and birthday, the clock and the program's
+ * time zone) and what each rule has already awarded (for limits and
+ * budgets).  It never touches the database: the caller (rules_db.c, on the
+ * writer) loads usage first, so a cap checked here cannot be raced.
+ *
+ * Evaluation, in order:
+ *   1. Each rule whose status window and conditions hold "fires".  Its
+ *      effect is computed (rate, fixed, sku_bonus; multipliers wait for
+ *      step 3) and clipped by its own limits.  An exclusive rule that fires
+ *      stops evaluation of every later rule.
+ *   2. Within a best-of group only the award with most points counts (the
+ *      first in evaluation order on a tie); the others keep 0 points.
+ *   3. Multipliers get factor - 1 times the points of the counted rate
+ *      awards, clipped by their own limits; groups of multipliers resolve.
+ *   4. The program's max_points_per_order trims awards in evaluation order.
+ * Every fired rule whose effect gives points yields an award, possibly cut
+ * to 0 by a limit, whose explanation says why it got what it got.  A rule
+ * whose effect gives nothing (no eligible amount, no bonus SKU in the order,
+ * a multiplier without a base award) yields no award and, if exclusive,
+ * stops nothing unless it is a multiplier.
+ */
+#ifndef JF_RULES_H
+#define JF_RULES_H
+
+#include "core.h"
+#include "tz.h"
+
+/* Validates a rule body for POST /v1/rules and PUT /v1/rules/{id}.  The
+ * detail names the offending field ("conditions.hours.from must be HH:MM").
+ * Errors: JF_ERR_MISSING_FIELD, JF_ERR_UNKNOWN_FIELD, JF_ERR_INVALID_FIELD.
+ * Never writes, never reads the clock. */
+jf_err jf_rule_validate(jf_ctx *ctx, json_t *rule);
+
+/* Validates order.lines and the other rule-facing order fields ("lines",
+ * "channel", "store_id", "paid_with_points").  Same errors as above. */
+jf_err jf_rule_order_validate(jf_ctx *ctx, json_t *order);
+
+/* What a rule has already awarded: to this member in the current period of
+ * its per_member limit, and in total (its budget).  Counts are of awards
+ * with points > 0. */
+typedef struct jf_rule_usage {
+    int64_t member_points, member_awards, budget_points, budget_awards;
+} jf_rule_usage;
+
+typedef struct jf_rule_ref {
+    const char *id;
+    int64_t version;
+    json_t *rule; /* a validated rule body (borrowed) */
+    jf_rule_usage used;
+} jf_rule_ref;
+
+/* The facts rules are evaluated against.  order is NULL for an event. */
+typedef struct jf_rule_facts {
+    const jf_tz *tz;
+    int64_t now_ms;
+    json_t *order;            /* validated order, or NULL */
+    const char *event;        /* the event name, or NULL for a purchase */
+    const char *channel;      /* order.channel, else the body's channel, or NULL */
+    const char *store_id;     /* order.store_id, else the body's store_id, or NULL */
+    json_t *tags;             /* the member's tags (array of strings) or NULL */
+    const char *birthday;     /* "YYYY-MM-DD" or NULL */
+    int64_t purchases_before; /* the member's earlier purchase earns */
+    int64_t order_cap;        /* the program's max_points_per_order, -1 = none */
+} jf_rule_facts;
+
+typedef struct jf_award {
+    char rule_id[JF_ID_LEN_MAX];
+    int64_t rule_version;
+    int64_t points;
+    int64_t raw_points;      /* what the effect gave before limits and groups */
+    int64_t pending_days;    /* -1: the request's or the program's */
+    int64_t expires_in_days; /* -1: the request's or the program's */
+    bool is_rate, is_multiplier;
+    const char *group; /* borrowed from the rule during evaluation; NULL after */
+    char explanation[JF_EXPLANATION_LEN_MAX];
+} jf_award;
+
+/*
+ * Evaluates rules[0..n) against facts; writes one award per fired rule into
+ * awards (room for n) and their count into *count.  Returns
+ * JF_ERR_POINTS_OVERFLOW (detail set) when an award or the total would leave
+ * the points range; awards are then unusable.  Pure: no database, no clock
+ * but facts->now_ms.
+ */
+jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
+                         const jf_rule_facts *facts, jf_award *awards, size_t *count);
+
+/* Start (ms UTC) of the per_member period ("day", "week" (Monday),
+ * "month", "year" in tz) containing now_ms; INT64_MIN for "lifetime". */
+int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period);
+
+/* --- rules_db.c: storage, the /v1/rules operations, earn integration --- */
+
+/* Loads the live rules of a trigger (active, or active and draft when
+ * include_drafts; of that event name for "event") with their usage for
+ * member_id, evaluates them and returns the awards.  *rule_count tells how
+ * many live rules there were (0: the caller falls back to the base rate).
+ * Runs on the writer (or any connection: it only reads). */
+jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *event, jf_award *awards,
+                       size_t *count, size_t *rule_count);
+
+/* Writes each award of tx as a lot (when points > 0) and an award row.
+ * Called between jf_tx_begin and jf_tx_finish. */
+struct jf_tx;
+jf_err jf_awards_write(jf_ctx *ctx, const struct jf_tx *tx, const char *member_id,
+                       const jf_award *awards, size_t count);
+
+/* The awards of a transaction as a JSON array [{"rule_id", "rule_version",
+ * "points", "explanation"}]. */
+jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out);
+
+/* JSON array of computed (not stored) awards. */
+json_t *jf_awards_array(const jf_award *awards, size_t count);
+
+extern const jf_op_impl jf_op_rule_create, jf_op_rule_list, jf_op_rule_get, jf_op_rule_update,
+    jf_op_rule_archive, jf_op_member_event;
+
+#endif

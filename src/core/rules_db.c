@@ -1,0 +1,542 @@
+/*
+ * Earning rules in the store: the /v1/rules operations, loading the live
+ * rules with what they have already awarded, writing awards, and custom
+ * events (POST /v1/members/{id}/events).
+ *
+ * A rule is a head row (current version, status, trigger, priority: what
+ * queries filter on) over immutable versions holding the whole rule JSON.
+ * PUT and archive add a version; nothing ever edits one, and awards keep
+ * the version that produced them, so "why did I get N points" has the same
+ * answer forever and nothing already awarded is recomputed.  Usage for
+ * limits and budgets is summed from the awards table on the writer, inside
+ * the command's savepoint, so concurrent requests cannot exceed a cap.
+ */
+#include <string.h>
+
+#include "ledger.h"
+#include "rules.h"
+
+#define DAY_MS INT64_C(86400000)
+
+/* ---- the rule representation ---- */
+
+/* Fills in defaults so that a stored version is complete. */
+static void rule_normalize(json_t *r)
+{
+    if (!json_object_get(r, "status"))
+        json_object_set_new(r, "status", json_string("active"));
+    if (!json_object_get(r, "priority"))
+        json_object_set_new(r, "priority", json_integer(0));
+    if (!json_object_get(r, "exclusive"))
+        json_object_set_new(r, "exclusive", json_false());
+    if (!json_object_get(r, "group"))
+        json_object_set_new(r, "group", json_null());
+    if (!json_object_get(r, "conditions"))
+        json_object_set_new(r, "conditions", json_object());
+    if (!json_object_get(r, "limits"))
+        json_object_set_new(r, "limits", json_object());
+}
+
+static jf_err rule_body_validate(jf_ctx *ctx)
+{
+    char *text = jf_json_dump(ctx->body, NULL);
+    size_t n = text ? strlen(text) : SIZE_MAX;
+    free(text);
+    if (n > JF_RULE_BYTES_MAX)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD, "A rule must be at most %d bytes of JSON.",
+                       JF_RULE_BYTES_MAX);
+    jf_err err = jf_rule_validate(ctx, ctx->body);
+    if (err == JF_OK)
+        rule_normalize(ctx->body);
+    return err;
+}
+
+/* The stored rule id's current version as the API shows it. */
+static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT r.version, v.body, r.created_at, r.updated_at FROM rules r JOIN rule_versions v"
+        " ON v.tenant_id = r.tenant_id AND v.rule_id = r.id AND v.version = r.version"
+        " WHERE r.tenant_id=? AND r.id=?",
+        "Is", ctx->auth->tenant, id ? id : "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No rule '%s'.", id ? id : "");
+    json_t *o = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        o = json_object();
+        jf_json_set(o, "id", json_string(id));
+        jf_json_set(o, "version", json_integer(sqlite3_column_int64(st, 0)));
+        json_t *body = json_loads(jf_db_text(st, 1), 0, NULL);
+        json_object_update(o, body);
+        json_decref(body);
+        jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 2)));
+        jf_json_set(o, "updated_at", jf_json_time_value(sqlite3_column_int64(st, 3)));
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    if (err != JF_OK || !versions) {
+        *out = o;
+        return err;
+    }
+    json_t *list = json_array();
+    st = jf_db_query(ctx->db,
+                     "SELECT version, actor, created_at, json_extract(body, '$.status')"
+                     " FROM rule_versions WHERE tenant_id=? AND rule_id=? ORDER BY version DESC",
+                     "Is", ctx->auth->tenant, id);
+    while (st && sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(list, json_pack("{sIsssoss}", "version",
+                                              (json_int_t)sqlite3_column_int64(st, 0), "actor",
+                                              jf_db_text(st, 1), "created_at",
+                                              jf_json_time_value(sqlite3_column_int64(st, 2)),
+                                              "status", jf_db_text(st, 3)));
+    if (st)
+        sqlite3_reset(st);
+    json_object_set_new(o, "versions", list);
+    *out = o;
+    return st ? JF_OK : JF_ERR_IO;
+}
+
+/* Answers with the rule's representation, versions included. */
+static jf_err rule_reply(jf_ctx *ctx, const char *id)
+{
+    json_t *o = NULL;
+    jf_err err = rule_json(ctx, id, true, &o);
+    if (err == JF_OK) {
+        json_decref(ctx->out);
+        ctx->out = o;
+    }
+    return err;
+}
+
+/* Refuses a rule that would exceed the live-rule limit of its trigger. */
+static jf_err live_room(jf_ctx *ctx, json_t *body, const char *except_id)
+{
+    int64_t live = 0;
+    if (strcmp(json_string_value(json_object_get(body, "status")), "archived") == 0)
+        return JF_OK;
+    jf_err err =
+        jf_db_int(ctx->db, &live, 0,
+                  "SELECT count(*) FROM rules WHERE tenant_id=? AND trigger=?"
+                  " AND status IN ('active','draft') AND id <> ?",
+                  "Iss", ctx->auth->tenant, json_string_value(json_object_get(body, "trigger")),
+                  except_id ? except_id : "");
+    if (err == JF_OK && live >= JF_RULES_ACTIVE_MAX)
+        err = jf_fail(ctx, JF_ERR_INVALID_REQUEST,
+                      "A trigger has at most %d active or draft rules; archive one first.",
+                      JF_RULES_ACTIVE_MAX);
+    return err;
+}
+
+/* Appends version `version` of rule id and points the head row at it. */
+static jf_err rule_store(jf_ctx *ctx, const char *id, int64_t version, json_t *body)
+{
+    char *text = jf_json_dump(body, NULL);
+    if (text == NULL)
+        return JF_ERR_NOMEM;
+    jf_err err =
+        jf_db_run(ctx->db,
+                  "INSERT INTO rule_versions(tenant_id, rule_id, version, body, actor,"
+                  " created_at) VALUES(?,?,?,?,?,?)",
+                  "IsIssI", ctx->auth->tenant, id, version, text, ctx->auth->actor, ctx->now_ms);
+    free(text);
+    const char *trigger = json_string_value(json_object_get(body, "trigger"));
+    const char *event = json_string_value(json_object_get(body, "event"));
+    const char *name = json_string_value(json_object_get(body, "name"));
+    const char *status = json_string_value(json_object_get(body, "status"));
+    int64_t prio = json_integer_value(json_object_get(body, "priority"));
+    if (err == JF_OK && version == 1)
+        err = jf_db_run(ctx->db,
+                        "INSERT INTO rules(tenant_id, id, name, trigger, event, status, priority,"
+                        " version, created_at, updated_at) VALUES(?,?,?,?,?,?,?,1,?,?)",
+                        "IsssssIII", ctx->auth->tenant, id, name, trigger, event, status, prio,
+                        ctx->now_ms, ctx->now_ms);
+    else if (err == JF_OK)
+        err = jf_db_run(ctx->db,
+                        "UPDATE rules SET name=?, trigger=?, event=?, status=?, priority=?,"
+                        " version=?, updated_at=? WHERE tenant_id=? AND id=?",
+                        "ssssIIIIs", name, trigger, event, status, prio, version, ctx->now_ms,
+                        ctx->auth->tenant, id);
+    return err;
+}
+
+static jf_err rule_create(jf_ctx *ctx)
+{
+    int64_t total = 0;
+    char id[JF_ID_LEN_MAX];
+    jf_err err = jf_db_int(ctx->db, &total, 0, "SELECT count(*) FROM rules WHERE tenant_id=?", "I",
+                           ctx->auth->tenant);
+    if (err == JF_OK && total >= JF_RULES_MAX)
+        err = jf_fail(ctx, JF_ERR_INVALID_REQUEST, "A tenant has at most %d rules.", JF_RULES_MAX);
+    if (err == JF_OK)
+        err = live_room(ctx, ctx->body, NULL);
+    jf_id_new("rul_", id);
+    if (err == JF_OK)
+        err = rule_store(ctx, id, 1, ctx->body);
+    if (err == JF_OK)
+        err = rule_reply(ctx, id);
+    ctx->created = err == JF_OK;
+    return err;
+}
+
+/* The current version of the path's rule (JF_ERR_NOT_FOUND when none). */
+static jf_err rule_current(jf_ctx *ctx, int64_t *version, char **status)
+{
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db, "SELECT version, status FROM rules WHERE tenant_id=? AND id=?", "Is",
+                    ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No rule '%s'.", ctx->path_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+        *status = strdup(jf_db_text(st, 1));
+        err = *status ? JF_OK : JF_ERR_NOMEM;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+static jf_err rule_update(jf_ctx *ctx)
+{
+    int64_t version = 0;
+    char *status = NULL;
+    jf_err err = rule_current(ctx, &version, &status);
+    free(status);
+    if (err == JF_OK)
+        err = live_room(ctx, ctx->body, ctx->path_id);
+    if (err == JF_OK)
+        err = rule_store(ctx, ctx->path_id, version + 1, ctx->body);
+    return err == JF_OK ? rule_reply(ctx, ctx->path_id) : err;
+}
+
+static jf_err rule_archive(jf_ctx *ctx)
+{
+    int64_t version = 0;
+    char *status = NULL;
+    json_t *cur = NULL;
+    jf_err err = rule_current(ctx, &version, &status);
+    bool already = err == JF_OK && strcmp(status, "archived") == 0;
+    free(status);
+    if (err == JF_OK && !already && (err = rule_json(ctx, ctx->path_id, false, &cur)) == JF_OK) {
+        static const char *const drop[] = {"id", "version", "created_at", "updated_at", NULL};
+        for (const char *const *k = drop; *k; k++)
+            json_object_del(cur, *k);
+        json_object_set_new(cur, "status", json_string("archived"));
+        err = rule_store(ctx, ctx->path_id, version + 1, cur);
+    }
+    json_decref(cur);
+    return err == JF_OK ? rule_reply(ctx, ctx->path_id) : err;
+}
+
+static jf_err rule_get(jf_ctx *ctx)
+{
+    return rule_reply(ctx, ctx->path_id);
+}
+
+static jf_err rule_list(jf_ctx *ctx)
+{
+    const char *status = jf_param_get(ctx, "status"), *trigger = jf_param_get(ctx, "trigger");
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT id FROM rules WHERE tenant_id=? AND (?2 IS NULL OR"
+                                   " status=?2) AND (?3 IS NULL OR trigger=?3)"
+                                   " ORDER BY trigger DESC, priority DESC, id",
+                                   "Iss", ctx->auth->tenant, status, trigger);
+    if (st == NULL)
+        return JF_ERR_IO;
+    json_t *ids = json_array(), *data = json_array(), *v;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(ids, json_string(jf_db_text(st, 0)));
+    sqlite3_reset(st);
+    size_t i;
+    jf_err err = JF_OK;
+    json_array_foreach(ids, i, v)
+    {
+        json_t *o = NULL;
+        if (err == JF_OK && (err = rule_json(ctx, json_string_value(v), false, &o)) == JF_OK)
+            json_array_append_new(data, o);
+    }
+    json_decref(ids);
+    json_decref(ctx->out);
+    ctx->out = jf_list_envelope(data, -1);
+    return err;
+}
+
+/* ---- live rules and their usage ---- */
+
+typedef struct live_rules {
+    jf_rule_ref refs[JF_RULES_ACTIVE_MAX];
+    char ids[JF_RULES_ACTIVE_MAX][JF_ID_LEN_MAX];
+    size_t n;
+} live_rules;
+
+static void live_free(live_rules *lr)
+{
+    for (size_t i = 0; i < lr->n; i++)
+        json_decref(lr->refs[i].rule);
+    lr->n = 0;
+}
+
+static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf_rule_ref *ref)
+{
+    json_t *l = json_object_get(ref->rule, "limits"), *pm = json_object_get(l, "per_member");
+    jf_err err = JF_OK;
+    const char *sql = "SELECT COALESCE(SUM(points), 0), count(CASE WHEN points > 0 THEN 1 END)"
+                      " FROM awards WHERE tenant_id=?1 AND rule_id=?2 AND (?3 IS NULL OR"
+                      " member_id=?3) AND created_at >= ?4";
+    for (int pass = 0; pass < 2 && err == JF_OK; pass++) {
+        if ((pass == 0 && !pm) || (pass == 1 && !json_object_get(l, "budget")))
+            continue;
+        int64_t since =
+            pass == 0 ? jf_rule_period_start_ms(tz, ctx->now_ms,
+                                                json_string_value(json_object_get(pm, "period")))
+                      : INT64_MIN;
+        sqlite3_stmt *st = jf_db_query(ctx->db, sql, "IssI", ctx->auth->tenant, ref->id,
+                                       pass == 0 ? member_id : NULL, since);
+        if (st == NULL)
+            return JF_ERR_IO;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t *pts = pass == 0 ? &ref->used.member_points : &ref->used.budget_points;
+            int64_t *cnt = pass == 0 ? &ref->used.member_awards : &ref->used.budget_awards;
+            *pts = sqlite3_column_int64(st, 0);
+            *cnt = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_reset(st);
+    }
+    return err;
+}
+
+static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, const char *event,
+                        live_rules *lr)
+{
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT r.id, r.version, v.body FROM rules r JOIN rule_versions v ON v.tenant_id ="
+        " r.tenant_id AND v.rule_id = r.id AND v.version = r.version WHERE r.tenant_id=?1"
+        " AND r.trigger=?2 AND (r.status='active' OR (?3 AND r.status='draft'))"
+        " AND (?4 IS NULL OR r.event=?4) ORDER BY r.priority DESC, r.id LIMIT ?5",
+        "Isisi", ctx->auth->tenant, event ? "event" : "purchase", ctx->args->include_drafts ? 1 : 0,
+        event, JF_RULES_ACTIVE_MAX);
+    if (st == NULL)
+        return JF_ERR_IO;
+    lr->n = 0;
+    jf_err err = JF_OK;
+    while (err == JF_OK && lr->n < JF_RULES_ACTIVE_MAX && sqlite3_step(st) == SQLITE_ROW) {
+        jf_rule_ref *ref = &lr->refs[lr->n];
+        memset(ref, 0, sizeof(*ref));
+        snprintf(lr->ids[lr->n], JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        ref->id = lr->ids[lr->n];
+        ref->version = sqlite3_column_int64(st, 1);
+        ref->rule = json_loads(jf_db_text(st, 2), 0, NULL);
+        err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
+        if (err == JF_OK)
+            lr->n++;
+    }
+    sqlite3_reset(st);
+    for (size_t i = 0; err == JF_OK && i < lr->n; i++)
+        err = usage_load(ctx, tz, member_id, &lr->refs[i]);
+    return err;
+}
+
+/* The member's tags and birthday, and their earlier purchase earns. */
+static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f, json_t **tags,
+                           char *birthday, size_t bsize)
+{
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db, "SELECT tags, birthday FROM members WHERE tenant_id=? AND id=?", "Is",
+                    ctx->auth->tenant, member_id);
+    if (st == NULL)
+        return JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *tags = json_loads(jf_db_text(st, 0) ? jf_db_text(st, 0) : "[]", 0, NULL);
+        if (jf_db_text(st, 1)) {
+            snprintf(birthday, bsize, "%s", jf_db_text(st, 1));
+            f->birthday = birthday;
+        }
+    }
+    sqlite3_reset(st);
+    f->tags = *tags;
+    return jf_db_int(ctx->db, &f->purchases_before, 0,
+                     "SELECT count(*) FROM transactions WHERE tenant_id=? AND member_id=?"
+                     " AND type='earn' AND order_id IS NOT NULL",
+                     "Is", ctx->auth->tenant, member_id);
+}
+
+jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *event, jf_award *awards,
+                       size_t *count, size_t *rule_count)
+{
+    const jf_tz *tz = NULL;
+    if (jf_tz_get(ctx->prog.timezone, &tz) != JF_OK && jf_tz_get("UTC", &tz) != JF_OK)
+        return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.", ctx->prog.timezone);
+    live_rules *lr = calloc(1, sizeof(*lr));
+    if (lr == NULL)
+        return JF_ERR_NOMEM;
+    json_t *tags = NULL, *order = ctx->args->order;
+    char birthday[16] = "";
+    jf_rule_facts f = {.tz = tz,
+                       .now_ms = ctx->now_ms,
+                       .order = order,
+                       .event = event,
+                       .order_cap = event ? -1 : ctx->prog.max_points_per_order};
+    f.channel = json_string_value(json_object_get(order, "channel"));
+    f.channel = f.channel ? f.channel : ctx->args->channel;
+    f.store_id = json_string_value(json_object_get(order, "store_id"));
+    f.store_id = f.store_id ? f.store_id : ctx->args->store_id;
+    jf_err err = live_load(ctx, tz, member_id, event, lr);
+    if (err == JF_OK)
+        err = facts_member(ctx, member_id, &f, &tags, birthday, sizeof birthday);
+    *count = 0;
+    *rule_count = lr->n;
+    if (err == JF_OK && lr->n > 0)
+        err = jf_rules_evaluate(ctx, lr->refs, lr->n, &f, awards, count);
+    live_free(lr);
+    free(lr);
+    json_decref(tags);
+    return err;
+}
+
+/* ---- awards ---- */
+
+jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, const jf_award *awards,
+                       size_t count)
+{
+    const jf_args *a = ctx->args;
+    jf_err err = JF_OK;
+    for (size_t i = 0; i < count && err == JF_OK; i++) {
+        const jf_award *w = &awards[i];
+        int64_t pending = w->pending_days >= 0  ? w->pending_days
+                          : a->has_pending_days ? a->pending_days
+                                                : ctx->prog.pending_days;
+        int64_t expires = w->expires_in_days >= 0 ? ctx->now_ms + w->expires_in_days * DAY_MS
+                          : a->has_expires_at     ? a->expires_at
+                                                  : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
+        int64_t lot = -1;
+        if (w->points > 0)
+            err = jf_lot_create(ctx, tx, member_id, w->points, ctx->now_ms + pending * DAY_MS,
+                                expires, &lot);
+        if (err == JF_OK)
+            err =
+                jf_db_run(ctx->db,
+                          "INSERT INTO awards(tenant_id, tx_seq, n, member_id, rule_id,"
+                          " rule_version, points, lot_seq, explanation, created_at)"
+                          " VALUES(?,?,?,?,?,?,?,NULLIF(?,-1),?,?)",
+                          "IIIssIIIsI", ctx->auth->tenant, tx->seq, (int64_t)i, member_id,
+                          w->rule_id, w->rule_version, w->points, lot, w->explanation, ctx->now_ms);
+    }
+    return err;
+}
+
+jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out)
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT rule_id, rule_version, points, explanation FROM awards"
+                                   " WHERE tenant_id=? AND tx_seq=? ORDER BY n",
+                                   "II", ctx->auth->tenant, tx_seq);
+    if (st == NULL)
+        return JF_ERR_IO;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr,
+                              json_pack("{sssIsIss}", "rule_id", jf_db_text(st, 0), "rule_version",
+                                        (json_int_t)sqlite3_column_int64(st, 1), "points",
+                                        (json_int_t)sqlite3_column_int64(st, 2), "explanation",
+                                        jf_db_text(st, 3)));
+    sqlite3_reset(st);
+    *out = arr;
+    return JF_OK;
+}
+
+json_t *jf_awards_array(const jf_award *awards, size_t count)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(arr, json_pack("{sssIsIss}", "rule_id", awards[i].rule_id,
+                                             "rule_version", (json_int_t)awards[i].rule_version,
+                                             "points", (json_int_t)awards[i].points, "explanation",
+                                             awards[i].explanation));
+    return arr;
+}
+
+/* ---- custom events ---- */
+
+static jf_err event_validate(jf_ctx *ctx)
+{
+    static const char *const fields[] = {"name",    "attributes", "dry_run", "include_drafts",
+                                         "channel", "store_id",   "note",    NULL};
+    jf_args *a = ctx->args;
+    json_t *b = ctx->body, *attrs = json_object_get(b, "attributes");
+    jf_err err = jf_json_allow(ctx, b, fields);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, b, "name", true, JF_EVENT_NAME_LEN_MAX, &a->event_name);
+    if (err == JF_OK && attrs && !json_is_object(attrs))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'attributes' must be an object.");
+    if (err == JF_OK && attrs) {
+        char *text = jf_json_dump(attrs, NULL);
+        size_t n = text ? strlen(text) : SIZE_MAX;
+        free(text);
+        if (n > JF_METADATA_BYTES_MAX)
+            err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'attributes' must be at most %d bytes.",
+                          JF_METADATA_BYTES_MAX);
+    }
+    if (err == JF_OK)
+        err = jf_dry_run_args(ctx);
+    return err == JF_OK ? jf_args_common(ctx) : err;
+}
+
+static jf_err event_apply(jf_ctx *ctx)
+{
+    const jf_args *a = ctx->args;
+    jf_member m;
+    jf_tx tx;
+    jf_award *aw = calloc(JF_RULES_ACTIVE_MAX, sizeof(*aw));
+    size_t n = 0, live = 0;
+    int64_t total = 0;
+    jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
+    if (err == JF_OK)
+        err = jf_rules_awards(ctx, m.id, a->event_name, aw, &n, &live);
+    for (size_t i = 0; err == JF_OK && i < n; i++)
+        if (!jf_points_add_checked(total, aw[i].points, &total))
+            err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The event earns too many points.");
+    if (err == JF_OK && (a->dry_run || total == 0)) {
+        json_t *pts = NULL;
+        jf_json_set(ctx->out, "event", json_string(a->event_name));
+        jf_json_set(ctx->out, "dry_run", json_boolean(a->dry_run));
+        jf_json_set(ctx->out, "total_points", json_integer(total));
+        jf_json_set(ctx->out, "awards", jf_awards_array(aw, n));
+        jf_json_set(ctx->out, "transaction", json_null());
+        if ((err = jf_member_points_json(ctx, m.id, &pts)) == JF_OK)
+            jf_json_set(ctx->out, "points", pts);
+        free(aw);
+        return err;
+    }
+    if (err == JF_OK)
+        err = jf_tx_begin(ctx, &tx, "earn", m.id);
+    if (err != JF_OK) {
+        free(aw);
+        return err;
+    }
+    jf_tx_describe(&tx, a);
+    json_t *attrs = json_object_get(ctx->body, "attributes");
+    json_t *meta = attrs ? json_pack("{sssO}", "event", a->event_name, "attributes", attrs)
+                         : json_pack("{ssso}", "event", a->event_name, "attributes", json_object());
+    free(tx.metadata);
+    tx.metadata = jf_json_dump(meta, NULL);
+    json_decref(meta);
+    tx.points = tx.delta = total;
+    err = jf_awards_write(ctx, &tx, m.id, aw, n);
+    jf_tx_post(&tx, "issuance", NULL, -total);
+    jf_tx_post(&tx, "points", m.id, total);
+    free(aw);
+    err = jf_tx_complete(ctx, &tx, m.id, err);
+    if (err == JF_OK)
+        jf_json_set(ctx->out, "event", json_string(a->event_name));
+    return err;
+}
+
+const jf_op_impl jf_op_rule_create = {rule_body_validate, rule_create};
+const jf_op_impl jf_op_rule_update = {rule_body_validate, rule_update};
+const jf_op_impl jf_op_rule_archive = {NULL, rule_archive};
+const jf_op_impl jf_op_rule_get = {NULL, rule_get};
+const jf_op_impl jf_op_rule_list = {NULL, rule_list};
+const jf_op_impl jf_op_member_event = {event_validate, event_apply};

@@ -1,0 +1,369 @@
+"""Earning rules over HTTP (docs/RULES.md): CRUD and versioning, validation
+errors, earns from orders with lines, awards in the transaction, dry runs,
+custom events, and limits that 64 concurrent requests cannot exceed.
+Run: python3 tests/api/test_rules.py"""
+
+import os
+import sys
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jifen_harness as H  # noqa: E402
+
+# 2027-01-06 is a Wednesday; 02:00Z is 10:00 in Asia/Shanghai (the default zone).
+WED = H.parse_time("2027-01-06T02:00:00Z")
+THU = WED + H.DAY_MS
+
+RATE = {"name": "1 point per yuan", "trigger": "purchase", "priority": 100,
+        "effect": {"type": "rate", "points": 1, "per_amount": 100,
+                   "exclude_points_paid": True}}
+DOUBLE_WED = {"name": "double Wednesday", "trigger": "purchase", "priority": 50,
+              "conditions": {"days_of_week": [3]},
+              "effect": {"type": "multiplier", "factor_num": 2, "factor_den": 1}}
+TEA_BONUS = {"name": "tea bonus", "trigger": "purchase", "priority": 10,
+             "effect": {"type": "sku_bonus", "bonuses": [{"sku": "TEA", "points": 5}]}}
+
+
+def create_rule(c, body, status=201):
+    return H.check_ok(c.post("/v1/rules", body), status, "create rule %r" % body)
+
+
+def rule_ids(c):
+    return [r["id"] for r in H.check_ok(c.get("/v1/rules"), 200, "rules")["data"]]
+
+
+def archive_all(c):
+    for rid in rule_ids(c):
+        H.check_ok(c.post("/v1/rules/%s/archive" % rid), 200, "archive")
+
+
+def order(oid, lines=None, **extra):
+    o = {"id": oid, "currency": "CNY"}
+    if lines is not None:
+        o["lines"] = lines
+        o["amount"] = sum(ln["amount"] for ln in lines)
+    o.update(extra)
+    return o
+
+
+class RulesCrudTests(unittest.TestCase):
+    def setUp(self):
+        self.env = H.start_env(self)
+        self.c = self.env.admin
+
+    def assertProblem(self, r, status, code, detail_part=None):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.body.get("code"), code, r)
+        if detail_part:
+            self.assertIn(detail_part, r.body.get("detail", ""), r)
+
+    def test_init_ships_sample_rules_as_drafts(self):
+        rules = H.check_ok(self.c.get("/v1/rules"), 200, "list")["data"]
+        self.assertEqual(len(rules), 4)
+        self.assertTrue(all(r["status"] == "draft" for r in rules))
+        self.assertEqual(sorted(r["trigger"] for r in rules),
+                         ["event", "purchase", "purchase", "purchase"])
+        # Drafts change nothing: an order earns at the program's base rate.
+        m = H.create_member(self.c)
+        b = H.check_ok(H.earn(self.c, m["id"], order=order("o1", amount=12345)), 201, "earn")
+        self.assertEqual(b["transaction"]["points"], 123)
+        self.assertEqual(b["transaction"]["awards"], [])
+
+    def test_create_get_update_archive_versions(self):
+        r = create_rule(self.c, RATE)
+        self.assertEqual(r["version"], 1)
+        self.assertEqual(r["status"], "active")
+        self.assertEqual(len(r["versions"]), 1)
+        rid = r["id"]
+        upd = dict(RATE, effect={"type": "rate", "points": 2, "per_amount": 100})
+        r2 = H.check_ok(self.c.put("/v1/rules/%s" % rid, upd), 200, "put")
+        self.assertEqual(r2["version"], 2)
+        self.assertEqual(r2["effect"]["points"], 2)
+        self.assertEqual([v["version"] for v in r2["versions"]], [2, 1])
+        r3 = H.check_ok(self.c.post("/v1/rules/%s/archive" % rid), 200, "archive")
+        self.assertEqual((r3["version"], r3["status"]), (3, "archived"))
+        self.assertEqual(r3["effect"]["points"], 2)
+        got = H.check_ok(self.c.get("/v1/rules/%s" % rid), 200, "get")
+        self.assertEqual(got["version"], 3)
+        active = H.check_ok(self.c.get("/v1/rules", params={"status": "active"}), 200, "l")
+        self.assertNotIn(rid, [x["id"] for x in active["data"]])
+        # Another tenant's rule is 404; roles below admin may read but not write.
+        self.assertEqual(self.env.admin2.get("/v1/rules/%s" % rid).status, 404)
+        _, pos = self.env.key("pos")
+        self.assertEqual(pos.get("/v1/rules/%s" % rid).status, 200)
+        self.assertProblem(pos.post("/v1/rules", RATE), 403, "forbidden")
+        self.assertProblem(self.c.put("/v1/rules/rul_nope", RATE), 404, "not_found")
+
+    def test_validation_errors_are_precise(self):
+        cases = [
+            (dict(RATE, colour="red"), "unknown_field", "colour"),
+            ({"trigger": "purchase", "effect": RATE["effect"]}, "missing_field", "name"),
+            (dict(RATE, trigger="birthday"), "invalid_field", "trigger"),
+            (dict(RATE, effect={"type": "rate", "points": 1}), "missing_field", "per_amount"),
+            (dict(RATE, effect={"type": "rate", "points": 1, "per_amount": 100,
+                                "rounding": "up"}), "invalid_field", "rounding"),
+            (dict(RATE, conditions={"hours": {"from": "9:00", "to": "12:00"}}),
+             "invalid_field", "HH:MM"),
+            (dict(RATE, conditions={"days_of_week": [0]}), "invalid_field", "days_of_week"),
+            (dict(RATE, conditions={"amount_min": 500, "amount_max": 100}),
+             "invalid_field", "amount_min"),
+            (dict(RATE, conditions={"include": {"colours": ["x"]}}), "unknown_field",
+             "colours"),
+            ({"name": "e", "trigger": "event", "effect": {"type": "fixed", "points": 5}},
+             "missing_field", "event"),
+            ({"name": "e", "trigger": "event", "event": "x",
+              "conditions": {"amount_min": 1}, "effect": {"type": "fixed", "points": 5}},
+             "invalid_field", "purchase rules"),
+            ({"name": "e", "trigger": "event", "event": "x",
+              "effect": {"type": "rate", "points": 1, "per_amount": 1}},
+             "invalid_field", "fixed"),
+            (dict(DOUBLE_WED, effect={"type": "multiplier", "factor_num": 1}),
+             "invalid_field", "factor"),
+            (dict(RATE, limits={"per_member": {"period": "fortnight", "max_points": 1}}),
+             "invalid_field", "period"),
+            (dict(RATE, limits={"budget": {}}), "missing_field", "max_points"),
+            (dict(RATE, status="paused"), "invalid_field", "status"),
+        ]
+        for body, code, part in cases:
+            with self.subTest(body=body):
+                self.assertProblem(self.c.post("/v1/rules", body), 400, code, part)
+        m = H.create_member(self.c)
+        bad = order("o1", [{"sku": "A", "amount": 100}], amount=99)
+        self.assertProblem(H.earn(self.c, m["id"], order=bad), 400, "invalid_field", "sum")
+
+
+class EarnRulesTests(unittest.TestCase):
+    def setUp(self):
+        self.env = H.start_env(self)
+        self.c = self.env.admin
+        archive_all(self.c)
+        H.clock_set(self.c, WED)
+        self.rate = create_rule(self.c, RATE)
+        self.double = create_rule(self.c, DOUBLE_WED)
+        self.tea = create_rule(self.c, TEA_BONUS)
+        self.m = H.create_member(self.c)
+
+    def test_earn_with_lines_awards_and_transaction(self):
+        lines = [{"sku": "TEA", "category": "drinks", "amount": 3000, "quantity": 2},
+                 {"sku": "GC", "amount": 10000, "gift_card": True},
+                 {"sku": "SHIP", "amount": 800, "shipping": True},
+                 {"sku": "CAKE", "category": "food", "amount": 5050}]
+        o = order("o-lines", lines, paid_with_points=1000, channel="wechat")
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=o), 201, "earn")
+        # Eligible: 3000 + 5050 = 8050, minus 1000 paid with points = 7050 -> 70.
+        # Double Wednesday adds 70; TEA bonus 2 units x 5 = 10.
+        tx = b["transaction"]
+        by_rule = {a["rule_id"]: a for a in tx["awards"]}
+        self.assertEqual(by_rule[self.rate["id"]]["points"], 70)
+        self.assertEqual(by_rule[self.double["id"]]["points"], 70)
+        self.assertEqual(by_rule[self.tea["id"]]["points"], 10)
+        self.assertEqual(tx["points"], 150)
+        self.assertTrue(all(a["rule_version"] == 1 for a in tx["awards"]))
+        self.assertIn("double Wednesday", by_rule[self.double["id"]]["explanation"])
+        self.assertEqual(H.points_of(self.c, self.m["id"])["available"], 150)
+        lots = H.check_ok(self.c.get("/v1/members/%s/lots" % self.m["id"]), 200, "lots")
+        self.assertEqual(sorted(x["amount"] for x in lots["data"]), [10, 70, 70])
+        # A rule edit never recomputes what was awarded.
+        H.check_ok(self.c.put("/v1/rules/%s" % self.rate["id"],
+                              dict(RATE, effect={"type": "rate", "points": 5,
+                                                 "per_amount": 100})), 200, "put")
+        got = H.check_ok(self.c.get("/v1/transactions/%s" % tx["id"]), 200, "get tx")
+        self.assertEqual(got["awards"], tx["awards"])
+        b2 = H.check_ok(H.earn(self.c, self.m["id"], order=order("o2", amount=100)), 201, "e2")
+        rate2 = [a for a in b2["transaction"]["awards"] if a["rule_id"] == self.rate["id"]]
+        self.assertEqual((rate2[0]["rule_version"], rate2[0]["points"]), (2, 5))
+
+    def test_not_wednesday_and_conditions(self):
+        H.clock_set(self.c, THU)
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-thu", amount=1000)), 201, "")
+        self.assertEqual(b["transaction"]["points"], 10)
+        self.assertEqual(len(b["transaction"]["awards"]), 1)
+        # Explicit points bypass the rules.
+        b = H.check_ok(H.earn(self.c, self.m["id"], points=7, order={"id": "o-x"}), 201, "")
+        self.assertEqual((b["transaction"]["points"], b["transaction"]["awards"]), (7, []))
+
+    def test_dry_run_writes_nothing(self):
+        before = H.check_ok(self.c.get("/v1/transactions"), 200, "list")["data"]
+        body = {"order": order("o-dry", amount=2000), "dry_run": True}
+        r = self.c.post("/v1/members/%s/earn" % self.m["id"], body)  # no Idempotency-Key
+        b = H.check_ok(r, 200, "dry run")
+        self.assertEqual((b["dry_run"], b["total_points"]), (True, 40))
+        self.assertEqual(len(b["awards"]), 2)
+        self.assertEqual(H.check_ok(self.c.get("/v1/transactions"), 200, "l")["data"], before)
+        self.assertEqual(H.points_of(self.c, self.m["id"])["available"], 0)
+        # A dry run with a key stores no replay: the key stays free for the real earn.
+        H.check_ok(self.c.post("/v1/members/%s/earn" % self.m["id"], body, idem="k-dry"), 200, "")
+        real = self.c.post("/v1/members/%s/earn" % self.m["id"], {"order": body["order"]},
+                           idem="k-dry")
+        self.assertEqual(real.status, 201, real)
+        self.assertFalse(real.replayed)
+        self.assertEqual(real.body["transaction"]["points"], 40)
+        # Drafts only in a dry run that asks for them.
+        draft = create_rule(self.c, dict(TEA_BONUS, name="draft fixed", status="draft",
+                                         effect={"type": "fixed", "points": 3}))
+        o2 = order("o-dry2", amount=100)
+        b = H.check_ok(self.c.post("/v1/members/%s/earn" % self.m["id"],
+                                   {"order": o2, "dry_run": True}), 200, "")
+        self.assertNotIn(draft["id"], [a["rule_id"] for a in b["awards"]])
+        b = H.check_ok(self.c.post("/v1/members/%s/earn" % self.m["id"],
+                                   {"order": o2, "dry_run": True, "include_drafts": True}),
+                       200, "")
+        self.assertIn(draft["id"], [a["rule_id"] for a in b["awards"]])
+        r = self.c.post("/v1/members/%s/earn" % self.m["id"], {"order": o2}, idem=None)
+        self.assertEqual(r.body["code"], "idempotency_key_required", r)
+
+    def test_program_cap_and_exclusive(self):
+        H.program_patch(self.c, {"max_points_per_order": 50})
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-cap", amount=4000)), 201, "")
+        self.assertEqual(b["transaction"]["points"], 50)
+        self.assertTrue(any("max_points_per_order" in a["explanation"]
+                            for a in b["transaction"]["awards"]))
+        H.program_patch(self.c, {"max_points_per_order": None})
+        create_rule(self.c, {"name": "VIP flat", "trigger": "purchase", "priority": 500,
+                             "exclusive": True, "conditions": {"member_tags_any": ["vip"]},
+                             "effect": {"type": "fixed", "points": 999}})
+        vip = H.create_member(self.c, tags=["vip"])
+        b = H.check_ok(H.earn(self.c, vip["id"], order=order("o-vip", amount=4000)), 201, "")
+        self.assertEqual(b["transaction"]["points"], 999)
+        self.assertEqual(len(b["transaction"]["awards"]), 1)
+
+
+class EventTests(unittest.TestCase):
+    def setUp(self):
+        self.env = H.start_env(self)
+        self.c = self.env.admin
+        H.clock_set(self.c, WED)
+        self.m = H.create_member(self.c)
+
+    def event(self, name="review_posted", idem=True, **extra):
+        body = {"name": name, "attributes": {"stars": 5}}
+        body.update(extra)
+        return self.c.post("/v1/members/%s/events" % self.m["id"], body, idem=idem)
+
+    def test_review_posted_once_a_day(self):
+        rules = H.check_ok(self.c.get("/v1/rules", params={"trigger": "event"}), 200, "")["data"]
+        review = rules[0]
+        # The sample rule is a draft: no award until it is activated.
+        b = H.check_ok(self.event(), 200, "draft event")
+        self.assertEqual((b["total_points"], b["transaction"]), (0, None))
+        body = {k: review[k] for k in ("name", "trigger", "event", "effect", "limits")}
+        H.check_ok(self.c.put("/v1/rules/%s" % review["id"], dict(body, status="active")),
+                   200, "activate")
+        b = H.check_ok(self.event(), 201, "first review")
+        self.assertEqual(b["transaction"]["points"], 20)
+        self.assertEqual(b["transaction"]["metadata"]["event"], "review_posted")
+        self.assertEqual(b["transaction"]["awards"][0]["rule_version"], 2)
+        b = H.check_ok(self.event(), 200, "second review, same day")
+        self.assertEqual((b["total_points"], b["transaction"]), (0, None))
+        self.assertIn("limit", b["awards"][0]["explanation"])
+        H.clock_set(self.c, THU)
+        dry = H.check_ok(self.event(idem=None, dry_run=True), 200, "dry")
+        self.assertEqual(dry["total_points"], 20)
+        H.check_ok(self.event(), 201, "next day")
+        self.assertEqual(H.points_of(self.c, self.m["id"])["available"], 40)
+        b = H.check_ok(self.event(name="survey_answered"), 200, "no rule")
+        self.assertEqual((b["total_points"], b["awards"]), (0, []))
+        self.assertEqual(self.event(idem=None).body["code"], "idempotency_key_required")
+
+
+class LimitRaceTests(unittest.TestCase):
+    def test_64_concurrent_earns_respect_caps_and_budget(self):
+        env = H.start_env(self)
+        c = env.admin
+        archive_all(c)
+        create_rule(c, {"name": "10 per order, 100 a day", "trigger": "purchase",
+                        "effect": {"type": "fixed", "points": 10},
+                        "limits": {"per_member": {"period": "day", "max_points": 100}}})
+        create_rule(c, {"name": "launch bonus", "trigger": "purchase", "priority": -1,
+                        "effect": {"type": "fixed", "points": 7},
+                        "limits": {"budget": {"max_points": 50}}})
+        one = H.create_member(c)
+        many = [H.create_member(c) for _ in range(64)]
+        key = env.t1["api_key"]
+        clients = [env.client(key, timeout=60) for _ in range(64)]
+        barrier = threading.Barrier(64, timeout=60)
+        results = [None] * 64
+
+        def run(i):
+            try:
+                barrier.wait()
+                mid = one["id"] if i % 2 == 0 else many[i]["id"]
+                results[i] = H.earn(clients[i], mid, order=order("race-%d" % i, amount=100))
+            except BaseException as e:  # noqa: B902
+                results[i] = e
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertTrue(all(getattr(r, "status", None) == 201 for r in results), results[:3])
+        total_one = H.points_of(c, one["id"])["available"]
+        total_many = sum(H.points_of(c, many[i]["id"])["available"] for i in range(1, 64, 2))
+        # The member's cap: exactly 100 from the first rule, whatever the order.
+        # The budget: exactly 50 across everyone (7 points per award, the last one trimmed).
+        fixed_one = 100
+        self.assertEqual(total_one + total_many, fixed_one + 32 * 10 + 50)
+        self.assertLessEqual(total_one - fixed_one, 50)
+
+
+class CliTests(unittest.TestCase):
+    def test_rules_list_show_create(self):
+        import json
+        env = H.start_env(self)
+        path = os.path.join(env.dir, "rule.json")
+        with open(path, "w") as f:
+            json.dump(RATE, f)
+        rc, out, err = H.run_cli(["rules", "create", "--db", env.db, "--tenant", "t1",
+                                  "--file", path, "--json"])
+        self.assertEqual(rc, 0, err)
+        rid = json.loads(out)["id"]
+        rc, out, err = H.run_cli(["rules", "show", "--db", env.db, "--tenant", "t1", rid])
+        self.assertEqual((rc, json.loads(out)["versions"][0]["actor"]), (0, "cli"))
+        rc, out, err = H.run_cli(["rules", "list", "--db", env.db, "--tenant", "t1"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn(rid, out)
+        self.assertIn(rid, rule_ids(env.admin))
+        with open(path, "w") as f:
+            json.dump(dict(RATE, conditions={"days_of_week": [8]}), f)
+        rc, out, err = H.run_cli(["rules", "create", "--db", env.db, "--tenant", "t1",
+                                  "--file", path])
+        self.assertEqual(rc, 2)
+        self.assertIn("days_of_week", err)
+        rc, out, err = H.run_cli(["rules", "--help"])
+        self.assertEqual(rc, 0)
+        self.assertIn("create", out)
+
+
+class MigrationTests(unittest.TestCase):
+    def test_v1_store_migrates_to_v2(self):
+        """A database of schema version 1 (before rules) gains the rule tables on open."""
+        import sqlite3
+        env = H.start_env(self)
+        m = H.create_member(env.admin)
+        H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript("DROP TABLE awards; DROP TABLE rule_versions; DROP TABLE rules;"
+                         "ALTER TABLE programs DROP COLUMN max_points_per_order;"
+                         "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+        db.commit()
+        db.close()
+        env.server.start()
+        for c in env.clients:
+            c.port = env.server.port
+        self.assertEqual(rule_ids(env.admin), [])
+        create_rule(env.admin, RATE)
+        b = H.check_ok(H.earn(env.admin, m["id"], order=order("o-mig", amount=500)), 201, "")
+        self.assertEqual(b["transaction"]["points"], 5)
+        self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
+        db = sqlite3.connect(env.db)
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "2")
+        with self.assertRaises(sqlite3.DatabaseError):
+            db.execute("UPDATE rule_versions SET body = '{}'")
+        db.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
