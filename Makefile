@@ -23,13 +23,18 @@ build: deps ## Configure (RelWithDebInfo) and build into build/; the command is 
 	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	ninja -C $(BUILD_DIR)
 
-test: build ## Build, then run every test (unit, model, API) with ctest.
+# The benchmark's smoke run (seconds) comes first so that it cannot rot and
+# ctest's summary stays the last thing printed.
+test: build ## Build, run the benchmark smoke run, then every test (unit, model, API) with ctest.
+	python3 bench/run.py --smoke
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
 
+# Sanitizers slow the model test about tenfold, so its run here is shorter (MODEL_OPS);
+# `make test` runs the full 100,000 operations.
 asan: deps ## Build with ASan+UBSan (Debug) into build-asan/ and run every test there.
 	cmake -G Ninja -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DJIFEN_SANITIZE=ON
 	ninja -C $(ASAN_DIR)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 MODEL_OPS=$${MODEL_OPS:-20000} \
 		ctest --test-dir $(ASAN_DIR) --output-on-failure -j$(CTEST_JOBS)
 
 run: build ## Build and start the demo server (data in ./data); prints the URL and an admin key.
@@ -41,3 +46,15 @@ clean: ## Remove the build trees (keeps ./data, the demo database).
 format: ## Reformat every C source and header with clang-format (.clang-format).
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \
 		| xargs -0 -r clang-format -i
+
+# Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
+# Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.
+.PHONY: bench bench-smoke bench-memory
+bench: build ## Side-by-side benchmark vs PostgreSQL/SQLite/Redis (long; not in CI).
+	python3 bench/run.py $(BENCH_ARGS)
+
+bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harness alive).
+	python3 bench/run.py --smoke $(BENCH_ARGS)
+
+bench-memory: build ## RSS with 1M members / 10M transactions, restart time (hours).
+	python3 bench/memory.py $(BENCH_ARGS)

@@ -1,0 +1,205 @@
+"""Process, file and measurement helpers for the benchmark orchestrator (run.py).
+
+Everything started here is registered so that teardown() can stop it on any
+exit path (normal end, exception, Ctrl-C, SIGTERM): servers get SIGTERM (or
+their own fast-shutdown signal), then SIGKILL after a bounded wait.  Only
+processes this module started are ever signalled, by pid.
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+
+_PROCS = []  # (Popen, stop_signal, name)
+_DIRS = []
+KEEP_DIRS = False
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def register_dir(path):
+    _DIRS.append(path)
+    return path
+
+
+def start(argv, name, stop_signal=signal.SIGTERM, **kw):
+    """Starts a server process in its own session and registers it."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    _PROCS.append((p, stop_signal, name))
+    return p
+
+
+def stop(p, timeout=15):
+    """Stops one registered process: its stop signal, then SIGKILL."""
+    for i, (q, sig, name) in enumerate(_PROCS):
+        if q is p:
+            _PROCS.pop(i)
+            break
+    else:
+        sig, name = signal.SIGTERM, "?"
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{name} (pid {p.pid}) did not stop in {timeout}s; killing it")
+            p.kill()
+            p.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+    for f in (p.stdout, p.stderr):
+        if f:
+            f.close()
+    return p.returncode
+
+
+def teardown():
+    while _PROCS:
+        stop(_PROCS[-1][0])
+    if not KEEP_DIRS:
+        while _DIRS:
+            shutil.rmtree(_DIRS.pop(), ignore_errors=True)
+
+
+def wait_line(p, needle, timeout):
+    """Reads p.stdout until a line containing needle; returns that line."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = p.stdout.fileno()
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise BenchError(f"process exited ({p.returncode}) before printing {needle!r}")
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            chunk = os.read(fd, 4096)
+            buf += chunk
+            for line in buf.decode(errors="replace").splitlines():
+                if needle in line:
+                    return line
+    raise BenchError(f"timed out after {timeout}s waiting for {needle!r}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def run(argv, timeout, check=True, **kw):
+    """Runs a command to completion, bounded in time; returns CompletedProcess."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    argv = [str(a) for a in argv]
+    try:
+        r = subprocess.run(argv, timeout=timeout, text=True, **kw)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{argv[0]} timed out after {timeout}s") from e
+    if check and r.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, argv[:6]))}... exited {r.returncode}: "
+                         f"{(r.stderr or '')[-800:]}")
+    return r
+
+
+def run_json(argv, timeout, **kw):
+    r = run(argv, timeout, **kw)
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{argv[0]} printed no JSON: {r.stdout[-400:]} {r.stderr[-400:]}") from e
+
+
+def proc_cpu_s(pid):
+    """utime+stime of a process (all its threads, live and exited) in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_s(root_pid):
+    """CPU of a process tree: the root with its reaped children (cutime, cstime)
+    plus every live descendant.  Right for the PostgreSQL postmaster, whose
+    backends come and go with the client connections."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(d), fields))
+    total = 0.0
+    try:
+        with open(f"/proc/{root_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15]) / CLK_TCK
+    except OSError:
+        return 0.0
+    stack = [root_pid]
+    while stack:
+        for pid, fields in children.get(stack.pop(), []):
+            total += sum(int(x) for x in fields[11:15]) / CLK_TCK
+            stack.append(pid)
+    return total
+
+
+def percentile(sorted_vals, q):
+    if not sorted_vals:
+        return 0.0
+    i = min(len(sorted_vals) - 1, int(q * len(sorted_vals)))
+    return sorted_vals[i]
+
+
+def lat_summary(vals_us):
+    v = sorted(vals_us)
+    return {"n": len(v), "mean": statistics.fmean(v) if v else 0.0,
+            "p50": percentile(v, 0.5), "p90": percentile(v, 0.9), "p99": percentile(v, 0.99),
+            "p999": percentile(v, 0.999), "max": v[-1] if v else 0.0}
+
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def copy_db(src, dst):
+    """Copies a SQLite database with its WAL (the source server is stopped)."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(src + suffix):
+            shutil.copyfile(src + suffix, dst + suffix)
+        elif os.path.exists(dst + suffix):
+            os.unlink(dst + suffix)

@@ -1,0 +1,188 @@
+"""Medians over runs, the printed table and the issue-3 targets for run.py."""
+
+import benchlib as B
+
+SYSTEM_ORDER = ["jifen", "pg-func", "pg-txn", "sqlite", "redis"]
+
+
+def summarize(label, wl, name, conns, rate, runs):
+    """One table entry: the median of each figure over the runs (never a single run)."""
+    def med(path):
+        vals = []
+        for r in runs:
+            v = r
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            vals.append(v)
+        return B.median(vals)
+
+    entry = {"label": label, "workload": wl["id"], "kind": wl["kind"], "system": name,
+             "conns": conns, "rate": rate, "n_runs": len(runs),
+             "throughput": med(["throughput"]),
+             "throughput_runs": [round(r["throughput"], 1) for r in runs],
+             "p50_ms": med(["lat_us", "p50"]) / 1e3, "p99_ms": med(["lat_us", "p99"]) / 1e3,
+             "p999_ms": med(["lat_us", "p999"]) / 1e3, "max_ms": med(["lat_us", "max"]) / 1e3,
+             "cpu_us_per_op": med(["cpu_us_per_op"]),
+             "ok": sum(r.get("ok") or 0 for r in runs),
+             "refused": sum(r.get("refused") or 0 for r in runs),
+             "replayed": sum(r.get("replayed") or 0 for r in runs),
+             "errors": sum((r.get("errors") or 0) + (r.get("op_failed") or 0) for r in runs),
+             "unsent": sum(r.get("unsent") or 0 for r in runs),
+             "runs": runs}
+    if wl["kind"] == "read":
+        entry["read_p99_ms"] = med(["read_lat_us", "p99"]) / 1e3
+        entry["write_p99_ms"] = med(["write_lat_us", "p99"]) / 1e3
+    return entry
+
+
+def fmt_cpu(v):
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def fmt_num(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def notes(e):
+    out = []
+    if e.get("rate"):
+        out.append(f"offered {e['rate']:,.0f}/s")
+    if e.get("refused"):
+        out.append(f"refused {e['refused']}")
+    if e.get("replayed"):
+        out.append(f"replayed {e['replayed']}")
+    if e.get("errors"):
+        out.append(f"ERRORS {e['errors']}")
+    if e.get("unsent"):
+        out.append(f"unsent {e['unsent']}")
+    if "read_p99_ms" in e:
+        out.append(f"read p99 {fmt_ms(e['read_p99_ms'])} / write p99 {fmt_ms(e['write_p99_ms'])}")
+    if e.get("note"):
+        out.append(e["note"])
+    return ", ".join(out)
+
+
+def table(doc):
+    res = doc["results"]
+    m = doc.get("machine", {})
+    f = doc.get("fsync") or {}
+    lines = []
+    lines.append(f"machine: {m.get('cpus')} CPUs ({m.get('cpu', '?')}), {m.get('mem_gib')} GiB, "
+                 f"kernel {m.get('kernel')}, fs {m.get('workdir_fs')}; jifen "
+                 f"{m.get('jifen_commit')}{' (dirty tree)' if m.get('jifen_tree_dirty') else ''}"
+                 f" bin {m.get('jifen_bin_sha256', '?')[:12]};"
+                 f" load avg {m.get('loadavg_start')} -> {m.get('loadavg_end')}")
+    if f:
+        fe = doc.get("fsync_end") or {}
+        lines.append(
+            f"fsync latency (8 KiB, same filesystem): fdatasync median "
+            f"{f['fdatasync']['median_us']:.0f} us (p99 {f['fdatasync']['p99_us']:.0f} us), "
+            f"fsync {f['fsync']['median_us']:.0f} us, append+fdatasync "
+            f"{f['append_fdatasync']['median_us']:.0f} us"
+            + (f"; at the end: fdatasync {fe['fdatasync']['median_us']:.0f} us" if fe else ""))
+    v = doc.get("versions") or {}
+    lines.append("durable everywhere: fsync before ack.  versions: "
+                 + ", ".join(f"{k} {x}" for k, x in v.items() if x))
+    c = doc.get("config", {})
+    lines.append(f"runs {c.get('runs')} (median), {c.get('duration')} s each after "
+                 f"{c.get('warmup')} s warmup, {c.get('members'):,} members; CPU/op = server "
+                 "process CPU time / ops")
+    hdr = (f"{'workload':<18} {'system':<8} {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+           f"{'p99.9 ms':>8} {'CPU us/op':>9} {'jifen x':>8}  notes")
+    lines.append("")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    labels = []
+    for e in res:
+        if e["label"] not in labels and e["label"] != "all":
+            labels.append(e["label"])
+    for label in labels:
+        rows = [e for e in res if e["label"] == label]
+        rows.sort(key=lambda e: SYSTEM_ORDER.index(e["system"]))
+        jf = next((e for e in rows if e["system"] == "jifen" and e.get("throughput")), None)
+        first = True
+        for e in rows:
+            name = label if first else ""
+            first = False
+            if "na" in e:
+                lines.append(f"{name:<18} {e['system']:<8} {'n/a':>10}  {e['na']}")
+                continue
+            ratio = "-"
+            if jf and e["system"] != "jifen" and e.get("throughput"):
+                ratio = f"{jf['throughput'] / e['throughput']:.2f}x"
+            lines.append(f"{name:<18} {e['system']:<8} {fmt_num(e['throughput']):>10} "
+                         f"{fmt_ms(e['p50_ms']):>7} {fmt_ms(e['p99_ms']):>7} "
+                         f"{fmt_ms(e['p999_ms']):>8} {fmt_cpu(e['cpu_us_per_op']):>9} "
+                         f"{ratio:>8}  {notes(e)}")
+    skipped = [e for e in res if e["label"] == "all"]
+    for e in skipped:
+        lines.append(f"{'(all)':<18} {e['system']:<8} {'n/a':>10}  {e['na']}")
+    t = doc.get("targets") or []
+    if t:
+        lines.append("")
+        lines.append("issue 3 targets (this run):")
+        for x in t:
+            lines.append(f"  {x['status']:<5} {x['name']:<48} {x['value']}")
+    return "\n".join(lines)
+
+
+def best(res, system, workload="W1"):
+    vals = [e for e in res if e.get("workload") == workload and e["system"] == system
+            and e.get("throughput")]
+    return max(vals, key=lambda e: e["throughput"]) if vals else None
+
+
+def targets(doc):
+    res = doc["results"]
+    out = []
+
+    def add(name, value, ok):
+        out.append({"name": name, "value": value,
+                    "status": "n/a" if ok is None else ("ok" if ok else "MISS")})
+
+    jw1 = best(res, "jifen")
+    for base, want in (("pg-func", 4), ("sqlite", 8)):
+        b = best(res, base)
+        if jw1 and b:
+            r = jw1["throughput"] / b["throughput"]
+            add(f"W1 max >= {want}x {base} max", f"{r:.2f}x ({jw1['throughput']:,.0f} vs "
+                f"{b['throughput']:,.0f} ops/s)", r >= want)
+        else:
+            add(f"W1 max >= {want}x {base} max", "not measured", None)
+    w2 = best(res, "jifen", "W2")
+    if w2 and jw1:
+        same = next((e for e in res if e.get("workload") == "W1" and e["system"] == "jifen"
+                     and e["conns"] == w2["conns"]), jw1)
+        r = w2["throughput"] / same["throughput"]
+        add("W2 hot >= 0.9x W1 (same connections)", f"{r:.2f}x", r >= 0.9)
+    else:
+        add("W2 hot >= 0.9x W1 (same connections)", "not measured", None)
+    w5 = next((e for e in res if e.get("workload") == "W5" and e["system"] == "jifen"), None)
+    if w5 and w5.get("throughput"):
+        add("W5 batch >= 500,000 ops/s", f"{w5['throughput']:,.0f} ops/s",
+            w5["throughput"] >= 500000)
+    else:
+        add("W5 batch >= 500,000 ops/s", (w5 or {}).get("na", "not measured"), None)
+    w1o = next((e for e in res if e.get("workload") == "W1o" and e["system"] == "jifen"), None)
+    if w1o and w1o.get("p99_ms") is not None:
+        add("p99 <= 2 ms at half of W1 max", f"{w1o['p99_ms']:.2f} ms at {w1o['rate']:,}/s",
+            w1o["p99_ms"] <= 2)
+    else:
+        add("p99 <= 2 ms at half of W1 max", "not measured", None)
+    w6 = next((e for e in res if e.get("workload") == "W6"), None)
+    if w6 and w6.get("expire_s") is not None:
+        add("W6 expiry <= 10 s", f"{w6['lots_expired']:,} lots in {w6['expire_s']:.1f} s",
+            w6["expire_s"] <= 10 and w6["lots_expired"] >= w6["lots"])
+        add("W6 W1 p99 at most doubles", f"{w6['p99_ratio']:.2f}x", w6["p99_ratio"] <= 2)
+    else:
+        add("W6 expiry <= 10 s", (w6 or {}).get("na", "not measured"), None)
+    if jw1 and jw1.get("cpu_us_per_op") is not None:
+        add("CPU <= 20 us per durable earn", f"{jw1['cpu_us_per_op']:.1f} us at W1 c="
+            f"{jw1['conns']}", jw1["cpu_us_per_op"] <= 20)
+    return out

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""jifen side-by-side benchmark (issue 3): `make bench`, `make bench-smoke`.
+
+Starts every system itself on 127.0.0.1 in a temporary directory (jifen on a
+copy of a seeded database; PostgreSQL 15 from initdb with fsync and
+synchronous_commit on; Redis with appendonly yes + appendfsync always; the
+SQLite baseline in-process), runs the workloads of issue 3, tears everything
+down on every exit path, prints one table and writes the results as JSON.
+
+  W1  earn, uniform over the members, closed loop at each --w1-conns
+  W1o earn, open loop at half of each system's best W1 rate (p99 target)
+  W2  earn on 10 hot members
+  W3  redeem: 20% refused for insufficient points, 5% retries of an earlier key
+  W4  transfers between random pairs, both directions
+  W5  bulk: POST /v1/batch, --batch-size operations per request ("n/a" until
+      jifen serves it); baselines: one SQLite transaction / one PL/pgSQL call
+      per batch
+  W6  expire --lots lots (jifen, test clock) while W1 runs at half its max
+  W7  read-heavy: 80% balance and history reads, 20% earns
+
+Throughput is the median of --runs runs; so are the latency percentiles and
+the CPU time per operation (server process only: jifen, the postmaster and
+its backends, redis-server; the SQLite baseline is one process).  Python 3
+standard library only.  See bench/README.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import benchlib as B  # noqa: E402
+import report  # noqa: E402
+import systems as S  # noqa: E402
+
+HERE = S.HERE
+ROOT = S.ROOT
+SYSTEM_ORDER = ["jifen", "pg-func", "pg-txn", "sqlite", "redis"]
+WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7"]
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run: tiny sizes, 1 run")
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--duration", type=float, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, help="unmeasured seconds before each run")
+    ap.add_argument("--members", type=int)
+    ap.add_argument("--w1-conns", help="comma-separated connection counts for W1")
+    ap.add_argument("--conns", type=int, help="connections for W1o, W2-W4, W7")
+    ap.add_argument("--systems", help="comma-separated subset of " + ",".join(SYSTEM_ORDER))
+    ap.add_argument("--workloads", help="comma-separated subset of " + ",".join(WORKLOADS))
+    ap.add_argument("--lots", type=int, help="lots to expire in W6")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-conns", type=int, default=4)
+    ap.add_argument("--out", help="results JSON (default bench/results/latest.json)")
+    ap.add_argument("--workdir", help="parent of the temporary directory (default /tmp)")
+    ap.add_argument("--jifen-bin", default=os.path.join(ROOT, "build", "jifen"))
+    ap.add_argument("--jifen-threads", type=int)
+    ap.add_argument("--no-install", action="store_true", help="do not apt-get missing packages")
+    ap.add_argument("--no-cache", action="store_true", help="reseed jifen's base database")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--strict", action="store_true", help="exit 1 on any error (smoke default)")
+    a = ap.parse_args(argv)
+    smoke = a.smoke
+    defaults = dict(runs=1 if smoke else 3, duration=0.5 if smoke else 10.0,
+                    warmup=0.2 if smoke else 2.0, members=200 if smoke else 100000,
+                    w1_conns="16" if smoke else "1,16,64,256", conns=16 if smoke else 64,
+                    lots=500 if smoke else 1000000)
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.w1_conns = [int(x) for x in str(a.w1_conns).split(",") if x]
+    # The smoke run keeps to jifen and the in-process SQLite baseline so that it
+    # takes seconds; --systems adds PostgreSQL and Redis when they are installed.
+    a.systems = (a.systems.split(",") if a.systems
+                 else ["jifen", "sqlite"] if smoke else list(SYSTEM_ORDER))
+    a.workloads = a.workloads.split(",") if a.workloads else list(WORKLOADS)
+    for s in a.systems:
+        if s not in SYSTEM_ORDER:
+            ap.error(f"unknown system {s}")
+    for w in a.workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w}")
+    if not (1 <= a.runs <= 20 and 0.2 <= a.duration <= 600 and 0 <= a.warmup <= 60
+            and 2 <= a.members <= 10_000_000 and 1 <= a.conns <= 1000
+            and all(1 <= c <= 1000 for c in a.w1_conns) and 0 <= a.lots <= 20_000_000):
+        ap.error("a size is out of range")
+    a.strict = a.strict or smoke
+    a.out = a.out or os.path.join(HERE, "results", "smoke.json" if smoke else "latest.json")
+    a.cache = os.path.join(HERE, ".cache")
+    a.cache_enabled = not a.no_cache and not smoke
+    a.seed_timeout = 3600
+    a.pgbench_threads = 2
+    return a
+
+
+def machine_info(cfg, workdir):
+    info = {"host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    r = B.run(["df", "-P", workdir], 10, check=False)
+    info["workdir_fs"] = r.stdout.splitlines()[-1].split()[0] if r.returncode == 0 else "?"
+    r = B.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], 10, check=False)
+    info["jifen_commit"] = r.stdout.strip() if r.returncode == 0 else "?"
+    r = B.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "include"], 10,
+              check=False)
+    info["jifen_tree_dirty"] = bool(r.stdout.strip())
+    info["jifen_bin"] = getattr(cfg, "jifen_bin_source", cfg.jifen_bin)
+    if os.path.exists(cfg.jifen_bin):
+        info["jifen_bin_sha256"] = S.file_sha(cfg.jifen_bin, 16)
+    info["loadavg_start"] = B.loadavg()
+    return info
+
+
+def fsync_latency(cfg, workdir):
+    secs = "1" if cfg.smoke else "3"
+    return B.run_json([os.path.join(S.BIN, "fsync_lat"), "--dir", workdir, "--seconds", secs], 60)
+
+
+class Bench:
+    def __init__(self, cfg, workdir):
+        self.cfg = cfg
+        self.workdir = workdir
+        self.results = []  # one entry per (workload label, system)
+        self.errors = []
+        self.systems = {}
+        self.versions = {}
+        self.pg = None
+
+    # -- systems
+    def make_systems(self):
+        pg = self.pg
+        for name in self.cfg.systems:
+            if name == "jifen":
+                sysobj = S.Jifen(self.cfg, self.workdir)
+            elif name == "sqlite":
+                sysobj = S.SQLite(self.cfg, self.workdir)
+            elif name == "redis":
+                sysobj = S.Redis(self.cfg, self.workdir)
+            else:
+                pg = pg or S.PgServer(self.cfg, self.workdir)
+                sysobj = S.Postgres(pg, name.split("-")[1])
+            ok, why = sysobj.available()
+            if not ok:
+                B.log(f"skipping {name}: {why}")
+                self.results.append({"label": "all", "system": name, "na": why})
+                continue
+            B.log(f"setting up {name}")
+            try:
+                sysobj.setup()
+            except B.BenchError as e:
+                self.fail(f"{name} setup", e)
+                continue
+            self.systems[name] = sysobj
+            self.versions[name] = getattr(sysobj, "version", None)
+            self.pg = pg
+
+    def fail(self, what, err):
+        msg = f"{what}: {err}"
+        B.log("ERROR " + msg)
+        self.errors.append(msg)
+
+    def ordered(self):
+        return [(n, self.systems[n]) for n in SYSTEM_ORDER if n in self.systems]
+
+    # -- one workload on one system, --runs times
+    def measure(self, label, wl, name, sysobj, conns, rate=0):
+        runs = []
+        for i in range(self.cfg.runs):
+            prefix = f"{label}-{name}-{conns}-{i}-{int(time.time() * 1000) % 10**9}"
+            prefix = prefix.replace(" ", "").replace("=", "")
+            res = sysobj.run(wl, conns, rate, self.cfg.duration, self.cfg.warmup, prefix)
+            if "na" in res:
+                entry = {"label": label, "workload": wl["id"], "system": name, "na": res["na"]}
+                self.results.append(entry)
+                return entry
+            runs.append(res)
+            if res.get("errors"):
+                B.log(f"  {label} {name}: {res['errors']} errors "
+                      f"(status {res.get('status', '')})")
+        entry = report.summarize(label, wl, name, conns, rate, runs)
+        self.results.append(entry)
+        B.log(f"  {label:<14} {name:<8} {entry['throughput']:>10.0f} ops/s  "
+              f"p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
+              f"cpu/op {report.fmt_cpu(entry['cpu_us_per_op'])} us")
+        if self.cfg.strict and (entry["ok"] == 0 or entry["errors"]):
+            raise B.BenchError(f"{label} on {name}: {entry['errors']} errors, {entry['ok']} ok")
+        return entry
+
+    def workload(self, wid, wl, variants):
+        """Runs wl for every system; variants = [(label, conns, rate_fn or None)]."""
+        for name, sysobj in self.ordered():
+            try:
+                sysobj.prepare(wl)
+                for label, conns, rate_fn in variants:
+                    rate = rate_fn(name) if rate_fn else 0
+                    if rate_fn and not rate:
+                        continue
+                    self.measure(label, dict(wl, id=wid), name, sysobj, conns, rate)
+            except B.BenchError as e:
+                self.fail(f"{wid} on {name}", e)
+                if self.cfg.strict:
+                    raise
+
+    def best_w1(self, name):
+        vals = [r for r in self.results if r.get("workload") == "W1" and r["system"] == name
+                and r.get("throughput")]
+        return max(vals, key=lambda r: r["throughput"]) if vals else None
+
+    def run_all(self):
+        cfg = self.cfg
+        wls = cfg.workloads
+        if "W1" in wls:
+            self.workload("W1", {"kind": "earn"},
+                          [(f"W1 earn c={c}", c, None) for c in cfg.w1_conns])
+        if "W1o" in wls:
+            def half(name):
+                best = self.best_w1(name)
+                return round(best["throughput"] / 2) if best else 0
+            self.workload("W1o", {"kind": "earn"},
+                          [(f"W1o earn 50%", cfg.conns, half)])
+        if "W2" in wls:
+            self.workload("W2", {"kind": "earn", "hot": 10},
+                          [(f"W2 hot10 c={cfg.conns}", cfg.conns, None)])
+        if "W3" in wls:
+            self.workload("W3", {"kind": "redeem"},
+                          [(f"W3 redeem c={cfg.conns}", cfg.conns, None)])
+        if "W4" in wls:
+            self.workload("W4", {"kind": "transfer"},
+                          [(f"W4 transfer c={cfg.conns}", cfg.conns, None)])
+        if "W5" in wls:
+            self.workload("W5", {"kind": "batch"},
+                          [(f"W5 batch{cfg.batch_size} c={cfg.batch_conns}", cfg.batch_conns,
+                            None)])
+        if "W6" in wls and "jifen" in self.systems:
+            try:
+                import expiry
+                best = self.best_w1("jifen")
+                entry = expiry.run_w6(self.systems["jifen"], cfg, best)
+                self.results.append(entry)
+            except B.BenchError as e:
+                self.fail("W6 on jifen", e)
+                if cfg.strict:
+                    raise
+        if "W7" in wls:
+            self.workload("W7", {"kind": "read"},
+                          [(f"W7 read80 c={cfg.conns}", cfg.conns, None)])
+
+    def close(self):
+        for name, sysobj in reversed(self.ordered()):
+            try:
+                sysobj.close()
+            except Exception as e:  # teardown must go on
+                B.log(f"closing {name}: {e}")
+        if self.pg:
+            self.pg.close()
+
+
+def build_tools():
+    B.run(["make", "-s", "-C", HERE], 300)
+
+
+def install_deps(cfg):
+    if cfg.no_install or cfg.smoke:
+        return
+    r = B.run([os.path.join(HERE, "install-deps.sh")], 1200, check=False,
+              stdout=None, stderr=None)
+    if r.returncode != 0:
+        B.log("install-deps failed; systems whose packages are missing are skipped")
+
+
+def main(argv):
+    cfg = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A background job of a non-interactive shell starts with SIGINT ignored;
+    # take it back so that Ctrl-C / kill -INT always tears down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    B.KEEP_DIRS = cfg.keep
+    install_deps(cfg)
+    build_tools()
+    parent = cfg.workdir or "/tmp"
+    workdir = B.register_dir(tempfile.mkdtemp(prefix="jifen-bench-", dir=parent))
+    os.chmod(workdir, 0o755)
+    os.makedirs(cfg.cache, exist_ok=True)
+    # Run one fixed copy of the jifen binary: a rebuild during a long run must
+    # not mix two versions in one table.
+    if os.access(cfg.jifen_bin, os.X_OK):
+        pinned = os.path.join(workdir, "jifen-bin")
+        shutil.copy2(cfg.jifen_bin, pinned)
+        cfg.jifen_bin_source, cfg.jifen_bin = cfg.jifen_bin, pinned
+    started = time.time()
+    bench = Bench(cfg, workdir)
+    rc = 0
+    info, fsync, fsync_end = {}, None, None
+    try:
+        info = machine_info(cfg, workdir)
+        if info["loadavg_start"] > 0.7:
+            B.log(f"WARNING: load average {info['loadavg_start']:.2f} before the run: other "
+                  "processes share the CPUs and will depress and scatter the numbers")
+        B.log("measuring fsync latency")
+        fsync = fsync_latency(cfg, workdir)
+        bench.make_systems()
+        bench.run_all()
+        fsync_end = fsync_latency(cfg, workdir)
+        info["loadavg_end"] = B.loadavg()
+    except KeyboardInterrupt:
+        B.log("interrupted; tearing down")
+        rc = 130
+    except B.BenchError as e:
+        bench.fail("bench", e)
+        rc = 1
+    finally:
+        bench.close()
+        B.teardown()
+    if rc == 130:
+        return rc
+    if rc == 1 and not bench.results:
+        return rc
+    doc = {"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+           "elapsed_s": round(time.time() - started, 1), "smoke": cfg.smoke,
+           "machine": info, "fsync": fsync, "fsync_end": fsync_end,
+           "versions": bench.versions,
+           "config": {k: getattr(cfg, k) for k in ("runs", "duration", "warmup", "members",
+                                                   "w1_conns", "conns", "lots", "batch_size",
+                                                   "batch_conns", "systems", "workloads")},
+           "results": bench.results, "errors": bench.errors}
+    doc["targets"] = report.targets(doc)
+    os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
+    with open(cfg.out + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(cfg.out + ".tmp", cfg.out)
+    print(report.table(doc))
+    print(f"results: {os.path.relpath(cfg.out, os.getcwd())}")
+    if bench.errors:
+        print(f"{len(bench.errors)} error(s):")
+        for e in bench.errors:
+            print("  " + e)
+        if cfg.strict:
+            return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
