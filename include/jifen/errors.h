@@ -63,6 +63,11 @@
     X(UNKNOWN_TIMEZONE, "unknown_timezone", "The time zone is not a known IANA name.", 422)    \
     X(TEST_CLOCK_BACKWARDS, "test_clock_backwards", "The test clock cannot move backwards.",   \
       422)                                                                                     \
+    X(REFUND_EXCEEDS_ORDER, "refund_exceeds_order",                                            \
+      "The refund exceeds what remains refundable of the order.", 422)                         \
+    X(ALREADY_CHECKED_IN, "already_checked_in",                                                \
+      "The member has already checked in today (program time zone).", 409)                    \
+    X(INVALID_REFERRAL_CODE, "invalid_referral_code", "No member has this referral code.", 422) \
     X(RATE_LIMITED, "rate_limited", "Too many requests queued; retry shortly.", 429)           \
     X(INTERNAL, "internal_error", "An internal error occurred.", 500)                          \
     X(IO, "io_error", "The store failed to read or write.", 500)                               \

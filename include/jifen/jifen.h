@@ -94,7 +94,16 @@ jf_role jf_role_parse(const char *name);
     X(RULE_LIST, "rule.list", 0, JF_ROLES_ALL)                                                 \
     X(RULE_GET, "rule.get", 0, JF_ROLES_ALL)                                                   \
     X(RULE_UPDATE, "rule.update", 1, JF_ROLES_ADMIN)                                           \
-    X(RULE_ARCHIVE, "rule.archive", 1, JF_ROLES_ADMIN)
+    X(RULE_ARCHIVE, "rule.archive", 1, JF_ROLES_ADMIN)                                         \
+    X(ORDER_REFUND, "order.refund", 1, JF_ROLES_STAFF)                                         \
+    X(ORDER_GET, "order.get", 0, JF_ROLES_ALL)                                                 \
+    X(CHECK_IN, "member.check_in", 1, JF_ROLES_STAFF)                                          \
+    X(CHECK_IN_CALENDAR, "member.check_in_calendar", 0, JF_ROLES_ALL)                          \
+    X(BONUS_SWEEP, "bonus.sweep", 1, JF_ROLES_ADMIN)                                           \
+    X(CAMPAIGN_CREATE, "campaign.create", 1, JF_ROLES_ADMIN)                                   \
+    X(CAMPAIGN_LIST, "campaign.list", 0, JF_ROLES_ALL)                                         \
+    X(CAMPAIGN_GET, "campaign.get", 0, JF_ROLES_ALL)                                           \
+    X(CAMPAIGN_UPDATE, "campaign.update", 1, JF_ROLES_ADMIN)
 
 typedef enum jf_op {
 #define JF__OP_ENUM(name, str, is_write, roles) JF_OP_##name,
@@ -114,7 +123,7 @@ bool jf_op_allows(jf_op op, jf_role role);
 
 /* True when the operation changes points and so requires an idempotency key
  * (API.md): earn, redeem, adjust, transfer, hold, capture, void, reverse,
- * member events.  A dry run (earn and events with "dry_run": true) writes
+ * member events, order refunds and check-ins.  A dry run (earn and events with "dry_run": true) writes
  * nothing and needs no key; jf_call checks that after parsing the body. */
 bool jf_op_requires_idempotency(jf_op op);
 
@@ -212,12 +221,14 @@ jf_err jf_tenant_auth(jf_engine *eng, const char *id_or_name, jf_auth *out);
 /* Lists tenants as a JSON array; *json is malloc'd, the caller frees it. */
 jf_err jf_tenant_list(jf_engine *eng, char **json);
 
-/* Runs the hold sweep and expiry for every tenant now (the CLI's `expire`).
- * Writes a JSON array into *json (malloc'd), one element per tenant:
- * {"tenant_id", "expiry": {"expired_points", "lots", "members"}}. */
+/* Runs the hold sweep, expiry and the birthday bonus job for every tenant
+ * now (the CLI's `expire`).  Writes a JSON array into *json (malloc'd), one
+ * element per tenant: {"tenant_id", "expiry": {"expired_points", "lots",
+ * "members"}, "bonuses": {"birthday_members"}}. */
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
-/* Checks invariants I1..I7 and I10 on the whole database.  Writes a JSON
+/* Checks invariants I1..I7, I10, A1, R1..R3 and G1 (docs/RULES.md) on the whole
+ * database.  Writes a JSON
  * report into *json (malloc'd): {"ok": bool, "violation_count": N,
  * "tenants": [{"id", "transactions", "chain_head"}],
  * "violations": [{"invariant": "I2", "detail": "..."}]} (at most

@@ -37,7 +37,7 @@ static const char serve_usage[] =
     "  --listen HOST:PORT        IPv4 address and port (default " DEFAULT_LISTEN ");\n"
     "                            port 0 picks a free port, shown in the ready line\n"
     "  --test-clock              enable PUT/GET /v1/test/clock (tests only)\n"
-    "  --threads N               HTTP worker threads (default 4, at least 2)\n"
+    "  --threads N               HTTP worker threads (default 2, at least 2)\n"
     "  --access-log FILE|-|off   JSON-lines access log: a file (appended), '-' for\n"
     "                            stdout, or 'off' (the default)\n"
     "  --expiry-interval SECONDS how often scheduled expiry runs (default 60); overdue\n"

@@ -108,10 +108,10 @@ int cmd_verify(int argc, char **argv)
 static const char expire_usage[] =
     "usage: jifen expire --db FILE [--json]\n"
     "\n"
-    "Expires every lot that is due and voids every overdue hold, in every\n"
-    "tenant, at the current time; prints the totals.  Running it again at once\n"
-    "expires nothing more.  A running server does the same every\n"
-    "--expiry-interval seconds.\n"
+    "Expires every lot that is due, voids every overdue hold and grants the\n"
+    "birthday bonuses due today (docs/RULES.md), in every tenant, at the\n"
+    "current time; prints the totals.  Running it again at once does nothing\n"
+    "more.  A running server does the same every --expiry-interval seconds.\n"
     "\n"
     "  --db FILE  the SQLite database\n"
     "  --json     print the totals as one JSON object\n";

@@ -21,7 +21,7 @@ static const subcommand subcommands[] = {
     {"init", cmd_init, "create the database if needed, a tenant and its admin API key"},
     {"serve", cmd_serve, "serve the HTTP/JSON API"},
     {"verify", cmd_verify, "check every ledger invariant; exit 1 on a violation"},
-    {"expire", cmd_expire, "expire due points and void overdue holds now"},
+    {"expire", cmd_expire, "expire due points, void overdue holds, grant due birthday bonuses now"},
     {"keys", cmd_keys, "create, list or revoke API keys of a tenant"},
     {"tenants", cmd_tenants, "list the tenants in a database"},
     {"rules", cmd_rules, "list, show or create the earning rules of a tenant"},

@@ -80,6 +80,7 @@ struct jf_engine {
     jf_db *pool[JF_READ_POOL_MAX];
     int pool_n;
     bool has_sched, has_ckpt;
+    _Atomic int wal_frames; /* frames in the WAL after the last commit */
     pthread_t sched, ckpt;
     int interval_s;
     pthread_cond_t cv_sched;
@@ -121,7 +122,8 @@ jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
 
 /* --- ids.c: identifiers and hashes --- */
 void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
-/* Time-ordered: prefix, 11 hex digits of now_ms, 9 random hex digits. */
+/* Time-ordered and unique in the process: prefix, 11 hex digits of now_ms,
+ * 8 of a counter, 4 random (27 characters with a 4-character prefix). */
 void jf_id_new_ordered(const char *prefix, int64_t now_ms, char out[JF_ID_LEN_MAX]);
 void jf_hex(const uint8_t *bytes, size_t n, char *out);
 

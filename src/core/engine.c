@@ -24,6 +24,10 @@
 
 #include "cmd.h"
 #include "core.h"
+#include "bonus.h"
+#include "campaigns.h"
+#include "checkin.h"
+#include "refunds.h"
 #include "rules.h"
 #include "tz.h"
 
@@ -395,6 +399,28 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
     }
 }
 
+/* Records the WAL's length after each commit (sqlite3_wal_hook). */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    atomic_store(&((jf_engine *)arg)->wal_frames, frames);
+    return SQLITE_OK;
+}
+
+/* The checkpointer copies frames while the writer keeps appending, so on its
+ * own it never catches up and the WAL only grows (each append then also
+ * extends the file).  Past JF_WAL_RESTART_FRAMES the writer finishes the
+ * copy itself between batches, when nothing new can arrive: the rest is
+ * small, and the next transaction starts the WAL again from its head. */
+static void writer_wal_restart(jf_engine *eng)
+{
+    if (atomic_load(&eng->wal_frames) < JF_WAL_RESTART_FRAMES)
+        return;
+    sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    atomic_store(&eng->wal_frames, 0);
+}
+
 static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
 {
     bool again[JF_BATCH_COMMANDS_MAX] = {false};
@@ -411,6 +437,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     }
     if (err == JF_OK)
         writer_commit(eng, batch, again);
+    writer_wal_restart(eng);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
     i = 0;
@@ -737,6 +764,15 @@ const jf_op_impl *jf_op_impl_of(jf_op op)
         [JF_OP_RULE_GET] = &jf_op_rule_get,
         [JF_OP_RULE_UPDATE] = &jf_op_rule_update,
         [JF_OP_RULE_ARCHIVE] = &jf_op_rule_archive,
+        [JF_OP_ORDER_REFUND] = &jf_op_order_refund,
+        [JF_OP_ORDER_GET] = &jf_op_order_get,
+        [JF_OP_CHECK_IN] = &jf_op_check_in,
+        [JF_OP_CHECK_IN_CALENDAR] = &jf_op_check_in_calendar,
+        [JF_OP_BONUS_SWEEP] = &jf_op_bonus_sweep,
+        [JF_OP_CAMPAIGN_CREATE] = &jf_op_campaign_create,
+        [JF_OP_CAMPAIGN_LIST] = &jf_op_campaign_list,
+        [JF_OP_CAMPAIGN_GET] = &jf_op_campaign_get,
+        [JF_OP_CAMPAIGN_UPDATE] = &jf_op_campaign_update,
     };
     return table[op];
 }
@@ -772,6 +808,25 @@ static int sched_tenants(jf_engine *eng, bool holds_only, int64_t *tenants, int 
     return n;
 }
 
+/* Tenants with a live birthday rule: the daily bonus job's work. */
+static int sched_bonus_tenants(jf_engine *eng, int64_t *tenants, int max)
+{
+    jf_db *db = jf_read_acquire(eng);
+    if (db == NULL)
+        return 0;
+    int n = 0;
+    sqlite3_stmt *st = jf_db_query(db,
+                                   "SELECT DISTINCT tenant_id FROM rules WHERE trigger='birthday'"
+                                   " AND status='active' ORDER BY tenant_id",
+                                   "");
+    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
+        tenants[n++] = sqlite3_column_int64(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    jf_read_release(eng, db);
+    return n;
+}
+
 static void sched_run_once(jf_engine *eng, bool expiry)
 {
     int64_t tenants[256];
@@ -781,6 +836,9 @@ static void sched_run_once(jf_engine *eng, bool expiry)
     n = expiry ? sched_tenants(eng, false, tenants, 256) : 0;
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenants[i], NULL, NULL);
+    n = expiry ? sched_bonus_tenants(eng, tenants, 256) : 0;
+    for (int i = 0; i < n; i++)
+        jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenants[i], NULL, NULL);
 }
 
 /* Ticks once a second: overdue holds are voided within a second of their
@@ -824,6 +882,11 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
         if (err == JF_OK)
             err = jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenant, NULL, &text);
         json_object_set_new(row, "expiry", text ? json_loads(text, 0, NULL) : json_null());
+        free(text);
+        text = NULL;
+        if (err == JF_OK)
+            err = jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenant, NULL, &text);
+        json_object_set_new(row, "bonuses", text ? json_loads(text, 0, NULL) : json_null());
         free(text);
         json_array_append_new(out, row);
     }
@@ -881,6 +944,7 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
         return err;
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
         return err;
+    sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
     if (pthread_create(&eng->writer, NULL, writer_main, eng) != 0)
         return JF_ERR_NOMEM;
     eng->has_writer = true;

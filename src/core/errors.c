@@ -90,6 +90,8 @@ bool jf_op_requires_idempotency(jf_op op)
     case JF_OP_HOLD_VOID:
     case JF_OP_REVERSE:
     case JF_OP_MEMBER_EVENT:
+    case JF_OP_ORDER_REFUND:
+    case JF_OP_CHECK_IN:
         return true;
     default:
         return false;

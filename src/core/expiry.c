@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ledger.h"
 #include "tz.h"
@@ -90,7 +91,12 @@ static jf_err expiry_run(jf_ctx *ctx)
         return JF_ERR_NOMEM;
     jf_err err = due_lots(ctx, lots, &n);
     qsort(lots, (size_t)n, sizeof(*lots), due_cmp);
-    for (int i = 0, j; err == JF_OK && i < n; i = j) {
+    /* A slice also ends after JF_EXPIRY_SLICE_US of work, so that traffic
+     * queued behind it waits at most about that long. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool cut = false;
+    for (int i = 0, j; err == JF_OK && i < n && !cut; i = j) {
         for (j = i + 1; j < n && strcmp(lots[j].member_id, lots[i].member_id) == 0; j++)
             ;
         int64_t points = 0;
@@ -98,11 +104,14 @@ static jf_err expiry_run(jf_ctx *ctx)
         ctx->acc[0] += points;
         ctx->acc[1] += j - i;
         ctx->acc[2] += 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        cut = j < n && (t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 >
+                           JF_EXPIRY_SLICE_US;
     }
     free(lots);
     if (err != JF_OK)
         return err;
-    ctx->again = n == JF_EXPIRY_SLICE_LOTS;
+    ctx->again = cut || n == JF_EXPIRY_SLICE_LOTS;
     jf_json_set(ctx->out, "expired_points", json_integer(ctx->acc[0]));
     jf_json_set(ctx->out, "lots", json_integer(ctx->acc[1]));
     jf_json_set(ctx->out, "members", json_integer(ctx->acc[2]));

@@ -9,7 +9,10 @@
  */
 #include <string.h>
 
+#include "bonus.h"
 #include "ledger.h"
+#include "referral.h"
+#include "refunds.h"
 #include "rules.h"
 
 #define DAY_MS INT64_C(86400000)
@@ -53,7 +56,9 @@ void jf_tx_describe(jf_tx *tx, const jf_args *a)
         tx->metadata = jf_json_dump(a->metadata, NULL);
 }
 
-/* Loads a member that may earn or spend; voids its overdue holds first. */
+/* Loads a member that may earn or spend; voids its overdue holds first and
+ * grants a birthday bonus that is due (the member's first activity of the
+ * day, docs/RULES.md). */
 jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
 {
     jf_err err = jf_member_load(ctx, id, m);
@@ -63,7 +68,8 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
         return jf_fail(ctx, JF_ERR_MEMBER_FROZEN, "Member '%s' is frozen.", m->id);
     if (strcmp(m->status, "closed") == 0)
         return jf_fail(ctx, JF_ERR_MEMBER_CLOSED, "Member '%s' is closed.", m->id);
-    return jf_holds_void_overdue(ctx, m->id);
+    err = jf_holds_void_overdue(ctx, m->id);
+    return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id) : err;
 }
 
 /* ctx->out = {"transaction": ..., "points": ...} for the member after tx. */
@@ -221,7 +227,7 @@ static jf_err earn_order_points(jf_ctx *ctx, const char *member_id, jf_award *aw
 {
     const jf_args *a = ctx->args;
     size_t live = 0;
-    jf_err err = jf_rules_awards(ctx, member_id, NULL, aw, n, &live);
+    jf_err err = jf_rules_awards(ctx, member_id, "purchase", NULL, NULL, aw, n, &live);
     *ruled = live > 0;
     *points = 0;
     for (size_t i = 0; err == JF_OK && *ruled && i < *n; i++)
@@ -281,6 +287,23 @@ static jf_err earn_credit(jf_ctx *ctx, jf_tx *tx, const char *member_id, const j
     return err;
 }
 
+/* After an order earn: the member's first purchase rewards their referral
+ * (docs/RULES.md, Referrals); the answer then shows the points after it. */
+static jf_err earn_first_purchase(jf_ctx *ctx, const char *member_id)
+{
+    int64_t orders = 0, got = 0;
+    json_t *pts = NULL;
+    jf_err err = jf_db_int(ctx->db, &orders, 0,
+                           "SELECT count(*) FROM transactions WHERE tenant_id=? AND member_id=?"
+                           " AND type='earn' AND order_id IS NOT NULL",
+                           "Is", ctx->auth->tenant, member_id);
+    if (err == JF_OK && orders == 1)
+        err = jf_referral_reward(ctx, member_id, "first_purchase", &got);
+    if (err == JF_OK && got > 0 && (err = jf_member_points_json(ctx, member_id, &pts)) == JF_OK)
+        jf_json_set(ctx->out, "points", pts);
+    return err;
+}
+
 static jf_err earn_apply(jf_ctx *ctx)
 {
     const jf_args *a = ctx->args;
@@ -315,8 +338,11 @@ static jf_err earn_apply(jf_ctx *ctx)
         tx.order_amount = a->order_currency ? a->order_amount : -1;
     }
     err = earn_credit(ctx, &tx, m.id, aw, n, ruled, points);
+    if (err == JF_OK && a->has_order)
+        err = jf_order_lines_write(ctx, aw, n, ruled, points);
     free(aw);
-    return jf_tx_complete(ctx, &tx, m.id, err);
+    err = jf_tx_complete(ctx, &tx, m.id, err);
+    return err == JF_OK && a->has_order ? earn_first_purchase(ctx, m.id) : err;
 }
 
 /* ---- redeem ---- */

@@ -70,6 +70,13 @@ jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 /* Renders a stored transaction; details adds postings, consumptions, hash. */
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);
 
+/* A member's points now.  Derived from the points balance (which equals the
+ * open lots' remaining minus debt, I4) and the few lots that are pending or
+ * due, so the cost does not grow with the member's history. */
+typedef struct jf_points {
+    int64_t balance, held, debt, due, pending, available;
+} jf_points;
+jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 /* Σ remaining of a member's spendable lots now. */
 jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out);
 /* Creates a lot for a credit, paying the member's debt first. */
@@ -89,8 +96,29 @@ jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const c
  * within the program's debt floor; JF_ERR_INSUFFICIENT_POINTS beyond it. */
 jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
                         int64_t amount);
-/* Checks I4 for one member after a write: Σ remaining − debt = balance. */
+/* Cheap checks of I3/I4 for one member after a write: no negative available,
+ * pending or held points; debt only with an empty balance.  (verify and the
+ * model test recompute I4 in full.) */
 jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id);
+
+/* --- reverse.c --- */
+/* What a reversal made on behalf of another operation (a refund) records
+ * instead of the request's own key and order: NULL fields are left empty. */
+typedef struct jf_reverse_opts {
+    const char *idem_key; /* the key the transaction carries, or NULL */
+    const char *order_id; /* the order it belongs to, or NULL */
+    const char *metadata; /* JSON object text replacing the request's metadata, or NULL */
+} jf_reverse_opts;
+/* Reverses `points` (0: the whole remainder) of transaction orig_id: a
+ * restore for a debit, a clawback for a credit (docs/LEDGER.md).  Fails with
+ * JF_ERR_NOT_FOUND, JF_ERR_NOT_REVERSIBLE, JF_ERR_REVERSAL_EXCEEDS_ORIGINAL or
+ * JF_ERR_INSUFFICIENT_POINTS (beyond the debt floor) and then has written
+ * nothing the caller's savepoint would keep.  With opts NULL the transaction
+ * carries ctx's idempotency key.  On success writes the new transaction's id
+ * and the original's member into the caller's buffers. */
+jf_err jf_reverse_points(jf_ctx *ctx, const char *orig_id, int64_t points,
+                         const jf_reverse_opts *opts, char tx_id[JF_ID_LEN_MAX],
+                         char member_id[JF_ID_LEN_MAX]);
 
 /* --- ledger.c: helpers shared by the point operations --- */
 /* Parses channel, store_id, note, reason and metadata from the body. */

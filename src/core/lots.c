@@ -116,13 +116,45 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     return err == JF_OK ? debt_pay_from(ctx, tx, member_id, seq, amount) : err;
 }
 
+jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
+{
+    char points[JF_ID_LEN_MAX + 16], held[JF_ID_LEN_MAX + 16];
+    snprintf(points, sizeof(points), "member:%s:points", member_id);
+    snprintf(held, sizeof(held), "member:%s:held", member_id);
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
+        " (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?3),"
+        " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?4),"
+        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
+        "  AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at <= ?5),"
+        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
+        "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
+        "  AND (expires_at IS NULL OR expires_at > ?5))",
+        "IsssI", ctx->auth->tenant, points, held, member_id, ctx->now_ms);
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        p->balance = sqlite3_column_int64(st, 0);
+        p->held = sqlite3_column_int64(st, 1);
+        p->debt = sqlite3_column_int64(st, 2);
+        p->due = sqlite3_column_int64(st, 3);
+        p->pending = sqlite3_column_int64(st, 4);
+        p->available = p->balance + p->debt - p->due - p->pending;
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
 jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out)
 {
-    return jf_db_int(ctx->db, out, 0,
-                     "SELECT SUM(remaining) FROM lots WHERE tenant_id=?1 AND member_id=?2"
-                     " AND remaining > 0 AND expired_tx_seq IS NULL AND available_at <= ?3"
-                     " AND (expires_at IS NULL OR expires_at > ?3)",
-                     "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    jf_points p;
+    jf_err err = jf_lots_points(ctx, member_id, &p);
+    if (err == JF_OK)
+        *out = p.available;
+    return err;
 }
 
 /* Takes amount from the lots in lv, in order, recording each piece. */
@@ -143,21 +175,37 @@ static jf_err lots_take(jf_ctx *ctx, const jf_tx *tx, lot_vec *lv, int64_t amoun
     return err;
 }
 
-jf_err jf_lots_consume(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
-                       jf_piece_fn piece_fn, void *arg)
+/* Spendable lots in debit order, each query in its index's order so that
+ * reading stops as soon as the amount is covered: expiring lots by
+ * (expires_at, available_at, seq), then never-expiring ones. */
+static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount, lot_vec *lv)
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1 AND member_id=?2"
-        " AND remaining > 0 AND expired_tx_seq IS NULL AND available_at <= ?3"
-        " AND (expires_at IS NULL OR expires_at > ?3)"
-        " ORDER BY expires_at IS NULL, expires_at, available_at, seq",
+        " AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at > ?3"
+        " AND available_at <= ?3 ORDER BY expires_at, available_at, seq",
         "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
-    if (st == NULL)
-        return JF_ERR_IO;
+    jf_err err = st ? lot_vec_fill(lv, st, amount) : JF_ERR_IO;
+    int64_t have = 0;
+    for (size_t i = 0; i < lv->n; i++)
+        have += lv->v[i].remaining;
+    if (err != JF_OK || have >= amount)
+        return err;
+    st = jf_db_query(ctx->db,
+                     "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1"
+                     " AND member_id=?2 AND remaining > 0 AND expired_tx_seq IS NULL"
+                     " AND expires_at IS NULL AND available_at <= ?3 ORDER BY available_at, seq",
+                     "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    return st ? lot_vec_fill(lv, st, amount - have) : JF_ERR_IO;
+}
+
+jf_err jf_lots_consume(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
+                       jf_piece_fn piece_fn, void *arg)
+{
     lot_vec lv = {0};
     int64_t taken = 0;
-    jf_err err = lot_vec_fill(&lv, st, amount);
+    jf_err err = spendable_lots(ctx, member_id, amount, &lv);
     if (err == JF_OK)
         err = lots_take(ctx, tx, &lv, amount, &taken, piece_fn, arg);
     free(lv.v);
@@ -231,15 +279,11 @@ jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const c
 jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
                         int64_t amount)
 {
-    int64_t debt = 0, total = 0;
-    jf_err err = member_debt(ctx, member_id, &debt);
-    if (err == JF_OK)
-        err = jf_db_int(ctx->db, &total, 0,
-                        "SELECT SUM(remaining) FROM lots WHERE tenant_id=? AND member_id=?"
-                        " AND remaining > 0 AND expired_tx_seq IS NULL",
-                        "Is", ctx->auth->tenant, member_id);
+    jf_points pts;
+    jf_err err = jf_lots_points(ctx, member_id, &pts);
     if (err != JF_OK)
         return err;
+    int64_t debt = pts.debt, total = pts.balance + pts.debt; /* Σ open remaining (I4) */
     int64_t room = ctx->prog.debt_floor > debt ? ctx->prog.debt_floor - debt : 0;
     if (total + room < amount)
         return jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS,
@@ -266,29 +310,15 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
 
 jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
 {
-    char account[JF_ID_LEN_MAX + 16];
-    snprintf(account, sizeof(account), "member:%s:points", member_id);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
-        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?3"
-        "  AND remaining > 0 AND expired_tx_seq IS NULL),"
-        " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?3)",
-        "Iss", ctx->auth->tenant, account, member_id);
-    if (st == NULL)
-        return JF_ERR_IO;
-    int64_t balance = 0, lots = 0, debt = 0;
-    jf_err err = JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        balance = sqlite3_column_int64(st, 0);
-        lots = sqlite3_column_int64(st, 1);
-        debt = sqlite3_column_int64(st, 2);
-        err = JF_OK;
-    }
-    sqlite3_reset(st);
-    if (err == JF_OK && (lots - debt != balance || (debt > 0 && lots > 0))) {
-        fprintf(stderr, "jifen: assertion I4 failed for %s: lots %lld debt %lld balance %lld\n",
-                member_id, (long long)lots, (long long)debt, (long long)balance);
+    jf_points p;
+    jf_err err = jf_lots_points(ctx, member_id, &p);
+    if (err == JF_OK && (p.available < 0 || p.pending < 0 || p.held < 0 || p.debt < 0 ||
+                         p.balance + p.debt < 0 || (p.debt > 0 && p.balance != -p.debt))) {
+        fprintf(stderr,
+                "jifen: assertion I4 failed for %s: balance %lld debt %lld available %lld"
+                " pending %lld due %lld held %lld\n",
+                member_id, (long long)p.balance, (long long)p.debt, (long long)p.available,
+                (long long)p.pending, (long long)p.due, (long long)p.held);
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Ledger assertion failed for %s.", member_id);
     }
     return err;

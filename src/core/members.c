@@ -6,12 +6,14 @@
  */
 #include <string.h>
 
-#include "core.h"
+#include "ledger.h"
+#include "bonus.h"
+#include "referral.h"
 #include "tz.h"
 
 #define MEMBER_COLUMNS                                                                         \
     "SELECT id, external_id, name, phone, birthday, tags, status, debt, created_at,"          \
-    " updated_at, seq FROM members"
+    " updated_at, seq, referred_by FROM members"
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 {
@@ -37,27 +39,12 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 /* {"available", "pending", "held"} of a member now. */
 jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out)
 {
-    char account[JF_ID_LEN_MAX + 16];
-    snprintf(account, sizeof(account), "member:%s:held", member_id);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT COALESCE(SUM(CASE WHEN available_at <= ?1 THEN remaining END), 0),"
-        " COALESCE(SUM(CASE WHEN available_at > ?1 THEN remaining END), 0),"
-        " (SELECT balance FROM accounts WHERE tenant_id = ?2 AND account = ?4)"
-        " FROM lots WHERE tenant_id = ?2 AND member_id = ?3 AND remaining > 0"
-        " AND expired_tx_seq IS NULL AND (expires_at IS NULL OR expires_at > ?1)",
-        "IIss", ctx->now_ms, ctx->auth->tenant, member_id, account);
-    if (st == NULL)
-        return JF_ERR_IO;
-    int64_t available = 0, pending = 0, held = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        available = sqlite3_column_int64(st, 0);
-        pending = sqlite3_column_int64(st, 1);
-        held = sqlite3_column_int64(st, 2);
-    }
-    sqlite3_reset(st);
-    *out = json_pack("{sIsIsI}", "available", (json_int_t)available, "pending",
-                     (json_int_t)pending, "held", (json_int_t)held);
+    jf_points p;
+    jf_err err = jf_lots_points(ctx, member_id, &p);
+    if (err != JF_OK)
+        return err;
+    *out = json_pack("{sIsIsI}", "available", (json_int_t)p.available, "pending",
+                     (json_int_t)p.pending, "held", (json_int_t)p.held);
     return JF_OK;
 }
 
@@ -72,6 +59,10 @@ static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     jf_json_set(o, "birthday", jf_json_text(jf_db_text(st, 4)));
     jf_json_set(o, "tags", json_loads(jf_db_text(st, 5), 0, NULL));
     jf_json_set(o, "status", json_string(jf_db_text(st, 6)));
+    char code[JF_REFERRAL_CODE_LEN + 1];
+    jf_referral_code(sqlite3_column_int64(st, 10), code);
+    jf_json_set(o, "referral_code", json_string(code));
+    jf_json_set(o, "referred_by", jf_json_text(jf_db_text(st, 11)));
     jf_err err = jf_member_points_json(ctx, id, &pts);
     jf_json_set(o, "points", pts);
     jf_json_set(o, "debt", json_integer(sqlite3_column_int64(st, 7)));
@@ -153,11 +144,14 @@ static jf_err profile_validate(jf_ctx *ctx, json_t *b)
 
 static jf_err member_create_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"external_id", "name", "phone", "birthday", "tags", NULL};
+    static const char *const fields[] = {"external_id", "name", "phone", "birthday", "tags",
+                                         "referral_code", NULL};
     const char *s = NULL;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     if (err == JF_OK)
         err = jf_json_str(ctx, ctx->body, "external_id", true, JF_EXTERNAL_ID_LEN_MAX, &s);
+    if (err == JF_OK)
+        err = jf_json_str(ctx, ctx->body, "referral_code", false, 2 * JF_REFERRAL_CODE_LEN, &s);
     if (err == JF_OK)
         err = profile_validate(ctx, ctx->body);
     return err;
@@ -175,6 +169,26 @@ static char *tags_text(json_t *tags)
     return jf_json_dump(tags, NULL);
 }
 
+/* The member a referral code names in this tenant, into referrer. */
+static jf_err referrer_resolve(jf_ctx *ctx, const char *code, char referrer[JF_ID_LEN_MAX])
+{
+    int64_t seq = 0;
+    jf_err err = jf_fail(ctx, JF_ERR_INVALID_REFERRAL_CODE, "No member has referral code '%s'.",
+                         code);
+    if (!jf_referral_code_parse(code, &seq))
+        return err;
+    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT id FROM members WHERE tenant_id=? AND seq=?",
+                                   "II", ctx->auth->tenant, seq);
+    if (st == NULL)
+        return JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(referrer, JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
 static jf_err member_create(jf_ctx *ctx)
 {
     const char *ext = body_text(ctx, "external_id");
@@ -186,18 +200,29 @@ static jf_err member_create(jf_ctx *ctx)
         return err;
     if (exists)
         return jf_fail(ctx, JF_ERR_MEMBER_EXISTS, "A member with external_id '%s' exists.", ext);
-    char id[JF_ID_LEN_MAX];
+    char id[JF_ID_LEN_MAX], referrer[JF_ID_LEN_MAX] = "";
+    const char *code = body_text(ctx, "referral_code");
+    if (code && (err = referrer_resolve(ctx, code, referrer)) != JF_OK)
+        return err;
     jf_id_new("mem_", id);
     char *tags = tags_text(json_object_get(ctx->body, "tags"));
     if (tags == NULL)
         return JF_ERR_NOMEM;
     err = jf_db_run(ctx->db,
                     "INSERT INTO members(tenant_id, id, external_id, name, phone, birthday, tags,"
-                    " status, created_at, updated_at) VALUES(?,?,?,?,?,?,?,'active',?,?)",
-                    "IssssssII", ctx->auth->tenant, id, ext, body_text(ctx, "name"),
+                    " status, created_at, updated_at, referred_by)"
+                    " VALUES(?,?,?,?,?,?,?,'active',?,?,?)",
+                    "IssssssIIs", ctx->auth->tenant, id, ext, body_text(ctx, "name"),
                     body_text(ctx, "phone"), body_text(ctx, "birthday"), tags, ctx->now_ms,
-                    ctx->now_ms);
+                    ctx->now_ms, referrer[0] ? referrer : NULL);
     free(tags);
+    int64_t got = 0;
+    if (err == JF_OK && referrer[0])
+        err = jf_referral_reward(ctx, id, "signup", &got);
+    if (err == JF_OK)
+        err = jf_bonus_signup(ctx, id);
+    if (err == JF_OK)
+        err = jf_bonus_birthday_due(ctx, id);
     if (err == JF_OK && (err = member_render_by(ctx, false, id)) == JF_OK)
         ctx->created = true;
     return err;

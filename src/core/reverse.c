@@ -5,6 +5,8 @@
  * (restore), credits are taken back (clawback, possibly into debt within the
  * program's floor).  The sum of reversals never exceeds the original (I6).
  */
+#include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ledger.h"
@@ -15,7 +17,7 @@ typedef struct orig_tx {
     char hold_id[JF_ID_LEN_MAX];
 } orig_tx;
 
-static jf_err orig_load(jf_ctx *ctx, orig_tx *o)
+static jf_err orig_load(jf_ctx *ctx, const char *id, orig_tx *o)
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
@@ -23,10 +25,10 @@ static jf_err orig_load(jf_ctx *ctx, orig_tx *o)
         " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"
         "  WHERE r.tenant_id = t.tenant_id"
         "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
-        "Is", ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
+        "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
-    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", ctx->path_id);
+    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
     if (sqlite3_step(st) == SQLITE_ROW) {
         memset(o, 0, sizeof(*o));
         o->seq = sqlite3_column_int64(st, 0);
@@ -109,17 +111,19 @@ static jf_err reverse_move(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
     return err;
 }
 
-static jf_err reverse_apply(jf_ctx *ctx)
+jf_err jf_reverse_points(jf_ctx *ctx, const char *orig_id, int64_t points,
+                        const jf_reverse_opts *opts, char tx_id[JF_ID_LEN_MAX],
+                        char member_id[JF_ID_LEN_MAX])
 {
     orig_tx o;
     jf_tx tx;
-    jf_err err = orig_load(ctx, &o);
+    jf_err err = orig_load(ctx, orig_id, &o);
     if (err != JF_OK)
         return err;
     if (!reversible(o.type))
         return jf_fail(ctx, JF_ERR_NOT_REVERSIBLE, "A %s transaction cannot be reversed.", o.type);
     int64_t left = o.points - o.reversed;
-    int64_t n = ctx->args->has_points ? ctx->args->points : left;
+    int64_t n = points > 0 ? points : left;
     if (left <= 0 || n > left)
         return jf_fail(ctx, JF_ERR_REVERSAL_EXCEEDS_ORIGINAL, "%lld points remain reversible.",
                        (long long)left);
@@ -131,15 +135,32 @@ static jf_err reverse_apply(jf_ctx *ctx)
     if (err != JF_OK)
         return err;
     jf_tx_describe(&tx, ctx->args);
+    if (opts) {
+        tx.idem_key = opts->idem_key;
+        tx.order_id = opts->order_id;
+        if (opts->metadata) {
+            free(tx.metadata);
+            tx.metadata = strdup(opts->metadata);
+        }
+    }
     tx.reverses = o.id;
     tx.points = n;
     err = reverse_move(ctx, &tx, &o, n);
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
-    if (err == JF_OK)
-        err = jf_points_result(ctx, tx.id, o.member_id);
+    assert(err != JF_OK || o.reversed + n <= o.points);
+    snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
+    snprintf(member_id, JF_ID_LEN_MAX, "%s", o.member_id);
     jf_tx_deinit(&tx);
     return err;
+}
+
+static jf_err reverse_apply(jf_ctx *ctx)
+{
+    char tx_id[JF_ID_LEN_MAX], member_id[JF_ID_LEN_MAX];
+    int64_t n = ctx->args->has_points ? ctx->args->points : 0;
+    jf_err err = jf_reverse_points(ctx, ctx->path_id, n, NULL, tx_id, member_id);
+    return err == JF_OK ? jf_points_result(ctx, tx_id, member_id) : err;
 }
 
 const jf_op_impl jf_op_reverse = {reverse_validate, reverse_apply};

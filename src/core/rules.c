@@ -254,19 +254,91 @@ static const char *const rate_fields[] = {
 static const char *const fixed_fields[] = {"type", "points", NULL};
 static const char *const mult_fields[] = {"type", "factor_num", "factor_den", "rounding", NULL};
 static const char *const bonus_fields[] = {"type", "bonuses", NULL};
+static const char *const checkin_fields[] = {"type", "points", "streak_bonus", "cycle_days", NULL};
 
-static jf_err effect_validate(jf_ctx *ctx, json_t *e, bool is_event)
+/* {"type": "check_in", "points": 5, "streak_bonus": [{"day": 7, "points": 50}],
+ *  "cycle_days": 7}: points every check-in, a bonus on the streak's day. */
+static jf_err checkin_validate(jf_ctx *ctx, json_t *e)
 {
-    static const char *const types[] = {"rate", "fixed", "multiplier", "sku_bonus", NULL};
+    static const char *const fields[] = {"day", "points", NULL};
+    json_t *b = json_object_get(e, "streak_bonus"), *v;
+    size_t i;
+    int64_t n;
+    jf_err err = jf_json_allow(ctx, e, checkin_fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "points", true, 0, JF_POINTS_MAX, &n, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "cycle_days", false, 1, JF_CHECKIN_STREAK_DAYS_MAX, &n, NULL);
+    if (err == JF_OK && b && (!json_is_array(b) || json_array_size(b) > JF_RULE_LIST_MAX))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'effect.streak_bonus' must be an array of at most %d {\"day\", \"points\"}.",
+                      JF_RULE_LIST_MAX);
+    json_array_foreach(b, i, v)
+    {
+        if (err == JF_OK && !json_is_object(v))
+            err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'effect.streak_bonus' holds objects.");
+        if (err == JF_OK)
+            err = jf_json_allow(ctx, v, fields);
+        if (err == JF_OK)
+            err = jf_json_int(ctx, v, "day", true, 1, JF_CHECKIN_STREAK_DAYS_MAX, &n, NULL);
+        if (err == JF_OK)
+            err = jf_json_int(ctx, v, "points", true, 1, JF_POINTS_MAX, &n, NULL);
+    }
+    return err;
+}
+
+/* {"type": "referral", "on": "signup" | "first_purchase", "referrer_points": 100,
+ *  "referee_points": 50}: what each side of a referral gets, and when. */
+static jf_err referral_validate(jf_ctx *ctx, json_t *e)
+{
+    static const char *const fields[] = {"type", "on", "referrer_points", "referee_points",
+                                         NULL};
+    static const char *const ons[] = {"signup", "first_purchase", NULL};
+    int64_t a = 0, b = 0;
+    jf_err err = jf_json_allow(ctx, e, fields);
+    if (err == JF_OK && !one_of(json_string_value(json_object_get(e, "on")), ons))
+        err = jf_fail(ctx, json_object_get(e, "on") ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
+                      "'effect.on' must be \"signup\" or \"first_purchase\".");
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "referrer_points", false, 0, JF_POINTS_MAX, &a, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, e, "referee_points", false, 0, JF_POINTS_MAX, &b, NULL);
+    if (err == JF_OK && a == 0 && b == 0)
+        err = jf_fail(ctx, JF_ERR_MISSING_FIELD,
+                      "'effect' needs referrer_points or referee_points above 0.");
+    return err;
+}
+
+static jf_err effect_validate(jf_ctx *ctx, json_t *e, const char *trigger)
+{
+    static const char *const types[] = {"rate",      "fixed",    "multiplier",
+                                        "sku_bonus", "check_in",   "referral", NULL};
+    bool is_event = strcmp(trigger, "event") == 0, is_checkin = strcmp(trigger, "check_in") == 0;
     if (!json_is_object(e))
         return jf_fail(ctx, e ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
                        "'effect' must be an object with a 'type'.");
     const char *type = json_string_value(json_object_get(e, "type"));
     if (!one_of(type, types))
         return jf_fail(ctx, JF_ERR_INVALID_FIELD,
-                       "'effect.type' must be rate, fixed, multiplier or sku_bonus.");
+                       "'effect.type' must be rate, fixed, multiplier, sku_bonus, check_in or"
+                       " referral.");
+    if ((strcmp(trigger, "referral") == 0) != (strcmp(type, "referral") == 0))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "Referral rules take a 'referral' effect, and only they do.");
+    if (strcmp(type, "referral") == 0)
+        return referral_validate(ctx, e);
     if (is_event && strcmp(type, "fixed") != 0)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "Event rules take a 'fixed' effect only.");
+    if ((strcmp(trigger, "signup") == 0 || strcmp(trigger, "birthday") == 0) &&
+        strcmp(type, "fixed") != 0)
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "Rules with trigger \"%s\" take a 'fixed' effect only.", trigger);
+    if (is_checkin != (strcmp(type, "check_in") == 0) && (!is_checkin || strcmp(type, "fixed")))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "Check-in rules take a 'check_in' or 'fixed' effect, and only they take"
+                       " 'check_in'.");
+    if (strcmp(type, "check_in") == 0)
+        return checkin_validate(ctx, e);
     int64_t num = 1, den = 1, n;
     if (strcmp(type, "fixed") == 0)
         return jf_json_allow(ctx, e, fixed_fields) == JF_OK
@@ -340,7 +412,8 @@ static jf_err limits_validate(jf_ctx *ctx, json_t *l)
 /* Top-level scalars of a rule. */
 static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
 {
-    static const char *const triggers[] = {"purchase", "event", NULL};
+    static const char *const triggers[] = {"purchase", "event",  "check_in",
+                                           "referral", "signup", "birthday", NULL};
     static const char *const statuses[] = {"active", "draft", "archived", NULL};
     const char *s = NULL;
     int64_t n, starts = 0, ends = 0;
@@ -350,12 +423,14 @@ static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
     if (err == JF_OK && !one_of(trigger, triggers))
         err = jf_fail(ctx,
                       json_object_get(r, "trigger") ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
-                      "'trigger' must be \"purchase\" or \"event\".");
-    *is_event = trigger && strcmp(trigger, "event") == 0;
+                      "'trigger' must be purchase, event, check_in, referral, signup or birthday.");
+    /* Check-in rules take the conditions of event rules (no order). */
+    *is_event = trigger && strcmp(trigger, "purchase") != 0;
+    bool named = trigger && strcmp(trigger, "event") == 0;
     s = NULL;
     if (err == JF_OK)
-        err = jf_json_str(ctx, r, "event", *is_event, JF_EVENT_NAME_LEN_MAX, &s);
-    if (err == JF_OK && !*is_event && s)
+        err = jf_json_str(ctx, r, "event", named, JF_EVENT_NAME_LEN_MAX, &s);
+    if (err == JF_OK && !named && s)
         err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'event' is only for trigger \"event\".");
     if (err == JF_OK)
         err = jf_json_int(ctx, r, "priority", false, -1000000, 1000000, &n, NULL);
@@ -381,7 +456,7 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
     static const char *const fields[] = {
         "name",    "description",  "trigger",         "event",  "priority", "exclusive",
         "group",   "conditions",   "effect",          "limits", "status",   "starts_at",
-        "ends_at", "pending_days", "expires_in_days", NULL};
+        "ends_at", "pending_days", "expires_in_days", "campaign_id", NULL};
     bool is_event = false;
     int64_t n;
     const char *s = NULL;
@@ -393,9 +468,12 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
     if (err == JF_OK)
         err = jf_json_str(ctx, r, "description", false, JF_NOTE_LEN_MAX, &s);
     if (err == JF_OK)
+        err = jf_json_str(ctx, r, "campaign_id", false, JF_ID_LEN_MAX - 1, &s);
+    if (err == JF_OK)
         err = conditions_validate(ctx, json_object_get(r, "conditions"), is_event);
     if (err == JF_OK)
-        err = effect_validate(ctx, json_object_get(r, "effect"), is_event);
+        err = effect_validate(ctx, json_object_get(r, "effect"),
+                              json_string_value(json_object_get(r, "trigger")));
     if (err == JF_OK)
         err = limits_validate(ctx, json_object_get(r, "limits"));
     if (err == JF_OK)
@@ -701,7 +779,26 @@ static void explain(jf_award *a, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Points of a rate, fixed or sku_bonus effect; false on overflow. */
+/* Points of a check-in: the effect's points plus the bonus of the streak's
+ * day (the day within the cycle when cycle_days is set). */
+static bool checkin_points(json_t *e, int64_t streak, jf_award *a)
+{
+    json_t *cycle = json_object_get(e, "cycle_days"), *b;
+    int64_t day = cycle ? (streak - 1) % json_integer_value(cycle) + 1 : streak;
+    int64_t pts = json_integer_value(json_object_get(e, "points")), bonus = 0;
+    size_t i;
+    json_array_foreach(json_object_get(e, "streak_bonus"), i, b)
+    {
+        if (json_integer_value(json_object_get(b, "day")) == day &&
+            !jf_points_add_checked(bonus, json_integer_value(json_object_get(b, "points")), &bonus))
+            return false;
+    }
+    explain(a, "check-in %lld points, streak day %lld bonus %lld", (long long)pts,
+            (long long)streak, (long long)bonus);
+    return jf_points_add_checked(pts, bonus, &a->points);
+}
+
+/* Points of a rate, fixed, sku_bonus or check_in effect; false on overflow. */
 static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t amount, jf_award *a)
 {
     const char *type = json_string_value(json_object_get(e, "type"));
@@ -709,6 +806,18 @@ static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t 
     if (strcmp(type, "fixed") == 0) {
         a->points = pts;
         explain(a, "fixed %lld points", (long long)pts);
+        return true;
+    }
+    if (strcmp(type, "check_in") == 0)
+        return checkin_points(e, f->streak, a);
+    if (strcmp(type, "referral") == 0) {
+        const char *on = json_string_value(json_object_get(e, "on"));
+        bool due = f->referral_on && strcmp(on, f->referral_on) == 0;
+        a->points = due ? json_integer_value(json_object_get(
+                              e, f->referrer ? "referrer_points" : "referee_points"))
+                        : 0;
+        explain(a, "referral at %s, %s reward %lld points", on,
+                f->referrer ? "referrer" : "referee", (long long)a->points);
         return true;
     }
     if (strcmp(type, "rate") == 0) {
@@ -783,6 +892,18 @@ static void apply_limits(const jf_rule_ref *ref, jf_award *a)
     clip(a, pm, ref->used.member_points, ref->used.member_awards, what);
     clip(a, json_object_get(l, "budget"), ref->used.budget_points, ref->used.budget_awards,
          "the rule's budget");
+    if (ref->campaign_used == NULL)
+        return;
+    /* The campaign's budget is shared by its rules: what this award takes is
+     * counted at once, so a later rule of the same evaluation sees it.  An
+     * award cut afterwards (groups, the order cap) stays counted here, which
+     * can only under-spend the budget, never exceed it. */
+    clip(a, ref->campaign_budget, ref->campaign_used->budget_points,
+         ref->campaign_used->budget_awards, "the campaign's budget");
+    if (a->points > 0) {
+        ref->campaign_used->budget_points += a->points;
+        ref->campaign_used->budget_awards++;
+    }
 }
 
 static void award_init(jf_award *a, const jf_rule_ref *ref)
@@ -904,4 +1025,44 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const 
     assert(kept <= k && k <= n);
     *count = kept;
     return JF_OK;
+}
+
+/* ---- per-line attribution (order refunds) ---- */
+
+void jf_rule_line_weights(json_t *rule, json_t *order, int64_t *w)
+{
+    json_t *lines = json_object_get(order, "lines"), *l, *b;
+    json_t *c = rule ? json_object_get(rule, "conditions") : NULL;
+    json_t *e = rule ? json_object_get(rule, "effect") : NULL;
+    const char *type = e ? json_string_value(json_object_get(e, "type")) : NULL;
+    size_t i, j;
+    json_array_foreach(lines, i, l)
+    {
+        w[i] = 0;
+        if (rule == NULL) {
+            w[i] = json_integer_value(json_object_get(l, "amount"));
+            continue;
+        }
+        if (!line_eligible(c, l))
+            continue;
+        if (type == NULL || strcmp(type, "sku_bonus") != 0) {
+            w[i] = json_integer_value(json_object_get(l, "amount"));
+            continue;
+        }
+        json_array_foreach(json_object_get(e, "bonuses"), j, b)
+        {
+            int64_t add = 0;
+            if (json_equal(json_object_get(b, "sku"), json_object_get(l, "sku")) &&
+                !__builtin_mul_overflow(json_integer_value(json_object_get(b, "points")),
+                                        line_quantity(l), &add))
+                w[i] = add > JF_POINTS_MAX - w[i] ? JF_POINTS_MAX : w[i] + add;
+        }
+    }
+}
+
+bool jf_rule_birthday_today(const jf_tz *tz, int64_t now_ms, const char *birthday)
+{
+    jf_civil now;
+    jf_tz_to_civil(tz, now_ms, &now);
+    return birthday_matches("day", birthday, &now);
 }

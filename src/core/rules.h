@@ -54,6 +54,11 @@ typedef struct jf_rule_ref {
     int64_t version;
     json_t *rule; /* a validated rule body (borrowed) */
     jf_rule_usage used;
+    /* The rule's campaign: its budget {"max_points", "max_awards"} and what
+     * all the campaign's rules awarded (budget_* fields), shared by the refs
+     * of one campaign and advanced as evaluation awards; NULL without one. */
+    json_t *campaign_budget;
+    jf_rule_usage *campaign_used;
 } jf_rule_ref;
 
 /* The facts rules are evaluated against.  order is NULL for an event. */
@@ -68,6 +73,9 @@ typedef struct jf_rule_facts {
     const char *birthday;     /* "YYYY-MM-DD" or NULL */
     int64_t purchases_before; /* the member's earlier purchase earns */
     int64_t order_cap;        /* the program's max_points_per_order, -1 = none */
+    int64_t streak;           /* check-ins: consecutive local days including today */
+    const char *referral_on;  /* referrals: "signup" or "first_purchase", else NULL */
+    bool referrer;            /* referrals: the award is the referrer's (else the referee's) */
 } jf_rule_facts;
 
 typedef struct jf_award {
@@ -96,15 +104,39 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
  * "month", "year" in tz) containing now_ms; INT64_MIN for "lifetime". */
 int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period);
 
+/* The weight of each line of order (order.lines[i], w[i]) in an award of
+ * rule, used to attribute the award's points to lines so that a refund of a
+ * line claws back what that line earned (docs/RULES.md, Refunds): the
+ * eligible line amounts for rate, fixed and multiplier effects, the bonus
+ * points of sku_bonus effects, and every line amount when rule is NULL (the
+ * program's base rate or explicit points).  Lines a rule does not count
+ * weigh 0.  w has room for every line.  Pure. */
+void jf_rule_line_weights(json_t *rule, json_t *order, int64_t *w);
+
+/* True when the member's birthday ("YYYY-MM-DD") is the local date of
+ * now_ms in tz; 29 February counts as 28 February in common years, as the
+ * "birthday" condition does.  False for NULL or a malformed date.  Pure. */
+bool jf_rule_birthday_today(const jf_tz *tz, int64_t now_ms, const char *birthday);
+
 /* --- rules_db.c: storage, the /v1/rules operations, earn integration --- */
 
-/* Loads the live rules of a trigger (active, or active and draft when
- * include_drafts; of that event name for "event") with their usage for
- * member_id, evaluates them and returns the awards.  *rule_count tells how
- * many live rules there were (0: the caller falls back to the base rate).
- * Runs on the writer (or any connection: it only reads). */
-jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *event, jf_award *awards,
-                       size_t *count, size_t *rule_count);
+/* Facts of the non-order triggers: the check-in streak, and for referral
+ * rules when the reward is due and to whom. */
+typedef struct jf_trigger_facts {
+    int64_t streak;
+    const char *referral_on;
+    bool referrer;
+} jf_trigger_facts;
+
+/* Loads the live rules of a trigger ("purchase", "event" of that event
+ * name, "check_in"; active, or active and draft when include_drafts) with
+ * their usage for member_id, evaluates them and returns the awards.
+ * tf gives the facts of check-in and referral triggers (NULL for others).  *rule_count tells
+ * how many live rules there were (0: a purchase falls back to the base
+ * rate).  Runs on the writer (or any connection: it only reads). */
+jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, const char *event,
+                       const jf_trigger_facts *tf, jf_award *awards, size_t *count,
+                       size_t *rule_count);
 
 /* Writes each award of tx as a lot (when points > 0) and an award row.
  * Called between jf_tx_begin and jf_tx_finish. */

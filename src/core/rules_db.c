@@ -13,6 +13,7 @@
  */
 #include <string.h>
 
+#include "campaigns.h"
 #include "ledger.h"
 #include "rules.h"
 
@@ -145,19 +146,38 @@ static jf_err rule_store(jf_ctx *ctx, const char *id, int64_t version, json_t *b
     const char *event = json_string_value(json_object_get(body, "event"));
     const char *name = json_string_value(json_object_get(body, "name"));
     const char *status = json_string_value(json_object_get(body, "status"));
+    const char *campaign = json_string_value(json_object_get(body, "campaign_id"));
     int64_t prio = json_integer_value(json_object_get(body, "priority"));
     if (err == JF_OK && version == 1)
         err = jf_db_run(ctx->db,
                         "INSERT INTO rules(tenant_id, id, name, trigger, event, status, priority,"
-                        " version, created_at, updated_at) VALUES(?,?,?,?,?,?,?,1,?,?)",
-                        "IsssssIII", ctx->auth->tenant, id, name, trigger, event, status, prio,
-                        ctx->now_ms, ctx->now_ms);
+                        " version, created_at, updated_at, campaign_id)"
+                        " VALUES(?,?,?,?,?,?,?,1,?,?,?)",
+                        "IsssssIIIs", ctx->auth->tenant, id, name, trigger, event, status, prio,
+                        ctx->now_ms, ctx->now_ms, campaign);
     else if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "UPDATE rules SET name=?, trigger=?, event=?, status=?, priority=?,"
                         " version=?, updated_at=? WHERE tenant_id=? AND id=?",
                         "ssssIIIIs", name, trigger, event, status, prio, version, ctx->now_ms,
                         ctx->auth->tenant, id);
+    return err;
+}
+
+/* A rule's campaign must exist, and never changes once the rule has one
+ * (a campaign's budget counts the awards of its rules). */
+static jf_err rule_campaign_check(jf_ctx *ctx, const char *rule_id)
+{
+    const char *campaign = json_string_value(json_object_get(ctx->body, "campaign_id"));
+    int64_t other = 0;
+    jf_err err = campaign ? jf_campaign_check(ctx, campaign) : JF_OK;
+    if (err == JF_OK && rule_id)
+        err = jf_db_int(ctx->db, &other, 0,
+                        "SELECT count(*) FROM rules WHERE tenant_id=? AND id=? AND"
+                        " COALESCE(campaign_id, '') <> COALESCE(?, '')",
+                        "Iss", ctx->auth->tenant, rule_id, campaign);
+    if (err == JF_OK && other)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "A rule's 'campaign_id' cannot change.");
     return err;
 }
 
@@ -171,6 +191,8 @@ static jf_err rule_create(jf_ctx *ctx)
         err = jf_fail(ctx, JF_ERR_INVALID_REQUEST, "A tenant has at most %d rules.", JF_RULES_MAX);
     if (err == JF_OK)
         err = live_room(ctx, ctx->body, NULL);
+    if (err == JF_OK)
+        err = rule_campaign_check(ctx, NULL);
     jf_id_new("rul_", id);
     if (err == JF_OK)
         err = rule_store(ctx, id, 1, ctx->body);
@@ -206,6 +228,8 @@ static jf_err rule_update(jf_ctx *ctx)
     free(status);
     if (err == JF_OK)
         err = live_room(ctx, ctx->body, ctx->path_id);
+    if (err == JF_OK)
+        err = rule_campaign_check(ctx, ctx->path_id);
     if (err == JF_OK)
         err = rule_store(ctx, ctx->path_id, version + 1, ctx->body);
     return err == JF_OK ? rule_reply(ctx, ctx->path_id) : err;
@@ -269,13 +293,68 @@ typedef struct live_rules {
     jf_rule_ref refs[JF_RULES_ACTIVE_MAX];
     char ids[JF_RULES_ACTIVE_MAX][JF_ID_LEN_MAX];
     size_t n;
+    /* The campaigns of the live rules, each once: id, budget, usage. */
+    char campaign_ids[JF_RULES_ACTIVE_MAX][JF_ID_LEN_MAX];
+    json_t *campaign_budgets[JF_RULES_ACTIVE_MAX];
+    jf_rule_usage campaign_used[JF_RULES_ACTIVE_MAX];
+    size_t campaigns;
 } live_rules;
 
 static void live_free(live_rules *lr)
 {
     for (size_t i = 0; i < lr->n; i++)
         json_decref(lr->refs[i].rule);
-    lr->n = 0;
+    for (size_t i = 0; i < lr->campaigns; i++)
+        json_decref(lr->campaign_budgets[i]);
+    lr->n = lr->campaigns = 0;
+}
+
+/* Ties ref to its campaign (row st, columns 3..5: id, budget points and
+ * awards), loading the campaign's usage the first time it is seen. */
+static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, sqlite3_stmt *st)
+{
+    const char *id = jf_db_text(st, 3);
+    size_t k = 0;
+    if (id == NULL)
+        return JF_OK;
+    while (k < lr->campaigns && strcmp(lr->campaign_ids[k], id) != 0)
+        k++;
+    if (k == lr->campaigns) {
+        json_t *b = json_object();
+        if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+            jf_json_set(b, "max_points", json_integer(sqlite3_column_int64(st, 4)));
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+            jf_json_set(b, "max_awards", json_integer(sqlite3_column_int64(st, 5)));
+        snprintf(lr->campaign_ids[k], JF_ID_LEN_MAX, "%s", id);
+        lr->campaign_budgets[k] = b;
+        memset(&lr->campaign_used[k], 0, sizeof lr->campaign_used[k]);
+        lr->campaigns++;
+    }
+    ref->campaign_budget = json_object_size(lr->campaign_budgets[k]) ? lr->campaign_budgets[k]
+                                                                     : NULL;
+    ref->campaign_used = ref->campaign_budget ? &lr->campaign_used[k] : NULL;
+    return JF_OK;
+}
+
+/* What every rule of each loaded campaign has awarded. */
+static jf_err campaigns_usage(jf_ctx *ctx, live_rules *lr)
+{
+    for (size_t k = 0; k < lr->campaigns; k++) {
+        sqlite3_stmt *st = jf_db_query(
+            ctx->db,
+            "SELECT COALESCE(SUM(a.points), 0), count(CASE WHEN a.points > 0 THEN 1 END) FROM"
+            " awards a JOIN rules r ON r.tenant_id = a.tenant_id AND r.id = a.rule_id WHERE"
+            " r.tenant_id=? AND r.campaign_id=?",
+            "Is", ctx->auth->tenant, lr->campaign_ids[k]);
+        if (st == NULL)
+            return JF_ERR_IO;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            lr->campaign_used[k].budget_points = sqlite3_column_int64(st, 0);
+            lr->campaign_used[k].budget_awards = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_reset(st);
+    }
+    return JF_OK;
 }
 
 static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf_rule_ref *ref)
@@ -307,17 +386,21 @@ static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf
     return err;
 }
 
-static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, const char *event,
-                        live_rules *lr)
+static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, const char *trigger,
+                        const char *event, live_rules *lr)
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
-        "SELECT r.id, r.version, v.body FROM rules r JOIN rule_versions v ON v.tenant_id ="
-        " r.tenant_id AND v.rule_id = r.id AND v.version = r.version WHERE r.tenant_id=?1"
-        " AND r.trigger=?2 AND (r.status='active' OR (?3 AND r.status='draft'))"
-        " AND (?4 IS NULL OR r.event=?4) ORDER BY r.priority DESC, r.id LIMIT ?5",
-        "Isisi", ctx->auth->tenant, event ? "event" : "purchase", ctx->args->include_drafts ? 1 : 0,
-        event, JF_RULES_ACTIVE_MAX);
+        "SELECT r.id, r.version, v.body, r.campaign_id, c.budget_points, c.budget_awards FROM"
+        " rules r JOIN rule_versions v ON v.tenant_id = r.tenant_id AND v.rule_id = r.id AND"
+        " v.version = r.version LEFT JOIN campaigns c ON c.tenant_id = r.tenant_id AND c.id ="
+        " r.campaign_id WHERE r.tenant_id=?1 AND r.trigger=?2 AND (r.status='active' OR (?3 AND"
+        " r.status='draft')) AND (?4 IS NULL OR r.event=?4) AND (r.campaign_id IS NULL OR"
+        " ((c.status='active' OR (?3 AND c.status='draft')) AND (c.starts_at IS NULL OR"
+        " c.starts_at <= ?6) AND (c.ends_at IS NULL OR ?6 < c.ends_at)))"
+        " ORDER BY r.priority DESC, r.id LIMIT ?5",
+        "IsisiI", ctx->auth->tenant, trigger, ctx->args->include_drafts ? 1 : 0, event,
+        JF_RULES_ACTIVE_MAX, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
     lr->n = 0;
@@ -331,9 +414,13 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
         ref->rule = json_loads(jf_db_text(st, 2), 0, NULL);
         err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
         if (err == JF_OK)
+            err = live_campaign(lr, ref, st);
+        if (err == JF_OK)
             lr->n++;
     }
     sqlite3_reset(st);
+    if (err == JF_OK)
+        err = campaigns_usage(ctx, lr);
     for (size_t i = 0; err == JF_OK && i < lr->n; i++)
         err = usage_load(ctx, tz, member_id, &lr->refs[i]);
     return err;
@@ -363,8 +450,9 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f,
                      "Is", ctx->auth->tenant, member_id);
 }
 
-jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *event, jf_award *awards,
-                       size_t *count, size_t *rule_count)
+jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, const char *event,
+                       const jf_trigger_facts *tf, jf_award *awards, size_t *count,
+                       size_t *rule_count)
 {
     const jf_tz *tz = NULL;
     if (jf_tz_get(ctx->prog.timezone, &tz) != JF_OK && jf_tz_get("UTC", &tz) != JF_OK)
@@ -378,12 +466,15 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *event, jf
                        .now_ms = ctx->now_ms,
                        .order = order,
                        .event = event,
-                       .order_cap = event ? -1 : ctx->prog.max_points_per_order};
+                       .streak = tf ? tf->streak : 0,
+                       .referral_on = tf ? tf->referral_on : NULL,
+                       .referrer = tf && tf->referrer,
+                       .order_cap = order ? ctx->prog.max_points_per_order : -1};
     f.channel = json_string_value(json_object_get(order, "channel"));
     f.channel = f.channel ? f.channel : ctx->args->channel;
     f.store_id = json_string_value(json_object_get(order, "store_id"));
     f.store_id = f.store_id ? f.store_id : ctx->args->store_id;
-    jf_err err = live_load(ctx, tz, member_id, event, lr);
+    jf_err err = live_load(ctx, tz, member_id, trigger, event, lr);
     if (err == JF_OK)
         err = facts_member(ctx, member_id, &f, &tags, birthday, sizeof birthday);
     *count = 0;
@@ -494,7 +585,7 @@ static jf_err event_apply(jf_ctx *ctx)
     int64_t total = 0;
     jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
     if (err == JF_OK)
-        err = jf_rules_awards(ctx, m.id, a->event_name, aw, &n, &live);
+        err = jf_rules_awards(ctx, m.id, "event", a->event_name, NULL, aw, &n, &live);
     for (size_t i = 0; err == JF_OK && i < n; i++)
         if (!jf_points_add_checked(total, aw[i].points, &total))
             err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The event earns too many points.");

@@ -260,6 +260,59 @@ static jf_err check_awards(verifier *v, int64_t t)
     return err;
 }
 
+/* R1-R3 (docs/RULES.md, Refunds): an order's refunds never exceed its
+ * amount, their clawbacks never exceed what it earned, and each refund's
+ * points are exactly those of the reverse transactions it links.  G1: each
+ * check-in and bonus grant with points names the member's earn of exactly
+ * those points, and one without points names none.  A store from before
+ * schema version 3 has none of these and is skipped. */
+static jf_err check_refunds(verifier *v, int64_t t)
+{
+    int64_t has = 0;
+    jf_err err = jf_db_int(v->db, &has, 0,
+                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND"
+                           " name='refunds'",
+                           "");
+    if (err != JF_OK || !has)
+        return err;
+    err = check_rows(v, "R1", "refunds exceed the order's amount or lines",
+                     "SELECT r.order_id, SUM(r.amount), (SELECT x.order_amount FROM transactions x"
+                     " WHERE x.tenant_id = r.tenant_id AND x.order_id = r.order_id AND x.type ="
+                     " 'earn') AS a FROM refunds r WHERE r.tenant_id = ? GROUP BY r.order_id"
+                     " HAVING a IS NULL OR SUM(r.amount) > a OR SUM(r.amount) <> (SELECT"
+                     " SUM(l.amount) FROM refund_lines l WHERE l.tenant_id = r.tenant_id AND"
+                     " l.order_id = r.order_id)",
+                     t);
+    if (err == JF_OK)
+        err = check_rows(v, "R2", "refunds claw back more than the order earned",
+                         "SELECT r.order_id, SUM(r.clawback_points), (SELECT x.points FROM"
+                         " transactions x WHERE x.tenant_id = r.tenant_id AND x.order_id ="
+                         " r.order_id AND x.type = 'earn') AS e FROM refunds r WHERE"
+                         " r.tenant_id = ? GROUP BY r.order_id HAVING e IS NULL OR"
+                         " SUM(r.clawback_points) > e",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "G1", "check-in or bonus grant differs from its earn",
+                         "SELECT g.member_id, g.points, COALESCE(x.points, 0) FROM (SELECT"
+                         " tenant_id, member_id, points, tx_id FROM checkins UNION ALL SELECT"
+                         " tenant_id, member_id, points, tx_id FROM bonus_grants) g LEFT JOIN"
+                         " transactions x ON x.tenant_id = g.tenant_id AND x.id = g.tx_id AND"
+                         " x.type = 'earn' AND x.member_id = g.member_id WHERE g.tenant_id = ?"
+                         " AND ((g.tx_id IS NULL) <> (g.points = 0) OR (g.tx_id IS NOT NULL"
+                         " AND COALESCE(x.points, -1) <> g.points))",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "R3", "refund and its reverse transactions differ",
+                         "SELECT r.id, r.clawback_points + r.returned_points, (SELECT"
+                         " COALESCE(SUM(x.points), 0) FROM refund_transactions k JOIN transactions"
+                         " x ON x.tenant_id = k.tenant_id AND x.id = k.tx_id AND x.type ="
+                         " 'reverse' AND x.points = k.points WHERE k.tenant_id = r.tenant_id AND"
+                         " k.refund_id = r.id) AS s FROM refunds r WHERE r.tenant_id = ? AND"
+                         " s <> r.clawback_points + r.returned_points",
+                         t);
+    return err;
+}
+
 static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
                             const uint8_t *head, int64_t head_seq)
 {
@@ -273,6 +326,8 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
         err = check_reversals(v, tenant);
     if (err == JF_OK)
         err = check_awards(v, tenant);
+    if (err == JF_OK)
+        err = check_refunds(v, tenant);
     json_array_append_new(v->tenants, json_pack("{sssIss}", "id", public_id, "transactions",
                                                 (json_int_t)head_seq, "chain_head", head_hex));
     return err;

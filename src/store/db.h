@@ -17,7 +17,10 @@
 
 #include "jifen/errors.h"
 
-#define JF_DB_STMT_CACHE 256
+/* One slot per SQL literal of the core (about 160 today); a full cache fails
+ * the query, so keep this well above their number. */
+#define JF_DB_STMT_CACHE 1024
+#define JF_DB_CHUNK_BYTES (32 * 1024 * 1024)
 
 typedef struct jf_db_stmt_slot {
     const char *sql; /* the literal the statement was prepared from (by address) */

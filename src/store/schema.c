@@ -11,7 +11,7 @@
  */
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 2
+#define JF_SCHEMA_VERSION 3
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -82,6 +82,9 @@ static const char schema_v1[] =
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
     /* Covering: a member's points are summed from this index alone. */
     "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at, available_at, remaining)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL;"
+    /* Pending lots of a member, so points need not sum every open lot. */
+    "CREATE INDEX lots_pending ON lots(tenant_id, member_id, available_at, expires_at, remaining)"
     " WHERE remaining > 0 AND expired_tx_seq IS NULL;"
     "CREATE TABLE consumptions("
     " tenant_id INTEGER NOT NULL, tx_seq INTEGER NOT NULL, lot_seq INTEGER NOT NULL,"
@@ -170,6 +173,105 @@ static const char schema_v2[] =
     " BEGIN SELECT RAISE(ABORT, 'awards are immutable'); END;"
     "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
+/*
+ * Version 3: order refunds and daily check-ins (docs/RULES.md).  The lines
+ * of an earned order keep the points attributed to each line, so that a
+ * refund of a line claws back what that line earned; a refund is a record
+ * of the refunded amount per line, linked to the reverse transactions it
+ * made (its clawback of the earn, its return of the points that paid).
+ * Check-ins are one row per member and local day.  A member records who
+ * referred them (referral codes are derived from members.seq, never
+ * stored).  A bonus grant (signup once ever, birthday once per local year)
+ * is a row whose key makes it happen exactly once.  The rules table is rebuilt to admit the new triggers in its
+ * CHECK constraint and a campaign (campaigns: named sets of rules with a
+ * window, budget and status).
+ */
+static const char schema_v3[] =
+    "CREATE TABLE rules_v3("
+    " tenant_id INTEGER NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL,"
+    " trigger TEXT NOT NULL CHECK(trigger IN ('purchase','event','check_in','referral',"
+    "'signup','birthday')), event TEXT,"
+    " status TEXT NOT NULL CHECK(status IN ('active','draft','archived')),"
+    " priority INTEGER NOT NULL, version INTEGER NOT NULL CHECK(version >= 1),"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, campaign_id TEXT,"
+    " PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO rules_v3(tenant_id, id, name, trigger, event, status, priority, version,"
+    " created_at, updated_at) SELECT tenant_id, id, name, trigger, event, status, priority,"
+    " version, created_at, updated_at FROM rules;"
+    "DROP TABLE rules;"
+    "ALTER TABLE rules_v3 RENAME TO rules;"
+    "CREATE INDEX rules_live ON rules(tenant_id, trigger, status, priority);"
+    "CREATE INDEX rules_campaign ON rules(tenant_id, campaign_id) WHERE campaign_id IS NOT NULL;"
+    "CREATE TABLE campaigns("
+    " tenant_id INTEGER NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,"
+    " status TEXT NOT NULL CHECK(status IN ('draft','active','paused','ended')),"
+    " starts_at INTEGER, ends_at INTEGER,"
+    " budget_points INTEGER CHECK(budget_points IS NULL OR budget_points >= 0),"
+    " budget_awards INTEGER CHECK(budget_awards IS NULL OR budget_awards >= 0),"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE order_lines("
+    " tenant_id INTEGER NOT NULL, order_id TEXT NOT NULL, n INTEGER NOT NULL CHECK(n >= 0),"
+    " sku TEXT, amount INTEGER NOT NULL CHECK(amount >= 0),"
+    " quantity INTEGER NOT NULL CHECK(quantity >= 1), points INTEGER NOT NULL CHECK(points >= 0),"
+    " PRIMARY KEY(tenant_id, order_id, n)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE refunds("
+    " tenant_id INTEGER NOT NULL, id TEXT NOT NULL, order_id TEXT NOT NULL,"
+    " member_id TEXT NOT NULL, amount INTEGER NOT NULL CHECK(amount > 0),"
+    " clawback_points INTEGER NOT NULL CHECK(clawback_points >= 0),"
+    " returned_points INTEGER NOT NULL CHECK(returned_points >= 0),"
+    " reason TEXT, actor TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX refunds_order ON refunds(tenant_id, order_id, created_at);"
+    "CREATE TABLE refund_lines("
+    " tenant_id INTEGER NOT NULL, refund_id TEXT NOT NULL, order_id TEXT NOT NULL,"
+    " line_n INTEGER NOT NULL, amount INTEGER NOT NULL CHECK(amount > 0), quantity INTEGER,"
+    " PRIMARY KEY(tenant_id, refund_id, line_n)) STRICT, WITHOUT ROWID;"
+    "CREATE INDEX refund_lines_order ON refund_lines(tenant_id, order_id, line_n);"
+    "CREATE TABLE refund_transactions("
+    " tenant_id INTEGER NOT NULL, refund_id TEXT NOT NULL, tx_id TEXT NOT NULL,"
+    " kind TEXT NOT NULL CHECK(kind IN ('clawback','return')),"
+    " points INTEGER NOT NULL CHECK(points > 0),"
+    " PRIMARY KEY(tenant_id, refund_id, tx_id)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE checkins("
+    " tenant_id INTEGER NOT NULL, member_id TEXT NOT NULL, day TEXT NOT NULL,"
+    " streak INTEGER NOT NULL CHECK(streak >= 1), points INTEGER NOT NULL CHECK(points >= 0),"
+    " tx_id TEXT, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, member_id, day)) STRICT, WITHOUT ROWID;"
+    "CREATE TRIGGER order_lines_no_update BEFORE UPDATE ON order_lines"
+    " BEGIN SELECT RAISE(ABORT, 'order lines are immutable'); END;"
+    "CREATE TRIGGER order_lines_no_delete BEFORE DELETE ON order_lines"
+    " BEGIN SELECT RAISE(ABORT, 'order lines are immutable'); END;"
+    "CREATE TRIGGER refunds_no_update BEFORE UPDATE ON refunds"
+    " BEGIN SELECT RAISE(ABORT, 'refunds are immutable'); END;"
+    "CREATE TRIGGER refunds_no_delete BEFORE DELETE ON refunds"
+    " BEGIN SELECT RAISE(ABORT, 'refunds are immutable'); END;"
+    "CREATE TRIGGER refund_lines_no_update BEFORE UPDATE ON refund_lines"
+    " BEGIN SELECT RAISE(ABORT, 'refund lines are immutable'); END;"
+    "CREATE TRIGGER refund_lines_no_delete BEFORE DELETE ON refund_lines"
+    " BEGIN SELECT RAISE(ABORT, 'refund lines are immutable'); END;"
+    "CREATE TRIGGER refund_transactions_no_update BEFORE UPDATE ON refund_transactions"
+    " BEGIN SELECT RAISE(ABORT, 'refund transactions are immutable'); END;"
+    "CREATE TRIGGER refund_transactions_no_delete BEFORE DELETE ON refund_transactions"
+    " BEGIN SELECT RAISE(ABORT, 'refund transactions are immutable'); END;"
+    "CREATE TRIGGER checkins_no_update BEFORE UPDATE ON checkins"
+    " BEGIN SELECT RAISE(ABORT, 'check-ins are immutable'); END;"
+    "CREATE TRIGGER checkins_no_delete BEFORE DELETE ON checkins"
+    " BEGIN SELECT RAISE(ABORT, 'check-ins are immutable'); END;"
+    "CREATE TABLE bonus_grants("
+    " tenant_id INTEGER NOT NULL, member_id TEXT NOT NULL,"
+    " kind TEXT NOT NULL CHECK(kind IN ('signup','birthday')), period TEXT NOT NULL,"
+    " points INTEGER NOT NULL CHECK(points >= 0), tx_id TEXT, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, member_id, kind, period)) STRICT, WITHOUT ROWID;"
+    "CREATE TRIGGER bonus_grants_no_update BEFORE UPDATE ON bonus_grants"
+    " BEGIN SELECT RAISE(ABORT, 'bonus grants are immutable'); END;"
+    "CREATE TRIGGER bonus_grants_no_delete BEFORE DELETE ON bonus_grants"
+    " BEGIN SELECT RAISE(ABORT, 'bonus grants are immutable'); END;"
+    "ALTER TABLE members ADD COLUMN referred_by TEXT;"
+    "CREATE INDEX members_referred_by ON members(tenant_id, referred_by)"
+    " WHERE referred_by IS NOT NULL;"
+    "UPDATE meta SET value = '3' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -198,7 +300,9 @@ jf_err jf_db_migrate(jf_db *db)
         return JF_ERR_CORRUPT;
     if (!has_meta && (err = migrate_step(db, schema_v1)) == JF_OK)
         version = 1;
-    if (err == JF_OK && version == 1)
-        err = migrate_step(db, schema_v2);
+    if (err == JF_OK && version == 1 && (err = migrate_step(db, schema_v2)) == JF_OK)
+        version = 2;
+    if (err == JF_OK && version == 2)
+        err = migrate_step(db, schema_v3);
     return err;
 }

@@ -61,12 +61,21 @@ ROUTES = [
     ("GET", "/v1/rules/{rid}", "RULE_GET", "JF_ROLES_ALL", "rule"),
     ("PUT", "/v1/rules/{rid}", "RULE_UPDATE", "JF_ROLES_ADMIN", "rule"),
     ("POST", "/v1/rules/{rid}/archive", "RULE_ARCHIVE", "JF_ROLES_ADMIN", "rule"),
+    ("POST", "/v1/orders/{oid}/refund", "ORDER_REFUND", "JF_ROLES_STAFF", "order"),
+    ("GET", "/v1/orders/{oid}", "ORDER_GET", "JF_ROLES_ALL", "order"),
+    ("POST", "/v1/members/{mid}/check-in", "CHECK_IN", "JF_ROLES_STAFF", "member"),
+    ("GET", "/v1/members/{mid}/check-in", "CHECK_IN_CALENDAR", "JF_ROLES_ALL", "member"),
+    ("POST", "/v1/bonuses/run", "BONUS_SWEEP", "JF_ROLES_ADMIN", None),
+    ("POST", "/v1/campaigns", "CAMPAIGN_CREATE", "JF_ROLES_ADMIN", None),
+    ("GET", "/v1/campaigns", "CAMPAIGN_LIST", "JF_ROLES_ALL", None),
+    ("GET", "/v1/campaigns/{cid}", "CAMPAIGN_GET", "JF_ROLES_ALL", "campaign"),
+    ("PATCH", "/v1/campaigns/{cid}", "CAMPAIGN_UPDATE", "JF_ROLES_ADMIN", "campaign"),
     ("PUT", "/v1/test/clock", "CLOCK_SET", "JF_ROLES_ADMIN", None),
     ("GET", "/v1/test/clock", "CLOCK_GET", "JF_ROLES_ADMIN", None),
 ]
 
 WRITES_WITH_IDEM = {"EARN", "REDEEM", "ADJUST", "TRANSFER", "HOLD", "HOLD_CAPTURE", "HOLD_VOID",
-                    "REVERSE", "MEMBER_EVENT"}
+                    "REVERSE", "MEMBER_EVENT", "ORDER_REFUND", "CHECK_IN"}
 RULE_BODY = {"name": "authz rule", "trigger": "purchase", "status": "draft",
              "effect": {"type": "fixed", "points": 1}}
 
@@ -101,10 +110,17 @@ class AuthzMatrix(unittest.TestCase):
         cls.m1b = H.create_member(admin)
         H.check_ok(H.earn(admin, cls.m1["id"], 100000), 201, "fund m1")
         cls.e1 = H.check_ok(H.earn(admin, cls.m1["id"], 100000), 201, "earn m1")
+        cls.cmp1 = H.check_ok(admin.post("/v1/campaigns", {"name": "authz"}), 201, "c1")["id"]
+        cls.cmp2 = H.check_ok(env.admin2.post("/v1/campaigns", {"name": "authz"}), 201,
+                              "c2")["id"]
+        H.check_ok(H.earn(admin, cls.m1["id"], order={"id": "authz-o1", "amount": 10 ** 9,
+                                                     "currency": "CNY"}), 201, "order o1")
         # tenant 2's objects
         a2 = env.admin2
         cls.m2 = H.create_member(a2, external_id="authz-other " + uuid.uuid4().hex[:6])
         cls.e2 = H.check_ok(H.earn(a2, cls.m2["id"], 1000), 201, "earn m2")
+        H.check_ok(H.earn(a2, cls.m2["id"], order={"id": "authz-o2", "amount": 100,
+                                                  "currency": "CNY"}), 201, "order o2")
         cls.h2 = H.check_ok(a2.post("/v1/members/%s/holds" % cls.m2["id"], {"points": 10},
                                     idem=True), 201, "hold m2")["hold"]
         cls.k2_id, cls.k2 = env.key("readonly", tenant=2, name="t2-ro")
@@ -136,10 +152,14 @@ class AuthzMatrix(unittest.TestCase):
         method, tmpl, op, _, kind = route
         if other:
             ids = {"mid": self.m2["id"], "ext": q(self.m2["external_id"]), "hid": self.h2["id"],
-                   "tid": self.e2["transaction"]["id"], "kid": self.k2_id, "rid": self.r2}
+                   "tid": self.e2["transaction"]["id"], "kid": self.k2_id, "rid": self.r2,
+                   "oid": "authz-o2", "cid": self.cmp2}
         else:
             ids = {"mid": self.m1["id"], "ext": q(self.m1["external_id"]),
-                   "tid": self.e1["transaction"]["id"], "rid": self.r1}
+                   "tid": self.e1["transaction"]["id"], "rid": self.r1, "oid": "authz-o1",
+                   "cid": self.cmp1}
+            if op == "CHECK_IN":
+                ids["mid"] = H.create_member(self.env.admin)["id"]  # once a day each
             if "{hid}" in tmpl:
                 ids["hid"] = self.fresh_hold()
             if "{kid}" in tmpl:
@@ -164,10 +184,16 @@ class AuthzMatrix(unittest.TestCase):
             body = {"points": 1}
         elif op == "PROGRAM_UPDATE":
             body = {"name": "authz program"}
-        elif op == "EXPIRY_RUN":
+        elif op in ("EXPIRY_RUN", "BONUS_SWEEP"):
             body = {}
         elif op == "EXPIRY_FORECAST":
             path += "?until=" + q("2099-01-01T00:00:00Z")
+        elif op in ("CAMPAIGN_CREATE", "CAMPAIGN_UPDATE"):
+            body = {"name": "authz campaign"}
+        elif op == "ORDER_REFUND":
+            body = {"amount": 1}
+        elif op == "CHECK_IN":
+            body = {}
         elif op == "MEMBER_EVENT":
             body = {"name": "authz_event"}
         elif op in ("RULE_CREATE", "RULE_UPDATE"):
@@ -238,7 +264,12 @@ class AuthzMatrix(unittest.TestCase):
         self.assertEqual(m["name"], self.m2["name"])
         self.assertEqual(self.k2.get("/v1/program").status, 200, "t2 key was not revoked")
         self.assertEqual(len(H.list_all(self.env.admin2, "/v1/members/%s/transactions"
-                                        % self.m2["id"])), 2)
+                                        % self.m2["id"])), 3)  # 2 earns and the hold
+        o = H.check_ok(self.env.admin2.get("/v1/orders/authz-o2"), 200, "t2 order")
+        self.assertEqual((o["refunded_amount"], o["refunds"]), (0, []))
+        cal = H.check_ok(self.env.admin2.get("/v1/members/%s/check-in" % self.m2["id"]), 200,
+                         "t2 check-ins")
+        self.assertEqual(cal["days"], [])
 
     def test_other_tenant_references_in_bodies_and_filters(self):
         a = self.env.admin

@@ -338,14 +338,20 @@ class CliTests(unittest.TestCase):
 
 class MigrationTests(unittest.TestCase):
     def test_v1_store_migrates_to_v2(self):
-        """A database of schema version 1 (before rules) gains the rule tables on open."""
+        """A database of schema version 1 (before rules) gains the rule tables (v2) and the
+        refund and check-in tables (v3) on open."""
         import sqlite3
         env = H.start_env(self)
         m = H.create_member(env.admin)
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript("DROP TABLE awards; DROP TABLE rule_versions; DROP TABLE rules;"
+        db.executescript("DROP TABLE order_lines; DROP TABLE refunds; DROP TABLE refund_lines;"
+                         "DROP TABLE refund_transactions; DROP TABLE checkins; DROP TABLE bonus_grants;"
+                         "DROP TABLE campaigns;"
+                         "DROP INDEX members_referred_by;"
+                         "ALTER TABLE members DROP COLUMN referred_by;"
+                         "DROP TABLE awards; DROP TABLE rule_versions; DROP TABLE rules;"
                          "ALTER TABLE programs DROP COLUMN max_points_per_order;"
                          "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
         db.commit()
@@ -359,7 +365,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "2")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "3")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()

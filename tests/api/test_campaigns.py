@@ -1,0 +1,125 @@
+"""Campaigns over HTTP (docs/RULES.md, Campaigns): a campaign's rules earn only
+while it is active and inside its window; draft campaigns can be previewed with
+a dry run; paused and ended campaigns stop earning; the budget caps all its
+rules together, even under 64 concurrent requests; ended is final.
+Run: python3 tests/api/test_campaigns.py"""
+
+import os
+import sys
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jifen_harness as H  # noqa: E402
+
+DAY = 24 * 3600 * 1000
+START = H.parse_time("2027-06-01T00:00:00Z")
+
+
+def archive_all(c):
+    for r in H.check_ok(c.get("/v1/rules"), 200, "rules")["data"]:
+        H.check_ok(c.post("/v1/rules/%s/archive" % r["id"]), 200, "archive")
+
+
+def review_rule(cid, points=10, name="review bonus"):
+    return {"name": name, "trigger": "event", "event": "review_posted", "campaign_id": cid,
+            "effect": {"type": "fixed", "points": points}}
+
+
+def event(c, mid, **kw):
+    body = {"name": "review_posted"}
+    body.update(kw)
+    return c.post("/v1/members/%s/events" % mid, body, idem=None if kw else True)
+
+
+class CampaignTests(unittest.TestCase):
+    def setUp(self):
+        self.env = H.start_env(self)
+        self.c = self.env.admin
+        archive_all(self.c)
+        H.clock_set(self.c, max(START, H.clock_now(self.c)))
+        if H.clock_now(self.c) != START:
+            self.skipTest("the test clock is already past 2027-06-01")
+        self.m = H.create_member(self.c)["id"]
+
+    def tearDown(self):
+        rc, rep = self.env.verify()
+        self.assertEqual(rc, 0, rep)
+
+    def points(self):
+        return H.points_of(self.c, self.m)["available"]
+
+    def test_lifecycle_window_and_preview(self):
+        cmp = H.check_ok(self.c.post("/v1/campaigns", {
+            "name": "618", "starts_at": H.fmt_time(START + DAY),
+            "ends_at": H.fmt_time(START + 3 * DAY)}), 201, "create")
+        self.assertEqual((cmp["status"], cmp["budget"]), ("draft", {"max_points": None,
+                                                                    "max_awards": None}))
+        H.check_ok(self.c.post("/v1/rules", review_rule(cmp["id"])), 201, "rule")
+        r = self.c.post("/v1/rules", review_rule("cmp_nope"))
+        self.assertEqual(r.status, 404, r)
+        H.clock_set(self.c, START + DAY)
+        # Draft: earns nothing, but a dry run with drafts previews it.
+        self.assertEqual(H.check_ok(event(self.c, self.m), 200, "draft")["total_points"], 0)
+        prev = H.check_ok(event(self.c, self.m, dry_run=True, include_drafts=True), 200, "pv")
+        self.assertEqual(prev["total_points"], 10)
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "active"}), 200, "a")
+        self.assertEqual(H.check_ok(event(self.c, self.m), 201, "active")["transaction"]
+                         ["points"], 10)
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "paused"}), 200, "p")
+        self.assertEqual(H.check_ok(event(self.c, self.m), 200, "paused")["total_points"], 0)
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "active"}), 200, "a")
+        H.clock_set(self.c, START + 3 * DAY)  # the window is over
+        self.assertEqual(H.check_ok(event(self.c, self.m), 200, "after")["total_points"], 0)
+        got = H.check_ok(self.c.get("/v1/campaigns/%s" % cmp["id"]), 200, "get")
+        self.assertEqual((got["usage"], len(got["rules"])), ({"points": 10, "awards": 1}, 1))
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "ended"}), 200, "e")
+        r = self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "active"})
+        self.assertEqual((r.status, r.body.get("code")), (400, "invalid_request"), r)
+        self.assertEqual(len(H.check_ok(self.c.get("/v1/campaigns"), 200, "list")["data"]), 1)
+        self.assertEqual(self.env.admin2.get("/v1/campaigns/%s" % cmp["id"]).status, 404)
+
+    def test_budget_is_shared_by_its_rules_and_never_exceeded(self):
+        cmp = H.check_ok(self.c.post("/v1/campaigns", {
+            "name": "budgeted", "status": "active", "budget": {"max_points": 1000}}), 201, "c")
+        H.check_ok(self.c.post("/v1/rules", review_rule(cmp["id"], 30, "a")), 201, "a")
+        H.check_ok(self.c.post("/v1/rules", review_rule(cmp["id"], 20, "b")), 201, "b")
+        members = [H.create_member(self.c)["id"] for _ in range(8)]
+        errors = []
+
+        def worker(mid):
+            c = self.env.client(self.env.t1["api_key"])
+            for _ in range(8):
+                r = event(c, mid)
+                if r.status not in (200, 201):
+                    errors.append(r)
+
+        threads = [threading.Thread(target=worker, args=(mid,)) for mid in members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        total = sum(H.points_of(self.c, mid)["available"] for mid in members)
+        self.assertEqual(total, 1000)  # 64 events x 50 would be 3200
+        got = H.check_ok(self.c.get("/v1/campaigns/%s" % cmp["id"]), 200, "get")
+        self.assertEqual(got["usage"]["points"], 1000)
+
+    def test_validation(self):
+        for body in ({}, {"name": "x", "status": "live"},
+                     {"name": "x", "budget": {}},
+                     {"name": "x", "starts_at": "2027-01-02T00:00:00Z",
+                      "ends_at": "2027-01-01T00:00:00Z"}):
+            with self.subTest(body=body):
+                self.assertEqual(self.c.post("/v1/campaigns", body).status, 400)
+        _, op = self.env.key("operator")
+        self.assertEqual(op.post("/v1/campaigns", {"name": "x"}).status, 403)
+        self.assertEqual(op.get("/v1/campaigns").status, 200)
+        cmp = H.check_ok(self.c.post("/v1/campaigns", {"name": "x"}), 201, "c")
+        rule = H.check_ok(self.c.post("/v1/rules", review_rule(cmp["id"])), 201, "r")
+        r = self.c.put("/v1/rules/%s" % rule["id"], review_rule(None))
+        self.assertEqual(r.status, 400, r)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
