@@ -14,7 +14,7 @@ FORMAT_DIRS := include src tests bench
 
 help: ## List the targets.
 	@echo "jifen make targets:"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  \1\t/' | expand -t 10
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 15
 
 deps: ## Install missing Debian packages (scripts/install-deps.sh).
 	@scripts/install-deps.sh

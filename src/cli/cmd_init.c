@@ -47,6 +47,13 @@ static const char *const sample_rules[] = {
     "{\"name\": \"评价奖励 (review posted: 20 points, once a day)\", \"trigger\": \"event\","
     " \"event\": \"review_posted\", \"effect\": {\"type\": \"fixed\", \"points\": 20},"
     " \"limits\": {\"per_member\": {\"period\": \"day\", \"max_awards\": 1}}}",
+    "{\"name\": \"连续签到 (daily check-in: 5 points, 50 more on the 7th day in a row)\","
+    " \"trigger\": \"check_in\", \"effect\": {\"type\": \"check_in\", \"points\": 5,"
+    " \"cycle_days\": 7, \"streak_bonus\": [{\"day\": 7, \"points\": 50}]}}",
+    "{\"name\": \"邀请有礼 (referral: 100 to the referrer, 50 to the new member)\","
+    " \"trigger\": \"referral\", \"effect\": {\"type\": \"referral\", \"on\": \"signup\","
+    " \"referrer_points\": 100, \"referee_points\": 50},"
+    " \"limits\": {\"per_member\": {\"period\": \"month\", \"max_awards\": 10}}}",
 };
 
 /* Creates the sample rules in the new tenant with the given status. */

@@ -60,10 +60,10 @@ class RulesCrudTests(unittest.TestCase):
 
     def test_init_ships_sample_rules_as_drafts(self):
         rules = H.check_ok(self.c.get("/v1/rules"), 200, "list")["data"]
-        self.assertEqual(len(rules), 4)
+        self.assertEqual(len(rules), 6)
         self.assertTrue(all(r["status"] == "draft" for r in rules))
         self.assertEqual(sorted(r["trigger"] for r in rules),
-                         ["event", "purchase", "purchase", "purchase"])
+                         ["check_in", "event", "purchase", "purchase", "purchase", "referral"])
         # Drafts change nothing: an order earns at the program's base rate.
         m = H.create_member(self.c)
         b = H.check_ok(H.earn(self.c, m["id"], order=order("o1", amount=12345)), 201, "earn")
