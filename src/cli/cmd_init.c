@@ -38,7 +38,8 @@ static const char *const sample_rules[] = {
     "{\"name\": \"消费1元积1分 (1 point per yuan)\", \"trigger\": \"purchase\", \"priority\": 100,"
     " \"effect\": {\"type\": \"rate\", \"points\": 1, \"per_amount\": 100, \"rounding\": \"floor\","
     " \"exclude_points_paid\": true}}",
-    "{\"name\": \"会员日双倍积分 (member day: double points on Wednesday)\", \"trigger\": \"purchase\","
+    "{\"name\": \"会员日双倍积分 (member day: double points on Wednesday)\", \"trigger\": "
+    "\"purchase\","
     " \"priority\": 50, \"group\": \"double points\", \"conditions\": {\"days_of_week\": [3]},"
     " \"effect\": {\"type\": \"multiplier\", \"factor_num\": 2, \"factor_den\": 1}}",
     "{\"name\": \"生日月双倍积分 (birthday month: double points)\", \"trigger\": \"purchase\","
@@ -70,8 +71,8 @@ static int create_sample_rules(jf_engine *eng, const char *tenant_id, const char
         json_decref(r);
         if (body == NULL)
             return cli_fail("init: out of memory");
-        jf_request req = {.op = JF_OP_RULE_CREATE, .auth = &auth, .body = body,
-                          .body_len = strlen(body)};
+        jf_request req = {
+            .op = JF_OP_RULE_CREATE, .auth = &auth, .body = body, .body_len = strlen(body)};
         jf_result res;
         jf_err err = jf_call_sync(eng, &req, &res);
         free(body);

@@ -27,7 +27,8 @@ jf_err jf_key_insert(jf_db *db, int64_t tenant, const char *name, jf_role role, 
                      char *key_id, char *secret_out, size_t secret_len)
 {
     uint8_t raw[KEY_SECRET_BYTES], hash[JF_HASH_BYTES];
-    char secret[sodium_base64_ENCODED_LEN(KEY_SECRET_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+    char secret[sodium_base64_ENCODED_LEN(KEY_SECRET_BYTES,
+                                          sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2base64(secret, sizeof(secret), raw, sizeof(raw),
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -151,8 +152,8 @@ static jf_err key_create_validate(jf_ctx *ctx)
     if (err == JF_OK)
         err = jf_json_str(ctx, ctx->body, "role", true, 16, &s);
     if (err == JF_OK && jf_role_parse(s) == JF_ROLE_NONE)
-        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
-                      "'role' must be admin, operator, pos or readonly.");
+        err =
+            jf_fail(ctx, JF_ERR_INVALID_FIELD, "'role' must be admin, operator, pos or readonly.");
     return err;
 }
 

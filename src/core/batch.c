@@ -85,8 +85,7 @@ static jf_err sub_parse(jf_cmd *sub, json_t *e)
 }
 
 /* Validates one operation as its own endpoint would and claims its key. */
-static void sub_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd, jf_cmd *sub,
-                        json_t *e)
+static void sub_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd, jf_cmd *sub, json_t *e)
 {
     sub->auth = cmd->auth;
     jf_err err = sub_parse(sub, e);
@@ -114,8 +113,7 @@ jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
     if (cmd->idem_key)
         return sub_fail(cmd, JF_ERR_INVALID_REQUEST,
                         "A batch takes no Idempotency-Key: each operation carries its own.");
-    if (!json_is_array(ops) || json_array_size(ops) < 1 ||
-        json_array_size(ops) > JF_BATCH_OPS_MAX)
+    if (!json_is_array(ops) || json_array_size(ops) < 1 || json_array_size(ops) > JF_BATCH_OPS_MAX)
         return sub_fail(cmd, JF_ERR_INVALID_FIELD,
                         "'operations' must be an array of 1 to 1000 operations.");
     cmd->subs = calloc(json_array_size(ops), sizeof(*cmd->subs));

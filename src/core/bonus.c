@@ -29,21 +29,9 @@ static jf_err grant(jf_ctx *ctx, const char *member_id, const char *kind, const 
     for (size_t i = 0; err == JF_OK && i < n; i++)
         if (!jf_points_add_checked(total, aw[i].points, &total))
             err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The %s bonus is too large.", kind);
-    jf_tx tx;
-    if (err == JF_OK && total > 0 && (err = jf_tx_begin(ctx, &tx, "earn", member_id)) == JF_OK) {
-        tx.idem_key = NULL;
-        json_t *meta = json_pack("{ssss}", "bonus", kind, "period", period);
-        tx.metadata = meta ? jf_json_dump(meta, NULL) : NULL;
-        json_decref(meta);
-        tx.points = tx.delta = total;
-        err = tx.metadata ? jf_awards_write(ctx, &tx, member_id, aw, n) : JF_ERR_NOMEM;
-        jf_tx_post(&tx, "issuance", NULL, -total);
-        jf_tx_post(&tx, "points", member_id, total);
-        if (err == JF_OK)
-            err = jf_tx_finish(ctx, &tx);
-        snprintf(tx_id, sizeof tx_id, "%s", tx.id);
-        jf_tx_deinit(&tx);
-    }
+    if (err == JF_OK && total > 0)
+        err = jf_awards_earn(ctx, member_id, aw, n, total,
+                             json_pack("{ssss}", "bonus", kind, "period", period), false, tx_id);
     free(aw);
     if (err == JF_OK && live > 0)
         err = jf_db_run(ctx->db,
@@ -64,8 +52,7 @@ static jf_err birthday_period(jf_ctx *ctx, const jf_tz **tz, char period[8])
 {
     jf_civil c;
     if (jf_tz_get(ctx->prog.timezone, tz) != JF_OK)
-        return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.",
-                       ctx->prog.timezone);
+        return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.", ctx->prog.timezone);
     jf_tz_to_civil(*tz, ctx->now_ms, &c);
     snprintf(period, 8, "%04d", c.year);
     return JF_OK;

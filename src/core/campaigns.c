@@ -52,13 +52,13 @@ static jf_err campaign_validate(jf_ctx *ctx)
     bool has_s = false, has_e = false;
     jf_err err = jf_json_allow(ctx, b, fields);
     if (err == JF_OK)
-        err = jf_json_str(ctx, b, "name", ctx->op == JF_OP_CAMPAIGN_CREATE, JF_RULE_NAME_LEN_MAX,
-                          &s);
+        err =
+            jf_json_str(ctx, b, "name", ctx->op == JF_OP_CAMPAIGN_CREATE, JF_RULE_NAME_LEN_MAX, &s);
     if (err == JF_OK)
         err = jf_json_str(ctx, b, "description", false, JF_NOTE_LEN_MAX, &s);
     if (err == JF_OK && st && !status_known(json_string_value(st)))
-        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
-                      "'status' must be draft, active, paused or ended.");
+        err =
+            jf_fail(ctx, JF_ERR_INVALID_FIELD, "'status' must be draft, active, paused or ended.");
     if (err == JF_OK)
         err = jf_json_time(ctx, b, "starts_at", false, &starts, &has_s);
     if (err == JF_OK)
@@ -70,18 +70,19 @@ static jf_err campaign_validate(jf_ctx *ctx)
     return err;
 }
 
-#define CAMPAIGN_COLUMNS                                                                       \
-    "SELECT id, name, description, status, starts_at, ends_at, budget_points, budget_awards,"  \
-    " created_at, updated_at, (SELECT COALESCE(SUM(a.points), 0) FROM awards a JOIN rules r"  \
-    " ON r.tenant_id = a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND"   \
-    " r.campaign_id = c.id), (SELECT count(*) FROM awards a JOIN rules r ON r.tenant_id ="    \
-    " a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND r.campaign_id ="    \
+#define CAMPAIGN_COLUMNS                                                                           \
+    "SELECT id, name, description, status, starts_at, ends_at, budget_points, budget_awards,"      \
+    " created_at, updated_at, (SELECT COALESCE(SUM(a.points), 0) FROM awards a JOIN rules r"       \
+    " ON r.tenant_id = a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND"       \
+    " r.campaign_id = c.id), (SELECT count(*) FROM awards a JOIN rules r ON r.tenant_id ="         \
+    " a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND r.campaign_id ="        \
     " c.id AND a.points > 0) FROM campaigns c"
 
 static json_t *int_or_null(sqlite3_stmt *st, int col)
 {
-    return sqlite3_column_type(st, col) == SQLITE_NULL ? json_null()
-                                                       : json_integer(sqlite3_column_int64(st, col));
+    return sqlite3_column_type(st, col) == SQLITE_NULL
+               ? json_null()
+               : json_integer(sqlite3_column_int64(st, col));
 }
 
 static json_t *campaign_row(sqlite3_stmt *st)
@@ -91,19 +92,22 @@ static json_t *campaign_row(sqlite3_stmt *st)
     jf_json_set(o, "name", json_string(jf_db_text(st, 1)));
     jf_json_set(o, "description", jf_json_text(jf_db_text(st, 2)));
     jf_json_set(o, "status", json_string(jf_db_text(st, 3)));
-    jf_json_set(o, "starts_at", sqlite3_column_type(st, 4) == SQLITE_NULL
-                                    ? json_null()
-                                    : jf_json_time_value(sqlite3_column_int64(st, 4)));
-    jf_json_set(o, "ends_at", sqlite3_column_type(st, 5) == SQLITE_NULL
-                                  ? json_null()
-                                  : jf_json_time_value(sqlite3_column_int64(st, 5)));
+    jf_json_set(o, "starts_at",
+                sqlite3_column_type(st, 4) == SQLITE_NULL
+                    ? json_null()
+                    : jf_json_time_value(sqlite3_column_int64(st, 4)));
+    jf_json_set(o, "ends_at",
+                sqlite3_column_type(st, 5) == SQLITE_NULL
+                    ? json_null()
+                    : jf_json_time_value(sqlite3_column_int64(st, 5)));
     jf_json_set(budget, "max_points", int_or_null(st, 6));
     jf_json_set(budget, "max_awards", int_or_null(st, 7));
     jf_json_set(o, "budget", budget);
     jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 8)));
     jf_json_set(o, "updated_at", jf_json_time_value(sqlite3_column_int64(st, 9)));
-    jf_json_set(o, "usage", json_pack("{sIsI}", "points", (json_int_t)sqlite3_column_int64(st, 10),
-                                      "awards", (json_int_t)sqlite3_column_int64(st, 11)));
+    jf_json_set(o, "usage",
+                json_pack("{sIsI}", "points", (json_int_t)sqlite3_column_int64(st, 10), "awards",
+                          (json_int_t)sqlite3_column_int64(st, 11)));
     return o;
 }
 
@@ -162,18 +166,17 @@ static jf_err campaign_store(jf_ctx *ctx, const char *id, bool insert)
     if (json_object_get(budget, "max_awards"))
         ma = json_integer_value(json_object_get(budget, "max_awards"));
     if (insert)
-        return jf_db_run(ctx->db,
-                         "INSERT INTO campaigns(tenant_id, id, name, description, status,"
-                         " starts_at, ends_at, budget_points, budget_awards, created_at,"
-                         " updated_at) VALUES(?,?,?,?,?,NULLIF(?,-1),NULLIF(?,-1),NULLIF(?,-1),"
-                         "NULLIF(?,-1),?,?)",
-                         "IssssIIIIII", ctx->auth->tenant, id,
-                         json_string_value(json_object_get(b, "name")),
-                         json_string_value(json_object_get(b, "description")),
-                         json_object_get(b, "status")
-                             ? json_string_value(json_object_get(b, "status"))
-                             : "draft",
-                         starts, ends, mp, ma, ctx->now_ms, ctx->now_ms);
+        return jf_db_run(
+            ctx->db,
+            "INSERT INTO campaigns(tenant_id, id, name, description, status,"
+            " starts_at, ends_at, budget_points, budget_awards, created_at,"
+            " updated_at) VALUES(?,?,?,?,?,NULLIF(?,-1),NULLIF(?,-1),NULLIF(?,-1),"
+            "NULLIF(?,-1),?,?)",
+            "IssssIIIIII", ctx->auth->tenant, id, json_string_value(json_object_get(b, "name")),
+            json_string_value(json_object_get(b, "description")),
+            json_object_get(b, "status") ? json_string_value(json_object_get(b, "status"))
+                                         : "draft",
+            starts, ends, mp, ma, ctx->now_ms, ctx->now_ms);
     return jf_db_run(
         ctx->db,
         "UPDATE campaigns SET name=COALESCE(?3, name), description=COALESCE(?4, description),"
@@ -208,8 +211,9 @@ static jf_err campaign_create(jf_ctx *ctx)
 static jf_err campaign_update(jf_ctx *ctx)
 {
     char *status = NULL;
-    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT status FROM campaigns WHERE tenant_id=? AND id=?",
-                                   "Is", ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db, "SELECT status FROM campaigns WHERE tenant_id=? AND id=?", "Is",
+                    ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -247,9 +251,9 @@ static jf_err campaign_list(jf_ctx *ctx)
 jf_err jf_campaign_check(jf_ctx *ctx, const char *campaign_id)
 {
     int64_t n = 0;
-    jf_err err = jf_db_int(ctx->db, &n, 0,
-                           "SELECT count(*) FROM campaigns WHERE tenant_id=? AND id=?", "Is",
-                           ctx->auth->tenant, campaign_id);
+    jf_err err =
+        jf_db_int(ctx->db, &n, 0, "SELECT count(*) FROM campaigns WHERE tenant_id=? AND id=?", "Is",
+                  ctx->auth->tenant, campaign_id);
     if (err == JF_OK && n == 0)
         err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No campaign '%s'.", campaign_id);
     return err;

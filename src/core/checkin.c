@@ -23,8 +23,7 @@
 static jf_err program_tz(jf_ctx *ctx, const jf_tz **tz)
 {
     if (jf_tz_get(ctx->prog.timezone, tz) != JF_OK)
-        return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.",
-                       ctx->prog.timezone);
+        return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.", ctx->prog.timezone);
     return JF_OK;
 }
 
@@ -51,30 +50,6 @@ static jf_err checkin_validate(jf_ctx *ctx)
     static const char *const fields[] = {"channel", "store_id", "note", NULL};
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     return err == JF_OK ? jf_args_common(ctx) : err;
-}
-
-/* Earns the awards of a check-in as one transaction; *tx_id gets its id. */
-static jf_err checkin_earn(jf_ctx *ctx, const char *member_id, const char *day, int64_t streak,
-                           const jf_award *aw, size_t n, int64_t total, char *tx_id)
-{
-    jf_tx tx;
-    jf_err err = jf_tx_begin(ctx, &tx, "earn", member_id);
-    if (err != JF_OK)
-        return err;
-    jf_tx_describe(&tx, ctx->args);
-    json_t *meta = json_pack("{sssI}", "check_in", day, "streak", (json_int_t)streak);
-    free(tx.metadata);
-    tx.metadata = meta ? jf_json_dump(meta, NULL) : NULL;
-    json_decref(meta);
-    tx.points = tx.delta = total;
-    err = tx.metadata ? jf_awards_write(ctx, &tx, member_id, aw, n) : JF_ERR_NOMEM;
-    jf_tx_post(&tx, "issuance", NULL, -total);
-    jf_tx_post(&tx, "points", member_id, total);
-    if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
-    jf_tx_deinit(&tx);
-    return err;
 }
 
 /* The answer: the check-in, its awards, its transaction and the points. */
@@ -116,8 +91,8 @@ static jf_err checkin_apply(jf_ctx *ctx)
         err = streak_on(ctx, m.id, today, &done);
     }
     if (err == JF_OK && done)
-        err = jf_fail(ctx, JF_ERR_ALREADY_CHECKED_IN, "Member '%s' already checked in on %s.",
-                      m.id, today);
+        err = jf_fail(ctx, JF_ERR_ALREADY_CHECKED_IN, "Member '%s' already checked in on %s.", m.id,
+                      today);
     if (err == JF_OK && (err = streak_on(ctx, m.id, yesterday, &streak)) == JF_OK)
         streak++;
     jf_trigger_facts tf = {.streak = streak};
@@ -127,7 +102,9 @@ static jf_err checkin_apply(jf_ctx *ctx)
         if (!jf_points_add_checked(total, aw[i].points, &total))
             err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The check-in earns too many points.");
     if (err == JF_OK && total > 0)
-        err = checkin_earn(ctx, m.id, today, streak, aw, n, total, tx_id);
+        err = jf_awards_earn(ctx, m.id, aw, n, total,
+                             json_pack("{sssI}", "check_in", today, "streak", (json_int_t)streak),
+                             true, tx_id);
     if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "INSERT INTO checkins(tenant_id, member_id, day, streak, points, tx_id,"

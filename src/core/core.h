@@ -117,8 +117,7 @@ typedef struct jf_op_impl {
 } jf_op_impl;
 
 /* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
-jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* --- ids.c: identifiers and hashes --- */
 void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
@@ -136,9 +135,9 @@ jf_err jf_json_str(jf_ctx *ctx, json_t *obj, const char *field, bool required, s
                    const char **out);
 jf_err jf_json_time(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t *out,
                     bool *present);
-json_t *jf_json_time_value(int64_t ms);          /* RFC 3339 string or null when ms < 0 */
-json_t *jf_json_text(const char *s);             /* string or null */
-char *jf_json_dump(json_t *v, size_t *len);      /* compact, malloc'd */
+json_t *jf_json_time_value(int64_t ms);                  /* RFC 3339 string or null when ms < 0 */
+json_t *jf_json_text(const char *s);                     /* string or null */
+char *jf_json_dump(json_t *v, size_t *len);              /* compact, malloc'd */
 void jf_json_set(json_t *obj, const char *k, json_t *v); /* steals v; NULL v stores null */
 
 /* --- program.c --- */

@@ -31,9 +31,6 @@
 #include "rules.h"
 #include "tz.h"
 
-
-
-
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
 {
     va_list ap;
@@ -267,8 +264,8 @@ static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
                      "INSERT INTO idempotency(tenant_id, key, op, request_hash, created, body,"
                      " tx_id, created_at) VALUES(?,?,?,?,?,?,?,?)",
                      "Issbissi", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
-                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body,
-                     tx_id, now);
+                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body, tx_id,
+                     now);
 }
 
 /* Applies one command under a savepoint.  Returns true when the command is a
@@ -303,7 +300,8 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
         snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
     char tx_id[JF_ID_LEN_MAX] = "";
-    const char *tid = json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
+    const char *tid =
+        json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
     if (tid)
         snprintf(tx_id, sizeof(tx_id), "%s", tid);
     err = ctx_finish(&ctx, err, &cmd->res);

@@ -149,11 +149,11 @@ static jf_err expiry_forecast(jf_ctx *ctx)
         total_points += sqlite3_column_int64(st, 1);
         total_lots += sqlite3_column_int64(st, 2);
         if (row >= offset && row < offset + limit)
-            json_array_append_new(
-                data, json_pack("{sssIsIso}", "member_id", jf_db_text(st, 0), "points",
-                                (json_int_t)sqlite3_column_int64(st, 1), "lots",
-                                (json_int_t)sqlite3_column_int64(st, 2), "earliest_expires_at",
-                                jf_json_time_value(sqlite3_column_int64(st, 3))));
+            json_array_append_new(data, json_pack("{sssIsIso}", "member_id", jf_db_text(st, 0),
+                                                  "points", (json_int_t)sqlite3_column_int64(st, 1),
+                                                  "lots", (json_int_t)sqlite3_column_int64(st, 2),
+                                                  "earliest_expires_at",
+                                                  jf_json_time_value(sqlite3_column_int64(st, 3))));
         else if (row == offset + limit)
             next = offset + limit;
         row++;

@@ -21,11 +21,11 @@ typedef struct jf_hold {
 
 static jf_err hold_load(jf_ctx *ctx, const char *id, jf_hold *h)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT id, member_id, status, tx_seq, points, expires_at FROM holds"
-        " WHERE tenant_id=? AND id=?",
-        "Is", ctx->auth->tenant, id ? id : "");
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT id, member_id, status, tx_seq, points, expires_at FROM holds"
+                    " WHERE tenant_id=? AND id=?",
+                    "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No hold '%s'.", id ? id : "");
@@ -63,8 +63,8 @@ static jf_err hold_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     return JF_OK;
 }
 
-#define HOLD_COLUMNS                                                                           \
-    "SELECT id, member_id, points, captured, released, status, expires_at, created_at,"       \
+#define HOLD_COLUMNS                                                                               \
+    "SELECT id, member_id, points, captured, released, status, expires_at, created_at,"            \
     " tx_seq FROM holds"
 
 static jf_err hold_json(jf_ctx *ctx, const char *id, json_t **out)
@@ -131,16 +131,16 @@ static jf_err holds_void_limit(jf_ctx *ctx, const char *member_id, int64_t limit
     /* Two statements so each uses its own index: per member on every write,
      * per tenant in the sweep. */
     sqlite3_stmt *st =
-        member_id ? jf_db_query(ctx->db,
-                                "SELECT id FROM holds WHERE tenant_id=? AND member_id=?"
-                                " AND status='open' AND expires_at <= ? ORDER BY expires_at, tx_seq"
-                                " LIMIT ?",
-                                "IsII", ctx->auth->tenant, member_id, ctx->now_ms,
-                                jf_min_i64(limit, 64))
-                  : jf_db_query(ctx->db,
-                                "SELECT id FROM holds WHERE tenant_id=? AND status='open'"
-                                " AND expires_at <= ? ORDER BY expires_at, tx_seq LIMIT ?",
-                                "III", ctx->auth->tenant, ctx->now_ms, jf_min_i64(limit, 64));
+        member_id
+            ? jf_db_query(ctx->db,
+                          "SELECT id FROM holds WHERE tenant_id=? AND member_id=?"
+                          " AND status='open' AND expires_at <= ? ORDER BY expires_at, tx_seq"
+                          " LIMIT ?",
+                          "IsII", ctx->auth->tenant, member_id, ctx->now_ms, jf_min_i64(limit, 64))
+            : jf_db_query(ctx->db,
+                          "SELECT id FROM holds WHERE tenant_id=? AND status='open'"
+                          " AND expires_at <= ? ORDER BY expires_at, tx_seq LIMIT ?",
+                          "III", ctx->auth->tenant, ctx->now_ms, jf_min_i64(limit, 64));
     if (st == NULL)
         return JF_ERR_IO;
     while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
@@ -179,8 +179,8 @@ static jf_err hold_result(jf_ctx *ctx, const char *tx_id, const char *member_id,
 
 static jf_err hold_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points", "ttl_seconds", "order", "note", "reason",
-                                         "channel", "store_id", "metadata", NULL};
+    static const char *const fields[] = {"points",  "ttl_seconds", "order",    "note", "reason",
+                                         "channel", "store_id",    "metadata", NULL};
     jf_args *a = ctx->args;
     json_t *b = ctx->body, *o = json_object_get(b, "order");
     jf_err err = jf_json_allow(ctx, b, fields);
@@ -216,15 +216,16 @@ static jf_err hold_apply(jf_ctx *ctx)
     char id[JF_ID_LEN_MAX];
     snprintf(id, sizeof(id), "%s", tx.id);
     json_t *h = NULL;
-    if ((err = jf_tx_complete(ctx, &tx, m.id, err)) == JF_OK && (err = hold_json(ctx, id, &h)) == JF_OK)
+    if ((err = jf_tx_complete(ctx, &tx, m.id, err)) == JF_OK &&
+        (err = hold_json(ctx, id, &h)) == JF_OK)
         json_object_set_new(ctx->out, "hold", h);
     return err;
 }
 
 static jf_err capture_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points", "note", "reason", "channel", "store_id",
-                                         "metadata", NULL};
+    static const char *const fields[] = {"points",   "note",     "reason", "channel",
+                                         "store_id", "metadata", NULL};
     jf_args *a = ctx->args;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     if (err == JF_OK)
@@ -298,12 +299,12 @@ static jf_err member_holds(jf_ctx *ctx)
     bool open_only = false;
     if ((err = jf_param_open_only(ctx, &open_only)) != JF_OK)
         return err;
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   HOLD_COLUMNS " WHERE tenant_id=? AND member_id=? AND tx_seq>?"
-                                                " AND (? = 0 OR status = 'open') ORDER BY tx_seq"
-                                                " LIMIT ?",
-                                   "IsIiI", ctx->auth->tenant, m.id, cursor, open_only ? 1 : 0,
-                                   limit + 1);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    HOLD_COLUMNS " WHERE tenant_id=? AND member_id=? AND tx_seq>?"
+                                 " AND (? = 0 OR status = 'open') ORDER BY tx_seq"
+                                 " LIMIT ?",
+                    "IsIiI", ctx->auth->tenant, m.id, cursor, open_only ? 1 : 0, limit + 1);
     return jf_list_rows(ctx, st, limit, 8, hold_row);
 }
 

@@ -53,7 +53,8 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "%s at line %d column %d", e.text, e.line,
                        e.column);
     }
-    if (!json_is_object(v) || json_depth(v) > JF_JSON_DEPTH_MAX + (ctx->op == JF_OP_BATCH ? 3 : 0)) {
+    if (!json_is_object(v) ||
+        json_depth(v) > JF_JSON_DEPTH_MAX + (ctx->op == JF_OP_BATCH ? 3 : 0)) {
         json_decref(v);
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "The body must be a JSON object of depth <= %d.",
                        JF_JSON_DEPTH_MAX);
@@ -89,8 +90,8 @@ jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, i
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be an integer.", field);
     int64_t n = json_integer_value(v);
     if (!jf_points_in_range(n))
-        return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE,
-                       "'%s' must be within ±9007199254740991.", field);
+        return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "'%s' must be within ±9007199254740991.",
+                       field);
     if (n < min || n > max)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'%s' must be between %lld and %lld.", field,
                        (long long)min, (long long)max);

@@ -142,7 +142,7 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 
 jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
 {
-    static const char *const fields[] = {"id",       "amount",   "currency",        "lines",
+    static const char *const fields[] = {"id",      "amount",   "currency",         "lines",
                                          "channel", "store_id", "paid_with_points", NULL};
     jf_args *a = ctx->args;
     if (!json_is_object(o))
@@ -164,8 +164,8 @@ jf_err jf_order_validate(jf_ctx *ctx, json_t *o, bool need_amount)
 jf_err jf_dry_run_args(jf_ctx *ctx)
 {
     jf_args *a = ctx->args;
-    json_t *d = json_object_get(ctx->body, "dry_run"), *i = json_object_get(ctx->body,
-                                                                             "include_drafts");
+    json_t *d = json_object_get(ctx->body, "dry_run"),
+           *i = json_object_get(ctx->body, "include_drafts");
     if ((d && !json_is_boolean(d)) || (i && !json_is_boolean(i)))
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'dry_run' and 'include_drafts' are booleans.");
     a->dry_run = json_is_true(d);
@@ -179,9 +179,9 @@ jf_err jf_dry_run_args(jf_ctx *ctx)
 
 static jf_err earn_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points",       "order",      "channel",  "store_id",
-                                         "note",         "reason",     "metadata", "pending_days",
-                                         "expires_at",   "dry_run",    "include_drafts", NULL};
+    static const char *const fields[] = {"points",     "order",   "channel",        "store_id",
+                                         "note",       "reason",  "metadata",       "pending_days",
+                                         "expires_at", "dry_run", "include_drafts", NULL};
     jf_args *a = ctx->args;
     json_t *b = ctx->body;
     jf_err err = jf_json_allow(ctx, b, fields);
@@ -275,8 +275,8 @@ static jf_err earn_credit(jf_ctx *ctx, jf_tx *tx, const char *member_id, const j
         err = jf_awards_write(ctx, tx, member_id, aw, n);
     } else if (points > 0) {
         int64_t pending = a->has_pending_days ? a->pending_days : ctx->prog.pending_days;
-        int64_t expires = a->has_expires_at ? a->expires_at
-                                            : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
+        int64_t expires =
+            a->has_expires_at ? a->expires_at : jf_program_expiry_ms(&ctx->prog, ctx->now_ms);
         err = jf_lot_create(ctx, tx, member_id, points, ctx->now_ms + pending * DAY_MS, expires,
                             NULL);
     }
@@ -349,7 +349,7 @@ static jf_err earn_apply(jf_ctx *ctx)
 
 static jf_err redeem_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points", "order", "channel", "store_id",
+    static const char *const fields[] = {"points", "order",  "channel",  "store_id",
                                          "note",   "reason", "metadata", NULL};
     jf_args *a = ctx->args;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
@@ -378,13 +378,13 @@ static jf_err redeem_apply(jf_ctx *ctx)
 
 static jf_err adjust_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points", "reason", "note", "metadata", "channel",
-                                         "store_id", NULL};
+    static const char *const fields[] = {"points",  "reason",   "note", "metadata",
+                                         "channel", "store_id", NULL};
     jf_args *a = ctx->args;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     if (err == JF_OK)
-        err = jf_json_int(ctx, ctx->body, "points", true, -JF_POINTS_MAX, JF_POINTS_MAX,
-                          &a->points, NULL);
+        err = jf_json_int(ctx, ctx->body, "points", true, -JF_POINTS_MAX, JF_POINTS_MAX, &a->points,
+                          NULL);
     if (err == JF_OK && a->points == 0)
         err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'points' must not be 0.");
     if (err == JF_OK)
@@ -426,8 +426,8 @@ static jf_err adjust_apply(jf_ctx *ctx)
 
 static jf_err transfer_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"to_member_id", "points", "note", "reason",
-                                         "metadata", "channel", "store_id", NULL};
+    static const char *const fields[] = {"to_member_id", "points",  "note",     "reason",
+                                         "metadata",     "channel", "store_id", NULL};
     jf_args *a = ctx->args;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     if (err == JF_OK)

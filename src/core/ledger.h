@@ -57,11 +57,11 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx);
 void jf_tx_deinit(jf_tx *tx);
 
 /* The columns tx rendering reads, in order. */
-#define TX_COLUMNS                                                                             \
-    "SELECT seq, id, type, member_id, counterparty_id, points, reverses, hold_id, order_id,"  \
-    " order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"        \
-    " created_at, hash, delta, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r"      \
-    " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                      \
+#define TX_COLUMNS                                                                                 \
+    "SELECT seq, id, type, member_id, counterparty_id, points, reverses, hold_id, order_id,"       \
+    " order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"             \
+    " created_at, hash, delta, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r"             \
+    " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                           \
     " AND r.reverses = transactions.id) FROM transactions"
 
 /* Renders one TX_COLUMNS row for jf_list_rows (cursor column 0, the seq). */

@@ -69,17 +69,18 @@ static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
 
 static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int64_t amount)
 {
-    jf_err err = jf_db_run(ctx->db,
-                           "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
-                           " VALUES(?,?,?,?,?)",
-                           "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
+    jf_err err =
+        jf_db_run(ctx->db,
+                  "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+                  " VALUES(?,?,?,?,?)",
+                  "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
     if (err == JF_OK)
         err = jf_db_run(ctx->db, "UPDATE lots SET remaining = remaining - ? WHERE seq=?", "II",
                         amount, lot_seq);
     /* The CHECK on lots.remaining (0 <= remaining <= amount) backs this up. */
-    return err == JF_ERR_CORRUPT ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.",
-                                           (long long)lot_seq)
-                                 : err;
+    return err == JF_ERR_CORRUPT
+               ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.", (long long)lot_seq)
+               : err;
 }
 
 /* Pays the member's debt from a lot that was just credited with amount. */
@@ -121,17 +122,17 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
     char points[JF_ID_LEN_MAX + 16], held[JF_ID_LEN_MAX + 16];
     snprintf(points, sizeof(points), "member:%s:points", member_id);
     snprintf(held, sizeof(held), "member:%s:held", member_id);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
-        " (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?3),"
-        " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?4),"
-        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
-        "  AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at <= ?5),"
-        " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
-        "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
-        "  AND (expires_at IS NULL OR expires_at > ?5))",
-        "IsssI", ctx->auth->tenant, points, held, member_id, ctx->now_ms);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
+                    " (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?3),"
+                    " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?4),"
+                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
+                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at <= ?5),"
+                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
+                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
+                    "  AND (expires_at IS NULL OR expires_at > ?5))",
+                    "IsssI", ctx->auth->tenant, points, held, member_id, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_IO;
@@ -217,8 +218,8 @@ jf_err jf_lots_consume(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int6
 
 /* Restores r points of one consumed piece: into its lot unless the expiry
  * job has expired that lot, else into a new lot with the same expiry. */
-static jf_err restore_piece(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq,
-                            const char *member_id, const lot_ref *piece, int64_t r)
+static jf_err restore_piece(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
+                            const lot_ref *piece, int64_t r)
 {
     int64_t into = piece->seq;
     jf_err err;
@@ -240,16 +241,16 @@ static jf_err restore_piece(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq,
 jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
                        int64_t amount)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT c.lot_seq, c.amount - COALESCE((SELECT SUM(r.amount) FROM restores r"
-        "   WHERE r.tenant_id = c.tenant_id AND r.source_tx_seq = c.tx_seq"
-        "   AND r.lot_seq = c.lot_seq), 0),"
-        " l.expires_at, l.expired_tx_seq IS NOT NULL"
-        " FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
-        " WHERE c.tenant_id=? AND c.tx_seq=? AND c.amount > 0 AND l.member_id=?"
-        " ORDER BY c.rowid DESC",
-        "IIs", ctx->auth->tenant, source_seq, member_id);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT c.lot_seq, c.amount - COALESCE((SELECT SUM(r.amount) FROM restores r"
+                    "   WHERE r.tenant_id = c.tenant_id AND r.source_tx_seq = c.tx_seq"
+                    "   AND r.lot_seq = c.lot_seq), 0),"
+                    " l.expires_at, l.expired_tx_seq IS NOT NULL"
+                    " FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
+                    " WHERE c.tenant_id=? AND c.tx_seq=? AND c.amount > 0 AND l.member_id=?"
+                    " ORDER BY c.rowid DESC",
+                    "IIs", ctx->auth->tenant, source_seq, member_id);
     if (st == NULL)
         return JF_ERR_IO;
     lot_vec lv = {0};
@@ -289,12 +290,12 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
         return jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS,
                        "Member %s has %lld points and %lld of debt room; %lld are needed.",
                        member_id, (long long)total, (long long)room, (long long)amount);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=? AND member_id=?"
-        " AND remaining > 0 AND expired_tx_seq IS NULL"
-        " ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, available_at, seq",
-        "IsI", ctx->auth->tenant, member_id, source_seq);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=? AND member_id=?"
+                    " AND remaining > 0 AND expired_tx_seq IS NULL"
+                    " ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, available_at, seq",
+                    "IsI", ctx->auth->tenant, member_id, source_seq);
     if (st == NULL)
         return JF_ERR_IO;
     lot_vec lv = {0};

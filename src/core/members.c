@@ -11,8 +11,8 @@
 #include "referral.h"
 #include "tz.h"
 
-#define MEMBER_COLUMNS                                                                         \
-    "SELECT id, external_id, name, phone, birthday, tags, status, debt, created_at,"          \
+#define MEMBER_COLUMNS                                                                             \
+    "SELECT id, external_id, name, phone, birthday, tags, status, debt, created_at,"               \
     " updated_at, seq, referred_by FROM members"
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
@@ -80,11 +80,10 @@ static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 static jf_err member_render_by(jf_ctx *ctx, bool by_external, const char *value)
 {
     sqlite3_stmt *st =
-        by_external
-            ? jf_db_query(ctx->db, MEMBER_COLUMNS " WHERE tenant_id=? AND external_id=?", "Is",
-                          ctx->auth->tenant, value ? value : "")
-            : jf_db_query(ctx->db, MEMBER_COLUMNS " WHERE tenant_id=? AND id=?", "Is",
-                          ctx->auth->tenant, value ? value : "");
+        by_external ? jf_db_query(ctx->db, MEMBER_COLUMNS " WHERE tenant_id=? AND external_id=?",
+                                  "Is", ctx->auth->tenant, value ? value : "")
+                    : jf_db_query(ctx->db, MEMBER_COLUMNS " WHERE tenant_id=? AND id=?", "Is",
+                                  ctx->auth->tenant, value ? value : "");
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", value ? value : "");
@@ -144,8 +143,8 @@ static jf_err profile_validate(jf_ctx *ctx, json_t *b)
 
 static jf_err member_create_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"external_id", "name", "phone", "birthday", "tags",
-                                         "referral_code", NULL};
+    static const char *const fields[] = {"external_id", "name",          "phone", "birthday",
+                                         "tags",        "referral_code", NULL};
     const char *s = NULL;
     jf_err err = jf_json_allow(ctx, ctx->body, fields);
     if (err == JF_OK)
@@ -173,8 +172,8 @@ static char *tags_text(json_t *tags)
 static jf_err referrer_resolve(jf_ctx *ctx, const char *code, char referrer[JF_ID_LEN_MAX])
 {
     int64_t seq = 0;
-    jf_err err = jf_fail(ctx, JF_ERR_INVALID_REFERRAL_CODE, "No member has referral code '%s'.",
-                         code);
+    jf_err err =
+        jf_fail(ctx, JF_ERR_INVALID_REFERRAL_CODE, "No member has referral code '%s'.", code);
     if (!jf_referral_code_parse(code, &seq))
         return err;
     sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT id FROM members WHERE tenant_id=? AND seq=?",
@@ -260,7 +259,8 @@ static jf_err member_update(jf_ctx *ctx)
         return jf_fail(ctx, JF_ERR_MEMBER_CLOSED, "Member '%s' is closed.", m.id);
     err = member_set_text(ctx, "name", "UPDATE members SET name=? WHERE tenant_id=? AND id=?");
     if (err == JF_OK)
-        err = member_set_text(ctx, "phone", "UPDATE members SET phone=? WHERE tenant_id=? AND id=?");
+        err =
+            member_set_text(ctx, "phone", "UPDATE members SET phone=? WHERE tenant_id=? AND id=?");
     if (err == JF_OK)
         err = member_set_text(ctx, "birthday",
                               "UPDATE members SET birthday=? WHERE tenant_id=? AND id=?");

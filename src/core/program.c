@@ -65,8 +65,9 @@ json_t *jf_program_json(const jf_program *p)
     jf_json_set(o, "id", json_string(p->public_id));
     jf_json_set(o, "name", json_string(p->name));
     jf_json_set(o, "currency", json_string(p->currency));
-    jf_json_set(o, "earn_rate", json_pack("{sIsI}", "points", (json_int_t)p->earn_points,
-                                          "per_amount", (json_int_t)p->earn_per_amount));
+    jf_json_set(o, "earn_rate",
+                json_pack("{sIsI}", "points", (json_int_t)p->earn_points, "per_amount",
+                          (json_int_t)p->earn_per_amount));
     jf_json_set(o, "expiry", expiry);
     jf_json_set(o, "pending_days", json_integer(p->pending_days));
     jf_json_set(o, "debt_floor", json_integer(p->debt_floor));
@@ -109,8 +110,8 @@ static jf_err program_get(jf_ctx *ctx)
 static jf_err expiry_validate(jf_ctx *ctx, json_t *e)
 {
     static const char *const fields[] = {"policy", "days", "months", NULL};
-    static const char *const policies[] = {"never", "days_after_earn", "end_of_month",
-                                           "end_of_quarter", "end_of_year", NULL};
+    static const char *const policies[] = {"never",          "days_after_earn", "end_of_month",
+                                           "end_of_quarter", "end_of_year",     NULL};
     if (!json_is_object(e))
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expiry' must be an object.");
     const char *policy = NULL;
@@ -152,10 +153,17 @@ static jf_err earn_rate_validate(jf_ctx *ctx, json_t *r)
 
 static jf_err program_update_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"name", "currency", "earn_rate", "expiry",
-                                         "pending_days", "debt_floor", "timezone",
-                                         "hold_ttl_seconds", "operator_adjust_max",
-                                         "max_points_per_order", NULL};
+    static const char *const fields[] = {"name",
+                                         "currency",
+                                         "earn_rate",
+                                         "expiry",
+                                         "pending_days",
+                                         "debt_floor",
+                                         "timezone",
+                                         "hold_ttl_seconds",
+                                         "operator_adjust_max",
+                                         "max_points_per_order",
+                                         NULL};
     json_t *b = ctx->body;
     const char *s = NULL;
     int64_t n;
@@ -183,8 +191,8 @@ static jf_err program_update_validate(jf_ctx *ctx)
     if (err == JF_OK && cap && !json_is_null(cap))
         err = jf_json_int(ctx, b, "max_points_per_order", false, 0, JF_POINTS_MAX, &n, NULL);
     s = NULL;
-    if (err == JF_OK && (err = jf_json_str(ctx, b, "timezone", false, JF_TIMEZONE_LEN_MAX, &s)) ==
-                            JF_OK && s) {
+    if (err == JF_OK &&
+        (err = jf_json_str(ctx, b, "timezone", false, JF_TIMEZONE_LEN_MAX, &s)) == JF_OK && s) {
         const jf_tz *tz;
         if (jf_tz_get(s, &tz) != JF_OK)
             err = jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.", s);
@@ -236,9 +244,8 @@ static jf_err program_update(jf_ctx *ctx)
         " operator_adjust_max=?, updated_at=?, max_points_per_order=NULLIF(?, -1)"
         " WHERE tenant_id=?",
         "ssIIsIIIsIIIII", p->name, p->currency, p->earn_points, p->earn_per_amount,
-        p->expiry_policy, p->expiry_n, p->pending_days, p->debt_floor, p->timezone,
-        p->hold_ttl_s, p->operator_adjust_max, p->updated_at, p->max_points_per_order,
-        ctx->auth->tenant);
+        p->expiry_policy, p->expiry_n, p->pending_days, p->debt_floor, p->timezone, p->hold_ttl_s,
+        p->operator_adjust_max, p->updated_at, p->max_points_per_order, ctx->auth->tenant);
     if (err != JF_OK)
         return err;
     json_decref(ctx->out);

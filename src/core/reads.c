@@ -116,11 +116,11 @@ static jf_err transaction_list(jf_ctx *ctx)
     const char *member_id = jf_param_get(ctx, "member_id"), *type = jf_param_get(ctx, "type");
     if (member_id)
         return member_tx_page(ctx, member_id, type, limit, cursor);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
-                   " ORDER BY seq DESC LIMIT ?4",
-        "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
+                               " ORDER BY seq DESC LIMIT ?4",
+                    "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
     return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
 }
 
@@ -152,9 +152,10 @@ static json_t *lot_json(sqlite3_stmt *st, int64_t now)
     jf_json_set(o, "amount", json_integer(sqlite3_column_int64(st, 2)));
     jf_json_set(o, "remaining", json_integer(sqlite3_column_int64(st, 3)));
     jf_json_set(o, "available_at", jf_json_time_value(sqlite3_column_int64(st, 4)));
-    jf_json_set(o, "expires_at", sqlite3_column_type(st, 5) == SQLITE_NULL
-                                     ? json_null()
-                                     : jf_json_time_value(sqlite3_column_int64(st, 5)));
+    jf_json_set(o, "expires_at",
+                sqlite3_column_type(st, 5) == SQLITE_NULL
+                    ? json_null()
+                    : jf_json_time_value(sqlite3_column_int64(st, 5)));
     jf_json_set(o, "status", json_string(lot_status(st, now)));
     jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 7)));
     return o;

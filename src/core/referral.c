@@ -64,32 +64,8 @@ bool jf_referral_code_parse(const char *code, int64_t *seq)
 
 /* ---- rewards ---- */
 
-/* Earns total points of awards aw[0..n) for member_id as a referral. */
-static jf_err reward_earn(jf_ctx *ctx, const char *member_id, const char *referee_id,
-                          const char *on, bool referrer, const jf_award *aw, size_t n,
-                          int64_t total)
-{
-    jf_tx tx;
-    jf_err err = jf_tx_begin(ctx, &tx, "earn", member_id);
-    if (err != JF_OK)
-        return err;
-    tx.idem_key = NULL;
-    json_t *meta = json_pack("{ssssss}", "referral", on, "role", referrer ? "referrer" : "referee",
-                             "referee_id", referee_id);
-    tx.metadata = meta ? jf_json_dump(meta, NULL) : NULL;
-    json_decref(meta);
-    tx.points = tx.delta = total;
-    err = tx.metadata ? jf_awards_write(ctx, &tx, member_id, aw, n) : JF_ERR_NOMEM;
-    jf_tx_post(&tx, "issuance", NULL, -total);
-    jf_tx_post(&tx, "points", member_id, total);
-    if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
-    jf_tx_deinit(&tx);
-    return err;
-}
-
-static jf_err reward_one(jf_ctx *ctx, const char *member_id, const char *referee_id,
-                         const char *on, bool referrer, int64_t *points)
+static jf_err reward_one(jf_ctx *ctx, const char *member_id, const char *referee_id, const char *on,
+                         bool referrer, int64_t *points)
 {
     jf_member m;
     size_t n = 0, live = 0;
@@ -104,7 +80,10 @@ static jf_err reward_one(jf_ctx *ctx, const char *member_id, const char *referee
         if (!jf_points_add_checked(*points, aw[i].points, points))
             err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The referral earns too many points.");
     if (err == JF_OK && *points > 0)
-        err = reward_earn(ctx, m.id, referee_id, on, referrer, aw, n, *points);
+        err = jf_awards_earn(ctx, m.id, aw, n, *points,
+                             json_pack("{ssssss}", "referral", on, "role",
+                                       referrer ? "referrer" : "referee", "referee_id", referee_id),
+                             false, NULL);
     free(aw);
     return err;
 }

@@ -270,8 +270,7 @@ static jf_err order_load(jf_ctx *ctx, const char *order_id, order_state *o)
 /* The transactions that paid for the order with points: its redeems and the
  * captures of holds made for it, oldest first.  Calls fn for each with its
  * points and what is still reversible of it. */
-typedef jf_err (*paid_fn)(jf_ctx *ctx, const char *tx_id, int64_t points, int64_t left,
-                          void *arg);
+typedef jf_err (*paid_fn)(jf_ctx *ctx, const char *tx_id, int64_t points, int64_t left, void *arg);
 
 static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, void *arg)
 {
@@ -286,7 +285,7 @@ static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, voi
     if (st == NULL)
         return JF_ERR_IO;
     /* Collected first: fn writes, which must not interleave with this read. */
-    char (*ids)[JF_ID_LEN_MAX] = calloc(JF_ORDER_LINES_MAX, sizeof *ids);
+    char(*ids)[JF_ID_LEN_MAX] = calloc(JF_ORDER_LINES_MAX, sizeof *ids);
     int64_t pts[JF_ORDER_LINES_MAX], left[JF_ORDER_LINES_MAX];
     size_t n = 0;
     while (ids && n < JF_ORDER_LINES_MAX && sqlite3_step(st) == SQLITE_ROW) {
@@ -377,8 +376,8 @@ static jf_err plan_amount(jf_ctx *ctx, const order_state *o, int64_t amount, int
     }
     if (amount > sum)
         return jf_fail(ctx, JF_ERR_REFUND_EXCEEDS_ORDER,
-                       "Order '%s' has %lld of %lld left to refund.", ctx->path_id,
-                       (long long)sum, (long long)o->amount);
+                       "Order '%s' has %lld of %lld left to refund.", ctx->path_id, (long long)sum,
+                       (long long)o->amount);
     if (!jf_split_largest_remainder(amount, left, o->n, cur))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Cannot spread the refund over the lines.");
     for (size_t i = 0; i < o->n; i++)
@@ -402,8 +401,7 @@ static jf_err plan_lines(jf_ctx *ctx, const order_state *o, json_t *lines, int64
         for (size_t i = 0; i < o->n && want > 0; i++) {
             if (strcmp(o->skus[i], sku) != 0)
                 continue;
-            int64_t take =
-                jf_min_i64(want, o->lines[i].amount - o->lines[i].refunded - cur[i]);
+            int64_t take = jf_min_i64(want, o->lines[i].amount - o->lines[i].refunded - cur[i]);
             cur[i] += take;
             want -= take;
         }
@@ -498,11 +496,11 @@ static jf_err refund_rows(jf_ctx *ctx, const order_state *o, const refund_run *r
                 q = json_integer_value(qv);
         }
         if (cur[i] > 0)
-            err = jf_db_run(ctx->db,
-                            "INSERT INTO refund_lines(tenant_id, refund_id, order_id, line_n,"
-                            " amount, quantity) VALUES(?,?,?,?,?,NULLIF(?,-1))",
-                            "IssIII", ctx->auth->tenant, r->id, ctx->path_id, (int64_t)i,
-                            cur[i], q);
+            err =
+                jf_db_run(ctx->db,
+                          "INSERT INTO refund_lines(tenant_id, refund_id, order_id, line_n,"
+                          " amount, quantity) VALUES(?,?,?,?,?,NULLIF(?,-1))",
+                          "IssIII", ctx->auth->tenant, r->id, ctx->path_id, (int64_t)i, cur[i], q);
     }
     return err;
 }
@@ -533,13 +531,13 @@ static jf_err refund_details(jf_ctx *ctx, const char *id, json_t *o)
                                    " r.tenant_id=? AND r.refund_id=? ORDER BY r.line_n",
                                    "Is", ctx->auth->tenant, id);
     while (st && sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(
-            lines, json_pack("{sIsosIso}", "line", (json_int_t)sqlite3_column_int64(st, 0), "sku",
-                             jf_json_text(jf_db_text(st, 1)), "amount",
-                             (json_int_t)sqlite3_column_int64(st, 2), "quantity",
-                             sqlite3_column_type(st, 3) == SQLITE_NULL
-                                 ? json_null()
-                                 : json_integer(sqlite3_column_int64(st, 3))));
+        json_array_append_new(lines, json_pack("{sIsosIso}", "line",
+                                               (json_int_t)sqlite3_column_int64(st, 0), "sku",
+                                               jf_json_text(jf_db_text(st, 1)), "amount",
+                                               (json_int_t)sqlite3_column_int64(st, 2), "quantity",
+                                               sqlite3_column_type(st, 3) == SQLITE_NULL
+                                                   ? json_null()
+                                                   : json_integer(sqlite3_column_int64(st, 3))));
     if (st)
         sqlite3_reset(st);
     sqlite3_stmt *st2 = jf_db_query(ctx->db,
@@ -557,8 +555,8 @@ static jf_err refund_details(jf_ctx *ctx, const char *id, json_t *o)
     return st && st2 ? JF_OK : JF_ERR_IO;
 }
 
-#define REFUND_COLUMNS                                                                         \
-    "SELECT id, order_id, member_id, amount, clawback_points, returned_points, reason, actor,"  \
+#define REFUND_COLUMNS                                                                             \
+    "SELECT id, order_id, member_id, amount, clawback_points, returned_points, reason, actor,"     \
     " created_at FROM refunds"
 
 /* The refunds of an order (id NULL) or one refund, oldest first. */
@@ -659,9 +657,8 @@ static json_t *order_lines_json(const order_state *o)
     json_t *arr = json_array();
     for (size_t i = 0; o->has_lines && i < o->n; i++)
         json_array_append_new(arr, json_pack("{sIsssIsIsIsI}", "line", (json_int_t)i, "sku",
-                                             o->skus[i], "amount",
-                                             (json_int_t)o->lines[i].amount, "quantity",
-                                             (json_int_t)o->quantity[i], "points",
+                                             o->skus[i], "amount", (json_int_t)o->lines[i].amount,
+                                             "quantity", (json_int_t)o->quantity[i], "points",
                                              (json_int_t)o->lines[i].points, "refunded_amount",
                                              (json_int_t)o->lines[i].refunded));
     return arr;

@@ -19,13 +19,13 @@ typedef struct orig_tx {
 
 static jf_err orig_load(jf_ctx *ctx, const char *id, orig_tx *o)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT seq, id, type, member_id, counterparty_id, points, delta, hold_id,"
-        " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"
-        "  WHERE r.tenant_id = t.tenant_id"
-        "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
-        "Is", ctx->auth->tenant, id ? id : "");
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT seq, id, type, member_id, counterparty_id, points, delta, hold_id,"
+                    " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"
+                    "  WHERE r.tenant_id = t.tenant_id"
+                    "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
+                    "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
@@ -112,8 +112,8 @@ static jf_err reverse_move(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
 }
 
 jf_err jf_reverse_points(jf_ctx *ctx, const char *orig_id, int64_t points,
-                        const jf_reverse_opts *opts, char tx_id[JF_ID_LEN_MAX],
-                        char member_id[JF_ID_LEN_MAX])
+                         const jf_reverse_opts *opts, char tx_id[JF_ID_LEN_MAX],
+                         char member_id[JF_ID_LEN_MAX])
 {
     orig_tx o;
     jf_tx tx;

@@ -291,8 +291,7 @@ static jf_err checkin_validate(jf_ctx *ctx, json_t *e)
  *  "referee_points": 50}: what each side of a referral gets, and when. */
 static jf_err referral_validate(jf_ctx *ctx, json_t *e)
 {
-    static const char *const fields[] = {"type", "on", "referrer_points", "referee_points",
-                                         NULL};
+    static const char *const fields[] = {"type", "on", "referrer_points", "referee_points", NULL};
     static const char *const ons[] = {"signup", "first_purchase", NULL};
     int64_t a = 0, b = 0;
     jf_err err = jf_json_allow(ctx, e, fields);
@@ -311,8 +310,8 @@ static jf_err referral_validate(jf_ctx *ctx, json_t *e)
 
 static jf_err effect_validate(jf_ctx *ctx, json_t *e, const char *trigger)
 {
-    static const char *const types[] = {"rate",      "fixed",    "multiplier",
-                                        "sku_bonus", "check_in",   "referral", NULL};
+    static const char *const types[] = {"rate",     "fixed",    "multiplier", "sku_bonus",
+                                        "check_in", "referral", NULL};
     bool is_event = strcmp(trigger, "event") == 0, is_checkin = strcmp(trigger, "check_in") == 0;
     if (!json_is_object(e))
         return jf_fail(ctx, e ? JF_ERR_INVALID_FIELD : JF_ERR_MISSING_FIELD,
@@ -412,8 +411,8 @@ static jf_err limits_validate(jf_ctx *ctx, json_t *l)
 /* Top-level scalars of a rule. */
 static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
 {
-    static const char *const triggers[] = {"purchase", "event",  "check_in",
-                                           "referral", "signup", "birthday", NULL};
+    static const char *const triggers[] = {"purchase", "event",    "check_in", "referral",
+                                           "signup",   "birthday", NULL};
     static const char *const statuses[] = {"active", "draft", "archived", NULL};
     const char *s = NULL;
     int64_t n, starts = 0, ends = 0;
@@ -454,8 +453,8 @@ static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
 jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
 {
     static const char *const fields[] = {
-        "name",    "description",  "trigger",         "event",  "priority", "exclusive",
-        "group",   "conditions",   "effect",          "limits", "status",   "starts_at",
+        "name",    "description",  "trigger",         "event",       "priority", "exclusive",
+        "group",   "conditions",   "effect",          "limits",      "status",   "starts_at",
         "ends_at", "pending_days", "expires_in_days", "campaign_id", NULL};
     bool is_event = false;
     int64_t n;
@@ -813,8 +812,8 @@ static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t 
     if (strcmp(type, "referral") == 0) {
         const char *on = json_string_value(json_object_get(e, "on"));
         bool due = f->referral_on && strcmp(on, f->referral_on) == 0;
-        a->points = due ? json_integer_value(json_object_get(
-                              e, f->referrer ? "referrer_points" : "referee_points"))
+        a->points = due ? json_integer_value(json_object_get(e, f->referrer ? "referrer_points"
+                                                                            : "referee_points"))
                         : 0;
         explain(a, "referral at %s, %s reward %lld points", on,
                 f->referrer ? "referrer" : "referee", (long long)a->points);

@@ -144,6 +144,14 @@ struct jf_tx;
 jf_err jf_awards_write(jf_ctx *ctx, const struct jf_tx *tx, const char *member_id,
                        const jf_award *awards, size_t count);
 
+/* Writes awards[0..count) (total points) as one earn to member_id with meta
+ * (a JSON object, stolen) as its metadata.  With own_request the transaction
+ * carries the request's descriptive fields and idempotency key; otherwise it
+ * is a by-product of the request (a bonus, a referral reward) and carries
+ * neither.  tx_id, when not NULL, gets the transaction's id. */
+jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards, size_t count,
+                      int64_t total, json_t *meta, bool own_request, char *tx_id);
+
 /* The awards of a transaction as a JSON array [{"rule_id", "rule_version",
  * "points", "explanation"}]. */
 jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out);

@@ -330,8 +330,8 @@ static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, sqlite3_stmt *st)
         memset(&lr->campaign_used[k], 0, sizeof lr->campaign_used[k]);
         lr->campaigns++;
     }
-    ref->campaign_budget = json_object_size(lr->campaign_budgets[k]) ? lr->campaign_budgets[k]
-                                                                     : NULL;
+    ref->campaign_budget =
+        json_object_size(lr->campaign_budgets[k]) ? lr->campaign_budgets[k] : NULL;
     ref->campaign_used = ref->campaign_budget ? &lr->campaign_used[k] : NULL;
     return JF_OK;
 }
@@ -488,6 +488,34 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
 }
 
 /* ---- awards ---- */
+
+jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards, size_t count,
+                      int64_t total, json_t *meta, bool own_request, char *tx_id)
+{
+    jf_tx tx;
+    jf_err err = jf_tx_begin(ctx, &tx, "earn", member_id);
+    if (err != JF_OK) {
+        json_decref(meta);
+        return err;
+    }
+    if (own_request)
+        jf_tx_describe(&tx, ctx->args);
+    else
+        tx.idem_key = NULL;
+    free(tx.metadata);
+    tx.metadata = meta ? jf_json_dump(meta, NULL) : NULL;
+    json_decref(meta);
+    tx.points = tx.delta = total;
+    err = tx.metadata ? jf_awards_write(ctx, &tx, member_id, awards, count) : JF_ERR_NOMEM;
+    jf_tx_post(&tx, "issuance", NULL, -total);
+    jf_tx_post(&tx, "points", member_id, total);
+    if (err == JF_OK)
+        err = jf_tx_finish(ctx, &tx);
+    if (tx_id)
+        snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
+    jf_tx_deinit(&tx);
+    return err;
+}
 
 jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, const jf_award *awards,
                        size_t count)

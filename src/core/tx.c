@@ -84,11 +84,11 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
 static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
 {
     const jf_posting *p = &tx->postings[n];
-    jf_err err = jf_db_run(ctx->db,
-                           "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at)"
-                           " VALUES(?,?,?,?,?,?)",
-                           "IIisII", ctx->auth->tenant, tx->seq, n, p->account, p->amount,
-                           ctx->now_ms);
+    jf_err err =
+        jf_db_run(ctx->db,
+                  "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at)"
+                  " VALUES(?,?,?,?,?,?)",
+                  "IIisII", ctx->auth->tenant, tx->seq, n, p->account, p->amount, ctx->now_ms);
     if (err != JF_OK)
         return err;
     int64_t balance = 0;
@@ -114,29 +114,41 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
         return jf_fail(ctx, JF_ERR_INTERNAL, "Postings of %s sum to %lld.", tx->id, (long long)sum);
     const uint8_t *prev = tx->prev_hash;
     uint8_t hash[JF_HASH_BYTES];
-    jf_chain_tx c = {
-        .tenant = ctx->auth->tenant, .seq = tx->seq, .points = tx->points, .delta = tx->delta,
-        .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0, .created_at = ctx->now_ms,
-        .id = tx->id, .type = tx->type, .member_id = tx->member_id,
-        .counterparty_id = tx->counterparty_id, .reverses = tx->reverses, .hold_id = tx->hold_id,
-        .order_id = tx->order_id, .order_currency = tx->order_currency, .reason = tx->reason,
-        .note = tx->note, .channel = tx->channel, .store_id = tx->store_id, .actor = tx->actor,
-        .metadata = tx->metadata, .idem_key = tx->idem_key, .postings = tx->postings,
-        .posting_count = tx->posting_count};
+    jf_chain_tx c = {.tenant = ctx->auth->tenant,
+                     .seq = tx->seq,
+                     .points = tx->points,
+                     .delta = tx->delta,
+                     .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0,
+                     .created_at = ctx->now_ms,
+                     .id = tx->id,
+                     .type = tx->type,
+                     .member_id = tx->member_id,
+                     .counterparty_id = tx->counterparty_id,
+                     .reverses = tx->reverses,
+                     .hold_id = tx->hold_id,
+                     .order_id = tx->order_id,
+                     .order_currency = tx->order_currency,
+                     .reason = tx->reason,
+                     .note = tx->note,
+                     .channel = tx->channel,
+                     .store_id = tx->store_id,
+                     .actor = tx->actor,
+                     .metadata = tx->metadata,
+                     .idem_key = tx->idem_key,
+                     .postings = tx->postings,
+                     .posting_count = tx->posting_count};
     jf_chain_hash(prev, &c, hash);
     jf_err err = tx_insert_row(ctx, tx, prev, hash);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
         err = tx_apply_posting(ctx, tx, i);
     if (err == JF_OK)
-        err = jf_db_run(ctx->db,
-                        "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?", "IbII",
-                        tx->seq, hash, JF_HASH_BYTES, ctx->auth->tenant, tx->seq - 1);
+        err =
+            jf_db_run(ctx->db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
+                      "IbII", tx->seq, hash, JF_HASH_BYTES, ctx->auth->tenant, tx->seq - 1);
     if (err == JF_OK && jf_db_changes(ctx->db) != 1)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved during %s.", tx->id);
     return err;
 }
-
-
 
 static json_t *tx_order_json(sqlite3_stmt *st)
 {
@@ -186,11 +198,11 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
                                                   (json_int_t)sqlite3_column_int64(st, 1)));
     if (st)
         sqlite3_reset(st);
-    sqlite3_stmt *cs = jf_db_query(
-        ctx->db,
-        "SELECT l.id, c.amount FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
-        " WHERE c.tenant_id=? AND c.tx_seq=? ORDER BY c.rowid",
-        "II", ctx->auth->tenant, seq);
+    sqlite3_stmt *cs =
+        jf_db_query(ctx->db,
+                    "SELECT l.id, c.amount FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
+                    " WHERE c.tenant_id=? AND c.tx_seq=? ORDER BY c.rowid",
+                    "II", ctx->auth->tenant, seq);
     while (cs && sqlite3_step(cs) == SQLITE_ROW)
         json_array_append_new(cons, json_pack("{sssI}", "lot_id", jf_db_text(cs, 0), "amount",
                                               (json_int_t)sqlite3_column_int64(cs, 1)));
@@ -203,10 +215,8 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
 
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        TX_COLUMNS " WHERE tenant_id=?1 AND id=?2",
-        "Is", ctx->auth->tenant, id ? id : "");
+    sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=?1 AND id=?2", "Is",
+                                   ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) != SQLITE_ROW) {

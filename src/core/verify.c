@@ -31,8 +31,7 @@ static void violation(verifier *v, const char *inv, const char *fmt, ...)
     va_end(ap);
     v->count++;
     if (json_array_size(v->violations) < JF_VERIFY_REPORT_MAX)
-        json_array_append_new(v->violations,
-                              json_pack("{ssss}", "invariant", inv, "detail", buf));
+        json_array_append_new(v->violations, json_pack("{ssss}", "invariant", inv, "detail", buf));
 }
 
 /* Runs a query whose every row is a violation described by its columns. */
@@ -54,11 +53,11 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
 
 static jf_err check_sums(verifier *v, int64_t t)
 {
-    jf_err err = check_rows(
-        v, "I1", "postings of transaction do not sum to zero",
-        "SELECT 'seq ' || tx_seq, SUM(amount), 0 FROM postings WHERE tenant_id=?"
-        " GROUP BY tx_seq HAVING SUM(amount) <> 0",
-        t);
+    jf_err err =
+        check_rows(v, "I1", "postings of transaction do not sum to zero",
+                   "SELECT 'seq ' || tx_seq, SUM(amount), 0 FROM postings WHERE tenant_id=?"
+                   " GROUP BY tx_seq HAVING SUM(amount) <> 0",
+                   t);
     if (err == JF_OK)
         err = check_rows(v, "I2", "account balance differs from its postings",
                          "SELECT a.account, a.balance, COALESCE((SELECT SUM(p.amount) FROM"
@@ -117,7 +116,8 @@ static jf_err check_reversals(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
         v, "I6", "reversed more than the original",
-        "SELECT o.id, o.points, (SELECT SUM(r.points) FROM transactions r INDEXED BY tx_reverses WHERE r.tenant_id ="
+        "SELECT o.id, o.points, (SELECT SUM(r.points) FROM transactions r INDEXED BY tx_reverses "
+        "WHERE r.tenant_id ="
         " o.tenant_id AND r.reverses = o.id) AS rev FROM transactions o WHERE o.tenant_id = ?"
         " AND rev > o.points",
         t);
@@ -313,8 +313,8 @@ static jf_err check_refunds(verifier *v, int64_t t)
     return err;
 }
 
-static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id,
-                            const uint8_t *head, int64_t head_seq)
+static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, const uint8_t *head,
+                            int64_t head_seq)
 {
     char head_hex[2 * JF_HASH_BYTES + 1];
     jf_err err = check_chain(v, tenant, head, head_seq, head_hex);
@@ -385,9 +385,9 @@ jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations)
     }
     jf_read_release(eng, v.db);
     if (err == JF_OK) {
-        json_t *out = json_pack("{sbsIsoso}", "ok", v.count == 0, "violation_count",
-                                (json_int_t)v.count, "tenants", v.tenants, "violations",
-                                v.violations);
+        json_t *out =
+            json_pack("{sbsIsoso}", "ok", v.count == 0, "violation_count", (json_int_t)v.count,
+                      "tenants", v.tenants, "violations", v.violations);
         *json = jf_json_dump(out, NULL);
         json_decref(out);
         *violations = v.count;

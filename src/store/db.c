@@ -146,8 +146,8 @@ static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
             return slot->stmt;
         }
         if (slot->sql == NULL) {
-            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt,
-                                   NULL) != SQLITE_OK) {
+            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt, NULL) !=
+                SQLITE_OK) {
                 db_set_error(db, "prepare failed");
                 slot->stmt = NULL;
                 return NULL;

@@ -182,9 +182,9 @@ static const char schema_v2[] =
  * Check-ins are one row per member and local day.  A member records who
  * referred them (referral codes are derived from members.seq, never
  * stored).  A bonus grant (signup once ever, birthday once per local year)
- * is a row whose key makes it happen exactly once.  The rules table is rebuilt to admit the new triggers in its
- * CHECK constraint and a campaign (campaigns: named sets of rules with a
- * window, budget and status).
+ * is a row whose key makes it happen exactly once.  The rules table is rebuilt to admit the new
+ * triggers in its CHECK constraint and a campaign (campaigns: named sets of rules with a window,
+ * budget and status).
  */
 static const char schema_v3[] =
     "CREATE TABLE rules_v3("
@@ -288,9 +288,9 @@ static jf_err migrate_step(jf_db *db, const char *sql)
 jf_err jf_db_migrate(jf_db *db)
 {
     int64_t has_meta = 0, version = 0;
-    jf_err err = jf_db_int(db, &has_meta, 0,
-                           "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'",
-                           "");
+    jf_err err =
+        jf_db_int(db, &has_meta, 0,
+                  "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='meta'", "");
     if (err == JF_OK && has_meta)
         err = jf_db_int(db, &version, 0,
                         "SELECT CAST(value AS INTEGER) FROM meta WHERE key='schema_version'", "");
