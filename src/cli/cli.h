@@ -44,6 +44,22 @@ typedef enum cli_parse_result {
 cli_parse_result cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts,
                            size_t opt_count, const char **pos, int pos_max, int *pos_n);
 
+/* A subcommand of the shape "jifen NAME ACTION --db FILE --tenant T ...":
+ * opts must bind --db and --tenant to *db and *tenant. */
+typedef struct cli_tenant_cmd {
+    const char *name, *usage;
+    const cli_opt *opts;
+    size_t opt_count;
+    const char *const *db, *const *tenant;
+    const char **pos; /* positional arguments after ACTION */
+    int pos_max, pos_n;
+} cli_tenant_cmd;
+
+/* Answers "help" / -h / a missing ACTION, parses the options after ACTION
+ * and requires --db and --tenant.  Returns true when the command goes on;
+ * otherwise *rc is its exit code (usage or the error already printed). */
+bool cli_tenant_cmd_parse(cli_tenant_cmd *c, int argc, char **argv, int *rc);
+
 /* Prints "jifen: <message>" on stderr and returns CLI_EXIT_ERROR. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

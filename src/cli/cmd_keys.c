@@ -126,33 +126,21 @@ static int keys_list_or_revoke(const keys_args *a, bool revoke)
 
 int cmd_keys(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        fputs(keys_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
-    }
-    const char *action = argv[1];
     keys_args a;
     memset(&a, 0, sizeof a);
     const char *pos[1];
-    int pos_n = 0;
     const cli_opt opts[] = {{"--db", &a.db, NULL},
                             {"--tenant", &a.tenant, NULL},
                             {"--role", &a.role, NULL},
                             {"--name", &a.name, NULL},
                             {"--json", NULL, &a.json}};
-    bool revoke = strcmp(action, "revoke") == 0;
-    cli_parse_result pr =
-        cli_parse("keys", argc - 1, argv + 1, opts, 5, pos, revoke ? 1 : 0, &pos_n);
-    if (pr == CLI_PARSE_HELP)
-        return fputs(keys_usage, stdout), CLI_EXIT_OK;
-    if (pr == CLI_PARSE_ERROR)
-        return CLI_EXIT_ERROR;
-    if (!a.db)
-        return cli_missing("keys", "--db FILE");
-    if (!a.tenant)
-        return cli_missing("keys", "--tenant ID_OR_NAME");
-    a.key_id = pos_n ? pos[0] : NULL;
+    bool revoke = argc >= 2 && strcmp(argv[1], "revoke") == 0;
+    cli_tenant_cmd c = {"keys", keys_usage, opts, 5, &a.db, &a.tenant, pos, revoke ? 1 : 0, 0};
+    int rc;
+    if (!cli_tenant_cmd_parse(&c, argc, argv, &rc))
+        return rc;
+    const char *action = argv[1];
+    a.key_id = c.pos_n ? pos[0] : NULL;
     if (strcmp(action, "create") == 0)
         return keys_create(&a);
     if (strcmp(action, "list") == 0 || revoke)

@@ -110,35 +110,24 @@ static int rules_print(const rules_args *a, jf_op op, const char *id, const char
 
 int cmd_rules(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        fputs(rules_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
-    }
-    const char *action = argv[1], *pos[1];
+    const char *pos[1];
     rules_args a;
     memset(&a, 0, sizeof a);
-    int pos_n = 0;
     const cli_opt opts[] = {{"--db", &a.db, NULL},
                             {"--tenant", &a.tenant, NULL},
                             {"--file", &a.file, NULL},
                             {"--json", NULL, &a.json}};
-    bool show = strcmp(action, "show") == 0;
-    cli_parse_result pr =
-        cli_parse("rules", argc - 1, argv + 1, opts, 4, pos, show ? 1 : 0, &pos_n);
-    if (pr == CLI_PARSE_HELP)
-        return fputs(rules_usage, stdout), CLI_EXIT_OK;
-    if (pr == CLI_PARSE_ERROR)
-        return CLI_EXIT_ERROR;
-    if (!a.db)
-        return cli_missing("rules", "--db FILE");
-    if (!a.tenant)
-        return cli_missing("rules", "--tenant ID_OR_NAME");
+    bool show = argc >= 2 && strcmp(argv[1], "show") == 0;
+    cli_tenant_cmd c = {"rules", rules_usage, opts, 4, &a.db, &a.tenant, pos, show ? 1 : 0, 0};
+    int rc;
+    if (!cli_tenant_cmd_parse(&c, argc, argv, &rc))
+        return rc;
+    const char *action = argv[1];
     if (strcmp(action, "list") == 0)
         return rules_print(&a, JF_OP_RULE_LIST, NULL, NULL);
     if (show)
-        return pos_n ? rules_print(&a, JF_OP_RULE_GET, pos[0], NULL)
-                     : cli_missing("rules", "RULE_ID");
+        return c.pos_n ? rules_print(&a, JF_OP_RULE_GET, pos[0], NULL)
+                       : cli_missing("rules", "RULE_ID");
     if (strcmp(action, "create") != 0)
         return cli_fail("rules: unknown action '%s' (list, show or create)", action);
     if (!a.file)
@@ -147,7 +136,7 @@ int cmd_rules(int argc, char **argv)
     if (body == NULL)
         return cli_fail("rules: cannot read '%s' (or it is over %d bytes)", a.file,
                         JF_RULE_BYTES_MAX);
-    int rc = rules_print(&a, JF_OP_RULE_CREATE, NULL, body);
+    rc = rules_print(&a, JF_OP_RULE_CREATE, NULL, body);
     free(body);
     return rc;
 }

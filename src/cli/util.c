@@ -29,6 +29,28 @@ int cli_missing(const char *cmd, const char *opt)
     return cli_fail("%s: missing %s (see 'jifen %s --help')", cmd, opt, cmd);
 }
 
+bool cli_tenant_cmd_parse(cli_tenant_cmd *c, int argc, char **argv, int *rc)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        fputs(c->usage, argc < 2 ? stderr : stdout);
+        *rc = argc < 2 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+        return false;
+    }
+    cli_parse_result pr = cli_parse(c->name, argc - 1, argv + 1, c->opts, c->opt_count, c->pos,
+                                    c->pos_max, &c->pos_n);
+    *rc = pr == CLI_PARSE_ERROR ? CLI_EXIT_ERROR : CLI_EXIT_OK;
+    if (pr == CLI_PARSE_HELP)
+        fputs(c->usage, stdout);
+    if (pr != CLI_PARSE_OK)
+        return false;
+    if (*c->db == NULL || *c->tenant == NULL) {
+        *rc = cli_missing(c->name, *c->db == NULL ? "--db FILE" : "--tenant ID_OR_NAME");
+        return false;
+    }
+    return true;
+}
+
 static const cli_opt *find_opt(const cli_opt *opts, size_t n, const char *arg, size_t len)
 {
     for (size_t i = 0; i < n; i++)
