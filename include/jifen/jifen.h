@@ -57,53 +57,60 @@ jf_role jf_role_parse(const char *name);
  * The name is used in logs, metrics and the hash of idempotent requests; the
  * engine refuses a caller whose role is not in roles (JF_ERR_FORBIDDEN).
  */
-#define JF_OP_MAP(X)                                                                           \
-    X(MEMBER_CREATE, "member.create", 1, JF_ROLES_STAFF)                                       \
-    X(MEMBER_GET, "member.get", 0, JF_ROLES_ALL)                                               \
-    X(MEMBER_GET_EXTERNAL, "member.get_external", 0, JF_ROLES_ALL)                             \
-    X(MEMBER_UPDATE, "member.update", 1, JF_ROLES_OPS)                                         \
-    X(MEMBER_LIST, "member.list", 0, JF_ROLES_ALL)                                             \
-    X(MEMBER_POINTS, "member.points", 0, JF_ROLES_ALL)                                         \
-    X(MEMBER_TRANSACTIONS, "member.transactions", 0, JF_ROLES_ALL)                             \
-    X(MEMBER_LOTS, "member.lots", 0, JF_ROLES_ALL)                                             \
-    X(MEMBER_HOLDS, "member.holds", 0, JF_ROLES_ALL)                                           \
-    X(EARN, "points.earn", 1, JF_ROLES_STAFF)                                                  \
-    X(REDEEM, "points.redeem", 1, JF_ROLES_STAFF)                                              \
-    X(ADJUST, "points.adjust", 1, JF_ROLES_OPS)                                                \
-    X(TRANSFER, "points.transfer", 1, JF_ROLES_STAFF)                                          \
-    X(HOLD, "points.hold", 1, JF_ROLES_STAFF)                                                  \
-    X(HOLD_GET, "hold.get", 0, JF_ROLES_ALL)                                                   \
-    X(HOLD_CAPTURE, "hold.capture", 1, JF_ROLES_STAFF)                                         \
-    X(HOLD_VOID, "hold.void", 1, JF_ROLES_STAFF)                                               \
-    X(REVERSE, "transaction.reverse", 1, JF_ROLES_OPS)                                         \
-    X(TRANSACTION_GET, "transaction.get", 0, JF_ROLES_ALL)                                     \
-    X(TRANSACTION_LIST, "transaction.list", 0, JF_ROLES_ALL)                                   \
-    X(PROGRAM_GET, "program.get", 0, JF_ROLES_ALL)                                             \
-    X(PROGRAM_UPDATE, "program.update", 1, JF_ROLES_ADMIN)                                     \
-    X(EXPIRY_RUN, "expiry.run", 1, JF_ROLES_ADMIN)                                             \
-    X(EXPIRY_FORECAST, "expiry.forecast", 0, JF_ROLES_ALL)                                     \
-    X(HOLDS_SWEEP, "holds.sweep", 1, JF_ROLES_ADMIN)                                           \
-    X(KEY_CREATE, "api_key.create", 1, JF_ROLES_ADMIN)                                         \
-    X(KEY_LIST, "api_key.list", 0, JF_ROLES_ADMIN)                                             \
-    X(KEY_REVOKE, "api_key.revoke", 1, JF_ROLES_ADMIN)                                         \
-    X(CLOCK_SET, "test.clock_set", 1, JF_ROLES_ADMIN)                                          \
-    X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)                                          \
-    X(BATCH, "points.batch", 1, JF_ROLES_STAFF)                                                \
-    X(MEMBER_EVENT, "member.event", 1, JF_ROLES_STAFF)                                         \
-    X(RULE_CREATE, "rule.create", 1, JF_ROLES_ADMIN)                                           \
-    X(RULE_LIST, "rule.list", 0, JF_ROLES_ALL)                                                 \
-    X(RULE_GET, "rule.get", 0, JF_ROLES_ALL)                                                   \
-    X(RULE_UPDATE, "rule.update", 1, JF_ROLES_ADMIN)                                           \
-    X(RULE_ARCHIVE, "rule.archive", 1, JF_ROLES_ADMIN)                                         \
-    X(ORDER_REFUND, "order.refund", 1, JF_ROLES_STAFF)                                         \
-    X(ORDER_GET, "order.get", 0, JF_ROLES_ALL)                                                 \
-    X(CHECK_IN, "member.check_in", 1, JF_ROLES_STAFF)                                          \
-    X(CHECK_IN_CALENDAR, "member.check_in_calendar", 0, JF_ROLES_ALL)                          \
-    X(BONUS_SWEEP, "bonus.sweep", 1, JF_ROLES_ADMIN)                                           \
-    X(CAMPAIGN_CREATE, "campaign.create", 1, JF_ROLES_ADMIN)                                   \
-    X(CAMPAIGN_LIST, "campaign.list", 0, JF_ROLES_ALL)                                         \
-    X(CAMPAIGN_GET, "campaign.get", 0, JF_ROLES_ALL)                                           \
-    X(CAMPAIGN_UPDATE, "campaign.update", 1, JF_ROLES_ADMIN)
+#define JF_OP_MAP(X)                                                                               \
+    X(MEMBER_CREATE, "member.create", 1, JF_ROLES_STAFF)                                           \
+    X(MEMBER_GET, "member.get", 0, JF_ROLES_ALL)                                                   \
+    X(MEMBER_GET_EXTERNAL, "member.get_external", 0, JF_ROLES_ALL)                                 \
+    X(MEMBER_UPDATE, "member.update", 1, JF_ROLES_OPS)                                             \
+    X(MEMBER_LIST, "member.list", 0, JF_ROLES_ALL)                                                 \
+    X(MEMBER_POINTS, "member.points", 0, JF_ROLES_ALL)                                             \
+    X(MEMBER_TRANSACTIONS, "member.transactions", 0, JF_ROLES_ALL)                                 \
+    X(MEMBER_LOTS, "member.lots", 0, JF_ROLES_ALL)                                                 \
+    X(MEMBER_HOLDS, "member.holds", 0, JF_ROLES_ALL)                                               \
+    X(EARN, "points.earn", 1, JF_ROLES_STAFF)                                                      \
+    X(REDEEM, "points.redeem", 1, JF_ROLES_STAFF)                                                  \
+    X(ADJUST, "points.adjust", 1, JF_ROLES_OPS)                                                    \
+    X(TRANSFER, "points.transfer", 1, JF_ROLES_STAFF)                                              \
+    X(HOLD, "points.hold", 1, JF_ROLES_STAFF)                                                      \
+    X(HOLD_GET, "hold.get", 0, JF_ROLES_ALL)                                                       \
+    X(HOLD_CAPTURE, "hold.capture", 1, JF_ROLES_STAFF)                                             \
+    X(HOLD_VOID, "hold.void", 1, JF_ROLES_STAFF)                                                   \
+    X(REVERSE, "transaction.reverse", 1, JF_ROLES_OPS)                                             \
+    X(TRANSACTION_GET, "transaction.get", 0, JF_ROLES_ALL)                                         \
+    X(TRANSACTION_LIST, "transaction.list", 0, JF_ROLES_ALL)                                       \
+    X(PROGRAM_GET, "program.get", 0, JF_ROLES_ALL)                                                 \
+    X(PROGRAM_UPDATE, "program.update", 1, JF_ROLES_ADMIN)                                         \
+    X(EXPIRY_RUN, "expiry.run", 1, JF_ROLES_ADMIN)                                                 \
+    X(EXPIRY_FORECAST, "expiry.forecast", 0, JF_ROLES_ALL)                                         \
+    X(HOLDS_SWEEP, "holds.sweep", 1, JF_ROLES_ADMIN)                                               \
+    X(KEY_CREATE, "api_key.create", 1, JF_ROLES_ADMIN)                                             \
+    X(KEY_LIST, "api_key.list", 0, JF_ROLES_ADMIN)                                                 \
+    X(KEY_REVOKE, "api_key.revoke", 1, JF_ROLES_ADMIN)                                             \
+    X(CLOCK_SET, "test.clock_set", 1, JF_ROLES_ADMIN)                                              \
+    X(CLOCK_GET, "test.clock_get", 0, JF_ROLES_ADMIN)                                              \
+    X(BATCH, "points.batch", 1, JF_ROLES_STAFF)                                                    \
+    X(MEMBER_EVENT, "member.event", 1, JF_ROLES_STAFF)                                             \
+    X(RULE_CREATE, "rule.create", 1, JF_ROLES_ADMIN)                                               \
+    X(RULE_LIST, "rule.list", 0, JF_ROLES_ALL)                                                     \
+    X(RULE_GET, "rule.get", 0, JF_ROLES_ALL)                                                       \
+    X(RULE_UPDATE, "rule.update", 1, JF_ROLES_ADMIN)                                               \
+    X(RULE_ARCHIVE, "rule.archive", 1, JF_ROLES_ADMIN)                                             \
+    X(ORDER_REFUND, "order.refund", 1, JF_ROLES_STAFF)                                             \
+    X(ORDER_GET, "order.get", 0, JF_ROLES_ALL)                                                     \
+    X(CHECK_IN, "member.check_in", 1, JF_ROLES_STAFF)                                              \
+    X(CHECK_IN_CALENDAR, "member.check_in_calendar", 0, JF_ROLES_ALL)                              \
+    X(BONUS_SWEEP, "bonus.sweep", 1, JF_ROLES_ADMIN)                                               \
+    X(CAMPAIGN_CREATE, "campaign.create", 1, JF_ROLES_ADMIN)                                       \
+    X(CAMPAIGN_LIST, "campaign.list", 0, JF_ROLES_ALL)                                             \
+    X(CAMPAIGN_GET, "campaign.get", 0, JF_ROLES_ALL)                                               \
+    X(CAMPAIGN_UPDATE, "campaign.update", 1, JF_ROLES_ADMIN)                                       \
+    X(TIER_CONFIG_GET, "tier.config_get", 0, JF_ROLES_ALL)                                         \
+    X(TIER_CONFIG_PUT, "tier.config_put", 1, JF_ROLES_ADMIN)                                       \
+    X(TIER_EVALUATE, "tier.evaluate", 1, JF_ROLES_ADMIN)                                           \
+    X(TIER_IMPORT, "tier.import", 1, JF_ROLES_ADMIN)                                               \
+    X(MEMBER_TIER_GET, "member.tier_get", 0, JF_ROLES_ALL)                                         \
+    X(MEMBER_TIER_SET, "member.tier_set", 1, JF_ROLES_OPS)                                         \
+    X(EVENT_LIST, "event.list", 0, JF_ROLES_ALL)
 
 typedef enum jf_op {
 #define JF__OP_ENUM(name, str, is_write, roles) JF_OP_##name,
@@ -123,8 +130,8 @@ bool jf_op_allows(jf_op op, jf_role role);
 
 /* True when the operation changes points and so requires an idempotency key
  * (API.md): earn, redeem, adjust, transfer, hold, capture, void, reverse,
- * member events, order refunds and check-ins.  A dry run (earn and events with "dry_run": true) writes
- * nothing and needs no key; jf_call checks that after parsing the body. */
+ * member events, order refunds and check-ins.  A dry run (earn and events with "dry_run": true)
+ * writes nothing and needs no key; jf_call checks that after parsing the body. */
 bool jf_op_requires_idempotency(jf_op op);
 
 /* One query parameter, already percent-decoded. */
@@ -144,10 +151,10 @@ typedef struct jf_auth {
 typedef struct jf_request {
     jf_op op;
     const jf_auth *auth;
-    const char *path_id;         /* the {id} in the path, or NULL */
-    const jf_param *params;      /* query parameters, or NULL */
+    const char *path_id;    /* the {id} in the path, or NULL */
+    const jf_param *params; /* query parameters, or NULL */
     size_t param_count;
-    const char *body;            /* JSON text, or NULL for no body */
+    const char *body; /* JSON text, or NULL for no body */
     size_t body_len;
     const char *idempotency_key; /* or NULL */
 } jf_request;
@@ -221,10 +228,11 @@ jf_err jf_tenant_auth(jf_engine *eng, const char *id_or_name, jf_auth *out);
 /* Lists tenants as a JSON array; *json is malloc'd, the caller frees it. */
 jf_err jf_tenant_list(jf_engine *eng, char **json);
 
-/* Runs the hold sweep, expiry and the birthday bonus job for every tenant
- * now (the CLI's `expire`).  Writes a JSON array into *json (malloc'd), one
- * element per tenant: {"tenant_id", "expiry": {"expired_points", "lots",
- * "members"}, "bonuses": {"birthday_members"}}. */
+/* Runs the hold sweep, expiry, the birthday bonus job and the tier
+ * evaluations due for every tenant now (the CLI's `expire`).  Writes a JSON
+ * array into *json (malloc'd), one element per tenant: {"tenant_id",
+ * "expiry": {"expired_points", "lots", "members"}, "bonuses":
+ * {"birthday_members"}, "tiers": {"evaluated", ...}}. */
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
 /* Checks invariants I1..I7, I10, A1, R1..R3 and G1 (docs/RULES.md) on the whole

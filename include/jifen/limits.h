@@ -64,6 +64,21 @@
 #define JF_SKU_LEN_MAX 64
 #define JF_EXPLANATION_LEN_MAX 320
 #define JF_RULE_FACTOR_MAX 100
+
+/* Tiers (docs/TIERS.md).  A tier code is short enough that the award ids
+ * "tier:<code>:birthday" fit an id; an evaluation slice handles at most
+ * JF_TIER_EVAL_SLICE members; an import at most JF_TIER_IMPORT_MAX. */
+#define JF_TIERS_MAX 10
+#define JF_TIER_CODE_LEN_MAX 16
+#define JF_TIER_NAME_LEN_MAX 64
+#define JF_TIER_PERKS_MAX 20
+#define JF_TIER_REWARDS_MAX 50
+#define JF_TIER_WINDOW_MONTHS_MAX 120
+#define JF_TIER_EVAL_SLICE 500
+#define JF_TIER_IMPORT_MAX 1000
+#define JF_TIER_HISTORY_MAX 100
+/* Awards of one earn: one per live rule, plus the tier and birthday multipliers. */
+#define JF_AWARDS_MAX (JF_RULES_ACTIVE_MAX + 2)
 /* Campaigns of a tenant (each a named set of rules). */
 #define JF_CAMPAIGNS_MAX 1000
 /* Referral codes: 8 characters of a 31-letter alphabet hold 2^39 members. */
@@ -126,6 +141,7 @@ _Static_assert(JF_BATCH_BODY_BYTES_MAX == 1024 * 1024 && JF_BODY_BYTES_MAX == 64
                "the server's 413 details name these sizes");
 _Static_assert(JF_BATCH_OPS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch's keys fit the in-flight set");
 _Static_assert(JF_RULES_ACTIVE_MAX <= JF_RULES_MAX, "active rules are rules");
+_Static_assert(5 + JF_TIER_CODE_LEN_MAX + 9 < JF_ID_LEN_MAX, "tier award ids fit an id");
 _Static_assert(JF_RULE_BYTES_MAX < JF_BODY_BYTES_MAX, "a rule fits in a body");
 _Static_assert(JF_POINTS_MAX < INT64_MAX / 2, "two in-range amounts add without overflow");
 

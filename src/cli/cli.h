@@ -60,6 +60,17 @@ typedef struct cli_tenant_cmd {
  * otherwise *rc is its exit code (usage or the error already printed). */
 bool cli_tenant_cmd_parse(cli_tenant_cmd *c, int argc, char **argv, int *rc);
 
+/* Reads at most max bytes of path ("-": standard input) as a string
+ * (malloc'd); NULL when it cannot be read or is longer. */
+char *cli_read_file(const char *path, size_t max);
+
+/* Opens the database at db, runs op as the console admin of tenant (with
+ * path_id and a JSON body, either may be NULL) and drains the engine.  On
+ * an error prints it ("jifen: <cmd>: ...") and returns CLI_EXIT_ERROR;
+ * res holds the answer either way (jf_result_deinit frees it). */
+int cli_tenant_call(const char *cmd, const char *db, const char *tenant, jf_op op,
+                    const char *path_id, const char *body, jf_result *res);
+
 /* Prints "jifen: <message>" on stderr and returns CLI_EXIT_ERROR. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -93,5 +104,6 @@ int cmd_expire(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_tenants(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
+int cmd_tiers(int argc, char **argv);
 
 #endif

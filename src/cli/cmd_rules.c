@@ -30,49 +30,6 @@ typedef struct rules_args {
     bool json;
 } rules_args;
 
-/* Reads at most JF_RULE_BYTES_MAX bytes of path ("-": stdin); malloc'd. */
-static char *read_rule_file(const char *path)
-{
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = malloc(JF_RULE_BYTES_MAX + 2);
-    size_t n = buf ? fread(buf, 1, JF_RULE_BYTES_MAX + 1, f) : 0;
-    if (f != stdin)
-        fclose(f);
-    if (buf == NULL || n > JF_RULE_BYTES_MAX) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-static int run_op(const rules_args *a, jf_op op, const char *path_id, const char *body,
-                  jf_result *res)
-{
-    jf_engine *eng = NULL;
-    if (cli_open(a->db, false, false, 0, &eng) != JF_OK)
-        return CLI_EXIT_ERROR;
-    jf_auth auth;
-    memset(&auth, 0, sizeof auth);
-    int rc = CLI_EXIT_OK;
-    if (jf_tenant_auth(eng, a->tenant, &auth) != JF_OK) {
-        rc = cli_fail("rules: no tenant '%s' (see 'jifen tenants')", a->tenant);
-    } else {
-        jf_request req = {.op = op,
-                          .auth = &auth,
-                          .path_id = path_id,
-                          .body = body,
-                          .body_len = body ? strlen(body) : 0};
-        if (jf_call_sync(eng, &req, res) != JF_OK)
-            rc = cli_fail_result(res);
-    }
-    jf_engine_drain(eng);
-    jf_engine_free(eng);
-    return rc;
-}
-
 static const char *str_field(json_t *o, const char *k)
 {
     json_t *v = json_object_get(o, k);
@@ -93,7 +50,7 @@ static int rules_print(const rules_args *a, jf_op op, const char *id, const char
 {
     jf_result res;
     memset(&res, 0, sizeof res);
-    int rc = run_op(a, op, id, body, &res);
+    int rc = cli_tenant_call("rules", a->db, a->tenant, op, id, body, &res);
     json_t *j = (rc == CLI_EXIT_OK && res.body) ? json_loads(res.body, 0, NULL) : NULL;
     if (rc == CLI_EXIT_OK && (a->json || op != JF_OP_RULE_LIST || !json_is_object(j))) {
         cli_print_json_line(res.body ? res.body : "{}");
@@ -132,7 +89,7 @@ int cmd_rules(int argc, char **argv)
         return cli_fail("rules: unknown action '%s' (list, show or create)", action);
     if (!a.file)
         return cli_missing("rules", "--file RULE.json");
-    char *body = read_rule_file(a.file);
+    char *body = cli_read_file(a.file, JF_RULE_BYTES_MAX);
     if (body == NULL)
         return cli_fail("rules: cannot read '%s' (or it is over %d bytes)", a.file,
                         JF_RULE_BYTES_MAX);

@@ -25,6 +25,7 @@ static const subcommand subcommands[] = {
     {"keys", cmd_keys, "create, list or revoke API keys of a tenant"},
     {"tenants", cmd_tenants, "list the tenants in a database"},
     {"rules", cmd_rules, "list, show or create the earning rules of a tenant"},
+    {"tiers", cmd_tiers, "show or set a tenant's tiers, a member's tier; run tier evaluations"},
 };
 
 #define SUBCOMMAND_COUNT (sizeof subcommands / sizeof subcommands[0])

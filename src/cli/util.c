@@ -51,6 +51,48 @@ bool cli_tenant_cmd_parse(cli_tenant_cmd *c, int argc, char **argv, int *rc)
     return true;
 }
 
+char *cli_read_file(const char *path, size_t max)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = malloc(max + 2);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    if (f != stdin)
+        fclose(f);
+    if (buf == NULL || n > max) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int cli_tenant_call(const char *cmd, const char *db, const char *tenant, jf_op op,
+                    const char *path_id, const char *body, jf_result *res)
+{
+    jf_engine *eng = NULL;
+    if (cli_open(db, false, false, 0, &eng) != JF_OK)
+        return CLI_EXIT_ERROR;
+    jf_auth auth;
+    memset(&auth, 0, sizeof auth);
+    int rc = CLI_EXIT_OK;
+    if (jf_tenant_auth(eng, tenant, &auth) != JF_OK) {
+        rc = cli_fail("%s: no tenant '%s' (see 'jifen tenants')", cmd, tenant);
+    } else {
+        jf_request req = {.op = op,
+                          .auth = &auth,
+                          .path_id = path_id,
+                          .body = body,
+                          .body_len = body ? strlen(body) : 0};
+        if (jf_call_sync(eng, &req, res) != JF_OK)
+            rc = cli_fail_result(res);
+    }
+    jf_engine_drain(eng);
+    jf_engine_free(eng);
+    return rc;
+}
+
 static const cli_opt *find_opt(const cli_opt *opts, size_t n, const char *arg, size_t len)
 {
     for (size_t i = 0; i < n; i++)

@@ -20,7 +20,7 @@ struct jf_cmd {
     jf_done_fn done;
     void *done_ctx;
     jf_result res;
-    int64_t acc[4];       /* running totals of a sliced job */
+    int64_t acc[6];       /* running totals of a sliced job */
     struct jf_cmd **subs; /* a batch's operations */
     size_t sub_count;
     bool claimed; /* a batch operation whose key this batch put in flight */

@@ -42,11 +42,11 @@ typedef struct jf_program {
 /* Arguments of write operations, parsed by validate.  Strings point into the
  * command's JSON body, which lives as long as the command. */
 typedef struct jf_args {
-    bool has_points, has_order, has_pending_days, has_expires_at, has_ttl;
+    bool has_points, has_order, has_pending_days, has_expires_at, has_ttl, has_growth;
     bool dry_run, include_drafts; /* earn and events: compute, answer, write nothing */
     json_t *order;                /* the validated "order" object of an earn */
     const char *event_name;       /* POST /v1/members/{id}/events */
-    int64_t points;
+    int64_t points, growth;
     const char *order_id, *order_currency;
     int64_t order_amount;
     const char *reason, *note, *channel, *store_id, *to_member;
@@ -104,7 +104,7 @@ typedef struct jf_ctx {
     json_t *out;  /* the response body on success */
     bool created; /* answer 201 */
     char *detail; /* buffer of 256 bytes for the error detail */
-    int64_t *acc; /* running totals of a sliced job (4 values), kept across slices */
+    int64_t *acc; /* running totals of a sliced job (6 values), kept across slices */
     bool again;   /* a sliced job has more to do: run it again after this batch */
 } jf_ctx;
 

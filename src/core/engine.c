@@ -29,6 +29,7 @@
 #include "checkin.h"
 #include "refunds.h"
 #include "rules.h"
+#include "tiers.h"
 #include "tz.h"
 
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
@@ -771,6 +772,13 @@ const jf_op_impl *jf_op_impl_of(jf_op op)
         [JF_OP_CAMPAIGN_LIST] = &jf_op_campaign_list,
         [JF_OP_CAMPAIGN_GET] = &jf_op_campaign_get,
         [JF_OP_CAMPAIGN_UPDATE] = &jf_op_campaign_update,
+        [JF_OP_TIER_CONFIG_GET] = &jf_op_tier_config_get,
+        [JF_OP_TIER_CONFIG_PUT] = &jf_op_tier_config_put,
+        [JF_OP_TIER_EVALUATE] = &jf_op_tier_evaluate,
+        [JF_OP_TIER_IMPORT] = &jf_op_tier_import,
+        [JF_OP_MEMBER_TIER_GET] = &jf_op_member_tier_get,
+        [JF_OP_MEMBER_TIER_SET] = &jf_op_member_tier_set,
+        [JF_OP_EVENT_LIST] = &jf_op_event_list,
     };
     return table[op];
 }
@@ -798,6 +806,26 @@ static int sched_tenants(jf_engine *eng, bool holds_only, int64_t *tenants, int 
                           " l.tenant_id = t.id AND l.expires_at <= ? AND l.remaining > 0 AND"
                           " l.expired_tx_seq IS NULL AND l.expires_at IS NOT NULL) ORDER BY t.id",
                           "I", jf_now_ms(eng));
+    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
+        tenants[n++] = sqlite3_column_int64(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    jf_read_release(eng, db);
+    return n;
+}
+
+/* Tenants with a tier evaluation due now. */
+static int sched_tier_tenants(jf_engine *eng, int64_t *tenants, int max)
+{
+    jf_db *db = jf_read_acquire(eng);
+    if (db == NULL)
+        return 0;
+    int n = 0;
+    sqlite3_stmt *st = jf_db_query(db,
+                                   "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM members"
+                                   " m WHERE m.tenant_id = t.id AND m.tier_eval_at <= ?)"
+                                   " ORDER BY t.id",
+                                   "I", jf_now_ms(eng));
     while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
         tenants[n++] = sqlite3_column_int64(st, 0);
     if (st)
@@ -837,6 +865,9 @@ static void sched_run_once(jf_engine *eng, bool expiry)
     n = expiry ? sched_bonus_tenants(eng, tenants, 256) : 0;
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenants[i], NULL, NULL);
+    n = expiry ? sched_tier_tenants(eng, tenants, 256) : 0;
+    for (int i = 0; i < n; i++)
+        jf_run_internal(eng, JF_OP_TIER_EVALUATE, tenants[i], NULL, NULL);
 }
 
 /* Ticks once a second: overdue holds are voided within a second of their
@@ -885,6 +916,11 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
         if (err == JF_OK)
             err = jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenant, NULL, &text);
         json_object_set_new(row, "bonuses", text ? json_loads(text, 0, NULL) : json_null());
+        free(text);
+        text = NULL;
+        if (err == JF_OK)
+            err = jf_run_internal(eng, JF_OP_TIER_EVALUATE, tenant, NULL, &text);
+        json_object_set_new(row, "tiers", text ? json_loads(text, 0, NULL) : json_null());
         free(text);
         json_array_append_new(out, row);
     }

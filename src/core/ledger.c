@@ -14,6 +14,7 @@
 #include "referral.h"
 #include "refunds.h"
 #include "rules.h"
+#include "tiers.h"
 
 #define DAY_MS INT64_C(86400000)
 
@@ -179,17 +180,20 @@ jf_err jf_dry_run_args(jf_ctx *ctx)
 
 static jf_err earn_validate(jf_ctx *ctx)
 {
-    static const char *const fields[] = {"points",     "order",   "channel",        "store_id",
-                                         "note",       "reason",  "metadata",       "pending_days",
-                                         "expires_at", "dry_run", "include_drafts", NULL};
+    static const char *const fields[] = {
+        "points",       "order",      "channel", "store_id",       "note",   "reason", "metadata",
+        "pending_days", "expires_at", "dry_run", "include_drafts", "growth", NULL};
     jf_args *a = ctx->args;
     json_t *b = ctx->body;
     jf_err err = jf_json_allow(ctx, b, fields);
     if (err == JF_OK)
         err = jf_json_int(ctx, b, "points", false, 1, JF_POINTS_MAX, &a->points, &a->has_points);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, b, "growth", false, 0, JF_POINTS_MAX, &a->growth, &a->has_growth);
     bool has_order = json_object_get(b, "order") != NULL;
-    if (err == JF_OK && !a->has_points && !has_order)
-        err = jf_fail(ctx, JF_ERR_MISSING_FIELD, "Give 'points' or an 'order' with an amount.");
+    if (err == JF_OK && !a->has_points && !has_order && !a->has_growth)
+        err = jf_fail(ctx, JF_ERR_MISSING_FIELD,
+                      "Give 'points', 'growth' or an 'order' with an amount.");
     if (err == JF_OK && has_order)
         err = jf_order_validate(ctx, json_object_get(b, "order"), !a->has_points);
     if (err == JF_OK)
@@ -228,7 +232,7 @@ static jf_err earn_order_points(jf_ctx *ctx, const char *member_id, jf_award *aw
     const jf_args *a = ctx->args;
     size_t live = 0;
     jf_err err = jf_rules_awards(ctx, member_id, "purchase", NULL, NULL, aw, n, &live);
-    *ruled = live > 0;
+    *ruled = live > 0 || *n > 0;
     *points = 0;
     for (size_t i = 0; err == JF_OK && *ruled && i < *n; i++)
         if (!jf_points_add_checked(*points, aw[i].points, points))
@@ -245,7 +249,7 @@ static jf_err earn_order_points(jf_ctx *ctx, const char *member_id, jf_award *aw
 
 /* The answer of a dry run: the awards, their total, nothing written. */
 static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool ruled,
-                                 int64_t points)
+                                 int64_t points, int64_t growth)
 {
     const jf_args *a = ctx->args;
     json_t *awards = jf_awards_array(aw, ruled ? n : 0);
@@ -261,6 +265,7 @@ static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool
     }
     jf_json_set(ctx->out, "dry_run", json_true());
     jf_json_set(ctx->out, "total_points", json_integer(points));
+    jf_json_set(ctx->out, "total_growth", json_integer(growth));
     jf_json_set(ctx->out, "awards", awards);
     return JF_OK;
 }
@@ -304,26 +309,39 @@ static jf_err earn_first_purchase(jf_ctx *ctx, const char *member_id)
     return err;
 }
 
+/* Growth of an earn: the body's "growth", else the rules' (with an order),
+ * else the purchase points of an order, else none. */
+static int64_t earn_growth(const jf_args *a, const jf_award *aw, size_t n, bool ruled,
+                           int64_t points)
+{
+    if (a->has_growth)
+        return a->growth;
+    if (ruled)
+        return jf_awards_growth(aw, n);
+    return a->has_order ? points : 0;
+}
+
 static jf_err earn_apply(jf_ctx *ctx)
 {
     const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    int64_t points = a->points;
+    int64_t points = a->has_points ? a->points : 0;
     bool ruled = false;
     size_t n = 0;
     /* Checked here, not in validate, so that a replay of an old request is
      * answered from its stored response whatever the time is now. */
     if (a->has_expires_at && a->expires_at <= ctx->now_ms)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
-    jf_award *aw = calloc(JF_RULES_ACTIVE_MAX, sizeof(*aw));
+    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
     jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
     if (err == JF_OK && a->has_order)
         err = earn_order_check(ctx);
     if (err == JF_OK && a->has_order && !a->has_points)
         err = earn_order_points(ctx, m.id, aw, &n, &ruled, &points);
+    int64_t growth = earn_growth(a, aw, n, ruled, points);
     if (err == JF_OK && a->dry_run)
-        err = earn_dry_run_reply(ctx, aw, n, ruled, points);
+        err = earn_dry_run_reply(ctx, aw, n, ruled, points, growth);
     if (err == JF_OK && !a->dry_run)
         err = jf_tx_begin(ctx, &tx, "earn", m.id);
     if (err != JF_OK || a->dry_run) {
@@ -338,10 +356,13 @@ static jf_err earn_apply(jf_ctx *ctx)
         tx.order_amount = a->order_currency ? a->order_amount : -1;
     }
     err = earn_credit(ctx, &tx, m.id, aw, n, ruled, points);
+    jf_tx_post_growth(&tx, m.id, growth);
     if (err == JF_OK && a->has_order)
         err = jf_order_lines_write(ctx, aw, n, ruled, points);
     free(aw);
     err = jf_tx_complete(ctx, &tx, m.id, err);
+    if (err == JF_OK && (growth > 0 || a->has_order))
+        err = jf_tier_after_growth(ctx, m.id, tx.id);
     return err == JF_OK && a->has_order ? earn_first_purchase(ctx, m.id) : err;
 }
 

@@ -102,6 +102,9 @@ static jf_err lines_attribute(jf_ctx *ctx, json_t *rule, int64_t points, size_t 
 
 static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule)
 {
+    *rule = NULL;
+    if (strchr(a->rule_id, ':'))
+        return JF_OK; /* the base rate or a tier multiplier: weighted by every line */
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    "SELECT body FROM rule_versions WHERE tenant_id=? AND"
                                    " rule_id=? AND version=?",

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ledger.h"
+#include "tiers.h"
 
 typedef struct orig_tx {
     int64_t seq, points, delta, reversed;
@@ -79,6 +80,42 @@ static jf_err restore_source(jf_ctx *ctx, const orig_tx *o, int64_t *seq)
                      ctx->auth->tenant, o->hold_id);
 }
 
+/* The growth an earn gave and what its reversals took back. */
+static jf_err growth_of(jf_ctx *ctx, const orig_tx *o, int64_t *given, int64_t *taken)
+{
+    char account[JF_ID_LEN_MAX + 24];
+    snprintf(account, sizeof account, "member:%s:growth", o->member_id);
+    jf_err err = jf_db_int(ctx->db, given, 0,
+                           "SELECT COALESCE(SUM(amount), 0) FROM postings WHERE tenant_id=? AND"
+                           " tx_seq=? AND account=?",
+                           "IIs", ctx->auth->tenant, o->seq, account);
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, taken, 0,
+                        "SELECT COALESCE(-SUM(p.amount), 0) FROM transactions r INDEXED BY"
+                        " tx_reverses JOIN postings p ON p.tenant_id = r.tenant_id AND p.tx_seq ="
+                        " r.seq WHERE r.tenant_id=? AND r.reverses=? AND p.account=?",
+                        "Iss", ctx->auth->tenant, o->id, account);
+    return err;
+}
+
+/* Reversing n more points of an earn takes back growth in proportion,
+ * rounded up on the running total, all of it with the last point
+ * (docs/TIERS.md).  The tier stays until its next evaluation. */
+static jf_err growth_back(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
+{
+    int64_t given = 0, taken = 0, target = 0;
+    jf_err err = growth_of(ctx, o, &given, &taken);
+    if (err != JF_OK || given <= 0)
+        return err;
+    if (o->reversed + n >= o->points)
+        target = given;
+    else if (!jf_rate_apply_ceil(o->reversed + n, given, o->points, &target))
+        return jf_fail(ctx, JF_ERR_INTERNAL, "Growth of '%s' out of range.", o->id);
+    if (target > taken)
+        jf_tx_post_growth(tx, o->member_id, -(target - taken));
+    return JF_OK;
+}
+
 /* Moves n points back for the original o, building tx's postings and lots. */
 static jf_err reverse_move(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
 {
@@ -108,6 +145,8 @@ static jf_err reverse_move(jf_ctx *ctx, jf_tx *tx, const orig_tx *o, int64_t n)
     jf_tx_post(tx, "points", o->member_id, back);
     jf_tx_post(tx, system, NULL, -back);
     tx->delta = back;
+    if (err == JF_OK && strcmp(o->type, "earn") == 0)
+        err = growth_back(ctx, tx, o, n);
     return err;
 }
 

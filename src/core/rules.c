@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "rules.h"
+#include "tiers.h"
 
 #define DAY_MS INT64_C(86400000)
 
@@ -176,10 +177,9 @@ static jf_err conditions_validate_order(jf_ctx *ctx, json_t *c)
 static jf_err conditions_validate(jf_ctx *ctx, json_t *c, bool is_event)
 {
     static const char *const fields[] = {
-        "amount_min",      "amount_max", "channels",     "stores",
-        "include",         "exclude",    "min_quantity", "member_tags_any",
-        "days_of_week",    "hours",      "dates",        "birthday",
-        "purchase_number", NULL};
+        "amount_min", "amount_max",   "channels",        "stores",           "include",
+        "exclude",    "min_quantity", "member_tags_any", "member_tiers_any", "days_of_week",
+        "hours",      "dates",        "birthday",        "purchase_number",  NULL};
     static const char *const birthdays[] = {"day", "week", "month", NULL};
     if (c == NULL)
         return JF_OK;
@@ -195,6 +195,8 @@ static jf_err conditions_validate(jf_ctx *ctx, json_t *c, bool is_event)
         err = conditions_validate_order(ctx, c);
     if (err == JF_OK)
         err = str_list(ctx, c, "conditions.", "member_tags_any", JF_TAG_LEN_MAX);
+    if (err == JF_OK)
+        err = str_list(ctx, c, "conditions.", "member_tiers_any", JF_TIER_CODE_LEN_MAX);
     if (err == JF_OK && json_object_get(c, "days_of_week"))
         err = days_validate(ctx, json_object_get(c, "days_of_week"));
     if (err == JF_OK && json_object_get(c, "hours"))
@@ -450,12 +452,39 @@ static jf_err rule_head_validate(jf_ctx *ctx, json_t *r, bool *is_event)
     return err;
 }
 
+/* The rule-level "growth": {"factor_num", "factor_den"} (of the award's
+ * points) or {"fixed": N} (docs/TIERS.md). */
+static jf_err growth_validate(jf_ctx *ctx, json_t *g)
+{
+    static const char *const fields[] = {"factor_num", "factor_den", "fixed", NULL};
+    int64_t n;
+    bool num = false, fixed = false;
+    if (g == NULL)
+        return JF_OK;
+    if (!json_is_object(g))
+        return jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                       "'growth' must be {\"factor_num\", \"factor_den\"} or {\"fixed\"}.");
+    jf_err err = jf_json_allow(ctx, g, fields);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, g, "factor_num", false, 0, JF_RULE_FACTOR_MAX * 1000, &n, &num);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, g, "factor_den", false, 1, 1000, &n, NULL);
+    if (err == JF_OK)
+        err = jf_json_int(ctx, g, "fixed", false, 0, JF_POINTS_MAX, &n, &fixed);
+    if (err == JF_OK && num == fixed)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
+                      "'growth' takes either 'factor_num' (and 'factor_den') or 'fixed'.");
+    if (err == JF_OK && fixed && json_object_get(g, "factor_den"))
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'growth.factor_den' goes with 'factor_num'.");
+    return err;
+}
+
 jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
 {
     static const char *const fields[] = {
         "name",    "description",  "trigger",         "event",       "priority", "exclusive",
         "group",   "conditions",   "effect",          "limits",      "status",   "starts_at",
-        "ends_at", "pending_days", "expires_in_days", "campaign_id", NULL};
+        "ends_at", "pending_days", "expires_in_days", "campaign_id", "growth",   NULL};
     bool is_event = false;
     int64_t n;
     const char *s = NULL;
@@ -479,7 +508,7 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
         err = jf_json_int(ctx, r, "pending_days", false, 0, JF_PENDING_DAYS_MAX, &n, NULL);
     if (err == JF_OK)
         err = jf_json_int(ctx, r, "expires_in_days", false, 1, JF_EXPIRY_DAYS_MAX, &n, NULL);
-    return err;
+    return err == JF_OK ? growth_validate(ctx, json_object_get(r, "growth")) : err;
 }
 
 static jf_err line_validate(jf_ctx *ctx, json_t *l)
@@ -749,6 +778,9 @@ static bool rule_fires(json_t *r, const jf_rule_facts *f, int64_t *amount, int64
     json_t *tags = json_object_get(c, "member_tags_any");
     if (tags && !(f->tags && any_in(tags, f->tags)))
         return false;
+    json_t *tiers = json_object_get(c, "member_tiers_any");
+    if (tiers && !(f->tier && str_in(tiers, f->tier)))
+        return false;
     if (!calendar_matches(c, f))
         return false;
     return f->order == NULL || order_matches(c, f, *amount, *quantity);
@@ -981,10 +1013,93 @@ static bool order_cap_apply(jf_award *aw, size_t n, int64_t cap)
     return true;
 }
 
+/* Growth an award gives: the rule's "growth", else its points for a
+ * purchase rule and nothing for other triggers; 0 on overflow (the
+ * factor is bounded, so only absurd points overflow). */
+static int64_t award_growth(json_t *rule, const jf_rule_facts *f, const jf_award *a)
+{
+    json_t *g = json_object_get(rule, "growth"), *v;
+    int64_t out = 0;
+    if (g == NULL)
+        return f->order ? a->points : 0;
+    if ((v = json_object_get(g, "fixed")))
+        return json_integer_value(v);
+    v = json_object_get(g, "factor_den");
+    if (!jf_rate_apply_floor(a->points, json_integer_value(json_object_get(g, "factor_num")),
+                             v ? json_integer_value(v) : 1, &out))
+        return 0;
+    return out;
+}
+
+static bool has_fixed_growth(json_t *rule)
+{
+    json_t *g = json_object_get(json_object_get(rule, "growth"), "fixed");
+    return g && json_integer_value(g) > 0;
+}
+
+/* One tier multiplier award of (num/den - 1) times base. */
+static bool tier_award(const struct jf_tier_bonus *tb, const char *suffix, int64_t num, int64_t den,
+                       int64_t base, jf_award *a)
+{
+    memset(a, 0, sizeof(*a));
+    snprintf(a->rule_id, sizeof a->rule_id, "tier:%s%s", tb->code, suffix);
+    a->rule_version = tb->version;
+    a->pending_days = a->expires_in_days = -1;
+    if (!jf_rate_apply_floor(base, num - den, den, &a->points))
+        return false;
+    a->raw_points = a->points;
+    explain(a, "Tier '%s'%s: x%lld/%lld of the base award %lld adds %lld", tb->code,
+            suffix[0] ? " birthday" : "", (long long)num, (long long)den, (long long)base,
+            (long long)a->points);
+    return true;
+}
+
+bool jf_rules_tier_awards(const jf_rule_facts *f, jf_award *aw, size_t *k)
+{
+    const struct jf_tier_bonus *tb = f->tier_bonus;
+    int64_t base = 0;
+    if (tb == NULL || !tb->code[0])
+        return true;
+    for (size_t i = 0; i < *k; i++)
+        if (aw[i].is_rate && !jf_points_add_checked(base, aw[i].points, &base))
+            return false;
+    if (base > 0 && tb->mult_num > tb->mult_den) {
+        if (!tier_award(tb, "", tb->mult_num, tb->mult_den, base, &aw[*k]))
+            return false;
+        (*k)++;
+    }
+    if (base > 0 && tb->bday_num > tb->bday_den &&
+        jf_rule_birthday_today(f->tz, f->now_ms, f->birthday)) {
+        if (!tier_award(tb, ":birthday", tb->bday_num, tb->bday_den, base, &aw[*k]))
+            return false;
+        (*k)++;
+    }
+    return true;
+}
+
+bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, size_t *count)
+{
+    memset(&aw[0], 0, sizeof(aw[0]));
+    snprintf(aw[0].rule_id, sizeof aw[0].rule_id, "program:base_rate");
+    aw[0].pending_days = aw[0].expires_in_days = -1;
+    aw[0].points = aw[0].raw_points = points;
+    aw[0].is_rate = true;
+    explain(&aw[0], "Program base rate: %lld points", (long long)points);
+    size_t k = 1;
+    if (!jf_rules_tier_awards(f, aw, &k) || !order_cap_apply(aw, k, f->order_cap))
+        return false;
+    aw[0].growth = aw[0].points;
+    for (size_t i = 0; i < k; i++)
+        explain(&aw[i], " => %lld points%s.", (long long)aw[i].points,
+                i == 0 ? " and as much growth" : "");
+    *count = k;
+    return true;
+}
+
 jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const jf_rule_facts *f,
                          jf_award *aw, size_t *count)
 {
-    size_t k = 0, ref_of[JF_RULES_ACTIVE_MAX];
+    size_t k = 0, ref_of[JF_AWARDS_MAX];
     if (n > JF_RULES_ACTIVE_MAX)
         return jf_fail(ctx, JF_ERR_INTERNAL, "More than %d live rules.", JF_RULES_ACTIVE_MAX);
     for (size_t i = 0; i < n; i++) {
@@ -1000,7 +1115,7 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const 
             if (!effect_points(e, f, json_object_get(r, "conditions"), amount, &aw[k]))
                 return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Rule '%s' overflows.", rules[i].id);
             aw[k].raw_points = aw[k].points;
-            if (aw[k].points == 0)
+            if (aw[k].points == 0 && !has_fixed_growth(r))
                 continue; /* nothing to award: as if it had not fired */
             apply_limits(&rules[i], &aw[k]);
         }
@@ -1009,19 +1124,25 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const 
             break;
     }
     resolve_groups(aw, k, false);
-    if (!multipliers_apply(rules, ref_of, aw, k) || !order_cap_apply(aw, k, f->order_cap))
+    size_t ruled = k;
+    if (!multipliers_apply(rules, ref_of, aw, k) ||
+        (f->order && !jf_rules_tier_awards(f, aw, &k)) || !order_cap_apply(aw, k, f->order_cap))
         return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The awards exceed the points range.");
     size_t kept = 0;
     for (size_t i = 0; i < k; i++) {
-        if (aw[i].raw_points == 0)
+        aw[i].growth = i < ruled ? award_growth(rules[ref_of[i]].rule, f, &aw[i]) : 0;
+        if (aw[i].raw_points == 0 && aw[i].growth == 0)
             continue;
-        explain(&aw[i], " => %lld points.", (long long)aw[i].points);
+        explain(&aw[i], " => %lld points", (long long)aw[i].points);
+        if (aw[i].growth > 0)
+            explain(&aw[i], ", %lld growth", (long long)aw[i].growth);
+        explain(&aw[i], ".");
         aw[i].group = NULL;
         if (kept != i)
             aw[kept] = aw[i];
         kept++;
     }
-    assert(kept <= k && k <= n);
+    assert(kept <= k && k <= n + 2);
     *count = kept;
     return JF_OK;
 }

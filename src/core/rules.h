@@ -76,6 +76,9 @@ typedef struct jf_rule_facts {
     int64_t streak;           /* check-ins: consecutive local days including today */
     const char *referral_on;  /* referrals: "signup" or "first_purchase", else NULL */
     bool referrer;            /* referrals: the award is the referrer's (else the referee's) */
+    const char *tier;         /* the member's tier code, or NULL for none */
+    /* Purchases: the tier's multipliers (docs/TIERS.md), or NULL. */
+    const struct jf_tier_bonus *tier_bonus;
 } jf_rule_facts;
 
 typedef struct jf_award {
@@ -83,6 +86,7 @@ typedef struct jf_award {
     int64_t rule_version;
     int64_t points;
     int64_t raw_points;      /* what the effect gave before limits and groups */
+    int64_t growth;          /* growth value the award gives (docs/TIERS.md) */
     int64_t pending_days;    /* -1: the request's or the program's */
     int64_t expires_in_days; /* -1: the request's or the program's */
     bool is_rate, is_multiplier;
@@ -99,6 +103,18 @@ typedef struct jf_award {
  */
 jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
                          const jf_rule_facts *facts, jf_award *awards, size_t *count);
+
+/* Appends the tier's earn multiplier award ("tier:<code>") and, on the
+ * member's birthday, its birthday multiplier award ("tier:<code>:birthday")
+ * to aw[0..*k): each adds (factor - 1) times the points of the rate awards,
+ * rounded down, and gives no growth.  aw has room for two more.  False on
+ * overflow.  A no-op without f->tier_bonus. */
+bool jf_rules_tier_awards(const jf_rule_facts *f, jf_award *aw, size_t *k);
+
+/* Without purchase rules: the program's base award of points (growth the
+ * same) and the tier's multiplier awards on it, cut by the order cap.
+ * False on overflow. */
+bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, size_t *count);
 
 /* Start (ms UTC) of the per_member period ("day", "week" (Monday),
  * "month", "year" in tz) containing now_ms; INT64_MIN for "lifetime". */
@@ -155,6 +171,9 @@ jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards
 /* The awards of a transaction as a JSON array [{"rule_id", "rule_version",
  * "points", "explanation"}]. */
 jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out);
+
+/* Σ growth of awards (saturating at JF_POINTS_MAX). */
+int64_t jf_awards_growth(const jf_award *awards, size_t count);
 
 /* JSON array of computed (not stored) awards. */
 json_t *jf_awards_array(const jf_award *awards, size_t count);

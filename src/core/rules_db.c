@@ -16,6 +16,7 @@
 #include "campaigns.h"
 #include "ledger.h"
 #include "rules.h"
+#include "tiers.h"
 
 #define DAY_MS INT64_C(86400000)
 
@@ -450,6 +451,18 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f,
                      "Is", ctx->auth->tenant, member_id);
 }
 
+/* No purchase rules but a tier multiplier: the base rate as an award with
+ * the tier's awards on it, so that each says where its points came from. */
+static jf_err base_awards(jf_ctx *ctx, const jf_rule_facts *f, jf_award *aw, size_t *count)
+{
+    int64_t points = 0;
+    if (!jf_rate_apply_floor(ctx->args->order_amount, ctx->prog.earn_points,
+                             ctx->prog.earn_per_amount, &points) ||
+        !jf_rules_base_awards(f, points, aw, count))
+        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The order earns more than the points range.");
+    return JF_OK;
+}
+
 jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, const char *event,
                        const jf_trigger_facts *tf, jf_award *awards, size_t *count,
                        size_t *rule_count)
@@ -474,13 +487,21 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
     f.channel = f.channel ? f.channel : ctx->args->channel;
     f.store_id = json_string_value(json_object_get(order, "store_id"));
     f.store_id = f.store_id ? f.store_id : ctx->args->store_id;
+    jf_tier_bonus tb;
     jf_err err = live_load(ctx, tz, member_id, trigger, event, lr);
     if (err == JF_OK)
         err = facts_member(ctx, member_id, &f, &tags, birthday, sizeof birthday);
+    if (err == JF_OK)
+        err = jf_tier_bonus_load(ctx, member_id, &tb);
+    f.tier = err == JF_OK && tb.code[0] ? tb.code : NULL;
+    f.tier_bonus = order ? &tb : NULL;
     *count = 0;
     *rule_count = lr->n;
     if (err == JF_OK && lr->n > 0)
         err = jf_rules_evaluate(ctx, lr->refs, lr->n, &f, awards, count);
+    else if (err == JF_OK && order && strcmp(trigger, "purchase") == 0 && f.tier &&
+             (tb.mult_num > tb.mult_den || tb.bday_num > tb.bday_den))
+        err = base_awards(ctx, &f, awards, count);
     live_free(lr);
     free(lr);
     json_decref(tags);
@@ -488,6 +509,14 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
 }
 
 /* ---- awards ---- */
+
+int64_t jf_awards_growth(const jf_award *awards, size_t count)
+{
+    int64_t g = 0;
+    for (size_t i = 0; i < count; i++)
+        g = jf_min_i64(JF_POINTS_MAX, g + awards[i].growth);
+    return g;
+}
 
 jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards, size_t count,
                       int64_t total, json_t *meta, bool own_request, char *tx_id)
@@ -509,8 +538,12 @@ jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards
     err = tx.metadata ? jf_awards_write(ctx, &tx, member_id, awards, count) : JF_ERR_NOMEM;
     jf_tx_post(&tx, "issuance", NULL, -total);
     jf_tx_post(&tx, "points", member_id, total);
+    int64_t growth = jf_awards_growth(awards, count);
+    jf_tx_post_growth(&tx, member_id, growth);
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
+    if (err == JF_OK && growth > 0)
+        err = jf_tier_after_growth(ctx, member_id, tx.id);
     if (tx_id)
         snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
     jf_tx_deinit(&tx);
@@ -535,13 +568,13 @@ jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, cons
             err = jf_lot_create(ctx, tx, member_id, w->points, ctx->now_ms + pending * DAY_MS,
                                 expires, &lot);
         if (err == JF_OK)
-            err =
-                jf_db_run(ctx->db,
-                          "INSERT INTO awards(tenant_id, tx_seq, n, member_id, rule_id,"
-                          " rule_version, points, lot_seq, explanation, created_at)"
-                          " VALUES(?,?,?,?,?,?,?,NULLIF(?,-1),?,?)",
-                          "IIIssIIIsI", ctx->auth->tenant, tx->seq, (int64_t)i, member_id,
-                          w->rule_id, w->rule_version, w->points, lot, w->explanation, ctx->now_ms);
+            err = jf_db_run(ctx->db,
+                            "INSERT INTO awards(tenant_id, tx_seq, n, member_id, rule_id,"
+                            " rule_version, points, lot_seq, explanation, created_at, growth)"
+                            " VALUES(?,?,?,?,?,?,?,NULLIF(?,-1),?,?,?)",
+                            "IIIssIIIsII", ctx->auth->tenant, tx->seq, (int64_t)i, member_id,
+                            w->rule_id, w->rule_version, w->points, lot, w->explanation,
+                            ctx->now_ms, w->growth);
     }
     return err;
 }
@@ -549,18 +582,18 @@ jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, cons
 jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT rule_id, rule_version, points, explanation FROM awards"
-                                   " WHERE tenant_id=? AND tx_seq=? ORDER BY n",
+                                   "SELECT rule_id, rule_version, points, explanation, growth FROM"
+                                   " awards WHERE tenant_id=? AND tx_seq=? ORDER BY n",
                                    "II", ctx->auth->tenant, tx_seq);
     if (st == NULL)
         return JF_ERR_IO;
     json_t *arr = json_array();
     while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(arr,
-                              json_pack("{sssIsIss}", "rule_id", jf_db_text(st, 0), "rule_version",
-                                        (json_int_t)sqlite3_column_int64(st, 1), "points",
-                                        (json_int_t)sqlite3_column_int64(st, 2), "explanation",
-                                        jf_db_text(st, 3)));
+        json_array_append_new(
+            arr, json_pack("{sssIsIsssI}", "rule_id", jf_db_text(st, 0), "rule_version",
+                           (json_int_t)sqlite3_column_int64(st, 1), "points",
+                           (json_int_t)sqlite3_column_int64(st, 2), "explanation",
+                           jf_db_text(st, 3), "growth", (json_int_t)sqlite3_column_int64(st, 4)));
     sqlite3_reset(st);
     *out = arr;
     return JF_OK;
@@ -570,10 +603,11 @@ json_t *jf_awards_array(const jf_award *awards, size_t count)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < count; i++)
-        json_array_append_new(arr, json_pack("{sssIsIss}", "rule_id", awards[i].rule_id,
+        json_array_append_new(arr, json_pack("{sssIsIsssI}", "rule_id", awards[i].rule_id,
                                              "rule_version", (json_int_t)awards[i].rule_version,
                                              "points", (json_int_t)awards[i].points, "explanation",
-                                             awards[i].explanation));
+                                             awards[i].explanation, "growth",
+                                             (json_int_t)awards[i].growth));
     return arr;
 }
 
@@ -608,7 +642,7 @@ static jf_err event_apply(jf_ctx *ctx)
     const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    jf_award *aw = calloc(JF_RULES_ACTIVE_MAX, sizeof(*aw));
+    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
     size_t n = 0, live = 0;
     int64_t total = 0;
     jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
@@ -617,11 +651,13 @@ static jf_err event_apply(jf_ctx *ctx)
     for (size_t i = 0; err == JF_OK && i < n; i++)
         if (!jf_points_add_checked(total, aw[i].points, &total))
             err = jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The event earns too many points.");
-    if (err == JF_OK && (a->dry_run || total == 0)) {
+    int64_t growth = err == JF_OK ? jf_awards_growth(aw, n) : 0;
+    if (err == JF_OK && (a->dry_run || (total == 0 && growth == 0))) {
         json_t *pts = NULL;
         jf_json_set(ctx->out, "event", json_string(a->event_name));
         jf_json_set(ctx->out, "dry_run", json_boolean(a->dry_run));
         jf_json_set(ctx->out, "total_points", json_integer(total));
+        jf_json_set(ctx->out, "total_growth", json_integer(growth));
         jf_json_set(ctx->out, "awards", jf_awards_array(aw, n));
         jf_json_set(ctx->out, "transaction", json_null());
         if ((err = jf_member_points_json(ctx, m.id, &pts)) == JF_OK)
@@ -646,8 +682,11 @@ static jf_err event_apply(jf_ctx *ctx)
     err = jf_awards_write(ctx, &tx, m.id, aw, n);
     jf_tx_post(&tx, "issuance", NULL, -total);
     jf_tx_post(&tx, "points", m.id, total);
+    jf_tx_post_growth(&tx, m.id, growth);
     free(aw);
     err = jf_tx_complete(ctx, &tx, m.id, err);
+    if (err == JF_OK && growth > 0)
+        err = jf_tier_after_growth(ctx, m.id, tx.id);
     if (err == JF_OK)
         jf_json_set(ctx->out, "event", json_string(a->event_name));
     return err;

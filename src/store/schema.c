@@ -11,7 +11,7 @@
  */
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 3
+#define JF_SCHEMA_VERSION 4
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -272,6 +272,57 @@ static const char schema_v3[] =
     " WHERE referred_by IS NOT NULL;"
     "UPDATE meta SET value = '3' WHERE key = 'schema_version';";
 
+/*
+ * Version 4: tiers and growth value (docs/TIERS.md).  A tier configuration
+ * is an immutable version like a rule's; a member row carries its tier, when
+ * it was reached, its next evaluation and whether it was set by hand (with
+ * the end of an override).  Tier changes are an append-only history, and
+ * the event log (the outbox webhooks will deliver) is append-only too.
+ * Awards record the growth they gave.
+ */
+static const char schema_v4[] =
+    "CREATE TABLE tier_configs("
+    " tenant_id INTEGER NOT NULL, version INTEGER NOT NULL CHECK(version >= 1),"
+    " body TEXT NOT NULL, actor TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, version)) STRICT, WITHOUT ROWID;"
+    "ALTER TABLE members ADD COLUMN tier TEXT;"
+    "ALTER TABLE members ADD COLUMN tier_since INTEGER;"
+    "ALTER TABLE members ADD COLUMN tier_eval_at INTEGER;"
+    "ALTER TABLE members ADD COLUMN tier_manual INTEGER NOT NULL DEFAULT 0"
+    " CHECK(tier_manual IN (0, 1));"
+    "ALTER TABLE members ADD COLUMN tier_override_until INTEGER;"
+    "CREATE INDEX members_tier_eval ON members(tenant_id, tier_eval_at)"
+    " WHERE tier_eval_at IS NOT NULL;"
+    "CREATE INDEX members_tier ON members(tenant_id, tier) WHERE tier IS NOT NULL;"
+    "CREATE TABLE tier_changes("
+    " tenant_id INTEGER NOT NULL, member_id TEXT NOT NULL, id TEXT NOT NULL,"
+    " from_tier TEXT, to_tier TEXT,"
+    " kind TEXT NOT NULL CHECK(kind IN ('upgrade','downgrade','retain','manual',"
+    "'override_end','import')),"
+    " reason TEXT NOT NULL, growth INTEGER NOT NULL, tx_id TEXT, actor TEXT NOT NULL,"
+    " config_version INTEGER NOT NULL, until INTEGER, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, member_id, id)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE events("
+    " seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
+    " type TEXT NOT NULL, member_id TEXT, data TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    " UNIQUE(tenant_id, id)) STRICT;"
+    "CREATE INDEX events_tenant ON events(tenant_id, type, seq);"
+    "ALTER TABLE awards ADD COLUMN growth INTEGER NOT NULL DEFAULT 0 CHECK(growth >= 0);"
+    "CREATE INDEX refunds_member ON refunds(tenant_id, member_id, created_at);"
+    "CREATE TRIGGER tier_configs_no_update BEFORE UPDATE ON tier_configs"
+    " BEGIN SELECT RAISE(ABORT, 'tier configurations are immutable'); END;"
+    "CREATE TRIGGER tier_configs_no_delete BEFORE DELETE ON tier_configs"
+    " BEGIN SELECT RAISE(ABORT, 'tier configurations are immutable'); END;"
+    "CREATE TRIGGER tier_changes_no_update BEFORE UPDATE ON tier_changes"
+    " BEGIN SELECT RAISE(ABORT, 'tier changes are immutable'); END;"
+    "CREATE TRIGGER tier_changes_no_delete BEFORE DELETE ON tier_changes"
+    " BEGIN SELECT RAISE(ABORT, 'tier changes are immutable'); END;"
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;"
+    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;"
+    "UPDATE meta SET value = '4' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -302,7 +353,9 @@ jf_err jf_db_migrate(jf_db *db)
         version = 1;
     if (err == JF_OK && version == 1 && (err = migrate_step(db, schema_v2)) == JF_OK)
         version = 2;
-    if (err == JF_OK && version == 2)
-        err = migrate_step(db, schema_v3);
+    if (err == JF_OK && version == 2 && (err = migrate_step(db, schema_v3)) == JF_OK)
+        version = 3;
+    if (err == JF_OK && version == 3)
+        err = migrate_step(db, schema_v4);
     return err;
 }

@@ -70,12 +70,22 @@ ROUTES = [
     ("GET", "/v1/campaigns", "CAMPAIGN_LIST", "JF_ROLES_ALL", None),
     ("GET", "/v1/campaigns/{cid}", "CAMPAIGN_GET", "JF_ROLES_ALL", "campaign"),
     ("PATCH", "/v1/campaigns/{cid}", "CAMPAIGN_UPDATE", "JF_ROLES_ADMIN", "campaign"),
+    ("GET", "/v1/tiers", "TIER_CONFIG_GET", "JF_ROLES_ALL", None),
+    ("PUT", "/v1/tiers", "TIER_CONFIG_PUT", "JF_ROLES_ADMIN", None),
+    ("POST", "/v1/tiers/evaluate", "TIER_EVALUATE", "JF_ROLES_ADMIN", None),
+    ("POST", "/v1/tiers/import", "TIER_IMPORT", "JF_ROLES_ADMIN", None),
+    ("GET", "/v1/members/{mid}/tier", "MEMBER_TIER_GET", "JF_ROLES_ALL", "member"),
+    ("PUT", "/v1/members/{mid}/tier", "MEMBER_TIER_SET", "JF_ROLES_OPS", "member"),
+    ("GET", "/v1/events", "EVENT_LIST", "JF_ROLES_ALL", None),
     ("PUT", "/v1/test/clock", "CLOCK_SET", "JF_ROLES_ADMIN", None),
     ("GET", "/v1/test/clock", "CLOCK_GET", "JF_ROLES_ADMIN", None),
 ]
 
 WRITES_WITH_IDEM = {"EARN", "REDEEM", "ADJUST", "TRANSFER", "HOLD", "HOLD_CAPTURE", "HOLD_VOID",
                     "REVERSE", "MEMBER_EVENT", "ORDER_REFUND", "CHECK_IN"}
+TIERS_BODY = {"window": {"type": "lifetime"},
+              "tiers": [{"code": "silver", "name": "Silver", "threshold": 0},
+                        {"code": "gold", "name": "Gold", "threshold": 100}]}
 RULE_BODY = {"name": "authz rule", "trigger": "purchase", "status": "draft",
              "effect": {"type": "fixed", "points": 1}}
 
@@ -113,6 +123,8 @@ class AuthzMatrix(unittest.TestCase):
         cls.cmp1 = H.check_ok(admin.post("/v1/campaigns", {"name": "authz"}), 201, "c1")["id"]
         cls.cmp2 = H.check_ok(env.admin2.post("/v1/campaigns", {"name": "authz"}), 201,
                               "c2")["id"]
+        H.check_ok(admin.put("/v1/tiers", TIERS_BODY), 200, "tiers 1")
+        H.check_ok(env.admin2.put("/v1/tiers", TIERS_BODY), 200, "tiers 2")
         H.check_ok(H.earn(admin, cls.m1["id"], order={"id": "authz-o1", "amount": 10 ** 9,
                                                      "currency": "CNY"}), 201, "order o1")
         # tenant 2's objects
@@ -204,6 +216,14 @@ class AuthzMatrix(unittest.TestCase):
             body = {"name": "authz", "role": "readonly"}
         elif op == "CLOCK_SET":
             body = {"now": fmt_time(H.clock_now(self.env.admin) + 1000)}
+        elif op == "TIER_CONFIG_PUT":
+            body = TIERS_BODY
+        elif op == "TIER_EVALUATE":
+            body = {}
+        elif op == "TIER_IMPORT":
+            body = {"members": [{"member_id": self.m1["id"], "tier": "silver"}]}
+        elif op == "MEMBER_TIER_SET":
+            body = {"tier": "silver", "reason": "authz"}
         elif op == "BATCH":
             body = {"operations": [{"op": "earn", "id": self.m1["id"], "body": {"points": 1},
                                     "idempotency_key": H.idem_key("authz-batch")}]}

@@ -338,15 +338,23 @@ class CliTests(unittest.TestCase):
 
 class MigrationTests(unittest.TestCase):
     def test_v1_store_migrates_to_v2(self):
-        """A database of schema version 1 (before rules) gains the rule tables (v2) and the
-        refund and check-in tables (v3) on open."""
+        """A database of schema version 1 (before rules) gains the rule tables (v2), the
+        refund and check-in tables (v3) and the tier tables (v4) on open."""
         import sqlite3
         env = H.start_env(self)
         m = H.create_member(env.admin)
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript("DROP TABLE order_lines; DROP TABLE refunds; DROP TABLE refund_lines;"
+        db.executescript("DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+                         "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
+                         "ALTER TABLE members DROP COLUMN tier;"
+                         "ALTER TABLE members DROP COLUMN tier_since;"
+                         "ALTER TABLE members DROP COLUMN tier_eval_at;"
+                         "ALTER TABLE members DROP COLUMN tier_manual;"
+                         "ALTER TABLE members DROP COLUMN tier_override_until;"
+                         "DROP INDEX refunds_member;"
+                         "DROP TABLE order_lines; DROP TABLE refunds; DROP TABLE refund_lines;"
                          "DROP TABLE refund_transactions; DROP TABLE checkins; DROP TABLE bonus_grants;"
                          "DROP TABLE campaigns;"
                          "DROP INDEX members_referred_by;"
@@ -365,7 +373,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "3")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "4")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()

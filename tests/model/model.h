@@ -108,6 +108,7 @@ typedef struct o_txn {
     int other; /* transfer recipient, else -1 */
     int64_t points;
     int64_t reversed;
+    int64_t growth;  /* earn: growth given; reversal of an earn: growth taken back */
     int sign;        /* adjust: +1 or -1 */
     o_piece *pieces; /* what this debit consumed (redeem, -adjust, transfer, hold) */
     int npieces, cap_pieces;

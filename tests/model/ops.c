@@ -156,6 +156,8 @@ static void op_earn(model *md)
     jf_result res;
     jf_err err = mt_write(md, JF_OP_EARN, member_id(md, m), body, m, -1, &res);
     mt_expect_err(md, want, err, &res);
+    if (order[0] != '\0' && want == JF_OK && t >= 0)
+        md->o.txns[t].growth = points; /* an order's growth is its purchase points */
     if (order[0] != '\0')
         MT_PUSH(md->orders, md->norders, md->cap_orders, mt_xstrdup(order));
     json_t *root = mt_json(md, &res);

@@ -493,6 +493,13 @@ static bool reversible(const o_txn *tx)
     }
 }
 
+/* Growth taken back once k of an earn's points are reversed: in
+ * proportion, rounded up, all of it with the last point (docs/TIERS.md). */
+static int64_t growth_target(const o_txn *e, int64_t k)
+{
+    return k >= e->points ? e->growth : (e->growth * k + e->points - 1) / e->points;
+}
+
 /* Applies the reversal r of n points of transaction orig (checked). */
 static void reverse_apply(oracle *o, int orig, int r, int64_t n)
 {
@@ -508,6 +515,8 @@ static void reverse_apply(oracle *o, int orig, int r, int64_t n)
         restore(o, orig, r, n);
     } else
         MT_ASSERT(!"not reversible");
+    if (tx.type == O_EARN && tx.growth > 0)
+        o->txns[r].growth = growth_target(&tx, tx.reversed + n) - growth_target(&tx, tx.reversed);
     o->txns[orig].reversed += n;
     MT_ASSERT(o->txns[orig].reversed <= o->txns[orig].points);
 }

@@ -84,6 +84,10 @@ static void expect_postings(model *md, const o_txn *tx, postings *ps)
     case O_EARN:
         add_member(md, ps, tx->member, "points", n);
         add(ps, "program:issuance", -n);
+        if (tx->growth != 0) {
+            add_member(md, ps, tx->member, "growth", tx->growth);
+            add(ps, "program:growth_issuance", -tx->growth);
+        }
         break;
     case O_REDEEM:
         add_member(md, ps, tx->member, "points", -n);
@@ -110,6 +114,10 @@ static void expect_postings(model *md, const o_txn *tx, postings *ps)
         break;
     case O_REVERSE:
         expect_reverse(md, &md->o.txns[tx->reverses], n, ps);
+        if (tx->growth != 0) {
+            add_member(md, ps, md->o.txns[tx->reverses].member, "growth", -tx->growth);
+            add(ps, "program:growth_issuance", tx->growth);
+        }
         break;
     default:
         mt_fail(md, "no expected postings for a %s", o_type_name(tx->type));
