@@ -128,6 +128,13 @@ seed() {
         '{"currency":"CNY","earn_rate":{"points":1,"per_amount":100},"expiry":{"policy":"end_of_year","months":12}}' \
         demo-seed-program >/dev/null || return 1
 
+    # Tiers on growth value (成长值) over a rolling 12 months: 银卡 from 0, 金卡 from 200 (earns
+    # 1.25x), 钻石卡 from 2000 (earns 1.5x, 2x on the birthday); docs/TIERS.md.  张伟's order
+    # below crosses 200 and upgrades him to gold in the same transaction.
+    api PUT /v1/tiers \
+        '{"window":{"type":"rolling_months","months":12},"tiers":[{"code":"silver","name":"Silver","name_zh":"银卡","threshold":0},{"code":"gold","name":"Gold","name_zh":"金卡","threshold":200,"retain":150,"benefits":{"earn_multiplier":{"num":5,"den":4},"perks":[{"en":"Free delivery","zh":"免运费"}]}},{"code":"diamond","name":"Diamond","name_zh":"钻石卡","threshold":2000,"benefits":{"earn_multiplier":{"num":3,"den":2},"birthday_multiplier":{"num":2},"perks":[{"en":"Priority service","zh":"优先服务"}]}}]}' \
+        >/dev/null || return 1
+
     local m1 m2 m3
     m1=$(member 13800000001 \
         '{"external_id":"13800000001","name":"张伟","phone":"13800000001","birthday":"1990-05-20","tags":["vip"]}') ||
@@ -184,6 +191,8 @@ jifen is running.
   # the member with external_id 13800000001 and their points
   curl -s -H "Authorization: Bearer \$KEY" \$URL/v1/members/external/13800000001
 
+  # 张伟's tier (金卡 after the seeded order), growth value and what the next evaluation decides
+  curl -s -H "Authorization: Bearer \$KEY" \$URL/v1/members/$DEMO_MEMBER/tier
   # the earning rules (docs/RULES.md), and what an order would earn now (writes nothing)
   curl -s -H "Authorization: Bearer \$KEY" \$URL/v1/rules
   curl -s -X POST -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\

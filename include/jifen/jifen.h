@@ -235,7 +235,8 @@ jf_err jf_tenant_list(jf_engine *eng, char **json);
  * {"birthday_members"}, "tiers": {"evaluated", ...}}. */
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
-/* Checks invariants I1..I7, I10, A1, R1..R3 and G1 (docs/RULES.md) on the whole
+/* Checks invariants I1..I7, I10, A1, R1..R3, G1 (docs/RULES.md), T1 and T2
+ * (docs/TIERS.md) on the whole
  * database.  Writes a JSON
  * report into *json (malloc'd): {"ok": bool, "violation_count": N,
  * "tenants": [{"id", "transactions", "chain_head"}],

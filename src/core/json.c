@@ -42,7 +42,8 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
 {
     json_error_t e;
     *out = NULL;
-    if (len > (ctx->op == JF_OP_BATCH ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
+    bool bulk = ctx->op == JF_OP_BATCH || ctx->op == JF_OP_TIER_IMPORT;
+    if (len > (bulk ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
         return JF_ERR_PAYLOAD_TOO_LARGE;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
     if (v == NULL) {

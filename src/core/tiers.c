@@ -163,9 +163,10 @@ static jf_err window_validate(jf_ctx *ctx, json_t *w)
     if (err == JF_OK)
         err = jf_json_int(ctx, w, "months", false, 1, JF_TIER_WINDOW_MONTHS_MAX, &months,
                           &has_months);
-    if (err == JF_OK && (k == 2) != has_months)
-        err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
-                      "'window.months' is required for rolling_months and only for it.");
+    if (err == JF_OK && k == 2 && !has_months)
+        err = jf_fail(ctx, JF_ERR_MISSING_FIELD, "'window.months' is required for rolling_months.");
+    if (err == JF_OK && k != 2 && has_months)
+        err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'window.months' goes only with rolling_months.");
     return err;
 }
 
@@ -402,7 +403,7 @@ static jf_err spend_between(jf_ctx *ctx, const char *member_id, jf_tier_metrics 
 }
 
 jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *member_id,
-                          int64_t end, bool at_eval, jf_tier_metrics *out)
+                          int64_t end, bool at_eval, bool all, jf_tier_metrics *out)
 {
     memset(out, 0, sizeof(*out));
     out->to = end;
@@ -412,7 +413,10 @@ jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *me
     jf_err err = growth_between(ctx, member_id, INT64_MIN, INT64_MAX, &out->lifetime);
     if (err == JF_OK)
         err = growth_between(ctx, member_id, out->from, out->to, &out->growth);
-    if (err == JF_OK && cfg->uses_spend)
+    /* A refund in the window of growth earned before it cannot make the
+     * window's growth negative. */
+    out->growth = out->growth < 0 ? 0 : out->growth;
+    if (err == JF_OK && (cfg->uses_spend || all))
         err = spend_between(ctx, member_id, out);
     return err;
 }
@@ -516,7 +520,7 @@ jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_i
     err = jf_member_tier_load(ctx, member_id, &mt);
     /* The window includes this transaction (created now). */
     if (err == JF_OK)
-        err = jf_tier_metrics_at(ctx, &cfg, member_id, ctx->now_ms + 1, false, &m);
+        err = jf_tier_metrics_at(ctx, &cfg, member_id, ctx->now_ms + 1, false, false, &m);
     int cur = err == JF_OK ? jf_tier_effective(&cfg, &mt) : -1;
     int q = err == JF_OK ? jf_tier_qualified(&cfg, &m) : -1;
     if (err == JF_OK && q > cur) {

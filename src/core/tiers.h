@@ -67,9 +67,11 @@ typedef struct jf_tier_metrics {
     int64_t growth, spend, orders, lifetime;
 } jf_tier_metrics;
 /* The window that ends at `end`.  at_eval: `end` is an evaluation date, so
- * a calendar-year window is the year that ends there (else the current one). */
+ * a calendar-year window is the year that ends there (else the current one).
+ * Spend and orders are counted when a tier has such a threshold, or when
+ * all is set.  Growth in the window is never below 0. */
 jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *member_id,
-                          int64_t end, bool at_eval, jf_tier_metrics *out);
+                          int64_t end, bool at_eval, bool all, jf_tier_metrics *out);
 /* The highest tier index the metrics qualify for, -1 for none. */
 int jf_tier_qualified(const jf_tier_config *cfg, const jf_tier_metrics *m);
 /* Whether m keeps tier i at an evaluation (its retain, or another threshold). */

@@ -134,7 +134,7 @@ static jf_err evaluate_member(jf_ctx *ctx, const jf_tier_config *cfg, const char
     jf_tier_metrics m;
     tier_decision d;
     int64_t at = mt->eval_at;
-    jf_err err = jf_tier_metrics_at(ctx, cfg, member_id, at, true, &m);
+    jf_err err = jf_tier_metrics_at(ctx, cfg, member_id, at, true, false, &m);
     if (err != JF_OK)
         return err;
     int cur = jf_tier_effective(cfg, mt);
@@ -280,7 +280,7 @@ static jf_err member_tier_view(jf_ctx *ctx, const jf_tier_config *cfg, const cha
     json_t *history = NULL;
     jf_err err = jf_member_tier_load(ctx, member_id, &mt);
     if (err == JF_OK)
-        err = jf_tier_metrics_at(ctx, cfg, member_id, ctx->now_ms + 1, false, &m);
+        err = jf_tier_metrics_at(ctx, cfg, member_id, ctx->now_ms + 1, false, true, &m);
     if (err == JF_OK)
         err = history_json(ctx, member_id, &history);
     if (err != JF_OK)
@@ -299,10 +299,8 @@ static jf_err member_tier_view(jf_ctx *ctx, const jf_tier_config *cfg, const cha
     jf_json_set(
         o, "growth",
         json_pack("{sIsI}", "window", (json_int_t)m.growth, "lifetime", (json_int_t)m.lifetime));
-    if (cfg->uses_spend) {
-        jf_json_set(o, "spend", json_integer(m.spend));
-        jf_json_set(o, "orders", json_integer(m.orders));
-    }
+    jf_json_set(o, "spend", json_integer(m.spend));
+    jf_json_set(o, "orders", json_integer(m.orders));
     jf_json_set(o, "next_tier", next_tier_json(cfg, cur, &m));
     jf_json_set(o, "next_evaluation_at", jf_json_time_value(mt.eval_at));
     jf_json_set(o, "if_evaluated_now",
@@ -362,7 +360,7 @@ static jf_err member_tier_set(jf_ctx *ctx)
     err = to < 0 ? unknown_tier(ctx, code) : jf_member_tier_load(ctx, mb.id, &mt);
     jf_tier_metrics m;
     if (err == JF_OK)
-        err = jf_tier_metrics_at(ctx, &cfg, mb.id, ctx->now_ms + 1, false, &m);
+        err = jf_tier_metrics_at(ctx, &cfg, mb.id, ctx->now_ms + 1, false, false, &m);
     if (err == JF_OK) {
         int64_t until = a->has_expires_at ? a->expires_at : -1;
         jf_tier_move mv = {.kind = "manual",

@@ -313,6 +313,37 @@ static jf_err check_refunds(verifier *v, int64_t t)
     return err;
 }
 
+/* T1: growth is never negative and each reversal of an earn takes back at
+ * most the growth the earn gave.  T2: a member's tier is one of the current
+ * configuration and matches the last recorded change (docs/TIERS.md). */
+static jf_err check_tiers(verifier *v, int64_t t)
+{
+    jf_err err =
+        check_rows(v, "T1", "growth account below zero",
+                   "SELECT account, balance, 0 FROM accounts WHERE tenant_id=? AND account LIKE"
+                   " 'member:%:growth' AND balance < 0",
+                   t);
+    if (err == JF_OK)
+        err = check_rows(v, "T1", "reversals took back more growth than the earn gave",
+                         "SELECT e.id, -SUM(p.amount), (SELECT COALESCE(SUM(q.amount), 0) FROM"
+                         " postings q WHERE q.tenant_id = e.tenant_id AND q.tx_seq = e.seq AND"
+                         " q.account LIKE 'member:%:growth') AS g FROM transactions e JOIN"
+                         " transactions r ON r.tenant_id = e.tenant_id AND r.reverses = e.id JOIN"
+                         " postings p ON p.tenant_id = r.tenant_id AND p.tx_seq = r.seq AND"
+                         " p.account LIKE 'member:%:growth' WHERE e.tenant_id = ? AND e.type ="
+                         " 'earn' GROUP BY e.id HAVING -SUM(p.amount) > g",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "T2", "member's tier differs from its last tier change",
+                         "SELECT m.id, 0, 0 FROM members m WHERE m.tenant_id = ?1 AND"
+                         " m.tier IS NOT (SELECT c.to_tier FROM tier_changes c WHERE c.tenant_id"
+                         " = m.tenant_id AND c.member_id = m.id ORDER BY c.id DESC LIMIT 1)"
+                         " AND (m.tier IS NOT NULL OR EXISTS (SELECT 1 FROM tier_changes c"
+                         " WHERE c.tenant_id = m.tenant_id AND c.member_id = m.id))",
+                         t);
+    return err;
+}
+
 static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, const uint8_t *head,
                             int64_t head_seq)
 {
@@ -328,6 +359,8 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, 
         err = check_awards(v, tenant);
     if (err == JF_OK)
         err = check_refunds(v, tenant);
+    if (err == JF_OK)
+        err = check_tiers(v, tenant);
     json_array_append_new(v->tenants, json_pack("{sssIss}", "id", public_id, "transactions",
                                                 (json_int_t)head_seq, "chain_head", head_hex));
     return err;

@@ -23,8 +23,12 @@ static char db_path[128];
 static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, const char *key,
                 const char *body, char *out_id)
 {
-    jf_request req = {.op = op, .auth = auth, .path_id = id, .body = body,
-                      .body_len = body ? strlen(body) : 0, .idempotency_key = key};
+    jf_request req = {.op = op,
+                      .auth = auth,
+                      .path_id = id,
+                      .body = body,
+                      .body_len = body ? strlen(body) : 0,
+                      .idempotency_key = key};
     jf_result res;
     assert_int_equal(jf_call_sync(eng, &req, &res), JF_OK);
     if (out_id) {
@@ -55,6 +59,11 @@ static void build_ledger(void)
     char body[128];
     snprintf(body, sizeof(body), "{\"to_member_id\":\"%s\",\"points\":20}", b);
     run(eng, &auth, JF_OP_TRANSFER, a, "k3", body, NULL);
+    run(eng, &auth, JF_OP_TIER_CONFIG_PUT, NULL, NULL,
+        "{\"window\":{\"type\":\"lifetime\"},\"tiers\":[{\"code\":\"silver\",\"name\":"
+        "\"Silver\",\"threshold\":0},{\"code\":\"gold\",\"name\":\"Gold\",\"threshold\":40}]}",
+        NULL);
+    run(eng, &auth, JF_OP_EARN, b, "k4", "{\"points\":10,\"growth\":50}", NULL);
     jf_engine_free(eng);
 }
 
@@ -132,12 +141,26 @@ static void test_edited_lot(void **state)
     expect_violation("UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0;", "I4");
 }
 
+static void test_negative_growth(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE accounts SET balance = -1 WHERE account LIKE 'member:%:growth';",
+                     "T1");
+}
+
+static void test_tier_without_change(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE members SET tier = 'silver' WHERE tier = 'gold';", "T2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_edited_posting),     cmocka_unit_test(test_edited_points),
+        cmocka_unit_test(test_edited_posting),      cmocka_unit_test(test_edited_points),
         cmocka_unit_test(test_deleted_transaction), cmocka_unit_test(test_edited_balance),
-        cmocka_unit_test(test_edited_lot),
+        cmocka_unit_test(test_edited_lot),          cmocka_unit_test(test_negative_growth),
+        cmocka_unit_test(test_tier_without_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
