@@ -310,7 +310,10 @@ static jf_err referral_validate(jf_ctx *ctx, json_t *e)
     return err;
 }
 
-static jf_err effect_validate(jf_ctx *ctx, json_t *e, const char *trigger)
+static bool has_fixed_growth(json_t *rule);
+
+/* growth_only: the rule gives a fixed growth, so a fixed effect may give 0 points. */
+static jf_err effect_validate(jf_ctx *ctx, json_t *e, const char *trigger, bool growth_only)
 {
     static const char *const types[] = {"rate",     "fixed",    "multiplier", "sku_bonus",
                                         "check_in", "referral", NULL};
@@ -343,7 +346,8 @@ static jf_err effect_validate(jf_ctx *ctx, json_t *e, const char *trigger)
     int64_t num = 1, den = 1, n;
     if (strcmp(type, "fixed") == 0)
         return jf_json_allow(ctx, e, fixed_fields) == JF_OK
-                   ? jf_json_int(ctx, e, "points", true, 1, JF_POINTS_MAX, &n, NULL)
+                   ? jf_json_int(ctx, e, "points", true, growth_only ? 0 : 1, JF_POINTS_MAX, &n,
+                                 NULL)
                    : JF_ERR_UNKNOWN_FIELD;
     if (strcmp(type, "sku_bonus") == 0)
         return jf_json_allow(ctx, e, bonus_fields) == JF_OK
@@ -501,7 +505,8 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
         err = conditions_validate(ctx, json_object_get(r, "conditions"), is_event);
     if (err == JF_OK)
         err = effect_validate(ctx, json_object_get(r, "effect"),
-                              json_string_value(json_object_get(r, "trigger")));
+                              json_string_value(json_object_get(r, "trigger")),
+                              has_fixed_growth(r));
     if (err == JF_OK)
         err = limits_validate(ctx, json_object_get(r, "limits"));
     if (err == JF_OK)

@@ -259,7 +259,7 @@ static jf_err history_json(jf_ctx *ctx, const char *member_id, json_t **out)
         jf_db_query(ctx->db,
                     "SELECT id, from_tier, to_tier, kind, reason, growth, tx_id,"
                     " actor, until, created_at FROM tier_changes WHERE"
-                    " tenant_id=? AND member_id=? ORDER BY id DESC LIMIT ?",
+                    " tenant_id=? AND member_id=? ORDER BY seq DESC LIMIT ?",
                     "IsI", ctx->auth->tenant, member_id, (int64_t)JF_TIER_HISTORY_MAX);
     if (st == NULL)
         return JF_ERR_IO;

@@ -335,9 +335,10 @@ static jf_err check_tiers(verifier *v, int64_t t)
                          t);
     if (err == JF_OK)
         err = check_rows(v, "T2", "member's tier differs from its last tier change",
-                         "SELECT m.id, 0, 0 FROM members m WHERE m.tenant_id = ?1 AND"
-                         " m.tier IS NOT (SELECT c.to_tier FROM tier_changes c WHERE c.tenant_id"
-                         " = m.tenant_id AND c.member_id = m.id ORDER BY c.id DESC LIMIT 1)"
+                         "SELECT m.id || ' holds ' || COALESCE(m.tier, 'no tier'), 0, 0 FROM"
+                         " members m WHERE m.tenant_id = ?1 AND m.tier IS NOT (SELECT c.to_tier"
+                         " FROM tier_changes c WHERE c.tenant_id = m.tenant_id AND c.member_id ="
+                         " m.id ORDER BY c.seq DESC LIMIT 1)"
                          " AND (m.tier IS NOT NULL OR EXISTS (SELECT 1 FROM tier_changes c"
                          " WHERE c.tenant_id = m.tenant_id AND c.member_id = m.id))",
                          t);
