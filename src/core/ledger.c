@@ -260,9 +260,9 @@ static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool
                  "points.",
                  (long long)ctx->prog.earn_points, (long long)ctx->prog.earn_per_amount,
                  (long long)a->order_amount, (long long)points);
-        json_array_append_new(awards, json_pack("{snsnsIsssI}", "rule_id", "rule_version",
-                                                "points", (json_int_t)points, "explanation", why,
-                                                "growth", (json_int_t)growth));
+        json_array_append_new(awards, json_pack("{snsnsIsssI}", "rule_id", "rule_version", "points",
+                                                (json_int_t)points, "explanation", why, "growth",
+                                                (json_int_t)growth));
     }
     jf_json_set(ctx->out, "dry_run", json_true());
     jf_json_set(ctx->out, "total_points", json_integer(points));

@@ -131,7 +131,8 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
                     "  AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at <= ?5),"
                     " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
                     "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
-                    "  AND (expires_at IS NULL OR expires_at > ?5))",
+                    /* implied (now >= created_at), and lets lots_pending serve it */
+                    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?5))",
                     "IsssI", ctx->auth->tenant, points, held, member_id, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;

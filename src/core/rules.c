@@ -504,9 +504,9 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
     if (err == JF_OK)
         err = conditions_validate(ctx, json_object_get(r, "conditions"), is_event);
     if (err == JF_OK)
-        err = effect_validate(ctx, json_object_get(r, "effect"),
-                              json_string_value(json_object_get(r, "trigger")),
-                              has_fixed_growth(r));
+        err =
+            effect_validate(ctx, json_object_get(r, "effect"),
+                            json_string_value(json_object_get(r, "trigger")), has_fixed_growth(r));
     if (err == JF_OK)
         err = limits_validate(ctx, json_object_get(r, "limits"));
     if (err == JF_OK)

@@ -368,15 +368,22 @@ static int64_t year_start(const jf_tz *tz, int64_t t)
     return jf_tz_period_end_ms(tz, t, -12, JF_PERIOD_YEAR);
 }
 
+/* Growth posted to the member in [from, to): the account's balance for all
+ * time, else the growth postings of the member's transactions then. */
 static jf_err growth_between(jf_ctx *ctx, const char *member_id, int64_t from, int64_t to,
                              int64_t *out)
 {
     char account[JF_ID_LEN_MAX + 24];
     snprintf(account, sizeof account, "member:%s:growth", member_id);
+    if (from == INT64_MIN && to == INT64_MAX)
+        return jf_db_int(ctx->db, out, 0,
+                         "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
+                         ctx->auth->tenant, account);
     return jf_db_int(ctx->db, out, 0,
-                     "SELECT COALESCE(SUM(amount), 0) FROM postings WHERE tenant_id=? AND"
-                     " account=? AND created_at >= ? AND created_at < ?",
-                     "IsII", ctx->auth->tenant, account, from, to);
+                     "SELECT COALESCE(SUM(p.amount), 0) FROM transactions t JOIN postings p ON"
+                     " p.tenant_id = t.tenant_id AND p.tx_seq = t.seq WHERE t.tenant_id=? AND"
+                     " t.member_id=? AND t.created_at >= ? AND t.created_at < ? AND p.account=?",
+                     "IsIIs", ctx->auth->tenant, member_id, from, to, account);
 }
 
 static jf_err spend_between(jf_ctx *ctx, const char *member_id, jf_tier_metrics *m)

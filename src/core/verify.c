@@ -60,13 +60,13 @@ static jf_err check_sums(verifier *v, int64_t t)
                    t);
     if (err == JF_OK)
         err = check_rows(v, "I2", "account balance differs from its postings",
-                         "SELECT a.account, a.balance, COALESCE((SELECT SUM(p.amount) FROM"
-                         " postings p WHERE p.tenant_id = a.tenant_id AND p.account = a.account),"
-                         " 0) AS s FROM accounts a WHERE a.tenant_id = ?1 AND a.balance <> s"
-                         " UNION ALL SELECT p.account, 0, SUM(p.amount) FROM postings p"
-                         " WHERE p.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM accounts a"
-                         " WHERE a.tenant_id = p.tenant_id AND a.account = p.account)"
-                         " GROUP BY p.account",
+                         "WITH s(account, total) AS (SELECT account, SUM(amount) FROM postings"
+                         " WHERE tenant_id = ?1 GROUP BY account) SELECT a.account, a.balance,"
+                         " COALESCE(s.total, 0) FROM accounts a LEFT JOIN s ON s.account ="
+                         " a.account WHERE a.tenant_id = ?1 AND a.balance <> COALESCE(s.total, 0)"
+                         " UNION ALL SELECT s.account, 0, s.total FROM s WHERE NOT EXISTS"
+                         " (SELECT 1 FROM accounts a WHERE a.tenant_id = ?1 AND a.account ="
+                         " s.account)",
                          t);
     if (err == JF_OK)
         err = check_rows(v, "I3", "member balance below its recorded debt or held below zero",
