@@ -946,6 +946,30 @@ class MultiplierTests(TierTestCase):
 
 # ================================================================ 9. refunds and reversals
 
+    def test_gold_multiplier_with_a_double_points_campaign(self):
+        """The double points come from a campaign (双11): while it is active a gold member's
+        order earns base + double + gold (100 + 100 + 50); paused, base + gold (150)."""
+        archive_all(self.c)
+        H.check_ok(self.c.post("/v1/rules", RATE), 201, "rate")
+        cmp = H.check_ok(self.c.post("/v1/campaigns", {"name": "双11"}), 201, "campaign")
+        H.check_ok(self.c.post("/v1/rules", dict(DOUBLE, campaign_id=cmp["id"])), 201, "double")
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "active"}), 200, "on")
+        self.put_tiers(tiers_body(gold_benefits={"earn_multiplier": {"num": 3, "den": 2}}))
+        g = self.member()
+        self.earn(g, status=None, growth=1000)
+        self.assertEqual(self.tier(g), "gold")
+        order = {"id": "C-1", "amount": 10000, "currency": "CNY"}
+        b = self.earn(g, order=order)
+        by = {a["rule_id"]: a["points"] for a in b["transaction"]["awards"]}
+        self.assertEqual(sorted(by.values()), [50, 100, 100], b)
+        self.assertEqual(b["transaction"]["points"], 250, b)
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "paused"}), 200, "off")
+        b = self.earn(g, order=dict(order, id="C-2"))
+        self.assertEqual(b["transaction"]["points"], 150, b)
+        self.assertEqual({a["rule_id"] for a in b["transaction"]["awards"]} & {"tier:gold"},
+                         {"tier:gold"}, b)
+
+
 class RefundTests(TierTestCase):
     def test_refund_drops_growth_not_the_tier_until_evaluation(self):
         archive_all(self.c)
