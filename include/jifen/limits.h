@@ -106,6 +106,10 @@
  * between batches so the WAL restarts from its head instead of growing. */
 #define JF_WAL_RESTART_FRAMES 4096
 
+/* A sliced job's next slice waits while foreground commands are queued, at
+ * most this long (so jobs still progress under full load). */
+#define JF_JOB_WAIT_MAX_MS 50
+
 /* Expiry runs in slices of at most this many lots or this many microseconds
  * of work, one writer command each, so the expiry job never holds the writer
  * (and the requests queued behind it) for long. */

@@ -21,6 +21,7 @@ struct jf_cmd {
     void *done_ctx;
     jf_result res;
     int64_t acc[6];       /* running totals of a sliced job */
+    int64_t parked_ms;    /* when a sliced job was parked for its next slice */
     struct jf_cmd **subs; /* a batch's operations */
     size_t sub_count;
     bool claimed; /* a batch operation whose key this batch put in flight */

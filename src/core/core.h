@@ -72,6 +72,7 @@ struct jf_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_idle;
     jf_cmd *q_head, *q_tail;
+    jf_cmd *jobs_head, *jobs_tail; /* sliced jobs parked between slices */
     size_t q_len;
     bool stopping, draining, writer_busy;
     pthread_mutex_t idem_mu;

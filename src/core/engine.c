@@ -334,15 +334,42 @@ static void stats_bucket(_Atomic uint64_t *buckets, int n, uint64_t v, uint64_t 
     atomic_fetch_add(&buckets[i], 1);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* A sliced job's next slice waits (parked) while foreground commands are
+ * queued, and runs when the queue is empty or after it has waited
+ * JF_JOB_WAIT_MAX_MS: jobs use the writer's spare time and still progress
+ * under full load, so the till keeps its latency while expiry runs. */
+static void writer_unpark(jf_engine *eng)
+{
+    jf_cmd *j = eng->jobs_head;
+    if (j == NULL || (eng->q_head != NULL && mono_ms() - j->parked_ms < JF_JOB_WAIT_MAX_MS))
+        return;
+    eng->jobs_head = j->next;
+    if (eng->jobs_head == NULL)
+        eng->jobs_tail = NULL;
+    j->next = eng->q_head;
+    eng->q_head = j;
+    if (eng->q_tail == NULL)
+        eng->q_tail = j;
+    eng->q_len++;
+}
+
 /* Takes up to a batch of commands off the queue; NULL when stopping and empty. */
 static jf_cmd *writer_take(jf_engine *eng, size_t *count)
 {
     pthread_mutex_lock(&eng->mu);
-    while (eng->q_head == NULL && !eng->stopping) {
+    while (eng->q_head == NULL && eng->jobs_head == NULL && !eng->stopping) {
         eng->writer_busy = false;
         pthread_cond_broadcast(&eng->cv_idle);
         pthread_cond_wait(&eng->cv_work, &eng->mu);
     }
+    writer_unpark(eng);
     jf_cmd *head = eng->q_head, *tail = NULL;
     size_t n = 0;
     for (jf_cmd *c = head; c && n < JF_BATCH_COMMANDS_MAX; c = c->next, n++)
@@ -360,16 +387,17 @@ static jf_cmd *writer_take(jf_engine *eng, size_t *count)
     return head;
 }
 
+/* Parks a sliced job for its next slice (writer_unpark). */
 static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
 {
     pthread_mutex_lock(&eng->mu);
     cmd->next = NULL;
-    if (eng->q_tail)
-        eng->q_tail->next = cmd;
+    cmd->parked_ms = mono_ms();
+    if (eng->jobs_tail)
+        eng->jobs_tail->next = cmd;
     else
-        eng->q_head = cmd;
-    eng->q_tail = cmd;
-    eng->q_len++;
+        eng->jobs_head = cmd;
+    eng->jobs_tail = cmd;
     pthread_mutex_unlock(&eng->mu);
 }
 
@@ -1038,7 +1066,7 @@ void jf_engine_drain(jf_engine *eng)
     pthread_mutex_lock(&eng->mu);
     eng->draining = true;
     pthread_cond_broadcast(&eng->cv_sched);
-    while (eng->has_writer && (eng->q_head != NULL || eng->writer_busy))
+    while (eng->has_writer && (eng->q_head != NULL || eng->jobs_head != NULL || eng->writer_busy))
         pthread_cond_wait(&eng->cv_idle, &eng->mu);
     pthread_mutex_unlock(&eng->mu);
 }
