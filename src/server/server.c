@@ -308,6 +308,12 @@ static enum MHD_Result submit(srv_req *r, const jf_request *req)
 {
     jf_server *s = r->srv;
     bool write = jf_op_is_write(req->op);
+    /* After quiesce a keep-alive client may still get a request in; it must
+     * not suspend its connection, or the daemon could be stopped under it
+     * (wait_idle may already have seen no request alive).  The client
+     * re-sends after the restart, as with any refusal. */
+    if (write && srv_closing(s))
+        return srv_respond_error(r, JF_ERR_SHUTTING_DOWN, NULL);
     r->phase = SRV_PHASE_WAITING;
     if (write) {
         r->suspended = true;
