@@ -120,7 +120,7 @@ static json_t *key_json(sqlite3_stmt *st)
     jf_json_set(o, "name", jf_json_text(jf_db_text(st, 1)));
     jf_json_set(o, "role", json_string(jf_db_text(st, 2)));
     jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 3)));
-    int64_t revoked = sqlite3_column_type(st, 4) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 4);
+    int64_t revoked = jf_db_int_or(st, 4, -1);
     jf_json_set(o, "revoked_at", jf_json_time_value(revoked));
     return o;
 }

@@ -813,27 +813,17 @@ const jf_op_impl *jf_op_impl_of(jf_op op)
 
 /* ---- scheduled jobs ---- */
 
-/* Tenants with work for a scheduled job: open holds past their deadline
- * (holds_only) or lots past their expiry.  Checked on a read connection so
- * an idle tick costs the writer nothing. */
-static int sched_tenants(jf_engine *eng, bool holds_only, int64_t *tenants, int max)
+/* Tenants with work for a scheduled job (the query selects their ids; its
+ * one parameter, if fmt names one, is now).  Checked on a read connection
+ * so an idle tick costs the writer nothing. */
+static int sched_tenants(jf_engine *eng, const char *sql, const char *fmt, int64_t *tenants,
+                         int max)
 {
     jf_db *db = jf_read_acquire(eng);
     if (db == NULL)
         return 0;
     int n = 0;
-    sqlite3_stmt *st =
-        holds_only
-            ? jf_db_query(db,
-                          "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM holds h WHERE"
-                          " h.tenant_id = t.id AND h.status = 'open' AND h.expires_at <= ?)"
-                          " ORDER BY t.id",
-                          "I", jf_now_ms(eng))
-            : jf_db_query(db,
-                          "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM lots l WHERE"
-                          " l.tenant_id = t.id AND l.expires_at <= ? AND l.remaining > 0 AND"
-                          " l.expired_tx_seq IS NULL AND l.expires_at IS NOT NULL) ORDER BY t.id",
-                          "I", jf_now_ms(eng));
+    sqlite3_stmt *st = jf_db_query(db, sql, fmt, jf_now_ms(eng));
     while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
         tenants[n++] = sqlite3_column_int64(st, 0);
     if (st)
@@ -842,58 +832,36 @@ static int sched_tenants(jf_engine *eng, bool holds_only, int64_t *tenants, int 
     return n;
 }
 
-/* Tenants with a tier evaluation due now. */
-static int sched_tier_tenants(jf_engine *eng, int64_t *tenants, int max)
-{
-    jf_db *db = jf_read_acquire(eng);
-    if (db == NULL)
-        return 0;
-    int n = 0;
-    sqlite3_stmt *st = jf_db_query(db,
-                                   "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM members"
-                                   " m WHERE m.tenant_id = t.id AND m.tier_eval_at <= ?)"
-                                   " ORDER BY t.id",
-                                   "I", jf_now_ms(eng));
-    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
-        tenants[n++] = sqlite3_column_int64(st, 0);
-    if (st)
-        sqlite3_reset(st);
-    jf_read_release(eng, db);
-    return n;
-}
-
-/* Tenants with a live birthday rule: the daily bonus job's work. */
-static int sched_bonus_tenants(jf_engine *eng, int64_t *tenants, int max)
-{
-    jf_db *db = jf_read_acquire(eng);
-    if (db == NULL)
-        return 0;
-    int n = 0;
-    sqlite3_stmt *st = jf_db_query(db,
-                                   "SELECT DISTINCT tenant_id FROM rules WHERE trigger='birthday'"
-                                   " AND status='active' ORDER BY tenant_id",
-                                   "");
-    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
-        tenants[n++] = sqlite3_column_int64(st, 0);
-    if (st)
-        sqlite3_reset(st);
-    jf_read_release(eng, db);
-    return n;
-}
+/* Open holds past their deadline. */
+static const char sched_holds_sql[] =
+    "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM holds h WHERE"
+    " h.tenant_id = t.id AND h.status = 'open' AND h.expires_at <= ?) ORDER BY t.id";
+/* Lots past their expiry. */
+static const char sched_expiry_sql[] =
+    "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM lots l WHERE"
+    " l.tenant_id = t.id AND l.expires_at <= ? AND l.remaining > 0 AND"
+    " l.expired_tx_seq IS NULL AND l.expires_at IS NOT NULL) ORDER BY t.id";
+/* A live birthday rule: the daily bonus job's work. */
+static const char sched_bonus_sql[] = "SELECT DISTINCT tenant_id FROM rules WHERE"
+                                      " trigger='birthday' AND status='active' ORDER BY tenant_id";
+/* A tier evaluation due. */
+static const char sched_tier_sql[] =
+    "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM members"
+    " m WHERE m.tenant_id = t.id AND m.tier_eval_at <= ?) ORDER BY t.id";
 
 static void sched_run_once(jf_engine *eng, bool expiry)
 {
     int64_t tenants[256];
-    int n = sched_tenants(eng, true, tenants, 256);
+    int n = sched_tenants(eng, sched_holds_sql, "I", tenants, 256);
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenants[i], NULL, NULL);
-    n = expiry ? sched_tenants(eng, false, tenants, 256) : 0;
+    n = expiry ? sched_tenants(eng, sched_expiry_sql, "I", tenants, 256) : 0;
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenants[i], NULL, NULL);
-    n = expiry ? sched_bonus_tenants(eng, tenants, 256) : 0;
+    n = expiry ? sched_tenants(eng, sched_bonus_sql, "", tenants, 256) : 0;
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenants[i], NULL, NULL);
-    n = expiry ? sched_tier_tenants(eng, tenants, 256) : 0;
+    n = expiry ? sched_tenants(eng, sched_tier_sql, "I", tenants, 256) : 0;
     for (int i = 0; i < n; i++)
         jf_run_internal(eng, JF_OP_TIER_EVALUATE, tenants[i], NULL, NULL);
 }

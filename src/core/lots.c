@@ -46,8 +46,7 @@ static jf_err lot_vec_fill(lot_vec *lv, sqlite3_stmt *st, int64_t amount)
     jf_err err = JF_OK;
     while (err == JF_OK && sum < amount && sqlite3_step(st) == SQLITE_ROW) {
         lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-                     sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2),
-                     false};
+                     jf_db_int_or(st, 2, -1), false};
         sum += r.remaining;
         err = lot_vec_push(lv, r);
     }
@@ -258,8 +257,7 @@ jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const c
     jf_err err = JF_OK;
     while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
         lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-                     sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 2),
-                     sqlite3_column_int(st, 3) != 0};
+                     jf_db_int_or(st, 2, -1), sqlite3_column_int(st, 3) != 0};
         err = lot_vec_push(&lv, r);
     }
     sqlite3_reset(st);

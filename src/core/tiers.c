@@ -311,11 +311,6 @@ int jf_tier_index(const jf_tier_config *cfg, const char *code)
 
 /* ---- a member's tier and window ---- */
 
-static int64_t column_or(sqlite3_stmt *st, int col)
-{
-    return sqlite3_column_type(st, col) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, col);
-}
-
 jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *out)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db,
@@ -328,9 +323,9 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", member_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         snprintf(out->code, sizeof out->code, "%s", jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
-        out->since = column_or(st, 1);
-        out->eval_at = column_or(st, 2);
-        out->override_until = column_or(st, 4);
+        out->since = jf_db_int_or(st, 1, -1);
+        out->eval_at = jf_db_int_or(st, 2, -1);
+        out->override_until = jf_db_int_or(st, 4, -1);
         out->manual = sqlite3_column_int64(st, 3) != 0;
         err = JF_OK;
     }
@@ -593,8 +588,6 @@ json_t *jf_tier_change_json(sqlite3_stmt *st)
                      jf_db_text(st, 3), "reason", jf_db_text(st, 4), "growth",
                      (json_int_t)sqlite3_column_int64(st, 5), "transaction_id",
                      jf_json_text(jf_db_text(st, 6)), "actor", jf_db_text(st, 7), "until",
-                     jf_json_time_value(sqlite3_column_type(st, 8) == SQLITE_NULL
-                                            ? -1
-                                            : sqlite3_column_int64(st, 8)),
-                     "at", jf_json_time_value(sqlite3_column_int64(st, 9)));
+                     jf_json_time_value(jf_db_int_or(st, 8, -1)), "at",
+                     jf_json_time_value(sqlite3_column_int64(st, 9)));
 }

@@ -272,3 +272,8 @@ const char *jf_db_text(sqlite3_stmt *st, int col)
 {
     return (const char *)sqlite3_column_text(st, col);
 }
+
+int64_t jf_db_int_or(sqlite3_stmt *st, int col, int64_t if_null)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? if_null : sqlite3_column_int64(st, col);
+}

@@ -62,6 +62,9 @@ int64_t jf_db_changes(jf_db *db);
 /* A column as text, "" for NULL-safe display; NULL when the value is NULL. */
 const char *jf_db_text(sqlite3_stmt *st, int col);
 
+/* Column col of the current row as an integer, or if_null when it is NULL. */
+int64_t jf_db_int_or(sqlite3_stmt *st, int col, int64_t if_null);
+
 /* Creates or migrates the schema; run once by the writer's connection. */
 jf_err jf_db_migrate(jf_db *db);
 
