@@ -46,4 +46,27 @@ jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
 bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd);
 void jf_batch_release(jf_engine *eng, jf_cmd *cmd);
 
+/* engine.c: releases a command's idempotency keys, answers and frees it. */
+void jf_writer_finish(jf_engine *eng, jf_cmd *cmd);
+
+/* syncer.c: durable answers off the writer's path.  Start after the writer's
+ * connection is open and migrated: it switches that connection to
+ * synchronous=NORMAL only when it can flush the WAL itself; otherwise
+ * has_syncer stays false and the writer commits with synchronous=FULL and
+ * answers itself.  Fails only when the database cannot be written. */
+jf_err jf_syncer_start(jf_engine *eng);
+/* The generation of the commit the writer is about to run (before COMMIT). */
+uint64_t jf_syncer_begin_commit(jf_engine *eng);
+/* Hands over a committed batch's answered commands (linked by next, may be
+ * NULL) to be answered after the flush that covers generation gen; false
+ * when there is no syncer (the caller answers). */
+bool jf_syncer_submit(jf_engine *eng, jf_cmd *list, uint64_t gen);
+/* Waits until every commit a read snapshot taken before this call can see
+ * is flushed; returns at once with no syncer. */
+void jf_syncer_wait_durable(jf_engine *eng);
+/* Waits until everything handed over is flushed and answered. */
+void jf_syncer_drain(jf_engine *eng);
+/* Stops the thread after answering what is queued; closes the WAL descriptor. */
+void jf_syncer_stop(jf_engine *eng);
+
 #endif

@@ -87,6 +87,16 @@ struct jf_engine {
     pthread_cond_t cv_sched;
     _Atomic uint64_t commits, commands, rejected;
     _Atomic uint64_t batch_buckets[11], commit_buckets[12], commit_us_sum;
+    /* syncer.c: answers go out after the WAL's flush, off the writer's path */
+    bool has_syncer, has_sync_mu, s_stopping, s_busy;
+    pthread_t syncer;
+    pthread_mutex_t sync_mu;
+    pthread_cond_t cv_sync, cv_durable;
+    jf_cmd *s_head, *s_tail; /* committed, waiting for the flush */
+    uint64_t s_gen;          /* highest commit generation handed over */
+    int wal_fd;
+    char wal_path[4096];
+    _Atomic uint64_t commit_gen, durable_gen;
 };
 
 /* The context a handler runs in. */

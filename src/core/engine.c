@@ -4,8 +4,10 @@
  *
  * jf_call validates a write on the caller's thread and queues it.  The writer
  * takes everything queued (up to JF_BATCH_COMMANDS_MAX), applies each command
- * under its own SAVEPOINT inside one BEGIN IMMEDIATE transaction, commits once
- * with synchronous=FULL, and only then answers every command of the batch.  A
+ * under its own SAVEPOINT inside one BEGIN IMMEDIATE transaction and commits
+ * once; every command of the batch is answered only after the WAL is flushed
+ * (syncer.c does the flush and the answers off the writer's path, so the
+ * next batch runs meanwhile).  A
  * refused command rolls back to its savepoint and costs its neighbours
  * nothing.  Long jobs (expiry) run as commands that apply one bounded slice
  * and re-queue themselves at the tail, so the till is never locked out.
@@ -448,6 +450,15 @@ static void writer_wal_restart(jf_engine *eng)
     atomic_store(&eng->wal_frames, 0);
 }
 
+void jf_writer_finish(jf_engine *eng, jf_cmd *c)
+{
+    if (c->idem_key)
+        jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
+    if (c->op == JF_OP_BATCH)
+        jf_batch_release(eng, c);
+    cmd_finish(c);
+}
+
 static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
 {
     bool again[JF_BATCH_COMMANDS_MAX] = {false};
@@ -462,25 +473,31 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
         if (c->res.err != JF_OK)
             atomic_fetch_add(&eng->rejected, 1);
     }
+    uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
         writer_commit(eng, batch, again);
     writer_wal_restart(eng);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
+    jf_cmd *answer = NULL, **tail = &answer;
     i = 0;
     for (jf_cmd *c = batch, *next; c; c = next, i++) {
         next = c->next;
+        c->next = NULL;
         if (again[i]) {
             free(c->res.body);
             c->res.body = NULL;
             writer_requeue(eng, c);
             continue;
         }
-        if (c->idem_key)
-            jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
-        if (c->op == JF_OP_BATCH)
-            jf_batch_release(eng, c);
-        cmd_finish(c);
+        *tail = c;
+        tail = &c->next;
+    }
+    if (jf_syncer_submit(eng, answer, gen))
+        return;
+    for (jf_cmd *c = answer, *next; c; c = next) {
+        next = c->next;
+        jf_writer_finish(eng, c);
     }
 }
 
@@ -579,6 +596,8 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     }
     ctx_finish(&ctx, err, &res);
     jf_read_release(eng, db);
+    /* Nothing not yet on disk is shown (syncer.c). */
+    jf_syncer_wait_durable(eng);
     done(done_ctx, &res);
     jf_result_deinit(&res);
 }
@@ -975,6 +994,8 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
         return err;
     sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
+    if ((err = jf_syncer_start(eng)) != JF_OK)
+        return err;
     if (pthread_create(&eng->writer, NULL, writer_main, eng) != 0)
         return JF_ERR_NOMEM;
     eng->has_writer = true;
@@ -1000,6 +1021,7 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
         free(eng);
         return JF_ERR_NOMEM;
     }
+    eng->wal_fd = -1;
     eng->test_clock = opts->test_clock;
     atomic_store(&eng->test_now_ms, real_now_ms());
     eng->interval_s = opts->expiry_interval_s;
@@ -1037,6 +1059,7 @@ void jf_engine_drain(jf_engine *eng)
     while (eng->has_writer && (eng->q_head != NULL || eng->jobs_head != NULL || eng->writer_busy))
         pthread_cond_wait(&eng->cv_idle, &eng->mu);
     pthread_mutex_unlock(&eng->mu);
+    jf_syncer_drain(eng);
 }
 
 void jf_engine_free(jf_engine *eng)
@@ -1053,6 +1076,7 @@ void jf_engine_free(jf_engine *eng)
         pthread_join(eng->sched, NULL);
     if (eng->has_writer)
         pthread_join(eng->writer, NULL);
+    jf_syncer_stop(eng);
     if (eng->has_ckpt)
         pthread_join(eng->ckpt, NULL);
     jf_db_close(&eng->wdb);

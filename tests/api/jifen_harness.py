@@ -238,12 +238,14 @@ def q(s):
 
 class Server:
     """A running `jifen serve` process.  stdout is drained by a thread (the
-    ready line gives the port); stderr goes to a file in the temp dir."""
+    ready line gives the port); stderr goes to a file in the temp dir.  env:
+    variables added to (or overriding) os.environ for the server process."""
 
-    def __init__(self, db, workdir, test_clock=True, extra_args=()):
+    def __init__(self, db, workdir, test_clock=True, extra_args=(), env=None):
         self.db, self.workdir = db, workdir
         self.test_clock = test_clock
         self.extra_args = list(extra_args)
+        self.env = dict(env) if env else None
         self.proc = None
         self.port = None
         self.lines = []
@@ -259,8 +261,9 @@ class Server:
         self.starts += 1
         self.stderr_path = os.path.join(self.workdir, "serve-%d.stderr" % self.starts)
         errf = open(self.stderr_path, "wb")
+        child_env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errf,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir, env=child_env)
         errf.close()
         ready = queue.Queue()
         proc = self.proc
@@ -359,9 +362,10 @@ def init_tenant(db, name):
 
 
 class Env:
-    """A temp dir, a database with tenants t1 and t2, and a running server."""
+    """A temp dir, a database with tenants t1 and t2, and a running server
+    (env: extra environment of the server process only, not of the CLI)."""
 
-    def __init__(self, test_clock=True, extra_args=()):
+    def __init__(self, test_clock=True, extra_args=(), env=None):
         if not os.path.exists(jifen_bin()):
             raise AssertionError("server binary not found: %s (set JIFEN_BIN)" % jifen_bin())
         self.dir = tempfile.mkdtemp(prefix="jifen-api-")
@@ -370,7 +374,7 @@ class Env:
         try:
             self.t1 = init_tenant(self.db, "t1")
             self.t2 = init_tenant(self.db, "t2")
-            self.server = Server(self.db, self.dir, test_clock, extra_args)
+            self.server = Server(self.db, self.dir, test_clock, extra_args, env)
             self.server.start()
         except BaseException:
             self._kill_and_rm()

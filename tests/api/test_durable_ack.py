@@ -1,0 +1,177 @@
+"""Durable acknowledgement over HTTP (invariant I8, src/core/syncer.c).
+
+The server runs with tests/api/fsync_gate.c preloaded, which holds every
+flush of the database's "-wal" file while a gate file exists.  With the gate
+closed a write must not be answered, and a read that may see it must not
+answer either; once the gate opens both answer, the write replays under its
+Idempotency-Key, and a SIGTERM during a held flush loses no answered write.
+While the gate is closed a correct server cannot answer however long we wait,
+so no timing makes these tests pass; the waits only give a wrong server the
+time to show itself.  Setup happens with the gate open (creating a member is
+a write too).  The tests are skipped when $JIFEN_FSYNC_GATE_LIB (set by ctest)
+does not name the built library.
+Run: JIFEN_FSYNC_GATE_LIB=build/tests/api/libfsync_gate.so \\
+     python3 tests/api/test_durable_ack.py"""
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jifen_harness as H  # noqa: E402
+
+HELD_S = 0.5          # how long a held write is watched for a wrong answer
+HELD_READ_S = 0.3     # the same for a read
+ANSWER_TIMEOUT_S = 10.0
+
+
+def is_asan_build(path):
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+class Gate:
+    """The gate file of one test and the server environment that obeys it."""
+
+    def __init__(self, testcase):
+        lib = os.environ.get("JIFEN_FSYNC_GATE_LIB")
+        if not lib or not os.path.isfile(lib):
+            raise unittest.SkipTest("JIFEN_FSYNC_GATE_LIB does not name the fsync_gate library "
+                                    "(%r); build it and run through ctest" % lib)
+        self.dir = tempfile.mkdtemp(prefix="jifen-gate-")
+        testcase.addCleanup(shutil.rmtree, self.dir, True)
+        self.path = os.path.join(self.dir, "gate")
+        self.hit = self.path + ".hit"
+        preload = os.path.abspath(lib)
+        if os.environ.get("LD_PRELOAD"):
+            preload += ":" + os.environ["LD_PRELOAD"]
+        self.env = {"LD_PRELOAD": preload, "JIFEN_FSYNC_GATE": self.path}
+        if is_asan_build(H.jifen_bin()):
+            # The preloaded library comes before the ASan runtime in the link order.
+            opts = os.environ.get("ASAN_OPTIONS")
+            self.env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "verify_asan_link_order=0"
+
+    def close(self):
+        if os.path.exists(self.hit):
+            os.remove(self.hit)
+        open(self.path, "w").close()
+
+    def open(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+    def wait_hit(self):
+        """Waits until the library holds a WAL flush (it creates <gate>.hit)."""
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while not os.path.exists(self.hit):
+            if time.monotonic() > deadline:
+                raise AssertionError("no WAL flush reached the closed gate within %.0fs"
+                                     % ANSWER_TIMEOUT_S)
+            time.sleep(0.002)
+
+
+class Pending:
+    """One request sent from a thread of its own, on a connection of its own."""
+
+    def __init__(self, client, method, path, body=None, idem=None):
+        self.what = "%s %s" % (method, path)
+        self.resp = self.error = None
+        self.done = threading.Event()
+
+        def run():
+            try:
+                self.resp = client.request(method, path, body, idem=idem, retry_idle=False)
+            except BaseException as e:  # noqa: B902 - reported by result()
+                self.error = e
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def result(self):
+        if not self.done.wait(ANSWER_TIMEOUT_S):
+            raise AssertionError("%s: no answer within %.0fs of the gate opening"
+                                 % (self.what, ANSWER_TIMEOUT_S))
+        if self.error is not None:
+            raise AssertionError("%s failed: %r" % (self.what, self.error))
+        return self.resp
+
+
+class DurableAckTests(unittest.TestCase):
+    def setUp(self):
+        self.gate = Gate(self)
+        self.env = H.start_env(self, env=self.gate.env)
+        self.addCleanup(self.gate.open)  # runs before the env's cleanup
+        self.key = self.env.t1["api_key"]
+
+    def hold_earn(self, mid, points, key):
+        """Closes the gate, sends an earn, checks that it is held; returns it."""
+        self.gate.close()
+        w = Pending(self.env.client(self.key), "POST", "/v1/members/%s/earn" % mid,
+                    {"points": points}, key)
+        self.assertFalse(w.done.wait(HELD_S),
+                         "earn answered while its WAL flush was held: %r %r" % (w.resp, w.error))
+        self.gate.wait_hit()
+        return w
+
+    def test_held_flush_holds_write_and_read(self):
+        admin = self.env.admin
+        mid = H.create_member(admin)["id"]
+        self.assertFalse(os.path.exists(self.gate.hit), "a flush was held with the gate open")
+        key = H.idem_key("durable")
+        w = self.hold_earn(mid, 5, key)
+        r = Pending(self.env.client(self.key), "GET", "/v1/members/%s" % mid)
+        self.assertFalse(r.done.wait(HELD_READ_S),
+                         "GET answered before a commit it may see was flushed: %r %r"
+                         % (r.resp, r.error))
+        self.assertFalse(w.done.is_set() or r.done.is_set(), "answered while the gate was closed")
+        self.gate.open()
+        earned = H.check_ok(w.result(), 201, "held earn")
+        self.assertEqual(earned["transaction"]["points"], 5)
+        seen = H.check_ok(r.result(), 200, "held GET")
+        self.assertIn(seen["points"]["available"], (0, 5), "GET during the held flush")
+        self.assertEqual(H.member_of(admin, mid)["points"]["available"], 5)
+        rep = admin.post("/v1/members/%s/earn" % mid, {"points": 5}, idem=key)
+        self.assertEqual(rep.status, 201, "replay: %r" % rep)
+        self.assertTrue(rep.replayed, "replay without Idempotent-Replayed: true: %r" % rep)
+        self.assertEqual(rep.body, earned, "replay body differs")
+        self.assertEqual(H.member_of(admin, mid)["points"]["available"], 5)
+
+    def test_sigterm_while_flush_held(self):
+        env = self.env
+        mid = H.create_member(env.admin)["id"]
+        w = self.hold_earn(mid, 7, H.idem_key("durable-term"))
+        proc = env.server.proc
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while "shutting down" not in env.server.stderr_tail():
+            self.assertLess(time.monotonic(), deadline, "server never said it was shutting down")
+            time.sleep(0.01)
+        self.assertFalse(w.done.is_set(), "earn answered while its flush was held: %r" % w.resp)
+        self.gate.open()
+        rc = proc.wait(timeout=H.STOP_TIMEOUT_S)
+        env.server.proc = None
+        self.assertEqual(rc, 0, "exit code on SIGTERM; stderr: %s" % env.server.stderr_tail())
+        resp = w.result()
+        H.log("earn held over SIGTERM answered %d" % resp.status)
+        if resp.status == 201:
+            acked = 7
+        else:
+            self.assertEqual((resp.status, resp.code), (503, "shutting_down"), "held earn")
+            acked = 0
+        for c in env.clients:
+            c.close()
+        env.server.start()
+        for c in env.clients:
+            c.port = env.server.port
+        self.assertEqual(H.member_of(env.admin, mid)["points"]["available"], acked,
+                         "points after restart vs answered earns (earn answered %d)" % resp.status)
+
+
+if __name__ == "__main__":
+    unittest.main()
