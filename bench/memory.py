@@ -47,6 +47,14 @@ def status_kib(pid, field):
     return None
 
 
+def rss_split(pid, when):
+    """VmRSS in its parts: anonymous memory (the heap: page caches, queues)
+    and file pages (the database mapped with mmap_size, which the kernel
+    shares with its page cache and can drop at any time)."""
+    return {f"rss_anon_kib_{when}": status_kib(pid, "RssAnon"),
+            f"rss_file_kib_{when}": status_kib(pid, "RssFile")}
+
+
 class Cfg:
     def __init__(self, a):
         self.members = a.members
@@ -96,6 +104,7 @@ def build(jf, a, db):
            "build_rate_per_s": round((members + txns) / build_s, 1) if build_s else None,
            "vmrss_kib_loaded": status_kib(jf.proc.pid, "VmRSS"),
            "vmhwm_kib_loaded": status_kib(jf.proc.pid, "VmHWM"), "api_key": jf.key}
+    out.update(rss_split(jf.proc.pid, "loaded"))
     return out
 
 
@@ -118,6 +127,7 @@ def restart(jf, db):
     out["restart_first_write_s"] = round(time.monotonic() - t, 3)
     out["first_write_status"] = status
     out["vmrss_kib_restarted"] = status_kib(jf.proc.pid, "VmRSS")
+    out.update(rss_split(jf.proc.pid, "restarted"))
     return out
 
 
@@ -158,6 +168,7 @@ def main(argv):
             jf.start(db)
             result = {"members": None, "transactions": None,
                       "vmrss_kib_loaded": status_kib(jf.proc.pid, "VmRSS")}
+            result.update(rss_split(jf.proc.pid, "loaded"))
         else:
             db = os.path.join(workdir, "memory.db")
             result = build(jf, a, db)

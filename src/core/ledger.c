@@ -73,12 +73,16 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id) : err;
 }
 
-/* ctx->out = {"transaction": ..., "points": ...} for the member after tx. */
-jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
+/* ctx->out = {"transaction": ..., "points": ...} for the member after tx;
+ * known (may be NULL) are the member's points already read after it. */
+static jf_err points_result_known(jf_ctx *ctx, const char *tx_id, const char *member_id,
+                                  const jf_points *known)
 {
     json_t *tx = NULL, *pts = NULL;
     jf_err err = jf_tx_json(ctx, tx_id, false, &tx);
-    if (err == JF_OK)
+    if (err == JF_OK && known)
+        pts = jf_points_json(known);
+    else if (err == JF_OK)
         err = jf_member_points_json(ctx, member_id, &pts);
     if (err != JF_OK) {
         json_decref(tx);
@@ -88,6 +92,11 @@ jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
     json_object_set_new(ctx->out, "points", pts);
     ctx->created = true;
     return JF_OK;
+}
+
+jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
+{
+    return points_result_known(ctx, tx_id, member_id, NULL);
 }
 
 /* Checks that amount is spendable now. */
@@ -102,14 +111,22 @@ jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
 }
 
 /* Commits tx and checks I4 for the members it touched. */
-jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
+/* jf_tx_finish; *member_pts gets tx->member_id's points after tx (read by
+ * the assertion, so the reply need not read them again). */
+static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts)
 {
     jf_err err = jf_tx_commit(ctx, tx);
     if (err == JF_OK && tx->member_id)
-        err = jf_member_assert_lots(ctx, tx->member_id);
+        err = jf_member_assert_points(ctx, tx->member_id, member_pts);
     if (err == JF_OK && tx->counterparty_id)
         err = jf_member_assert_lots(ctx, tx->counterparty_id);
     return err;
+}
+
+jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
+{
+    jf_points p;
+    return tx_finish_points(ctx, tx, &p);
 }
 
 jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
@@ -131,10 +148,12 @@ jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
 
 jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 {
+    jf_points p;
     if (err == JF_OK)
-        err = jf_tx_finish(ctx, tx);
+        err = tx_finish_points(ctx, tx, &p);
+    bool known = tx->member_id && strcmp(tx->member_id, member_id) == 0;
     if (err == JF_OK)
-        err = jf_points_result(ctx, tx->id, member_id);
+        err = points_result_known(ctx, tx->id, member_id, known ? &p : NULL);
     jf_tx_deinit(tx);
     return err;
 }

@@ -100,6 +100,10 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
  * pending or held points; debt only with an empty balance.  (verify and the
  * model test recompute I4 in full.) */
 jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id);
+/* {"available", "pending", "held"} of p (members.c); NULL when out of memory. */
+json_t *jf_points_json(const jf_points *p);
+/* The same checks; *out gets the member's points they read. */
+jf_err jf_member_assert_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 
 /* --- reverse.c --- */
 /* What a reversal made on behalf of another operation (a refund) records

@@ -311,7 +311,14 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
 jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
 {
     jf_points p;
+    return jf_member_assert_points(ctx, member_id, &p);
+}
+
+jf_err jf_member_assert_points(jf_ctx *ctx, const char *member_id, jf_points *out)
+{
+    jf_points p;
     jf_err err = jf_lots_points(ctx, member_id, &p);
+    *out = p;
     if (err == JF_OK && (p.available < 0 || p.pending < 0 || p.held < 0 || p.debt < 0 ||
                          p.balance + p.debt < 0 || (p.debt > 0 && p.balance != -p.debt))) {
         fprintf(stderr,

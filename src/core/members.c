@@ -43,9 +43,14 @@ jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out)
     jf_err err = jf_lots_points(ctx, member_id, &p);
     if (err != JF_OK)
         return err;
-    *out = json_pack("{sIsIsI}", "available", (json_int_t)p.available, "pending",
-                     (json_int_t)p.pending, "held", (json_int_t)p.held);
+    *out = jf_points_json(&p);
     return JF_OK;
+}
+
+json_t *jf_points_json(const jf_points *p)
+{
+    return json_pack("{sIsIsI}", "available", (json_int_t)p->available, "pending",
+                     (json_int_t)p->pending, "held", (json_int_t)p->held);
 }
 
 static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
