@@ -6,10 +6,9 @@
  * takes everything queued (up to JF_BATCH_COMMANDS_MAX), applies each command
  * under its own SAVEPOINT inside one BEGIN IMMEDIATE transaction and commits
  * once; every command of the batch is answered only after the WAL is flushed
- * (syncer.c does the flush and the answers off the writer's path, so the
- * next batch runs meanwhile).  A
- * refused command rolls back to its savepoint and costs its neighbours
- * nothing.  Long jobs (expiry) run as commands that apply one bounded slice
+ * (syncer.c flushes and answers off the writer's path, so the next batch runs
+ * meanwhile).  A refused command rolls back to its savepoint and costs its
+ * neighbours nothing.  Long jobs (expiry) run as commands that apply one bounded slice
  * and re-queue themselves at the tail, so the till is never locked out.
  *
  * Reads take a connection from a small pool and run in a read transaction:

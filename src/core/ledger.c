@@ -110,9 +110,9 @@ jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
     return err;
 }
 
-/* Commits tx and checks I4 for the members it touched. */
-/* jf_tx_finish; *member_pts gets tx->member_id's points after tx (read by
- * the assertion, so the reply need not read them again). */
+/* Commits tx and checks I4 for the members it touched; *member_pts gets
+ * tx->member_id's points after tx (read by the assertion, so the reply need
+ * not read them again). */
 static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts)
 {
     jf_err err = jf_tx_commit(ctx, tx);

@@ -316,7 +316,7 @@ jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
 
 jf_err jf_member_assert_points(jf_ctx *ctx, const char *member_id, jf_points *out)
 {
-    jf_points p;
+    jf_points p = {0};
     jf_err err = jf_lots_points(ctx, member_id, &p);
     *out = p;
     if (err == JF_OK && (p.available < 0 || p.pending < 0 || p.held < 0 || p.debt < 0 ||
