@@ -13,6 +13,7 @@
 #define JF_CORE_H
 
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -95,7 +96,7 @@ struct jf_engine {
     jf_cmd *s_head, *s_tail; /* committed, waiting for the flush */
     uint64_t s_gen;          /* highest commit generation handed over */
     int wal_fd;
-    char wal_path[4096];
+    char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;
 };
 
