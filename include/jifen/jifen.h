@@ -183,6 +183,10 @@ typedef struct jf_engine_options {
     bool test_clock;       /* enable CLOCK_SET/CLOCK_GET; time starts at the real time */
     int expiry_interval_s; /* scheduled expiry and hold sweep; 0 = never (default 60) */
     bool no_writer;        /* open for reads and verify only (jifen verify) */
+    /* Restart the WAL from its head past this many frames (page-sized; 0 =
+     * JF_WAL_RESTART_FRAMES).  Lower saves disk and page cache, costs
+     * throughput; at least JF_WAL_RESTART_FRAMES_MIN. */
+    int wal_restart_frames;
 } jf_engine_options;
 
 /* Opens (creating and migrating when needed) the database and starts the
@@ -258,6 +262,7 @@ typedef struct jf_engine_stats {
      * in (2^(i-1) * 50 us, 2^i * 50 us]; the last also counts slower ones. */
     uint64_t commit_latency_buckets[12];
     uint64_t commit_latency_sum_us;
+    uint64_t wal_restarts; /* times the WAL was started again from its head */
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

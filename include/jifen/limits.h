@@ -102,9 +102,23 @@
 /* The checkpointer copies the WAL into the database this often, off the
  * writer's path; short enough that the WAL stays small under full load. */
 #define JF_CHECKPOINT_INTERVAL_MS 100
-/* Past this many WAL frames (4 KiB each) the writer completes a checkpoint
- * between batches so the WAL restarts from its head instead of growing. */
-#define JF_WAL_RESTART_FRAMES 4096
+/* Past this many WAL frames (4 KiB each, so 256 MiB) the WAL is restarted
+ * from its head instead of growing.  Each restart pauses the writer for a
+ * final checkpoint and two fsyncs, so restarts must be rare: at 4,096
+ * frames they cost W1 a fifth of its throughput and tripled its p99.  The
+ * size is PostgreSQL's order (max_wal_size is 1 GB by default); readers only
+ * search the frames the checkpointer has not yet copied, so a long WAL does
+ * not slow them. */
+#define JF_WAL_RESTART_FRAMES 65536
+/* The writer restarts the WAL only once the checkpointer has copied all but
+ * this many frames, so its final copy takes a millisecond or so instead of
+ * the ~50 ms a whole checkpoint interval's frames take.  Past twice
+ * JF_WAL_RESTART_FRAMES it restarts whatever the lag, which bounds the WAL. */
+#define JF_WAL_RESTART_LAG_FRAMES 256
+/* The smallest restart threshold an operator may set (4 MiB of 4 KiB pages). */
+#define JF_WAL_RESTART_FRAMES_MIN 1024
+/* The largest (16 GiB of 4 KiB pages); twice it still fits an int. */
+#define JF_WAL_RESTART_FRAMES_MAX 4194304
 
 /* A sliced job's next slice waits while foreground commands are queued, at
  * most this long (so jobs still progress under full load). */
@@ -138,6 +152,11 @@
 
 _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit within max");
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
+_Static_assert(JF_WAL_RESTART_LAG_FRAMES < JF_WAL_RESTART_FRAMES_MIN,
+               "the lag is a part of the WAL");
+_Static_assert(JF_WAL_RESTART_FRAMES_MIN <= JF_WAL_RESTART_FRAMES &&
+                   JF_WAL_RESTART_FRAMES <= JF_WAL_RESTART_FRAMES_MAX,
+               "the default restart threshold is within its bounds");
 _Static_assert(JF_HOLD_TTL_SECONDS_DEFAULT <= JF_HOLD_TTL_SECONDS_MAX, "default ttl within max");
 _Static_assert(JF_METADATA_BYTES_MAX < JF_BODY_BYTES_MAX, "metadata fits in a body");
 _Static_assert(JF_BODY_BYTES_MAX <= JF_BATCH_BODY_BYTES_MAX, "a batch holds any single body");

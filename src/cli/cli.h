@@ -84,6 +84,9 @@ bool cli_parse_long(const char *s, long min, long max, long *out);
 jf_err cli_open(const char *db, bool no_writer, bool test_clock, int expiry_interval_s,
                 jf_engine **eng);
 
+/* The same with every engine option (jifen serve's tuning flags). */
+jf_err cli_open_with(const jf_engine_options *o, jf_engine **eng);
+
 /* Prints an engine failure as "jifen: <code>: <detail>"; returns 2. */
 int cli_fail_result(const jf_result *res);
 

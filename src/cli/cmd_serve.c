@@ -42,12 +42,16 @@ static const char serve_usage[] =
     "                            stdout, or 'off' (the default)\n"
     "  --expiry-interval SECONDS how often scheduled expiry runs (default 60); overdue\n"
     "                            holds are voided every second.  0 disables both\n"
-    "                            (with --test-clock the default is 0)\n";
+    "                            (with --test-clock the default is 0)\n"
+    "  --wal-restart-frames N    start the write-ahead log again from its head past N\n"
+    "                            pages (4 KiB each; default 65536 = 256 MiB, 1024 to\n"
+    "                            4194304).  Lower saves disk and page cache and costs\n"
+    "                            write throughput\n";
 
 typedef struct serve_args {
-    const char *db, *listen, *threads, *access_log, *expiry;
+    const char *db, *listen, *threads, *access_log, *expiry, *wal_frames;
     bool test_clock;
-    long threads_n, expiry_s;
+    long threads_n, expiry_s, wal_frames_n;
 } serve_args;
 
 static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
@@ -61,8 +65,9 @@ static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
         {"--access-log", &a->access_log, NULL},
         {"--expiry-interval", &a->expiry, NULL},
         {"--test-clock", NULL, &a->test_clock},
+        {"--wal-restart-frames", &a->wal_frames, NULL},
     };
-    cli_parse_result pr = cli_parse("serve", argc, argv, opts, 6, pos, 0, &pos_n);
+    cli_parse_result pr = cli_parse("serve", argc, argv, opts, 7, pos, 0, &pos_n);
     *help = pr == CLI_PARSE_HELP;
     if (pr != CLI_PARSE_OK)
         return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_ERROR;
@@ -76,6 +81,11 @@ static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
     a->expiry_s = a->test_clock ? 0 : DEFAULT_EXPIRY_INTERVAL_S;
     if (a->expiry && !cli_parse_long(a->expiry, 0, EXPIRY_INTERVAL_MAX_S, &a->expiry_s))
         return cli_fail("serve: --expiry-interval must be 0 to %d seconds", EXPIRY_INTERVAL_MAX_S);
+    a->wal_frames_n = 0;
+    if (a->wal_frames && !cli_parse_long(a->wal_frames, JF_WAL_RESTART_FRAMES_MIN,
+                                         JF_WAL_RESTART_FRAMES_MAX, &a->wal_frames_n))
+        return cli_fail("serve: --wal-restart-frames must be a number from %d to %d",
+                        JF_WAL_RESTART_FRAMES_MIN, JF_WAL_RESTART_FRAMES_MAX);
     return CLI_EXIT_OK;
 }
 
@@ -118,7 +128,13 @@ static void wait_for_signal(const sigset_t *set)
 static int run_server(const serve_args *a, FILE *log, const sigset_t *set)
 {
     jf_engine *eng = NULL;
-    if (cli_open(a->db, false, a->test_clock, (int)a->expiry_s, &eng) != JF_OK)
+    jf_engine_options eo = {
+        .db_path = a->db,
+        .test_clock = a->test_clock,
+        .expiry_interval_s = (int)a->expiry_s,
+        .wal_restart_frames = (int)a->wal_frames_n,
+    };
+    if (cli_open_with(&eo, &eng) != JF_OK)
         return CLI_EXIT_ERROR;
     jf_server_options so = {
         .listen = a->listen,

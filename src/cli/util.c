@@ -182,10 +182,15 @@ jf_err cli_open(const char *db, bool no_writer, bool test_clock, int expiry_inte
         .expiry_interval_s = expiry_interval_s,
         .no_writer = no_writer,
     };
+    return cli_open_with(&o, eng);
+}
+
+jf_err cli_open_with(const jf_engine_options *o, jf_engine **eng)
+{
     char why[512] = "";
-    jf_err err = jf_engine_open(&o, eng, why, sizeof why);
+    jf_err err = jf_engine_open(o, eng, why, sizeof why);
     if (err != JF_OK)
-        cli_fail("cannot open %s: %s", db, why[0] ? why : jf_err_message(err));
+        cli_fail("cannot open %s: %s", o->db_path, why[0] ? why : jf_err_message(err));
     return err;
 }
 

@@ -82,7 +82,11 @@ struct jf_engine {
     jf_db *pool[JF_READ_POOL_MAX];
     int pool_n;
     bool has_sched, has_ckpt;
-    _Atomic int wal_frames; /* frames in the WAL after the last commit */
+    _Atomic int wal_frames;     /* frames in the WAL after the last commit */
+    _Atomic int wal_backfilled; /* frames the checkpointer last reported copied */
+    _Atomic unsigned wal_epoch; /* bumped by each restart; older reports are stale */
+    _Atomic uint64_t wal_restarts;
+    int wal_restart_frames; /* JF_WAL_RESTART_FRAMES unless the options say otherwise */
     pthread_t sched, ckpt;
     int interval_s;
     pthread_cond_t cv_sched;

@@ -437,16 +437,34 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 }
 
 /* The checkpointer copies frames while the writer keeps appending, so on its
- * own it never catches up and the WAL only grows (each append then also
- * extends the file).  Past JF_WAL_RESTART_FRAMES the writer finishes the
- * copy itself between batches, when nothing new can arrive: the rest is
- * small, and the next transaction starts the WAL again from its head. */
+ * own it never catches up and the WAL only grows.  Past
+ * JF_WAL_RESTART_FRAMES the checkpointer runs pass after pass, and once it
+ * has copied all but JF_WAL_RESTART_LAG_FRAMES the writer finishes the copy
+ * itself between batches, when nothing new can arrive, and the next
+ * transaction starts the WAL again from its head.  Waiting for the lag to
+ * shrink matters: a checkpoint of a whole interval's frames held the writer
+ * for 30-70 ms.  Past twice the threshold the writer restarts whatever the
+ * lag, so the WAL stays bounded when the checkpointer cannot keep up.  Runs
+ * after the batch was handed on, so no answer waits for it. */
 static void writer_wal_restart(jf_engine *eng)
 {
-    if (atomic_load(&eng->wal_frames) < JF_WAL_RESTART_FRAMES)
+    int frames = atomic_load(&eng->wal_frames);
+    if (frames < eng->wal_restart_frames)
         return;
-    sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int lag = frames - atomic_load(&eng->wal_backfilled);
+    if (lag > JF_WAL_RESTART_LAG_FRAMES && frames < 2 * eng->wal_restart_frames)
+        return;
+    int log = -1, copied = -1;
+    if (sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) !=
+            SQLITE_OK ||
+        log != copied)
+        return;
+    pthread_mutex_lock(&eng->mu);
+    atomic_fetch_add(&eng->wal_epoch, 1);
+    atomic_fetch_add(&eng->wal_restarts, 1);
+    atomic_store(&eng->wal_backfilled, 0);
     atomic_store(&eng->wal_frames, 0);
+    pthread_mutex_unlock(&eng->mu);
 }
 
 void jf_writer_finish(jf_engine *eng, jf_cmd *c)
@@ -475,7 +493,6 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
         writer_commit(eng, batch, again);
-    writer_wal_restart(eng);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
     jf_cmd *answer = NULL, **tail = &answer;
@@ -492,12 +509,13 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
         *tail = c;
         tail = &c->next;
     }
-    if (jf_syncer_submit(eng, answer, gen))
-        return;
-    for (jf_cmd *c = answer, *next; c; c = next) {
-        next = c->next;
-        jf_writer_finish(eng, c);
+    if (!jf_syncer_submit(eng, answer, gen)) {
+        for (jf_cmd *c = answer, *next; c; c = next) {
+            next = c->next;
+            jf_writer_finish(eng, c);
+        }
     }
+    writer_wal_restart(eng);
 }
 
 static void *writer_main(void *arg)
@@ -948,10 +966,25 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
 
 /* ---- checkpoints ---- */
 
+/* Waits JF_CHECKPOINT_INTERVAL_MS or until stopped; eng->mu held. */
+static void ckpt_sleep(jf_engine *eng)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += JF_CHECKPOINT_INTERVAL_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
+}
+
 /* Copies the WAL into the database file from its own connection every
  * JF_CHECKPOINT_INTERVAL_MS, so the writer's COMMIT never pays for a
  * checkpoint (the writer's automatic checkpoint is off).  PASSIVE never
- * blocks the writer or readers; a later pass finishes what a reader held. */
+ * blocks the writer or readers; a later pass finishes what a reader held.
+ * Once the WAL is due for a restart it runs passes back to back until the
+ * writer can restart it cheaply (writer_wal_restart), as long as each pass
+ * copies something: a reader on an old snapshot stops the copy, and then
+ * spinning would only burn a core. */
 static void *ckpt_main(void *arg)
 {
     jf_engine *eng = arg;
@@ -960,19 +993,25 @@ static void *ckpt_main(void *arg)
         jf_db_close(&db);
         return NULL;
     }
+    bool behind = false;
+    int copied_before = 0;
     pthread_mutex_lock(&eng->mu);
     while (!eng->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += JF_CHECKPOINT_INTERVAL_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
+        if (!behind)
+            ckpt_sleep(eng);
         if (eng->stopping)
             break;
+        unsigned epoch = atomic_load(&eng->wal_epoch);
         pthread_mutex_unlock(&eng->mu);
-        sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log = -1, copied = -1;
+        int rc = sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
         pthread_mutex_lock(&eng->mu);
+        bool same_wal = atomic_load(&eng->wal_epoch) == epoch;
+        behind = rc == SQLITE_OK && log >= eng->wal_restart_frames && copied < log &&
+                 copied > copied_before;
+        copied_before = rc == SQLITE_OK ? copied : 0;
+        if (rc == SQLITE_OK && same_wal)
+            atomic_store(&eng->wal_backfilled, copied);
     }
     pthread_mutex_unlock(&eng->mu);
     jf_db_close(&db);
@@ -1015,6 +1054,13 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     *out = NULL;
     if (sodium_init() < 0)
         return JF_ERR_INTERNAL;
+    if (opts->wal_restart_frames != 0 && (opts->wal_restart_frames < JF_WAL_RESTART_FRAMES_MIN ||
+                                          opts->wal_restart_frames > JF_WAL_RESTART_FRAMES_MAX)) {
+        if (errbuf)
+            snprintf(errbuf, errbuf_len, "the WAL restart threshold must be %d to %d frames",
+                     JF_WAL_RESTART_FRAMES_MIN, JF_WAL_RESTART_FRAMES_MAX);
+        return JF_ERR_INVALID_REQUEST;
+    }
     jf_engine *eng = calloc(1, sizeof(*eng));
     if (eng == NULL || (eng->db_path = strdup(opts->db_path)) == NULL) {
         free(eng);
@@ -1024,6 +1070,8 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     eng->test_clock = opts->test_clock;
     atomic_store(&eng->test_now_ms, real_now_ms());
     eng->interval_s = opts->expiry_interval_s;
+    eng->wal_restart_frames =
+        opts->wal_restart_frames ? opts->wal_restart_frames : JF_WAL_RESTART_FRAMES;
     pthread_mutex_init(&eng->mu, NULL);
     pthread_mutex_init(&eng->idem_mu, NULL);
     pthread_mutex_init(&eng->pool_mu, NULL);
@@ -1112,4 +1160,5 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     for (int i = 0; i < 12; i++)
         out->commit_latency_buckets[i] = atomic_load(&eng->commit_buckets[i]);
     out->commit_latency_sum_us = atomic_load(&eng->commit_us_sum);
+    out->wal_restarts = atomic_load(&eng->wal_restarts);
 }

@@ -179,9 +179,12 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# HELP jifen_writer_rejected_total Write commands refused by the rules.\n"
             "# TYPE jifen_writer_rejected_total counter\njifen_writer_rejected_total %llu\n"
             "# HELP jifen_writer_queue_depth Write commands waiting for the writer.\n"
-            "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n",
+            "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
+            "# HELP jifen_wal_restarts_total Times the WAL started again from its head.\n"
+            "# TYPE jifen_wal_restarts_total counter\njifen_wal_restarts_total %llu\n",
             (unsigned long long)st.commits, (unsigned long long)st.commands,
-            (unsigned long long)st.rejected, (unsigned long long)st.queue_depth);
+            (unsigned long long)st.rejected, (unsigned long long)st.queue_depth,
+            (unsigned long long)st.wal_restarts);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     enum { LAT_N = sizeof st.commit_latency_buckets / sizeof st.commit_latency_buckets[0] };
     double batch_les[BATCH_N], lat_les[LAT_N];
