@@ -115,6 +115,9 @@
  * the ~50 ms a whole checkpoint interval's frames take.  Past twice
  * JF_WAL_RESTART_FRAMES it restarts whatever the lag, which bounds the WAL. */
 #define JF_WAL_RESTART_LAG_FRAMES 256
+/* WAL bytes collected before one write (src/store/walbuf.c): a commit's
+ * frames go out together unless they exceed this. */
+#define JF_WAL_BUFFER_BYTES (1024 * 1024)
 /* The smallest restart threshold an operator may set (4 MiB of 4 KiB pages). */
 #define JF_WAL_RESTART_FRAMES_MIN 1024
 /* The largest (16 GiB of 4 KiB pages); twice it still fits an int. */

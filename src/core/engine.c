@@ -402,6 +402,14 @@ static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
     pthread_mutex_unlock(&eng->mu);
 }
 
+static int batch_count(const jf_cmd *batch)
+{
+    int n = 0;
+    for (; batch; batch = batch->next)
+        n++;
+    return n;
+}
+
 static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
 {
     struct timespec t0, t1;
@@ -415,6 +423,8 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
     if (err == JF_OK)
         return;
     /* Nothing of this batch is durable: no command may be acknowledged. */
+    fprintf(stderr, "jifen: a commit failed, %d writes refused: %s\n", batch_count(batch),
+            eng->wdb.errmsg);
     jf_db_exec(&eng->wdb, "ROLLBACK");
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {

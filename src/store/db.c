@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "walbuf.h"
 
 /* Statement profile for performance work: with JIFEN_SQL_PROFILE set, every
  * statement's run time is summed per SQL text and the top entries are
@@ -93,7 +94,7 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
     memset(db, 0, sizeof(*db));
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &db->h, flags, jf_walbuf_vfs()) != SQLITE_OK) {
         db_set_error(db, "cannot open database");
         return JF_ERR_IO;
     }

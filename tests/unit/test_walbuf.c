@@ -1,0 +1,161 @@
+/*
+ * The WAL write-combining VFS (src/store/walbuf.c): a commit's frames reach
+ * the file in a few large writes, and yet every other connection sees each
+ * commit, whole, as soon as it returns; transactions larger than the buffer,
+ * rollbacks and a reopen after close all read back exactly what was written.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "db.h"
+#include "walbuf.h"
+
+#define ROW_BYTES 3000
+
+static char path[128];
+
+static void remove_db(void)
+{
+    char p[160];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(path, sizeof path, "/tmp/jifen-walbuf-%d.db", (int)getpid());
+    remove_db();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    remove_db();
+    return 0;
+}
+
+static void open_db(jf_db *db)
+{
+    assert_int_equal(jf_db_open(db, path, false), JF_OK);
+    assert_int_equal(jf_db_exec(db, "PRAGMA synchronous=NORMAL;"
+                                    " CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v BLOB)"),
+                     JF_OK);
+}
+
+/* Inserts rows [from, to) in one transaction; each row's blob is filled with
+ * its key's low byte so a reader can check the content. */
+static void insert_rows(jf_db *db, int from, int to, bool commit)
+{
+    static unsigned char blob[ROW_BYTES];
+    assert_int_equal(jf_db_exec(db, "BEGIN IMMEDIATE"), JF_OK);
+    for (int k = from; k < to; k++) {
+        memset(blob, k & 0xff, sizeof blob);
+        assert_int_equal(
+            jf_db_run(db, "INSERT INTO t(k, v) VALUES(?, ?)", "ib", k, blob, (int)sizeof blob),
+            JF_OK);
+    }
+    assert_int_equal(jf_db_exec(db, commit ? "COMMIT" : "ROLLBACK"), JF_OK);
+}
+
+/* Rows, and rows whose blob is not what insert_rows wrote (0 when whole). */
+static void check_rows(jf_db *db, int64_t *rows, int64_t *bad)
+{
+    assert_int_equal(jf_db_int(db, rows, 0, "SELECT count(*) FROM t", ""), JF_OK);
+    assert_int_equal(jf_db_int(db, bad, -1,
+                               "SELECT count(*) FROM t WHERE hex(v) !="
+                               " replace(hex(zeroblob(3000)), '00', printf('%02X', k & 255))",
+                               ""),
+                     JF_OK);
+}
+
+static void test_commit_is_few_writes(void **state)
+{
+    (void)state;
+    jf_db db;
+    open_db(&db);
+    insert_rows(&db, 0, 1, true); /* the WAL header and first frames */
+    unsigned long long w0, f0, w1, f1;
+    jf_walbuf_stats(&w0, &f0);
+    insert_rows(&db, 1, 101, true); /* 100 rows of 3,000 bytes: about 80 pages */
+    jf_walbuf_stats(&w1, &f1);
+    unsigned long long writes = w1 - w0, flushes = f1 - f0;
+    printf("# one commit: %llu WAL writes from SQLite, %llu to the file\n", writes, flushes);
+    assert_true(writes >= 2 * 70); /* a header and a page per frame */
+    assert_true(flushes >= 1);
+    assert_true(flushes * 20 <= writes);
+    int64_t rows, bad;
+    check_rows(&db, &rows, &bad);
+    assert_int_equal(rows, 101);
+    assert_int_equal(bad, 0);
+    jf_db_close(&db);
+}
+
+static void test_other_connection_sees_each_commit(void **state)
+{
+    (void)state;
+    jf_db w, r;
+    open_db(&w);
+    open_db(&r);
+    int next = 0;
+    for (int i = 0; i < 200; i++) {
+        int n = 1 + i % 7;
+        insert_rows(&w, next, next + n, true);
+        next += n;
+        int64_t rows, bad;
+        check_rows(&r, &rows, &bad);
+        assert_int_equal(rows, next);
+        assert_int_equal(bad, 0);
+    }
+    jf_db_close(&r);
+    jf_db_close(&w);
+}
+
+static void test_large_transaction_rollback_and_reopen(void **state)
+{
+    (void)state;
+    jf_db db, r;
+    open_db(&db);
+    open_db(&r);
+    insert_rows(&db, 0, 1000, true);     /* ~3 MB: more than the buffer */
+    insert_rows(&db, 1000, 1400, false); /* rolled back */
+    insert_rows(&db, 1000, 1010, true);
+    int64_t rows, bad;
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 1010);
+    assert_int_equal(bad, 0);
+    jf_db_close(&r);
+    jf_db_close(&db);
+    open_db(&db);
+    check_rows(&db, &rows, &bad);
+    assert_int_equal(rows, 1010);
+    assert_int_equal(bad, 0);
+    sqlite3_stmt *st = jf_db_query(&db, "PRAGMA integrity_check", "");
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    jf_db_close(&db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_commit_is_few_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
