@@ -14,6 +14,9 @@
  * - The page that completes a commit frame (a frame header with a non-zero
  *   "database size after commit") flushes the buffer, and its error, if
  *   any, is that write's: the commit fails as it would without the shim.
+ *   So does an earlier flush's failure in the same transaction (its error
+ *   went to the call that triggered it), so no commit is published with a
+ *   hole in its frames.
  * - Before any read, sync, truncate, size query, lock change, file control
  *   or close of that file the buffer is flushed, so the file never looks
  *   different from what SQLite wrote.
@@ -44,6 +47,7 @@ typedef struct walbuf_file {
     size_t len;        /* pending bytes in buf */
     sqlite3_int64 off; /* file offset of buf[0] */
     bool commit_next;  /* the next write is a commit frame's page: flush after it */
+    bool failed;       /* a flush failed since the last commit: that commit must fail */
 } walbuf_file;
 
 static sqlite3_vfs walbuf_vfs;
@@ -73,9 +77,22 @@ static int flush(walbuf_file *p)
         atomic_fetch_add(&stat_flushes, 1);
     }
     p->len = 0;
-    p->commit_next = false;
+    if (rc != SQLITE_OK)
+        p->failed = true;
     if (pending == p)
         pending = NULL;
+    return rc;
+}
+
+/* The result of the write that ends a commit frame.  Bytes of this
+ * transaction that an earlier flush failed to write (the error then went to
+ * whichever call triggered it) fail the commit here, so SQLite never
+ * publishes a commit with a hole in it. */
+static int commit_result(walbuf_file *p, int rc)
+{
+    if (rc == SQLITE_OK && p->failed)
+        rc = SQLITE_IOERR_WRITE;
+    p->failed = false;
     return rc;
 }
 
@@ -88,6 +105,8 @@ static bool is_commit_frame_header(const unsigned char *data, int n, sqlite3_int
 
 static int buffer_write(walbuf_file *p, const void *data, int n, sqlite3_int64 off)
 {
+    bool ends_commit = p->commit_next;
+    p->commit_next = is_commit_frame_header(data, n, off);
     int rc = SQLITE_OK;
     if (p->len > 0 &&
         (off != p->off + (sqlite3_int64)p->len || p->len + (size_t)n > JF_WAL_BUFFER_BYTES))
@@ -95,20 +114,19 @@ static int buffer_write(walbuf_file *p, const void *data, int n, sqlite3_int64 o
     if (rc == SQLITE_OK && pending && pending != p)
         rc = flush(pending);
     if (rc != SQLITE_OK)
-        return rc;
+        return ends_commit ? commit_result(p, rc) : rc;
     if (p->buf == NULL)
         p->buf = malloc(JF_WAL_BUFFER_BYTES);
-    if (p->buf == NULL || (size_t)n > WRITE_PIECE_BYTES)
-        return p->real->pMethods->xWrite(p->real, data, n, off);
+    if (p->buf == NULL || (size_t)n > WRITE_PIECE_BYTES) {
+        rc = p->real->pMethods->xWrite(p->real, data, n, off);
+        return ends_commit ? commit_result(p, rc) : rc;
+    }
     if (p->len == 0)
         p->off = off;
     memcpy(p->buf + p->len, data, (size_t)n);
     p->len += (size_t)n;
     pending = p;
-    if (p->commit_next)
-        return flush(p);
-    p->commit_next = is_commit_frame_header(data, n, off);
-    return SQLITE_OK;
+    return ends_commit ? commit_result(p, flush(p)) : SQLITE_OK;
 }
 
 static int shim_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 off)

@@ -2,7 +2,8 @@
  * The WAL write-combining VFS (src/store/walbuf.c): a commit's frames reach
  * the file in a few large writes, and yet every other connection sees each
  * commit, whole, as soon as it returns; transactions larger than the buffer,
- * rollbacks and a reopen after close all read back exactly what was written.
+ * rollbacks and a reopen after close all read back exactly what was written;
+ * and a commit whose WAL write fails is refused and changes nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -149,6 +153,64 @@ static void test_large_transaction_rollback_and_reopen(void **state)
     jf_db_close(&db);
 }
 
+/* Tries to commit rows [from, to); returns whether COMMIT succeeded (rolls
+ * back when it did not). */
+static bool try_commit(jf_db *db, int from, int to)
+{
+    static unsigned char blob[ROW_BYTES];
+    assert_int_equal(jf_db_exec(db, "BEGIN IMMEDIATE"), JF_OK);
+    for (int k = from; k < to; k++) {
+        memset(blob, k & 0xff, sizeof blob);
+        assert_int_equal(
+            jf_db_run(db, "INSERT INTO t(k, v) VALUES(?, ?)", "ib", k, blob, (int)sizeof blob),
+            JF_OK);
+    }
+    if (jf_db_exec(db, "COMMIT") == JF_OK)
+        return true;
+    jf_db_exec(db, "ROLLBACK");
+    return false;
+}
+
+/* The WAL may not grow past its current size plus 64 KiB (RLIMIT_FSIZE:
+ * writes beyond it fail with EFBIG), so a commit of about 300 KB fails
+ * part-way through its frames. */
+static void test_failed_write_fails_the_commit(void **state)
+{
+    (void)state;
+    jf_db db, r;
+    open_db(&db);
+    open_db(&r);
+    insert_rows(&db, 0, 10, true);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size + 64 * 1024;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    bool committed = try_commit(&db, 10, 110);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_false(committed);
+    int64_t rows, bad;
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 10);
+    assert_int_equal(bad, 0);
+    assert_true(try_commit(&db, 10, 20));
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 20);
+    assert_int_equal(bad, 0);
+    jf_db_close(&r);
+    jf_db_close(&db);
+    open_db(&db);
+    check_rows(&db, &rows, &bad);
+    assert_int_equal(rows, 20);
+    assert_int_equal(bad, 0);
+    jf_db_close(&db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +218,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_failed_write_fails_the_commit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
