@@ -402,15 +402,7 @@ static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
     pthread_mutex_unlock(&eng->mu);
 }
 
-static int batch_count(const jf_cmd *batch)
-{
-    int n = 0;
-    for (; batch; batch = batch->next)
-        n++;
-    return n;
-}
-
-static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
+static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -423,8 +415,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, bool *again)
     if (err == JF_OK)
         return;
     /* Nothing of this batch is durable: no command may be acknowledged. */
-    fprintf(stderr, "jifen: a commit failed, %d writes refused: %s\n", batch_count(batch),
-            eng->wdb.errmsg);
+    fprintf(stderr, "jifen: a commit failed, %zu writes refused: %s\n", n, eng->wdb.errmsg);
     jf_db_exec(&eng->wdb, "ROLLBACK");
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
@@ -502,7 +493,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     }
     uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
-        writer_commit(eng, batch, again);
+        writer_commit(eng, batch, n, again);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
     jf_cmd *answer = NULL, **tail = &answer;

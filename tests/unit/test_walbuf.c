@@ -59,9 +59,10 @@ static void open_db(jf_db *db)
                      JF_OK);
 }
 
-/* Inserts rows [from, to) in one transaction; each row's blob is filled with
- * its key's low byte so a reader can check the content. */
-static void insert_rows(jf_db *db, int from, int to, bool commit)
+/* Inserts rows [from, to) in one transaction and ends it with end (COMMIT
+ * or ROLLBACK); each row's blob is filled with its key's low byte so a
+ * reader can check the content.  Returns whether end succeeded. */
+static bool insert_and_end(jf_db *db, int from, int to, const char *end)
 {
     static unsigned char blob[ROW_BYTES];
     assert_int_equal(jf_db_exec(db, "BEGIN IMMEDIATE"), JF_OK);
@@ -71,7 +72,12 @@ static void insert_rows(jf_db *db, int from, int to, bool commit)
             jf_db_run(db, "INSERT INTO t(k, v) VALUES(?, ?)", "ib", k, blob, (int)sizeof blob),
             JF_OK);
     }
-    assert_int_equal(jf_db_exec(db, commit ? "COMMIT" : "ROLLBACK"), JF_OK);
+    return jf_db_exec(db, end) == JF_OK;
+}
+
+static void insert_rows(jf_db *db, int from, int to, bool commit)
+{
+    assert_true(insert_and_end(db, from, to, commit ? "COMMIT" : "ROLLBACK"));
 }
 
 /* Rows, and rows whose blob is not what insert_rows wrote (0 when whole). */
@@ -157,15 +163,7 @@ static void test_large_transaction_rollback_and_reopen(void **state)
  * back when it did not). */
 static bool try_commit(jf_db *db, int from, int to)
 {
-    static unsigned char blob[ROW_BYTES];
-    assert_int_equal(jf_db_exec(db, "BEGIN IMMEDIATE"), JF_OK);
-    for (int k = from; k < to; k++) {
-        memset(blob, k & 0xff, sizeof blob);
-        assert_int_equal(
-            jf_db_run(db, "INSERT INTO t(k, v) VALUES(?, ?)", "ib", k, blob, (int)sizeof blob),
-            JF_OK);
-    }
-    if (jf_db_exec(db, "COMMIT") == JF_OK)
+    if (insert_and_end(db, from, to, "COMMIT"))
         return true;
     jf_db_exec(db, "ROLLBACK");
     return false;
