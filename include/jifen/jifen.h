@@ -204,10 +204,13 @@ void jf_engine_free(jf_engine *eng);
 void jf_engine_drain(jf_engine *eng);
 
 /*
- * Runs a request.  Reads and requests refused during validation call done on
- * the calling thread before returning; writes call done later on the writer
- * thread.  done is called exactly once in every case.  The request and the
- * strings it points to need only live until jf_call returns.
+ * Runs a request.  Requests refused during validation call done on the
+ * calling thread before returning.  A read calls done before returning when
+ * everything it saw is already on disk, and otherwise later from the
+ * engine's syncer thread, after the flush (it never waits for one on the
+ * calling thread).  Writes call done later from the engine's threads, after
+ * their commit is on disk.  done is called exactly once in every case.  The
+ * request and the strings it points to need only live until jf_call returns.
  */
 void jf_call(jf_engine *eng, const jf_request *req, jf_done_fn done, void *ctx);
 

@@ -61,9 +61,12 @@ uint64_t jf_syncer_begin_commit(jf_engine *eng);
  * NULL) to be answered after the flush that covers generation gen; false
  * when there is no syncer (the caller answers). */
 bool jf_syncer_submit(jf_engine *eng, jf_cmd *list, uint64_t gen);
-/* Waits until every commit a read snapshot taken before this call can see
- * is flushed; returns at once with no syncer. */
-void jf_syncer_wait_durable(jf_engine *eng);
+/* Answers a read (done(done_ctx, res), then deinits res) once every commit
+ * its snapshot, taken before this call, can see is flushed: at once when it
+ * is, else from the syncer after that flush, so the calling thread never
+ * waits for a flush.  Takes res: the caller must not touch it afterwards.
+ * Waits on the calling thread only when no memory is left to queue it. */
+void jf_syncer_answer_read(jf_engine *eng, jf_result *res, jf_done_fn done, void *done_ctx);
 /* Waits until everything handed over is flushed and answered. */
 void jf_syncer_drain(jf_engine *eng);
 /* Stops the thread after answering what is queued; closes the WAL descriptor. */

@@ -97,8 +97,9 @@ struct jf_engine {
     pthread_t syncer;
     pthread_mutex_t sync_mu;
     pthread_cond_t cv_sync, cv_durable;
-    jf_cmd *s_head, *s_tail; /* committed, waiting for the flush */
-    uint64_t s_gen;          /* highest commit generation handed over */
+    jf_cmd *s_head, *s_tail;     /* committed, waiting for the flush */
+    uint64_t s_gen;              /* highest commit generation handed over */
+    struct jf_read_wait *r_head; /* reads answered after the flush they wait for */
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;

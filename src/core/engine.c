@@ -615,9 +615,7 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     ctx_finish(&ctx, err, &res);
     jf_read_release(eng, db);
     /* Nothing not yet on disk is shown (syncer.c). */
-    jf_syncer_wait_durable(eng);
-    done(done_ctx, &res);
-    jf_result_deinit(&res);
+    jf_syncer_answer_read(eng, &res, done, done_ctx);
 }
 
 jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd)

@@ -21,11 +21,12 @@
  *
  * Readers must not show what is not yet durable either: a read answered
  * between a commit and its flush could show points that a power cut then
- * takes back.  jf_syncer_wait_durable makes a read wait, after it ran and
- * before it answers, until every commit that may be in its snapshot is
- * flushed (commit generations: the writer numbers a commit before it starts
- * it, so any commit a snapshot can see has a number at most the one loaded
- * after the snapshot).
+ * takes back.  jf_syncer_answer_read holds a read's answer, after it ran,
+ * until every commit that may be in its snapshot is flushed, and the syncer
+ * sends it after that flush, so no HTTP thread ever waits for one (commit
+ * generations: the writer numbers a commit before it starts it, so any
+ * commit a snapshot can see has a number at most the one loaded after the
+ * snapshot).
  *
  * With no WAL file descriptor (it could not be opened) the engine keeps
  * synchronous=FULL and answers from the writer, as before.
@@ -75,6 +76,45 @@ static void wal_flush(jf_engine *eng)
     abort();
 }
 
+/* A read whose answer waits for the flush of generation gen. */
+typedef struct jf_read_wait {
+    struct jf_read_wait *next;
+    uint64_t gen;
+    jf_result res;
+    jf_done_fn done;
+    void *done_ctx;
+} jf_read_wait;
+
+/* Answers and frees a list of waiting reads. */
+static void reads_answer(jf_read_wait *w)
+{
+    for (jf_read_wait *next; w; w = next) {
+        next = w->next;
+        w->done(w->done_ctx, &w->res);
+        jf_result_deinit(&w->res);
+        free(w);
+    }
+}
+
+/* Unlinks the waiting reads whose generation is durable (all of them when
+ * the syncer stops); called with sync_mu held. */
+static jf_read_wait *reads_take(jf_engine *eng, bool all)
+{
+    uint64_t durable = atomic_load(&eng->durable_gen);
+    jf_read_wait *ready = NULL, **link = &eng->r_head;
+    while (*link) {
+        jf_read_wait *w = *link;
+        if (all || w->gen <= durable) {
+            *link = w->next;
+            w->next = ready;
+            ready = w;
+        } else {
+            link = &w->next;
+        }
+    }
+    return ready;
+}
+
 static bool syncer_idle(const jf_engine *eng)
 {
     return eng->s_head == NULL && eng->s_gen <= atomic_load(&eng->durable_gen);
@@ -98,7 +138,9 @@ static void *syncer_main(void *arg)
         atomic_store(&eng->durable_gen, gen);
         pthread_mutex_lock(&eng->sync_mu);
         pthread_cond_broadcast(&eng->cv_durable);
+        jf_read_wait *reads = reads_take(eng, false);
         pthread_mutex_unlock(&eng->sync_mu);
+        reads_answer(reads);
         for (jf_cmd *c = list, *next; c; c = next) {
             next = c->next;
             jf_writer_finish(eng, c);
@@ -107,7 +149,11 @@ static void *syncer_main(void *arg)
         eng->s_busy = false;
         pthread_cond_broadcast(&eng->cv_durable);
     }
+    /* Stopping: whatever reads still wait saw only commits that were handed
+     * over and flushed above, or none that will ever be. */
+    jf_read_wait *reads = reads_take(eng, true);
     pthread_mutex_unlock(&eng->sync_mu);
+    reads_answer(reads);
     return NULL;
 }
 
@@ -164,18 +210,48 @@ bool jf_syncer_submit(jf_engine *eng, jf_cmd *list, uint64_t gen)
     return true;
 }
 
-void jf_syncer_wait_durable(jf_engine *eng)
+/* Blocks until generation want is flushed (or the syncer stops). */
+static void wait_durable(jf_engine *eng, uint64_t want)
 {
-    if (eng == NULL || !eng->has_syncer)
-        return;
-    uint64_t want = atomic_load(&eng->commit_gen);
-    if (atomic_load(&eng->durable_gen) >= want)
-        return;
     pthread_mutex_lock(&eng->sync_mu);
     /* The writer hands every numbered commit over, failed ones included. */
     while (atomic_load(&eng->durable_gen) < want && !eng->s_stopping)
         pthread_cond_wait(&eng->cv_durable, &eng->sync_mu);
     pthread_mutex_unlock(&eng->sync_mu);
+}
+
+static void answer_now(jf_result *res, jf_done_fn done, void *done_ctx)
+{
+    done(done_ctx, res);
+    jf_result_deinit(res);
+}
+
+void jf_syncer_answer_read(jf_engine *eng, jf_result *res, jf_done_fn done, void *done_ctx)
+{
+    uint64_t want = eng && eng->has_syncer ? atomic_load(&eng->commit_gen) : 0;
+    if (want == 0 || atomic_load(&eng->durable_gen) >= want) {
+        answer_now(res, done, done_ctx);
+        return;
+    }
+    jf_read_wait *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        wait_durable(eng, want);
+        answer_now(res, done, done_ctx);
+        return;
+    }
+    *w = (jf_read_wait){.gen = want, .res = *res, .done = done, .done_ctx = done_ctx};
+    memset(res, 0, sizeof(*res));
+    pthread_mutex_lock(&eng->sync_mu);
+    /* Checked again under the lock: the syncer takes waiting reads only
+     * after a flush, and the flush that covers this one may just be over. */
+    bool now = atomic_load(&eng->durable_gen) >= want || eng->s_stopping;
+    if (!now) {
+        w->next = eng->r_head;
+        eng->r_head = w;
+    }
+    pthread_mutex_unlock(&eng->sync_mu);
+    if (now)
+        reads_answer(w);
 }
 
 void jf_syncer_drain(jf_engine *eng)

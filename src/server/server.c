@@ -6,12 +6,13 @@
  * first call would cost the connection its keep-alive).  Calls with upload
  * data append to the body, up to the route's limit.  The final call checks
  * the API key, body size and media type, collects the query, builds a
- * jf_request and calls the engine, which checks role and idempotency key.  Reads are answered on
- * the spot: the engine calls back before jf_call returns.  Writes are answered by the engine's
- * writer thread after its group commit, so the connection is suspended before jf_call and the
- * callback stores the result and resumes it; the daemon then calls the
- * handler once more, which queues the stored answer.  No worker thread ever
- * waits for the writer.
+ * jf_request and calls the engine, which checks role and idempotency key.
+ * Reads of what is already on disk are answered on the spot: the engine calls
+ * back before jf_call returns.  Writes, and reads that saw a commit not yet
+ * flushed, are answered later from the engine's threads, so the connection is
+ * suspended and the callback stores the result and resumes it; the daemon
+ * then calls the handler once more, which queues the stored answer.  No
+ * worker thread ever waits for the writer or for a flush.
  *
  * Shutdown is quiesce (stop accepting), wait until every suspended request
  * has its answer and the others are done, then stop the daemon: stopping it
@@ -276,8 +277,9 @@ static void params_deinit(params *ps)
     ps->n = 0;
 }
 
-/* Stores the engine's answer; runs exactly once per jf_call, on the calling
- * thread for reads and early refusals, on the writer thread otherwise. */
+/* Stores the engine's answer; runs exactly once per jf_call: on the calling
+ * thread for early refusals and for reads of what is already on disk, on
+ * one of the engine's threads otherwise. */
 static void on_done(void *ctx, jf_result *res)
 {
     srv_req *r = ctx;
@@ -326,8 +328,8 @@ static enum MHD_Result submit(srv_req *r, const jf_request *req)
     pthread_mutex_lock(&r->mu);
     bool done = r->done;
     if (!done) {
-        /* The engine promises reads answer before jf_call returns; if one
-         * ever does not, wait for it like a write instead of hanging. */
+        /* A read that saw a commit not yet on disk is answered after the
+         * flush, from the engine's syncer thread: wait for it like a write. */
         r->suspended = true;
         atomic_fetch_add(&s->suspended, 1);
         MHD_suspend_connection(r->conn);

@@ -142,6 +142,27 @@ class DurableAckTests(unittest.TestCase):
         self.assertEqual(rep.body, earned, "replay body differs")
         self.assertEqual(H.member_of(admin, mid)["points"]["available"], 5)
 
+    def test_held_reads_leave_http_threads_free(self):
+        """Reads waiting for a flush wait off the HTTP threads: with more reads
+        held than the server has HTTP threads (2), a request that needs no
+        flush is still answered while the gate stays closed."""
+        mid = H.create_member(self.env.admin)["id"]
+        w = self.hold_earn(mid, 3, H.idem_key("durable-free"))
+        reads = [Pending(self.env.client(self.key), "GET", "/v1/members/%s" % mid)
+                 for _ in range(4)]
+        self.assertFalse(any(r.done.wait(HELD_READ_S) for r in reads),
+                         "a GET answered before a commit it may see was flushed")
+        health = Pending(self.env.client(None), "GET", "/healthz")
+        self.assertTrue(health.done.wait(ANSWER_TIMEOUT_S),
+                        "/healthz not answered while reads waited for a held flush")
+        self.assertEqual(health.result().status, 200)
+        self.assertFalse(w.done.is_set() or any(r.done.is_set() for r in reads),
+                         "answered while the gate was closed")
+        self.gate.open()
+        H.check_ok(w.result(), 201, "held earn")
+        for r in reads:
+            self.assertEqual(H.check_ok(r.result(), 200, "held GET")["points"]["available"], 3)
+
     def test_sigterm_while_flush_held(self):
         env = self.env
         mid = H.create_member(env.admin)["id"]
