@@ -73,13 +73,15 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id) : err;
 }
 
-/* ctx->out = {"transaction": ..., "points": ...} for the member after tx;
- * known (may be NULL) are the member's points already read after it. */
-static jf_err points_result_known(jf_ctx *ctx, const char *tx_id, const char *member_id,
-                                  const jf_points *known)
+/* ctx->out = {"transaction": ..., "points": ...} for the member after the
+ * transaction: mem_tx when this command just committed it (rendered from
+ * memory), else tx_id read back; known (may be NULL) are the member's points
+ * already read after it. */
+static jf_err points_result_known(jf_ctx *ctx, const jf_tx *mem_tx, const char *tx_id,
+                                  const char *member_id, const jf_points *known)
 {
     json_t *tx = NULL, *pts = NULL;
-    jf_err err = jf_tx_json(ctx, tx_id, false, &tx);
+    jf_err err = mem_tx ? jf_tx_reply_json(ctx, mem_tx, &tx) : jf_tx_json(ctx, tx_id, false, &tx);
     if (err == JF_OK && known)
         pts = jf_points_json(known);
     else if (err == JF_OK)
@@ -96,7 +98,7 @@ static jf_err points_result_known(jf_ctx *ctx, const char *tx_id, const char *me
 
 jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
 {
-    return points_result_known(ctx, tx_id, member_id, NULL);
+    return points_result_known(ctx, NULL, tx_id, member_id, NULL);
 }
 
 /* Checks that amount is spendable now. */
@@ -153,7 +155,7 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
         err = tx_finish_points(ctx, tx, &p);
     bool known = tx->member_id && strcmp(tx->member_id, member_id) == 0;
     if (err == JF_OK)
-        err = points_result_known(ctx, tx->id, member_id, known ? &p : NULL);
+        err = points_result_known(ctx, tx, tx->id, member_id, known ? &p : NULL);
     jf_tx_deinit(tx);
     return err;
 }

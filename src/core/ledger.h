@@ -64,6 +64,11 @@ void jf_tx_deinit(jf_tx *tx);
     " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                           \
     " AND r.reverses = transactions.id) FROM transactions"
 
+/* Renders a transaction this command just committed from memory, exactly as
+ * jf_tx_json renders it without details (a new transaction has nothing
+ * reversed yet); *out is the caller's. */
+jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out);
+
 /* Renders one TX_COLUMNS row for jf_list_rows (cursor column 0, the seq). */
 jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 

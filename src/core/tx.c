@@ -105,6 +105,35 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
     return err;
 }
 
+/* The transaction's stored fields, as the chain hashes them and as replies
+ * render them. */
+static jf_chain_tx tx_view(const jf_ctx *ctx, const jf_tx *tx)
+{
+    return (jf_chain_tx){.tenant = ctx->auth->tenant,
+                         .seq = tx->seq,
+                         .points = tx->points,
+                         .delta = tx->delta,
+                         .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0,
+                         .created_at = ctx->now_ms,
+                         .id = tx->id,
+                         .type = tx->type,
+                         .member_id = tx->member_id,
+                         .counterparty_id = tx->counterparty_id,
+                         .reverses = tx->reverses,
+                         .hold_id = tx->hold_id,
+                         .order_id = tx->order_id,
+                         .order_currency = tx->order_currency,
+                         .reason = tx->reason,
+                         .note = tx->note,
+                         .channel = tx->channel,
+                         .store_id = tx->store_id,
+                         .actor = tx->actor,
+                         .metadata = tx->metadata,
+                         .idem_key = tx->idem_key,
+                         .postings = tx->postings,
+                         .posting_count = tx->posting_count};
+}
+
 jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
 {
     int64_t sum = 0;
@@ -114,29 +143,7 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
         return jf_fail(ctx, JF_ERR_INTERNAL, "Postings of %s sum to %lld.", tx->id, (long long)sum);
     const uint8_t *prev = tx->prev_hash;
     uint8_t hash[JF_HASH_BYTES];
-    jf_chain_tx c = {.tenant = ctx->auth->tenant,
-                     .seq = tx->seq,
-                     .points = tx->points,
-                     .delta = tx->delta,
-                     .order_amount = tx->order_amount >= 0 ? tx->order_amount : 0,
-                     .created_at = ctx->now_ms,
-                     .id = tx->id,
-                     .type = tx->type,
-                     .member_id = tx->member_id,
-                     .counterparty_id = tx->counterparty_id,
-                     .reverses = tx->reverses,
-                     .hold_id = tx->hold_id,
-                     .order_id = tx->order_id,
-                     .order_currency = tx->order_currency,
-                     .reason = tx->reason,
-                     .note = tx->note,
-                     .channel = tx->channel,
-                     .store_id = tx->store_id,
-                     .actor = tx->actor,
-                     .metadata = tx->metadata,
-                     .idem_key = tx->idem_key,
-                     .postings = tx->postings,
-                     .posting_count = tx->posting_count};
+    jf_chain_tx c = tx_view(ctx, tx);
     jf_chain_hash(prev, &c, hash);
     jf_err err = tx_insert_row(ctx, tx, prev, hash);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
@@ -150,41 +157,64 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
     return err;
 }
 
-static json_t *tx_order_json(sqlite3_stmt *st)
+static json_t *tx_order_json(const jf_chain_tx *t)
 {
-    if (sqlite3_column_type(st, 8) == SQLITE_NULL)
+    if (t->order_id == NULL)
         return json_null();
     json_t *o = json_object();
-    jf_json_set(o, "id", json_string(jf_db_text(st, 8)));
-    if (jf_db_text(st, 10)) {
-        jf_json_set(o, "amount", json_integer(sqlite3_column_int64(st, 9)));
-        jf_json_set(o, "currency", json_string(jf_db_text(st, 10)));
+    jf_json_set(o, "id", json_string(t->order_id));
+    if (t->order_currency) {
+        jf_json_set(o, "amount", json_integer(t->order_amount));
+        jf_json_set(o, "currency", json_string(t->order_currency));
     }
+    return o;
+}
+
+/* The one rendering of a transaction, from a stored row or from memory. */
+static json_t *tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
+{
+    json_t *o = json_object();
+    jf_json_set(o, "id", json_string(t->id));
+    jf_json_set(o, "type", json_string(t->type));
+    jf_json_set(o, "member_id", jf_json_text(t->member_id));
+    jf_json_set(o, "counterparty_member_id", jf_json_text(t->counterparty_id));
+    jf_json_set(o, "points", json_integer(t->points));
+    jf_json_set(o, "delta", json_integer(t->delta));
+    jf_json_set(o, "reverses", jf_json_text(t->reverses));
+    jf_json_set(o, "reversed_points", json_integer(reversed_points));
+    jf_json_set(o, "hold_id", jf_json_text(t->hold_id));
+    jf_json_set(o, "order", tx_order_json(t));
+    jf_json_set(o, "reason", jf_json_text(t->reason));
+    jf_json_set(o, "note", jf_json_text(t->note));
+    jf_json_set(o, "channel", jf_json_text(t->channel));
+    jf_json_set(o, "store_id", jf_json_text(t->store_id));
+    jf_json_set(o, "actor", json_string(t->actor));
+    jf_json_set(o, "metadata", t->metadata ? json_loads(t->metadata, 0, NULL) : json_null());
+    jf_json_set(o, "created_at", jf_json_time_value(t->created_at));
     return o;
 }
 
 static json_t *tx_row_json(sqlite3_stmt *st)
 {
-    json_t *o = json_object();
-    const char *meta = jf_db_text(st, 16);
-    jf_json_set(o, "id", json_string(jf_db_text(st, 1)));
-    jf_json_set(o, "type", json_string(jf_db_text(st, 2)));
-    jf_json_set(o, "member_id", jf_json_text(jf_db_text(st, 3)));
-    jf_json_set(o, "counterparty_member_id", jf_json_text(jf_db_text(st, 4)));
-    jf_json_set(o, "points", json_integer(sqlite3_column_int64(st, 5)));
-    jf_json_set(o, "delta", json_integer(sqlite3_column_int64(st, 19)));
-    jf_json_set(o, "reverses", jf_json_text(jf_db_text(st, 6)));
-    jf_json_set(o, "reversed_points", json_integer(sqlite3_column_int64(st, 20)));
-    jf_json_set(o, "hold_id", jf_json_text(jf_db_text(st, 7)));
-    jf_json_set(o, "order", tx_order_json(st));
-    jf_json_set(o, "reason", jf_json_text(jf_db_text(st, 11)));
-    jf_json_set(o, "note", jf_json_text(jf_db_text(st, 12)));
-    jf_json_set(o, "channel", jf_json_text(jf_db_text(st, 13)));
-    jf_json_set(o, "store_id", jf_json_text(jf_db_text(st, 14)));
-    jf_json_set(o, "actor", json_string(jf_db_text(st, 15)));
-    jf_json_set(o, "metadata", meta ? json_loads(meta, 0, NULL) : json_null());
-    jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 17)));
-    return o;
+    jf_chain_tx t = {.points = sqlite3_column_int64(st, 5),
+                     .delta = sqlite3_column_int64(st, 19),
+                     .order_amount = sqlite3_column_int64(st, 9),
+                     .created_at = sqlite3_column_int64(st, 17),
+                     .id = jf_db_text(st, 1),
+                     .type = jf_db_text(st, 2),
+                     .member_id = jf_db_text(st, 3),
+                     .counterparty_id = jf_db_text(st, 4),
+                     .reverses = jf_db_text(st, 6),
+                     .hold_id = jf_db_text(st, 7),
+                     .order_id = jf_db_text(st, 8),
+                     .order_currency = jf_db_text(st, 10),
+                     .reason = jf_db_text(st, 11),
+                     .note = jf_db_text(st, 12),
+                     .channel = jf_db_text(st, 13),
+                     .store_id = jf_db_text(st, 14),
+                     .actor = jf_db_text(st, 15),
+                     .metadata = jf_db_text(st, 16)};
+    return tx_view_json(&t, sqlite3_column_int64(st, 20));
 }
 
 static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
@@ -250,5 +280,21 @@ jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 {
     (void)ctx;
     *out = tx_row_json(st);
+    return JF_OK;
+}
+
+jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)
+{
+    jf_chain_tx t = tx_view(ctx, tx);
+    json_t *o = tx_view_json(&t, 0);
+    json_t *awards = NULL;
+    jf_err err = JF_OK;
+    if (strcmp(tx->type, "earn") == 0 && (err = jf_awards_json(ctx, tx->seq, &awards)) == JF_OK)
+        json_object_set_new(o, "awards", awards);
+    if (err != JF_OK) {
+        json_decref(o);
+        return err;
+    }
+    *out = o;
     return JF_OK;
 }

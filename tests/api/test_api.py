@@ -104,7 +104,18 @@ class Checks:
         self.assertFields(b, ["transaction", "points"], "points-result")
         self.assertTxn(b["transaction"], type_, points)
         self.assertFields(b["points"], ["available", "pending", "held"], "points-result.points")
+        if status == 201 and not r.replayed:
+            self.assertReplyMatchesStored(b["transaction"])
         return b
+
+    def assertReplyMatchesStored(self, txn):
+        """A write's reply renders its new transaction from memory: it must be
+        exactly what GET /v1/transactions/{id} reads back, less the details."""
+        stored = self.assertStatus(self.env.admin.get("/v1/transactions/%s" % txn["id"]), 200,
+                                   "GET txn after write")
+        for k in ("postings", "consumptions", "hash"):
+            stored.pop(k, None)
+        self.assertEqual(txn, stored, "reply vs stored transaction")
 
     def assertLot(self, lot):
         self.assertFields(lot, LOT_FIELDS, "lot")
