@@ -95,6 +95,12 @@
  * requests, small enough that one batch never holds the write lock long. */
 #define JF_BATCH_COMMANDS_MAX 512
 
+/* Hot rows (src/core/hot.c): the chain heads and program accounts one batch
+ * keeps in memory and writes once at its commit.  A batch of commands from
+ * as many tenants as it has commands fits twice over; rows beyond it are
+ * written directly, so the limit bounds memory, not correctness. */
+#define JF_HOT_ROWS_MAX 1024
+
 /* Commands waiting for the writer.  Beyond this, a request is answered 429
  * instead of queueing without bound. */
 #define JF_QUEUE_COMMANDS_MAX 65536
@@ -155,6 +161,8 @@
 
 _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit within max");
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
+_Static_assert(JF_HOT_ROWS_MAX >= 2 * JF_BATCH_COMMANDS_MAX,
+               "a batch from as many tenants as commands keeps each chain head and an account hot");
 _Static_assert(JF_WAL_RESTART_LAG_FRAMES < JF_WAL_RESTART_FRAMES_MIN,
                "the lag is a part of the WAL");
 _Static_assert(JF_WAL_RESTART_FRAMES_MIN <= JF_WAL_RESTART_FRAMES &&

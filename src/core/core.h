@@ -63,6 +63,9 @@ typedef struct jf_inflight {
 
 typedef struct jf_cmd jf_cmd;
 
+/* hot.c: chain heads and program accounts kept by the writer for one batch. */
+typedef struct jf_hot jf_hot;
+
 struct jf_engine {
     char *db_path;
     bool test_clock;
@@ -97,9 +100,11 @@ struct jf_engine {
     pthread_t syncer;
     pthread_mutex_t sync_mu;
     pthread_cond_t cv_sync, cv_durable;
-    jf_cmd *s_head, *s_tail;     /* committed, waiting for the flush */
-    uint64_t s_gen;              /* highest commit generation handed over */
-    struct jf_read_wait *r_head; /* reads answered after the flush they wait for */
+    jf_cmd *s_head, *s_tail; /* committed, waiting for the flush */
+    uint64_t s_gen;          /* highest commit generation handed over */
+    struct jf_read_wait *r_head;
+    /* reads answered after the flush they wait for */
+    jf_hot *hot; /* writer thread only; NULL without a writer */
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;
@@ -204,6 +209,25 @@ extern const jf_op_impl jf_op_member_points, jf_op_member_transactions, jf_op_me
     jf_op_member_holds, jf_op_hold_get, jf_op_transaction_get, jf_op_transaction_list;
 extern const jf_op_impl jf_op_expiry_run, jf_op_expiry_forecast, jf_op_holds_sweep;
 jf_err jf_holds_void_overdue(jf_ctx *ctx, const char *member_id);
+
+/* --- hot.c: rows every write of a tenant updates, written once per batch ---
+ * The writer starts each command with jf_hot_cmd_begin and calls
+ * jf_hot_cmd_rollback wherever it rolls the command's savepoint back;
+ * jf_hot_flush writes the batch's rows just before its COMMIT and forgets
+ * them, failed or not.  All of them accept a NULL table (no writer). */
+jf_hot *jf_hot_new(void);
+void jf_hot_free(jf_hot *h);
+void jf_hot_cmd_begin(jf_hot *h);
+void jf_hot_cmd_rollback(jf_hot *h);
+jf_err jf_hot_flush(jf_hot *h, jf_db *db);
+/* The tenant's last transaction number and chain head, as this batch left it. */
+jf_err jf_hot_chain_get(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES]);
+/* Moves the chain head to seq (one past the last) and head; JF_ERR_INTERNAL
+ * when seq does not follow the head. */
+jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYTES]);
+/* Adds amount to a program account; *balance is the new balance.
+ * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
+jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 
 /* --- auth.c --- */
 extern const jf_op_impl jf_op_key_create, jf_op_key_list, jf_op_key_revoke;

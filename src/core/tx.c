@@ -15,19 +15,10 @@
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
 {
     memset(tx, 0, sizeof(*tx));
-    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?",
-                                   "I", ctx->auth->tenant);
-    if (st == NULL)
-        return JF_ERR_IO;
-    jf_err err = JF_ERR_UNAUTHORIZED;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
-        tx->seq = sqlite3_column_int64(st, 0) + 1;
-        memcpy(tx->prev_hash, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
-        err = JF_OK;
-    }
-    sqlite3_reset(st);
+    jf_err err = jf_hot_chain_get(ctx, &tx->seq, tx->prev_hash);
     if (err != JF_OK)
         return err;
+    tx->seq++;
     jf_id_new_ordered("txn_", ctx->now_ms, tx->id);
     tx->type = type;
     tx->member_id = member_id;
@@ -92,6 +83,10 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
     if (err != JF_OK)
         return err;
     int64_t balance = 0;
+    /* Program accounts are shared by every write of the tenant: the batch
+     * keeps them in memory and writes each once (hot.c). */
+    if (strncmp(p->account, "program:", 8) == 0)
+        return jf_hot_account_add(ctx, p->account, p->amount, &balance);
     err = jf_db_int(ctx->db, &balance, 0,
                     "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
                     " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
@@ -148,13 +143,7 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
     jf_err err = tx_insert_row(ctx, tx, prev, hash);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
         err = tx_apply_posting(ctx, tx, i);
-    if (err == JF_OK)
-        err =
-            jf_db_run(ctx->db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
-                      "IbII", tx->seq, hash, JF_HASH_BYTES, ctx->auth->tenant, tx->seq - 1);
-    if (err == JF_OK && jf_db_changes(ctx->db) != 1)
-        err = jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved during %s.", tx->id);
-    return err;
+    return err == JF_OK ? jf_hot_chain_set(ctx, tx->seq, hash) : err;
 }
 
 static json_t *tx_order_json(const jf_chain_tx *t)

@@ -1,0 +1,258 @@
+/*
+ * Hot rows, written once per batch (docs/PERFORMANCE.md, DESIGN.md
+ * "Execution model").
+ *
+ * Every transaction extends its tenant's hash chain (tenants.tx_seq and
+ * chain_head) and nearly every one posts to a program account (an earn
+ * debits program:issuance).  Those rows are shared by every write of the
+ * tenant, so updating them per write costs one statement and one B-tree
+ * update each time, and does nothing for anyone: only the last value of the
+ * batch is ever seen outside the writer.  The writer keeps them here instead
+ * and writes each one once, just before the batch's COMMIT (jf_hot_flush).
+ *
+ * Commands run under savepoints, and a refused command's savepoint is rolled
+ * back; its changes here must go too.  Each entry remembers its value from
+ * before the current command the first time the command changes it
+ * (jf_hot_cmd_begin starts a command), and jf_hot_cmd_rollback puts those
+ * values back.  Only the writer thread touches this table.
+ *
+ * When the table is full (more distinct tenants or program accounts in one
+ * batch than JF_HOT_ROWS_MAX) a row not in it is read and written directly,
+ * as before, which is always correct because the table never holds it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+
+typedef struct hot_row {
+    int64_t tenant;
+    char account[sizeof(((jf_posting *)0)->account)]; /* "" for the chain head */
+    bool used, dirty;
+    int64_t stored;              /* balance or tx_seq as stored before this batch */
+    int64_t value;               /* balance or tx_seq now */
+    uint8_t head[JF_HASH_BYTES]; /* the chain head (chain rows only) */
+    uint64_t cmd;                /* the command that saved the fields below */
+    int64_t saved_value;         /* value before that command */
+    uint8_t saved_head[JF_HASH_BYTES];
+    bool saved_dirty;
+} hot_row;
+
+/* Open addressing at most half full, so lookups stay short. */
+#define HOT_SLOTS (2 * JF_HOT_ROWS_MAX)
+
+struct jf_hot {
+    hot_row rows[HOT_SLOTS];
+    int used[JF_HOT_ROWS_MAX]; /* slots in use, to clear them after the batch */
+    int n;
+    uint64_t cmd;
+};
+
+_Static_assert((HOT_SLOTS & (HOT_SLOTS - 1)) == 0, "the hot table's size is a power of two");
+
+jf_hot *jf_hot_new(void)
+{
+    return calloc(1, sizeof(jf_hot));
+}
+
+void jf_hot_free(jf_hot *h)
+{
+    free(h);
+}
+
+static size_t hot_hash(int64_t tenant, const char *account)
+{
+    uint64_t x = 1469598103934665603ull ^ (uint64_t)tenant;
+    for (const char *p = account; *p; p++)
+        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    return (size_t)(x ^ (x >> 29)) & (HOT_SLOTS - 1);
+}
+
+/* The row of (tenant, account), or the empty slot for it, or NULL when the
+ * table is full and the row is not in it. */
+static hot_row *hot_slot(jf_hot *h, int64_t tenant, const char *account)
+{
+    for (size_t i = hot_hash(tenant, account), probes = 0; probes < HOT_SLOTS;
+         i = (i + 1) & (HOT_SLOTS - 1), probes++) {
+        hot_row *r = &h->rows[i];
+        if (!r->used)
+            return h->n < JF_HOT_ROWS_MAX ? r : NULL;
+        if (r->tenant == tenant && strcmp(r->account, account) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void hot_claim(jf_hot *h, hot_row *r, int64_t tenant, const char *account)
+{
+    memset(r, 0, sizeof(*r));
+    r->used = true;
+    r->tenant = tenant;
+    snprintf(r->account, sizeof(r->account), "%s", account);
+    h->used[h->n++] = (int)(r - h->rows);
+}
+
+/* Saves the row's current value the first time this command changes it. */
+static void hot_touch(jf_hot *h, hot_row *r)
+{
+    if (r->cmd == h->cmd)
+        return;
+    r->cmd = h->cmd;
+    r->saved_value = r->value;
+    r->saved_dirty = r->dirty;
+    memcpy(r->saved_head, r->head, JF_HASH_BYTES);
+}
+
+void jf_hot_cmd_begin(jf_hot *h)
+{
+    if (h)
+        h->cmd++;
+}
+
+void jf_hot_cmd_rollback(jf_hot *h)
+{
+    for (int i = 0; h && i < h->n; i++) {
+        hot_row *r = &h->rows[h->used[i]];
+        if (r->cmd != h->cmd)
+            continue;
+        r->value = r->saved_value;
+        r->dirty = r->saved_dirty;
+        memcpy(r->head, r->saved_head, JF_HASH_BYTES);
+        r->cmd = 0;
+    }
+}
+
+static void hot_clear(jf_hot *h)
+{
+    for (int i = 0; i < h->n; i++)
+        h->rows[h->used[i]].used = false;
+    h->n = 0;
+}
+
+/* ---- the chain head ---- */
+
+static jf_err chain_read(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES])
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?",
+                                   "I", ctx->auth->tenant);
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_ERR_UNAUTHORIZED;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
+        *seq = sqlite3_column_int64(st, 0);
+        memcpy(head, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
+        err = JF_OK;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+jf_err jf_hot_chain_get(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES])
+{
+    jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
+    hot_row *r = h ? hot_slot(h, ctx->auth->tenant, "") : NULL;
+    if (r == NULL)
+        return chain_read(ctx, seq, head);
+    if (!r->used) {
+        int64_t stored = 0;
+        uint8_t stored_head[JF_HASH_BYTES];
+        jf_err err = chain_read(ctx, &stored, stored_head);
+        if (err != JF_OK)
+            return err;
+        hot_claim(h, r, ctx->auth->tenant, "");
+        r->stored = r->value = stored;
+        memcpy(r->head, stored_head, JF_HASH_BYTES);
+    }
+    *seq = r->value;
+    memcpy(head, r->head, JF_HASH_BYTES);
+    return JF_OK;
+}
+
+jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYTES])
+{
+    jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
+    hot_row *r = h ? hot_slot(h, ctx->auth->tenant, "") : NULL;
+    if (r == NULL || !r->used) {
+        jf_err err =
+            jf_db_run(ctx->db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
+                      "IbII", seq, head, JF_HASH_BYTES, ctx->auth->tenant, seq - 1);
+        if (err == JF_OK && jf_db_changes(ctx->db) != 1)
+            err = jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)seq);
+        return err;
+    }
+    if (seq != r->value + 1)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)seq);
+    hot_touch(h, r);
+    r->value = seq;
+    memcpy(r->head, head, JF_HASH_BYTES);
+    r->dirty = true;
+    return JF_OK;
+}
+
+/* ---- program accounts ---- */
+
+static jf_err account_add_direct(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
+{
+    return jf_db_int(ctx->db, balance, 0,
+                     "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
+                     " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
+                     "excluded.balance RETURNING balance",
+                     "IsI", ctx->auth->tenant, account, amount);
+}
+
+jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
+{
+    jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
+    hot_row *r = h ? hot_slot(h, ctx->auth->tenant, account) : NULL;
+    if (r == NULL)
+        return account_add_direct(ctx, account, amount, balance);
+    if (!r->used) {
+        int64_t stored = 0;
+        jf_err err = jf_db_int(ctx->db, &stored, 0,
+                               "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
+                               ctx->auth->tenant, account);
+        if (err != JF_OK)
+            return err;
+        hot_claim(h, r, ctx->auth->tenant, account);
+        r->stored = r->value = stored;
+    }
+    int64_t next = 0;
+    if (__builtin_add_overflow(r->value, amount, &next) || !jf_points_in_range(next))
+        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
+                       account);
+    hot_touch(h, r);
+    r->value = next;
+    r->dirty = true;
+    *balance = next;
+    return JF_OK;
+}
+
+/* ---- once per batch ---- */
+
+static jf_err hot_write(jf_db *db, const hot_row *r)
+{
+    if (r->account[0] == '\0') {
+        jf_err err =
+            jf_db_run(db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
+                      "IbII", r->value, r->head, JF_HASH_BYTES, r->tenant, r->stored);
+        return err == JF_OK && jf_db_changes(db) != 1 ? JF_ERR_INTERNAL : err;
+    }
+    return jf_db_run(db,
+                     "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
+                     " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
+                     "excluded.balance",
+                     "IsI", r->tenant, r->account, r->value - r->stored);
+}
+
+jf_err jf_hot_flush(jf_hot *h, jf_db *db)
+{
+    jf_err err = JF_OK;
+    for (int i = 0; h && err == JF_OK && i < h->n; i++) {
+        const hot_row *r = &h->rows[h->used[i]];
+        if (r->dirty)
+            err = hot_write(db, r);
+    }
+    if (h)
+        hot_clear(h);
+    return err;
+}
