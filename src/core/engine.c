@@ -1036,6 +1036,10 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
         return err;
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
         return err;
+    char pragma[64];
+    snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%d", JF_DB_WRITER_CACHE_KIB);
+    if ((err = jf_db_exec(&eng->wdb, pragma)) != JF_OK)
+        return err;
     if ((eng->hot = jf_hot_new()) == NULL)
         return JF_ERR_NOMEM;
     sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
