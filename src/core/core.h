@@ -215,7 +215,8 @@ jf_err jf_holds_void_overdue(jf_ctx *ctx, const char *member_id);
  * jf_hot_cmd_rollback wherever it rolls the command's savepoint back;
  * jf_hot_flush writes the batch's rows just before its COMMIT and forgets
  * them, failed or not.  All of them accept a NULL table (no writer). */
-jf_hot *jf_hot_new(void);
+/* A table of at most rows_max rows; NULL without memory (or rows_max < 1). */
+jf_hot *jf_hot_new(int rows_max);
 void jf_hot_free(jf_hot *h);
 void jf_hot_cmd_begin(jf_hot *h);
 void jf_hot_cmd_rollback(jf_hot *h);
@@ -228,6 +229,9 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
 /* Adds amount to a program account; *balance is the new balance.
  * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
+/* Adds amount to an account's stored row now (created at 0 when missing);
+ * *balance is the new balance. */
+jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 
 /* --- auth.c --- */
 extern const jf_op_impl jf_op_key_create, jf_op_key_list, jf_op_key_revoke;

@@ -1040,7 +1040,7 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
     snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%d", JF_DB_WRITER_CACHE_KIB);
     if ((err = jf_db_exec(&eng->wdb, pragma)) != JF_OK)
         return err;
-    if ((eng->hot = jf_hot_new()) == NULL)
+    if ((eng->hot = jf_hot_new(JF_HOT_ROWS_MAX)) == NULL)
         return JF_ERR_NOMEM;
     sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
     if ((err = jf_syncer_start(eng)) != JF_OK)

@@ -17,8 +17,8 @@
  * values back.  Only the writer thread touches this table.
  *
  * When the table is full (more distinct tenants or program accounts in one
- * batch than JF_HOT_ROWS_MAX) a row not in it is read and written directly,
- * as before, which is always correct because the table never holds it.
+ * batch than it holds, JF_HOT_ROWS_MAX for the engine) a row not in it is read and written
+ * directly, as before, which is always correct because the table never holds it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,24 +39,41 @@ typedef struct hot_row {
 } hot_row;
 
 /* Open addressing at most half full, so lookups stay short. */
-#define HOT_SLOTS (2 * JF_HOT_ROWS_MAX)
-
 struct jf_hot {
-    hot_row rows[HOT_SLOTS];
-    int used[JF_HOT_ROWS_MAX]; /* slots in use, to clear them after the batch */
-    int n;
+    hot_row *rows; /* slots: a power of two, at least twice rows_max */
+    size_t mask;   /* slots - 1 */
+    int *used;     /* slots in use, to clear them after the batch */
+    int n, rows_max;
     uint64_t cmd;
 };
 
-_Static_assert((HOT_SLOTS & (HOT_SLOTS - 1)) == 0, "the hot table's size is a power of two");
-
-jf_hot *jf_hot_new(void)
+jf_hot *jf_hot_new(int rows_max)
 {
-    return calloc(1, sizeof(jf_hot));
+    if (rows_max < 1)
+        return NULL;
+    size_t slots = 2;
+    while (slots < 2 * (size_t)rows_max)
+        slots *= 2;
+    jf_hot *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->rows = calloc(slots, sizeof(*h->rows));
+    h->used = calloc((size_t)rows_max, sizeof(*h->used));
+    h->mask = slots - 1;
+    h->rows_max = rows_max;
+    if (h->rows == NULL || h->used == NULL) {
+        jf_hot_free(h);
+        return NULL;
+    }
+    return h;
 }
 
 void jf_hot_free(jf_hot *h)
 {
+    if (h == NULL)
+        return;
+    free(h->rows);
+    free(h->used);
     free(h);
 }
 
@@ -65,18 +82,18 @@ static size_t hot_hash(int64_t tenant, const char *account)
     uint64_t x = 1469598103934665603ull ^ (uint64_t)tenant;
     for (const char *p = account; *p; p++)
         x = (x ^ (unsigned char)*p) * 1099511628211ull;
-    return (size_t)(x ^ (x >> 29)) & (HOT_SLOTS - 1);
+    return (size_t)(x ^ (x >> 29));
 }
 
 /* The row of (tenant, account), or the empty slot for it, or NULL when the
  * table is full and the row is not in it. */
 static hot_row *hot_slot(jf_hot *h, int64_t tenant, const char *account)
 {
-    for (size_t i = hot_hash(tenant, account), probes = 0; probes < HOT_SLOTS;
-         i = (i + 1) & (HOT_SLOTS - 1), probes++) {
+    for (size_t i = hot_hash(tenant, account) & h->mask, probes = 0; probes <= h->mask;
+         i = (i + 1) & h->mask, probes++) {
         hot_row *r = &h->rows[i];
         if (!r->used)
-            return h->n < JF_HOT_ROWS_MAX ? r : NULL;
+            return h->n < h->rows_max ? r : NULL;
         if (r->tenant == tenant && strcmp(r->account, account) == 0)
             return r;
     }
@@ -131,6 +148,16 @@ static void hot_clear(jf_hot *h)
 
 /* ---- the chain head ---- */
 
+/* Moves the stored head from prev_seq to seq; JF_ERR_INTERNAL when it was
+ * not at prev_seq. */
+static jf_err chain_write(jf_db *db, int64_t tenant, int64_t seq, const uint8_t *head,
+                          int64_t prev_seq)
+{
+    jf_err err = jf_db_run(db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
+                           "IbII", seq, head, JF_HASH_BYTES, tenant, prev_seq);
+    return err == JF_OK && jf_db_changes(db) != 1 ? JF_ERR_INTERNAL : err;
+}
+
 static jf_err chain_read(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES])
 {
     sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?",
@@ -173,12 +200,10 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
     jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
     hot_row *r = h ? hot_slot(h, ctx->auth->tenant, "") : NULL;
     if (r == NULL || !r->used) {
-        jf_err err =
-            jf_db_run(ctx->db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
-                      "IbII", seq, head, JF_HASH_BYTES, ctx->auth->tenant, seq - 1);
-        if (err == JF_OK && jf_db_changes(ctx->db) != 1)
-            err = jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)seq);
-        return err;
+        jf_err err = chain_write(ctx->db, ctx->auth->tenant, seq, head, seq - 1);
+        return err == JF_ERR_INTERNAL
+                   ? jf_fail(ctx, err, "The chain head moved to %lld.", (long long)seq)
+                   : err;
     }
     if (seq != r->value + 1)
         return jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)seq);
@@ -191,13 +216,19 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
 
 /* ---- program accounts ---- */
 
-static jf_err account_add_direct(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
+static jf_err account_upsert(jf_db *db, int64_t tenant, const char *account, int64_t amount,
+                             int64_t *balance)
 {
-    return jf_db_int(ctx->db, balance, 0,
+    return jf_db_int(db, balance, 0,
                      "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
                      " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
                      "excluded.balance RETURNING balance",
-                     "IsI", ctx->auth->tenant, account, amount);
+                     "IsI", tenant, account, amount);
+}
+
+jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
+{
+    return account_upsert(ctx->db, ctx->auth->tenant, account, amount, balance);
 }
 
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
@@ -205,7 +236,7 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
     jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
     hot_row *r = h ? hot_slot(h, ctx->auth->tenant, account) : NULL;
     if (r == NULL)
-        return account_add_direct(ctx, account, amount, balance);
+        return jf_account_add(ctx, account, amount, balance);
     if (!r->used) {
         int64_t stored = 0;
         jf_err err = jf_db_int(ctx->db, &stored, 0,
@@ -231,17 +262,13 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
 
 static jf_err hot_write(jf_db *db, const hot_row *r)
 {
-    if (r->account[0] == '\0') {
-        jf_err err =
-            jf_db_run(db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
-                      "IbII", r->value, r->head, JF_HASH_BYTES, r->tenant, r->stored);
-        return err == JF_OK && jf_db_changes(db) != 1 ? JF_ERR_INTERNAL : err;
-    }
-    return jf_db_run(db,
-                     "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
-                     " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
-                     "excluded.balance",
-                     "IsI", r->tenant, r->account, r->value - r->stored);
+    int64_t balance = 0;
+    if (r->account[0] == '\0')
+        return chain_write(db, r->tenant, r->value, r->head, r->stored);
+    jf_err err = account_upsert(db, r->tenant, r->account, r->value - r->stored, &balance);
+    /* Nothing but this batch writes the row, so it must land where the
+     * batch left it. */
+    return err == JF_OK && balance != r->value ? JF_ERR_INTERNAL : err;
 }
 
 jf_err jf_hot_flush(jf_hot *h, jf_db *db)

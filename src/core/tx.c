@@ -87,11 +87,7 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
      * keeps them in memory and writes each once (hot.c). */
     if (strncmp(p->account, "program:", 8) == 0)
         return jf_hot_account_add(ctx, p->account, p->amount, &balance);
-    err = jf_db_int(ctx->db, &balance, 0,
-                    "INSERT INTO accounts(tenant_id, account, balance) VALUES(?,?,?)"
-                    " ON CONFLICT(tenant_id, account) DO UPDATE SET balance = balance + "
-                    "excluded.balance RETURNING balance",
-                    "IsI", ctx->auth->tenant, p->account, p->amount);
+    err = jf_account_add(ctx, p->account, p->amount, &balance);
     if (err == JF_OK && !jf_points_in_range(balance))
         return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
                        p->account);

@@ -1,0 +1,221 @@
+/*
+ * Hot rows (src/core/hot.c): the chain head and program accounts the writer
+ * keeps in memory for a batch.  Each case runs the table against a real
+ * database with two tenants and reads the stored rows back: what is kept
+ * reaches the rows once, at the flush; a rolled-back command's changes are
+ * undone; a full table reads and writes directly; the range and the chain's
+ * order are still enforced.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+
+typedef struct fixture {
+    char dir[64], path[96];
+    jf_db db;
+    jf_engine eng; /* only .hot is used */
+    jf_auth auth[2];
+    char detail[256];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-hot-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/h.db", f->dir);
+    jf_engine_options o = {.db_path = f->path, .expiry_interval_s = 0};
+    jf_engine *eng = NULL;
+    char err[256], tenant[64], key[128];
+    assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            jf_tenant_create(eng, i ? "b" : "a", tenant, sizeof(tenant), key, sizeof(key)), JF_OK);
+        assert_int_equal(jf_tenant_auth(eng, tenant, &f->auth[i]), JF_OK);
+    }
+    jf_engine_free(eng);
+    assert_int_equal(jf_db_open(&f->db, f->path, false), JF_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    jf_hot_free(f->eng.hot);
+    jf_db_close(&f->db);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static jf_ctx ctx_of(fixture *f, int tenant)
+{
+    return (jf_ctx){.eng = &f->eng, .db = &f->db, .auth = &f->auth[tenant], .detail = f->detail};
+}
+
+/* The stored tx_seq and first byte of the chain head of a tenant. */
+static void stored_chain(fixture *f, int tenant, int64_t *seq, int *head0)
+{
+    sqlite3_stmt *st = jf_db_query(&f->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?", "I",
+                                   f->auth[tenant].tenant);
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    *seq = sqlite3_column_int64(st, 0);
+    *head0 = ((const uint8_t *)sqlite3_column_blob(st, 1))[0];
+    sqlite3_reset(st);
+}
+
+static int64_t stored_balance(fixture *f, int tenant, const char *account)
+{
+    int64_t b = -1;
+    assert_int_equal(jf_db_int(&f->db, &b, 0,
+                               "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
+                               f->auth[tenant].tenant, account),
+                     JF_OK);
+    return b;
+}
+
+static void chain_step(jf_ctx *ctx, int head0)
+{
+    int64_t seq = 0;
+    uint8_t head[JF_HASH_BYTES] = {0};
+    assert_int_equal(jf_hot_chain_get(ctx, &seq, head), JF_OK);
+    memset(head, head0, sizeof(head));
+    assert_int_equal(jf_hot_chain_set(ctx, seq + 1, head), JF_OK);
+}
+
+static void add(jf_ctx *ctx, int64_t amount, int64_t want)
+{
+    int64_t balance = 0;
+    assert_int_equal(jf_hot_account_add(ctx, "program:issuance", amount, &balance), JF_OK);
+    assert_int_equal(balance, want);
+}
+
+static void test_kept_until_flush(void **state)
+{
+    fixture *f = *state;
+    f->eng.hot = jf_hot_new(8);
+    jf_ctx a = ctx_of(f, 0);
+    int64_t seq = 0;
+    int head0 = 0;
+    assert_int_equal(jf_db_exec(&f->db, "BEGIN IMMEDIATE"), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot);
+    chain_step(&a, 7);
+    add(&a, -10, -10);
+    jf_hot_cmd_begin(f->eng.hot);
+    chain_step(&a, 8);
+    add(&a, -5, -15);
+    stored_chain(f, 0, &seq, &head0);
+    assert_int_equal(seq, 0); /* nothing written before the flush */
+    assert_int_equal(stored_balance(f, 0, "program:issuance"), 0);
+    assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
+    assert_int_equal(jf_db_exec(&f->db, "COMMIT"), JF_OK);
+    stored_chain(f, 0, &seq, &head0);
+    assert_int_equal(seq, 2);
+    assert_int_equal(head0, 8);
+    assert_int_equal(stored_balance(f, 0, "program:issuance"), -15);
+}
+
+static void test_rollback_undoes_one_command(void **state)
+{
+    fixture *f = *state;
+    f->eng.hot = jf_hot_new(8);
+    jf_ctx a = ctx_of(f, 0), b = ctx_of(f, 1);
+    int64_t seq = 0;
+    int head0 = 0;
+    assert_int_equal(jf_db_exec(&f->db, "BEGIN IMMEDIATE"), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot);
+    chain_step(&a, 1);
+    add(&a, -10, -10);
+    jf_hot_cmd_begin(f->eng.hot); /* refused: both tenants' changes go */
+    chain_step(&a, 2);
+    add(&a, -5, -15);
+    chain_step(&b, 3);
+    add(&b, -4, -4);
+    jf_hot_cmd_rollback(f->eng.hot);
+    jf_hot_cmd_begin(f->eng.hot);
+    chain_step(&a, 4);
+    add(&a, -7, -17);
+    assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
+    assert_int_equal(jf_db_exec(&f->db, "COMMIT"), JF_OK);
+    stored_chain(f, 0, &seq, &head0);
+    assert_int_equal(seq, 2);
+    assert_int_equal(head0, 4);
+    assert_int_equal(stored_balance(f, 0, "program:issuance"), -17);
+    stored_chain(f, 1, &seq, &head0);
+    assert_int_equal(seq, 0);
+    assert_int_equal(stored_balance(f, 1, "program:issuance"), 0);
+}
+
+/* One row: tenant a's chain head is kept, everything else goes direct. */
+static void test_full_table_writes_directly(void **state)
+{
+    fixture *f = *state;
+    f->eng.hot = jf_hot_new(1);
+    jf_ctx a = ctx_of(f, 0), b = ctx_of(f, 1);
+    int64_t seq = 0;
+    int head0 = 0;
+    assert_int_equal(jf_db_exec(&f->db, "BEGIN IMMEDIATE"), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot);
+    chain_step(&a, 5);
+    add(&a, -10, -10);
+    chain_step(&b, 6);
+    chain_step(&b, 9);
+    add(&b, -3, -3);
+    assert_int_equal(stored_balance(f, 0, "program:issuance"), -10); /* direct */
+    stored_chain(f, 1, &seq, &head0);
+    assert_int_equal(seq, 2); /* direct */
+    assert_int_equal(head0, 9);
+    stored_chain(f, 0, &seq, &head0);
+    assert_int_equal(seq, 0); /* kept */
+    assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
+    assert_int_equal(jf_db_exec(&f->db, "COMMIT"), JF_OK);
+    stored_chain(f, 0, &seq, &head0);
+    assert_int_equal(seq, 1);
+    assert_int_equal(head0, 5);
+    assert_int_equal(stored_balance(f, 1, "program:issuance"), -3);
+}
+
+static void test_range_and_order_still_checked(void **state)
+{
+    fixture *f = *state;
+    f->eng.hot = jf_hot_new(8);
+    jf_ctx a = ctx_of(f, 0);
+    int64_t balance = 0, seq = 0;
+    uint8_t head[JF_HASH_BYTES] = {0};
+    assert_int_equal(jf_db_exec(&f->db, "BEGIN IMMEDIATE"), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot);
+    add(&a, -10, -10);
+    assert_int_equal(jf_hot_account_add(&a, "program:issuance", -JF_POINTS_MAX, &balance),
+                     JF_ERR_POINTS_OVERFLOW);
+    add(&a, -1, -11); /* the refused add changed nothing */
+    assert_int_equal(jf_hot_chain_get(&a, &seq, head), JF_OK);
+    assert_int_equal(jf_hot_chain_set(&a, seq + 2, head), JF_ERR_INTERNAL);
+    assert_int_equal(jf_hot_chain_set(&a, seq + 1, head), JF_OK);
+    assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
+    assert_int_equal(jf_db_exec(&f->db, "COMMIT"), JF_OK);
+    assert_int_equal(stored_balance(f, 0, "program:issuance"), -11);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_kept_until_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_undoes_one_command, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_table_writes_directly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_range_and_order_still_checked, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
