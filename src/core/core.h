@@ -230,7 +230,8 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
  * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 /* Adds amount to an account's stored row now (created at 0 when missing);
- * *balance is the new balance. */
+ * *balance is the new balance.  JF_ERR_POINTS_OVERFLOW when the balance
+ * leaves the points range (the caller's savepoint undoes the write). */
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 
 /* --- auth.c --- */

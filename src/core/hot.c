@@ -226,9 +226,16 @@ static jf_err account_upsert(jf_db *db, int64_t tenant, const char *account, int
                      "IsI", tenant, account, amount);
 }
 
+static jf_err account_range_fail(jf_ctx *ctx, const char *account)
+{
+    return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
+                   account);
+}
+
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
 {
-    return account_upsert(ctx->db, ctx->auth->tenant, account, amount, balance);
+    jf_err err = account_upsert(ctx->db, ctx->auth->tenant, account, amount, balance);
+    return err == JF_OK && !jf_points_in_range(*balance) ? account_range_fail(ctx, account) : err;
 }
 
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
@@ -249,8 +256,7 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
     }
     int64_t next = 0;
     if (__builtin_add_overflow(r->value, amount, &next) || !jf_points_in_range(next))
-        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
-                       account);
+        return account_range_fail(ctx, account);
     hot_touch(h, r);
     r->value = next;
     r->dirty = true;

@@ -88,9 +88,6 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
     if (strncmp(p->account, "program:", 8) == 0)
         return jf_hot_account_add(ctx, p->account, p->amount, &balance);
     err = jf_account_add(ctx, p->account, p->amount, &balance);
-    if (err == JF_OK && !jf_points_in_range(balance))
-        return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Account %s would leave the points range.",
-                       p->account);
     if (err == JF_OK && balance < 0 && strstr(p->account, ":held"))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Held balance of %s would be negative.", p->account);
     return err;
@@ -228,6 +225,16 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
     return st && cs ? JF_OK : JF_ERR_IO;
 }
 
+/* An earn's rendering lists the rule awards that made it. */
+static jf_err tx_add_awards(jf_ctx *ctx, json_t *o, bool is_earn, int64_t seq)
+{
+    json_t *awards = NULL;
+    jf_err err = is_earn ? jf_awards_json(ctx, seq, &awards) : JF_OK;
+    if (err == JF_OK && is_earn)
+        json_object_set_new(o, "awards", awards);
+    return err;
+}
+
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=?1 AND id=?2", "Is",
@@ -245,10 +252,7 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
         jf_hex(sqlite3_column_blob(st, 18), JF_HASH_BYTES, hash);
     json_t *o = tx_row_json(st);
     sqlite3_reset(st);
-    jf_err err = JF_OK;
-    json_t *awards = NULL;
-    if (is_earn && (err = jf_awards_json(ctx, seq, &awards)) == JF_OK)
-        json_object_set_new(o, "awards", awards);
+    jf_err err = tx_add_awards(ctx, o, is_earn, seq);
     if (err == JF_OK && details) {
         err = tx_details(ctx, seq, o);
         json_object_set_new(o, "hash", json_string(hash));
@@ -272,10 +276,7 @@ jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)
 {
     jf_chain_tx t = tx_view(ctx, tx);
     json_t *o = tx_view_json(&t, 0);
-    json_t *awards = NULL;
-    jf_err err = JF_OK;
-    if (strcmp(tx->type, "earn") == 0 && (err = jf_awards_json(ctx, tx->seq, &awards)) == JF_OK)
-        json_object_set_new(o, "awards", awards);
+    jf_err err = tx_add_awards(ctx, o, strcmp(tx->type, "earn") == 0, tx->seq);
     if (err != JF_OK) {
         json_decref(o);
         return err;

@@ -174,6 +174,12 @@ static void test_full_table_writes_directly(void **state)
     chain_step(&b, 6);
     chain_step(&b, 9);
     add(&b, -3, -3);
+    /* The direct path checks the range too; the command's savepoint undoes the write. */
+    int64_t balance = 0;
+    assert_int_equal(jf_db_exec(&f->db, "SAVEPOINT cmd"), JF_OK);
+    assert_int_equal(jf_hot_account_add(&b, "program:issuance", -JF_POINTS_MAX, &balance),
+                     JF_ERR_POINTS_OVERFLOW);
+    assert_int_equal(jf_db_exec(&f->db, "ROLLBACK TO cmd; RELEASE cmd"), JF_OK);
     assert_int_equal(stored_balance(f, 0, "program:issuance"), -10); /* direct */
     stored_chain(f, 1, &seq, &head0);
     assert_int_equal(seq, 2); /* direct */
