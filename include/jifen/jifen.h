@@ -252,6 +252,14 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json);
  * ran, whatever it found; *violations tells how many violations there were. */
 jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations);
 
+/* A latency histogram, not cumulative: bucket i counts times in
+ * (2^(i-1) * 50 us, 2^i * 50 us]; the last bucket also counts slower ones. */
+#define JF_LATENCY_BUCKETS 14
+typedef struct jf_latency_hist {
+    uint64_t buckets[JF_LATENCY_BUCKETS];
+    uint64_t count, sum_us;
+} jf_latency_hist;
+
 /* Counters for /metrics. */
 typedef struct jf_engine_stats {
     uint64_t commits;
@@ -261,11 +269,10 @@ typedef struct jf_engine_stats {
     /* Histogram of batch sizes, not cumulative: bucket i counts batches of
      * size in (2^(i-1), 2^i]; the last bucket also counts every larger one. */
     uint64_t batch_size_buckets[11];
-    /* Histogram of commit latency, not cumulative: bucket i counts commits
-     * in (2^(i-1) * 50 us, 2^i * 50 us]; the last also counts slower ones. */
-    uint64_t commit_latency_buckets[12];
-    uint64_t commit_latency_sum_us;
-    uint64_t wal_restarts; /* times the WAL was started again from its head */
+    jf_latency_hist commit;     /* the writer's COMMIT of one batch */
+    jf_latency_hist wal_flush;  /* one fdatasync of the WAL by the syncer */
+    jf_latency_hist checkpoint; /* one checkpoint pass (copy and sync) */
+    uint64_t wal_restarts;      /* times the WAL was started again from its head */
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

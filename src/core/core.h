@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 
 #include "arith.h"
@@ -66,6 +67,15 @@ typedef struct jf_cmd jf_cmd;
 /* hot.c: chain heads and program accounts kept by the writer for one batch. */
 typedef struct jf_hot jf_hot;
 
+/* A latency histogram filled by one thread and read by /metrics
+ * (jf_latency_hist in jifen.h is its snapshot). */
+typedef struct jf_hist {
+    _Atomic uint64_t buckets[JF_LATENCY_BUCKETS], count, sum_us;
+} jf_hist;
+
+/* Adds the time since *t0 to h. */
+void jf_hist_since(jf_hist *h, const struct timespec *t0);
+
 struct jf_engine {
     char *db_path;
     bool test_clock;
@@ -94,7 +104,8 @@ struct jf_engine {
     int interval_s;
     pthread_cond_t cv_sched;
     _Atomic uint64_t commits, commands, rejected;
-    _Atomic uint64_t batch_buckets[11], commit_buckets[12], commit_us_sum;
+    _Atomic uint64_t batch_buckets[11];
+    jf_hist commit_hist, flush_hist, ckpt_hist;
     /* syncer.c: answers go out after the WAL's flush, off the writer's path */
     bool has_syncer, has_sync_mu, s_stopping, s_busy;
     pthread_t syncer;

@@ -338,6 +338,24 @@ static void stats_bucket(_Atomic uint64_t *buckets, int n, uint64_t v, uint64_t 
     atomic_fetch_add(&buckets[i], 1);
 }
 
+void jf_hist_since(jf_hist *h, const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    uint64_t us = (uint64_t)((t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000);
+    stats_bucket(h->buckets, JF_LATENCY_BUCKETS, us, 50);
+    atomic_fetch_add(&h->count, 1);
+    atomic_fetch_add(&h->sum_us, us);
+}
+
+static void hist_get(jf_hist *h, jf_latency_hist *out)
+{
+    for (int i = 0; i < JF_LATENCY_BUCKETS; i++)
+        out->buckets[i] = atomic_load(&h->buckets[i]);
+    out->count = atomic_load(&h->count);
+    out->sum_us = atomic_load(&h->sum_us);
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec t;
@@ -407,17 +425,14 @@ static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
 
 static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
 {
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* The batch's hot rows are written last, once each (hot.c). */
     jf_err err = jf_hot_flush(eng->hot, &eng->wdb);
     if (err == JF_OK)
         err = jf_db_run(&eng->wdb, "COMMIT", "");
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    uint64_t us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    jf_hist_since(&eng->commit_hist, &t0);
     atomic_fetch_add(&eng->commits, 1);
-    atomic_fetch_add(&eng->commit_us_sum, us);
-    stats_bucket(eng->commit_buckets, 12, us, 50);
     if (err == JF_OK)
         return;
     /* Nothing of this batch is durable: no command may be acknowledged. */
@@ -1009,7 +1024,10 @@ static void *ckpt_main(void *arg)
         unsigned epoch = atomic_load(&eng->wal_epoch);
         pthread_mutex_unlock(&eng->mu);
         int log = -1, copied = -1;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         int rc = sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+        jf_hist_since(&eng->ckpt_hist, &t0);
         pthread_mutex_lock(&eng->mu);
         bool same_wal = atomic_load(&eng->wal_epoch) == epoch;
         behind = rc == SQLITE_OK && log >= eng->wal_restart_frames && copied < log &&
@@ -1169,8 +1187,8 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     pthread_mutex_unlock(&eng->mu);
     for (int i = 0; i < 11; i++)
         out->batch_size_buckets[i] = atomic_load(&eng->batch_buckets[i]);
-    for (int i = 0; i < 12; i++)
-        out->commit_latency_buckets[i] = atomic_load(&eng->commit_buckets[i]);
-    out->commit_latency_sum_us = atomic_load(&eng->commit_us_sum);
+    hist_get(&eng->commit_hist, &out->commit);
+    hist_get(&eng->flush_hist, &out->wal_flush);
+    hist_get(&eng->ckpt_hist, &out->checkpoint);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
 }

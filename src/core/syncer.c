@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -134,7 +135,10 @@ static void *syncer_main(void *arg)
         eng->s_head = eng->s_tail = NULL;
         eng->s_busy = true;
         pthread_mutex_unlock(&eng->sync_mu);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         wal_flush(eng);
+        jf_hist_since(&eng->flush_hist, &t0);
         atomic_store(&eng->durable_gen, gen);
         pthread_mutex_lock(&eng->sync_mu);
         pthread_cond_broadcast(&eng->cv_durable);

@@ -10,6 +10,7 @@
  */
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -186,20 +187,33 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.rejected, (unsigned long long)st.queue_depth,
             (unsigned long long)st.wal_restarts);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
-    enum { LAT_N = sizeof st.commit_latency_buckets / sizeof st.commit_latency_buckets[0] };
-    double batch_les[BATCH_N], lat_les[LAT_N];
+    double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];
     for (int i = 0; i < BATCH_N; i++)
         batch_les[i] = (double)(1u << i);
-    for (int i = 0; i < LAT_N; i++)
+    for (int i = 0; i < JF_LATENCY_BUCKETS; i++)
         lat_les[i] = 50e-6 * (double)(1u << i);
     /* Every applied command belongs to exactly one batch, so the sum of all
      * batch sizes is the command count. */
     render_engine_histogram(f, "jifen_writer_batch_size", "Commands per committed batch.",
                             batch_les, st.batch_size_buckets, BATCH_N, st.commits,
                             (double)st.commands);
-    render_engine_histogram(f, "jifen_writer_commit_seconds", "Time to commit one batch.", lat_les,
-                            st.commit_latency_buckets, LAT_N, st.commits,
-                            (double)st.commit_latency_sum_us / 1e6);
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } lat[] = {
+        {"jifen_writer_commit_seconds", "Time to commit one batch.",
+         offsetof(jf_engine_stats, commit)},
+        {"jifen_wal_flush_seconds",
+         "Time of one flush (fdatasync) of the WAL before answers go out.",
+         offsetof(jf_engine_stats, wal_flush)},
+        {"jifen_checkpoint_seconds", "Time of one checkpoint pass (WAL copied into the database).",
+         offsetof(jf_engine_stats, checkpoint)},
+    };
+    for (size_t i = 0; i < sizeof lat / sizeof lat[0]; i++) {
+        const jf_latency_hist *h = (const jf_latency_hist *)((const char *)&st + lat[i].offset);
+        render_engine_histogram(f, lat[i].name, lat[i].help, lat_les, h->buckets,
+                                JF_LATENCY_BUCKETS, h->count, (double)h->sum_us / 1e6);
+    }
 }
 
 char *srv_metrics_render(srv_metrics *m, jf_engine *eng, size_t *len)

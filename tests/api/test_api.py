@@ -204,6 +204,33 @@ class SharedServerTests(unittest.TestCase, Checks):
         self.assertIsInstance(r.body, str)
         self.assertRegex(r.body, r"(?m)^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [0-9.eE+\-]+$")
 
+    def test_metrics_durability_histograms(self):
+        """A durable write is counted in the commit, WAL-flush histograms; each
+        histogram's buckets are cumulative and end at its count."""
+        c = self.env.client(None)
+
+        def histograms():
+            body = c.get("/metrics").body
+            out = {}
+            for name in ("jifen_writer_commit_seconds", "jifen_wal_flush_seconds",
+                         "jifen_checkpoint_seconds"):
+                buckets = [int(v) for v in re.findall(
+                    r'(?m)^%s_bucket\{le="[^"]+"\} (\d+)$' % name, body)]
+                count = re.search(r"(?m)^%s_count (\d+)$" % name, body)
+                total = re.search(r"(?m)^%s_sum ([0-9.eE+\-]+)$" % name, body)
+                self.assertTrue(buckets and count and total, name)
+                self.assertEqual(buckets, sorted(buckets), name)
+                self.assertEqual(buckets[-1], int(count.group(1)), name)
+                out[name] = int(count.group(1))
+            return out
+
+        before = histograms()
+        self.funded(10)
+        after = histograms()
+        self.assertGreater(after["jifen_writer_commit_seconds"],
+                           before["jifen_writer_commit_seconds"])
+        self.assertGreater(after["jifen_wal_flush_seconds"], before["jifen_wal_flush_seconds"])
+
     # ---------------------------------------------------------------- members
 
     def test_member_create_shape(self):
