@@ -146,6 +146,10 @@
  * (and the requests queued behind it) for long. */
 #define JF_EXPIRY_SLICE_LOTS 1000
 #define JF_EXPIRY_SLICE_US 5000
+/* A slice finds its members among this many of the earliest due lots, then
+ * expires each member's due lots together: the scan costs about 2 us per
+ * lot, and a slice rarely gets through more than a few hundred members. */
+#define JF_EXPIRY_SCAN_LOTS 256
 
 /* Holds void themselves after this long unless the request says otherwise;
  * no hold lives longer than the maximum. */

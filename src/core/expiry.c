@@ -1,10 +1,17 @@
 /*
  * Expiry: lots whose expires_at has passed are expired by the job, one
- * `expire` transaction per member per slice, each lot at most once (I10).
- * The job is a writer command that handles JF_EXPIRY_SLICE_LOTS lots and
+ * `expire` transaction per member per slice covering all of that member's
+ * due lots (up to the slice's budget), each lot at most once (I10).  The job
+ * is a writer command that handles at most JF_EXPIRY_SLICE_LOTS lots and
  * re-queues itself while there is more, so a million due lots never hold
  * the writer for long; because it picks lots by state, running it again (or
  * resuming after a crash) expires nothing twice.
+ *
+ * Members come up in the order of their earliest due lot.  Taking lots in
+ * plain expiry order instead made one transaction per lot whenever lots of
+ * one expiry date belong to many members (a transaction costs several times
+ * a lot), which is the usual case: a campaign's or a year's points expire
+ * together.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,42 +22,78 @@
 
 typedef struct due_lot {
     int64_t seq, remaining;
-    char member_id[JF_ID_LEN_MAX];
 } due_lot;
 
-static jf_err due_lots(jf_ctx *ctx, due_lot *lots, int *n)
+#define DUE_WHERE                                                                                  \
+    " tenant_id=?1 AND expires_at <= ?2 AND remaining > 0 AND expired_tx_seq IS NULL"              \
+    " AND expires_at IS NOT NULL"
+
+/* Whether id is among ids[0..n); seen is an open-addressing set of indexes
+ * into ids (2 * JF_EXPIRY_SCAN_LOTS slots, -1 when free) that id joins when
+ * it is not. */
+static bool member_seen(char (*ids)[JF_ID_LEN_MAX], int n, int *seen, const char *id)
 {
+    enum { SLOTS = 2 * JF_EXPIRY_SCAN_LOTS };
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    for (uint32_t i = h % SLOTS;; i = (i + 1) % SLOTS) {
+        if (seen[i] < 0) {
+            seen[i] = n;
+            return false;
+        }
+        if (strcmp(ids[seen[i]], id) == 0)
+            return true;
+    }
+}
+
+/* The members owning the next JF_EXPIRY_SCAN_LOTS due lots, in the order
+ * of their earliest; *rows is how many lots were looked at. */
+static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *rows)
+{
+    int seen[2 * JF_EXPIRY_SCAN_LOTS];
+    memset(seen, -1, sizeof(seen));
     sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT seq, remaining, member_id FROM lots WHERE tenant_id=? AND expires_at <= ?"
-        " AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL"
-        " ORDER BY expires_at LIMIT ?",
-        "III", ctx->auth->tenant, ctx->now_ms, (int64_t)JF_EXPIRY_SLICE_LOTS);
+        ctx->db, "SELECT member_id FROM lots WHERE" DUE_WHERE " ORDER BY expires_at LIMIT ?3",
+        "III", ctx->auth->tenant, ctx->now_ms, (int64_t)JF_EXPIRY_SCAN_LOTS);
+    if (st == NULL)
+        return JF_ERR_IO;
+    *n = *rows = 0;
+    while (*rows < JF_EXPIRY_SCAN_LOTS && sqlite3_step(st) == SQLITE_ROW) {
+        (*rows)++;
+        const char *id = jf_db_text(st, 0);
+        if (strlen(id) < JF_ID_LEN_MAX && !member_seen(ids, *n, seen, id))
+            snprintf(ids[(*n)++], JF_ID_LEN_MAX, "%s", id);
+    }
+    sqlite3_reset(st);
+    return JF_OK;
+}
+
+/* Up to max of one member's due lots, earliest first. */
+static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, due_lot *lots, int max, int *n)
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT seq, remaining FROM lots WHERE" DUE_WHERE
+                                   " AND member_id=?3 ORDER BY expires_at, seq LIMIT ?4",
+                                   "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, (int64_t)max);
     if (st == NULL)
         return JF_ERR_IO;
     *n = 0;
-    while (*n < JF_EXPIRY_SLICE_LOTS && sqlite3_step(st) == SQLITE_ROW) {
+    while (*n < max && sqlite3_step(st) == SQLITE_ROW) {
         lots[*n].seq = sqlite3_column_int64(st, 0);
         lots[*n].remaining = sqlite3_column_int64(st, 1);
-        snprintf(lots[*n].member_id, JF_ID_LEN_MAX, "%s", jf_db_text(st, 2));
         (*n)++;
     }
     sqlite3_reset(st);
     return JF_OK;
 }
 
-static int due_cmp(const void *a, const void *b)
-{
-    const due_lot *x = a, *y = b;
-    int c = strcmp(x->member_id, y->member_id);
-    return c ? c : (x->seq < y->seq ? -1 : x->seq > y->seq);
-}
-
-/* Expires lots[0..n) that all belong to one member, in one transaction. */
-static jf_err expire_member(jf_ctx *ctx, const due_lot *lots, int n, int64_t *points)
+/* Expires lots[0..n), all of member_id's, in one transaction. */
+static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *lots, int n,
+                            int64_t *points)
 {
     jf_tx tx;
-    jf_err err = jf_tx_begin(ctx, &tx, "expire", lots[0].member_id);
+    jf_err err = jf_tx_begin(ctx, &tx, "expire", member_id);
     if (err != JF_OK)
         return err;
     tx.actor = "system";
@@ -74,7 +117,7 @@ static jf_err expire_member(jf_ctx *ctx, const due_lot *lots, int n, int64_t *po
     }
     tx.points = sum;
     tx.delta = -sum;
-    jf_tx_post(&tx, "points", lots[0].member_id, -sum);
+    jf_tx_post(&tx, "points", member_id, -sum);
     jf_tx_post(&tx, "expired", NULL, sum);
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
@@ -83,35 +126,50 @@ static jf_err expire_member(jf_ctx *ctx, const due_lot *lots, int n, int64_t *po
     return err;
 }
 
-static jf_err expiry_run(jf_ctx *ctx)
+static int64_t elapsed_us(const struct timespec *t0)
 {
-    due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
-    int n = 0;
-    if (lots == NULL)
-        return JF_ERR_NOMEM;
-    jf_err err = due_lots(ctx, lots, &n);
-    qsort(lots, (size_t)n, sizeof(*lots), due_cmp);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
+ * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more. */
+static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lots)
+{
+    int members = 0, rows = 0, budget = JF_EXPIRY_SLICE_LOTS;
+    jf_err err = due_members(ctx, ids, &members, &rows);
     /* A slice also ends after JF_EXPIRY_SLICE_US of work, so that traffic
      * queued behind it waits at most about that long. */
-    struct timespec t0, t;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool cut = false;
-    for (int i = 0, j; err == JF_OK && i < n && !cut; i = j) {
-        for (j = i + 1; j < n && strcmp(lots[j].member_id, lots[i].member_id) == 0; j++)
-            ;
+    for (int i = 0; err == JF_OK && i < members && budget > 0 && !cut; i++) {
+        int n = 0;
         int64_t points = 0;
-        err = expire_member(ctx, lots + i, j - i, &points);
+        err = member_due_lots(ctx, ids[i], lots, budget, &n);
+        if (err != JF_OK || n == 0)
+            continue;
+        err = expire_member(ctx, ids[i], lots, n, &points);
+        budget -= n;
         ctx->acc[0] += points;
-        ctx->acc[1] += j - i;
+        ctx->acc[1] += n;
         ctx->acc[2] += 1;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        cut = j < n && (t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000 >
-                           JF_EXPIRY_SLICE_US;
+        cut = i + 1 < members && elapsed_us(&t0) > JF_EXPIRY_SLICE_US;
     }
+    ctx->again = cut || budget == 0 || rows == JF_EXPIRY_SCAN_LOTS;
+    return err;
+}
+
+static jf_err expiry_run(jf_ctx *ctx)
+{
+    char(*ids)[JF_ID_LEN_MAX] = malloc(sizeof(*ids) * JF_EXPIRY_SCAN_LOTS);
+    due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
+    jf_err err = ids && lots ? expiry_slice(ctx, ids, lots) : JF_ERR_NOMEM;
+    free(ids);
     free(lots);
     if (err != JF_OK)
         return err;
-    ctx->again = cut || n == JF_EXPIRY_SLICE_LOTS;
     jf_json_set(ctx->out, "expired_points", json_integer(ctx->acc[0]));
     jf_json_set(ctx->out, "lots", json_integer(ctx->acc[1]));
     jf_json_set(ctx->out, "members", json_integer(ctx->acc[2]));

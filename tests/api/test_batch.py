@@ -109,6 +109,44 @@ class BatchTests(unittest.TestCase):
         for mid in members:
             self.assertEqual(H.points_of(self.a, mid)["available"], 100)
 
+    def test_expiry_one_transaction_per_member_across_slices(self):
+        """Expiry takes each member's due lots together: one `expire`
+        transaction per member, even when a thousand other lots come between
+        two of its lots, and a new one only past a slice's 1,000 lots."""
+        day = 86400000
+        t0 = H.clock_now(self.a)
+        due, later = H.fmt_time(t0 + day), H.fmt_time(t0 + 3 * day)
+        big, x, mixed = (H.create_member(self.a)["id"] for _ in range(3))
+
+        def earn(mid, points, expires_at=due):
+            return op("earn", mid, {"points": points, "expires_at": expires_at})
+
+        ops = [earn(x, 2)] + [earn(big, 1) for _ in range(999)]
+        self.assertEqual(self.batch(ops).body["succeeded"], 1000)
+        ops = [earn(big, 1) for _ in range(91)] + [earn(x, 2)]
+        ops += [earn(mixed, 5, due if i % 2 else later) for i in range(4)]
+        self.assertEqual(self.batch(ops).body["succeeded"], 96)
+        H.clock_set(self.a, t0 + 2 * day)
+        got = [0, 0, 0]
+        for _ in range(10):
+            b = self.a.post("/v1/expiry/run", {}).body
+            got = [g + b[k] for g, k in zip(got, ("expired_points", "lots", "members"))]
+            if b["lots"] == 0:
+                break
+        # x: its two lots of 2 in one transaction (its first lot comes up
+        # first); big: 1,090 lots of 1, 998 in the first slice (x took 2 of
+        # its 1,000) and 92 in the next; mixed: 2 of its 4 lots of 5 are due.
+        self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 1 + 2 + 1])
+
+        def expires(mid):
+            ts = H.list_all(self.a, "/v1/members/%s/transactions" % mid, {})
+            return sorted(t["points"] for t in ts if t["type"] == "expire")
+
+        self.assertEqual(expires(x), [4])
+        self.assertEqual(expires(big), [92, 998])
+        self.assertEqual(expires(mixed), [10])
+        self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
+        self.assertEqual(H.points_of(self.a, big)["balance"], 0)
 
 if __name__ == "__main__":
     unittest.main()
