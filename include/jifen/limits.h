@@ -141,6 +141,10 @@
  * most this long (so jobs still progress under full load). */
 #define JF_JOB_WAIT_MAX_MS 50
 
+/* Valid API keys kept in memory by each engine (keycache.c); a collision
+ * in this direct-mapped table only costs a database read. */
+#define JF_KEY_CACHE_SLOTS 1024
+
 /* Expiry runs in slices of at most this many lots or this many microseconds
  * of work, one writer command each, so the expiry job never holds the writer
  * (and the requests queued behind it) for long. */

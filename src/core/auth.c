@@ -59,25 +59,56 @@ static bool key_parse(const char *key, char id[JF_ID_LEN_MAX], const char **secr
     return true;
 }
 
-static jf_err key_lookup(jf_db *db, const char *id, const char *secret, jf_auth *out)
+static void auth_fill(jf_auth *out, const char *id, int64_t tenant, jf_role role)
 {
-    uint8_t hash[JF_HASH_BYTES];
-    key_hash(secret, hash);
+    out->tenant = tenant;
+    out->role = role;
+    snprintf(out->actor, sizeof(out->actor), "%s", id);
+}
+
+/* The key's row from the database, cached when valid. */
+static jf_err key_read(jf_engine *eng, const char *id, uint8_t stored[JF_HASH_BYTES],
+                       int64_t *tenant, jf_role *role)
+{
+    uint64_t epoch = jf_key_cache_epoch(eng->keys);
+    jf_db *db = jf_read_acquire(eng);
+    if (db == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_ERR_IO;
     sqlite3_stmt *st = jf_db_query(
         db, "SELECT tenant_id, role, hash FROM api_keys WHERE id=? AND revoked_at IS NULL", "s",
         id);
-    if (st == NULL)
-        return JF_ERR_IO;
-    jf_err err = JF_ERR_UNAUTHORIZED;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == JF_HASH_BYTES &&
-        sodium_memcmp(sqlite3_column_blob(st, 2), hash, JF_HASH_BYTES) == 0) {
-        out->tenant = sqlite3_column_int64(st, 0);
-        out->role = jf_role_parse(jf_db_text(st, 1));
-        snprintf(out->actor, sizeof(out->actor), "%s", id);
-        err = out->role == JF_ROLE_NONE ? JF_ERR_UNAUTHORIZED : JF_OK;
+    if (st != NULL) {
+        err = JF_ERR_UNAUTHORIZED;
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == JF_HASH_BYTES) {
+            *tenant = sqlite3_column_int64(st, 0);
+            *role = jf_role_parse(jf_db_text(st, 1));
+            memcpy(stored, sqlite3_column_blob(st, 2), JF_HASH_BYTES);
+            err = *role == JF_ROLE_NONE ? JF_ERR_UNAUTHORIZED : JF_OK;
+        }
+        sqlite3_reset(st);
     }
-    sqlite3_reset(st);
+    jf_read_release(eng, db);
+    if (err == JF_OK)
+        jf_key_cache_put(eng->keys, epoch, id, stored, *tenant, *role);
     return err;
+}
+
+static jf_err key_lookup(jf_engine *eng, const char *id, const char *secret, jf_auth *out)
+{
+    uint8_t hash[JF_HASH_BYTES], stored[JF_HASH_BYTES];
+    int64_t tenant = 0;
+    jf_role role = JF_ROLE_NONE;
+    key_hash(secret, hash);
+    jf_err err = JF_OK;
+    if (!jf_key_cache_get(eng->keys, id, stored, &tenant, &role))
+        err = key_read(eng, id, stored, &tenant, &role);
+    if (err != JF_OK)
+        return err;
+    if (sodium_memcmp(stored, hash, JF_HASH_BYTES) != 0)
+        return JF_ERR_UNAUTHORIZED;
+    auth_fill(out, id, tenant, role);
+    return JF_OK;
 }
 
 jf_err jf_auth_bearer(jf_engine *eng, const char *authorization, jf_auth *out)
@@ -94,11 +125,7 @@ jf_err jf_auth_bearer(jf_engine *eng, const char *authorization, jf_auth *out)
     const char *secret = NULL;
     if (!key_parse(key, id, &secret))
         return JF_ERR_UNAUTHORIZED;
-    jf_db *db = jf_read_acquire(eng);
-    if (db == NULL)
-        return JF_ERR_IO;
-    jf_err err = key_lookup(db, id, secret, out);
-    jf_read_release(eng, db);
+    jf_err err = key_lookup(eng, id, secret, out);
     if (err != JF_OK)
         memset(out, 0, sizeof(*out));
     return err;

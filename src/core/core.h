@@ -76,6 +76,20 @@ typedef struct jf_hist {
 /* Adds the time since *t0 to h. */
 void jf_hist_since(jf_hist *h, const struct timespec *t0);
 
+/* keycache.c: valid API keys kept in memory; NULL (no caching) when the
+ * epoch file beside the database cannot be had. */
+typedef struct jf_key_cache jf_key_cache;
+jf_key_cache *jf_key_cache_new(const char *db_path);
+void jf_key_cache_free(jf_key_cache *kc);
+/* The current key epoch: read it before reading a key from the database. */
+uint64_t jf_key_cache_epoch(jf_key_cache *kc);
+/* Called once a revocation is durable and before it is answered. */
+void jf_key_cache_bump(jf_key_cache *kc);
+bool jf_key_cache_get(jf_key_cache *kc, const char *id, uint8_t hash[JF_HASH_BYTES],
+                      int64_t *tenant, jf_role *role);
+void jf_key_cache_put(jf_key_cache *kc, uint64_t epoch, const char *id,
+                      const uint8_t hash[JF_HASH_BYTES], int64_t tenant, jf_role role);
+
 struct jf_engine {
     char *db_path;
     bool test_clock;
@@ -105,6 +119,7 @@ struct jf_engine {
     pthread_cond_t cv_sched;
     _Atomic uint64_t commits, commands, rejected;
     _Atomic uint64_t batch_buckets[11];
+    jf_key_cache *keys; /* keycache.c */
     jf_hist commit_hist, flush_hist, ckpt_hist;
     /* syncer.c: answers go out after the WAL's flush, off the writer's path */
     bool has_syncer, has_sync_mu, s_stopping, s_busy;

@@ -491,6 +491,10 @@ static void writer_wal_restart(jf_engine *eng)
 
 void jf_writer_finish(jf_engine *eng, jf_cmd *c)
 {
+    /* Durable now, not yet answered: the next request with the key must
+     * read it again (keycache.c). */
+    if (c->op == JF_OP_KEY_REVOKE && c->res.err == JF_OK)
+        jf_key_cache_bump(eng->keys);
     if (c->idem_key)
         jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
     if (c->op == JF_OP_BATCH)
@@ -1109,6 +1113,8 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     pthread_cond_init(&eng->cv_sched, NULL);
     jf_err err = JF_OK;
     if (!opts->no_writer) {
+        /* Only an engine that writes can revoke a key (keycache.c). */
+        eng->keys = jf_key_cache_new(eng->db_path);
         err = engine_start_writer(eng, errbuf, errbuf_len);
     } else {
         jf_db *db = jf_read_acquire(eng);
@@ -1172,6 +1178,7 @@ void jf_engine_free(jf_engine *eng)
     pthread_cond_destroy(&eng->cv_work);
     pthread_cond_destroy(&eng->cv_idle);
     pthread_cond_destroy(&eng->cv_sched);
+    jf_key_cache_free(eng->keys);
     free(eng->db_path);
     free(eng);
 }

@@ -347,6 +347,21 @@ class AuthzMatrix(unittest.TestCase):
                 r = self.env.admin.delete("/v1/api-keys/" + kid)
                 self.assertIn(r.status, (200, 404, 422), "revoking twice: %r" % r)
 
+    def test_key_revoked_by_the_cli_is_401_on_the_next_request(self):
+        """Keys are cached in memory; `jifen keys revoke` from another process
+        while the server runs must still stop the key at once."""
+        kid, c = self.env.key("pos", name="cli-revoke")
+        for _ in range(3):  # read once, then served from the cache
+            self.assertEqual(c.get("/v1/members").status, 200)
+        rc, out, err = H.run_cli(["keys", "revoke", "--db", self.env.db, "--tenant", "t1", kid])
+        self.assertEqual(rc, 0, out + err)
+        self.assertCode(c.get("/v1/members"), 401, "unauthorized", "key revoked by the CLI")
+        # another key of the tenant is not affected, and a wrong secret for a
+        # cached key is refused
+        self.assertEqual(self.env.admin.get("/v1/members").status, 200)
+        bad = self.env.client(self.env.admin.key[:-4] + "AAAA")
+        self.assertCode(bad.get("/v1/members"), 401, "unauthorized", "wrong secret")
+
     def test_admin_of_tenant2_cannot_revoke_tenant1_key(self):
         kid, c = self.env.key("pos", name="t1-pos")
         r = self.env.admin2.delete("/v1/api-keys/" + kid)
