@@ -157,7 +157,10 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lot
         ctx->acc[2] += 1;
         cut = i + 1 < members && elapsed_us(&t0) > JF_EXPIRY_SLICE_US;
     }
-    ctx->again = cut || budget == 0 || rows == JF_EXPIRY_SCAN_LOTS;
+    /* A slice that expired nothing is the last, whatever it looked at:
+     * the next one would find the same. */
+    ctx->again =
+        budget < JF_EXPIRY_SLICE_LOTS && (cut || budget == 0 || rows == JF_EXPIRY_SCAN_LOTS);
     return err;
 }
 
