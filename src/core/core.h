@@ -75,6 +75,19 @@ typedef struct jf_hist {
 
 /* Adds the time since *t0 to h. */
 void jf_hist_since(jf_hist *h, const struct timespec *t0);
+/* Microseconds since *t0 (CLOCK_MONOTONIC). */
+int64_t jf_elapsed_us(const struct timespec *t0);
+
+/* FNV-1a over s, continued from h (start with JF_HASH_STR_SEED, or mix a
+ * number such as the tenant into it): the one string hash of the in-memory
+ * tables (idempotency keys in flight, hot rows, the key cache, expiry). */
+#define JF_HASH_STR_SEED 1469598103934665603ull
+static inline uint64_t jf_hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
 
 /* keycache.c: valid API keys kept in memory; NULL (no caching) when the
  * epoch file beside the database cannot be had. */

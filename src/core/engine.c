@@ -107,10 +107,7 @@ void jf_read_release(jf_engine *eng, jf_db *db)
 
 static size_t inflight_bucket(int64_t tenant, const char *key)
 {
-    uint64_t h = (uint64_t)tenant * 0x9e3779b97f4a7c15ull;
-    for (const char *p = key; *p; p++)
-        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-    return h % JF_INFLIGHT_BUCKETS;
+    return jf_hash_str((uint64_t)tenant * 0x9e3779b97f4a7c15ull, key) % JF_INFLIGHT_BUCKETS;
 }
 
 /* Registers the key; false when it is already in flight. */
@@ -338,11 +335,16 @@ static void stats_bucket(_Atomic uint64_t *buckets, int n, uint64_t v, uint64_t 
     atomic_fetch_add(&buckets[i], 1);
 }
 
-void jf_hist_since(jf_hist *h, const struct timespec *t0)
+int64_t jf_elapsed_us(const struct timespec *t0)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    uint64_t us = (uint64_t)((t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+void jf_hist_since(jf_hist *h, const struct timespec *t0)
+{
+    uint64_t us = (uint64_t)jf_elapsed_us(t0);
     stats_bucket(h->buckets, JF_LATENCY_BUCKETS, us, 50);
     atomic_fetch_add(&h->count, 1);
     atomic_fetch_add(&h->sum_us, us);

@@ -34,10 +34,7 @@ typedef struct due_lot {
 static bool member_seen(char (*ids)[JF_ID_LEN_MAX], int n, int *seen, const char *id)
 {
     enum { SLOTS = 2 * JF_EXPIRY_SCAN_LOTS };
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    for (uint32_t i = h % SLOTS;; i = (i + 1) % SLOTS) {
+    for (uint64_t i = jf_hash_str(JF_HASH_STR_SEED, id) % SLOTS;; i = (i + 1) % SLOTS) {
         if (seen[i] < 0) {
             seen[i] = n;
             return false;
@@ -126,13 +123,6 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
     return err;
 }
 
-static int64_t elapsed_us(const struct timespec *t0)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 + (t.tv_nsec - t0->tv_nsec) / 1000;
-}
-
 /* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
  * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more. */
 static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lots)
@@ -155,7 +145,7 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lot
         ctx->acc[0] += points;
         ctx->acc[1] += n;
         ctx->acc[2] += 1;
-        cut = i + 1 < members && elapsed_us(&t0) > JF_EXPIRY_SLICE_US;
+        cut = i + 1 < members && jf_elapsed_us(&t0) > JF_EXPIRY_SLICE_US;
     }
     /* A slice that expired nothing is the last, whatever it looked at:
      * the next one would find the same. */

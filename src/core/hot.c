@@ -79,9 +79,7 @@ void jf_hot_free(jf_hot *h)
 
 static size_t hot_hash(int64_t tenant, const char *account)
 {
-    uint64_t x = 1469598103934665603ull ^ (uint64_t)tenant;
-    for (const char *p = account; *p; p++)
-        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    uint64_t x = jf_hash_str(JF_HASH_STR_SEED ^ (uint64_t)tenant, account);
     return (size_t)(x ^ (x >> 29));
 }
 

@@ -103,10 +103,7 @@ void jf_key_cache_bump(jf_key_cache *kc)
 
 static key_slot *slot_of(jf_key_cache *kc, const char *id)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return &kc->slots[h % JF_KEY_CACHE_SLOTS];
+    return &kc->slots[jf_hash_str(JF_HASH_STR_SEED, id) % JF_KEY_CACHE_SLOTS];
 }
 
 bool jf_key_cache_get(jf_key_cache *kc, const char *id, uint8_t hash[JF_HASH_BYTES],
