@@ -273,6 +273,9 @@ typedef struct jf_engine_stats {
     jf_latency_hist wal_flush;  /* one fdatasync of the WAL by the syncer */
     jf_latency_hist checkpoint; /* one checkpoint pass (copy and sync) */
     uint64_t wal_restarts;      /* times the WAL was started again from its head */
+    /* Paced write-backs of checkpoint copies to the disk in this process
+     * (one per JF_CHECKPOINT_PACE_BYTES copied). */
+    uint64_t checkpoint_writebacks;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

@@ -32,6 +32,7 @@
 #include "rules.h"
 #include "tiers.h"
 #include "tz.h"
+#include "walbuf.h"
 
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...)
 {
@@ -1019,6 +1020,8 @@ static void *ckpt_main(void *arg)
         jf_db_close(&db);
         return NULL;
     }
+    if (jf_walbuf_pace(db.h, JF_CHECKPOINT_PACE_BYTES) != SQLITE_OK)
+        fprintf(stderr, "jifen: checkpoint writes are not paced: %s\n", sqlite3_errmsg(db.h));
     bool behind = false;
     int copied_before = 0;
     pthread_mutex_lock(&eng->mu);
@@ -1200,4 +1203,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->flush_hist, &out->wal_flush);
     hist_get(&eng->ckpt_hist, &out->checkpoint);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
+    unsigned long long writes, flushes, paces;
+    jf_walbuf_stats(&writes, &flushes, &paces);
+    out->checkpoint_writebacks = paces;
 }

@@ -182,10 +182,14 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# HELP jifen_writer_queue_depth Write commands waiting for the writer.\n"
             "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
             "# HELP jifen_wal_restarts_total Times the WAL started again from its head.\n"
-            "# TYPE jifen_wal_restarts_total counter\njifen_wal_restarts_total %llu\n",
+            "# TYPE jifen_wal_restarts_total counter\njifen_wal_restarts_total %llu\n"
+            "# HELP jifen_checkpoint_writebacks_total Paced write-backs of checkpoint copies"
+            " to the disk.\n"
+            "# TYPE jifen_checkpoint_writebacks_total counter\n"
+            "jifen_checkpoint_writebacks_total %llu\n",
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.queue_depth,
-            (unsigned long long)st.wal_restarts);
+            (unsigned long long)st.wal_restarts, (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];
     for (int i = 0; i < BATCH_N; i++)

@@ -29,12 +29,14 @@
  *
  * Every other call goes straight to the wrapped VFS.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jifen/limits.h"
 #include "walbuf.h"
@@ -48,12 +50,16 @@ typedef struct walbuf_file {
     sqlite3_int64 off; /* file offset of buf[0] */
     bool commit_next;  /* the next write is a commit frame's page: flush after it */
     bool failed;       /* a flush failed since the last commit: that commit must fail */
+    const char *name;  /* valid until xClose (SQLite's promise) */
+    int pace_fd;       /* database files whose writes are paced: -1 if not */
+    size_t pace_bytes; /* write back after this many bytes written */
+    size_t unpaced;    /* bytes written since the last write-back */
 } walbuf_file;
 
 static sqlite3_vfs walbuf_vfs;
 static sqlite3_vfs *real_vfs;
 static sqlite3_io_methods walbuf_methods[4]; /* one per iVersion of the wrapped methods */
-static _Atomic unsigned long long stat_writes, stat_flushes;
+static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces;
 
 /* The file with bytes pending in this thread, if any: at most one, since a
  * thread writes one WAL at a time and switching flushes the other. */
@@ -129,11 +135,32 @@ static int buffer_write(walbuf_file *p, const void *data, int n, sqlite3_int64 o
     return ends_commit ? commit_result(p, flush(p)) : SQLITE_OK;
 }
 
+/* A write to a paced database file.  Every pace_bytes the file's dirty
+ * pages are written to the disk and waited for (not flushed from its cache:
+ * that stays the checkpoint's own sync), so the disk's queue never holds
+ * more than that of this file when a WAL flush arrives behind it. */
+static int paced_write(walbuf_file *p, const void *data, int n, sqlite3_int64 off)
+{
+    int rc = p->real->pMethods->xWrite(p->real, data, n, off);
+    if (rc != SQLITE_OK || p->pace_fd < 0)
+        return rc;
+    p->unpaced += (size_t)n;
+    if (p->unpaced < p->pace_bytes)
+        return rc;
+    p->unpaced = 0;
+    atomic_fetch_add(&stat_paces, 1);
+    if (sync_file_range(p->pace_fd, 0, 0,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+        return SQLITE_IOERR_WRITE;
+    return rc;
+}
+
 static int shim_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 off)
 {
     walbuf_file *p = (walbuf_file *)f;
     if (!p->is_wal)
-        return p->real->pMethods->xWrite(p->real, data, n, off);
+        return paced_write(p, data, n, off);
     atomic_fetch_add(&stat_writes, 1);
     return buffer_write(p, data, n, off);
 }
@@ -143,6 +170,9 @@ static int shim_close(sqlite3_file *f)
     walbuf_file *p = (walbuf_file *)f;
     int rc = flush(p);
     int rc2 = p->real->pMethods->xClose(p->real);
+    if (p->pace_fd >= 0)
+        close(p->pace_fd);
+    p->pace_fd = -1;
     free(p->buf);
     p->buf = NULL;
     return rc != SQLITE_OK ? rc : rc2;
@@ -198,8 +228,29 @@ static int shim_check_reserved(sqlite3_file *f, int *out)
     return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
 }
 
+/* JF_WALBUF_FCNTL_PACE on a database file: *(int *)arg bytes between
+ * write-backs, 0 to stop.  The pages are written back through a descriptor
+ * of our own (sync_file_range acts on the file, not on the descriptor);
+ * SQLite offers no way to reach the one its VFS holds. */
+static int pace(walbuf_file *p, int bytes)
+{
+    if (p->is_wal || p->name == NULL || bytes < 0)
+        return SQLITE_MISUSE;
+    if (bytes > 0 && p->pace_fd < 0 && (p->pace_fd = open(p->name, O_RDONLY | O_CLOEXEC)) < 0)
+        return SQLITE_CANTOPEN;
+    p->pace_bytes = (size_t)bytes;
+    p->unpaced = 0;
+    if (bytes == 0 && p->pace_fd >= 0) {
+        close(p->pace_fd);
+        p->pace_fd = -1;
+    }
+    return SQLITE_OK;
+}
+
 static int shim_file_control(sqlite3_file *f, int op, void *arg)
 {
+    if (op == JF_WALBUF_FCNTL_PACE)
+        return pace((walbuf_file *)f, *(int *)arg);
     FLUSH_OR_RETURN(f);
     return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
 }
@@ -256,6 +307,8 @@ static int shim_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, i
     walbuf_file *p = (walbuf_file *)f;
     memset(p, 0, sizeof(*p));
     p->real = (sqlite3_file *)(p + 1);
+    p->pace_fd = -1;
+    p->name = name;
     p->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
     int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out_flags);
     const sqlite3_io_methods *m = p->real->pMethods;
@@ -313,8 +366,15 @@ const char *jf_walbuf_vfs(void)
     return real_vfs ? walbuf_vfs.zName : NULL;
 }
 
-void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes)
+void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes,
+                     unsigned long long *paces)
 {
     *writes = atomic_load(&stat_writes);
     *flushes = atomic_load(&stat_flushes);
+    *paces = atomic_load(&stat_paces);
+}
+
+int jf_walbuf_pace(sqlite3 *h, int bytes)
+{
+    return sqlite3_file_control(h, "main", JF_WALBUF_FCNTL_PACE, &bytes);
 }

@@ -14,8 +14,20 @@
  * name, or NULL when SQLite has no default VFS to wrap.  Thread-safe. */
 const char *jf_walbuf_vfs(void);
 
-/* WAL writes SQLite made through the VFS, and writes it passed on to the
- * file, since the process started (tests and profiling). */
-void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes);
+/* WAL writes SQLite made through the VFS, writes it passed on to the file,
+ * and paced write-backs of database files, since the process started (tests
+ * and profiling). */
+void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes,
+                     unsigned long long *paces);
+
+/* The file-control opcode behind jf_walbuf_pace (well clear of SQLite's). */
+#define JF_WALBUF_FCNTL_PACE 0x4a460001
+
+/* Paces the writes to connection h's database file: after every `bytes`
+ * written (a checkpoint copying the WAL), the file's dirty pages are written
+ * to the disk and waited for, so a checkpoint never puts megabytes in the
+ * disk's queue in front of another connection's WAL flush.  0 stops it.
+ * Returns an SQLite result code. */
+int jf_walbuf_pace(sqlite3 *h, int bytes);
 
 #endif

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import time
 import unittest
 import uuid
 
@@ -230,6 +231,24 @@ class SharedServerTests(unittest.TestCase, Checks):
         self.assertGreater(after["jifen_writer_commit_seconds"],
                            before["jifen_writer_commit_seconds"])
         self.assertGreater(after["jifen_wal_flush_seconds"], before["jifen_wal_flush_seconds"])
+
+    def test_metrics_checkpoint_writes_are_paced(self):
+        """The checkpointer's copies reach the disk in paced write-backs
+        (src/store/walbuf.c), counted by jifen_checkpoint_writebacks_total."""
+        c = self.env.client(None)
+
+        def writebacks():
+            m = re.search(r"(?m)^jifen_checkpoint_writebacks_total (\d+)$", c.get("/metrics").body)
+            self.assertTrue(m, "jifen_checkpoint_writebacks_total")
+            return int(m.group(1))
+
+        before = writebacks()
+        for _ in range(40):  # well over JF_CHECKPOINT_PACE_BYTES of pages to copy
+            self.funded(10)
+        deadline = time.monotonic() + 10
+        while writebacks() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertGreater(writebacks(), before)
 
     # ---------------------------------------------------------------- members
 

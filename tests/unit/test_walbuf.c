@@ -3,7 +3,8 @@
  * the file in a few large writes, and yet every other connection sees each
  * commit, whole, as soon as it returns; transactions larger than the buffer,
  * rollbacks and a reopen after close all read back exactly what was written;
- * and a commit whose WAL write fails is refused and changes nothing.
+ * a commit whose WAL write fails is refused and changes nothing; and a
+ * paced checkpoint writes the database back as it copies.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -97,10 +98,10 @@ static void test_commit_is_few_writes(void **state)
     jf_db db;
     open_db(&db);
     insert_rows(&db, 0, 1, true); /* the WAL header and first frames */
-    unsigned long long w0, f0, w1, f1;
-    jf_walbuf_stats(&w0, &f0);
+    unsigned long long w0, f0, p0, w1, f1, p1;
+    jf_walbuf_stats(&w0, &f0, &p0);
     insert_rows(&db, 1, 101, true); /* 100 rows of 3,000 bytes: about 80 pages */
-    jf_walbuf_stats(&w1, &f1);
+    jf_walbuf_stats(&w1, &f1, &p1);
     unsigned long long writes = w1 - w0, flushes = f1 - f0;
     printf("# one commit: %llu WAL writes from SQLite, %llu to the file\n", writes, flushes);
     assert_true(writes >= 2 * 70); /* a header and a page per frame */
@@ -111,6 +112,46 @@ static void test_commit_is_few_writes(void **state)
     assert_int_equal(rows, 101);
     assert_int_equal(bad, 0);
     jf_db_close(&db);
+}
+
+/* A checkpoint from a paced connection writes the database back every
+ * `pace` bytes (one write-back per 4 pages here) and copies everything; a
+ * pace of 0 stops it. */
+static void test_checkpoint_writes_are_paced(void **state)
+{
+    (void)state;
+    jf_db w, c;
+    open_db(&w);
+    open_db(&c);
+    assert_int_equal(jf_walbuf_pace(c.h, 4 * 4096), SQLITE_OK);
+    insert_rows(&w, 0, 100, true); /* about 80 pages */
+    unsigned long long wr, fl, p0, p1, p2;
+    jf_walbuf_stats(&wr, &fl, &p0);
+    int log = -1, copied = -1;
+    assert_int_equal(sqlite3_wal_checkpoint_v2(c.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
+                     SQLITE_OK);
+    assert_int_equal(copied, log);
+    jf_walbuf_stats(&wr, &fl, &p1);
+    printf("# %d frames copied in %llu write-backs\n", copied, p1 - p0);
+    assert_true(p1 - p0 >= 15);
+    assert_true(p1 - p0 <= (unsigned long long)copied / 4 + 1);
+
+    assert_int_equal(jf_walbuf_pace(c.h, 0), SQLITE_OK);
+    insert_rows(&w, 100, 200, true);
+    assert_int_equal(sqlite3_wal_checkpoint_v2(c.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
+                     SQLITE_OK);
+    jf_walbuf_stats(&wr, &fl, &p2);
+    assert_int_equal(p2, p1);
+    jf_db_close(&c);
+    jf_db_close(&w);
+
+    jf_db r; /* the database file alone holds every row */
+    open_db(&r);
+    int64_t rows, bad;
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 200);
+    assert_int_equal(bad, 0);
+    jf_db_close(&r);
 }
 
 static void test_other_connection_sees_each_commit(void **state)
@@ -214,6 +255,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_is_few_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_writes_are_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_fails_the_commit, setup, teardown),
