@@ -1064,7 +1064,8 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
         return err;
     char pragma[64];
-    snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%d", JF_DB_WRITER_CACHE_KIB);
+    snprintf(pragma, sizeof(pragma), "PRAGMA cache_size=-%d; PRAGMA cache_spill=%d",
+             JF_DB_WRITER_CACHE_KIB, JF_DB_WRITER_SPILL_PAGES);
     if ((err = jf_db_exec(&eng->wdb, pragma)) != JF_OK)
         return err;
     if ((eng->hot = jf_hot_new(JF_HOT_ROWS_MAX)) == NULL)
