@@ -1204,7 +1204,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->flush_hist, &out->wal_flush);
     hist_get(&eng->ckpt_hist, &out->checkpoint);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
-    unsigned long long writes, flushes, paces;
-    jf_walbuf_stats(&writes, &flushes, &paces);
-    out->checkpoint_writebacks = paces;
+    jf_walbuf_stat vfs;
+    jf_walbuf_stats(&vfs);
+    out->checkpoint_writebacks = vfs.paces;
 }

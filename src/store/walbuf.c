@@ -46,20 +46,21 @@ typedef struct walbuf_file {
     sqlite3_file *real; /* the wrapped file, allocated right after this struct */
     bool is_wal;
     unsigned char *buf;
-    size_t len;        /* pending bytes in buf */
-    sqlite3_int64 off; /* file offset of buf[0] */
-    bool commit_next;  /* the next write is a commit frame's page: flush after it */
-    bool failed;       /* a flush failed since the last commit: that commit must fail */
-    const char *name;  /* valid until xClose (SQLite's promise) */
-    int pace_fd;       /* database files whose writes are paced: -1 if not */
-    size_t pace_bytes; /* write back after this many bytes written */
-    size_t unpaced;    /* bytes written since the last write-back */
+    size_t len;             /* pending bytes in buf */
+    sqlite3_int64 off;      /* file offset of buf[0] */
+    bool commit_next;       /* the next write is a commit frame's page: flush after it */
+    bool failed;            /* a flush failed since the last commit: that commit must fail */
+    const char *name;       /* valid until xClose (SQLite's promise) */
+    int pace_fd;            /* database files whose writes are paced: -1 if not */
+    size_t pace_bytes;      /* write back after this many bytes written */
+    size_t unpaced;         /* bytes written since the last write-back */
+    sqlite3_int64 map_size; /* file size at the last unmap let through: -1 if none */
 } walbuf_file;
 
 static sqlite3_vfs walbuf_vfs;
 static sqlite3_vfs *real_vfs;
 static sqlite3_io_methods walbuf_methods[4]; /* one per iVersion of the wrapped methods */
-static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces;
+static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_maps_kept;
 
 /* The file with bytes pending in this thread, if any: at most one, since a
  * thread writes one WAL at a time and switching flushes the other. */
@@ -295,9 +296,29 @@ static int shim_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **out)
     return REAL(f)->pMethods->xFetch(REAL(f), off, n, out);
 }
 
+/* SQLite asks to drop a database file's whole memory map (page NULL) at the
+ * start of every read transaction that follows a commit by another
+ * connection, in case another process truncated the file and extended it
+ * again.  On Linux a shared mapping shows the file's page cache as it is
+ * now, truncations included, so a map of a file whose size has not changed
+ * is still right.  Remapping instead cost a reader an munmap (with a TLB
+ * shootdown on every core the process runs on), an mmap and a page fault
+ * for every page it touched again: about every other read request under
+ * W7.  A file that grew or shrank is remapped as before. */
 static int shim_unfetch(sqlite3_file *f, sqlite3_int64 off, void *page)
 {
-    return REAL(f)->pMethods->xUnfetch(REAL(f), off, page);
+    walbuf_file *p = (walbuf_file *)f;
+    if (page == NULL && !p->is_wal) {
+        sqlite3_int64 size = -1;
+        if (p->real->pMethods->xFileSize(p->real, &size) != SQLITE_OK)
+            size = -1;
+        if (size >= 0 && size == p->map_size) {
+            atomic_fetch_add(&stat_maps_kept, 1);
+            return SQLITE_OK;
+        }
+        p->map_size = size;
+    }
+    return p->real->pMethods->xUnfetch(p->real, off, page);
 }
 
 static int shim_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags,
@@ -308,6 +329,7 @@ static int shim_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, i
     memset(p, 0, sizeof(*p));
     p->real = (sqlite3_file *)(p + 1);
     p->pace_fd = -1;
+    p->map_size = -1;
     p->name = name;
     p->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
     int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out_flags);
@@ -366,12 +388,12 @@ const char *jf_walbuf_vfs(void)
     return real_vfs ? walbuf_vfs.zName : NULL;
 }
 
-void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes,
-                     unsigned long long *paces)
+void jf_walbuf_stats(jf_walbuf_stat *out)
 {
-    *writes = atomic_load(&stat_writes);
-    *flushes = atomic_load(&stat_flushes);
-    *paces = atomic_load(&stat_paces);
+    out->writes = atomic_load(&stat_writes);
+    out->flushes = atomic_load(&stat_flushes);
+    out->paces = atomic_load(&stat_paces);
+    out->maps_kept = atomic_load(&stat_maps_kept);
 }
 
 int jf_walbuf_pace(sqlite3 *h, int bytes)

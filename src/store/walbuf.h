@@ -3,7 +3,10 @@
  * hands each commit's frames to the kernel in one write instead of two per
  * page.  What reaches the file, and when it is visible to other connections
  * and to fsync, is exactly what SQLite would have written (walbuf.c says
- * how).  Open connections with it by name: sqlite3_open_v2(..., vfs).
+ * how).  It also paces checkpoint writes (jf_walbuf_pace) and keeps a
+ * database file's memory map across read transactions while the file's size
+ * is unchanged.  Open connections with it by name:
+ * sqlite3_open_v2(..., vfs).
  */
 #ifndef JF_WALBUF_H
 #define JF_WALBUF_H
@@ -14,11 +17,14 @@
  * name, or NULL when SQLite has no default VFS to wrap.  Thread-safe. */
 const char *jf_walbuf_vfs(void);
 
-/* WAL writes SQLite made through the VFS, writes it passed on to the file,
- * and paced write-backs of database files, since the process started (tests
- * and profiling). */
-void jf_walbuf_stats(unsigned long long *writes, unsigned long long *flushes,
-                     unsigned long long *paces);
+/* What the VFS did since the process started (tests, profiling, /metrics). */
+typedef struct jf_walbuf_stat {
+    unsigned long long writes;    /* WAL writes SQLite made through the VFS */
+    unsigned long long flushes;   /* writes passed on to the WAL file */
+    unsigned long long paces;     /* paced write-backs of database files */
+    unsigned long long maps_kept; /* memory maps kept at a read transaction's start */
+} jf_walbuf_stat;
+void jf_walbuf_stats(jf_walbuf_stat *out);
 
 /* The file-control opcode behind jf_walbuf_pace (well clear of SQLite's). */
 #define JF_WALBUF_FCNTL_PACE 0x4a460001

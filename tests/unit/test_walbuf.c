@@ -4,7 +4,8 @@
  * commit, whole, as soon as it returns; transactions larger than the buffer,
  * rollbacks and a reopen after close all read back exactly what was written;
  * a commit whose WAL write fails is refused and changes nothing; and a
- * paced checkpoint writes the database back as it copies.
+ * paced checkpoint writes the database back as it copies; a reader's memory
+ * map is kept while the file's size is unchanged and shows every commit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -98,11 +99,11 @@ static void test_commit_is_few_writes(void **state)
     jf_db db;
     open_db(&db);
     insert_rows(&db, 0, 1, true); /* the WAL header and first frames */
-    unsigned long long w0, f0, p0, w1, f1, p1;
-    jf_walbuf_stats(&w0, &f0, &p0);
+    jf_walbuf_stat s0, s1;
+    jf_walbuf_stats(&s0);
     insert_rows(&db, 1, 101, true); /* 100 rows of 3,000 bytes: about 80 pages */
-    jf_walbuf_stats(&w1, &f1, &p1);
-    unsigned long long writes = w1 - w0, flushes = f1 - f0;
+    jf_walbuf_stats(&s1);
+    unsigned long long writes = s1.writes - s0.writes, flushes = s1.flushes - s0.flushes;
     printf("# one commit: %llu WAL writes from SQLite, %llu to the file\n", writes, flushes);
     assert_true(writes >= 2 * 70); /* a header and a page per frame */
     assert_true(flushes >= 1);
@@ -112,6 +113,17 @@ static void test_commit_is_few_writes(void **state)
     assert_int_equal(rows, 101);
     assert_int_equal(bad, 0);
     jf_db_close(&db);
+}
+
+/* Copies the whole WAL into the database file; returns the frames copied. */
+static int checkpoint_all(jf_db *db)
+{
+    int log = -1, copied = -1;
+    assert_int_equal(
+        sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
+        SQLITE_OK);
+    assert_int_equal(copied, log);
+    return copied;
 }
 
 /* A checkpoint from a paced connection writes the database back every
@@ -125,23 +137,19 @@ static void test_checkpoint_writes_are_paced(void **state)
     open_db(&c);
     assert_int_equal(jf_walbuf_pace(c.h, 4 * 4096), SQLITE_OK);
     insert_rows(&w, 0, 100, true); /* about 80 pages */
-    unsigned long long wr, fl, p0, p1, p2;
-    jf_walbuf_stats(&wr, &fl, &p0);
-    int log = -1, copied = -1;
-    assert_int_equal(sqlite3_wal_checkpoint_v2(c.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
-                     SQLITE_OK);
-    assert_int_equal(copied, log);
-    jf_walbuf_stats(&wr, &fl, &p1);
-    printf("# %d frames copied in %llu write-backs\n", copied, p1 - p0);
-    assert_true(p1 - p0 >= 15);
-    assert_true(p1 - p0 <= (unsigned long long)copied / 4 + 1);
+    jf_walbuf_stat s0, s1, s2;
+    jf_walbuf_stats(&s0);
+    int copied = checkpoint_all(&c);
+    jf_walbuf_stats(&s1);
+    printf("# %d frames copied in %llu write-backs\n", copied, s1.paces - s0.paces);
+    assert_true(s1.paces - s0.paces >= 15);
+    assert_true(s1.paces - s0.paces <= (unsigned long long)copied / 4 + 1);
 
     assert_int_equal(jf_walbuf_pace(c.h, 0), SQLITE_OK);
     insert_rows(&w, 100, 200, true);
-    assert_int_equal(sqlite3_wal_checkpoint_v2(c.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied),
-                     SQLITE_OK);
-    jf_walbuf_stats(&wr, &fl, &p2);
-    assert_int_equal(p2, p1);
+    checkpoint_all(&c);
+    jf_walbuf_stats(&s2);
+    assert_int_equal(s2.paces, s1.paces);
     jf_db_close(&c);
     jf_db_close(&w);
 
@@ -152,6 +160,45 @@ static void test_checkpoint_writes_are_paced(void **state)
     assert_int_equal(rows, 200);
     assert_int_equal(bad, 0);
     jf_db_close(&r);
+}
+
+/* A reader's memory map of the database survives another connection's
+ * commits while the file keeps its size, and shows what they wrote; a file
+ * that grew is mapped again. */
+static void test_reader_map_kept_while_size_unchanged(void **state)
+{
+    (void)state;
+    jf_db w, r;
+    open_db(&w);
+    insert_rows(&w, 0, 100, true);
+    checkpoint_all(&w); /* the rows are in the database file, read through the map */
+    assert_int_equal(jf_db_open(&r, path, true), JF_OK);
+    int64_t rows, bad;
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 100);
+
+    jf_walbuf_stat s0, s1, s2;
+    jf_walbuf_stats(&s0);
+    for (int k = 99; k >= 50; k -= 10) { /* same size: freed pages stay in the file */
+        assert_int_equal(jf_db_run(&w, "DELETE FROM t WHERE k >= ?", "i", k), JF_OK);
+        checkpoint_all(&w);
+        check_rows(&r, &rows, &bad);
+        assert_int_equal(rows, k);
+        assert_int_equal(bad, 0);
+    }
+    jf_walbuf_stats(&s1);
+    assert_true(s1.maps_kept - s0.maps_kept >= 4); /* the first one learns the size */
+
+    /* Past the file's 32 MiB chunk (JF_DB_CHUNK_BYTES): the file grows. */
+    insert_rows(&w, 100, 12100, true);
+    checkpoint_all(&w);
+    check_rows(&r, &rows, &bad);
+    assert_int_equal(rows, 59 + 12000); /* rows 0..58 and the new ones */
+    assert_int_equal(bad, 0);
+    jf_walbuf_stats(&s2);
+    assert_int_equal(s2.maps_kept, s1.maps_kept);
+    jf_db_close(&r);
+    jf_db_close(&w);
 }
 
 static void test_other_connection_sees_each_commit(void **state)
@@ -256,6 +303,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_is_few_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_writes_are_paced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_map_kept_while_size_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_fails_the_commit, setup, teardown),
