@@ -27,6 +27,13 @@
  *   has pending; a failure there cannot be returned and aborts, as a failed
  *   WAL flush does in PostgreSQL.
  *
+ * Two things concern database files rather than the WAL:
+ * - A connection can ask for its writes to be paced (jf_walbuf_pace, used
+ *   by the checkpointer): every so many bytes they are written back to the
+ *   disk and waited for (paced_write).
+ * - A read transaction's request to drop the whole memory map is ignored
+ *   while the file's size is unchanged (shim_unfetch says why).
+ *
  * Every other call goes straight to the wrapped VFS.
  */
 #include <fcntl.h>
