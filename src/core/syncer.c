@@ -86,13 +86,18 @@ typedef struct jf_read_wait {
     void *done_ctx;
 } jf_read_wait;
 
+static void answer_now(jf_result *res, jf_done_fn done, void *done_ctx)
+{
+    done(done_ctx, res);
+    jf_result_deinit(res);
+}
+
 /* Answers and frees a list of waiting reads. */
 static void reads_answer(jf_read_wait *w)
 {
     for (jf_read_wait *next; w; w = next) {
         next = w->next;
-        w->done(w->done_ctx, &w->res);
-        jf_result_deinit(&w->res);
+        answer_now(&w->res, w->done, w->done_ctx);
         free(w);
     }
 }
@@ -222,12 +227,6 @@ static void wait_durable(jf_engine *eng, uint64_t want)
     while (atomic_load(&eng->durable_gen) < want && !eng->s_stopping)
         pthread_cond_wait(&eng->cv_durable, &eng->sync_mu);
     pthread_mutex_unlock(&eng->sync_mu);
-}
-
-static void answer_now(jf_result *res, jf_done_fn done, void *done_ctx)
-{
-    done(done_ctx, res);
-    jf_result_deinit(res);
 }
 
 void jf_syncer_answer_read(jf_engine *eng, jf_result *res, jf_done_fn done, void *done_ctx)
