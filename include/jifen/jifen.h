@@ -276,6 +276,9 @@ typedef struct jf_engine_stats {
     /* Paced write-backs of checkpoint copies to the disk in this process
      * (one per JF_CHECKPOINT_PACE_BYTES copied). */
     uint64_t checkpoint_writebacks;
+    /* Batches rolled back and run again because a command without a
+     * savepoint failed after writing (a rare refusal; see engine.c). */
+    uint64_t batches_redone;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

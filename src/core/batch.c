@@ -5,8 +5,9 @@
  *
  * The batch is one writer command.  Every operation is validated on the
  * caller's thread exactly as its single endpoint would; each valid one is
- * applied under its own savepoint, so one refusal (insufficient points)
- * changes nothing for its neighbours, and all of them commit together.  A
+ * applied as its own command (engine.c, jf_writer_apply), so one refusal
+ * (insufficient points) changes nothing for its neighbours, and all of them
+ * commit together.  A
  * retry of the batch replays each operation from its key.
  */
 #include <stdio.h>

@@ -7,7 +7,7 @@
  * daily job (the scheduler, `jifen expire`, POST /v1/bonuses/run).
  *
  * Exactly once: each grant is a row of bonus_grants keyed by (member, kind,
- * period), written on the writer in the same savepoint as its earn, so a
+ * period), written on the writer in the same command as its earn, so a
  * second attempt finds the row and does nothing, whatever raced.  When no
  * rule of the kind is live nothing is recorded, so a rule activated later
  * that day still pays; a live rule that pays 0 (a cap) still records the

@@ -1,12 +1,15 @@
 /*
  * Write commands as the writer sees them, shared by the engine and the batch
  * endpoint (a batch is one command holding many sub-commands, each applied
- * under its own savepoint with its own idempotency key and result).
+ * as a command of its own with its own idempotency key and result).
  */
 #ifndef JF_CMD_H
 #define JF_CMD_H
 
 #include "core.h"
+
+/* Running totals a sliced job keeps between its slices. */
+#define JF_CMD_ACC_N 6
 
 struct jf_cmd {
     struct jf_cmd *next;
@@ -20,9 +23,9 @@ struct jf_cmd {
     jf_done_fn done;
     void *done_ctx;
     jf_result res;
-    int64_t acc[6];       /* running totals of a sliced job */
-    int64_t parked_ms;    /* when a sliced job was parked for its next slice */
-    struct jf_cmd **subs; /* a batch's operations */
+    int64_t acc[JF_CMD_ACC_N]; /* running totals of a sliced job */
+    int64_t parked_ms;         /* when a sliced job was parked for its next slice */
+    struct jf_cmd **subs;      /* a batch's operations */
     size_t sub_count;
     bool claimed; /* a batch operation whose key this batch put in flight */
 };
@@ -32,8 +35,8 @@ void jf_cmd_free(jf_cmd *cmd);
 /* Runs the op's validate on cmd->body (already parsed) and fingerprints the
  * request for idempotency.  On failure the detail is in cmd->res.detail. */
 jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
-/* Applies one command under a savepoint (writer thread); true when a sliced
- * job wants to run again. */
+/* Applies one command (writer thread; engine.c says when it takes a
+ * savepoint); true when a sliced job wants to run again. */
 bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd);
 bool jf_idem_key_valid(const char *key);
 void jf_request_hash(jf_cmd *cmd);

@@ -144,6 +144,11 @@ struct jf_engine {
     struct jf_read_wait *r_head;
     /* reads answered after the flush they wait for */
     jf_hot *hot; /* writer thread only; NULL without a writer */
+    /* Writer thread only (engine.c, jf_writer_apply): every command takes a
+     * savepoint (a batch being run again), and a command without one failed
+     * after writing, so the batch must be run again. */
+    bool careful, poisoned;
+    _Atomic uint64_t batches_redone;
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;
@@ -251,7 +256,7 @@ jf_err jf_holds_void_overdue(jf_ctx *ctx, const char *member_id);
 
 /* --- hot.c: rows every write of a tenant updates, written once per batch ---
  * The writer starts each command with jf_hot_cmd_begin and calls
- * jf_hot_cmd_rollback wherever it rolls the command's savepoint back;
+ * jf_hot_cmd_rollback wherever a command is refused or rolled back;
  * jf_hot_flush writes the batch's rows just before its COMMIT and forgets
  * them, failed or not.  All of them accept a NULL table (no writer). */
 /* A table of at most rows_max rows; NULL without memory (or rows_max < 1). */
@@ -260,6 +265,8 @@ void jf_hot_free(jf_hot *h);
 void jf_hot_cmd_begin(jf_hot *h);
 void jf_hot_cmd_rollback(jf_hot *h);
 jf_err jf_hot_flush(jf_hot *h, jf_db *db);
+/* Forgets the batch's rows without writing them (the batch was rolled back). */
+void jf_hot_discard(jf_hot *h);
 /* The tenant's last transaction number and chain head, as this batch left it. */
 jf_err jf_hot_chain_get(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES]);
 /* Moves the chain head to seq (one past the last) and head; JF_ERR_INTERNAL
@@ -270,7 +277,7 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 /* Adds amount to an account's stored row now (created at 0 when missing);
  * *balance is the new balance.  JF_ERR_POINTS_OVERFLOW when the balance
- * leaves the points range (the caller's savepoint undoes the write). */
+ * leaves the points range (the failed command's writes are undone). */
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
 
 /* --- auth.c --- */

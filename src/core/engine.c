@@ -4,12 +4,14 @@
  *
  * jf_call validates a write on the caller's thread and queues it.  The writer
  * takes everything queued (up to JF_BATCH_COMMANDS_MAX), applies each command
- * under its own SAVEPOINT inside one BEGIN IMMEDIATE transaction and commits
- * once; every command of the batch is answered only after the WAL is flushed
- * (syncer.c flushes and answers off the writer's path, so the next batch runs
- * meanwhile).  A refused command rolls back to its savepoint and costs its
- * neighbours nothing.  Long jobs (expiry) run as commands that apply one bounded slice
- * and re-queue themselves at the tail, so the till is never locked out.
+ * inside one BEGIN IMMEDIATE transaction and commits once; every command of
+ * the batch is answered only after the WAL is flushed (syncer.c flushes and
+ * answers off the writer's path, so the next batch runs meanwhile).  A
+ * refused command costs its neighbours nothing: it is refused before its
+ * first write, or, rarely, after one, and then the batch is rolled back and
+ * run again with a savepoint per command (jf_writer_apply).  Long jobs
+ * (expiry) run as commands that apply one bounded slice and park until the
+ * writer has spare time (writer_unpark), so the till is never locked out.
  *
  * Reads take a connection from a small pool and run in a read transaction:
  * a WAL snapshot that never waits for the writer.
@@ -268,11 +270,32 @@ static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
                      now);
 }
 
-/* Applies one command under a savepoint.  Returns true when the command is a
- * sliced job that wants to run again after this batch commits. */
+/* Whether a command that failed without a savepoint left nothing behind: no
+ * row changed since it began (a failed statement undoes its own changes), and
+ * the transaction is still open (SQLite rolls it back on some I/O errors). */
+static bool cmd_wrote_nothing(jf_db *db, int64_t changes_before)
+{
+    return sqlite3_total_changes64(db->h) == changes_before && !sqlite3_get_autocommit(db->h);
+}
+
+/* Applies one command.  Returns true when the command is a sliced job that
+ * wants to run again after this batch commits.
+ *
+ * A savepoint per command costs a copy of every page the command changes
+ * (SQLite's sub-journal) plus two statements: about a tenth of the writer's
+ * time under W5.  Commands check everything that can refuse them before
+ * their first write, so a command runs without one unless it is a dry run
+ * (always undone) or its batch is being run again.  A command that fails
+ * after writing marks the batch poisoned; writer_batch then rolls the whole
+ * transaction back and runs the batch again with a savepoint per command,
+ * so its neighbours are never failed by it. */
 bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
 {
     jf_db *db = &eng->wdb;
+    if (eng->poisoned)
+        return false;
+    bool sp = eng->careful || cmd->args.dry_run;
+    int64_t changes = sqlite3_total_changes64(db->h);
     jf_ctx ctx;
     ctx_init(&ctx, eng, db, cmd->op, &cmd->auth, cmd->res.detail);
     ctx.path_id = cmd->path_id;
@@ -280,7 +303,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     ctx.args = &cmd->args;
     ctx.idem_key = cmd->idem_key;
     ctx.acc = cmd->acc;
-    jf_err err = jf_db_run(db, "SAVEPOINT cmd", "");
+    jf_err err = sp ? jf_db_run(db, "SAVEPOINT cmd", "") : JF_OK;
     if (err != JF_OK) {
         cmd->res.err = err;
         return false;
@@ -288,7 +311,8 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     jf_hot_cmd_begin(eng->hot);
     bool found = false;
     if (cmd->idem_key && (err = idem_lookup(db, cmd, &found)) == JF_OK && found) {
-        jf_db_run(db, "RELEASE cmd", "");
+        if (sp)
+            jf_db_run(db, "RELEASE cmd", "");
         return false;
     }
     if (err == JF_OK)
@@ -317,14 +341,18 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     if (err == JF_OK && cmd->idem_key && !again)
         err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
     if (err != JF_OK) {
-        jf_db_run(db, "ROLLBACK TO cmd", "");
+        if (sp)
+            jf_db_run(db, "ROLLBACK TO cmd", "");
+        else if (!cmd_wrote_nothing(db, changes))
+            eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
         free(cmd->res.body);
         cmd->res.body = NULL;
         cmd->res.err = err;
         again = false;
     }
-    jf_db_run(db, "RELEASE cmd", "");
+    if (sp)
+        jf_db_run(db, "RELEASE cmd", "");
     return again;
 }
 
@@ -505,20 +533,65 @@ void jf_writer_finish(jf_engine *eng, jf_cmd *c)
     cmd_finish(c);
 }
 
-static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
+/* Applies every command of the batch inside one transaction; when it cannot
+ * begin, every command gets that error. */
+static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
 {
-    bool again[JF_BATCH_COMMANDS_MAX] = {false};
     jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
-        if (err != JF_OK) {
+        if (err != JF_OK)
             c->res.err = err;
-            continue;
-        }
-        again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+        else
+            again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+    }
+    return err;
+}
+
+/* Puts a command back as it was before the writer applied it: no result
+ * (its operations' either), a sliced job's totals as they were. */
+static void cmd_unapply(jf_cmd *c, const int64_t acc_before[JF_CMD_ACC_N])
+{
+    jf_result_deinit(&c->res);
+    memcpy(c->acc, acc_before, sizeof(c->acc));
+    for (size_t i = 0; i < c->sub_count; i++)
+        if (c->subs[i]->claimed)
+            jf_result_deinit(&c->subs[i]->res);
+}
+
+/* A command failed after writing without a savepoint (jf_writer_apply):
+ * nothing of the batch may stay, so the transaction is rolled back and the
+ * batch runs again with a savepoint per command. */
+static jf_err writer_redo(jf_engine *eng, jf_cmd *batch, bool *again, int64_t (*acc)[JF_CMD_ACC_N])
+{
+    jf_db_exec(&eng->wdb, "ROLLBACK");
+    jf_hot_discard(eng->hot);
+    int i = 0;
+    for (jf_cmd *c = batch; c; c = c->next, i++) {
+        cmd_unapply(c, acc[i]);
+        again[i] = false;
+    }
+    eng->poisoned = false;
+    eng->careful = true;
+    jf_err err = writer_apply_all(eng, batch, again);
+    eng->careful = false;
+    atomic_fetch_add(&eng->batches_redone, 1);
+    return err;
+}
+
+static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
+{
+    bool again[JF_BATCH_COMMANDS_MAX] = {false};
+    int64_t acc[JF_BATCH_COMMANDS_MAX][JF_CMD_ACC_N];
+    int i = 0;
+    for (jf_cmd *c = batch; c; c = c->next, i++)
+        memcpy(acc[i], c->acc, sizeof(c->acc));
+    jf_err err = writer_apply_all(eng, batch, again);
+    if (eng->poisoned)
+        err = writer_redo(eng, batch, again, acc);
+    for (jf_cmd *c = batch; c; c = c->next)
         if (c->res.err != JF_OK)
             atomic_fetch_add(&eng->rejected, 1);
-    }
     uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
         writer_commit(eng, batch, n, again);
@@ -1204,6 +1277,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->flush_hist, &out->wal_flush);
     hist_get(&eng->ckpt_hist, &out->checkpoint);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
+    out->batches_redone = atomic_load(&eng->batches_redone);
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);
     out->checkpoint_writebacks = vfs.paces;

@@ -10,11 +10,12 @@
  * batch is ever seen outside the writer.  The writer keeps them here instead
  * and writes each one once, just before the batch's COMMIT (jf_hot_flush).
  *
- * Commands run under savepoints, and a refused command's savepoint is rolled
- * back; its changes here must go too.  Each entry remembers its value from
- * before the current command the first time the command changes it
- * (jf_hot_cmd_begin starts a command), and jf_hot_cmd_rollback puts those
- * values back.  Only the writer thread touches this table.
+ * A refused command's writes are undone (its savepoint rolled back, or it
+ * wrote nothing: engine.c, jf_writer_apply); its changes here must go too.
+ * Each entry remembers its value from before the current command the first
+ * time the command changes it (jf_hot_cmd_begin starts a command), and
+ * jf_hot_cmd_rollback puts those values back.  Only the writer thread
+ * touches this table.
  *
  * When the table is full (more distinct tenants or program accounts in one
  * batch than it holds, JF_HOT_ROWS_MAX for the engine) a row not in it is read and written
@@ -273,6 +274,12 @@ static jf_err hot_write(jf_db *db, const hot_row *r)
     /* Nothing but this batch writes the row, so it must land where the
      * batch left it. */
     return err == JF_OK && balance != r->value ? JF_ERR_INTERNAL : err;
+}
+
+void jf_hot_discard(jf_hot *h)
+{
+    if (h)
+        hot_clear(h);
 }
 
 jf_err jf_hot_flush(jf_hot *h, jf_db *db)

@@ -7,7 +7,7 @@
  * lots recording each piece, tx_post adds postings, and tx_commit checks that
  * the postings sum to zero, appends the transaction to the tenant's hash
  * chain and applies the postings to account balances.  All of it runs on the
- * writer inside the command's savepoint.
+ * writer inside the command, whose writes a refusal undoes (engine.c).
  */
 #ifndef JF_LEDGER_H
 #define JF_LEDGER_H

@@ -8,8 +8,9 @@
  * (the points return) and a clawback of the earn.  Those reference their
  * originals, so I6 and `jifen verify` hold as for any reversal; the refund
  * record (refunds, refund_lines, refund_transactions) links them to the
- * order.  Everything runs on the writer inside the command's savepoint, so a
- * refusal (insufficient_points beyond the debt floor) leaves no trace.
+ * order.  Everything runs on the writer as one command, whose writes a
+ * refusal undoes (engine.c, jf_writer_apply): insufficient_points beyond the
+ * debt floor leaves no trace.
  */
 #include <assert.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  * the version that produced them, so "why did I get N points" has the same
  * answer forever and nothing already awarded is recomputed.  Usage for
  * limits and budgets is summed from the awards table on the writer, inside
- * the command's savepoint, so concurrent requests cannot exceed a cap.
+ * the command, so concurrent requests cannot exceed a cap.
  */
 #include <string.h>
 

@@ -457,8 +457,8 @@ static jf_err import_one(jf_ctx *ctx, const jf_tier_config *cfg, json_t *e, size
     return jf_tier_record(ctx, cfg, mid, &mv);
 }
 
-/* All or nothing: a failing entry fails the command, whose savepoint then
- * drops what the earlier entries wrote. */
+/* All or nothing: a failing entry fails the command, and what the earlier
+ * entries wrote is undone with it (engine.c, jf_writer_apply). */
 static jf_err import_run(jf_ctx *ctx)
 {
     jf_tier_config cfg;

@@ -5,7 +5,9 @@ keys in flight apply per operation.
 Run: python3 tests/api/test_batch.py"""
 
 import os
+import re
 import sys
+import time
 import unittest
 import uuid
 
@@ -147,6 +149,75 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(expires(mixed), [10])
         self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
+
+class RefusalAfterWriteTests(unittest.TestCase):
+    """The writer runs commands without a savepoint each, since they check
+    what can refuse them before their first write.  A redeem on a member with
+    an overdue hold voids the hold first (a write) and can still be refused:
+    then the batch is rolled back and run again with a savepoint per command.
+    Real clock and no scheduler, so the hold is overdue and still open when
+    the redeem comes (a test clock's move would void it at once)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = H.Env(test_clock=False, extra_args=("--expiry-interval", "0"))
+        cls.addClassCleanup(cls.env.close)
+        cls.a = cls.env.admin
+
+    def redone(self):
+        body = self.a.get("/metrics").body
+        return int(re.search(r"(?m)^jifen_writer_batches_redone_total (\d+)$", body).group(1))
+
+    def overdue_hold(self, mid, points):
+        r = self.a.post("/v1/members/%s/holds" % mid, {"points": points, "ttl_seconds": 1},
+                        idem=True)
+        hold = H.check_ok(r, 201, "hold")["hold"]
+        deadline = H.parse_time(hold["expires_at"]) / 1000.0
+        time.sleep(max(0.0, deadline - time.time()) + 0.2)
+        return hold["id"]
+
+    def assert_held(self, mid, available, held, hold_id):
+        p = H.points_of(self.a, mid)
+        self.assertEqual((p["available"], p["held"]), (available, held))
+        self.assertEqual(H.check_ok(self.a.get("/v1/holds/" + hold_id), 200)["status"], "open")
+
+    def test_neighbours_succeed_and_the_refusal_changes_nothing(self):
+        m, n, p = (H.create_member(self.a)["id"] for _ in range(3))
+        H.check_ok(H.earn(self.a, m, 100), 201)
+        hold = self.overdue_hold(m, 60)
+        before = self.redone()
+        ops = [op("earn", n, {"points": 10}), op("redeem", m, {"points": 500}),
+               op("earn", p, {"points": 7})]
+        r = self.batch_of(ops)
+        self.assertEqual([x["status"] for x in r.body["results"]], [201, 422, 201], r)
+        self.assertEqual(r.body["results"][1]["error"]["code"], "insufficient_points")
+        self.assertEqual(r.body["results"][2]["body"]["points"]["available"], 7)
+        self.assertEqual(self.redone(), before + 1)
+        self.assert_held(m, 40, 60, hold)
+        self.assertEqual(H.points_of(self.a, n)["available"], 10)
+        self.assertEqual(H.points_of(self.a, p)["available"], 7)
+        # A retry replays the two stored earns and refuses the redeem again.
+        again = self.batch_of(ops)
+        self.assertEqual([x["status"] for x in again.body["results"]], [201, 422, 201])
+        self.assertEqual([x.get("replayed") for x in again.body["results"]],
+                         [True, None, True])
+        self.assertEqual(again.body["results"][0]["body"], r.body["results"][0]["body"])
+        self.assertEqual(self.redone(), before + 2)
+        # The same refusal on its own, then writes that need no second run.
+        self.assertEqual(H.redeem(self.a, m, 500).code, "insufficient_points")
+        self.assertEqual(self.redone(), before + 3)
+        self.assert_held(m, 40, 60, hold)
+        H.check_ok(H.earn(self.a, n, 1), 201)
+        self.assertEqual(self.redone(), before + 3)
+        # The member's next write that succeeds voids the overdue hold.
+        H.check_ok(H.earn(self.a, m, 1), 201)
+        p_m = H.points_of(self.a, m)
+        self.assertEqual((p_m["available"], p_m["held"]), (101, 0))
+        self.assertEqual(self.redone(), before + 3)
+
+    def batch_of(self, ops):
+        return self.a.post("/v1/batch", {"operations": ops})
+
 
 if __name__ == "__main__":
     unittest.main()
