@@ -58,20 +58,11 @@ static jf_err birthday_period(jf_ctx *ctx, const jf_tz **tz, char period[8])
     return JF_OK;
 }
 
-jf_err jf_bonus_birthday_due(jf_ctx *ctx, const char *member_id)
+jf_err jf_bonus_birthday_due(jf_ctx *ctx, const char *member_id, const char *birthday)
 {
     const jf_tz *tz = NULL;
-    char period[8], birthday[16] = "";
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT birthday FROM members WHERE tenant_id=? AND id=?"
-                                   " AND birthday IS NOT NULL",
-                                   "Is", ctx->auth->tenant, member_id);
-    if (st == NULL)
-        return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        snprintf(birthday, sizeof birthday, "%s", jf_db_text(st, 0));
-    sqlite3_reset(st);
-    if (!birthday[0])
+    char period[8];
+    if (birthday == NULL || !birthday[0])
         return JF_OK;
     jf_err err = birthday_period(ctx, &tz, period);
     if (err != JF_OK || !jf_rule_birthday_today(tz, ctx->now_ms, birthday))

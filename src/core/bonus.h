@@ -22,9 +22,10 @@
 jf_err jf_bonus_signup(jf_ctx *ctx, const char *member_id);
 
 /* Grants the birthday bonus when today (local) is the member's birthday
- * and this year's is not granted yet; a cheap no-op otherwise.  Called by
- * every write that acts for a member.  Writer only. */
-jf_err jf_bonus_birthday_due(jf_ctx *ctx, const char *member_id);
+ * (YYYY-MM-DD as stored; NULL or "" when not set) and this year's is not
+ * granted yet; a cheap no-op otherwise.  Called by every write that acts for
+ * a member, with the member row it already read.  Writer only. */
+jf_err jf_bonus_birthday_due(jf_ctx *ctx, const char *member_id, const char *birthday);
 
 /* POST /v1/bonuses/run and the daily job: one bounded slice of members
  * whose birthday is today; runs again while slices come back full. */

@@ -149,6 +149,11 @@ struct jf_engine {
      * after writing, so the batch must be run again. */
     bool careful, poisoned;
     _Atomic uint64_t batches_redone;
+    /* Writer thread only: the program row of prog_tenant as this batch
+     * attempt last read it (engine.c, writer_program). */
+    jf_program prog;
+    int64_t prog_tenant;
+    bool prog_valid;
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;
@@ -184,6 +189,11 @@ typedef struct jf_op_impl {
 
 /* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* --- errors.c --- */
+/* The points operations (earn, redeem, adjust, transfer, hold, capture,
+ * void, reverse): what a batch may hold, and what never changes a program. */
+bool jf_op_is_points(jf_op op);
 
 /* --- ids.c: identifiers and hashes --- */
 void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
@@ -240,6 +250,7 @@ typedef struct jf_member {
     char id[JF_ID_LEN_MAX];
     char status[12];
     int64_t debt;
+    char birthday[16]; /* YYYY-MM-DD, or "" when not set */
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
 jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out);

@@ -270,6 +270,24 @@ static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
                      now);
 }
 
+/* The command's program row, read once per batch attempt while only points
+ * operations run (they read it and never change it).  Any other command
+ * drops it after it runs, and writer_apply_all drops it before each attempt,
+ * since a rolled-back attempt may have read a change that never commits. */
+static jf_err writer_program(jf_engine *eng, int64_t tenant, jf_program *out)
+{
+    if (!eng->prog_valid || eng->prog_tenant != tenant) {
+        eng->prog_valid = false;
+        jf_err err = jf_program_load(&eng->wdb, tenant, &eng->prog);
+        if (err != JF_OK)
+            return err;
+        eng->prog_tenant = tenant;
+        eng->prog_valid = true;
+    }
+    *out = eng->prog;
+    return JF_OK;
+}
+
 /* Whether a command that failed without a savepoint left nothing behind: no
  * row changed since it began (a failed statement undoes its own changes), and
  * the transaction is still open (SQLite rolls it back on some I/O errors). */
@@ -316,11 +334,13 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         return false;
     }
     if (err == JF_OK)
-        err = jf_program_load(db, cmd->auth.tenant, &ctx.prog);
+        err = writer_program(eng, cmd->auth.tenant, &ctx.prog);
     if (err == JF_OK) {
         ctx.out = json_object();
         err = jf_op_impl_of(cmd->op)->run(&ctx);
     }
+    if (!jf_op_is_points(cmd->op))
+        eng->prog_valid = false;
     bool again = err == JF_OK && ctx.again;
     if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
         snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
@@ -538,6 +558,7 @@ void jf_writer_finish(jf_engine *eng, jf_cmd *c)
 static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
 {
     jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
+    eng->prog_valid = false;
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         if (err != JF_OK)

@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "jifen/jifen.h"
+#include "core.h"
 
 typedef struct err_row {
     const char *code;
@@ -78,7 +78,7 @@ bool jf_op_allows(jf_op op, jf_role role)
     return (op_rows[op].roles & JF_ROLE_BIT(role)) != 0;
 }
 
-bool jf_op_requires_idempotency(jf_op op)
+bool jf_op_is_points(jf_op op)
 {
     switch (op) {
     case JF_OP_EARN:
@@ -89,13 +89,16 @@ bool jf_op_requires_idempotency(jf_op op)
     case JF_OP_HOLD_CAPTURE:
     case JF_OP_HOLD_VOID:
     case JF_OP_REVERSE:
-    case JF_OP_MEMBER_EVENT:
-    case JF_OP_ORDER_REFUND:
-    case JF_OP_CHECK_IN:
         return true;
     default:
         return false;
     }
+}
+
+bool jf_op_requires_idempotency(jf_op op)
+{
+    return jf_op_is_points(op) || op == JF_OP_MEMBER_EVENT || op == JF_OP_ORDER_REFUND ||
+           op == JF_OP_CHECK_IN;
 }
 
 static const char *const role_names[] = {"none", "readonly", "pos", "operator", "admin"};

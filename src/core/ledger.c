@@ -70,7 +70,7 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     if (strcmp(m->status, "closed") == 0)
         return jf_fail(ctx, JF_ERR_MEMBER_CLOSED, "Member '%s' is closed.", m->id);
     err = jf_holds_void_overdue(ctx, m->id);
-    return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id) : err;
+    return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id, m->birthday) : err;
 }
 
 /* ctx->out = {"transaction": ..., "points": ...} for the member after the

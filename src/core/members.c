@@ -17,9 +17,9 @@
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 {
-    sqlite3_stmt *st =
-        jf_db_query(ctx->db, "SELECT seq, id, status, debt FROM members WHERE tenant_id=? AND id=?",
-                    "Is", ctx->auth->tenant, id ? id : "");
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db, "SELECT seq, id, status, debt, birthday FROM members WHERE tenant_id=? AND id=?",
+        "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_NOT_FOUND;
@@ -28,6 +28,8 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
         snprintf(out->id, sizeof(out->id), "%s", jf_db_text(st, 1));
         snprintf(out->status, sizeof(out->status), "%s", jf_db_text(st, 2));
         out->debt = sqlite3_column_int64(st, 3);
+        const char *birthday = jf_db_text(st, 4);
+        snprintf(out->birthday, sizeof(out->birthday), "%s", birthday ? birthday : "");
         err = JF_OK;
     }
     sqlite3_reset(st);
@@ -226,7 +228,7 @@ static jf_err member_create(jf_ctx *ctx)
     if (err == JF_OK)
         err = jf_bonus_signup(ctx, id);
     if (err == JF_OK)
-        err = jf_bonus_birthday_due(ctx, id);
+        err = jf_bonus_birthday_due(ctx, id, body_text(ctx, "birthday"));
     if (err == JF_OK && (err = member_render_by(ctx, false, id)) == JF_OK)
         ctx->created = true;
     return err;

@@ -4,6 +4,7 @@
  * decoding, API key hashing and verification.  Each test opens a fresh
  * engine on a temporary database with the test clock.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -344,6 +345,83 @@ static void test_expiry_once(void **state)
     assert_verified(f);
 }
 
+/* Answers of requests queued with jf_call, kept until all have come. */
+typedef struct queued {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+    jf_err err[3];
+    char *body[3];
+} queued;
+
+typedef struct queued_slot {
+    queued *q;
+    int i;
+} queued_slot;
+
+static void queued_done(void *arg, jf_result *res)
+{
+    queued_slot *s = arg;
+    pthread_mutex_lock(&s->q->mu);
+    s->q->err[s->i] = res->err;
+    s->q->body[s->i] = res->body;
+    res->body = NULL;
+    s->q->pending--;
+    pthread_cond_signal(&s->q->cv);
+    pthread_mutex_unlock(&s->q->mu);
+}
+
+/* The writer reads the program row once per batch while only points
+ * operations run.  A program change queued between earns must be seen by
+ * the earn after it: a batch of 1,000 earns keeps the writer busy while the
+ * change and the next earn queue up, so those two run in one batch. */
+static void test_program_change_seen_within_a_batch(void **state)
+{
+    fixture *f = *state;
+    char m[64];
+    member(f, "prog", m);
+    size_t cap = 1000 * 140 + 64, len = 0;
+    char *ops = malloc(cap);
+    len += (size_t)snprintf(ops + len, cap - len, "{\"operations\":[");
+    for (int i = 0; i < 1000; i++)
+        len += (size_t)snprintf(ops + len, cap - len,
+                                "%s{\"op\":\"earn\",\"id\":\"%s\",\"idempotency_key\":"
+                                "\"bulk-%d\",\"body\":{\"points\":1}}",
+                                i ? "," : "", m, i);
+    len += (size_t)snprintf(ops + len, cap - len, "]}");
+    const char *patch = "{\"earn_rate\":{\"points\":5,\"per_amount\":100}}";
+    const char *earn = "{\"order\":{\"id\":\"o-1\",\"amount\":1000,\"currency\":\"CNY\"}}";
+    jf_request reqs[3] = {
+        {.op = JF_OP_BATCH, .auth = &f->auth, .body = ops, .body_len = len},
+        {.op = JF_OP_PROGRAM_UPDATE, .auth = &f->auth, .body = patch, .body_len = strlen(patch)},
+        {.op = JF_OP_EARN, .auth = &f->auth, .path_id = m, .body = earn, .body_len = strlen(earn),
+         .idempotency_key = "after-patch"},
+    };
+    queued q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .pending = 3};
+    queued_slot slots[3];
+    for (int i = 0; i < 3; i++) {
+        slots[i] = (queued_slot){&q, i};
+        jf_call(f->eng, &reqs[i], queued_done, &slots[i]);
+    }
+    pthread_mutex_lock(&q.mu);
+    while (q.pending > 0)
+        pthread_cond_wait(&q.cv, &q.mu);
+    pthread_mutex_unlock(&q.mu);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(q.err[i], JF_OK);
+    json_t *r = json_loads(q.body[2], 0, NULL);
+    /* 1,000 fen at 5 points per 100 fen (the old rate gives 10). */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "transaction"),
+                                                        "points")),
+                     50);
+    assert_int_equal(points_of(r, "available"), 1050);
+    json_decref(r);
+    for (int i = 0; i < 3; i++)
+        free(q.body[i]);
+    free(ops);
+    assert_verified(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +433,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idempotency_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_program_change_seen_within_a_batch, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
