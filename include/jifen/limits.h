@@ -101,6 +101,18 @@
  * written directly, so the limit bounds memory, not correctness. */
 #define JF_HOT_ROWS_MAX 1024
 
+/* The writer's memory between batches (src/core/wcache.c).  Member rows: a
+ * direct-mapped table of this many slots (about 100 bytes each, calloc'd so
+ * only the slots used take memory: 25 MiB at most); a member that collides
+ * replaces another, so the size bounds memory and the hit rate, never
+ * correctness.  Members one batch may write before the table is bypassed
+ * for the rest of it.  Tenants whose open holds' earliest deadline is
+ * remembered; beyond that a tenant's writes check its members' holds each
+ * time, as without the table. */
+#define JF_WCACHE_MEMBERS 262144
+#define JF_WCACHE_DIRTY_MAX 1024
+#define JF_WCACHE_TENANTS 256
+
 /* Commands waiting for the writer.  Beyond this, a request is answered 429
  * instead of queueing without bound. */
 #define JF_QUEUE_COMMANDS_MAX 65536
@@ -196,6 +208,8 @@ _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit w
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
 _Static_assert(JF_HOT_ROWS_MAX >= 2 * JF_BATCH_COMMANDS_MAX,
                "a batch from as many tenants as commands keeps each chain head and an account hot");
+_Static_assert(JF_WCACHE_DIRTY_MAX >= JF_BATCH_COMMANDS_MAX,
+               "a batch that writes one member per command keeps the table");
 _Static_assert(JF_WAL_RESTART_LAG_FRAMES < JF_WAL_RESTART_FRAMES_MIN,
                "the lag is a part of the WAL");
 _Static_assert(JF_WAL_RESTART_FRAMES_MIN <= JF_WAL_RESTART_FRAMES &&

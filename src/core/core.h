@@ -66,6 +66,7 @@ typedef struct jf_cmd jf_cmd;
 
 /* hot.c: chain heads and program accounts kept by the writer for one batch. */
 typedef struct jf_hot jf_hot;
+typedef struct jf_wcache jf_wcache;
 
 /* A latency histogram filled by one thread and read by /metrics
  * (jf_latency_hist in jifen.h is its snapshot). */
@@ -143,7 +144,8 @@ struct jf_engine {
     uint64_t s_gen;          /* highest commit generation handed over */
     struct jf_read_wait *r_head;
     /* reads answered after the flush they wait for */
-    jf_hot *hot; /* writer thread only; NULL without a writer */
+    jf_hot *hot;       /* writer thread only; NULL without a writer */
+    jf_wcache *wcache; /* writer thread only; NULL without a writer */
     /* Writer thread only (engine.c, jf_writer_apply): every command takes a
      * savepoint (a batch being run again), and a command without one failed
      * after writing, so the batch must be run again. */
@@ -245,6 +247,9 @@ jf_err jf_list_rows(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col
 jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 
 /* --- members.c --- */
+/* The member row's fields the writer needs.  The writer keeps them between
+ * batches (wcache.c): code that writes one of these columns (or creates a
+ * member) calls jf_wcache_member_dirty first. */
 typedef struct jf_member {
     int64_t seq;
     char id[JF_ID_LEN_MAX];
@@ -290,6 +295,35 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
  * *balance is the new balance.  JF_ERR_POINTS_OVERFLOW when the balance
  * leaves the points range (the failed command's writes are undone). */
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
+
+/* --- wcache.c: member rows and hold deadlines the writer keeps between batches ---
+ * Writer thread only; every function accepts a NULL table (not the writer).
+ * Exact by construction: see the file comment. */
+/* NULL without memory. */
+jf_wcache *jf_wcache_new(void);
+void jf_wcache_free(jf_wcache *c);
+/* Starts a batch attempt; data_version is SQLite's (PRAGMA data_version) read
+ * inside its transaction: when another process wrote since, all is forgotten. */
+void jf_wcache_batch_begin(jf_wcache *c, int64_t data_version);
+/* Ends a batch, committed or not: forgets which members it wrote. */
+void jf_wcache_batch_end(jf_wcache *c);
+/* Some writes were rolled back (a savepoint, a batch, a failed commit). */
+void jf_wcache_rollback(jf_wcache *c);
+/* Call before writing a member's row (or creating it): the member is read
+ * from the database, not from here, until the batch ends. */
+void jf_wcache_member_dirty(jf_wcache *c, int64_t tenant, const char *id);
+/* Copies the member's row to *out when it is here. */
+bool jf_wcache_member_get(jf_wcache *c, int64_t tenant, const char *id, jf_member *out);
+/* Remembers a row just read on the writer's connection (ignored when dirty). */
+void jf_wcache_member_put(jf_wcache *c, int64_t tenant, const jf_member *m);
+/* A bound on the tenant's open holds' deadlines: true with *bound_ms when no
+ * open hold is due before it; false when it must be read (and set again). */
+bool jf_wcache_holds_bound(jf_wcache *c, int64_t tenant, int64_t now_ms, int64_t *bound_ms);
+void jf_wcache_holds_bound_set(jf_wcache *c, int64_t tenant, int64_t bound_ms);
+/* A hold was opened: lowers the bound to its deadline. */
+void jf_wcache_hold_opened(jf_wcache *c, int64_t tenant, int64_t expires_ms);
+/* The table when ctx runs on the writer's connection, else NULL. */
+jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 
 /* --- auth.c --- */
 extern const jf_op_impl jf_op_key_create, jf_op_key_list, jf_op_key_revoke;

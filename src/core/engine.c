@@ -288,6 +288,11 @@ static jf_err writer_program(jf_engine *eng, int64_t tenant, jf_program *out)
     return JF_OK;
 }
 
+jf_wcache *jf_ctx_wcache(const jf_ctx *ctx)
+{
+    return ctx->eng && ctx->db == &ctx->eng->wdb ? ctx->eng->wcache : NULL;
+}
+
 /* Whether a command that failed without a savepoint left nothing behind: no
  * row changed since it began (a failed statement undoes its own changes), and
  * the transaction is still open (SQLite rolls it back on some I/O errors). */
@@ -356,6 +361,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         jf_db_run(db, "ROLLBACK TO cmd", "");
         jf_db_run(db, "RELEASE cmd", "");
         jf_hot_cmd_rollback(eng->hot);
+        jf_wcache_rollback(eng->wcache);
         return false;
     }
     if (err == JF_OK && cmd->idem_key && !again)
@@ -366,6 +372,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         else if (!cmd_wrote_nothing(db, changes))
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
+        jf_wcache_rollback(eng->wcache);
         free(cmd->res.body);
         cmd->res.body = NULL;
         cmd->res.err = err;
@@ -489,6 +496,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     /* Nothing of this batch is durable: no command may be acknowledged. */
     fprintf(stderr, "jifen: a commit failed, %zu writes refused: %s\n", n, eng->wdb.errmsg);
     jf_db_exec(&eng->wdb, "ROLLBACK");
+    jf_wcache_rollback(eng->wcache);
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         again[i] = false;
@@ -559,6 +567,12 @@ static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
 {
     jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
     eng->prog_valid = false;
+    /* Read inside the transaction: what another process committed before it
+     * (-1, when it cannot be read, forgets everything). */
+    int64_t data_version = -1;
+    if (err == JF_OK && jf_db_int(&eng->wdb, &data_version, -1, "PRAGMA data_version", "") != JF_OK)
+        data_version = -1;
+    jf_wcache_batch_begin(eng->wcache, data_version);
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         if (err != JF_OK)
@@ -587,6 +601,7 @@ static jf_err writer_redo(jf_engine *eng, jf_cmd *batch, bool *again, int64_t (*
 {
     jf_db_exec(&eng->wdb, "ROLLBACK");
     jf_hot_discard(eng->hot);
+    jf_wcache_rollback(eng->wcache);
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         cmd_unapply(c, acc[i]);
@@ -616,6 +631,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
         writer_commit(eng, batch, n, again);
+    jf_wcache_batch_end(eng->wcache);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
     jf_cmd *answer = NULL, **tail = &answer;
@@ -1162,7 +1178,7 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
              JF_DB_WRITER_CACHE_KIB, JF_DB_WRITER_SPILL_PAGES);
     if ((err = jf_db_exec(&eng->wdb, pragma)) != JF_OK)
         return err;
-    if ((eng->hot = jf_hot_new(JF_HOT_ROWS_MAX)) == NULL)
+    if ((eng->hot = jf_hot_new(JF_HOT_ROWS_MAX)) == NULL || (eng->wcache = jf_wcache_new()) == NULL)
         return JF_ERR_NOMEM;
     sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
     if ((err = jf_syncer_start(eng)) != JF_OK)
@@ -1263,6 +1279,7 @@ void jf_engine_free(jf_engine *eng)
         pthread_join(eng->ckpt, NULL);
     jf_db_close(&eng->wdb);
     jf_hot_free(eng->hot);
+    jf_wcache_free(eng->wcache);
     for (int i = 0; i < eng->pool_n; i++) {
         jf_db_close(eng->pool[i]);
         free(eng->pool[i]);

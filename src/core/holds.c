@@ -157,10 +157,36 @@ static jf_err holds_void_limit(jf_ctx *ctx, const char *member_id, int64_t limit
     return err;
 }
 
+/* Whether no open hold of the tenant is due now, from the writer's bound
+ * on their deadlines (wcache.c), read again when it is unknown or passed.
+ * Off the writer it is always false: the caller looks. */
+static jf_err holds_none_due(jf_ctx *ctx, bool *none)
+{
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    int64_t bound = 0;
+    *none = false;
+    if (wc == NULL)
+        return JF_OK;
+    if (!jf_wcache_holds_bound(wc, ctx->auth->tenant, ctx->now_ms, &bound)) {
+        jf_err err = jf_db_int(ctx->db, &bound, INT64_MAX,
+                               "SELECT COALESCE(MIN(expires_at), 9223372036854775807) FROM holds"
+                               " INDEXED BY holds_open WHERE tenant_id=? AND status='open'",
+                               "I", ctx->auth->tenant);
+        if (err != JF_OK)
+            return err;
+        jf_wcache_holds_bound_set(wc, ctx->auth->tenant, bound);
+    }
+    *none = ctx->now_ms < bound;
+    return JF_OK;
+}
+
 jf_err jf_holds_void_overdue(jf_ctx *ctx, const char *member_id)
 {
     int64_t count = 0;
-    jf_err err;
+    bool none = false;
+    jf_err err = holds_none_due(ctx, &none);
+    if (err != JF_OK || none)
+        return err;
     do {
         err = holds_void_limit(ctx, member_id, 64, &count);
     } while (err == JF_OK && count == 64);
@@ -213,6 +239,8 @@ static jf_err hold_apply(jf_ctx *ctx)
                         " expires_at, created_at) VALUES(?,?,?,?,?,'open',?,?)",
                         "IsIsIII", ctx->auth->tenant, tx.id, tx.seq, m.id, a->points,
                         ctx->now_ms + ttl * 1000, ctx->now_ms);
+    if (err == JF_OK)
+        jf_wcache_hold_opened(jf_ctx_wcache(ctx), ctx->auth->tenant, ctx->now_ms + ttl * 1000);
     char id[JF_ID_LEN_MAX];
     snprintf(id, sizeof(id), "%s", tx.id);
     json_t *h = NULL;

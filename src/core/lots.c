@@ -56,12 +56,18 @@ static jf_err lot_vec_fill(lot_vec *lv, sqlite3_stmt *st, int64_t amount)
 
 static jf_err member_debt(jf_ctx *ctx, const char *member_id, int64_t *debt)
 {
+    jf_member m;
+    if (jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &m)) {
+        *debt = m.debt;
+        return JF_OK;
+    }
     return jf_db_int(ctx->db, debt, 0, "SELECT debt FROM members WHERE tenant_id=? AND id=?", "Is",
                      ctx->auth->tenant, member_id);
 }
 
 static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
 {
+    jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
     return jf_db_run(ctx->db, "UPDATE members SET debt = debt + ? WHERE tenant_id=? AND id=?",
                      "IIs", delta, ctx->auth->tenant, member_id);
 }

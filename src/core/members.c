@@ -17,6 +17,9 @@
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 {
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    if (id && jf_wcache_member_get(wc, ctx->auth->tenant, id, out))
+        return JF_OK;
     sqlite3_stmt *st = jf_db_query(
         ctx->db, "SELECT seq, id, status, debt, birthday FROM members WHERE tenant_id=? AND id=?",
         "Is", ctx->auth->tenant, id ? id : "");
@@ -30,6 +33,7 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
         out->debt = sqlite3_column_int64(st, 3);
         const char *birthday = jf_db_text(st, 4);
         snprintf(out->birthday, sizeof(out->birthday), "%s", birthday ? birthday : "");
+        jf_wcache_member_put(wc, ctx->auth->tenant, out);
         err = JF_OK;
     }
     sqlite3_reset(st);
@@ -211,6 +215,8 @@ static jf_err member_create(jf_ctx *ctx)
     if (code && (err = referrer_resolve(ctx, code, referrer)) != JF_OK)
         return err;
     jf_id_new("mem_", id);
+    /* Not remembered by the writer before this batch commits (wcache.c). */
+    jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, id);
     char *tags = tags_text(json_object_get(ctx->body, "tags"));
     if (tags == NULL)
         return JF_ERR_NOMEM;
@@ -264,6 +270,7 @@ static jf_err member_update(jf_ctx *ctx)
         return err;
     if (strcmp(m.status, "closed") == 0)
         return jf_fail(ctx, JF_ERR_MEMBER_CLOSED, "Member '%s' is closed.", m.id);
+    jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, m.id);
     err = member_set_text(ctx, "name", "UPDATE members SET name=? WHERE tenant_id=? AND id=?");
     if (err == JF_OK)
         err =

@@ -1690,6 +1690,29 @@ class VerifyCanaryTests(unittest.TestCase, Checks):
         self.assertTrue(rep.get("violations"), rep)
 
 
+class WriterMemoryTests(unittest.TestCase, Checks):
+    """The writer remembers member rows between batches (src/core/wcache.c).  A row
+    another process changes while the server runs must be read again: SQLite's data
+    version tells the writer, which then forgets what it holds."""
+
+    def test_member_frozen_by_another_process_is_seen(self):
+        import sqlite3
+        env = H.start_env(self)
+        m = H.create_member(env.admin)
+        self.assertEqual(H.earn(env.admin, m["id"], 100).status, 201)  # row now remembered
+        db = sqlite3.connect(env.db, timeout=10)
+        try:
+            n = db.execute("UPDATE members SET status = 'frozen' WHERE id = ?",
+                           (m["id"],)).rowcount
+            db.commit()
+        finally:
+            db.close()
+        self.assertEqual(n, 1)
+        self.assertProblem(H.earn(env.admin, m["id"], 5), 422, "member_frozen")
+        self.assertProblem(H.redeem(env.admin, m["id"], 5), 422, "member_frozen")
+        self.assertEqual(H.points_of(env.admin, m["id"])["available"], 100)
+
+
 class NoTestClockTests(unittest.TestCase, Checks):
     def test_clock_routes_absent_without_flag(self):
         env = H.start_env(self, test_clock=False)

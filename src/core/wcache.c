@@ -1,0 +1,232 @@
+/*
+ * What the writer remembers between batches (docs/PERFORMANCE.md): member
+ * rows, and for each tenant a lower bound on the deadlines of its open
+ * holds.  Every earn or spend loads its member (status, debt, birthday)
+ * and asks whether the member has overdue holds to void first; both were a
+ * statement on a random page each time (8 of the writer's ~100 us per W1
+ * earn), though members change rarely and most tenants have no hold due.
+ *
+ * Member rows.  A direct-mapped table: a member's slot is its hash, and a
+ * member that lands on a taken slot replaces the one there.  The rule that
+ * keeps it exact: an entry is only ever filled from a row no write of the
+ * current batch has touched, so it holds committed state whether the batch
+ * then commits or rolls back.  Whoever writes a member row marks the member
+ * dirty first (jf_wcache_member_dirty): its entry goes, and until the batch
+ * ends the member is read from the database and never cached.  When more
+ * members are dirty than the set holds, the table is bypassed for the rest
+ * of the batch and emptied at its end.
+ *
+ * Hold deadlines.  For a tenant with a known bound, no open hold is due
+ * before it, so a write at an earlier time skips the per-member check.  A
+ * new hold lowers the bound (still a bound if its batch rolls back); a bound
+ * is read exactly (the earliest open hold) at most once per batch, and any
+ * rollback forgets all of them, since a hold voided or captured inside the
+ * rolled-back work is open again.
+ *
+ * Another process may write the database between batches (the CLI): each
+ * batch starts with SQLite's data version, and a change empties the table
+ * and forgets the bounds.  Only the writer thread touches this.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+typedef struct member_slot {
+    uint64_t gen; /* valid when equal to the table's generation */
+    int64_t tenant;
+    jf_member m;
+} member_slot;
+
+typedef struct tenant_slot {
+    int64_t tenant; /* 0 when free */
+    bool known;
+    int64_t bound_ms; /* no open hold of the tenant is due before this */
+    uint64_t batch;   /* the batch that last read the bound exactly */
+} tenant_slot;
+
+struct jf_wcache {
+    member_slot *members; /* lazily touched pages: calloc'd, JF_WCACHE_MEMBERS slots */
+    uint64_t gen;         /* bumped to empty the table in O(1) */
+    uint64_t batch;
+    int64_t data_version;
+    /* Members written in this batch, by hash (open addressing, half full at most). */
+    struct {
+        int64_t tenant;
+        char id[JF_ID_LEN_MAX];
+    } dirty[2 * JF_WCACHE_DIRTY_MAX];
+    int dirty_used[JF_WCACHE_DIRTY_MAX]; /* the slots taken, to free them at the end */
+    int dirty_n;
+    bool bypass; /* the dirty set overflowed: no lookups until the batch ends */
+    tenant_slot tenants[JF_WCACHE_TENANTS];
+};
+
+_Static_assert((JF_WCACHE_MEMBERS & (JF_WCACHE_MEMBERS - 1)) == 0, "slots are a power of two");
+_Static_assert((JF_WCACHE_TENANTS & (JF_WCACHE_TENANTS - 1)) == 0, "slots are a power of two");
+
+jf_wcache *jf_wcache_new(void)
+{
+    jf_wcache *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->members = calloc(JF_WCACHE_MEMBERS, sizeof(*c->members));
+    if (c->members == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->gen = 1; /* calloc'd slots hold generation 0: empty */
+    c->data_version = -1;
+    return c;
+}
+
+void jf_wcache_free(jf_wcache *c)
+{
+    if (c == NULL)
+        return;
+    free(c->members);
+    free(c);
+}
+
+static uint64_t member_hash(int64_t tenant, const char *id)
+{
+    return jf_hash_str(JF_HASH_STR_SEED ^ (uint64_t)tenant, id);
+}
+
+static void forget_bounds(jf_wcache *c)
+{
+    for (int i = 0; i < JF_WCACHE_TENANTS; i++)
+        c->tenants[i].known = false;
+}
+
+void jf_wcache_batch_begin(jf_wcache *c, int64_t data_version)
+{
+    if (c == NULL)
+        return;
+    c->batch++;
+    if (data_version < 0 || data_version != c->data_version) {
+        c->gen++;
+        forget_bounds(c);
+        c->data_version = data_version;
+    }
+}
+
+void jf_wcache_batch_end(jf_wcache *c)
+{
+    if (c == NULL)
+        return;
+    if (c->bypass)
+        c->gen++;
+    for (int i = 0; i < c->dirty_n; i++)
+        c->dirty[c->dirty_used[i]].tenant = 0;
+    c->dirty_n = 0;
+    c->bypass = false;
+}
+
+void jf_wcache_rollback(jf_wcache *c)
+{
+    if (c != NULL)
+        forget_bounds(c);
+}
+
+/* The dirty set's slot for (tenant, id): where it is, or the free slot
+ * where it would go. */
+static int dirty_slot(jf_wcache *c, int64_t tenant, const char *id)
+{
+    enum { SLOTS = 2 * JF_WCACHE_DIRTY_MAX };
+    for (uint64_t i = member_hash(tenant, id) % SLOTS;; i = (i + 1) % SLOTS)
+        if (c->dirty[i].tenant == 0 ||
+            (c->dirty[i].tenant == tenant && strcmp(c->dirty[i].id, id) == 0))
+            return (int)i;
+}
+
+void jf_wcache_member_dirty(jf_wcache *c, int64_t tenant, const char *id)
+{
+    if (c == NULL || c->bypass)
+        return;
+    member_slot *s = &c->members[member_hash(tenant, id) & (JF_WCACHE_MEMBERS - 1)];
+    if (s->gen == c->gen && s->tenant == tenant && strcmp(s->m.id, id) == 0)
+        s->gen = 0;
+    if (c->dirty_n == JF_WCACHE_DIRTY_MAX || strlen(id) >= JF_ID_LEN_MAX) {
+        c->bypass = true;
+        return;
+    }
+    int i = dirty_slot(c, tenant, id);
+    if (c->dirty[i].tenant != 0)
+        return;
+    c->dirty[i].tenant = tenant;
+    memcpy(c->dirty[i].id, id, strlen(id) + 1);
+    c->dirty_used[c->dirty_n++] = i;
+}
+
+static bool member_is_dirty(jf_wcache *c, int64_t tenant, const char *id)
+{
+    return c->bypass || c->dirty[dirty_slot(c, tenant, id)].tenant != 0;
+}
+
+bool jf_wcache_member_get(jf_wcache *c, int64_t tenant, const char *id, jf_member *out)
+{
+    if (c == NULL || tenant == 0 || member_is_dirty(c, tenant, id))
+        return false;
+    const member_slot *s = &c->members[member_hash(tenant, id) & (JF_WCACHE_MEMBERS - 1)];
+    if (s->gen != c->gen || s->tenant != tenant || strcmp(s->m.id, id) != 0)
+        return false;
+    *out = s->m;
+    return true;
+}
+
+void jf_wcache_member_put(jf_wcache *c, int64_t tenant, const jf_member *m)
+{
+    if (c == NULL || tenant == 0 || member_is_dirty(c, tenant, m->id))
+        return;
+    member_slot *s = &c->members[member_hash(tenant, m->id) & (JF_WCACHE_MEMBERS - 1)];
+    s->gen = c->gen;
+    s->tenant = tenant;
+    s->m = *m;
+}
+
+/* The tenant's slot, claimed when absent; NULL when the table is full. */
+static tenant_slot *tenant_find(jf_wcache *c, int64_t tenant)
+{
+    uint64_t h = (uint64_t)tenant * 0x9e3779b97f4a7c15ull;
+    for (int k = 0; k < JF_WCACHE_TENANTS; k++) {
+        tenant_slot *t = &c->tenants[(h + (uint64_t)k) & (JF_WCACHE_TENANTS - 1)];
+        if (t->tenant == tenant)
+            return t;
+        if (t->tenant == 0) {
+            t->tenant = tenant;
+            t->known = false;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+bool jf_wcache_holds_bound(jf_wcache *c, int64_t tenant, int64_t now_ms, int64_t *bound_ms)
+{
+    tenant_slot *t = c && tenant != 0 ? tenant_find(c, tenant) : NULL;
+    if (t == NULL || !t->known)
+        return false;
+    /* A bound already passed is read again once per batch, so that holds
+     * voided or captured since let it rise. */
+    if (t->bound_ms <= now_ms && t->batch != c->batch)
+        return false;
+    *bound_ms = t->bound_ms;
+    return true;
+}
+
+void jf_wcache_holds_bound_set(jf_wcache *c, int64_t tenant, int64_t bound_ms)
+{
+    tenant_slot *t = c && tenant != 0 ? tenant_find(c, tenant) : NULL;
+    if (t == NULL)
+        return;
+    t->known = true;
+    t->bound_ms = bound_ms;
+    t->batch = c->batch;
+}
+
+void jf_wcache_hold_opened(jf_wcache *c, int64_t tenant, int64_t expires_ms)
+{
+    tenant_slot *t = c && tenant != 0 ? tenant_find(c, tenant) : NULL;
+    if (t != NULL && t->known && expires_ms < t->bound_ms)
+        t->bound_ms = expires_ms;
+}

@@ -1,0 +1,166 @@
+/*
+ * The writer's memory between batches (src/core/wcache.c), as a table: a
+ * member read in one batch is served in the next; a member written in a
+ * batch is never served or filled until that batch ends; a dirty set that
+ * overflows empties the table at the batch's end; another process's write
+ * (a new data version) empties it; hold bounds are lowered by new holds,
+ * read again at most once per batch when passed, and forgotten on rollback.
+ * The engine-level checks (a frozen member, debt, an overdue hold seen by
+ * the next write) are in tests/api.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+
+static jf_member member(const char *id, int64_t debt)
+{
+    jf_member m = {.seq = 7, .debt = debt};
+    snprintf(m.id, sizeof(m.id), "%s", id);
+    snprintf(m.status, sizeof(m.status), "active");
+    return m;
+}
+
+static void test_served_across_batches(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    assert_non_null(c);
+    jf_member m = member("mem_a", 5), got;
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    jf_wcache_member_put(c, 1, &m);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    assert_true(jf_wcache_member_get(c, 1, "mem_a", &got));
+    assert_int_equal(got.debt, 5);
+    assert_string_equal(got.id, "mem_a");
+    /* Another tenant's member of the same id is another member. */
+    assert_false(jf_wcache_member_get(c, 2, "mem_a", &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+    jf_wcache_free(NULL);
+}
+
+static void test_dirty_member_not_served_nor_filled(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    jf_member m = member("mem_a", 5), got;
+    jf_wcache_batch_begin(c, 1);
+    jf_wcache_member_put(c, 1, &m);
+    jf_wcache_member_dirty(c, 1, "mem_a");
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    /* A row read after the write (uncommitted) must not be remembered. */
+    m.debt = 9;
+    jf_wcache_member_put(c, 1, &m);
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    jf_wcache_member_put(c, 1, &m); /* read from the committed row */
+    assert_true(jf_wcache_member_get(c, 1, "mem_a", &got));
+    assert_int_equal(got.debt, 9);
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
+static void test_overflow_bypasses_then_empties(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    jf_member keep = member("mem_keep", 1), got;
+    jf_wcache_batch_begin(c, 1);
+    jf_wcache_member_put(c, 1, &keep);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    char id[JF_ID_LEN_MAX];
+    for (int i = 0; i <= JF_WCACHE_DIRTY_MAX; i++) {
+        snprintf(id, sizeof(id), "mem_%d", i);
+        jf_wcache_member_dirty(c, 1, id);
+    }
+    /* Past the set's size nothing is served, not even an untouched member. */
+    assert_false(jf_wcache_member_get(c, 1, "mem_keep", &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_member_get(c, 1, "mem_keep", &got));
+    /* And the table works again once the batch is over. */
+    jf_wcache_member_put(c, 1, &keep);
+    assert_true(jf_wcache_member_get(c, 1, "mem_keep", &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
+static void test_other_process_empties(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    jf_member m = member("mem_a", 0), got;
+    jf_wcache_batch_begin(c, 3);
+    jf_wcache_member_put(c, 1, &m);
+    jf_wcache_holds_bound_set(c, 1, 1000);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 4);
+    int64_t bound = 0;
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    assert_false(jf_wcache_holds_bound(c, 1, 0, &bound));
+    jf_wcache_member_put(c, 1, &m);
+    jf_wcache_batch_end(c);
+    /* An unreadable version forgets everything too. */
+    jf_wcache_batch_begin(c, -1);
+    assert_false(jf_wcache_member_get(c, 1, "mem_a", &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
+static void test_hold_bounds(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    int64_t bound = 0;
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_holds_bound(c, 1, 0, &bound));
+    jf_wcache_holds_bound_set(c, 1, 5000);
+    assert_true(jf_wcache_holds_bound(c, 1, 100, &bound));
+    assert_int_equal(bound, 5000);
+    /* A new hold due earlier lowers it; one due later does not raise it. */
+    jf_wcache_hold_opened(c, 1, 3000);
+    jf_wcache_hold_opened(c, 1, 9000);
+    assert_true(jf_wcache_holds_bound(c, 1, 100, &bound));
+    assert_int_equal(bound, 3000);
+    /* Passed within the batch that read it: kept (the caller checks). */
+    assert_true(jf_wcache_holds_bound(c, 1, 4000, &bound));
+    jf_wcache_batch_end(c);
+    /* Passed, read in an earlier batch: read again. */
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_holds_bound(c, 1, 4000, &bound));
+    jf_wcache_holds_bound_set(c, 1, 8000);
+    assert_true(jf_wcache_holds_bound(c, 1, 4000, &bound));
+    assert_int_equal(bound, 8000);
+    /* A rollback forgets every bound. */
+    jf_wcache_rollback(c);
+    assert_false(jf_wcache_holds_bound(c, 1, 4000, &bound));
+    /* An unknown bound is not lowered into a known one. */
+    jf_wcache_hold_opened(c, 1, 10);
+    assert_false(jf_wcache_holds_bound(c, 1, 0, &bound));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_served_across_batches),
+        cmocka_unit_test(test_dirty_member_not_served_nor_filled),
+        cmocka_unit_test(test_overflow_bypasses_then_empties),
+        cmocka_unit_test(test_other_process_empties),
+        cmocka_unit_test(test_hold_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
