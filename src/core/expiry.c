@@ -70,8 +70,9 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
 static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, due_lot *lots, int max, int *n)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT seq, remaining FROM lots WHERE" DUE_WHERE
-                                   " AND member_id=?3 ORDER BY expires_at, seq LIMIT ?4",
+                                   "SELECT seq, remaining FROM lots WHERE tenant_id=?1"
+                                   " AND member_id=?3 AND closed = 0 AND expires_at <= ?2"
+                                   " AND expires_at IS NOT NULL ORDER BY expires_at, seq LIMIT ?4",
                                    "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, (int64_t)max);
     if (st == NULL)
         return JF_ERR_IO;
@@ -103,10 +104,11 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
                         "IIIII", ctx->auth->tenant, tx.seq, lots[i].seq, lots[i].remaining,
                         ctx->now_ms);
         if (err == JF_OK)
-            err = jf_db_run(ctx->db,
-                            "UPDATE lots SET remaining = 0, expired_tx_seq = ? WHERE seq = ?"
-                            " AND expired_tx_seq IS NULL AND remaining = ?",
-                            "III", tx.seq, lots[i].seq, lots[i].remaining);
+            err = jf_db_run(
+                ctx->db,
+                "UPDATE lots SET remaining = 0, expired_tx_seq = ?, closed = 1 WHERE seq = ?"
+                " AND expired_tx_seq IS NULL AND remaining = ?",
+                "III", tx.seq, lots[i].seq, lots[i].remaining);
         if (err == JF_OK && jf_db_changes(ctx->db) != 1)
             err = jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld changed while expiring.",
                           (long long)lots[i].seq);

@@ -80,8 +80,10 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                   " VALUES(?,?,?,?,?)",
                   "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
     if (err == JF_OK)
-        err = jf_db_run(ctx->db, "UPDATE lots SET remaining = remaining - ? WHERE seq=?", "II",
-                        amount, lot_seq);
+        err = jf_db_run(ctx->db,
+                        "UPDATE lots SET remaining = remaining - ?1,"
+                        " closed = (remaining - ?1 = 0 OR expired_tx_seq IS NOT NULL) WHERE seq=?2",
+                        "II", amount, lot_seq);
     /* The CHECK on lots.remaining (0 <= remaining <= amount) backs this up. */
     return err == JF_ERR_CORRUPT
                ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.", (long long)lot_seq)
@@ -133,7 +135,7 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
                     " (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?3),"
                     " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?4),"
                     " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
-                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at <= ?5),"
+                    "  AND closed = 0 AND expires_at <= ?5),"
                     " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
                     "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
                     /* implied (now >= created_at), and lets lots_pending serve it */
@@ -190,7 +192,7 @@ static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount,
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1 AND member_id=?2"
-        " AND remaining > 0 AND expired_tx_seq IS NULL AND expires_at > ?3"
+        " AND closed = 0 AND expires_at > ?3"
         " AND available_at <= ?3 ORDER BY expires_at, available_at, seq",
         "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
     jf_err err = st ? lot_vec_fill(lv, st, amount) : JF_ERR_IO;
@@ -201,7 +203,7 @@ static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount,
         return err;
     st = jf_db_query(ctx->db,
                      "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1"
-                     " AND member_id=?2 AND remaining > 0 AND expired_tx_seq IS NULL"
+                     " AND member_id=?2 AND closed = 0"
                      " AND expires_at IS NULL AND available_at <= ?3 ORDER BY available_at, seq",
                      "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
     return st ? lot_vec_fill(lv, st, amount - have) : JF_ERR_IO;
@@ -298,8 +300,8 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
     sqlite3_stmt *st =
         jf_db_query(ctx->db,
                     "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=? AND member_id=?"
-                    " AND remaining > 0 AND expired_tx_seq IS NULL"
-                    " ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, available_at, seq",
+                    " AND closed = 0 ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, "
+                    "available_at, seq",
                     "IsI", ctx->auth->tenant, member_id, source_seq);
     if (st == NULL)
         return JF_ERR_IO;

@@ -182,8 +182,8 @@ static jf_err member_lots(jf_ctx *ctx)
         "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"
         " l.expired_tx_seq, l.created_at FROM lots l LEFT JOIN transactions t"
         " ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
-        " WHERE l.tenant_id=? AND l.member_id=? AND (? = 0 OR (l.remaining > 0"
-        " AND l.expired_tx_seq IS NULL)) ORDER BY l.expires_at IS NULL, l.expires_at,"
+        " WHERE l.tenant_id=? AND l.member_id=? AND (? = 0 OR l.closed = 0)"
+        " ORDER BY l.expires_at IS NULL, l.expires_at,"
         " l.available_at, l.seq LIMIT ? OFFSET ?",
         "IsiII", ctx->auth->tenant, m.id, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
     if (st == NULL)

@@ -11,7 +11,7 @@
  */
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 5
+#define JF_SCHEMA_VERSION 6
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -343,6 +343,43 @@ static const char schema_v5[] =
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND available_at > created_at;"
     "UPDATE meta SET value = '5' WHERE key = 'schema_version';";
 
+/*
+ * Version 6: one index of a member's lots instead of two (docs/PERFORMANCE.md).
+ * lots_member (every lot of a member) and lots_open (the open ones, covering)
+ * were each a random page per earn: 40% of the WAL a durable earn wrote.  A
+ * lot now says whether it is closed (emptied or expired; a CHECK ties the
+ * flag to remaining and expired_tx_seq), and lots_member orders a member's
+ * lots open first, so reading the open ones stops at the first closed one
+ * and still needs only the index.  SQLite cannot add a column with a CHECK
+ * that existing rows fail, nor use a generated column from a covering index
+ * (3.40), so the table is rebuilt: every lot keeps its seq.
+ */
+static const char schema_v6[] =
+    "CREATE TABLE lots_v6("
+    " seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
+    " member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+    " amount INTEGER NOT NULL CHECK(amount > 0),"
+    " remaining INTEGER NOT NULL CHECK(remaining >= 0 AND remaining <= amount),"
+    " available_at INTEGER NOT NULL, expires_at INTEGER, expired_tx_seq INTEGER,"
+    " created_at INTEGER NOT NULL,"
+    " closed INTEGER NOT NULL DEFAULT 0"
+    "  CHECK(closed = (remaining = 0 OR expired_tx_seq IS NOT NULL)),"
+    " UNIQUE(tenant_id, id)) STRICT;"
+    "INSERT INTO lots_v6(seq, tenant_id, id, member_id, tx_seq, amount, remaining, available_at,"
+    " expires_at, expired_tx_seq, created_at, closed)"
+    " SELECT seq, tenant_id, id, member_id, tx_seq, amount, remaining, available_at, expires_at,"
+    " expired_tx_seq, created_at, (remaining = 0 OR expired_tx_seq IS NOT NULL) FROM lots"
+    " ORDER BY seq;"
+    "DROP TABLE lots;"
+    "ALTER TABLE lots_v6 RENAME TO lots;"
+    "CREATE INDEX lots_member ON lots(tenant_id, member_id, closed, expires_at, available_at,"
+    " remaining);"
+    "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
+    "CREATE INDEX lots_pending ON lots(tenant_id, member_id, available_at, expires_at, remaining)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL AND available_at > created_at;"
+    "UPDATE meta SET value = '6' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -377,7 +414,9 @@ jf_err jf_db_migrate(jf_db *db)
         version = 3;
     if (err == JF_OK && version == 3 && (err = migrate_step(db, schema_v4)) == JF_OK)
         version = 4;
-    if (err == JF_OK && version == 4)
-        err = migrate_step(db, schema_v5);
+    if (err == JF_OK && version == 4 && (err = migrate_step(db, schema_v5)) == JF_OK)
+        version = 5;
+    if (err == JF_OK && version == 5)
+        err = migrate_step(db, schema_v6);
     return err;
 }

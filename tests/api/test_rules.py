@@ -373,10 +373,79 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "5")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "6")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
+
+    def test_v5_lots_rebuilt_with_closed_flag(self):
+        """Version 6 rebuilds the lots table with a closed flag (emptied or expired) and
+        one index of a member's lots in place of two.  A v5 database with an open, an
+        emptied and an expired lot keeps every lot and its seq, flags them right, answers
+        the same points and lots, and refuses a flag that disagrees with the lot."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        t0 = H.parse_time(H.check_ok(a.get("/v1/test/clock"), 200)["now"])
+        m = H.create_member(a)["id"]
+        H.check_ok(a.post("/v1/members/%s/earn" % m, {"points": 30, "expires_at":
+                                                      H.fmt_time(t0 + 1000)}, idem=True), 201)
+        H.check_ok(H.earn(a, m, 100), 201, "earn 100")
+        H.check_ok(H.earn(a, m, 50), 201, "earn 50")
+        H.check_ok(a.put("/v1/test/clock", {"now": H.fmt_time(t0 + 2000)}), 200)
+        H.check_ok(a.post("/v1/expiry/run", {}), 200, "expiry")
+        H.check_ok(H.redeem(a, m, 100), 201, "redeem")
+        before = sorted((x["id"], x["remaining"], x["status"])
+                        for x in H.list_all(a, "/v1/members/%s/lots" % m, {"status": "all"}))
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        seqs = dict(db.execute("SELECT id, seq FROM lots"))
+        db.executescript(
+            "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+            " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
+            " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
+            " expires_at INTEGER, expired_tx_seq INTEGER, created_at INTEGER NOT NULL,"
+            " UNIQUE(tenant_id, id)) STRICT;"
+            "INSERT INTO lots_v5 SELECT seq, tenant_id, id, member_id, tx_seq, amount, remaining,"
+            " available_at, expires_at, expired_tx_seq, created_at FROM lots;"
+            "DROP TABLE lots; ALTER TABLE lots_v5 RENAME TO lots;"
+            "CREATE INDEX lots_member ON lots(tenant_id, member_id, expires_at);"
+            "CREATE INDEX lots_due ON lots(tenant_id, expires_at) WHERE remaining > 0"
+            " AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
+            "CREATE INDEX lots_open ON lots(tenant_id, member_id, expires_at, available_at,"
+            " remaining) WHERE remaining > 0 AND expired_tx_seq IS NULL;"
+            "CREATE INDEX lots_pending ON lots(tenant_id, member_id, available_at, expires_at,"
+            " remaining) WHERE remaining > 0 AND expired_tx_seq IS NULL"
+            " AND available_at > created_at;"
+            "UPDATE meta SET value = '5' WHERE key = 'schema_version';")
+        db.commit()
+        db.close()
+        env.server.start()
+        for c in env.clients:
+            c.port = env.server.port
+        # The test clock starts again from the real time; put it back after the redeem.
+        H.check_ok(a.put("/v1/test/clock", {"now": H.fmt_time(t0 + 3000)}), 200)
+        after = sorted((x["id"], x["remaining"], x["status"])
+                       for x in H.list_all(a, "/v1/members/%s/lots" % m, {"status": "all"}))
+        self.assertEqual(after, before)
+        self.assertEqual([x["remaining"] for x in
+                          H.list_all(a, "/v1/members/%s/lots" % m, {"status": "open"})], [50])
+        self.assertEqual(H.points_of(a, m)["available"], 50)
+        H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "6")
+            self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
+            self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
+                             [1, 1, 1])
+            self.assertEqual(sorted(r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'lots' AND type = 'index'"
+                " AND sql IS NOT NULL")), ["lots_due", "lots_member", "lots_pending"])
+            with self.assertRaises(sqlite3.IntegrityError):
+                db.execute("UPDATE lots SET closed = 0")
+        finally:
+            db.close()
 
 
 if __name__ == "__main__":
