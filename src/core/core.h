@@ -317,7 +317,8 @@ bool jf_wcache_member_get(jf_wcache *c, int64_t tenant, const char *id, jf_membe
 /* Remembers a row just read on the writer's connection (ignored when dirty). */
 void jf_wcache_member_put(jf_wcache *c, int64_t tenant, const jf_member *m);
 /* A bound on the tenant's open holds' deadlines: true with *bound_ms when no
- * open hold is due before it; false when it must be read (and set again). */
+ * open hold is due before it (INT64_MIN for a tenant the table cannot
+ * track); false when it must be read (and set again). */
 bool jf_wcache_holds_bound(jf_wcache *c, int64_t tenant, int64_t now_ms, int64_t *bound_ms);
 void jf_wcache_holds_bound_set(jf_wcache *c, int64_t tenant, int64_t bound_ms);
 /* A hold was opened: lowers the bound to its deadline. */

@@ -525,7 +525,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
  * transaction starts the WAL again from its head.  Waiting for the lag to
  * shrink matters: a checkpoint of a whole interval's frames held the writer
  * for 30-70 ms.  Past twice the threshold the writer restarts whatever the
- * lag, so the WAL stays bounded when the checkpointer cannot keep up.  Runs
+ * lag, so the WAL stays bounded when the checkpointer cannot keep up (when
+ * the writer's copy finds the checkpointer mid-pass it is busy, and the
+ * restart comes after a later commit instead).  Runs
  * after the batch was handed on, so no answer waits for it. */
 static void writer_wal_restart(jf_engine *eng)
 {

@@ -204,7 +204,12 @@ static tenant_slot *tenant_find(jf_wcache *c, int64_t tenant)
 bool jf_wcache_holds_bound(jf_wcache *c, int64_t tenant, int64_t now_ms, int64_t *bound_ms)
 {
     tenant_slot *t = c && tenant != 0 ? tenant_find(c, tenant) : NULL;
-    if (t == NULL || !t->known)
+    if (t == NULL) {
+        /* Not tracked (no table, or it is full): no bound, and none to read. */
+        *bound_ms = INT64_MIN;
+        return true;
+    }
+    if (!t->known)
         return false;
     /* A bound already passed is read again once per batch, so that holds
      * voided or captured since let it rise. */

@@ -153,6 +153,24 @@ static void test_hold_bounds(void **state)
     jf_wcache_free(c);
 }
 
+/* Past JF_WCACHE_TENANTS tenants a tenant gets no bound (every write checks
+ * its member) rather than a read of the bound each time. */
+static void test_untracked_tenant_has_no_bound(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    int64_t bound = 0;
+    jf_wcache_batch_begin(c, 1);
+    for (int64_t t = 1; t <= JF_WCACHE_TENANTS; t++)
+        jf_wcache_holds_bound_set(c, t, INT64_MAX);
+    assert_true(jf_wcache_holds_bound(c, JF_WCACHE_TENANTS + 1, 0, &bound));
+    assert_int_equal(bound, INT64_MIN);
+    assert_true(jf_wcache_holds_bound(c, 1, 0, &bound));
+    assert_int_equal(bound, INT64_MAX);
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +179,7 @@ int main(void)
         cmocka_unit_test(test_overflow_bypasses_then_empties),
         cmocka_unit_test(test_other_process_empties),
         cmocka_unit_test(test_hold_bounds),
+        cmocka_unit_test(test_untracked_tenant_has_no_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
