@@ -169,7 +169,7 @@ static jf_err holds_none_due(jf_ctx *ctx, bool *none)
         return JF_OK;
     if (!jf_wcache_holds_bound(wc, ctx->auth->tenant, ctx->now_ms, &bound)) {
         jf_err err = jf_db_int(ctx->db, &bound, INT64_MAX,
-                               "SELECT COALESCE(MIN(expires_at), 9223372036854775807) FROM holds"
+                               "SELECT MIN(expires_at) FROM holds"
                                " INDEXED BY holds_open WHERE tenant_id=? AND status='open'",
                                "I", ctx->auth->tenant);
         if (err != JF_OK)

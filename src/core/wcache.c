@@ -128,12 +128,12 @@ void jf_wcache_rollback(jf_wcache *c)
         forget_bounds(c);
 }
 
-/* The dirty set's slot for (tenant, id): where it is, or the free slot
- * where it would go. */
-static int dirty_slot(jf_wcache *c, int64_t tenant, const char *id)
+/* The dirty set's slot for (tenant, id), whose member_hash is h: where it
+ * is, or the free slot where it would go. */
+static int dirty_slot(jf_wcache *c, uint64_t h, int64_t tenant, const char *id)
 {
     enum { SLOTS = 2 * JF_WCACHE_DIRTY_MAX };
-    for (uint64_t i = member_hash(tenant, id) % SLOTS;; i = (i + 1) % SLOTS)
+    for (uint64_t i = h % SLOTS;; i = (i + 1) % SLOTS)
         if (c->dirty[i].tenant == 0 ||
             (c->dirty[i].tenant == tenant && strcmp(c->dirty[i].id, id) == 0))
             return (int)i;
@@ -143,14 +143,15 @@ void jf_wcache_member_dirty(jf_wcache *c, int64_t tenant, const char *id)
 {
     if (c == NULL || c->bypass)
         return;
-    member_slot *s = &c->members[member_hash(tenant, id) & (JF_WCACHE_MEMBERS - 1)];
+    uint64_t h = member_hash(tenant, id);
+    member_slot *s = &c->members[h & (JF_WCACHE_MEMBERS - 1)];
     if (s->gen == c->gen && s->tenant == tenant && strcmp(s->m.id, id) == 0)
         s->gen = 0;
     if (c->dirty_n == JF_WCACHE_DIRTY_MAX || strlen(id) >= JF_ID_LEN_MAX) {
         c->bypass = true;
         return;
     }
-    int i = dirty_slot(c, tenant, id);
+    int i = dirty_slot(c, h, tenant, id);
     if (c->dirty[i].tenant != 0)
         return;
     c->dirty[i].tenant = tenant;
@@ -158,16 +159,19 @@ void jf_wcache_member_dirty(jf_wcache *c, int64_t tenant, const char *id)
     c->dirty_used[c->dirty_n++] = i;
 }
 
-static bool member_is_dirty(jf_wcache *c, int64_t tenant, const char *id)
+static bool member_is_dirty(jf_wcache *c, uint64_t h, int64_t tenant, const char *id)
 {
-    return c->bypass || c->dirty[dirty_slot(c, tenant, id)].tenant != 0;
+    return c->bypass || c->dirty[dirty_slot(c, h, tenant, id)].tenant != 0;
 }
 
 bool jf_wcache_member_get(jf_wcache *c, int64_t tenant, const char *id, jf_member *out)
 {
-    if (c == NULL || tenant == 0 || member_is_dirty(c, tenant, id))
+    if (c == NULL || tenant == 0)
         return false;
-    const member_slot *s = &c->members[member_hash(tenant, id) & (JF_WCACHE_MEMBERS - 1)];
+    uint64_t h = member_hash(tenant, id);
+    if (member_is_dirty(c, h, tenant, id))
+        return false;
+    const member_slot *s = &c->members[h & (JF_WCACHE_MEMBERS - 1)];
     if (s->gen != c->gen || s->tenant != tenant || strcmp(s->m.id, id) != 0)
         return false;
     *out = s->m;
@@ -176,9 +180,12 @@ bool jf_wcache_member_get(jf_wcache *c, int64_t tenant, const char *id, jf_membe
 
 void jf_wcache_member_put(jf_wcache *c, int64_t tenant, const jf_member *m)
 {
-    if (c == NULL || tenant == 0 || member_is_dirty(c, tenant, m->id))
+    if (c == NULL || tenant == 0)
         return;
-    member_slot *s = &c->members[member_hash(tenant, m->id) & (JF_WCACHE_MEMBERS - 1)];
+    uint64_t h = member_hash(tenant, m->id);
+    if (member_is_dirty(c, h, tenant, m->id))
+        return;
+    member_slot *s = &c->members[h & (JF_WCACHE_MEMBERS - 1)];
     s->gen = c->gen;
     s->tenant = tenant;
     s->m = *m;
