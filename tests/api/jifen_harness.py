@@ -419,6 +419,12 @@ class Env:
             if rc != 0:
                 raise AssertionError("server exit code on SIGTERM: %r; stderr: %s"
                                      % (rc, self.server.stderr_tail()))
+        self.start_server()
+
+    def start_server(self):
+        """Starts the stopped server again and points every client at its new port."""
+        for c in self.clients:
+            c.close()
         self.server.start()
         for c in self.clients:
             c.port = self.server.port

@@ -94,11 +94,7 @@ class CrashTest(unittest.TestCase):
             reqs = self.write_and_kill(env, members, wseeds, rnd.uniform(0.3, 1.0), cycle,
                                        sigterm=True)
             all_reqs.extend(reqs)
-            for c in env.clients:
-                c.close()
-            env.server.start()
-            for c in env.clients:
-                c.port = env.server.port
+            env.start_server()
             self.check_after_restart(env, members, fund_txns, all_reqs, reqs, rnd, cycle)
         # a graceful stop answers what it applied: nothing unanswered was committed
         lost = [r for r in all_reqs if r.resp == "resent" and r.replayed]

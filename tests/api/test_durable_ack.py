@@ -185,11 +185,7 @@ class DurableAckTests(unittest.TestCase):
         else:
             self.assertEqual((resp.status, resp.code), (503, "shutting_down"), "held earn")
             acked = 0
-        for c in env.clients:
-            c.close()
-        env.server.start()
-        for c in env.clients:
-            c.port = env.server.port
+        env.start_server()
         self.assertEqual(H.member_of(env.admin, mid)["points"]["available"], acked,
                          "points after restart vs answered earns (earn answered %d)" % resp.status)
 

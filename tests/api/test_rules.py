@@ -364,9 +364,7 @@ class MigrationTests(unittest.TestCase):
                          "UPDATE meta SET value = '1' WHERE key = 'schema_version';")
         db.commit()
         db.close()
-        env.server.start()
-        for c in env.clients:
-            c.port = env.server.port
+        env.start_server()
         self.assertEqual(rule_ids(env.admin), [])
         create_rule(env.admin, RATE)
         b = H.check_ok(H.earn(env.admin, m["id"], order=order("o-mig", amount=500)), 201, "")
@@ -421,9 +419,7 @@ class MigrationTests(unittest.TestCase):
             "UPDATE meta SET value = '5' WHERE key = 'schema_version';")
         db.commit()
         db.close()
-        env.server.start()
-        for c in env.clients:
-            c.port = env.server.port
+        env.start_server()
         # The test clock starts again from the real time; put it back after the redeem.
         H.check_ok(a.put("/v1/test/clock", {"now": H.fmt_time(t0 + 3000)}), 200)
         after = sorted((x["id"], x["remaining"], x["status"])
