@@ -89,8 +89,21 @@ static void db_set_error(jf_db *db, const char *what)
              db->h ? sqlite3_errmsg(db->h) : "no connection");
 }
 
+/* Process-wide settings, made before SQLite initializes (the VFS lookup in
+ * jf_walbuf_vfs initializes it).  Memory statistics off: with them on,
+ * every allocation SQLite makes takes one process-wide mutex to count it,
+ * and Debian's build has no lookaside, so every small object is one.  A
+ * failure (SQLite already initialized by another caller) only keeps the
+ * default. */
+static void db_global_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, db_global_init);
     memset(db, 0, sizeof(*db));
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
@@ -113,10 +126,13 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
     if (sqlite3_exec(db->h, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
     /* Statement journals of savepoints stay in memory instead of temp files. */
-    /* Pages are read through a memory map rather than a pread and a copy each. */
+    /* Pages are read through a memory map rather than a pread and a copy each.
+     * secure_delete off, SQLite's own default: Debian builds it on, which
+     * zeroes every removed index entry and freed cell, and the ledger's
+     * journal tables are never deleted from. */
     if (sqlite3_exec(db->h,
                      "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;"
-                     " PRAGMA mmap_size=1073741824",
+                     " PRAGMA mmap_size=1073741824; PRAGMA secure_delete=OFF",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
     return JF_OK;
