@@ -50,30 +50,48 @@ static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t
     return JF_OK;
 }
 
+/* A member's points as they stood at as_of, rebuilt from the journal:
+ * postings up to then through the member's transactions, each lot's amount
+ * less its consumptions up to then.  Costs in proportion to the member's
+ * whole history. */
+static jf_err points_at(jf_ctx *ctx, const char *member_id, int64_t as_of, jf_points *p)
+{
+    int64_t total = 0;
+    memset(p, 0, sizeof(*p));
+    jf_err err = account_balance_at(ctx, member_id, "points", as_of, &p->balance);
+    if (err == JF_OK)
+        err = account_balance_at(ctx, member_id, "held", as_of, &p->held);
+    if (err == JF_OK)
+        err = lots_at(ctx, member_id, as_of, &p->available, &p->pending, &total);
+    p->debt = total - p->balance;
+    return err;
+}
+
+/* GET /members/{id}/points.  Without as_of the answer is the current state:
+ * the balances kept with every posting and the open lots (jf_lots_points,
+ * one statement on the member's index entries), which equal the rebuilt
+ * figures by I2 and I4, whatever the length of the history. */
 static jf_err member_points(jf_ctx *ctx)
 {
     jf_member m;
-    int64_t as_of = ctx->now_ms, balance = 0, held = 0, available = 0, pending = 0, total = 0;
+    jf_points p;
+    int64_t as_of = ctx->now_ms;
     const char *s = jf_param_get(ctx, "as_of");
     if (s && (!jf_time_parse_rfc3339(s, &as_of) || as_of < 0))
         return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "as_of must be an RFC 3339 time.");
     jf_err err = jf_member_load(ctx, ctx->path_id, &m);
     if (err == JF_OK)
-        err = account_balance_at(ctx, m.id, "points", as_of, &balance);
-    if (err == JF_OK)
-        err = account_balance_at(ctx, m.id, "held", as_of, &held);
-    if (err == JF_OK)
-        err = lots_at(ctx, m.id, as_of, &available, &pending, &total);
+        err = s ? points_at(ctx, m.id, as_of, &p) : jf_lots_points(ctx, m.id, &p);
     if (err != JF_OK)
         return err;
     json_t *o = ctx->out;
     jf_json_set(o, "member_id", json_string(m.id));
     jf_json_set(o, "as_of", jf_json_time_value(as_of));
-    jf_json_set(o, "balance", json_integer(balance));
-    jf_json_set(o, "available", json_integer(available));
-    jf_json_set(o, "pending", json_integer(pending));
-    jf_json_set(o, "held", json_integer(held));
-    jf_json_set(o, "debt", json_integer(total - balance));
+    jf_json_set(o, "balance", json_integer(p.balance));
+    jf_json_set(o, "available", json_integer(p.available));
+    jf_json_set(o, "pending", json_integer(p.pending));
+    jf_json_set(o, "held", json_integer(p.held));
+    jf_json_set(o, "debt", json_integer(p.debt));
     return JF_OK;
 }
 
