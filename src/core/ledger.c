@@ -112,23 +112,24 @@ jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
     return err;
 }
 
-/* Commits tx and checks I4 for the members it touched; *member_pts gets
- * tx->member_id's points after tx (read by the assertion, so the reply need
- * not read them again). */
-static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts)
+/* Commits tx and checks I4 for the members it touched; *member_pts and
+ * *counterparty_pts get their points after tx (read by the assertion, so the
+ * reply need not read them again). */
+static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts,
+                               jf_points *counterparty_pts)
 {
     jf_err err = jf_tx_commit(ctx, tx);
     if (err == JF_OK && tx->member_id)
         err = jf_member_assert_points(ctx, tx->member_id, member_pts);
     if (err == JF_OK && tx->counterparty_id)
-        err = jf_member_assert_lots(ctx, tx->counterparty_id);
+        err = jf_member_assert_points(ctx, tx->counterparty_id, counterparty_pts);
     return err;
 }
 
 jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
 {
-    jf_points p;
-    return tx_finish_points(ctx, tx, &p);
+    jf_points p, q;
+    return tx_finish_points(ctx, tx, &p, &q);
 }
 
 jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
@@ -150,9 +151,9 @@ jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
 
 jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 {
-    jf_points p;
+    jf_points p, q;
     if (err == JF_OK)
-        err = tx_finish_points(ctx, tx, &p);
+        err = tx_finish_points(ctx, tx, &p, &q);
     bool known = tx->member_id && strcmp(tx->member_id, member_id) == 0;
     if (err == JF_OK)
         err = points_result_known(ctx, tx, tx->id, member_id, known ? &p : NULL);
@@ -511,13 +512,13 @@ static jf_err transfer_apply(jf_ctx *ctx)
     err = jf_lots_consume(ctx, &tx, from.id, a->points, transfer_piece, NULL);
     jf_tx_post(&tx, "points", from.id, -a->points);
     jf_tx_post(&tx, "points", to.id, a->points);
+    jf_points from_pts, to_pts;
     if (err == JF_OK)
-        err = jf_tx_finish(ctx, &tx);
+        err = tx_finish_points(ctx, &tx, &from_pts, &to_pts);
     if (err == JF_OK)
-        err = jf_points_result(ctx, tx.id, from.id);
-    json_t *to_pts = NULL;
-    if (err == JF_OK && (err = jf_member_points_json(ctx, to.id, &to_pts)) == JF_OK)
-        json_object_set_new(ctx->out, "to_points", to_pts);
+        err = points_result_known(ctx, &tx, tx.id, from.id, &from_pts);
+    if (err == JF_OK)
+        json_object_set_new(ctx->out, "to_points", jf_points_json(&to_pts));
     jf_tx_deinit(&tx);
     return err;
 }

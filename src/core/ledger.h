@@ -101,13 +101,11 @@ jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const c
  * within the program's debt floor; JF_ERR_INSUFFICIENT_POINTS beyond it. */
 jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const char *member_id,
                         int64_t amount);
-/* Cheap checks of I3/I4 for one member after a write: no negative available,
- * pending or held points; debt only with an empty balance.  (verify and the
- * model test recompute I4 in full.) */
-jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id);
 /* {"available", "pending", "held"} of p (members.c); NULL when out of memory. */
 json_t *jf_points_json(const jf_points *p);
-/* The same checks; *out gets the member's points they read. */
+/* Cheap checks of I3/I4 for one member after a write: no negative available,
+ * pending or held points; debt only with an empty balance.  (verify and the
+ * model test recompute I4 in full.)  *out gets the member's points they read. */
 jf_err jf_member_assert_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 
 /* --- reverse.c --- */

@@ -316,12 +316,6 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
     return err;
 }
 
-jf_err jf_member_assert_lots(jf_ctx *ctx, const char *member_id)
-{
-    jf_points p;
-    return jf_member_assert_points(ctx, member_id, &p);
-}
-
 jf_err jf_member_assert_points(jf_ctx *ctx, const char *member_id, jf_points *out)
 {
     jf_points p = {0};
