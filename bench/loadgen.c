@@ -79,7 +79,7 @@ typedef struct conn {
 
 typedef struct opts {
     const char *host, *proto, *workload, *members_file, *api_key, *prefix, *out_file;
-    const char *expires_at, *sha_earn, *sha_redeem, *sha_transfer;
+    const char *expires_at, *sha_earn, *sha_redeem, *sha_transfer, *timeline_file;
     int port, conns, hot, batch, points;
     double duration_s, warmup_s, rate;
     uint64_t nmembers, count, max_requests, seed;
@@ -98,6 +98,14 @@ static volatile sig_atomic_t STOP_MEASURE;
 static reqp ring[RING];
 static uint64_t ring_n;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+/* --timeline: per TL_SLOT_NS of scheduled time in the window, the requests
+ * answered and the largest latency, to see when a tail happens. */
+#define TL_SLOT_NS UINT64_C(100000000)
+#define TL_SLOTS 36000
+static uint64_t T_MEASURE, T_END, T_STOP;
+static uint32_t tl_n[TL_SLOTS];
+static uint64_t tl_max[TL_SLOTS];
 
 static struct {
     hist all, rd, wr;
@@ -504,6 +512,11 @@ static void account(const conn *c, const reply *rp, uint64_t t_done, bool measur
     }
     hist_record(&S.all, lat);
     hist_record(is_read ? &S.rd : &S.wr, lat);
+    uint64_t slot = (c->t_sched - T_MEASURE) / TL_SLOT_NS;
+    if (slot < TL_SLOTS) {
+        tl_n[slot]++;
+        tl_max[slot] = lat > tl_max[slot] ? lat : tl_max[slot];
+    }
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -596,7 +609,6 @@ static void issue(conn *c, uint64_t t_sched)
 
 /* ---- main loop ---------------------------------------------------------- */
 
-static uint64_t T_MEASURE, T_END, T_STOP;
 static bool STOPPING, CPU_STARTED;
 static double CPU0, CPU1, SELF0, SELF1;
 
@@ -846,6 +858,19 @@ static void write_seed(void)
         fprintf(stderr, "loadgen: %llu members were not created\n", (unsigned long long)missing);
 }
 
+/* Lines "t_ms answered max_latency_us", one per slot of the window. */
+static void write_timeline(void)
+{
+    FILE *f = fopen(O.timeline_file, "w");
+    if (!f)
+        die("cannot write --timeline");
+    uint64_t slots = (T_END - T_MEASURE + TL_SLOT_NS - 1) / TL_SLOT_NS;
+    for (uint64_t i = 0; i < slots && i < TL_SLOTS; i++)
+        fprintf(f, "%llu %u %llu\n", (unsigned long long)(i * TL_SLOT_NS / 1000000), tl_n[i],
+                (unsigned long long)(tl_max[i] / 1000));
+    fclose(f);
+}
+
 static void print_json(double cpu_s, double self_cpu_s)
 {
     double dur = (double)(T_END - T_MEASURE) / 1e9;
@@ -895,6 +920,7 @@ static const char usage[] =
     "  [--max-requests N] [--api-key K] [--prefix P] [--out FILE] [--batch N]\n"
     "  [--expires-at RFC3339] [--sha-earn S --sha-redeem S --sha-transfer S]\n"
     "  [--cpu-pid PID] [--seed N] [--points N (fixed earn amount)]\n"
+    "  [--timeline FILE (per 100 ms of the window: answered, max latency in us)]\n"
     "SIGUSR1 ends the measurement window early.\n";
 
 static void parse_args(int argc, char **argv)
@@ -932,7 +958,7 @@ static void parse_args(int argc, char **argv)
         S_OPT("--members", members_file) S_OPT("--api-key", api_key) S_OPT("--prefix", prefix);
         S_OPT("--out", out_file) S_OPT("--expires-at", expires_at);
         S_OPT("--sha-earn", sha_earn) S_OPT("--sha-redeem", sha_redeem);
-        S_OPT("--sha-transfer", sha_transfer);
+        S_OPT("--sha-transfer", sha_transfer) S_OPT("--timeline", timeline_file);
         N_OPT("--port", port, (int)strtol(v, NULL, 10));
         N_OPT("--conns", conns, (int)strtol(v, NULL, 10));
         N_OPT("--hot", hot, (int)strtol(v, NULL, 10));
@@ -994,5 +1020,7 @@ int main(int argc, char **argv)
     double ticks = (double)sysconf(_SC_CLK_TCK);
     double cpu_s = O.cpu_pid && CPU0 >= 0 && CPU1 >= 0 ? (CPU1 - CPU0) / ticks : -1;
     print_json(cpu_s, SELF1 - SELF0);
+    if (O.timeline_file)
+        write_timeline();
     return S.errors > 0 && S.ok == 0 ? 1 : 0;
 }

@@ -86,6 +86,15 @@ def table(doc):
             f"fsync {f['fsync']['median_us']:.0f} us, append+fdatasync "
             f"{f['append_fdatasync']['median_us']:.0f} us"
             + (f"; at the end: fdatasync {fe['fdatasync']['median_us']:.0f} us" if fe else ""))
+        for name, doc_f in (("start", f), ("end", fe)):
+            b = doc_f.get("fdatasync_beside_random_writes")
+            if b:
+                w = doc_f.get("beside_random_writes", {})
+                lines.append(
+                    f"fdatasync beside {w.get('reached_mbps', 0):.0f} MB/s of random 4 KiB writes"
+                    f" ({name}, {b['n']:,} flushes): median {b['median_us']:.0f} us, p99 "
+                    f"{b['p99_us']:.0f} us, p99.9 {b['p999_us']:.0f} us, max "
+                    f"{b['max_us'] / 1000:.1f} ms")
     v = doc.get("versions") or {}
     lines.append("durable everywhere: fsync before ack.  versions: "
                  + ", ".join(f"{k} {x}" for k, x in v.items() if x))
