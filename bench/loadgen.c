@@ -54,8 +54,8 @@
 #define DURATION_MAX_S 3600
 #define REFUSED_POINTS 1000000000000LL
 
-enum op { OP_EARN, OP_REDEEM, OP_TRANSFER, OP_POINTS, OP_HISTORY, OP_MEMBER, OP_BATCH };
-enum workload { WL_EARN, WL_REDEEM, WL_TRANSFER, WL_READ, WL_SEED, WL_BATCH };
+enum op { OP_EARN, OP_REDEEM, OP_TRANSFER, OP_POINTS, OP_HISTORY, OP_MEMBER, OP_BATCH, OP_HEALTHZ };
+enum workload { WL_EARN, WL_REDEEM, WL_TRANSFER, WL_READ, WL_SEED, WL_BATCH, WL_HEALTHZ };
 
 typedef struct reqp {
     uint8_t op;
@@ -164,6 +164,9 @@ static reqp make_params(uint64_t seq)
         break;
     case WL_BATCH:
         r.op = OP_BATCH;
+        break;
+    case WL_HEALTHZ:
+        r.op = OP_HEALTHZ;
         break;
     case WL_REDEEM:
         if (dice < 5 && ring_n > RETRY_LAG) {
@@ -316,6 +319,9 @@ static void encode_http(conn *c, const reqp *r)
         break;
     case OP_BATCH:
         http_batch(c, r);
+        break;
+    case OP_HEALTHZ:
+        http_request(c, "GET", "/healthz", NULL, 0, r, false);
         break;
     }
 }
@@ -914,7 +920,7 @@ static double self_cpu(void)
 
 static const char usage[] =
     "usage: loadgen --port P [--host 127.0.0.1] [--proto http|resp]\n"
-    "  --workload earn|redeem|transfer|read|batch|seed  --conns N\n"
+    "  --workload earn|redeem|transfer|read|batch|seed|healthz  --conns N\n"
     "  [--duration S] [--warmup S] [--rate R (0 = closed loop)]\n"
     "  [--members FILE] [--nmembers N] [--hot K] [--sequential] [--count N]\n"
     "  [--max-requests N] [--api-key K] [--prefix P] [--out FILE] [--batch N]\n"
@@ -986,9 +992,9 @@ static void parse_args(int argc, char **argv)
     if (O.batch < 1 || O.batch > 100000)
         die("--batch must be 1..100000");
     RESP = strcmp(O.proto, "resp") == 0;
-    const char *names[] = {"earn", "redeem", "transfer", "read", "seed", "batch"};
+    const char *names[] = {"earn", "redeem", "transfer", "read", "seed", "batch", "healthz"};
     int w = -1;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(O.workload, names[i]) == 0)
             w = i;
     if (w < 0)
