@@ -273,6 +273,10 @@ typedef struct jf_engine_stats {
     jf_latency_hist wal_flush;  /* one fdatasync of the WAL by the syncer */
     jf_latency_hist checkpoint; /* one checkpoint pass (copy and sync) */
     uint64_t wal_restarts;      /* times the WAL was started again from its head */
+    /* Of those, restarts past twice the threshold, made whatever the
+     * checkpointer had left to copy (engine.c, writer_wal_restart). */
+    uint64_t wal_restarts_forced;
+    jf_latency_hist wal_restart; /* the writer's own copy before a restart */
     /* Paced write-backs of checkpoint copies to the disk in this process
      * (one per JF_CHECKPOINT_PACE_BYTES copied). */
     uint64_t checkpoint_writebacks;

@@ -126,7 +126,7 @@ struct jf_engine {
     _Atomic int wal_frames;     /* frames in the WAL after the last commit */
     _Atomic int wal_backfilled; /* frames the checkpointer last reported copied */
     _Atomic unsigned wal_epoch; /* bumped by each restart; older reports are stale */
-    _Atomic uint64_t wal_restarts;
+    _Atomic uint64_t wal_restarts, wal_restarts_forced;
     int wal_restart_frames; /* JF_WAL_RESTART_FRAMES unless the options say otherwise */
     pthread_t sched, ckpt;
     int interval_s;
@@ -134,7 +134,7 @@ struct jf_engine {
     _Atomic uint64_t commits, commands, rejected;
     _Atomic uint64_t batch_buckets[11];
     jf_key_cache *keys; /* keycache.c */
-    jf_hist commit_hist, flush_hist, ckpt_hist;
+    jf_hist commit_hist, flush_hist, ckpt_hist, restart_hist;
     /* syncer.c: answers go out after the WAL's flush, off the writer's path */
     bool has_syncer, has_sync_mu, s_stopping, s_busy;
     pthread_t syncer;

@@ -538,13 +538,17 @@ static void writer_wal_restart(jf_engine *eng)
     if (lag > JF_WAL_RESTART_LAG_FRAMES && frames < 2 * eng->wal_restart_frames)
         return;
     int log = -1, copied = -1;
-    if (sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) !=
-            SQLITE_OK ||
-        log != copied)
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    jf_hist_since(&eng->restart_hist, &t0);
+    if (rc != SQLITE_OK || log != copied)
         return;
     pthread_mutex_lock(&eng->mu);
     atomic_fetch_add(&eng->wal_epoch, 1);
     atomic_fetch_add(&eng->wal_restarts, 1);
+    if (lag > JF_WAL_RESTART_LAG_FRAMES)
+        atomic_fetch_add(&eng->wal_restarts_forced, 1);
     atomic_store(&eng->wal_backfilled, 0);
     atomic_store(&eng->wal_frames, 0);
     pthread_mutex_unlock(&eng->mu);
@@ -1316,6 +1320,8 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->commit_hist, &out->commit);
     hist_get(&eng->flush_hist, &out->wal_flush);
     hist_get(&eng->ckpt_hist, &out->checkpoint);
+    hist_get(&eng->restart_hist, &out->wal_restart);
+    out->wal_restarts_forced = atomic_load(&eng->wal_restarts_forced);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
     out->batches_redone = atomic_load(&eng->batches_redone);
     jf_walbuf_stat vfs;

@@ -187,6 +187,9 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
             "# HELP jifen_wal_restarts_total Times the WAL started again from its head.\n"
             "# TYPE jifen_wal_restarts_total counter\njifen_wal_restarts_total %llu\n"
+            "# HELP jifen_wal_restarts_forced_total WAL restarts made past twice the threshold,"
+            " the writer copying what the checkpointer had not.\n"
+            "# TYPE jifen_wal_restarts_forced_total counter\njifen_wal_restarts_forced_total %llu\n"
             "# HELP jifen_checkpoint_writebacks_total Paced write-backs of checkpoint copies"
             " to the disk.\n"
             "# TYPE jifen_checkpoint_writebacks_total counter\n"
@@ -194,6 +197,7 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
             (unsigned long long)st.queue_depth, (unsigned long long)st.wal_restarts,
+            (unsigned long long)st.wal_restarts_forced,
             (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];
@@ -217,6 +221,10 @@ static void render_engine(FILE *f, jf_engine *eng)
          offsetof(jf_engine_stats, wal_flush)},
         {"jifen_checkpoint_seconds", "Time of one checkpoint pass (WAL copied into the database).",
          offsetof(jf_engine_stats, checkpoint)},
+        {"jifen_wal_restart_seconds",
+         "The writer's own copy of the WAL's last frames before a restart (no write is "
+         "applied meanwhile).",
+         offsetof(jf_engine_stats, wal_restart)},
     };
     for (size_t i = 0; i < sizeof lat / sizeof lat[0]; i++) {
         const jf_latency_hist *h = (const jf_latency_hist *)((const char *)&st + lat[i].offset);

@@ -214,7 +214,7 @@ class SharedServerTests(unittest.TestCase, Checks):
             body = c.get("/metrics").body
             out = {}
             for name in ("jifen_writer_commit_seconds", "jifen_wal_flush_seconds",
-                         "jifen_checkpoint_seconds"):
+                         "jifen_checkpoint_seconds", "jifen_wal_restart_seconds"):
                 buckets = [int(v) for v in re.findall(
                     r'(?m)^%s_bucket\{le="[^"]+"\} (\d+)$' % name, body)]
                 count = re.search(r"(?m)^%s_count (\d+)$" % name, body)
