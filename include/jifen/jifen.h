@@ -276,7 +276,9 @@ typedef struct jf_engine_stats {
     /* Of those, restarts past twice the threshold, made whatever the
      * checkpointer had left to copy (engine.c, writer_wal_restart). */
     uint64_t wal_restarts_forced;
-    jf_latency_hist wal_restart; /* the writer's own copy before a restart */
+    /* The writer's own copy before a restart, every attempt (one that finds
+     * the checkpointer mid-pass returns at once and restarts nothing). */
+    jf_latency_hist wal_restart;
     /* Paced write-backs of checkpoint copies to the disk in this process
      * (one per JF_CHECKPOINT_PACE_BYTES copied). */
     uint64_t checkpoint_writebacks;

@@ -222,8 +222,8 @@ static void render_engine(FILE *f, jf_engine *eng)
         {"jifen_checkpoint_seconds", "Time of one checkpoint pass (WAL copied into the database).",
          offsetof(jf_engine_stats, checkpoint)},
         {"jifen_wal_restart_seconds",
-         "The writer's own copy of the WAL's last frames before a restart (no write is "
-         "applied meanwhile).",
+         "The writer's own copy of the WAL's last frames before a restart, every attempt (no "
+         "write is applied meanwhile; one that finds the checkpointer mid-pass returns at once).",
          offsetof(jf_engine_stats, wal_restart)},
     };
     for (size_t i = 0; i < sizeof lat / sizeof lat[0]; i++) {
