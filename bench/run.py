@@ -131,8 +131,9 @@ def machine_info(cfg, workdir):
     return info
 
 
-# The disk traffic beside the log flushes in fsync_lat's last test: about what
-# jifen's checkpointer writes at W1o's rate (random 4 KiB pages, paced).
+# The disk traffic beside the log flushes in fsync_lat's last test: random 4 KiB
+# pages, paced as jifen's checkpointer paces its copies, at about half of what
+# that checkpointer wrote at 3,000 earns/s (38 MB/s, docs/PERFORMANCE.md).
 FSYNC_BG_MBPS = "20"
 
 
