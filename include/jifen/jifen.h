@@ -285,6 +285,9 @@ typedef struct jf_engine_stats {
     /* Batches rolled back and run again because a command without a
      * savepoint failed after writing (a rare refusal; see engine.c). */
     uint64_t batches_redone;
+    /* Write commands applied while the writer held its commit for the
+     * syncer's flush of the one before (engine.c, writer_take_held). */
+    uint64_t commands_held;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

@@ -137,6 +137,8 @@ struct jf_engine {
     jf_hist commit_hist, flush_hist, ckpt_hist, restart_hist;
     /* syncer.c: answers go out after the WAL's flush, off the writer's path */
     bool has_syncer, has_sync_mu, s_stopping, s_busy;
+    _Atomic bool s_flushing;        /* a flush is running: the writer holds its commit (engine.c) */
+    _Atomic uint64_t commands_held; /* commands that joined a held commit */
     pthread_t syncer;
     pthread_mutex_t sync_mu;
     pthread_cond_t cv_sync, cv_durable;

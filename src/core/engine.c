@@ -440,6 +440,24 @@ static void writer_unpark(jf_engine *eng)
     eng->q_len++;
 }
 
+/* Unlinks up to max commands from the head of the queue; eng->mu held. */
+static jf_cmd *queue_take(jf_engine *eng, size_t max, size_t *count)
+{
+    jf_cmd *head = eng->q_head, *tail = NULL;
+    size_t n = 0;
+    for (jf_cmd *c = head; c && n < max; c = c->next, n++)
+        tail = c;
+    if (tail) {
+        eng->q_head = tail->next;
+        if (eng->q_head == NULL)
+            eng->q_tail = NULL;
+        tail->next = NULL;
+        eng->q_len -= n;
+    }
+    *count = n;
+    return n ? head : NULL;
+}
+
 /* Takes up to a batch of commands off the queue; NULL when stopping and empty. */
 static jf_cmd *writer_take(jf_engine *eng, size_t *count)
 {
@@ -450,20 +468,30 @@ static jf_cmd *writer_take(jf_engine *eng, size_t *count)
         pthread_cond_wait(&eng->cv_work, &eng->mu);
     }
     writer_unpark(eng);
-    jf_cmd *head = eng->q_head, *tail = NULL;
-    size_t n = 0;
-    for (jf_cmd *c = head; c && n < JF_BATCH_COMMANDS_MAX; c = c->next, n++)
-        tail = c;
-    if (tail) {
-        eng->q_head = tail->next;
-        if (eng->q_head == NULL)
-            eng->q_tail = NULL;
-        tail->next = NULL;
-        eng->q_len -= n;
+    jf_cmd *head = queue_take(eng, JF_BATCH_COMMANDS_MAX, count);
+    if (head)
         eng->writer_busy = true;
-    }
     pthread_mutex_unlock(&eng->mu);
-    *count = n;
+    return head;
+}
+
+/* While the syncer flushes an earlier commit, committing this batch gains
+ * nothing: its flush cannot start before that one ends.  So the writer
+ * keeps the transaction open and adds what arrives meanwhile (up to max
+ * commands), and commits when the flush is over (syncer.c wakes it): at
+ * moderate load a commit then carries several writes instead of one, with
+ * fewer WAL pages and flushes per write.  Parked jobs are left for a batch
+ * of their own.  NULL once the flush is over or the engine stops. */
+static jf_cmd *writer_take_held(jf_engine *eng, size_t max, size_t *count)
+{
+    *count = 0;
+    pthread_mutex_lock(&eng->mu);
+    while (eng->q_head == NULL && atomic_load(&eng->s_flushing) && !eng->stopping)
+        pthread_cond_wait(&eng->cv_work, &eng->mu);
+    jf_cmd *head = NULL;
+    if (atomic_load(&eng->s_flushing) && !eng->stopping)
+        head = queue_take(eng, max, count);
+    pthread_mutex_unlock(&eng->mu);
     return head;
 }
 
@@ -621,6 +649,23 @@ static jf_err writer_redo(jf_engine *eng, jf_cmd *batch, bool *again, int64_t (*
     return err;
 }
 
+/* Applies the commands that joined a held commit (writer_take_held) in
+ * the batch's open transaction; more is appended to the batch at index n. */
+static jf_err writer_apply_more(jf_engine *eng, jf_cmd *batch, jf_cmd *more, size_t n, bool *again,
+                                int64_t (*acc)[JF_CMD_ACC_N])
+{
+    jf_cmd *last = batch;
+    while (last->next)
+        last = last->next;
+    last->next = more;
+    size_t i = n;
+    for (jf_cmd *c = more; c; c = c->next, i++) {
+        memcpy(acc[i], c->acc, sizeof(c->acc));
+        again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+    }
+    return eng->poisoned ? writer_redo(eng, batch, again, acc) : JF_OK;
+}
+
 static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
 {
     bool again[JF_BATCH_COMMANDS_MAX] = {false};
@@ -631,6 +676,15 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     jf_err err = writer_apply_all(eng, batch, again);
     if (eng->poisoned)
         err = writer_redo(eng, batch, again, acc);
+    while (err == JF_OK && n < JF_BATCH_COMMANDS_MAX) {
+        size_t k = 0;
+        jf_cmd *more = writer_take_held(eng, JF_BATCH_COMMANDS_MAX - n, &k);
+        if (more == NULL)
+            break;
+        err = writer_apply_more(eng, batch, more, n, again, acc);
+        n += k;
+        atomic_fetch_add(&eng->commands_held, k);
+    }
     for (jf_cmd *c = batch; c; c = c->next)
         if (c->res.err != JF_OK)
             atomic_fetch_add(&eng->rejected, 1);
@@ -1324,6 +1378,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->wal_restarts_forced = atomic_load(&eng->wal_restarts_forced);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
     out->batches_redone = atomic_load(&eng->batches_redone);
+    out->commands_held = atomic_load(&eng->commands_held);
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);
     out->checkpoint_writebacks = vfs.paces;

@@ -121,6 +121,17 @@ static jf_read_wait *reads_take(jf_engine *eng, bool all)
     return ready;
 }
 
+/* Wakes a writer that holds its commit for this flush (engine.c,
+ * writer_take_held).  Taken without sync_mu held: nothing takes sync_mu
+ * while holding eng->mu, so the order cannot deadlock. */
+static void flush_over(jf_engine *eng)
+{
+    pthread_mutex_lock(&eng->mu);
+    atomic_store(&eng->s_flushing, false);
+    pthread_cond_broadcast(&eng->cv_work);
+    pthread_mutex_unlock(&eng->mu);
+}
+
 static bool syncer_idle(const jf_engine *eng)
 {
     return eng->s_head == NULL && eng->s_gen <= atomic_load(&eng->durable_gen);
@@ -142,9 +153,11 @@ static void *syncer_main(void *arg)
         pthread_mutex_unlock(&eng->sync_mu);
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        atomic_store(&eng->s_flushing, true);
         wal_flush(eng);
         jf_hist_since(&eng->flush_hist, &t0);
         atomic_store(&eng->durable_gen, gen);
+        flush_over(eng);
         pthread_mutex_lock(&eng->sync_mu);
         pthread_cond_broadcast(&eng->cv_durable);
         jf_read_wait *reads = reads_take(eng, false);

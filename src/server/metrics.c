@@ -183,6 +183,10 @@ static void render_engine(FILE *f, jf_engine *eng)
             " a savepoint per command, after a command failed having written.\n"
             "# TYPE jifen_writer_batches_redone_total counter\n"
             "jifen_writer_batches_redone_total %llu\n"
+            "# HELP jifen_writer_commands_held_total Write commands that joined a commit"
+            " the writer held while the WAL flush before it ran.\n"
+            "# TYPE jifen_writer_commands_held_total counter\n"
+            "jifen_writer_commands_held_total %llu\n"
             "# HELP jifen_writer_queue_depth Write commands waiting for the writer.\n"
             "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
             "# HELP jifen_wal_restarts_total Times the WAL started again from its head.\n"
@@ -196,8 +200,8 @@ static void render_engine(FILE *f, jf_engine *eng)
             "jifen_checkpoint_writebacks_total %llu\n",
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
-            (unsigned long long)st.queue_depth, (unsigned long long)st.wal_restarts,
-            (unsigned long long)st.wal_restarts_forced,
+            (unsigned long long)st.commands_held, (unsigned long long)st.queue_depth,
+            (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_restarts_forced,
             (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];

@@ -482,6 +482,17 @@ def check_ok(r, status, what=""):
     return r.body
 
 
+def metric(client, name):
+    """One sample of /metrics (answered without a read, so also while a
+    flush is held)."""
+    r = client.get("/metrics", key=None)
+    check_ok(r, 200, "metrics")
+    for line in r.raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise AssertionError("metric %s missing" % name)
+
+
 def create_member(c, external_id=None, **fields):
     body = {"external_id": external_id or ("ext-" + uuid.uuid4().hex[:12])}
     body.update(fields)

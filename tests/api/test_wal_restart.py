@@ -33,16 +33,6 @@ MAX_BATCHES = 400
 WRITERS = 6
 
 
-def metric(client, name):
-    r = client.get("/metrics", key=None)
-    H.check_ok(r, 200, "metrics")
-    text = r.raw.decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return int(float(line.split()[1]))
-    raise AssertionError("metric %s missing" % name)
-
-
 def earn_op(mid, points):
     return {"op": "earn", "id": mid, "idempotency_key": "w-" + uuid.uuid4().hex,
             "body": {"points": points}}
@@ -85,21 +75,21 @@ class WalRestartTests(unittest.TestCase):
         bound = (2 * THRESHOLD_FRAMES + 4 * 4 * BATCH_OPS) * FRAME_BYTES + 32
         largest = 0
         batches = 0
-        while metric(self.a, "jifen_wal_restarts_total") < RESTARTS_WANTED:
+        while H.metric(self.a, "jifen_wal_restarts_total") < RESTARTS_WANTED:
             self.assertLess(batches, MAX_BATCHES, "the WAL never restarted (%d bytes)"
                             % self.wal_bytes())
             self.batch_earns(rnd)
             batches += 1
             largest = max(largest, self.wal_bytes())
             self.assertLessEqual(largest, bound, "the WAL grew past its bound")
-        restarts = metric(self.a, "jifen_wal_restarts_total")
+        restarts = H.metric(self.a, "jifen_wal_restarts_total")
         H.log("%d batches, %d restarts (%d forced), largest WAL %d bytes (bound %d)"
-              % (batches, restarts, metric(self.a, "jifen_wal_restarts_forced_total"), largest,
+              % (batches, restarts, H.metric(self.a, "jifen_wal_restarts_forced_total"), largest,
                  bound))
         # Every restart follows one timed copy by the writer (a copy that found
         # the checkpointer mid-pass is timed too, and restarts nothing).
-        self.assertGreaterEqual(metric(self.a, "jifen_wal_restart_seconds_count"), restarts)
-        self.assertLessEqual(metric(self.a, "jifen_wal_restarts_forced_total"), restarts)
+        self.assertGreaterEqual(H.metric(self.a, "jifen_wal_restart_seconds_count"), restarts)
+        self.assertLessEqual(H.metric(self.a, "jifen_wal_restarts_forced_total"), restarts)
         self.kill_under_load(rnd)
         for m in self.members:
             self.assertEqual(H.points_of(self.a, m)["available"], self.sent[m], m)
