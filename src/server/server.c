@@ -17,6 +17,13 @@
  * Shutdown is quiesce (stop accepting), wait until every suspended request
  * has its answer and the others are done, then stop the daemon: stopping it
  * with a suspended connection is undefined in libmicrohttpd.
+ *
+ * Quiesce is our own flag, not MHD_quiesce_daemon: with a thread pool on
+ * epoll that call races with the workers' own removal of the listening
+ * socket from their epoll sets, and the loser aborts the process ("Failed to
+ * remove listen FD from epoll set", an open libmicrohttpd defect; it killed
+ * a SIGTERM under load in test_crash.py).  Instead the accept policy refuses
+ * every connection once the flag is set: libmicrohttpd closes it at once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,10 +62,7 @@ struct jf_server {
     srv_metrics *metrics;
     srv_log *log;
 
-    pthread_mutex_t mu; /* guards quiesced and listen_fd */
-    bool quiesced;
-    MHD_socket listen_fd; /* returned by MHD_quiesce_daemon; closed after stop */
-    atomic_bool closing;
+    atomic_bool closing; /* quiesced: no new connection, no new write */
 
     atomic_long active;    /* srv_req structs alive */
     atomic_long suspended; /* connections suspended waiting for the engine */
@@ -577,6 +581,15 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
     return strlen(s);
 }
 
+/* The daemon's accept policy: once quiesced, every new connection is closed
+ * as soon as it is accepted (see the comment at the top). */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    return srv_closing(cls) ? MHD_NO : MHD_YES;
+}
+
 static struct MHD_Daemon *start_daemon(jf_server *s, const struct sockaddr_in *sa, unsigned threads)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -586,7 +599,7 @@ static struct MHD_Daemon *start_daemon(jf_server *s, const struct sockaddr_in *s
     /* The port argument is ignored when MHD_OPTION_SOCK_ADDR is given, but
      * libmicrohttpd names it in its own error messages. */
     return MHD_start_daemon(
-        flags, ntohs(sa->sin_port), NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR,
+        flags, ntohs(sa->sin_port), accept_policy, s, on_access, s, MHD_OPTION_SOCK_ADDR,
         (const struct sockaddr *)sa, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)JF_HTTP_CONNECTIONS_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
@@ -597,7 +610,6 @@ static void server_release(jf_server *s)
 {
     srv_metrics_free(s->metrics);
     srv_log_free(s->log);
-    pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
@@ -606,13 +618,8 @@ static jf_server *server_alloc(jf_engine *eng, const jf_server_options *o)
     jf_server *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    if (pthread_mutex_init(&s->mu, NULL) != 0) {
-        free(s);
-        return NULL;
-    }
     s->eng = eng;
     s->test_clock = o->test_clock;
-    s->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->closing, false);
     atomic_init(&s->active, 0);
     atomic_init(&s->suspended, 0);
@@ -660,20 +667,8 @@ int jf_server_port(const jf_server *s)
 
 void jf_server_quiesce(jf_server *s)
 {
-    if (!s)
-        return;
-    pthread_mutex_lock(&s->mu);
-    if (!s->quiesced) {
-        s->quiesced = true;
+    if (s)
         atomic_store(&s->closing, true);
-        s->listen_fd = MHD_quiesce_daemon(s->daemon);
-        /* The socket stays open until the daemon stops (libmicrohttpd's
-         * rule), but shutting it down now makes the kernel refuse new
-         * connections instead of queueing them in the backlog to reset. */
-        if (s->listen_fd != MHD_INVALID_SOCKET)
-            shutdown(s->listen_fd, SHUT_RDWR);
-    }
-    pthread_mutex_unlock(&s->mu);
 }
 
 /* Waits until no connection is suspended (always: stopping the daemon with
@@ -698,7 +693,5 @@ void jf_server_free(jf_server *s)
     jf_server_quiesce(s);
     wait_idle(s);
     MHD_stop_daemon(s->daemon);
-    if (s->listen_fd != MHD_INVALID_SOCKET)
-        close(s->listen_fd);
     server_release(s);
 }

@@ -13,6 +13,7 @@ does not name the built library.
 Run: JIFEN_FSYNC_GATE_LIB=build/tests/api/libfsync_gate.so \\
      python3 tests/api/test_durable_ack.py"""
 
+import http.client
 import os
 import shutil
 import signal
@@ -214,6 +215,12 @@ class DurableAckTests(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "server never said it was shutting down")
             time.sleep(0.01)
         self.assertFalse(w.done.is_set(), "earn answered while its flush was held: %r" % w.resp)
+        # Quiesced: a new connection is closed unanswered (server.c, accept_policy).
+        try:
+            late = self.env.client(None).request("GET", "/healthz", retry_idle=False)
+        except (OSError, http.client.HTTPException) as e:
+            late = e
+        self.assertNotIsInstance(late, H.Resp, "a new connection was served after SIGTERM")
         self.gate.open()
         rc = proc.wait(timeout=H.STOP_TIMEOUT_S)
         env.server.proc = None
