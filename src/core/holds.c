@@ -225,7 +225,8 @@ static jf_err hold_apply(jf_ctx *ctx)
     const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    jf_err err = jf_debit_begin(ctx, "hold", &m, &tx);
+    jf_points before;
+    jf_err err = jf_debit_begin(ctx, "hold", &m, &tx, &before);
     if (err != JF_OK)
         return err;
     tx.hold_id = tx.id;
@@ -244,7 +245,7 @@ static jf_err hold_apply(jf_ctx *ctx)
     char id[JF_ID_LEN_MAX];
     snprintf(id, sizeof(id), "%s", tx.id);
     json_t *h = NULL;
-    if ((err = jf_tx_complete(ctx, &tx, m.id, err)) == JF_OK &&
+    if ((err = jf_debit_complete(ctx, &tx, m.id, &before, err)) == JF_OK &&
         (err = hold_json(ctx, id, &h)) == JF_OK)
         json_object_set_new(ctx->out, "hold", h);
     return err;

@@ -132,12 +132,15 @@ jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
     return tx_finish_points(ctx, tx, &p, &q);
 }
 
-jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx)
+jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx, jf_points *before)
 {
     const jf_args *a = ctx->args;
     jf_err err = jf_member_writable(ctx, ctx->path_id, m);
     if (err == JF_OK)
-        err = jf_require_available(ctx, m->id, a->points);
+        err = jf_lots_points(ctx, m->id, before);
+    if (err == JF_OK && before->available < a->points)
+        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
+                      m->id, (long long)before->available);
     if (err == JF_OK)
         err = jf_tx_begin(ctx, tx, type, m->id);
     if (err != JF_OK)
@@ -157,6 +160,62 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
     bool known = tx->member_id && strcmp(tx->member_id, member_id) == 0;
     if (err == JF_OK)
         err = points_result_known(ctx, tx, tx->id, member_id, known ? &p : NULL);
+    jf_tx_deinit(tx);
+    return err;
+}
+
+/* The stored balance after tx of member_id's account kind; false when tx
+ * posted nothing to it. */
+static bool tx_stored(const jf_tx *tx, const char *member_id, const char *kind, int64_t *out)
+{
+    char account[sizeof(tx->postings[0].account)];
+    snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
+    for (int i = 0; i < tx->posting_count; i++) {
+        if (strcmp(tx->postings[i].account, account) == 0) {
+            *out = tx->stored[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A debit takes only spendable lots (neither pending nor due) and leaves
+ * debt alone (a member in debt has nothing spendable), so after it the
+ * member's points are the ones before less the debit, and a hold's held
+ * points more by it.  The balances the write stored must say the same: a
+ * stronger check than reading the points again, at no read. */
+static jf_err debit_points_after(jf_ctx *ctx, const jf_tx *tx, const char *member_id,
+                                 const jf_points *before, jf_points *after)
+{
+    int64_t n = tx->points, stored = 0;
+    *after = *before;
+    after->balance -= n;
+    after->available -= n;
+    bool ok = tx_stored(tx, member_id, "points", &stored) && stored == after->balance;
+    if (ok && tx_stored(tx, member_id, "held", &stored)) {
+        after->held += n;
+        ok = stored == after->held;
+    }
+    if (ok && after->available >= 0 && after->balance >= 0 && after->held >= 0)
+        return JF_OK;
+    fprintf(stderr,
+            "jifen: assertion failed for %s after a debit of %lld: expected balance %lld held"
+            " %lld available %lld, stored balance %lld\n",
+            member_id, (long long)n, (long long)after->balance, (long long)after->held,
+            (long long)after->available, (long long)stored);
+    return jf_fail(ctx, JF_ERR_INTERNAL, "Ledger assertion failed for %s.", member_id);
+}
+
+jf_err jf_debit_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, const jf_points *before,
+                         jf_err err)
+{
+    jf_points after;
+    if (err == JF_OK)
+        err = jf_tx_commit(ctx, tx);
+    if (err == JF_OK)
+        err = debit_points_after(ctx, tx, member_id, before, &after);
+    if (err == JF_OK)
+        err = points_result_known(ctx, tx, tx->id, member_id, &after);
     jf_tx_deinit(tx);
     return err;
 }
@@ -408,14 +467,15 @@ static jf_err redeem_apply(jf_ctx *ctx)
 {
     jf_member m;
     jf_tx tx;
+    jf_points before;
     int64_t n = ctx->args->points;
-    jf_err err = jf_debit_begin(ctx, "redeem", &m, &tx);
+    jf_err err = jf_debit_begin(ctx, "redeem", &m, &tx, &before);
     if (err != JF_OK)
         return err;
     err = jf_lots_consume(ctx, &tx, m.id, n, NULL, NULL);
     jf_tx_post(&tx, "points", m.id, -n);
     jf_tx_post(&tx, "redemption", NULL, n);
-    return jf_tx_complete(ctx, &tx, m.id, err);
+    return jf_debit_complete(ctx, &tx, m.id, &before, err);
 }
 
 /* ---- adjust ---- */

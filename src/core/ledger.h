@@ -35,6 +35,9 @@ typedef struct jf_tx {
     const char *reason, *note, *channel, *store_id, *actor, *idem_key;
     char *metadata; /* JSON text, owned */
     jf_posting postings[JF_TX_POSTINGS_MAX];
+    /* After jf_tx_commit: each member posting's account balance as stored
+     * after it (the upsert returns it); unset for program accounts. */
+    int64_t stored[JF_TX_POSTINGS_MAX];
     int posting_count;
 } jf_tx;
 
@@ -142,8 +145,14 @@ jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount);
 /* Commits tx and asserts I4 for every member it touched. */
 jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx);
 /* Starts a debit of ctx->args->points from the path's member: the member may
- * spend and has the points; tx is begun with the common fields set. */
-jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx);
+ * spend and has the points (*before: the member's points now); tx is begun
+ * with the common fields set. */
+jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx, jf_points *before);
+/* jf_tx_complete for a debit begun with jf_debit_begin: the member's points
+ * after it are derived from *before and checked against the balances the
+ * write stored, instead of being read again. */
+jf_err jf_debit_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, const jf_points *before,
+                         jf_err err);
 /* When err is JF_OK, commits tx and answers with member_id's points; frees
  * tx either way and returns the outcome. */
 jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err);

@@ -72,7 +72,7 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
 }
 
-static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
+static jf_err tx_apply_posting(jf_ctx *ctx, jf_tx *tx, int n)
 {
     const jf_posting *p = &tx->postings[n];
     jf_err err =
@@ -88,6 +88,7 @@ static jf_err tx_apply_posting(jf_ctx *ctx, const jf_tx *tx, int n)
     if (strncmp(p->account, "program:", 8) == 0)
         return jf_hot_account_add(ctx, p->account, p->amount, &balance);
     err = jf_account_add(ctx, p->account, p->amount, &balance);
+    tx->stored[n] = balance;
     if (err == JF_OK && balance < 0 && strstr(p->account, ":held"))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Held balance of %s would be negative.", p->account);
     return err;
