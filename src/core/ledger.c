@@ -559,8 +559,12 @@ static jf_err transfer_apply(jf_ctx *ctx)
     jf_err err = jf_member_writable(ctx, ctx->path_id, &from);
     if (err == JF_OK)
         err = jf_member_writable(ctx, a->to_member, &to);
+    jf_points from_before;
     if (err == JF_OK)
-        err = jf_require_available(ctx, from.id, a->points);
+        err = jf_lots_points(ctx, from.id, &from_before);
+    if (err == JF_OK && from_before.available < a->points)
+        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
+                      from.id, (long long)from_before.available);
     if (err == JF_OK)
         err = jf_tx_begin(ctx, &tx, "transfer", from.id);
     if (err != JF_OK)
@@ -572,9 +576,15 @@ static jf_err transfer_apply(jf_ctx *ctx)
     err = jf_lots_consume(ctx, &tx, from.id, a->points, transfer_piece, NULL);
     jf_tx_post(&tx, "points", from.id, -a->points);
     jf_tx_post(&tx, "points", to.id, a->points);
+    /* The sender's points after are derived as for any debit; the
+     * recipient's new lots may be pending or expire, so they are read. */
     jf_points from_pts, to_pts;
     if (err == JF_OK)
-        err = tx_finish_points(ctx, &tx, &from_pts, &to_pts);
+        err = jf_tx_commit(ctx, &tx);
+    if (err == JF_OK)
+        err = debit_points_after(ctx, &tx, from.id, &from_before, &from_pts);
+    if (err == JF_OK)
+        err = jf_member_assert_points(ctx, to.id, &to_pts);
     if (err == JF_OK)
         err = points_result_known(ctx, &tx, tx.id, from.id, &from_pts);
     if (err == JF_OK)
