@@ -101,15 +101,20 @@ jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id)
     return points_result_known(ctx, NULL, tx_id, member_id, NULL);
 }
 
-/* Checks that amount is spendable now. */
+/* Checks that amount is spendable now; *p gets the member's points. */
+static jf_err require_points(jf_ctx *ctx, const char *member_id, int64_t amount, jf_points *p)
+{
+    jf_err err = jf_lots_points(ctx, member_id, p);
+    if (err == JF_OK && p->available < amount)
+        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
+                      member_id, (long long)p->available);
+    return err;
+}
+
 jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
 {
-    int64_t available = 0;
-    jf_err err = jf_lots_available(ctx, member_id, &available);
-    if (err == JF_OK && available < amount)
-        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
-                      member_id, (long long)available);
-    return err;
+    jf_points p;
+    return require_points(ctx, member_id, amount, &p);
 }
 
 /* Commits tx and checks I4 for the members it touched; *member_pts and
@@ -137,10 +142,7 @@ jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx, jf
     const jf_args *a = ctx->args;
     jf_err err = jf_member_writable(ctx, ctx->path_id, m);
     if (err == JF_OK)
-        err = jf_lots_points(ctx, m->id, before);
-    if (err == JF_OK && before->available < a->points)
-        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
-                      m->id, (long long)before->available);
+        err = require_points(ctx, m->id, a->points, before);
     if (err == JF_OK)
         err = jf_tx_begin(ctx, tx, type, m->id);
     if (err != JF_OK)
@@ -561,10 +563,7 @@ static jf_err transfer_apply(jf_ctx *ctx)
         err = jf_member_writable(ctx, a->to_member, &to);
     jf_points from_before;
     if (err == JF_OK)
-        err = jf_lots_points(ctx, from.id, &from_before);
-    if (err == JF_OK && from_before.available < a->points)
-        err = jf_fail(ctx, JF_ERR_INSUFFICIENT_POINTS, "Member %s has %lld points available.",
-                      from.id, (long long)from_before.available);
+        err = require_points(ctx, from.id, a->points, &from_before);
     if (err == JF_OK)
         err = jf_tx_begin(ctx, &tx, "transfer", from.id);
     if (err != JF_OK)

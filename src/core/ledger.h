@@ -85,8 +85,6 @@ typedef struct jf_points {
     int64_t balance, held, debt, due, pending, available;
 } jf_points;
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
-/* Σ remaining of a member's spendable lots now. */
-jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out);
 /* Creates a lot for a credit, paying the member's debt first. */
 jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
                      int64_t available_at, int64_t expires_at, int64_t *lot_seq);

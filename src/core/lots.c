@@ -157,15 +157,6 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
     return err;
 }
 
-jf_err jf_lots_available(jf_ctx *ctx, const char *member_id, int64_t *out)
-{
-    jf_points p;
-    jf_err err = jf_lots_points(ctx, member_id, &p);
-    if (err == JF_OK)
-        *out = p.available;
-    return err;
-}
-
 /* Takes amount from the lots in lv, in order, recording each piece. */
 static jf_err lots_take(jf_ctx *ctx, const jf_tx *tx, lot_vec *lv, int64_t amount, int64_t *taken,
                         jf_piece_fn piece_fn, void *arg)
