@@ -595,6 +595,12 @@ void jf_writer_finish(jf_engine *eng, jf_cmd *c)
     cmd_finish(c);
 }
 
+/* Applies one command; true when it is a sliced job to run again. */
+static bool writer_apply_one(jf_engine *eng, jf_cmd *c)
+{
+    return c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+}
+
 /* Applies every command of the batch inside one transaction; when it cannot
  * begin, every command gets that error. */
 static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
@@ -612,7 +618,7 @@ static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
         if (err != JF_OK)
             c->res.err = err;
         else
-            again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+            again[i] = writer_apply_one(eng, c);
     }
     return err;
 }
@@ -661,7 +667,7 @@ static jf_err writer_apply_more(jf_engine *eng, jf_cmd *batch, jf_cmd *more, siz
     size_t i = n;
     for (jf_cmd *c = more; c; c = c->next, i++) {
         memcpy(acc[i], c->acc, sizeof(c->acc));
-        again[i] = c->op == JF_OP_BATCH ? jf_batch_apply(eng, c) : jf_writer_apply(eng, c);
+        again[i] = writer_apply_one(eng, c);
     }
     return eng->poisoned ? writer_redo(eng, batch, again, acc) : JF_OK;
 }

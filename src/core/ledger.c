@@ -117,24 +117,24 @@ jf_err jf_require_available(jf_ctx *ctx, const char *member_id, int64_t amount)
     return require_points(ctx, member_id, amount, &p);
 }
 
-/* Commits tx and checks I4 for the members it touched; *member_pts and
- * *counterparty_pts get their points after tx (read by the assertion, so the
- * reply need not read them again). */
-static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts,
-                               jf_points *counterparty_pts)
+/* Commits tx and checks I4 for the members it touched; *member_pts gets
+ * tx->member_id's points after tx (read by the assertion, so the reply need
+ * not read them again). */
+static jf_err tx_finish_points(jf_ctx *ctx, jf_tx *tx, jf_points *member_pts)
 {
+    jf_points counterparty_pts;
     jf_err err = jf_tx_commit(ctx, tx);
     if (err == JF_OK && tx->member_id)
         err = jf_member_assert_points(ctx, tx->member_id, member_pts);
     if (err == JF_OK && tx->counterparty_id)
-        err = jf_member_assert_points(ctx, tx->counterparty_id, counterparty_pts);
+        err = jf_member_assert_points(ctx, tx->counterparty_id, &counterparty_pts);
     return err;
 }
 
 jf_err jf_tx_finish(jf_ctx *ctx, jf_tx *tx)
 {
-    jf_points p, q;
-    return tx_finish_points(ctx, tx, &p, &q);
+    jf_points p;
+    return tx_finish_points(ctx, tx, &p);
 }
 
 jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx, jf_points *before)
@@ -156,9 +156,9 @@ jf_err jf_debit_begin(jf_ctx *ctx, const char *type, jf_member *m, jf_tx *tx, jf
 
 jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
 {
-    jf_points p, q;
+    jf_points p;
     if (err == JF_OK)
-        err = tx_finish_points(ctx, tx, &p, &q);
+        err = tx_finish_points(ctx, tx, &p);
     bool known = tx->member_id && strcmp(tx->member_id, member_id) == 0;
     if (err == JF_OK)
         err = points_result_known(ctx, tx, tx->id, member_id, known ? &p : NULL);
@@ -170,15 +170,10 @@ jf_err jf_tx_complete(jf_ctx *ctx, jf_tx *tx, const char *member_id, jf_err err)
  * posted nothing to it. */
 static bool tx_stored(const jf_tx *tx, const char *member_id, const char *kind, int64_t *out)
 {
-    char account[sizeof(tx->postings[0].account)];
-    snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
-    for (int i = 0; i < tx->posting_count; i++) {
-        if (strcmp(tx->postings[i].account, account) == 0) {
-            *out = tx->stored[i];
-            return true;
-        }
-    }
-    return false;
+    int i = jf_tx_posting_find(tx, kind, member_id);
+    if (i >= 0)
+        *out = tx->stored[i];
+    return i >= 0;
 }
 
 /* A debit takes only spendable lots (neither pending nor due) and leaves

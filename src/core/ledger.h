@@ -56,6 +56,9 @@ void jf_chain_hash(const uint8_t prev[JF_HASH_BYTES], const jf_chain_tx *t,
 
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id);
 void jf_tx_post(jf_tx *tx, const char *kind, const char *member_id, int64_t amount);
+/* The index in tx->postings of the posting to kind of member_id (of the
+ * program when NULL); -1 when tx has none. */
+int jf_tx_posting_find(const jf_tx *tx, const char *kind, const char *member_id);
 jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx);
 void jf_tx_deinit(jf_tx *tx);
 

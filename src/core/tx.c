@@ -28,27 +28,46 @@ jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_
     return JF_OK;
 }
 
+/* The account name of kind for member_id, or of the program when NULL. */
+static void account_name(const char *kind, const char *member_id, jf_posting *p)
+{
+    if (member_id)
+        snprintf(p->account, sizeof(p->account), "member:%s:%s", member_id, kind);
+    else
+        snprintf(p->account, sizeof(p->account), "program:%s", kind);
+}
+
+static int posting_index(const jf_tx *tx, const char *account)
+{
+    for (int i = 0; i < tx->posting_count; i++)
+        if (strcmp(tx->postings[i].account, account) == 0)
+            return i;
+    return -1;
+}
+
+int jf_tx_posting_find(const jf_tx *tx, const char *kind, const char *member_id)
+{
+    jf_posting want;
+    account_name(kind, member_id, &want);
+    return posting_index(tx, want.account);
+}
+
 void jf_tx_post(jf_tx *tx, const char *kind, const char *member_id, int64_t amount)
 {
-    char account[sizeof(tx->postings[0].account)];
     if (amount == 0)
         return;
-    if (member_id)
-        snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
-    else
-        snprintf(account, sizeof(account), "program:%s", kind);
-    for (int i = 0; i < tx->posting_count; i++) {
-        if (strcmp(tx->postings[i].account, account) == 0) {
-            tx->postings[i].amount += amount;
-            return;
-        }
+    jf_posting want;
+    account_name(kind, member_id, &want);
+    int i = posting_index(tx, want.account);
+    if (i >= 0) {
+        tx->postings[i].amount += amount;
+        return;
     }
     /* The ledger never builds more postings than this; running out is a bug. */
     if (tx->posting_count >= JF_TX_POSTINGS_MAX)
         abort();
-    jf_posting *p = &tx->postings[tx->posting_count++];
-    snprintf(p->account, sizeof(p->account), "%s", account);
-    p->amount = amount;
+    want.amount = amount;
+    tx->postings[tx->posting_count++] = want;
 }
 
 void jf_tx_deinit(jf_tx *tx)
