@@ -293,7 +293,8 @@ jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYT
 /* Adds amount to a program account; *balance is the new balance.
  * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
-/* Adds amount to an account's stored row now (created at 0 when missing);
+/* Adds amount to an account's stored row now (created at 0 when missing; a
+ * member's account is a row of member_state, a program's of accounts);
  * *balance is the new balance.  JF_ERR_POINTS_OVERFLOW when the balance
  * leaves the points range (the failed command's writes are undone). */
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);

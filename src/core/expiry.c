@@ -70,9 +70,9 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
 static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, due_lot *lots, int max, int *n)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT seq, remaining FROM lots WHERE tenant_id=?1"
-                                   " AND member_id=?3 AND closed = 0 AND expires_at <= ?2"
-                                   " AND expires_at IS NOT NULL ORDER BY expires_at, seq LIMIT ?4",
+                                   "SELECT seq, remaining FROM member_lots WHERE tenant_id=?1"
+                                   " AND member_id=?3 AND closed = 0 AND expires_key <= ?2"
+                                   " ORDER BY expires_key, available_at, seq LIMIT ?4",
                                    "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, (int64_t)max);
     if (st == NULL)
         return JF_ERR_IO;

@@ -231,9 +231,34 @@ static jf_err account_range_fail(jf_ctx *ctx, const char *account)
                    account);
 }
 
+/* A member's account lives in member_state beside the member's lots and
+ * transactions (schema.c, version 7): one page for all three per write. */
+static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t amount,
+                                    int64_t *balance)
+{
+    static const char *const kinds[] = {"points", "growth", "held"};
+    const char *id = account + 7, *colon = strchr(id, ':');
+    int code = -1;
+    for (int i = 0; colon && i < 3; i++)
+        if (strcmp(colon + 1, kinds[i]) == 0)
+            code = i;
+    if (code < 0 || colon - id >= JF_ID_LEN_MAX)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "No such member account: %s.", account);
+    char member_id[JF_ID_LEN_MAX];
+    memcpy(member_id, id, (size_t)(colon - id));
+    member_id[colon - id] = '\0';
+    return jf_db_int(ctx->db, balance, 0,
+                     "INSERT INTO member_state(tenant_id, member_id, kind, key1, key2, key3, key4,"
+                     " value) VALUES(?,?,0,?,0,0,0,?) ON CONFLICT DO UPDATE SET value = value + "
+                     "excluded.value RETURNING value",
+                     "IsiI", ctx->auth->tenant, member_id, code, amount);
+}
+
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
 {
-    jf_err err = account_upsert(ctx->db, ctx->auth->tenant, account, amount, balance);
+    jf_err err = strncmp(account, "member:", 7) == 0
+                     ? member_account_upsert(ctx, account, amount, balance)
+                     : account_upsert(ctx->db, ctx->auth->tenant, account, amount, balance);
     return err == JF_OK && !jf_points_in_range(*balance) ? account_range_fail(ctx, account) : err;
 }
 

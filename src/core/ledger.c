@@ -378,8 +378,8 @@ static jf_err earn_first_purchase(jf_ctx *ctx, const char *member_id)
     int64_t orders = 0, got = 0;
     json_t *pts = NULL;
     jf_err err = jf_db_int(ctx->db, &orders, 0,
-                           "SELECT count(*) FROM transactions WHERE tenant_id=? AND member_id=?"
-                           " AND type='earn' AND order_id IS NOT NULL",
+                           "SELECT count(*)" MEMBER_TXS " AND t.member_id = ?2 AND t.type = 'earn'"
+                           " AND t.order_id IS NOT NULL",
                            "Is", ctx->auth->tenant, member_id);
     if (err == JF_OK && orders == 1)
         err = jf_referral_reward(ctx, member_id, "first_purchase", &got);

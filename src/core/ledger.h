@@ -62,13 +62,19 @@ int jf_tx_posting_find(const jf_tx *tx, const char *kind, const char *member_id)
 jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx);
 void jf_tx_deinit(jf_tx *tx);
 
-/* The columns tx rendering reads, in order. */
-#define TX_COLUMNS                                                                                 \
-    "SELECT seq, id, type, member_id, counterparty_id, points, reverses, hold_id, order_id,"       \
-    " order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"             \
-    " created_at, hash, delta, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r"             \
-    " INDEXED BY tx_reverses WHERE r.tenant_id = transactions.tenant_id"                           \
-    " AND r.reverses = transactions.id) FROM transactions"
+/* The columns tx rendering reads, in order, of the transaction t. */
+#define TX_SELECT                                                                                  \
+    "SELECT t.seq, t.id, t.type, t.member_id, t.counterparty_id, t.points, t.reverses,"            \
+    " t.hold_id, t.order_id, t.order_amount, t.order_currency, t.reason, t.note, t.channel,"       \
+    " t.store_id, t.actor, t.metadata, t.created_at, t.hash, t.delta,"                             \
+    " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"               \
+    " WHERE r.tenant_id = t.tenant_id AND r.reverses = t.id)"
+#define TX_COLUMNS TX_SELECT " FROM transactions t"
+/* A member's transactions t, as member or counterparty, through the member's
+ * entries s in member_state; bind the tenant and the member as ?1 and ?2. */
+#define MEMBER_TXS                                                                                 \
+    " FROM member_txs s CROSS JOIN transactions t ON t.tenant_id = s.tenant_id"                    \
+    " AND t.seq = s.seq WHERE s.tenant_id = ?1 AND s.member_id = ?2"
 
 /* Renders a transaction this command just committed from memory, exactly as
  * jf_tx_json renders it without details (a new transaction has nothing

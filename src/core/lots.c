@@ -126,21 +126,20 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
 
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
 {
-    char points[JF_ID_LEN_MAX + 16], held[JF_ID_LEN_MAX + 16];
-    snprintf(points, sizeof(points), "member:%s:points", member_id);
-    snprintf(held, sizeof(held), "member:%s:held", member_id);
     sqlite3_stmt *st =
         jf_db_query(ctx->db,
-                    "SELECT (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?2),"
-                    " (SELECT balance FROM accounts WHERE tenant_id = ?1 AND account = ?3),"
-                    " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?4),"
-                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
-                    "  AND closed = 0 AND expires_at <= ?5),"
-                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?4"
-                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?5"
+                    "SELECT (SELECT balance FROM member_accounts WHERE tenant_id = ?1"
+                    "  AND member_id = ?2 AND account = 0),"
+                    " (SELECT balance FROM member_accounts WHERE tenant_id = ?1"
+                    "  AND member_id = ?2 AND account = 2),"
+                    " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2),"
+                    " (SELECT SUM(remaining) FROM member_lots WHERE tenant_id = ?1"
+                    "  AND member_id = ?2 AND closed = 0 AND expires_key <= ?3),"
+                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"
+                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?3"
                     /* implied (now >= created_at), and lets lots_pending serve it */
-                    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?5))",
-                    "IsssI", ctx->auth->tenant, points, held, member_id, ctx->now_ms);
+                    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?3))",
+                    "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_IO;
@@ -182,9 +181,9 @@ static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount,
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
-        "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1 AND member_id=?2"
-        " AND closed = 0 AND expires_at > ?3"
-        " AND available_at <= ?3 ORDER BY expires_at, available_at, seq",
+        "SELECT seq, remaining, expires_key FROM member_lots WHERE tenant_id=?1 AND member_id=?2"
+        " AND closed = 0 AND expires_key > ?3 AND expires_key < " JF_NEVER_SQL
+        " AND available_at <= ?3 ORDER BY expires_key, available_at, seq",
         "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
     jf_err err = st ? lot_vec_fill(lv, st, amount) : JF_ERR_IO;
     int64_t have = 0;
@@ -193,9 +192,9 @@ static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount,
     if (err != JF_OK || have >= amount)
         return err;
     st = jf_db_query(ctx->db,
-                     "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=?1"
-                     " AND member_id=?2 AND closed = 0"
-                     " AND expires_at IS NULL AND available_at <= ?3 ORDER BY available_at, seq",
+                     "SELECT seq, remaining, NULL FROM member_lots WHERE tenant_id=?1"
+                     " AND member_id=?2 AND closed = 0 AND expires_key = " JF_NEVER_SQL
+                     " AND available_at <= ?3 ORDER BY available_at, seq",
                      "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
     return st ? lot_vec_fill(lv, st, amount - have) : JF_ERR_IO;
 }
@@ -290,9 +289,9 @@ jf_err jf_lots_clawback(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const 
                        member_id, (long long)total, (long long)room, (long long)amount);
     sqlite3_stmt *st =
         jf_db_query(ctx->db,
-                    "SELECT seq, remaining, expires_at FROM lots WHERE tenant_id=? AND member_id=?"
-                    " AND closed = 0 ORDER BY tx_seq = ? DESC, expires_at IS NULL, expires_at, "
-                    "available_at, seq",
+                    "SELECT l.seq, l.remaining, l.expires_at FROM member_lots s JOIN lots l"
+                    " ON l.seq = s.seq WHERE s.tenant_id=? AND s.member_id=? AND s.closed = 0"
+                    " ORDER BY l.tx_seq = ? DESC, s.expires_key, s.available_at, s.seq",
                     "IsI", ctx->auth->tenant, member_id, source_seq);
     if (st == NULL)
         return JF_ERR_IO;

@@ -18,8 +18,7 @@ static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char 
      * member is the member or the counterparty. */
     return jf_db_int(ctx->db, out, 0,
                      "SELECT SUM(p.amount) FROM postings p WHERE p.tenant_id=?1 AND p.tx_seq IN"
-                     " (SELECT seq FROM transactions WHERE tenant_id=?1 AND member_id=?2 UNION"
-                     " SELECT seq FROM transactions WHERE tenant_id=?1 AND counterparty_id=?2)"
+                     " (SELECT seq FROM member_txs WHERE tenant_id=?1 AND member_id=?2)"
                      " AND p.account=?3 AND p.created_at <= ?4",
                      "IssI", ctx->auth->tenant, member_id, account, as_of);
 }
@@ -37,7 +36,8 @@ static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t
         " COALESCE(SUM(r), 0)"
         " FROM (SELECT l.available_at, l.expires_at, l.amount - COALESCE((SELECT SUM(c.amount)"
         "   FROM consumptions c WHERE c.lot_seq = l.seq AND c.created_at <= ?1), 0) AS r"
-        "   FROM lots l WHERE l.tenant_id = ?2 AND l.member_id = ?3 AND l.created_at <= ?1)",
+        "   FROM member_lots s JOIN lots l ON l.seq = s.seq WHERE s.tenant_id = ?2"
+        "   AND s.member_id = ?3 AND l.created_at <= ?1)",
         "IIs", as_of, ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
@@ -101,20 +101,15 @@ static void set_out(jf_ctx *ctx, json_t *v)
     ctx->out = v;
 }
 
-/* A member's transactions, as either party, newest first: two index range
- * scans merged by seq (the planner would otherwise walk the tenant's whole
- * journal, so the indexes are named). */
+/* A member's transactions, as either party, newest first: a range of the
+ * member's entries in member_state, each joined to its transaction. */
 static jf_err member_tx_page(jf_ctx *ctx, const char *member_id, const char *type, int64_t limit,
                              int64_t cursor)
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
-        TX_COLUMNS " INDEXED BY tx_member WHERE tenant_id = ?1 AND member_id = ?2 AND seq < ?3"
-                   " AND (?4 IS NULL OR type = ?4)"
-                   " UNION ALL " TX_COLUMNS
-                   " INDEXED BY tx_counterparty WHERE tenant_id = ?1 AND counterparty_id = ?2"
-                   " AND seq < ?3 AND member_id <> ?2 AND (?4 IS NULL OR type = ?4)"
-                   " ORDER BY seq DESC LIMIT ?5",
+        TX_SELECT MEMBER_TXS " AND s.seq < ?3 AND (?4 IS NULL OR t.type = ?4)"
+                             " ORDER BY s.seq DESC LIMIT ?5",
         "IsIsI", ctx->auth->tenant, member_id, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
     return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
 }
@@ -198,11 +193,10 @@ static jf_err member_lots(jf_ctx *ctx)
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"
-        " l.expired_tx_seq, l.created_at FROM lots l LEFT JOIN transactions t"
-        " ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
-        " WHERE l.tenant_id=? AND l.member_id=? AND (? = 0 OR l.closed = 0)"
-        " ORDER BY l.expires_at IS NULL, l.expires_at,"
-        " l.available_at, l.seq LIMIT ? OFFSET ?",
+        " l.expired_tx_seq, l.created_at FROM member_lots s CROSS JOIN lots l ON l.seq = s.seq"
+        " LEFT JOIN transactions t ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
+        " WHERE s.tenant_id=? AND s.member_id=? AND (? = 0 OR s.closed = 0)"
+        " ORDER BY s.expires_key, s.available_at, s.seq LIMIT ? OFFSET ?",
         "IsiII", ctx->auth->tenant, m.id, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
     if (st == NULL)
         return JF_ERR_IO;

@@ -446,8 +446,8 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f,
     sqlite3_reset(st);
     f->tags = *tags;
     return jf_db_int(ctx->db, &f->purchases_before, 0,
-                     "SELECT count(*) FROM transactions WHERE tenant_id=? AND member_id=?"
-                     " AND type='earn' AND order_id IS NOT NULL",
+                     "SELECT count(*)" MEMBER_TXS " AND t.member_id = ?2 AND t.type = 'earn'"
+                     " AND t.order_id IS NOT NULL",
                      "Is", ctx->auth->tenant, member_id);
 }
 

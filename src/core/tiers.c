@@ -372,12 +372,13 @@ static jf_err growth_between(jf_ctx *ctx, const char *member_id, int64_t from, i
     snprintf(account, sizeof account, "member:%s:growth", member_id);
     if (from == INT64_MIN && to == INT64_MAX)
         return jf_db_int(ctx->db, out, 0,
-                         "SELECT balance FROM accounts WHERE tenant_id=? AND account=?", "Is",
-                         ctx->auth->tenant, account);
+                         "SELECT balance FROM member_accounts WHERE tenant_id=? AND member_id=?"
+                         " AND account = 1",
+                         "Is", ctx->auth->tenant, member_id);
     return jf_db_int(ctx->db, out, 0,
-                     "SELECT COALESCE(SUM(p.amount), 0) FROM transactions t JOIN postings p ON"
-                     " p.tenant_id = t.tenant_id AND p.tx_seq = t.seq WHERE t.tenant_id=? AND"
-                     " t.member_id=? AND t.created_at >= ? AND t.created_at < ? AND p.account=?",
+                     "SELECT COALESCE(SUM((SELECT SUM(p.amount) FROM postings p WHERE"
+                     " p.tenant_id = ?1 AND p.tx_seq = t.seq AND p.account = ?5)), 0)" MEMBER_TXS
+                     " AND t.member_id = ?2 AND t.created_at >= ?3 AND t.created_at < ?4",
                      "IsIIs", ctx->auth->tenant, member_id, from, to, account);
 }
 
@@ -385,15 +386,14 @@ static jf_err spend_between(jf_ctx *ctx, const char *member_id, jf_tier_metrics 
 {
     int64_t refunded = 0;
     jf_err err = jf_db_int(ctx->db, &m->spend, 0,
-                           "SELECT COALESCE(SUM(order_amount), 0) FROM transactions WHERE"
-                           " tenant_id=? AND member_id=? AND type='earn' AND order_currency IS NOT"
-                           " NULL AND created_at >= ? AND created_at < ?",
+                           "SELECT COALESCE(SUM(t.order_amount), 0)" MEMBER_TXS
+                           " AND t.member_id = ?2 AND t.type = 'earn' AND t.order_currency IS NOT"
+                           " NULL AND t.created_at >= ?3 AND t.created_at < ?4",
                            "IsII", ctx->auth->tenant, member_id, m->from, m->to);
     if (err == JF_OK)
         err = jf_db_int(ctx->db, &m->orders, 0,
-                        "SELECT count(*) FROM transactions WHERE tenant_id=? AND member_id=? AND"
-                        " type='earn' AND order_id IS NOT NULL AND created_at >= ? AND"
-                        " created_at < ?",
+                        "SELECT count(*)" MEMBER_TXS " AND t.member_id = ?2 AND t.type = 'earn'"
+                        " AND t.order_id IS NOT NULL AND t.created_at >= ?3 AND t.created_at < ?4",
                         "IsII", ctx->auth->tenant, member_id, m->from, m->to);
     if (err == JF_OK)
         err = jf_db_int(ctx->db, &refunded, 0,

@@ -13,6 +13,11 @@
 
 #include "ledger.h"
 
+/* A member_accounts row as the account name postings carry. */
+#define MEMBER_ACCOUNT_NAME                                                                        \
+    "SELECT 'member:' || member_id || CASE account WHEN 0 THEN ':points' WHEN 1 THEN ':growth'"    \
+    " ELSE ':held' END, balance"
+
 typedef struct verifier {
     jf_db *db;
     json_t *violations, *tenants;
@@ -61,20 +66,21 @@ static jf_err check_sums(verifier *v, int64_t t)
     if (err == JF_OK)
         err = check_rows(v, "I2", "account balance differs from its postings",
                          "WITH s(account, total) AS (SELECT account, SUM(amount) FROM postings"
-                         " WHERE tenant_id = ?1 GROUP BY account) SELECT a.account, a.balance,"
-                         " COALESCE(s.total, 0) FROM accounts a LEFT JOIN s ON s.account ="
-                         " a.account WHERE a.tenant_id = ?1 AND a.balance <> COALESCE(s.total, 0)"
-                         " UNION ALL SELECT s.account, 0, s.total FROM s WHERE NOT EXISTS"
-                         " (SELECT 1 FROM accounts a WHERE a.tenant_id = ?1 AND a.account ="
-                         " s.account)",
+                         " WHERE tenant_id = ?1 GROUP BY account), a(account, balance) AS"
+                         " MATERIALIZED (SELECT account, balance FROM accounts WHERE tenant_id ="
+                         " ?1 UNION ALL " MEMBER_ACCOUNT_NAME " FROM member_accounts WHERE"
+                         " tenant_id = ?1) SELECT a.account, a.balance, COALESCE(s.total, 0) FROM"
+                         " a LEFT JOIN s ON s.account = a.account WHERE a.balance <>"
+                         " COALESCE(s.total, 0) UNION ALL SELECT s.account, 0, s.total FROM s"
+                         " WHERE NOT EXISTS (SELECT 1 FROM a WHERE a.account = s.account)",
                          t);
     if (err == JF_OK)
         err = check_rows(v, "I3", "member balance below its recorded debt or held below zero",
-                         "SELECT a.account, a.balance, COALESCE(m.debt, 0) FROM accounts a"
-                         " LEFT JOIN members m ON m.tenant_id = a.tenant_id AND a.account ="
-                         " 'member:' || m.id || ':points' WHERE a.tenant_id = ?1 AND"
-                         " ((a.account LIKE 'member:%:points' AND a.balance < -COALESCE(m.debt,"
-                         " 0)) OR (a.account LIKE 'member:%:held' AND a.balance < 0))",
+                         "SELECT a.member_id || ' ' || a.account, a.balance, COALESCE(m.debt, 0)"
+                         " FROM member_accounts a LEFT JOIN members m ON m.tenant_id ="
+                         " a.tenant_id AND m.id = a.member_id WHERE a.tenant_id = ?1 AND"
+                         " ((a.account = 0 AND a.balance < -COALESCE(m.debt, 0)) OR"
+                         " (a.account = 2 AND a.balance < 0))",
                          t);
     return err;
 }
@@ -83,10 +89,12 @@ static jf_err check_lots(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
         v, "I4", "member lots minus debt differ from the points balance",
-        "SELECT m.id, COALESCE((SELECT SUM(remaining) FROM lots l WHERE l.tenant_id = m.tenant_id"
-        " AND l.member_id = m.id), 0) - m.debt AS lots, COALESCE((SELECT balance FROM accounts a"
-        " WHERE a.tenant_id = m.tenant_id AND a.account = 'member:' || m.id || ':points'), 0)"
-        " AS bal FROM members m WHERE m.tenant_id = ? AND lots <> bal",
+        "WITH l(member_id, total) AS (SELECT member_id, SUM(remaining) FROM lots"
+        " WHERE tenant_id = ?1 GROUP BY member_id)"
+        " SELECT m.id, COALESCE(l.total, 0) - m.debt AS lots, COALESCE((SELECT balance FROM"
+        " member_accounts a WHERE a.tenant_id = m.tenant_id AND a.member_id = m.id AND"
+        " a.account = 0), 0) AS bal FROM members m LEFT JOIN l ON l.member_id = m.id"
+        " WHERE m.tenant_id = ?1 AND lots <> bal",
         t);
     if (err == JF_OK)
         err = check_rows(v, "I4", "lot remaining differs from amount minus consumptions",
@@ -108,6 +116,45 @@ static jf_err check_lots(verifier *v, int64_t t)
                          " l.seq AND x.type = 'expire') AS n, l.remaining FROM lots l WHERE"
                          " l.tenant_id = ? AND (n > 1 OR (l.expired_tx_seq IS NOT NULL AND"
                          " (l.remaining <> 0 OR n <> 1)) OR (l.expired_tx_seq IS NULL AND n > 0))",
+                         t);
+    return err;
+}
+
+/* S1: member_state holds exactly one entry per lot, equal to it, and one per
+ * transaction and party (schema.c, version 7), nothing else. */
+static jf_err check_state(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "S1", "lot without its entry in member_state",
+        "SELECT l.id, l.remaining, l.closed FROM lots l WHERE l.tenant_id = ?1 AND NOT EXISTS"
+        " (SELECT 1 FROM member_lots s WHERE s.tenant_id = l.tenant_id AND s.member_id ="
+        " l.member_id AND s.closed = l.closed AND s.expires_key = "
+        "COALESCE(l.expires_at, " JF_NEVER_SQL
+        ") AND s.available_at = l.available_at AND s.seq = l.seq AND s.remaining ="
+        " l.remaining)",
+        t);
+    if (err == JF_OK)
+        err = check_rows(v, "S1", "lot entry in member_state without its lot",
+                         "SELECT s.member_id || ' lot seq ' || s.seq, s.remaining, s.closed FROM"
+                         " member_lots s WHERE s.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM"
+                         " lots l WHERE l.seq = s.seq AND l.tenant_id = s.tenant_id AND"
+                         " l.member_id = s.member_id)",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "S1", "transaction without its entries in member_state",
+                         "SELECT t.id, t.seq, 0 FROM transactions t WHERE t.tenant_id = ?1 AND"
+                         " ((t.member_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM member_txs s"
+                         " WHERE s.tenant_id = t.tenant_id AND s.member_id = t.member_id AND"
+                         " s.seq = t.seq)) OR (t.counterparty_id IS NOT NULL AND NOT EXISTS"
+                         " (SELECT 1 FROM member_txs s WHERE s.tenant_id = t.tenant_id AND"
+                         " s.member_id = t.counterparty_id AND s.seq = t.seq)))",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "S1", "transaction entry in member_state without its transaction",
+                         "SELECT s.member_id, s.seq, 0 FROM member_txs s WHERE s.tenant_id = ?1"
+                         " AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.tenant_id ="
+                         " s.tenant_id AND t.seq = s.seq AND (t.member_id = s.member_id OR"
+                         " t.counterparty_id = s.member_id))",
                          t);
     return err;
 }
@@ -318,11 +365,10 @@ static jf_err check_refunds(verifier *v, int64_t t)
  * configuration and matches the last recorded change (docs/TIERS.md). */
 static jf_err check_tiers(verifier *v, int64_t t)
 {
-    jf_err err =
-        check_rows(v, "T1", "growth account below zero",
-                   "SELECT account, balance, 0 FROM accounts WHERE tenant_id=? AND account LIKE"
-                   " 'member:%:growth' AND balance < 0",
-                   t);
+    jf_err err = check_rows(v, "T1", "growth account below zero",
+                            "SELECT member_id, balance, 0 FROM member_accounts WHERE tenant_id=?"
+                            " AND account = 1 AND balance < 0",
+                            t);
     if (err == JF_OK)
         err = check_rows(v, "T1", "reversals took back more growth than the earn gave",
                          "SELECT e.id, -SUM(p.amount), (SELECT COALESCE(SUM(q.amount), 0) FROM"
@@ -354,6 +400,8 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, 
         err = check_sums(v, tenant);
     if (err == JF_OK)
         err = check_lots(v, tenant);
+    if (err == JF_OK)
+        err = check_state(v, tenant);
     if (err == JF_OK)
         err = check_reversals(v, tenant);
     if (err == JF_OK)

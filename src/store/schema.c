@@ -11,7 +11,7 @@
  */
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 6
+#define JF_SCHEMA_VERSION 7
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -380,6 +380,96 @@ static const char schema_v6[] =
     " WHERE remaining > 0 AND expired_tx_seq IS NULL AND available_at > created_at;"
     "UPDATE meta SET value = '6' WHERE key = 'schema_version';";
 
+/*
+ * Version 7: a member's state in one B-tree (docs/PERFORMANCE.md).  An earn
+ * on a random member wrote three member-keyed B-trees on three random pages:
+ * the member's account row, its entry in the lots index and its entry in the
+ * transactions index (three quarters of the WAL a durable earn wrote).  All
+ * three now live in member_state, keyed by (tenant, member, kind, ...), so a
+ * member's balances, lot entries and transaction entries sit side by side
+ * and one write dirties one page.  The accounts table keeps the program's
+ * accounts only.  Lot entries mirror their lot and transaction entries
+ * their transaction through triggers, so no code path can forget one;
+ * `jifen verify` checks the mirror both ways.
+ *
+ *   kind 0  account      key1 = 0 points, 1 growth, 2 held   value = balance
+ *   kind 1  lot          key1 = closed, key2 = expires_at (JF_NEVER_SQL when
+ *                        it never expires), key3 = available_at, key4 = lot
+ *                        seq                                  value = remaining
+ *   kind 2  transaction  key1 = seq (the member is its member or its
+ *                        counterparty)
+ *
+ * The views name the columns for each kind; the planner flattens them, so a
+ * query on a view is a range of the primary key.
+ */
+#define LOT_KEY(r)                                                                                 \
+    r ".tenant_id, " r ".member_id, 1, " r ".closed, COALESCE(" r ".expires_at, " JF_NEVER_SQL     \
+      "), " r ".available_at, " r ".seq"
+#define NEW_LOT_KEY LOT_KEY("NEW")
+#define OLD_LOT_KEY LOT_KEY("OLD")
+#define L_LOT_KEY LOT_KEY("l")
+/* An update of a lot that leaves its entry's key as it was. */
+#define LOT_KEY_KEPT                                                                               \
+    "OLD.closed = NEW.closed AND OLD.expires_at IS NEW.expires_at AND OLD.available_at ="          \
+    " NEW.available_at AND OLD.member_id = NEW.member_id AND OLD.tenant_id = NEW.tenant_id"        \
+    " AND OLD.seq = NEW.seq"
+#define STATE_KEY "(tenant_id, member_id, kind, key1, key2, key3, key4)"
+static const char schema_v7[] =
+    "CREATE TABLE member_state("
+    " tenant_id INTEGER NOT NULL, member_id TEXT NOT NULL,"
+    " kind INTEGER NOT NULL CHECK(kind IN (0, 1, 2)),"
+    " key1 INTEGER NOT NULL, key2 INTEGER NOT NULL, key3 INTEGER NOT NULL,"
+    " key4 INTEGER NOT NULL, value INTEGER,"
+    " PRIMARY KEY" STATE_KEY ") STRICT, WITHOUT ROWID;"
+    "CREATE VIEW member_accounts AS SELECT tenant_id, member_id, key1 AS account,"
+    " value AS balance FROM member_state WHERE kind = 0;"
+    "CREATE VIEW member_lots AS SELECT tenant_id, member_id, key1 AS closed,"
+    " key2 AS expires_key, key3 AS available_at, key4 AS seq, value AS remaining"
+    " FROM member_state WHERE kind = 1;"
+    "CREATE VIEW member_txs AS SELECT tenant_id, member_id, key1 AS seq FROM member_state"
+    " WHERE kind = 2;"
+    "INSERT INTO member_state SELECT " L_LOT_KEY ", l.remaining FROM lots l"
+    " ORDER BY 1, 2, 4, 5, 6, 7;"
+    "INSERT INTO member_state SELECT tenant_id, member_id, 2, seq, 0, 0, 0, NULL"
+    " FROM transactions WHERE member_id IS NOT NULL ORDER BY tenant_id, member_id, seq;"
+    "INSERT OR IGNORE INTO member_state SELECT tenant_id, counterparty_id, 2, seq, 0, 0, 0,"
+    " NULL FROM transactions WHERE counterparty_id IS NOT NULL;"
+    /* "member:" is 7 characters, ":points" and ":growth" 7, ":held" 5. */
+    "INSERT INTO member_state SELECT tenant_id, substr(account, 8, length(account) - 14), 0,"
+    " CASE WHEN account LIKE '%:points' THEN 0 ELSE 1 END, 0, 0, 0, balance FROM accounts"
+    " WHERE account LIKE 'member:%:points' OR account LIKE 'member:%:growth';"
+    "INSERT INTO member_state SELECT tenant_id, substr(account, 8, length(account) - 12), 0, 2,"
+    " 0, 0, 0, balance FROM accounts WHERE account LIKE 'member:%:held';"
+    "DELETE FROM accounts WHERE account LIKE 'member:%:points'"
+    " OR account LIKE 'member:%:growth' OR account LIKE 'member:%:held';"
+    "CREATE TRIGGER lots_state_insert AFTER INSERT ON lots BEGIN"
+    " INSERT INTO member_state VALUES(" NEW_LOT_KEY ", NEW.remaining); END;"
+    /* An update that keeps the entry's key changes its value in place;
+     * anything else moves the entry. */
+    "CREATE TRIGGER lots_state_update AFTER UPDATE ON lots WHEN " LOT_KEY_KEPT " BEGIN"
+    " UPDATE member_state SET value = NEW.remaining WHERE " STATE_KEY " = (" NEW_LOT_KEY ");"
+    " END;"
+    "CREATE TRIGGER lots_state_move AFTER UPDATE ON lots WHEN NOT (" LOT_KEY_KEPT ") BEGIN"
+    " DELETE FROM member_state WHERE " STATE_KEY " = (" OLD_LOT_KEY ");"
+    " INSERT INTO member_state VALUES(" NEW_LOT_KEY ", NEW.remaining); END;"
+    "CREATE TRIGGER lots_state_delete AFTER DELETE ON lots BEGIN"
+    " DELETE FROM member_state WHERE " STATE_KEY " = (" OLD_LOT_KEY "); END;"
+    "CREATE TRIGGER transactions_state AFTER INSERT ON transactions BEGIN"
+    " INSERT INTO member_state SELECT NEW.tenant_id, NEW.member_id, 2, NEW.seq, 0, 0, 0, NULL"
+    " WHERE NEW.member_id IS NOT NULL;"
+    " INSERT OR IGNORE INTO member_state SELECT NEW.tenant_id, NEW.counterparty_id, 2, NEW.seq,"
+    " 0, 0, 0, NULL WHERE NEW.counterparty_id IS NOT NULL; END;"
+    "DROP INDEX tx_member;"
+    "DROP INDEX tx_counterparty;"
+    "DROP INDEX lots_member;"
+    "UPDATE meta SET value = '7' WHERE key = 'schema_version';";
+#undef STATE_KEY
+#undef LOT_KEY_KEPT
+#undef L_LOT_KEY
+#undef OLD_LOT_KEY
+#undef NEW_LOT_KEY
+#undef LOT_KEY
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -416,7 +506,9 @@ jf_err jf_db_migrate(jf_db *db)
         version = 4;
     if (err == JF_OK && version == 4 && (err = migrate_step(db, schema_v5)) == JF_OK)
         version = 5;
-    if (err == JF_OK && version == 5)
-        err = migrate_step(db, schema_v6);
+    if (err == JF_OK && version == 5 && (err = migrate_step(db, schema_v6)) == JF_OK)
+        version = 6;
+    if (err == JF_OK && version == 6)
+        err = migrate_step(db, schema_v7);
     return err;
 }

@@ -336,6 +336,26 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of the current schema back to version 6: a member's
+# accounts in the accounts table, their lots and transactions indexed on those
+# tables, no member_state.
+UNDO_V7 = (
+    "DROP TRIGGER IF EXISTS lots_state_insert; DROP TRIGGER IF EXISTS lots_state_update;"
+    "DROP TRIGGER IF EXISTS lots_state_move; DROP TRIGGER IF EXISTS lots_state_delete;"
+    "DROP TRIGGER transactions_state;"
+    "INSERT INTO accounts SELECT tenant_id, 'member:' || member_id || CASE account"
+    " WHEN 0 THEN ':points' WHEN 1 THEN ':growth' ELSE ':held' END, balance"
+    " FROM member_accounts;"
+    "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
+    "DROP TABLE member_state;"
+    "CREATE INDEX tx_member ON transactions(tenant_id, member_id, seq);"
+    "CREATE INDEX tx_counterparty ON transactions(tenant_id, counterparty_id, seq)"
+    " WHERE counterparty_id IS NOT NULL;"
+    "CREATE INDEX lots_member ON lots(tenant_id, member_id, closed, expires_at, available_at,"
+    " remaining);"
+    "UPDATE meta SET value = '6' WHERE key = 'schema_version';")
+
+
 class MigrationTests(unittest.TestCase):
     def test_v1_store_migrates_to_v2(self):
         """A database of schema version 1 (before rules) gains the rule tables (v2), the
@@ -346,7 +366,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript("DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -371,7 +391,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "6")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -399,7 +419,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -431,18 +451,89 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "6")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
             self.assertEqual(sorted(r[0] for r in db.execute(
                 "SELECT name FROM sqlite_master WHERE tbl_name = 'lots' AND type = 'index'"
-                " AND sql IS NOT NULL")), ["lots_due", "lots_member", "lots_pending"])
+                " AND sql IS NOT NULL")), ["lots_due", "lots_pending"])
             with self.assertRaises(sqlite3.IntegrityError):
                 db.execute("UPDATE lots SET closed = 0")
         finally:
             db.close()
 
+
+    def test_v6_member_state_built(self):
+        """Version 7 moves a member's account balances, lot entries and transaction
+        entries into member_state.  A v6 database with expired, spent, held, transferred
+        and growth points answers the same points, lots and history after the migration,
+        passes `jifen verify` (which checks the mirror both ways), keeps only program
+        accounts in the accounts table, and goes on taking writes."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        t0 = H.parse_time(H.check_ok(a.get("/v1/test/clock"), 200)["now"])
+        m, n = H.create_member(a)["id"], H.create_member(a)["id"]
+        # A rolling window: the tier view sums growth through the member's transactions.
+        H.check_ok(a.put("/v1/tiers", {"basis": "growth", "window": {
+            "type": "rolling_months", "months": 12}, "tiers": [
+                {"code": "silver", "name": "Silver", "name_zh": "银卡", "threshold": 0},
+                {"code": "gold", "name": "Gold", "name_zh": "金卡", "threshold": 1000}]}), 200)
+        H.check_ok(a.post("/v1/members/%s/earn" % m, {"points": 30, "expires_at":
+                                                      H.fmt_time(t0 + 1000)}, idem=True), 201)
+        H.check_ok(H.earn(a, m, 100, growth=70), 201, "earn 100")
+        H.check_ok(H.earn(a, m, 50), 201, "earn 50")
+        H.check_ok(a.put("/v1/test/clock", {"now": H.fmt_time(t0 + 2000)}), 200)
+        H.check_ok(a.post("/v1/expiry/run", {}), 200, "expiry")
+        H.check_ok(H.redeem(a, m, 60), 201, "redeem")
+        H.check_ok(a.post("/v1/members/%s/transfer" % m, {"to_member_id": n, "points": 20},
+                          idem=True), 201, "transfer")
+        H.check_ok(a.post("/v1/members/%s/holds" % m, {"points": 10}, idem=True), 201, "hold")
+
+        def state():
+            return ([H.points_of(a, x) for x in (m, n)],
+                    [sorted((y["id"], y["remaining"], y["status"]) for y in
+                            H.list_all(a, "/v1/members/%s/lots" % x, {"status": "all"}))
+                     for x in (m, n)],
+                    [[y["id"] for y in H.list_all(a, "/v1/members/%s/transactions" % x)]
+                     for x in (m, n)],
+                    H.check_ok(a.get("/v1/members/%s/tier" % m), 200)["growth"])
+        before = state()
+        self.assertEqual(before[0][0]["held"], 10)
+        self.assertEqual(before[0][1]["available"], 20)
+        self.assertEqual([len(x) for x in before[2]], [7, 1])  # n: the transfer
+        self.assertEqual(before[3], {"window": 70, "lifetime": 70})
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V7)
+        db.commit()
+        db.close()
+        env.start_server()
+        H.check_ok(a.put("/v1/test/clock", {"now": H.fmt_time(t0 + 3000)}), 200)
+        # points_of answers as of the clock; compare everything but that.
+        after = state()
+        for x in before[0] + after[0]:
+            x.pop("as_of", None)
+        self.assertEqual(after, before)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
+            self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
+                                        " 'member:%'").fetchone()[0], 0)
+            self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
+                             db.execute("SELECT count(*) FROM lots").fetchone()[0])
+            self.assertEqual(sorted(r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND"
+                " name IN ('tx_member', 'tx_counterparty', 'lots_member')")), [])
+        finally:
+            db.close()
+        H.check_ok(H.redeem(a, n, 20), 201, "redeem after")
+        self.assertEqual(H.points_of(a, n)["balance"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
 
 if __name__ == "__main__":
     unittest.main()

@@ -131,8 +131,7 @@ static void test_deleted_transaction(void **state)
 static void test_edited_balance(void **state)
 {
     (void)state;
-    expect_violation("UPDATE accounts SET balance = balance + 5 WHERE account LIKE 'member:%';",
-                     "I2");
+    expect_violation("UPDATE member_state SET value = value + 5 WHERE kind = 0;", "I2");
 }
 
 static void test_edited_lot(void **state)
@@ -144,8 +143,39 @@ static void test_edited_lot(void **state)
 static void test_negative_growth(void **state)
 {
     (void)state;
-    expect_violation("UPDATE accounts SET balance = -1 WHERE account LIKE 'member:%:growth';",
-                     "T1");
+    expect_violation("UPDATE member_state SET value = -1 WHERE kind = 0 AND key1 = 1;", "T1");
+}
+
+/* member_state's copies of lots and transactions (schema v7), each way. */
+static void test_edited_lot_entry(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE member_state SET value = value - 1 WHERE kind = 1 AND value > 0;",
+                     "S1");
+}
+
+static void test_lot_entry_without_lot(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO member_state SELECT tenant_id, member_id, 1, 1, 0, 0, 1 << 40,"
+                     " 0 FROM member_state LIMIT 1;",
+                     "S1");
+}
+
+static void test_missing_transaction_entry(void **state)
+{
+    (void)state;
+    expect_violation("DELETE FROM member_state WHERE kind = 2 AND key1 = (SELECT MAX(key1)"
+                     " FROM member_state WHERE kind = 2);",
+                     "S1");
+}
+
+static void test_transaction_entry_of_another_member(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO member_state SELECT tenant_id, 'mem_nobody', 2, key1, 0, 0, 0,"
+                     " NULL FROM member_state WHERE kind = 2 LIMIT 1;",
+                     "S1");
 }
 
 static void test_tier_without_change(void **state)
@@ -157,10 +187,17 @@ static void test_tier_without_change(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_edited_posting),      cmocka_unit_test(test_edited_points),
-        cmocka_unit_test(test_deleted_transaction), cmocka_unit_test(test_edited_balance),
-        cmocka_unit_test(test_edited_lot),          cmocka_unit_test(test_negative_growth),
+        cmocka_unit_test(test_edited_posting),
+        cmocka_unit_test(test_edited_points),
+        cmocka_unit_test(test_deleted_transaction),
+        cmocka_unit_test(test_edited_balance),
+        cmocka_unit_test(test_edited_lot),
+        cmocka_unit_test(test_negative_growth),
         cmocka_unit_test(test_tier_without_change),
+        cmocka_unit_test(test_edited_lot_entry),
+        cmocka_unit_test(test_lot_entry_without_lot),
+        cmocka_unit_test(test_missing_transaction_entry),
+        cmocka_unit_test(test_transaction_entry_of_another_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
