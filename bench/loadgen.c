@@ -11,7 +11,9 @@
  * omission, as wrk2).  Requests that never found a connection before the end
  * are reported as "unsent".
  *
- * Every write carries a unique Idempotency-Key (<prefix>-<sequence>); in the
+ * Every write carries a unique Idempotency-Key (<prefix>-<sequence>, or with
+ * --random-keys <prefix>-<32 hex digits> spread like clients' random UUIDs,
+ * derived from the sequence so a retry repeats its key); in the
  * redeem workload 5% of requests are retries of an earlier request (same key,
  * same body) and 20% ask for more points than any member has.
  *
@@ -83,7 +85,7 @@ typedef struct opts {
     int port, conns, hot, batch, points;
     double duration_s, warmup_s, rate;
     uint64_t nmembers, count, max_requests, seed;
-    bool sequential;
+    bool sequential, random_keys;
     int cpu_pid;
 } opts;
 
@@ -133,6 +135,24 @@ static uint64_t rnd(void)
 static uint32_t rnd_below(uint64_t n)
 {
     return (uint32_t)(rnd() % n);
+}
+
+/* splitmix64's finalizer: a bijection, so distinct sequences stay distinct. */
+static uint64_t mix64(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* The Idempotency-Key of request sequence k. */
+static void idem_key(char *out, size_t n, uint64_t k)
+{
+    if (O.random_keys)
+        snprintf(out, n, "%s-%016llx%016llx", O.prefix, (unsigned long long)mix64(k),
+                 (unsigned long long)mix64(k ^ 0x5DEECE66DULL));
+    else
+        snprintf(out, n, "%s-%llu", O.prefix, (unsigned long long)k);
 }
 
 static void die(const char *msg)
@@ -236,8 +256,11 @@ static void http_request(conn *c, const char *method, const char *path, const ch
     c->out_len = 0;
     out_printf(c, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n", method, path,
                O.host, O.port, O.api_key ? O.api_key : "");
-    if (idem)
-        out_printf(c, "Idempotency-Key: %s-%llu\r\n", O.prefix, (unsigned long long)r->key);
+    if (idem) {
+        char key[160];
+        idem_key(key, sizeof key, r->key);
+        out_printf(c, "Idempotency-Key: %s\r\n", key);
+    }
     if (body)
         out_printf(c, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", body_len,
                    body);
@@ -251,7 +274,7 @@ static void http_batch(conn *c, const reqp *r)
 {
     static char *body;
     static size_t cap;
-    size_t need = (size_t)O.batch * 220 + 64, len = 0;
+    size_t need = (size_t)O.batch * 260 + 64, len = 0;
     if (cap < need) {
         body = realloc(body, need);
         if (!body)
@@ -264,11 +287,12 @@ static void http_batch(conn *c, const reqp *r)
         uint64_t m = O.sequential ? (r->key * (uint64_t)O.batch + (uint64_t)i) % NMEMBERS
                                   : rnd_below(NMEMBERS);
         unsigned pts = O.points > 0 ? (unsigned)O.points : 1 + rnd_below(100);
+        char key[160];
+        idem_key(key, sizeof key, r->key * (uint64_t)O.batch + (uint64_t)i);
         len += (size_t)snprintf(body + len, cap - len,
                                 "%s{\"op\": \"earn\", \"id\": \"%s\", \"idempotency_key\": "
-                                "\"%s-%llu-%d\", \"body\": {\"points\": %u",
-                                i ? ", " : "", MEMBER_IDS[m], O.prefix, (unsigned long long)r->key,
-                                i, pts);
+                                "\"%s\", \"body\": {\"points\": %u",
+                                i ? ", " : "", MEMBER_IDS[m], key, pts);
         if (O.expires_at)
             len +=
                 (size_t)snprintf(body + len, cap - len, ", \"expires_at\": \"%s\"", O.expires_at);
@@ -341,7 +365,7 @@ static void encode_resp(conn *c, const reqp *r)
     c->out_len = 0;
     snprintf(k1, sizeof k1, "bal:%u", r->m + 1);
     snprintf(k2, sizeof k2, "led:%u", r->m + 1);
-    snprintf(key, sizeof key, "%s-%llu", O.prefix, (unsigned long long)r->key);
+    idem_key(key, sizeof key, r->key);
     snprintf(idem, sizeof idem, "idem:%s", key);
     snprintf(pts, sizeof pts, "%lld", (long long)r->pts);
     switch (r->op) {
@@ -922,7 +946,7 @@ static const char usage[] =
     "usage: loadgen --port P [--host 127.0.0.1] [--proto http|resp]\n"
     "  --workload earn|redeem|transfer|read|batch|seed|healthz  --conns N\n"
     "  [--duration S] [--warmup S] [--rate R (0 = closed loop)]\n"
-    "  [--members FILE] [--nmembers N] [--hot K] [--sequential] [--count N]\n"
+    "  [--members FILE] [--nmembers N] [--hot K] [--sequential] [--random-keys] [--count N]\n"
     "  [--max-requests N] [--api-key K] [--prefix P] [--out FILE] [--batch N]\n"
     "  [--expires-at RFC3339] [--sha-earn S --sha-redeem S --sha-transfer S]\n"
     "  [--cpu-pid PID] [--seed N] [--points N (fixed earn amount)]\n"
@@ -943,6 +967,10 @@ static void parse_args(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--sequential") == 0) {
             O.sequential = true;
+            continue;
+        }
+        if (strcmp(a, "--random-keys") == 0) {
+            O.random_keys = true;
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)

@@ -232,7 +232,9 @@ static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
 {
     *found = false;
     sqlite3_stmt *st = jf_db_query(
-        db, "SELECT op, request_hash, created, body FROM idempotency WHERE tenant_id=? AND key=?",
+        db,
+        "SELECT i.op, i.request_hash, i.created, r.body FROM idempotency i JOIN responses r"
+        " ON r.seq = i.response_seq WHERE i.tenant_id=? AND i.key=?",
         "Is", cmd->auth.tenant, cmd->idem_key);
     if (st == NULL)
         return JF_ERR_IO;
@@ -258,16 +260,22 @@ static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
     return err;
 }
 
-/* Stores the response under the key, with the id of the transaction it
- * created (if any) so that verify can tie keys to transactions (I5). */
+/* Stores the response and the key that names it, with the id of the
+ * transaction it created (if any) so that verify can tie keys to
+ * transactions (I5).  Responses are appended apart from the keys (schema.c,
+ * version 8): a key row stays small wherever a client's key sorts. */
 static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
 {
+    jf_err err = jf_db_run(db, "INSERT INTO responses(tenant_id, body) VALUES(?,?)", "Is",
+                           cmd->auth.tenant, cmd->res.body);
+    if (err != JF_OK)
+        return err;
     return jf_db_run(db,
-                     "INSERT INTO idempotency(tenant_id, key, op, request_hash, created, body,"
-                     " tx_id, created_at) VALUES(?,?,?,?,?,?,?,?)",
-                     "Issbissi", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
-                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0, cmd->res.body, tx_id,
-                     now);
+                     "INSERT INTO idempotency(tenant_id, key, op, request_hash, created,"
+                     " response_seq, tx_id, created_at) VALUES(?,?,?,?,?,?,?,?)",
+                     "IssbiIsI", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
+                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0,
+                     sqlite3_last_insert_rowid(db->h), tx_id, now);
 }
 
 /* The command's program row, read once per batch attempt while only points

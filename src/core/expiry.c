@@ -104,14 +104,7 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
                         "IIIII", ctx->auth->tenant, tx.seq, lots[i].seq, lots[i].remaining,
                         ctx->now_ms);
         if (err == JF_OK)
-            err = jf_db_run(
-                ctx->db,
-                "UPDATE lots SET remaining = 0, expired_tx_seq = ?, closed = 1 WHERE seq = ?"
-                " AND expired_tx_seq IS NULL AND remaining = ?",
-                "III", tx.seq, lots[i].seq, lots[i].remaining);
-        if (err == JF_OK && jf_db_changes(ctx->db) != 1)
-            err = jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld changed while expiring.",
-                          (long long)lots[i].seq);
+            err = jf_lot_expire(ctx, tx.seq, lots[i].seq, lots[i].remaining);
         sum += lots[i].remaining;
     }
     tx.points = sum;

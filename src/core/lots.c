@@ -72,6 +72,77 @@ static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
                      "IIs", delta, ctx->auth->tenant, member_id);
 }
 
+/* ---- a lot's entry in member_state (schema.c, versions 7 and 8) ----
+ *
+ * Every lot has one entry among its member's rows, keyed by whether the lot
+ * is closed, its expiry (JF_NEVER_SQL when none), its availability and its
+ * seq, with its remaining points as the value.  Only this file writes lot
+ * entries, in the same writes that change the lot (creation, a consumption,
+ * expiry); `jifen verify` checks them against the lots (S1).  Statements
+ * rather than triggers: a trigger cost the writer about 4.5 us per write. */
+
+typedef struct lot_entry {
+    char member_id[JF_ID_LEN_MAX];
+    int64_t closed, expires_key, available_at, seq, remaining;
+} lot_entry;
+
+static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
+{
+    return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,1,?,?,?,?,?)", "IsIIIII",
+                     ctx->auth->tenant, e->member_id, e->closed, e->expires_key, e->available_at,
+                     e->seq, e->remaining);
+}
+
+/* The entry of e's lot had closed = was_closed; it now says e. */
+static jf_err lot_entry_change(jf_ctx *ctx, const lot_entry *e, int64_t was_closed)
+{
+    if (was_closed == e->closed)
+        return jf_db_run(ctx->db,
+                         "UPDATE member_state SET value = ? WHERE tenant_id = ? AND member_id = ?"
+                         " AND kind = 1 AND key1 = ? AND key2 = ? AND key3 = ? AND key4 = ?",
+                         "IIsIIII", e->remaining, ctx->auth->tenant, e->member_id, e->closed,
+                         e->expires_key, e->available_at, e->seq);
+    jf_err err = jf_db_run(ctx->db,
+                           "DELETE FROM member_state WHERE tenant_id = ? AND member_id = ?"
+                           " AND kind = 1 AND key1 = ? AND key2 = ? AND key3 = ? AND key4 = ?",
+                           "IsIIII", ctx->auth->tenant, e->member_id, was_closed, e->expires_key,
+                           e->available_at, e->seq);
+    if (err == JF_OK && jf_db_changes(ctx->db) != 1)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld has no entry.", (long long)e->seq);
+    return err == JF_OK ? lot_entry_insert(ctx, e) : err;
+}
+
+/* Steps an UPDATE of one lot that returns (member_id, closed before, closed,
+ * expires key, available_at, remaining) and changes the lot's entry to
+ * match.  JF_ERR_CORRUPT when the update breaks a CHECK. */
+static jf_err lot_update_step(jf_ctx *ctx, sqlite3_stmt *st, int64_t lot_seq)
+{
+    if (st == NULL)
+        return JF_ERR_IO;
+    lot_entry e = {.seq = lot_seq};
+    int64_t was_closed = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(e.member_id, sizeof(e.member_id), "%s", jf_db_text(st, 0));
+        was_closed = sqlite3_column_int64(st, 1);
+        e.closed = sqlite3_column_int64(st, 2);
+        e.expires_key = sqlite3_column_int64(st, 3);
+        e.available_at = sqlite3_column_int64(st, 4);
+        e.remaining = sqlite3_column_int64(st, 5);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT)
+        return JF_ERR_CORRUPT;
+    if (rc != SQLITE_ROW)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld cannot change.", (long long)lot_seq);
+    return lot_entry_change(ctx, &e, was_closed);
+}
+
+/* What lot_update_step reads, given how the lot was closed before. */
+#define LOT_RETURNING(was_closed)                                                                  \
+    " RETURNING member_id, " was_closed ", closed, COALESCE(expires_at, " JF_NEVER_SQL "),"        \
+    " available_at, remaining"
+
 static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int64_t amount)
 {
     jf_err err =
@@ -80,11 +151,30 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                   " VALUES(?,?,?,?,?)",
                   "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
     if (err == JF_OK)
-        err = jf_db_run(ctx->db,
-                        "UPDATE lots SET remaining = remaining - ?1,"
-                        " closed = (remaining - ?1 = 0 OR expired_tx_seq IS NOT NULL) WHERE seq=?2",
-                        "II", amount, lot_seq);
+        err = lot_update_step(ctx,
+                              jf_db_query(ctx->db,
+                                          "UPDATE lots SET remaining = remaining - ?1, closed ="
+                                          " (remaining - ?1 = 0 OR expired_tx_seq IS NOT NULL)"
+                                          " WHERE seq = ?2" LOT_RETURNING(
+                                              "(remaining + ?1 = 0 OR expired_tx_seq IS NOT NULL)"),
+                                          "II", amount, lot_seq),
+                              lot_seq);
     /* The CHECK on lots.remaining (0 <= remaining <= amount) backs this up. */
+    return err == JF_ERR_CORRUPT
+               ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.", (long long)lot_seq)
+               : err;
+}
+
+jf_err jf_lot_expire(jf_ctx *ctx, int64_t tx_seq, int64_t lot_seq, int64_t remaining)
+{
+    /* Only an open lot expires: its entry said closed = 0. */
+    jf_err err = lot_update_step(ctx,
+                                 jf_db_query(ctx->db,
+                                             "UPDATE lots SET remaining = 0, expired_tx_seq = ?2,"
+                                             " closed = 1 WHERE seq = ?3 AND expired_tx_seq IS NULL"
+                                             " AND remaining = ?1" LOT_RETURNING("0"),
+                                             "III", remaining, tx_seq, lot_seq),
+                                 lot_seq);
     return err == JF_ERR_CORRUPT
                ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.", (long long)lot_seq)
                : err;
@@ -118,10 +208,16 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
                            available_at, expires_at < 0 ? (int64_t)-1 : expires_at, ctx->now_ms);
     if (err != JF_OK)
         return err;
-    int64_t seq = sqlite3_last_insert_rowid(ctx->db->h);
+    lot_entry e = {.closed = 0,
+                   .expires_key = expires_at < 0 ? INT64_MAX : expires_at,
+                   .available_at = available_at,
+                   .seq = sqlite3_last_insert_rowid(ctx->db->h),
+                   .remaining = amount};
+    snprintf(e.member_id, sizeof(e.member_id), "%s", member_id);
     if (lot_seq)
-        *lot_seq = seq;
-    return err == JF_OK ? debt_pay_from(ctx, tx, member_id, seq, amount) : err;
+        *lot_seq = e.seq;
+    err = lot_entry_insert(ctx, &e);
+    return err == JF_OK ? debt_pay_from(ctx, tx, member_id, e.seq, amount) : err;
 }
 
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)

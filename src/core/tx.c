@@ -91,6 +91,21 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
 }
 
+/* The transaction's entries among its member's and its counterparty's rows
+ * of member_state (schema.c, versions 7 and 8; verify checks them, S1). */
+static jf_err tx_insert_entries(jf_ctx *ctx, const jf_tx *tx)
+{
+    jf_err err = JF_OK;
+    if (tx->member_id)
+        err = jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,2,?,0,0,0,NULL)", "IsI",
+                        ctx->auth->tenant, tx->member_id, tx->seq);
+    if (err == JF_OK && tx->counterparty_id &&
+        (tx->member_id == NULL || strcmp(tx->counterparty_id, tx->member_id) != 0))
+        err = jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,2,?,0,0,0,NULL)", "IsI",
+                        ctx->auth->tenant, tx->counterparty_id, tx->seq);
+    return err;
+}
+
 static jf_err tx_apply_posting(jf_ctx *ctx, jf_tx *tx, int n)
 {
     const jf_posting *p = &tx->postings[n];
@@ -154,6 +169,8 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
     jf_chain_tx c = tx_view(ctx, tx);
     jf_chain_hash(prev, &c, hash);
     jf_err err = tx_insert_row(ctx, tx, prev, hash);
+    if (err == JF_OK)
+        err = tx_insert_entries(ctx, tx);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
         err = tx_apply_posting(ctx, tx, i);
     return err == JF_OK ? jf_hot_chain_set(ctx, tx->seq, hash) : err;

@@ -336,7 +336,32 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
-# Takes a database of the current schema back to version 6: a member's
+# Takes a database of schema version 8 back to version 7: each key row holds
+# its response, and its created_at is cut to 32 bits as version 7 stored it.
+# Version 7's triggers on lots and transactions come back as stubs for the
+# migration to drop (nothing writes through them in between).
+UNDO_V8 = (
+    "CREATE TABLE idempotency_v7(tenant_id INTEGER NOT NULL, key TEXT NOT NULL,"
+    " op TEXT NOT NULL, request_hash BLOB NOT NULL, created INTEGER NOT NULL,"
+    " body TEXT NOT NULL, tx_id TEXT, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(tenant_id, key)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO idempotency_v7 SELECT i.tenant_id, i.key, i.op, i.request_hash, i.created,"
+    " r.body, i.tx_id, (((i.created_at & 4294967295) + 2147483648) % 4294967296) - 2147483648"
+    " FROM idempotency i JOIN responses r ON r.seq = i.response_seq;"
+    "DROP TABLE idempotency; DROP TABLE responses;"
+    "ALTER TABLE idempotency_v7 RENAME TO idempotency;"
+    "CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency"
+    " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
+    "CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency"
+    " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
+    "DROP TRIGGER lots_no_delete;" + "".join(
+        "CREATE TRIGGER %s AFTER %s ON %s BEGIN SELECT 1; END;" % t for t in (
+            ("lots_state_insert", "INSERT", "lots"), ("lots_state_update", "UPDATE", "lots"),
+            ("lots_state_move", "UPDATE", "lots"), ("lots_state_delete", "DELETE", "lots"),
+            ("transactions_state", "INSERT", "transactions"))) +
+    "UPDATE meta SET value = '7' WHERE key = 'schema_version';")
+
+# Takes a database of schema version 7 back to version 6: a member's
 # accounts in the accounts table, their lots and transactions indexed on those
 # tables, no member_state.
 UNDO_V7 = (
@@ -366,7 +391,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -391,7 +416,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -419,7 +444,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -451,7 +476,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -506,7 +531,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V7)
+        db.executescript(UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -520,7 +545,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "7")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -534,6 +559,49 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(H.points_of(a, n)["balance"], 0)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
+
+    def test_v7_responses_apart_from_keys(self):
+        """Version 8 stores each key's response in `responses`, apart from the key.  After
+        the migration a replay of a key answers the same bytes as before it, a key reused
+        with another body is still refused, new keys work, `jifen verify` passes, and a
+        key's created_at, which version 7 cut to 32 bits, is the time of its transaction."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m = H.create_member(a)["id"]
+        first = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
+        H.check_ok(first, 201, "earn")
+        H.check_ok(H.redeem(a, m, 15), 201, "redeem")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V8)
+        db.commit()
+        self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
+                                   " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
+        db.close()
+        env.start_server()
+        again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
+        self.assertEqual((again.status, again.raw), (first.status, first.raw))
+        self.assertEqual(again.headers.get("Idempotent-Replayed"), "true")
+        self.assertEqual(a.post("/v1/members/%s/earn" % m, {"points": 41},
+                                idem="mig-k1").status, 422)
+        H.check_ok(H.earn(a, m, 5), 201, "earn after")
+        self.assertEqual(H.points_of(a, m)["balance"], 30)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
+            self.assertEqual(db.execute(
+                "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
+                " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
+                ).fetchone()[0], 0)
+            self.assertGreaterEqual(db.execute(
+                "SELECT count(*) FROM idempotency WHERE tx_id IS NOT NULL").fetchone()[0], 3)
+            with self.assertRaises(sqlite3.DatabaseError):
+                db.execute("UPDATE responses SET body = '{}'")
+        finally:
+            db.close()
 
 if __name__ == "__main__":
     unittest.main()
