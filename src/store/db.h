@@ -22,7 +22,7 @@
 #define JF_DB_STMT_CACHE 1024
 #define JF_DB_CHUNK_BYTES (32 * 1024 * 1024)
 /* member_state's key for a lot that never expires (schema.c, version 7):
- * after every real time, so a member's lots sort expiring first. */
+ * INT64_MAX, after every real time, so a member's lots sort expiring first. */
 #define JF_NEVER_SQL "9223372036854775807"
 
 typedef struct jf_db_stmt_slot {
