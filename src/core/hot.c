@@ -247,11 +247,18 @@ static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t am
     char member_id[JF_ID_LEN_MAX];
     memcpy(member_id, id, (size_t)(colon - id));
     member_id[colon - id] = '\0';
-    return jf_db_int(ctx->db, balance, 0,
-                     "INSERT INTO member_state(tenant_id, member_id, kind, key1, key2, key3, key4,"
-                     " value) VALUES(?,?,0,?,0,0,0,?) ON CONFLICT DO UPDATE SET value = value + "
-                     "excluded.value RETURNING value",
-                     "IsiI", ctx->auth->tenant, member_id, code, amount);
+    /* Nearly every write finds the account: an UPDATE first costs one search
+     * where an upsert costs two (the failed insert, then the update). */
+    jf_err err = jf_db_int(ctx->db, balance, INT64_MIN,
+                           "UPDATE member_state SET value = value + ? WHERE tenant_id = ?"
+                           " AND member_id = ? AND kind = 0 AND key1 = ? AND key2 = 0 AND key3 = 0"
+                           " AND key4 = 0 RETURNING value",
+                           "IIsi", amount, ctx->auth->tenant, member_id, code);
+    if (err != JF_OK || *balance != INT64_MIN)
+        return err;
+    *balance = amount;
+    return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,0,?,0,0,0,?)", "IsiI",
+                     ctx->auth->tenant, member_id, code, amount);
 }
 
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)
