@@ -9,6 +9,8 @@
  * row is keyed by (tenant_id, member_id ...) so it can be distributed by
  * member later.
  */
+#include <stdio.h>
+
 #include "db.h"
 
 #define JF_SCHEMA_VERSION 8
@@ -548,6 +550,14 @@ jf_err jf_db_migrate(jf_db *db)
         return err;
     if (version > JF_SCHEMA_VERSION || (has_meta && version < 1))
         return JF_ERR_CORRUPT;
+    /* An upgrade copies whole tables (versions 6 to 8 rewrite every lot,
+     * transaction and stored response): minutes on a large database, so
+     * the operator is told why the server is not listening yet. */
+    if (has_meta && version < JF_SCHEMA_VERSION)
+        fprintf(stderr,
+                "jifen: upgrading the database from schema version %lld to %d; this runs once"
+                " and takes about 20 s per million transactions\n",
+                (long long)version, JF_SCHEMA_VERSION);
     if (!has_meta && (err = migrate_step(db, schema_v1)) == JF_OK)
         version = 1;
     if (err == JF_OK && version == 1 && (err = migrate_step(db, schema_v2)) == JF_OK)

@@ -580,6 +580,8 @@ class MigrationTests(unittest.TestCase):
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
+        self.assertIn("upgrading the database from schema version 7 to 8",
+                      env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
         self.assertEqual(again.headers.get("Idempotent-Replayed"), "true")
