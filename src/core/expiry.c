@@ -86,9 +86,10 @@ static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, due_lot *lots,
     return JF_OK;
 }
 
-/* Expires lots[0..n), all of member_id's, in one transaction. */
+/* Expires lots[0..n), all of member_id's, in one transaction; all says
+ * they are every due lot of the member (fewer than the slice allowed). */
 static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *lots, int n,
-                            int64_t *points)
+                            bool all, int64_t *points)
 {
     jf_tx tx;
     jf_err err = jf_tx_begin(ctx, &tx, "expire", member_id);
@@ -97,7 +98,11 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
     tx.actor = "system";
     tx.idem_key = NULL;
     int64_t sum = 0;
-    for (int i = 0; err == JF_OK && i < n; i++) {
+    for (int i = 0; i < n; i++)
+        sum += lots[i].remaining;
+    if (all)
+        err = jf_lots_expire_due(ctx, tx.seq, member_id, n);
+    for (int i = 0; !all && err == JF_OK && i < n; i++) {
         err = jf_db_run(ctx->db,
                         "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
                         " VALUES(?,?,?,?,?)",
@@ -105,7 +110,6 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
                         ctx->now_ms);
         if (err == JF_OK)
             err = jf_lot_expire(ctx, tx.seq, lots[i].seq, lots[i].remaining);
-        sum += lots[i].remaining;
     }
     tx.points = sum;
     tx.delta = -sum;
@@ -135,7 +139,7 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lot
         err = member_due_lots(ctx, ids[i], lots, budget, &n);
         if (err != JF_OK || n == 0)
             continue;
-        err = expire_member(ctx, ids[i], lots, n, &points);
+        err = expire_member(ctx, ids[i], lots, n, n < budget, &points);
         budget -= n;
         ctx->acc[0] += points;
         ctx->acc[1] += n;

@@ -180,6 +180,52 @@ jf_err jf_lot_expire(jf_ctx *ctx, int64_t tx_seq, int64_t lot_seq, int64_t remai
                : err;
 }
 
+/* The member's due lots (?1 tenant, ?2 member, ?3 now), as member_due_lots
+ * in expiry.c finds them. */
+#define DUE_ENTRIES " tenant_id = ?1 AND member_id = ?2 AND kind = 1 AND key1 = 0 AND key2 <= ?3"
+
+/* err, or JF_ERR_INTERNAL when the last statement changed other than n rows. */
+static jf_err changed_n(jf_ctx *ctx, jf_err err, int n, const char *member_id)
+{
+    if (err == JF_OK && jf_db_changes(ctx->db) != n)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Expiry of %s changed %lld rows, not %d.", member_id,
+                      (long long)jf_db_changes(ctx->db), n);
+    return err;
+}
+
+jf_err jf_lots_expire_due(jf_ctx *ctx, int64_t tx_seq, const char *member_id, int n)
+{
+    int64_t t = ctx->auth->tenant, now = ctx->now_ms;
+    jf_err err =
+        jf_db_run(ctx->db,
+                  "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+                  " SELECT ?1, ?4, key4, value, ?3 FROM member_state WHERE" DUE_ENTRIES,
+                  "IsII", t, member_id, now, tx_seq);
+    err = changed_n(ctx, err, n, member_id);
+    if (err == JF_OK)
+        err = changed_n(ctx,
+                        jf_db_run(ctx->db,
+                                  "UPDATE lots SET remaining = 0, expired_tx_seq = ?4, closed = 1"
+                                  " WHERE seq IN (SELECT key4 FROM member_state WHERE" DUE_ENTRIES
+                                  ")",
+                                  "IsII", t, member_id, now, tx_seq),
+                        n, member_id);
+    /* The entries move from open to closed, with nothing remaining. */
+    if (err == JF_OK)
+        err = changed_n(ctx,
+                        jf_db_run(ctx->db,
+                                  "INSERT INTO member_state SELECT tenant_id, member_id, 1, 1,"
+                                  " key2, key3, key4, 0 FROM member_state WHERE" DUE_ENTRIES,
+                                  "IsI", t, member_id, now),
+                        n, member_id);
+    if (err == JF_OK)
+        err = changed_n(ctx,
+                        jf_db_run(ctx->db, "DELETE FROM member_state WHERE" DUE_ENTRIES, "IsI", t,
+                                  member_id, now),
+                        n, member_id);
+    return err;
+}
+
 /* Pays the member's debt from a lot that was just credited with amount. */
 static jf_err debt_pay_from(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t lot_seq,
                             int64_t amount)
