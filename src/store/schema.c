@@ -391,8 +391,8 @@ static const char schema_v6[] =
  * member's balances, lot entries and transaction entries sit side by side
  * and one write dirties one page.  The accounts table keeps the program's
  * accounts only.  Lot entries mirror their lot and transaction entries
- * their transaction through triggers, so no code path can forget one;
- * `jifen verify` checks the mirror both ways.
+ * their transaction, through triggers here and through the statements that
+ * write them since version 8; `jifen verify` checks the mirror both ways.
  *
  *   kind 0  account      key1 = 0 points, 1 growth, 2 held   value = balance
  *   kind 1  lot          key1 = closed, key2 = expires_at (JF_NEVER_SQL when
