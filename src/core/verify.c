@@ -76,7 +76,8 @@ static jf_err check_sums(verifier *v, int64_t t)
                          t);
     if (err == JF_OK)
         err = check_rows(v, "I3", "member balance below its recorded debt or held below zero",
-                         "SELECT a.member_id || ' ' || a.account, a.balance, COALESCE(m.debt, 0)"
+                         "SELECT 'member:' || a.member_id || CASE a.account WHEN 0 THEN ':points'"
+                         " ELSE ':held' END, a.balance, COALESCE(m.debt, 0)"
                          " FROM member_accounts a LEFT JOIN members m ON m.tenant_id ="
                          " a.tenant_id AND m.id = a.member_id WHERE a.tenant_id = ?1 AND"
                          " ((a.account = 0 AND a.balance < -COALESCE(m.debt, 0)) OR"

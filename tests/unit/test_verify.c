@@ -146,6 +146,12 @@ static void test_negative_growth(void **state)
     expect_violation("UPDATE member_state SET value = -1 WHERE kind = 0 AND key1 = 1;", "T1");
 }
 
+static void test_points_below_debt(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE member_state SET value = -1 WHERE kind = 0 AND key1 = 0;", "I3");
+}
+
 /* member_state's copies of lots and transactions (schema v7), each way. */
 static void test_edited_lot_entry(void **state)
 {
@@ -194,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_edited_lot),
         cmocka_unit_test(test_negative_growth),
         cmocka_unit_test(test_tier_without_change),
+        cmocka_unit_test(test_points_below_debt),
         cmocka_unit_test(test_edited_lot_entry),
         cmocka_unit_test(test_lot_entry_without_lot),
         cmocka_unit_test(test_missing_transaction_entry),
