@@ -20,10 +20,6 @@
 #include "ledger.h"
 #include "tz.h"
 
-typedef struct due_lot {
-    int64_t seq, remaining;
-} due_lot;
-
 #define DUE_WHERE                                                                                  \
     " tenant_id=?1 AND expires_at <= ?2 AND remaining > 0 AND expired_tx_seq IS NULL"              \
     " AND expires_at IS NOT NULL"
@@ -66,30 +62,33 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
     return JF_OK;
 }
 
-/* Up to max of one member's due lots, earliest first. */
-static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, due_lot *lots, int max, int *n)
+/* How many of one member's due lots a slice with room for max takes (the
+ * first in debit order), and their points. */
+static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, int max, int *n, int64_t *points)
 {
+    int64_t count = 0;
     sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT seq, remaining FROM member_lots WHERE tenant_id=?1"
+                                   "SELECT count(*), COALESCE(SUM(remaining), 0) FROM"
+                                   " (SELECT remaining FROM member_lots WHERE tenant_id=?1"
                                    " AND member_id=?3 AND closed = 0 AND expires_key <= ?2"
-                                   " ORDER BY expires_key, available_at, seq LIMIT ?4",
+                                   " ORDER BY expires_key, available_at, seq LIMIT ?4)",
                                    "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, (int64_t)max);
     if (st == NULL)
         return JF_ERR_IO;
-    *n = 0;
-    while (*n < max && sqlite3_step(st) == SQLITE_ROW) {
-        lots[*n].seq = sqlite3_column_int64(st, 0);
-        lots[*n].remaining = sqlite3_column_int64(st, 1);
-        (*n)++;
+    jf_err err = JF_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        count = sqlite3_column_int64(st, 0);
+        *points = sqlite3_column_int64(st, 1);
+        err = JF_OK;
     }
     sqlite3_reset(st);
-    return JF_OK;
+    *n = (int)count;
+    return err;
 }
 
-/* Expires lots[0..n), all of member_id's, in one transaction; all says
- * they are every due lot of the member (fewer than the slice allowed). */
-static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *lots, int n,
-                            bool all, int64_t *points)
+/* Expires the first n of member_id's due lots, worth sum points, in one
+ * transaction. */
+static jf_err expire_member(jf_ctx *ctx, const char *member_id, int n, int64_t sum)
 {
     jf_tx tx;
     jf_err err = jf_tx_begin(ctx, &tx, "expire", member_id);
@@ -97,34 +96,20 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const due_lot *l
         return err;
     tx.actor = "system";
     tx.idem_key = NULL;
-    int64_t sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += lots[i].remaining;
-    if (all)
-        err = jf_lots_expire_due(ctx, tx.seq, member_id, n);
-    for (int i = 0; !all && err == JF_OK && i < n; i++) {
-        err = jf_db_run(ctx->db,
-                        "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
-                        " VALUES(?,?,?,?,?)",
-                        "IIIII", ctx->auth->tenant, tx.seq, lots[i].seq, lots[i].remaining,
-                        ctx->now_ms);
-        if (err == JF_OK)
-            err = jf_lot_expire(ctx, tx.seq, lots[i].seq, lots[i].remaining);
-    }
+    err = jf_lots_expire_due(ctx, tx.seq, member_id, n);
     tx.points = sum;
     tx.delta = -sum;
     jf_tx_post(&tx, "points", member_id, -sum);
     jf_tx_post(&tx, "expired", NULL, sum);
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
-    *points = sum;
     jf_tx_deinit(&tx);
     return err;
 }
 
 /* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
  * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more. */
-static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lots)
+static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX])
 {
     int members = 0, rows = 0, budget = JF_EXPIRY_SLICE_LOTS;
     jf_err err = due_members(ctx, ids, &members, &rows);
@@ -136,10 +121,10 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lot
     for (int i = 0; err == JF_OK && i < members && budget > 0 && !cut; i++) {
         int n = 0;
         int64_t points = 0;
-        err = member_due_lots(ctx, ids[i], lots, budget, &n);
+        err = member_due_lots(ctx, ids[i], budget, &n, &points);
         if (err != JF_OK || n == 0)
             continue;
-        err = expire_member(ctx, ids[i], lots, n, n < budget, &points);
+        err = expire_member(ctx, ids[i], n, points);
         budget -= n;
         ctx->acc[0] += points;
         ctx->acc[1] += n;
@@ -156,10 +141,8 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], due_lot *lot
 static jf_err expiry_run(jf_ctx *ctx)
 {
     char(*ids)[JF_ID_LEN_MAX] = malloc(sizeof(*ids) * JF_EXPIRY_SCAN_LOTS);
-    due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
-    jf_err err = ids && lots ? expiry_slice(ctx, ids, lots) : JF_ERR_NOMEM;
+    jf_err err = ids ? expiry_slice(ctx, ids) : JF_ERR_NOMEM;
     free(ids);
-    free(lots);
     if (err != JF_OK)
         return err;
     jf_json_set(ctx->out, "expired_points", json_integer(ctx->acc[0]));

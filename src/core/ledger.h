@@ -95,12 +95,9 @@ typedef struct jf_points {
 } jf_points;
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 /* Creates a lot for a credit, paying the member's debt first. */
-/* Expires the open lot lot_seq, which has remaining points, in the expire
- * transaction tx_seq (its consumption is the caller's). */
-jf_err jf_lot_expire(jf_ctx *ctx, int64_t tx_seq, int64_t lot_seq, int64_t remaining);
-/* Expires every due lot of member_id (n of them, as the caller counted) in
- * the expire transaction tx_seq, with their consumptions: four statements
- * for the member rather than four per lot. */
+/* Expires the first n due lots of member_id in debit order (the caller
+ * counted at least n) in the expire transaction tx_seq, with their
+ * consumptions: four statements for the member rather than four per lot. */
 jf_err jf_lots_expire_due(jf_ctx *ctx, int64_t tx_seq, const char *member_id, int n);
 jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
                      int64_t available_at, int64_t expires_at, int64_t *lot_seq);

@@ -138,11 +138,6 @@ static jf_err lot_update_step(jf_ctx *ctx, sqlite3_stmt *st, int64_t lot_seq)
     return lot_entry_change(ctx, &e, was_closed);
 }
 
-/* What lot_update_step reads, given how the lot was closed before. */
-#define LOT_RETURNING(was_closed)                                                                  \
-    " RETURNING member_id, " was_closed ", closed, COALESCE(expires_at, " JF_NEVER_SQL "),"        \
-    " available_at, remaining"
-
 static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int64_t amount)
 {
     jf_err err =
@@ -155,8 +150,10 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                               jf_db_query(ctx->db,
                                           "UPDATE lots SET remaining = remaining - ?1, closed ="
                                           " (remaining - ?1 = 0 OR expired_tx_seq IS NOT NULL)"
-                                          " WHERE seq = ?2" LOT_RETURNING(
-                                              "(remaining + ?1 = 0 OR expired_tx_seq IS NOT NULL)"),
+                                          " WHERE seq = ?2 RETURNING member_id, (remaining + ?1"
+                                          " = 0 OR expired_tx_seq IS NOT NULL), closed,"
+                                          " COALESCE(expires_at, " JF_NEVER_SQL "), available_at,"
+                                          " remaining",
                                           "II", amount, lot_seq),
                               lot_seq);
     /* The CHECK on lots.remaining (0 <= remaining <= amount) backs this up. */
@@ -165,24 +162,12 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                : err;
 }
 
-jf_err jf_lot_expire(jf_ctx *ctx, int64_t tx_seq, int64_t lot_seq, int64_t remaining)
-{
-    /* Only an open lot expires: its entry said closed = 0. */
-    jf_err err = lot_update_step(ctx,
-                                 jf_db_query(ctx->db,
-                                             "UPDATE lots SET remaining = 0, expired_tx_seq = ?2,"
-                                             " closed = 1 WHERE seq = ?3 AND expired_tx_seq IS NULL"
-                                             " AND remaining = ?1" LOT_RETURNING("0"),
-                                             "III", remaining, tx_seq, lot_seq),
-                                 lot_seq);
-    return err == JF_ERR_CORRUPT
-               ? jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld out of range.", (long long)lot_seq)
-               : err;
-}
-
-/* The member's due lots (?1 tenant, ?2 member, ?3 now), as member_due_lots
- * in expiry.c finds them. */
+/* The member's first ?4 due lots (?1 tenant, ?2 member, ?3 now) in debit
+ * order, as member_due_lots in expiry.c finds them: the open entries stay
+ * until the last statement below, so each statement sees the same ones. */
 #define DUE_ENTRIES " tenant_id = ?1 AND member_id = ?2 AND kind = 1 AND key1 = 0 AND key2 <= ?3"
+#define FIRST_DUE " ORDER BY key2, key3, key4 LIMIT ?4"
+#define FIRST_DUE_SEQS "(SELECT key4 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE ")"
 
 /* err, or JF_ERR_INTERNAL when the last statement changed other than n rows. */
 static jf_err changed_n(jf_ctx *ctx, jf_err err, int n, const char *member_id)
@@ -199,29 +184,31 @@ jf_err jf_lots_expire_due(jf_ctx *ctx, int64_t tx_seq, const char *member_id, in
     jf_err err =
         jf_db_run(ctx->db,
                   "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
-                  " SELECT ?1, ?4, key4, value, ?3 FROM member_state WHERE" DUE_ENTRIES,
-                  "IsII", t, member_id, now, tx_seq);
+                  " SELECT ?1, ?5, key4, value, ?3 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE,
+                  "IsIiI", t, member_id, now, n, tx_seq);
     err = changed_n(ctx, err, n, member_id);
     if (err == JF_OK)
         err = changed_n(ctx,
                         jf_db_run(ctx->db,
-                                  "UPDATE lots SET remaining = 0, expired_tx_seq = ?4, closed = 1"
-                                  " WHERE seq IN (SELECT key4 FROM member_state WHERE" DUE_ENTRIES
-                                  ")",
-                                  "IsII", t, member_id, now, tx_seq),
+                                  "UPDATE lots SET remaining = 0, expired_tx_seq = ?5, closed = 1"
+                                  " WHERE seq IN " FIRST_DUE_SEQS,
+                                  "IsIiI", t, member_id, now, n, tx_seq),
                         n, member_id);
     /* The entries move from open to closed, with nothing remaining. */
     if (err == JF_OK)
-        err = changed_n(ctx,
-                        jf_db_run(ctx->db,
-                                  "INSERT INTO member_state SELECT tenant_id, member_id, 1, 1,"
-                                  " key2, key3, key4, 0 FROM member_state WHERE" DUE_ENTRIES,
-                                  "IsI", t, member_id, now),
-                        n, member_id);
+        err = changed_n(
+            ctx,
+            jf_db_run(ctx->db,
+                      "INSERT INTO member_state SELECT tenant_id, member_id, 1, 1,"
+                      " key2, key3, key4, 0 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE,
+                      "IsIi", t, member_id, now, n),
+            n, member_id);
     if (err == JF_OK)
         err = changed_n(ctx,
-                        jf_db_run(ctx->db, "DELETE FROM member_state WHERE" DUE_ENTRIES, "IsI", t,
-                                  member_id, now),
+                        jf_db_run(ctx->db,
+                                  "DELETE FROM member_state WHERE" DUE_ENTRIES
+                                  " AND key4 IN " FIRST_DUE_SEQS,
+                                  "IsIi", t, member_id, now, n),
                         n, member_id);
     return err;
 }
