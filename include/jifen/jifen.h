@@ -276,6 +276,10 @@ typedef struct jf_engine_stats {
     /* Of those, restarts past twice the threshold, made whatever the
      * checkpointer had left to copy (engine.c, writer_wal_restart). */
     uint64_t wal_restarts_forced;
+    /* Commits that started the WAL again from its head, and of those, any
+     * during which a checkpoint ran: SQLite's WAL-reset race, which the
+     * engine rules out (engine.c), so always 0. */
+    uint64_t wal_starts, wal_starts_during_checkpoint;
     /* The writer's own copy before a restart, every attempt (one that finds
      * the checkpointer mid-pass returns at once and restarts nothing). */
     jf_latency_hist wal_restart;

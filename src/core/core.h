@@ -128,6 +128,16 @@ struct jf_engine {
     _Atomic unsigned wal_epoch; /* bumped by each restart; older reports are stale */
     _Atomic uint64_t wal_restarts, wal_restarts_forced;
     int wal_restart_frames; /* JF_WAL_RESTART_FRAMES unless the options say otherwise */
+    /* The WAL-reset guard (engine.c): no checkpoint runs while
+     * a commit starts the WAL again. */
+    pthread_mutex_t ckpt_mu;      /* held for each checkpoint and each change of the guard */
+    jf_db *guard;                 /* the checkpointer's read connection; ckpt_mu */
+    bool guard_open;              /* it holds a read transaction; ckpt_mu */
+    uint64_t guard_commits;       /* wal_commits when that began; ckpt_mu */
+    _Atomic uint64_t wal_commits; /* commits that wrote to the WAL (wal_hook) */
+    _Atomic uint64_t ckpt_calls;  /* checkpoints begun, by either thread */
+    _Atomic int ckpt_running;     /* checkpoints under way */
+    _Atomic uint64_t wal_starts, wal_starts_during_ckpt;
     pthread_t sched, ckpt;
     int interval_s;
     pthread_cond_t cv_sched;

@@ -544,13 +544,95 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     }
 }
 
-/* Records the WAL's length after each commit (sqlite3_wal_hook). */
+/* Records the WAL's length after each commit that wrote to it, and counts
+ * those commits (sqlite3_wal_hook). */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     (void)db;
     (void)name;
-    atomic_store(&((jf_engine *)arg)->wal_frames, frames);
+    jf_engine *eng = arg;
+    atomic_store(&eng->wal_frames, frames);
+    atomic_fetch_add(&eng->wal_commits, 1);
     return SQLITE_OK;
+}
+
+/* ---- the WAL-reset guard ----
+ *
+ * SQLite up to 3.51.2 (Debian 12 ships 3.40.1) has a race, the "WAL-reset
+ * bug" (https://sqlite.org/wal.html#walresetbug): when a commit starts the
+ * WAL again from its head while another connection begins a checkpoint, that
+ * checkpoint can leave a wrong read mark behind, and a later checkpoint then
+ * skips frames of a committed transaction.  Their pages never reach the
+ * database file while pages that refer to them do: the database is corrupt.
+ * It needs two connections that write or checkpoint, which is this design
+ * (the writer commits, the checkpointer copies), and it corrupted a 1.1 GB
+ * database here once, while W6's lots were being made.  No packaged SQLite
+ * has the fix, so the engine keeps the two apart.  A commit starts the WAL
+ * again only when checkpoints have copied all of it, so:
+ *
+ * - The checkpointer never copies all of it.  Each pass first begins a read
+ *   transaction on a connection of its own (the guard) and waits for two
+ *   more commits; a checkpoint stops at the oldest reader's snapshot, so the
+ *   pass leaves at least the last commit in the WAL.
+ * - Only the writer copies all of it (writer_wal_restart), between batches,
+ *   holding ckpt_mu as every pass does, after ending the guard's read
+ *   transaction.  The commit that then starts the WAL again is the writer's
+ *   next one that writes; the next pass begins a new guard and checkpoints
+ *   only after two commits past it, so after that one.
+ *
+ * The writer checks the result: a commit that started the WAL
+ * (jf_walbuf_wal_starts) while a checkpoint was under way, or began, is
+ * counted in wal_starts_during_ckpt (jifen_wal_starts_during_checkpoint_total),
+ * which stays 0. */
+
+/* A passive checkpoint on connection h; ckpt_mu held. */
+static int ckpt_copy(jf_engine *eng, sqlite3 *h, int *log, int *copied)
+{
+    atomic_fetch_add(&eng->ckpt_running, 1);
+    atomic_fetch_add(&eng->ckpt_calls, 1);
+    int rc = sqlite3_wal_checkpoint_v2(h, NULL, SQLITE_CHECKPOINT_PASSIVE, log, copied);
+    atomic_fetch_sub(&eng->ckpt_running, 1);
+    return rc;
+}
+
+/* Begins the guard's read transaction and notes the commits so far (read
+ * after its snapshot: the second commit counted past them is newer than
+ * it); ckpt_mu held.  On failure no pass checkpoints. */
+static void guard_begin(jf_engine *eng)
+{
+    if (eng->guard == NULL || eng->guard_open)
+        return;
+    if (jf_db_exec(eng->guard, "BEGIN; SELECT 1 FROM tenants LIMIT 1") != JF_OK) {
+        jf_db_exec(eng->guard, "ROLLBACK");
+        return;
+    }
+    eng->guard_commits = atomic_load(&eng->wal_commits);
+    eng->guard_open = true;
+}
+
+/* Ends the guard's read transaction; ckpt_mu held (by either thread). */
+static void guard_end(jf_engine *eng)
+{
+    if (!eng->guard_open)
+        return;
+    jf_db_exec(eng->guard, "COMMIT");
+    eng->guard_open = false;
+}
+
+/* Counts a WAL start made by the transaction that began when the counters
+ * read calls0, running0 and starts0, and whether a checkpoint overlapped
+ * it.  Writer thread, after the commit. */
+static void writer_check_wal_start(jf_engine *eng, uint64_t calls0, int running0,
+                                   unsigned long long starts0)
+{
+    if (jf_walbuf_wal_starts() == starts0)
+        return;
+    atomic_fetch_add(&eng->wal_starts, 1);
+    if (running0 == 0 && atomic_load(&eng->ckpt_running) == 0 &&
+        atomic_load(&eng->ckpt_calls) == calls0)
+        return;
+    atomic_fetch_add(&eng->wal_starts_during_ckpt, 1);
+    fprintf(stderr, "jifen: a commit started the WAL again while a checkpoint ran\n");
 }
 
 /* The checkpointer copies frames while the writer keeps appending, so on its
@@ -573,10 +655,15 @@ static void writer_wal_restart(jf_engine *eng)
     int lag = frames - atomic_load(&eng->wal_backfilled);
     if (lag > JF_WAL_RESTART_LAG_FRAMES && frames < 2 * eng->wal_restart_frames)
         return;
-    int log = -1, copied = -1;
+    int log = -1, copied = -1, rc = SQLITE_BUSY;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = sqlite3_wal_checkpoint_v2(eng->wdb.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    /* Busy while a pass checkpoints: the restart comes after a later commit. */
+    if (pthread_mutex_trylock(&eng->ckpt_mu) == 0) {
+        guard_end(eng);
+        rc = ckpt_copy(eng, eng->wdb.h, &log, &copied);
+        pthread_mutex_unlock(&eng->ckpt_mu);
+    }
     jf_hist_since(&eng->restart_hist, &t0);
     if (rc != SQLITE_OK || log != copied)
         return;
@@ -687,6 +774,9 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++)
         memcpy(acc[i], c->acc, sizeof(c->acc));
+    uint64_t calls0 = atomic_load(&eng->ckpt_calls);
+    int running0 = atomic_load(&eng->ckpt_running);
+    unsigned long long starts0 = jf_walbuf_wal_starts();
     jf_err err = writer_apply_all(eng, batch, again);
     if (eng->poisoned)
         err = writer_redo(eng, batch, again, acc);
@@ -705,6 +795,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     uint64_t gen = jf_syncer_begin_commit(eng);
     if (err == JF_OK)
         writer_commit(eng, batch, n, again);
+    writer_check_wal_start(eng, calls0, running0, starts0);
     jf_wcache_batch_end(eng->wcache);
     atomic_fetch_add(&eng->commands, n);
     stats_bucket(eng->batch_buckets, 11, n, 1);
@@ -1177,15 +1268,82 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
 
 /* ---- checkpoints ---- */
 
-/* Waits JF_CHECKPOINT_INTERVAL_MS or until stopped; eng->mu held. */
-static void ckpt_sleep(jf_engine *eng)
+/* Waits us microseconds or until stopped; eng->mu held. */
+static void ckpt_wait(jf_engine *eng, long us)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += JF_CHECKPOINT_INTERVAL_MS * 1000000L;
+    until.tv_nsec += us * 1000L;
     until.tv_sec += until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
+}
+
+/* Waits until `target` commits have written to the WAL, at most
+ * JF_CHECKPOINT_INTERVAL_MS, or until stopped. */
+static void ckpt_wait_commits(jf_engine *eng, uint64_t target)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_mutex_lock(&eng->mu);
+    while (!eng->stopping && atomic_load(&eng->wal_commits) < target &&
+           jf_elapsed_us(&t0) < JF_CHECKPOINT_INTERVAL_MS * 1000L)
+        ckpt_wait(eng, JF_CHECKPOINT_POLL_US);
+    pthread_mutex_unlock(&eng->mu);
+}
+
+/* One pass: a checkpoint bounded by the guard's snapshot, once two commits
+ * have passed it (the WAL-reset guard above).  SQLITE_BUSY when it did not
+ * run. */
+static int ckpt_pass(jf_engine *eng, sqlite3 *h, int *log, int *copied)
+{
+    pthread_mutex_lock(&eng->ckpt_mu);
+    guard_begin(eng);
+    uint64_t target = eng->guard_commits + 2;
+    pthread_mutex_unlock(&eng->ckpt_mu);
+    ckpt_wait_commits(eng, target);
+    int rc = SQLITE_BUSY;
+    pthread_mutex_lock(&eng->ckpt_mu);
+    if (eng->guard_open && atomic_load(&eng->wal_commits) >= target) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = ckpt_copy(eng, h, log, copied);
+        jf_hist_since(&eng->ckpt_hist, &t0);
+    }
+    guard_end(eng);
+    pthread_mutex_unlock(&eng->ckpt_mu);
+    return rc;
+}
+
+/* Opens the guard's connection and hands it to the engine; false when it
+ * cannot, and then only the writer checkpoints. */
+static bool ckpt_guard_open(jf_engine *eng)
+{
+    jf_db *g = calloc(1, sizeof(*g));
+    if (g == NULL || jf_db_open(g, eng->db_path, true) != JF_OK) {
+        fprintf(stderr, "jifen: no checkpoint guard (%s); the writer checkpoints alone\n",
+                g ? g->errmsg : "out of memory");
+        if (g)
+            jf_db_close(g);
+        free(g);
+        return false;
+    }
+    pthread_mutex_lock(&eng->ckpt_mu);
+    eng->guard = g;
+    pthread_mutex_unlock(&eng->ckpt_mu);
+    return true;
+}
+
+static void ckpt_guard_close(jf_engine *eng)
+{
+    pthread_mutex_lock(&eng->ckpt_mu);
+    guard_end(eng);
+    jf_db *g = eng->guard;
+    eng->guard = NULL;
+    pthread_mutex_unlock(&eng->ckpt_mu);
+    if (g)
+        jf_db_close(g);
+    free(g);
 }
 
 /* Copies the WAL into the database file from its own connection every
@@ -1195,7 +1353,8 @@ static void ckpt_sleep(jf_engine *eng)
  * Once the WAL is due for a restart it runs passes back to back until the
  * writer can restart it cheaply (writer_wal_restart), as long as each pass
  * copies something: a reader on an old snapshot stops the copy, and then
- * spinning would only burn a core. */
+ * spinning would only burn a core.  Every pass leaves the newest commits to
+ * a later one (the WAL-reset guard above). */
 static void *ckpt_main(void *arg)
 {
     jf_engine *eng = arg;
@@ -1206,21 +1365,18 @@ static void *ckpt_main(void *arg)
     }
     if (jf_walbuf_pace(db.h, JF_CHECKPOINT_PACE_BYTES) != SQLITE_OK)
         fprintf(stderr, "jifen: checkpoint writes are not paced: %s\n", sqlite3_errmsg(db.h));
-    bool behind = false;
+    bool guarded = ckpt_guard_open(eng), behind = false;
     int copied_before = 0;
     pthread_mutex_lock(&eng->mu);
-    while (!eng->stopping) {
+    while (guarded && !eng->stopping) {
         if (!behind)
-            ckpt_sleep(eng);
+            ckpt_wait(eng, JF_CHECKPOINT_INTERVAL_MS * 1000L);
         if (eng->stopping)
             break;
         unsigned epoch = atomic_load(&eng->wal_epoch);
         pthread_mutex_unlock(&eng->mu);
         int log = -1, copied = -1;
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        int rc = sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
-        jf_hist_since(&eng->ckpt_hist, &t0);
+        int rc = ckpt_pass(eng, db.h, &log, &copied);
         pthread_mutex_lock(&eng->mu);
         bool same_wal = atomic_load(&eng->wal_epoch) == epoch;
         behind = rc == SQLITE_OK && log >= eng->wal_restart_frames && copied < log &&
@@ -1230,6 +1386,7 @@ static void *ckpt_main(void *arg)
             atomic_store(&eng->wal_backfilled, copied);
     }
     pthread_mutex_unlock(&eng->mu);
+    ckpt_guard_close(eng);
     jf_db_close(&db);
     return NULL;
 }
@@ -1298,6 +1455,7 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     pthread_mutex_init(&eng->mu, NULL);
     pthread_mutex_init(&eng->idem_mu, NULL);
     pthread_mutex_init(&eng->pool_mu, NULL);
+    pthread_mutex_init(&eng->ckpt_mu, NULL);
     pthread_cond_init(&eng->cv_work, NULL);
     pthread_cond_init(&eng->cv_idle, NULL);
     pthread_cond_init(&eng->cv_sched, NULL);
@@ -1366,6 +1524,7 @@ void jf_engine_free(jf_engine *eng)
     pthread_mutex_destroy(&eng->mu);
     pthread_mutex_destroy(&eng->idem_mu);
     pthread_mutex_destroy(&eng->pool_mu);
+    pthread_mutex_destroy(&eng->ckpt_mu);
     pthread_cond_destroy(&eng->cv_work);
     pthread_cond_destroy(&eng->cv_idle);
     pthread_cond_destroy(&eng->cv_sched);
@@ -1391,6 +1550,8 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->restart_hist, &out->wal_restart);
     out->wal_restarts_forced = atomic_load(&eng->wal_restarts_forced);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
+    out->wal_starts = atomic_load(&eng->wal_starts);
+    out->wal_starts_during_checkpoint = atomic_load(&eng->wal_starts_during_ckpt);
     out->batches_redone = atomic_load(&eng->batches_redone);
     out->commands_held = atomic_load(&eng->commands_held);
     jf_walbuf_stat vfs;

@@ -189,8 +189,15 @@ static void render_engine(FILE *f, jf_engine *eng)
             "jifen_writer_commands_held_total %llu\n"
             "# HELP jifen_writer_queue_depth Write commands waiting for the writer.\n"
             "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
-            "# HELP jifen_wal_restarts_total Times the WAL started again from its head.\n"
+            "# HELP jifen_wal_restarts_total Times the writer copied the whole WAL past the"
+            " restart threshold, so that its next commit starts the WAL again.\n"
             "# TYPE jifen_wal_restarts_total counter\njifen_wal_restarts_total %llu\n"
+            "# HELP jifen_wal_starts_total Commits that started the WAL again from its head.\n"
+            "# TYPE jifen_wal_starts_total counter\njifen_wal_starts_total %llu\n"
+            "# HELP jifen_wal_starts_during_checkpoint_total Of those, commits during which a"
+            " checkpoint ran (SQLite's WAL-reset race; the engine rules it out, so 0).\n"
+            "# TYPE jifen_wal_starts_during_checkpoint_total counter\n"
+            "jifen_wal_starts_during_checkpoint_total %llu\n"
             "# HELP jifen_wal_restarts_forced_total WAL restarts made past twice the threshold,"
             " the writer copying what the checkpointer had not.\n"
             "# TYPE jifen_wal_restarts_forced_total counter\njifen_wal_restarts_forced_total %llu\n"
@@ -201,7 +208,9 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
             (unsigned long long)st.commands_held, (unsigned long long)st.queue_depth,
-            (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_restarts_forced,
+            (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_starts,
+            (unsigned long long)st.wal_starts_during_checkpoint,
+            (unsigned long long)st.wal_restarts_forced,
             (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];

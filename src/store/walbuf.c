@@ -73,10 +73,15 @@ static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_ma
  * thread writes one WAL at a time and switching flushes the other. */
 static _Thread_local walbuf_file *pending;
 
+/* WAL headers this thread wrote (jf_walbuf_wal_starts). */
+static _Thread_local unsigned long long wal_starts;
+
 /* SQLite's unix VFS writes at most 0x1ffff bytes per call (seekAndWriteFd
  * masks the length) and reports the rest as a full disk, so a flush goes out
  * in pieces of whole pages below that. */
 #define WRITE_PIECE_BYTES (31 * 4096)
+/* The size of a WAL file's header (SQLite's file format). */
+#define WAL_HEADER_BYTES 32
 _Static_assert(WRITE_PIECE_BYTES < JF_WAL_BUFFER_BYTES, "a piece fits in the buffer");
 
 static int flush(walbuf_file *p)
@@ -170,6 +175,8 @@ static int shim_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 of
     if (!p->is_wal)
         return paced_write(p, data, n, off);
     atomic_fetch_add(&stat_writes, 1);
+    if (off == 0 && n == WAL_HEADER_BYTES)
+        wal_starts++;
     return buffer_write(p, data, n, off);
 }
 
@@ -401,6 +408,11 @@ void jf_walbuf_stats(jf_walbuf_stat *out)
     out->flushes = atomic_load(&stat_flushes);
     out->paces = atomic_load(&stat_paces);
     out->maps_kept = atomic_load(&stat_maps_kept);
+}
+
+unsigned long long jf_walbuf_wal_starts(void)
+{
+    return wal_starts;
 }
 
 int jf_walbuf_pace(sqlite3 *h, int bytes)

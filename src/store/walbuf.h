@@ -26,6 +26,12 @@ typedef struct jf_walbuf_stat {
 } jf_walbuf_stat;
 void jf_walbuf_stats(jf_walbuf_stat *out);
 
+/* How many times this thread began a WAL file from its head: SQLite writes
+ * the 32-byte WAL header at offset 0 only with the first frame of a new or
+ * restarted WAL.  The writer reads it around each transaction to see which
+ * commit restarted the WAL (engine.c, the WAL-reset guard). */
+unsigned long long jf_walbuf_wal_starts(void);
+
 /* The file-control opcode behind jf_walbuf_pace (well clear of SQLite's). */
 #define JF_WALBUF_FCNTL_PACE 0x4a460001
 
