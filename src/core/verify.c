@@ -422,8 +422,38 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, 
     return err;
 }
 
+/* F1: SQLite's own check of the file (PRAGMA quick_check: every page, cell
+ * and record, without the index cross-check the ledger checks below make
+ * where it matters).  Pages holding another tree's records, which SQLite's
+ * WAL-reset race leaves behind (engine.c), fail it.  False when the file is
+ * not sound: then nothing read from it can be trusted, and the ledger checks
+ * are not run. */
+static jf_err check_file(verifier *v, bool *sound)
+{
+    *sound = false;
+    sqlite3_stmt *st = jf_db_query(v->db, "PRAGMA quick_check", "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    int64_t before = v->count;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *msg = jf_db_text(st, 0);
+        if (msg == NULL || strcmp(msg, "ok") != 0)
+            violation(v, "F1", "database file: %s", msg ? msg : "?");
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && v->count == before)
+        violation(v, "F1", "database file: %s", sqlite3_errstr(rc));
+    *sound = v->count == before;
+    return JF_OK;
+}
+
 static jf_err verify_all(verifier *v)
 {
+    bool sound = false;
+    jf_err ferr = check_file(v, &sound);
+    if (ferr != JF_OK || !sound)
+        return ferr;
     sqlite3_stmt *st =
         jf_db_query(v->db, "SELECT id, public_id, chain_head, tx_seq FROM tenants ORDER BY id", "");
     if (st == NULL)

@@ -2,7 +2,8 @@
  * `jifen verify` must find rows changed behind the engine's back, not only
  * what the triggers refuse: each case builds a small ledger, tampers with
  * the file through SQLite directly (dropping the guarding trigger first),
- * and expects the named invariant to be reported.
+ * and expects the named invariant to be reported (F1, the file's own
+ * structure, by pointing one table at another's pages).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -190,6 +191,17 @@ static void test_tier_without_change(void **state)
     expect_violation("UPDATE members SET tier = 'silver' WHERE tier = 'gold';", "T2");
 }
 
+/* The symptom of SQLite's WAL-reset race: a table's pages hold another
+ * table's records.  Pointing postings at member_state's tree makes it. */
+static void test_pages_of_another_tree(void **state)
+{
+    (void)state;
+    expect_violation("PRAGMA writable_schema = ON;"
+                     "UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema"
+                     " WHERE name = 'member_state') WHERE name = 'postings';",
+                     "F1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +217,7 @@ int main(void)
         cmocka_unit_test(test_lot_entry_without_lot),
         cmocka_unit_test(test_missing_transaction_entry),
         cmocka_unit_test(test_transaction_entry_of_another_member),
+        cmocka_unit_test(test_pages_of_another_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
