@@ -207,6 +207,13 @@
  * from about 15,000 to 20,000 per second).  libmicrohttpd needs at least 2. */
 #define JF_HTTP_THREADS_DEFAULT 2
 #define JF_HTTP_CONNECTIONS_MAX 4096
+/* libmicrohttpd's memory per connection: the request line and headers, its
+ * read buffer and the response's headers (bodies are copied out as they
+ * arrive, server.c).  It zeroes the whole of it after every request on a
+ * kept-alive connection (MHD_pool_reset), so its default of 32 KiB cost a
+ * 32 KiB memset per request.  A request whose line and headers exceed about
+ * this much is answered 431. */
+#define JF_HTTP_CONNECTION_MEMORY_BYTES (8 * 1024)
 
 _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit within max");
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");

@@ -602,6 +602,7 @@ static struct MHD_Daemon *start_daemon(jf_server *s, const struct sockaddr_in *s
         flags, ntohs(sa->sin_port), accept_policy, s, on_access, s, MHD_OPTION_SOCK_ADDR,
         (const struct sockaddr *)sa, MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)JF_HTTP_CONNECTIONS_MAX,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 }
