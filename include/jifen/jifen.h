@@ -280,6 +280,10 @@ typedef struct jf_engine_stats {
      * during which a checkpoint ran: SQLite's WAL-reset race, which the
      * engine rules out (engine.c), so always 0. */
     uint64_t wal_starts, wal_starts_during_checkpoint;
+    /* The member rows the writer read into its cache at start, and how long
+     * that took (0 until it is done). */
+    int64_t warm_members;
+    double warm_seconds;
     /* The writer's own copy before a restart, every attempt (one that finds
      * the checkpointer mid-pass returns at once and restarts nothing). */
     jf_latency_hist wal_restart;

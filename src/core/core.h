@@ -138,6 +138,7 @@ struct jf_engine {
     _Atomic uint64_t ckpt_calls;  /* checkpoints begun, by either thread */
     _Atomic int ckpt_running;     /* checkpoints under way */
     _Atomic uint64_t wal_starts, wal_starts_during_ckpt;
+    _Atomic int64_t warm_members, warm_us; /* the writer's warm-up (writer_main) */
     pthread_t sched, ckpt;
     int interval_s;
     pthread_cond_t cv_sched;
@@ -270,6 +271,10 @@ typedef struct jf_member {
     char birthday[16]; /* YYYY-MM-DD, or "" when not set */
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
+/* Fills the writer's member cache from db before its first batch (up to
+ * JF_WCACHE_MEMBERS rows; beyond, any of them); *count is how many rows were
+ * read.  Writer thread. */
+jf_err jf_members_warm(jf_db *db, jf_wcache *wc, int64_t *count);
 jf_err jf_member_points_json(jf_ctx *ctx, const char *member_id, json_t **out);
 extern const jf_op_impl jf_op_member_create, jf_op_member_get, jf_op_member_get_external,
     jf_op_member_update, jf_op_member_list;

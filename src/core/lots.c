@@ -253,22 +253,34 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     return err == JF_OK ? debt_pay_from(ctx, tx, member_id, e.seq, amount) : err;
 }
 
+/* A member's points in one statement: the balance and held accounts, the
+ * debt (POINTS_DEBT, or ?4), the due and the pending lots.  The pending
+ * lots' `available_at > created_at` is implied (now >= created_at) and lets
+ * the lots_pending index serve it. */
+#define POINTS_ACCOUNTS                                                                            \
+    "SELECT (SELECT balance FROM member_accounts WHERE tenant_id = ?1"                             \
+    "  AND member_id = ?2 AND account = 0),"                                                       \
+    " (SELECT balance FROM member_accounts WHERE tenant_id = ?1"                                   \
+    "  AND member_id = ?2 AND account = 2), "
+#define POINTS_DEBT "(SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2)"
+#define POINTS_LOTS                                                                                \
+    ", (SELECT SUM(remaining) FROM member_lots WHERE tenant_id = ?1"                               \
+    "  AND member_id = ?2 AND closed = 0 AND expires_key <= ?3),"                                  \
+    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"                    \
+    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?3"                         \
+    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?3))"
+
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
 {
-    sqlite3_stmt *st =
-        jf_db_query(ctx->db,
-                    "SELECT (SELECT balance FROM member_accounts WHERE tenant_id = ?1"
-                    "  AND member_id = ?2 AND account = 0),"
-                    " (SELECT balance FROM member_accounts WHERE tenant_id = ?1"
-                    "  AND member_id = ?2 AND account = 2),"
-                    " (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2),"
-                    " (SELECT SUM(remaining) FROM member_lots WHERE tenant_id = ?1"
-                    "  AND member_id = ?2 AND closed = 0 AND expires_key <= ?3),"
-                    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"
-                    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?3"
-                    /* implied (now >= created_at), and lets lots_pending serve it */
-                    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?3))",
-                    "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    /* The writer's cache holds a member's debt exactly while no write of the
+     * batch touched the row (wcache.c); reading it again would fetch the
+     * member's row, a random page once its cache is warm. */
+    jf_member m;
+    sqlite3_stmt *st = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &m)
+                           ? jf_db_query(ctx->db, POINTS_ACCOUNTS "?4" POINTS_LOTS, "IsII",
+                                         ctx->auth->tenant, member_id, ctx->now_ms, m.debt)
+                           : jf_db_query(ctx->db, POINTS_ACCOUNTS POINTS_DEBT POINTS_LOTS, "IsI",
+                                         ctx->auth->tenant, member_id, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_IO;

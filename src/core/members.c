@@ -15,30 +15,70 @@
     "SELECT id, external_id, name, phone, birthday, tags, status, debt, created_at,"               \
     " updated_at, seq, referred_by FROM members"
 
+/* The columns the writer keeps of a member (jf_member), after `first`
+ * columns of st's row. */
+#define MEMBER_KEPT_COLUMNS "seq, id, status, debt, birthday"
+
+static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
+{
+    out->seq = sqlite3_column_int64(st, first);
+    snprintf(out->id, sizeof(out->id), "%s", jf_db_text(st, first + 1));
+    snprintf(out->status, sizeof(out->status), "%s", jf_db_text(st, first + 2));
+    out->debt = sqlite3_column_int64(st, first + 3);
+    const char *birthday = jf_db_text(st, first + 4);
+    snprintf(out->birthday, sizeof(out->birthday), "%s", birthday ? birthday : "");
+}
+
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 {
     jf_wcache *wc = jf_ctx_wcache(ctx);
     if (id && jf_wcache_member_get(wc, ctx->auth->tenant, id, out))
         return JF_OK;
     sqlite3_stmt *st = jf_db_query(
-        ctx->db, "SELECT seq, id, status, debt, birthday FROM members WHERE tenant_id=? AND id=?",
-        "Is", ctx->auth->tenant, id ? id : "");
+        ctx->db, "SELECT " MEMBER_KEPT_COLUMNS " FROM members WHERE tenant_id=? AND id=?", "Is",
+        ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_NOT_FOUND;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        out->seq = sqlite3_column_int64(st, 0);
-        snprintf(out->id, sizeof(out->id), "%s", jf_db_text(st, 1));
-        snprintf(out->status, sizeof(out->status), "%s", jf_db_text(st, 2));
-        out->debt = sqlite3_column_int64(st, 3);
-        const char *birthday = jf_db_text(st, 4);
-        snprintf(out->birthday, sizeof(out->birthday), "%s", birthday ? birthday : "");
+        member_kept_row(st, 0, out);
         jf_wcache_member_put(wc, ctx->auth->tenant, out);
         err = JF_OK;
     }
     sqlite3_reset(st);
     if (err == JF_ERR_NOT_FOUND)
         jf_fail(ctx, err, "No member '%s'.", id ? id : "");
+    return err;
+}
+
+jf_err jf_members_warm(jf_db *db, jf_wcache *wc, int64_t *count)
+{
+    *count = 0;
+    if (wc == NULL)
+        return JF_OK;
+    jf_err err = jf_db_exec(db, "BEGIN");
+    int64_t data_version = -1;
+    if (err == JF_OK)
+        err = jf_db_int(db, &data_version, -1, "PRAGMA data_version", "");
+    sqlite3_stmt *st =
+        err == JF_OK
+            ? jf_db_query(db, "SELECT tenant_id, " MEMBER_KEPT_COLUMNS " FROM members LIMIT ?", "I",
+                          (int64_t)JF_WCACHE_MEMBERS)
+            : NULL;
+    if (st != NULL) {
+        jf_wcache_batch_begin(wc, data_version);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            jf_member m;
+            member_kept_row(st, 1, &m);
+            jf_wcache_member_put(wc, sqlite3_column_int64(st, 0), &m);
+            (*count)++;
+        }
+        sqlite3_reset(st);
+        jf_wcache_batch_end(wc);
+    } else if (err == JF_OK) {
+        err = JF_ERR_IO;
+    }
+    jf_db_exec(db, "COMMIT");
     return err;
 }
 

@@ -201,6 +201,10 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# HELP jifen_wal_restarts_forced_total WAL restarts made past twice the threshold,"
             " the writer copying what the checkpointer had not.\n"
             "# TYPE jifen_wal_restarts_forced_total counter\njifen_wal_restarts_forced_total %llu\n"
+            "# HELP jifen_writer_warm_members Member rows the writer cached at start.\n"
+            "# TYPE jifen_writer_warm_members gauge\njifen_writer_warm_members %lld\n"
+            "# HELP jifen_writer_warm_seconds Time the writer took to cache them.\n"
+            "# TYPE jifen_writer_warm_seconds gauge\njifen_writer_warm_seconds %.6f\n"
             "# HELP jifen_checkpoint_writebacks_total Paced write-backs of checkpoint copies"
             " to the disk.\n"
             "# TYPE jifen_checkpoint_writebacks_total counter\n"
@@ -210,7 +214,7 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.commands_held, (unsigned long long)st.queue_depth,
             (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_starts,
             (unsigned long long)st.wal_starts_during_checkpoint,
-            (unsigned long long)st.wal_restarts_forced,
+            (unsigned long long)st.wal_restarts_forced, (long long)st.warm_members, st.warm_seconds,
             (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];

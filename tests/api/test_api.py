@@ -1734,6 +1734,42 @@ class WriterMemoryTests(unittest.TestCase, Checks):
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 100)
 
 
+    def test_rows_cached_at_start_are_exact(self):
+        """The writer fills its member cache from the database at start
+        (jf_members_warm), and a points read takes a cached member's debt from
+        it: after a restart, a member's debt and status must be the row's."""
+        env = H.start_env(self)
+        c = env.admin
+        H.program_patch(c, {"debt_floor": 100})
+        a, f = H.create_member(c), H.create_member(c)
+        e = H.earn(c, a["id"], 100)
+        self.assertEqual(e.status, 201)
+        self.assertEqual(H.redeem(c, a["id"], 80).status, 201)
+        rv = c.post("/v1/transactions/%s/reverse" % e.body["transaction"]["id"], {}, idem=True)
+        self.assertEqual(rv.status, 201, rv)
+        self.assertStatus(c.patch("/v1/members/" + f["id"], {"status": "frozen"}), 200, "freeze")
+        self.assertEqual(H.earn(c, f["id"], 5).status, 422)
+        env.restart()
+        # a's 80 of debt: an earn pays it first, and its answer reads the points
+        r = H.earn(c, a["id"], 50)
+        self.assertEqual(r.status, 201, r)
+        # the writer took the earn after its warm-up
+        self.assertGreaterEqual(H.metric(c, "jifen_writer_warm_members"), 2)
+        self.assertEqual(r.body["points"]["available"], 0)
+        p = H.points_of(c, a["id"])
+        self.assertEqual((p["balance"], p["available"], p["debt"]), (-30, 0, 30))
+        r = H.earn(c, a["id"], 40)
+        self.assertEqual(r.body["points"]["available"], 10)
+        # the answer of an earn by a member with no debt, cached since the start
+        b = H.create_member(c)
+        self.assertEqual(H.earn(c, b["id"], 7).status, 201)
+        env.restart()
+        r = H.earn(c, b["id"], 3)
+        self.assertEqual(r.body["points"]["available"], 10)
+        self.assertEqual(H.points_of(c, b["id"])["debt"], 0)
+        self.assertProblem(H.earn(c, f["id"], 5), 422, "member_frozen")
+
+
 class NoTestClockTests(unittest.TestCase, Checks):
     def test_clock_routes_absent_without_flag(self):
         env = H.start_env(self, test_clock=False)
