@@ -121,8 +121,8 @@
  * writer's path; short enough that the WAL stays small under full load. */
 #define JF_CHECKPOINT_INTERVAL_MS 100
 /* How often a checkpoint pass looks whether the two commits it waits for
- * have come (engine.c, the WAL-reset guard); it waits at most the interval
- * above. */
+ * have come (engine.c, the WAL-reset guard): this often for its first ten
+ * looks, ten times less often after; it waits at most the interval above. */
 #define JF_CHECKPOINT_POLL_US 500
 /* The checkpointer's copy into the database file is written back to the
  * disk every this many bytes and waited for (src/store/walbuf.c), so a WAL
