@@ -47,6 +47,14 @@ format: ## Reformat every C source and header with clang-format (.clang-format).
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \
 		| xargs -0 -r clang-format -i
 
+# Long write soak against SQLite's WAL-reset race (tests/api/test_wal_restart.py):
+# SOAK_SECONDS of batches and single earns at the smallest WAL restart threshold, then
+# balances, /metrics and `jifen verify`.  `make test` runs the short versions.
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: build ## Write soak: WAL restarts beside the checkpointer for SOAK_SECONDS (default 600).
+	SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/api/test_wal_restart.py -v WalSoakTests
+
 # Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
 # Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.
 .PHONY: bench bench-smoke bench-memory

@@ -19,6 +19,11 @@ guard: SQLite's WAL-reset race needs a commit that starts the WAL again,
 which only a fully copied WAL allows, while a checkpoint begins): read off
 the WAL index (the -shm file), the frames copied stay below the frames in the
 WAL while earns run and after they stop.
+The soak (`make soak`, SOAK_SECONDS, default 600; skipped otherwise) writes
+for that long at the smallest threshold, batches and single earns together,
+so the WAL restarts thousands of times beside the checkpointer; then no
+restart may have overlapped a checkpoint, every balance must be the sum sent,
+and `jifen verify` (its F1 runs SQLite's quick_check on the file) must pass.
 Run: python3 tests/api/test_wal_restart.py (SEED=... replays the schedule)."""
 
 import os
@@ -116,7 +121,7 @@ class WalRestartTests(unittest.TestCase):
 
         def writer(wseed):
             wr = random.Random(wseed)
-            c = self.env.client(timeout=10.0)
+            c = self.env.client(self.env.t1["api_key"], timeout=10.0)
             while not stop.is_set():
                 mid, n, key = wr.choice(self.members), wr.randint(1, 50), "k-" + uuid.uuid4().hex
                 with lock:
@@ -145,6 +150,63 @@ class WalRestartTests(unittest.TestCase):
             r = H.earn(self.a, mid, n, idem=key)
             self.assertEqual(r.status, 201, r)
         H.log("killed under load; %d unanswered requests re-sent" % len(pending))
+
+
+class WalSoakTests(WalRestartTests):
+    """Long: `make soak` (SOAK_SECONDS)."""
+
+    test_wal_stays_bounded_and_restarts_lose_nothing = None
+
+    @unittest.skipUnless(os.environ.get("SOAK_SECONDS"), "set SOAK_SECONDS (make soak)")
+    def test_soak(self):
+        seconds = float(os.environ["SOAK_SECONDS"])
+        seed = H.seed_for("test_soak")
+        rnd = random.Random(seed)
+        H.log("wal soak: seed=%d, %.0f s" % (seed, seconds))
+        stop = threading.Event()
+        lock = threading.Lock()
+        errors = []
+
+        def single(wseed):
+            wr = random.Random(wseed)
+            c = self.env.client(self.env.t1["api_key"], timeout=30.0)
+            while not stop.is_set():
+                mid, n = wr.choice(self.members), wr.randint(1, 50)
+                r = c.post("/v1/members/%s/earn" % mid, {"points": n}, idem=True)
+                if r.status != 201:
+                    errors.append(r)
+                    return
+                with lock:
+                    self.sent[mid] += n
+
+        threads = [threading.Thread(target=single, args=(rnd.randrange(2**31),))
+                   for _ in range(WRITERS)]
+        for t in threads:
+            t.start()
+        end, batches = time.monotonic() + seconds, 0
+        try:
+            while time.monotonic() < end and not errors:
+                ops = [earn_op(rnd.choice(self.members), rnd.randint(1, 50))
+                       for _ in range(BATCH_OPS)]
+                r = self.a.post("/v1/batch", {"operations": ops})
+                H.check_ok(r, 200, "batch")
+                self.assertEqual(r.body["succeeded"], BATCH_OPS, r)
+                with lock:
+                    for o in ops:
+                        self.sent[o["id"]] += o["body"]["points"]
+                batches += 1
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [])
+        starts = H.metric(self.a, "jifen_wal_starts_total")
+        H.log("soak: %d batches, %d WAL starts, %d during a checkpoint" % (
+            batches, starts, H.metric(self.a, "jifen_wal_starts_during_checkpoint_total")))
+        self.assertGreater(starts, 0)
+        self.assertEqual(H.metric(self.a, "jifen_wal_starts_during_checkpoint_total"), 0)
+        for m in self.members:
+            self.assertEqual(H.points_of(self.a, m)["available"], self.sent[m], m)
 
 
 def wal_index(db):
