@@ -48,6 +48,60 @@ static void test_served_across_batches(void **state)
     jf_wcache_free(NULL);
 }
 
+/* Ids of tenant 1 whose hash picks one slot, so one pair (brute force over
+ * "mem_<n>"); fills ids[0..n). */
+static void same_pair_ids(char (*ids)[32], int n)
+{
+    uint64_t slot = 0;
+    for (int found = 0, i = 0; found < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "mem_%d", i);
+        uint64_t p = jf_hash_str(JF_HASH_STR_SEED ^ 1u, id) & (JF_WCACHE_MEMBERS - 1);
+        if (found == 0)
+            slot = p;
+        if (p == slot)
+            snprintf(ids[found++], 32, "%s", id);
+    }
+}
+
+static void test_two_members_of_one_pair(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    char ids[3][32];
+    same_pair_ids(ids, 3);
+    jf_member got;
+    jf_wcache_batch_begin(c, 1);
+    for (int i = 0; i < 3; i++) {
+        jf_member m = member(ids[i], 10 + i);
+        jf_wcache_member_put(c, 1, &m);
+        if (i == 1) {
+            /* Two members of one pair are both kept. */
+            assert_true(jf_wcache_member_get(c, 1, ids[0], &got));
+            assert_int_equal(got.debt, 10);
+            assert_true(jf_wcache_member_get(c, 1, ids[1], &got));
+            assert_int_equal(got.debt, 11);
+        }
+    }
+    /* A third replaces one of them; whatever is served is right. */
+    int served = 0;
+    for (int i = 0; i < 3; i++)
+        if (jf_wcache_member_get(c, 1, ids[i], &got)) {
+            assert_int_equal(got.debt, 10 + i);
+            served++;
+        }
+    assert_int_equal(served, 2);
+    assert_true(jf_wcache_member_get(c, 1, ids[2], &got));
+    /* Writing one forgets it in whichever slot it sits. */
+    jf_wcache_member_dirty(c, 1, ids[2]);
+    assert_false(jf_wcache_member_get(c, 1, ids[2], &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_member_get(c, 1, ids[2], &got));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+}
+
 static void test_dirty_member_not_served_nor_filled(void **state)
 {
     (void)state;
@@ -175,6 +229,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_served_across_batches),
+        cmocka_unit_test(test_two_members_of_one_pair),
         cmocka_unit_test(test_dirty_member_not_served_nor_filled),
         cmocka_unit_test(test_overflow_bypasses_then_empties),
         cmocka_unit_test(test_other_process_empties),
