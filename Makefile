@@ -53,7 +53,8 @@ format: ## Reformat every C source and header with clang-format (.clang-format).
 SOAK_SECONDS ?= 600
 .PHONY: soak
 soak: build ## Write soak: WAL restarts beside the checkpointer for SOAK_SECONDS (default 600).
-	SOAK_SECONDS=$(SOAK_SECONDS) python3 tests/api/test_wal_restart.py -v WalSoakTests
+	SOAK_SECONDS=$(SOAK_SECONDS) JIFEN_VERIFY_TIMEOUT_S=3600 \
+		python3 tests/api/test_wal_restart.py -v WalSoakTests
 
 # Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
 # Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.

@@ -24,6 +24,7 @@ import pwd
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -73,6 +74,7 @@ class Jifen:
         os.makedirs(self.dir, exist_ok=True)
         self.bin = cfg.jifen_bin
         self.proc = None
+        self.db = None
         self.port = None
         self.key = None
         self.base = None  # directory holding base.db, members.txt, key.json
@@ -85,6 +87,7 @@ class Jifen:
 
     # -- server lifecycle
     def start(self, db, test_clock=False):
+        self.db = db
         argv = [self.bin, "serve", "--db", db, "--listen", "127.0.0.1:0"]
         if test_clock:
             argv.append("--test-clock")
@@ -103,6 +106,19 @@ class Jifen:
             self.proc = None
             if rc not in (0, None):
                 B.log(f"jifen exited {rc} (see {self.dir}/serve.log)")
+            self.check_file()
+
+    def check_file(self):
+        """SQLite's quick_check on the database the server just used: load must
+        never leave a corrupt file (SQLite's WAL-reset race did once, seeding W6;
+        src/core/engine.c)."""
+        con = sqlite3.connect(self.db, timeout=60)
+        try:
+            rows = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            con.close()
+        if rows != ["ok"]:
+            raise B.BenchError(f"jifen's database {self.db} fails quick_check: {rows[:3]}")
 
     def http(self, method, path, body=None, timeout=30, idem=None):
         data = json.dumps(body).encode() if body is not None else None

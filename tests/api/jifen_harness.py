@@ -35,6 +35,9 @@ READY_RE = re.compile(r"jifen listening on http://([0-9A-Za-z.\-\[\]:]+):(\d+)")
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 20.0
 CLI_TIMEOUT_S = 60.0
+# `jifen verify` at the end of each test: a long soak's millions of transactions
+# take minutes (make soak sets JIFEN_VERIFY_TIMEOUT_S).
+VERIFY_TIMEOUT_S = float(os.environ.get("JIFEN_VERIFY_TIMEOUT_S") or CLI_TIMEOUT_S)
 POINTS_MAX = 9007199254740991
 DAY_MS = 86400000
 
@@ -402,7 +405,7 @@ class Env:
 
     def verify(self):
         """`jifen verify --db DB --json` -> (exit code, report (dict or text))."""
-        rc, out, err = run_cli(["verify", "--db", self.db, "--json"])
+        rc, out, err = run_cli(["verify", "--db", self.db, "--json"], timeout=VERIFY_TIMEOUT_S)
         try:
             rep = json.loads(out)
         except ValueError:
