@@ -272,7 +272,7 @@ typedef struct jf_engine_stats {
     jf_latency_hist commit;     /* the writer's COMMIT of one batch */
     jf_latency_hist wal_flush;  /* one fdatasync of the WAL by the syncer */
     jf_latency_hist checkpoint; /* one checkpoint pass (copy and sync) */
-    uint64_t wal_restarts;      /* times the WAL was started again from its head */
+    uint64_t wal_restarts;      /* whole-WAL copies past the threshold (a restart follows) */
     /* Of those, restarts past twice the threshold, made whatever the
      * checkpointer had left to copy (engine.c, writer_wal_restart). */
     uint64_t wal_restarts_forced;
