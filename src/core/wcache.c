@@ -141,10 +141,16 @@ static int dirty_slot(jf_wcache *c, uint64_t h, int64_t tenant, const char *id)
             return (int)i;
 }
 
+/* The two slots a member of hash h may sit in. */
+static member_slot *member_pair(jf_wcache *c, uint64_t h)
+{
+    return &c->members[h & (JF_WCACHE_MEMBERS - 2)];
+}
+
 /* The slot of the pair for hash h that holds (tenant, id), or NULL. */
 static member_slot *member_find(jf_wcache *c, uint64_t h, int64_t tenant, const char *id)
 {
-    member_slot *pair = &c->members[h & (JF_WCACHE_MEMBERS - 2)];
+    member_slot *pair = member_pair(c, h);
     for (int k = 0; k < 2; k++)
         if (pair[k].gen == c->gen && pair[k].tenant == tenant && strcmp(pair[k].m.id, id) == 0)
             return &pair[k];
@@ -200,7 +206,7 @@ void jf_wcache_member_put(jf_wcache *c, int64_t tenant, const jf_member *m)
     /* Its own slot, else a free one of the pair, else the one a hash bit
      * names (the pair's other member may be the busier one). */
     member_slot *s = member_find(c, h, tenant, m->id);
-    member_slot *pair = &c->members[h & (JF_WCACHE_MEMBERS - 2)];
+    member_slot *pair = member_pair(c, h);
     if (s == NULL)
         s = pair[0].gen != c->gen   ? &pair[0]
             : pair[1].gen != c->gen ? &pair[1]

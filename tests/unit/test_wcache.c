@@ -50,7 +50,7 @@ static void test_served_across_batches(void **state)
 
 /* Ids of tenant 1 whose hash picks one slot, so one pair (brute force over
  * "mem_<n>"); fills ids[0..n). */
-static void same_pair_ids(char (*ids)[32], int n)
+static void same_slot_ids(char (*ids)[32], int n)
 {
     uint64_t slot = 0;
     for (int found = 0, i = 0; found < n; i++) {
@@ -69,7 +69,7 @@ static void test_two_members_of_one_pair(void **state)
     (void)state;
     jf_wcache *c = jf_wcache_new();
     char ids[3][32];
-    same_pair_ids(ids, 3);
+    same_slot_ids(ids, 3);
     jf_member got;
     jf_wcache_batch_begin(c, 1);
     for (int i = 0; i < 3; i++) {
