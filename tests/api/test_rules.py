@@ -336,6 +336,30 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 9 back to version 8: each CHECK spelled
+# as comparisons joined by OR becomes the IN list it was.
+def undo_v9(db):
+    import re
+    spelled = re.compile(r"CHECK\((\w+) = ('[^']*'|\d+)((?: OR \1 = (?:'[^']*'|\d+))*)\)")
+
+    def in_list(mo):
+        items = [mo.group(2)] + re.findall(r" OR \w+ = ('[^']*'|\d+)", mo.group(3))
+        return "CHECK(%s IN (%s))" % (mo.group(1), ", ".join(items))
+
+    db.isolation_level = None
+    db.execute("BEGIN IMMEDIATE")
+    cookie = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    for name, sql in db.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'"
+                                " AND sql LIKE '%CHECK(% = % OR %'").fetchall():
+        db.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
+                   (spelled.sub(in_list, sql), name))
+    db.execute("PRAGMA schema_version = %d" % (cookie + 1))
+    db.execute("PRAGMA writable_schema = RESET")
+    db.execute("UPDATE meta SET value = '8' WHERE key = 'schema_version'")
+    db.execute("COMMIT")
+
+
 # Takes a database of schema version 8 back to version 7: each key row holds
 # its response, and its created_at is cut to 32 bits as version 7 stored it.
 # Version 7's triggers on lots and transactions come back as stubs for the
@@ -416,7 +440,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -476,7 +500,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -545,7 +569,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -580,7 +604,7 @@ class MigrationTests(unittest.TestCase):
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 8",
+        self.assertIn("upgrading the database from schema version 7 to 9",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -593,7 +617,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "8")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -602,6 +626,44 @@ class MigrationTests(unittest.TestCase):
                 "SELECT count(*) FROM idempotency WHERE tx_id IS NOT NULL").fetchone()[0], 3)
             with self.assertRaises(sqlite3.DatabaseError):
                 db.execute("UPDATE responses SET body = '{}'")
+        finally:
+            db.close()
+
+    def test_v8_checks_without_in_lists(self):
+        """Version 9 spells each CHECK's IN list as comparisons joined by OR, because
+        SQLite builds an ephemeral B-tree for every row it checks against an IN list of
+        three or more constants.  After the upgrade no table keeps an IN list, the
+        constraints still refuse what they refused, the earlier ledger reads and verifies,
+        and new writes work."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m = H.create_member(a)["id"]
+        H.check_ok(H.earn(a, m, 40), 201, "earn")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        undo_v9(db)
+        self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
+                                           " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 8 to 9",
+                      env.server.stderr_tail())
+        H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
+        self.assertEqual(H.points_of(a, m)["balance"], 25)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        db = sqlite3.connect(env.db, isolation_level=None)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+            self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
+                                        " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
+            db.execute("BEGIN")
+            with self.assertRaisesRegex(sqlite3.IntegrityError, "CHECK constraint failed"):
+                db.execute("INSERT INTO member_state VALUES(1, 'm', 3, 0, 0, 0, 0, 0)")
+            with self.assertRaisesRegex(sqlite3.IntegrityError, "CHECK constraint failed"):
+                db.execute("UPDATE members SET status = 'gone'")
+            db.execute("ROLLBACK")
         finally:
             db.close()
 

@@ -1,0 +1,134 @@
+/*
+ * The schema as the migrations leave it (src/store/schema.c).  Version 9
+ * spells CHECK constraints without IN lists, because SQLite checks an IN
+ * list of three or more constants through an ephemeral B-tree it builds for
+ * every row.  Each case migrates a new file on one connection and looks at
+ * the programs SQLite compiles on that same connection: no INSERT into any
+ * table opens an ephemeral B-tree, and the constraints still refuse what
+ * they refused before.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "db.h"
+
+typedef struct fixture {
+    char dir[64], path[96];
+    jf_db db;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-schema-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/s.db", f->dir);
+    assert_int_equal(jf_db_open(&f->db, f->path, false), JF_OK);
+    assert_int_equal(jf_db_migrate(&f->db), JF_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    jf_db_close(&f->db);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* How many OpenEphemeral instructions the program of sql has. */
+static int ephemeral_opens(sqlite3 *h, const char *sql)
+{
+    char explain[256];
+    snprintf(explain, sizeof(explain), "EXPLAIN %s", sql);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(h, explain, -1, &st, NULL), SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        n += strcmp((const char *)sqlite3_column_text(st, 1), "OpenEphemeral") == 0;
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* Every table's INSERT, CHECK constraints included, on the connection that
+ * ran the migrations: it must read the new definitions, not keep the ones
+ * it parsed when it created the tables. */
+static void test_inserts_build_no_ephemeral_tree(void **state)
+{
+    fixture *f = *state;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(f->db.h,
+                                        "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                                        " AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    int tables = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "INSERT INTO \"%s\" DEFAULT VALUES",
+                 (const char *)sqlite3_column_text(st, 0));
+        if (ephemeral_opens(f->db.h, sql) != 0)
+            fail_msg("%s opens an ephemeral B-tree", sql);
+        tables++;
+    }
+    sqlite3_finalize(st);
+    assert_true(tables >= 28);
+    int64_t left = -1;
+    assert_int_equal(jf_db_int(&f->db, &left, -1,
+                               "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%CHECK(% IN (%'",
+                               ""),
+                     JF_OK);
+    assert_int_equal(left, 0);
+}
+
+/* Runs sql in a transaction that is rolled back; returns its result code. */
+static int try_insert(jf_db *db, const char *sql)
+{
+    assert_int_equal(jf_db_exec(db, "BEGIN"), JF_OK);
+    int rc = sqlite3_exec(db->h, sql, NULL, NULL, NULL);
+    int ext = sqlite3_extended_errcode(db->h);
+    assert_int_equal(jf_db_exec(db, "ROLLBACK"), JF_OK);
+    return rc == SQLITE_OK ? SQLITE_OK : ext;
+}
+
+static void test_checks_still_refuse(void **state)
+{
+    fixture *f = *state;
+    static const char *const kinds[] = {"0", "1", "2", "3", "-1"};
+    for (int i = 0; i < 5; i++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "INSERT INTO member_state VALUES(1, 'm', %s, 0, 0, 0, 0, 0)",
+                 kinds[i]);
+        assert_int_equal(try_insert(&f->db, sql), i < 3 ? SQLITE_OK : SQLITE_CONSTRAINT_CHECK);
+    }
+    static const char *const types[] = {"earn", "reverse", "transfer", "bogus", "Earn", ""};
+    for (int i = 0; i < 6; i++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO transactions(tenant_id, seq, id, type, points, delta, actor,"
+                 " created_at, prev_hash, hash) VALUES(1, 1, 't', '%s', 0, 0, 'a', 0, x'', x'')",
+                 types[i]);
+        assert_int_equal(try_insert(&f->db, sql), i < 3 ? SQLITE_OK : SQLITE_CONSTRAINT_CHECK);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_inserts_build_no_ephemeral_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checks_still_refuse, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
