@@ -249,13 +249,17 @@ static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t am
     member_id[colon - id] = '\0';
     /* Nearly every write finds the account: an UPDATE first costs one search
      * where an upsert costs two (the failed insert, then the update). */
-    jf_err err = jf_db_int(ctx->db, balance, INT64_MIN,
-                           "UPDATE member_state SET value = value + ? WHERE tenant_id = ?"
+    jf_err err = jf_db_run(ctx->db,
+                           "UPDATE member_state SET value = jf_kept(value + ?) WHERE tenant_id = ?"
                            " AND member_id = ? AND kind = 0 AND key1 = ? AND key2 = 0 AND key3 = 0"
-                           " AND key4 = 0 RETURNING value",
+                           " AND key4 = 0",
                            "IIsi", amount, ctx->auth->tenant, member_id, code);
-    if (err != JF_OK || *balance != INT64_MIN)
+    if (err != JF_OK)
         return err;
+    if (jf_db_changes(ctx->db) == 1) {
+        *balance = ctx->db->kept;
+        return JF_OK;
+    }
     *balance = amount;
     return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,0,?,0,0,0,?)", "IsiI",
                      ctx->auth->tenant, member_id, code, amount);

@@ -100,6 +100,18 @@ static void db_global_init(void)
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* SQL function jf_kept(x): returns x and keeps it in the connection's
+ * jf_db.  An UPDATE that sets a column to jf_kept(expression) hands the new
+ * value back without RETURNING, which SQLite implements with an ephemeral
+ * table opened, filled and closed on every execution. */
+static void kept_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    jf_db *db = sqlite3_user_data(ctx);
+    db->kept = sqlite3_value_int64(argv[0]);
+    sqlite3_result_value(ctx, argv[0]);
+}
+
 jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -113,6 +125,9 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
     }
     sqlite3_busy_timeout(db->h, 10000);
     profile_attach(db->h);
+    if (sqlite3_create_function(db->h, "jf_kept", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, db, kept_fn,
+                                NULL, NULL) != SQLITE_OK)
+        goto fail;
     if (sqlite3_exec(db->h, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
     if (!readonly && sqlite3_exec(db->h, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK)

@@ -32,6 +32,7 @@ typedef struct jf_db_stmt_slot {
 
 typedef struct jf_db {
     sqlite3 *h;
+    int64_t kept; /* the value jf_kept(x) last saw in a statement (jf_db_open) */
     jf_db_stmt_slot cache[JF_DB_STMT_CACHE];
     char errmsg[256];
 } jf_db;
