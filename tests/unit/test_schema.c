@@ -18,33 +18,20 @@
 
 #include <cmocka.h>
 
-#include "db.h"
-
-typedef struct fixture {
-    char dir[64], path[96];
-    jf_db db;
-} fixture;
+#include "tmpdb.h"
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-schema-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/s.db", f->dir);
-    assert_int_equal(jf_db_open(&f->db, f->path, false), JF_OK);
-    assert_int_equal(jf_db_migrate(&f->db), JF_OK);
-    *state = f;
+    tmpdb *t = tmpdb_open("schema");
+    assert_non_null(t);
+    assert_int_equal(jf_db_migrate(&t->db), JF_OK);
+    *state = t;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
-    jf_db_close(&f->db);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
-    free(f);
+    assert_true(tmpdb_close(*state));
     return 0;
 }
 
@@ -67,7 +54,7 @@ static int ephemeral_opens(sqlite3 *h, const char *sql)
  * it parsed when it created the tables. */
 static void test_inserts_build_no_ephemeral_tree(void **state)
 {
-    fixture *f = *state;
+    tmpdb *f = *state;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(f->db.h,
                                         "SELECT name FROM sqlite_schema WHERE type = 'table'"
@@ -105,7 +92,7 @@ static int try_insert(jf_db *db, const char *sql)
 
 static void test_checks_still_refuse(void **state)
 {
-    fixture *f = *state;
+    tmpdb *f = *state;
     static const char *const kinds[] = {"0", "1", "2", "3", "-1"};
     for (int i = 0; i < 5; i++) {
         char sql[128];
