@@ -114,7 +114,8 @@ class BatchTests(unittest.TestCase):
     def test_expiry_one_transaction_per_member_across_slices(self):
         """Expiry takes each member's due lots together: one `expire`
         transaction per member, even when a thousand other lots come between
-        two of its lots, and a new one only past a slice's 1,000 lots."""
+        two of its lots, and a new one only past a slice's 250 lots
+        (JF_EXPIRY_SLICE_LOTS)."""
         day = 86400000
         t0 = H.clock_now(self.a)
         due, later = H.fmt_time(t0 + day), H.fmt_time(t0 + 3 * day)
@@ -136,16 +137,17 @@ class BatchTests(unittest.TestCase):
             if b["lots"] == 0:
                 break
         # x: its two lots of 2 in one transaction (its first lot comes up
-        # first); big: 1,090 lots of 1, 998 in the first slice (x took 2 of
-        # its 1,000) and 92 in the next; mixed: 2 of its 4 lots of 5 are due.
-        self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 1 + 2 + 1])
+        # first); big: 1,090 lots of 1, 248 in the first slice (x took 2 of
+        # its 250), 250 in each of the next three and 92 in the fifth; mixed:
+        # 2 of its 4 lots of 5 are due.
+        self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 1 + 5 + 1])
 
         def expires(mid):
             ts = H.list_all(self.a, "/v1/members/%s/transactions" % mid, {})
             return sorted(t["points"] for t in ts if t["type"] == "expire")
 
         self.assertEqual(expires(x), [4])
-        self.assertEqual(expires(big), [92, 998])
+        self.assertEqual(expires(big), [92, 248, 250, 250, 250])
         self.assertEqual(expires(mixed), [10])
         self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
