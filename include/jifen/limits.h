@@ -153,8 +153,10 @@
  * a page at the number of the lock page (1 GiB / page size) for a moment, and
  * in a database smaller than 1 GiB that makes every later COMMIT scan the
  * whole page-cache hash for pages past the end (pcache1TruncateUnsafe): 7% of
- * the writer's time with 32 MiB under W1.  Pages not cached are read through
- * the memory map or the WAL, which costs less than the scan saves. */
+ * the writer's time with 32 MiB under W1, 4% with this.  Pages not cached are
+ * read through the memory map or the WAL, which costs less than the scan
+ * saves.  A page-cache wrapper that skips the scan, with 32 or 64 MiB, was
+ * tried and measured no faster (docs/PERFORMANCE.md, since 780b866). */
 #define JF_DB_WRITER_CACHE_KIB 8192
 /* Pages one writer transaction may keep dirty in memory before SQLite
  * spills them to the WAL mid-transaction (PRAGMA cache_spill; 64 MiB of
