@@ -592,7 +592,7 @@ static void checks_spelled_out(FILE *out, const char *sql)
     fputs(p, out);
 }
 
-/* SQL function spelled_out(sql): the table definition with its IN lists
+/* SQL function jf_spelled_out(sql): the table definition with its IN lists
  * spelled out (checks_spelled_out). */
 static void spelled_out_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
