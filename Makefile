@@ -65,5 +65,5 @@ bench: build ## Side-by-side benchmark vs PostgreSQL/SQLite/Redis (long; not in 
 bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harness alive).
 	python3 bench/run.py --smoke $(BENCH_ARGS)
 
-bench-memory: build ## RSS with 1M members / 10M transactions, restart time (hours).
+bench-memory: build ## RSS with 1M members / 10M transactions, restart time (about 20 min).
 	python3 bench/memory.py $(BENCH_ARGS)
