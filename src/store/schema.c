@@ -550,17 +550,22 @@ static bool check_item_plain(const char *item, size_t n)
            memchr(item + 1, '\'', n - 2) == NULL;
 }
 
-/* The list of len bytes at list ("a, b, c"), each item counted as plain;
- * returns whether every item is. */
+/* The length of the list item at *at ("a, b, c)"), moving *at past it, its
+ * comma or closing parenthesis, and the spaces after. */
+static size_t check_list_next(const char **at)
+{
+    size_t n = strcspn(*at, ",)");
+    *at += n + 1;
+    *at += strspn(*at, " ");
+    return n;
+}
+
+/* Whether every item of the list of len bytes at list is plain. */
 static bool check_list_plain(const char *list, size_t len)
 {
-    for (const char *item = list; item < list + len;) {
-        size_t n = strcspn(item, ",)");
-        if (!check_item_plain(item, n))
+    for (const char *item = list, *next = list; item < list + len; item = next)
+        if (!check_item_plain(item, check_list_next(&next)))
             return false;
-        item += n + 1;
-        item += strspn(item, " ");
-    }
     return true;
 }
 
@@ -581,11 +586,9 @@ static void checks_spelled_out(FILE *out, const char *sql)
         size_t len = strcspn(list, "()");
         if (list[len] != ')' || list[len + 1] != ')' || !check_list_plain(list, len))
             continue;
-        for (const char *item = list; item < list + len;) {
-            size_t n = strcspn(item, ",)");
-            fprintf(out, "%s%.*s = %.*s", item == list ? "" : " OR ", (int)col, c, (int)n, item);
-            item += n + 1;
-            item += strspn(item, " ");
+        for (const char *item = list, *next = list; item < list + len; item = next) {
+            int n = (int)check_list_next(&next);
+            fprintf(out, "%s%.*s = %.*s", item == list ? "" : " OR ", (int)col, c, n, item);
         }
         p = list + len + 1;
     }
