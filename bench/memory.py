@@ -14,6 +14,8 @@ reached, build rate, VmRSS / VmHWM of the server after the build, database
 size on disk, bytes per transaction, shutdown time, the time of SQLite's
 quick_check on the file (apart from the shutdown), restart time to the ready
 line and to the first answered read and write, and VmRSS after the restart.
+Anonymous memory is reported right after the build and again once the server
+has trimmed its heap after a second without writes (rss_anon_kib_idle).
 
   python3 bench/memory.py [--members 1000000] [--txns 10000000] [--max-seconds 21600]
                           [--keep DIR]     keep the built database in DIR
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +109,27 @@ def build(jf, a, db):
            "vmrss_kib_loaded": status_kib(jf.proc.pid, "VmRSS"),
            "vmhwm_kib_loaded": status_kib(jf.proc.pid, "VmHWM"), "api_key": jf.key}
     out.update(rss_split(jf.proc.pid, "loaded"))
+    out.update(idle_rss(jf))
     return out
+
+
+def idle_rss(jf, wait_s=10.0):
+    """Anonymous memory once the server has handed back what the build's
+    requests freed: jifen trims its heap after a second without writes
+    (jifen_memory_trims_total); waits for the trim, at most wait_s."""
+    def trims():
+        req = urllib.request.Request(f"http://127.0.0.1:{jf.port}/metrics")
+        req.add_header("Authorization", f"Bearer {jf.key}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("jifen_memory_trims_total "):
+                return int(line.split()[1])
+        return None
+    before, t0 = trims(), time.monotonic()
+    while before is not None and trims() == before and time.monotonic() - t0 < wait_s:
+        time.sleep(0.2)
+    return {"idle_wait_s": round(time.monotonic() - t0, 1), **rss_split(jf.proc.pid, "idle")}
 
 
 def restart(jf, db):

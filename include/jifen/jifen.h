@@ -296,6 +296,9 @@ typedef struct jf_engine_stats {
     /* Write commands applied while the writer held its commit for the
      * syncer's flush of the one before (engine.c, writer_take_held). */
     uint64_t commands_held;
+    /* Times the checkpointer handed freed heap memory back to the system
+     * after the writer had been idle (engine.c, ckpt_idle_trim). */
+    uint64_t memory_trims;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

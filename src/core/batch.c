@@ -6,13 +6,18 @@
  * The batch is one writer command.  Every operation is validated on the
  * caller's thread exactly as its single endpoint would; each valid one is
  * applied as its own command (engine.c, jf_writer_apply), so one refusal
- * (insufficient points) changes nothing for its neighbours, and all of them
- * commit together.  A
- * retry of the batch replays each operation from its key.
+ * (insufficient points) changes nothing for its neighbours.  The writer
+ * applies the operations in order, in slices (JF_BATCH_SLICE_OPS or
+ * JF_BATCH_SLICE_US, whichever ends first) that commit one by one, and
+ * parks the batch between slices like a sliced job, so single requests
+ * queued meanwhile go first.  The answer goes out once the last slice is
+ * durable.  A crash between slices leaves the earlier ones written: a retry
+ * of the batch replays each of those from its key and applies the rest.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cmd.h"
 
@@ -150,15 +155,39 @@ static void result_write(FILE *f, const jf_cmd *sub)
     json_decref(p);
 }
 
+/* The operations of this slice: from cmd->acc[0] (where the last slice
+ * ended; engine.c restores it when a batch runs again) up to the slice's
+ * limits.  True when operations remain. */
+static bool batch_slice(jf_engine *eng, jf_cmd *cmd)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t i = (size_t)cmd->acc[0], end = i + JF_BATCH_SLICE_OPS;
+    for (; i < cmd->sub_count && i < end; i++) {
+        if (cmd->subs[i]->claimed)
+            jf_writer_apply(eng, cmd->subs[i]);
+        if (jf_elapsed_us(&t0) > JF_BATCH_SLICE_US) {
+            i++;
+            break;
+        }
+    }
+    cmd->acc[0] = (int64_t)i;
+    return i < cmd->sub_count;
+}
+
+size_t jf_batch_slice_ops(const jf_cmd *cmd)
+{
+    size_t left = cmd->sub_count - (size_t)cmd->acc[0];
+    return left < JF_BATCH_SLICE_OPS ? left : JF_BATCH_SLICE_OPS;
+}
+
 bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd)
 {
+    if (batch_slice(eng, cmd))
+        return true;
     size_t ok = 0;
-    for (size_t i = 0; i < cmd->sub_count; i++) {
-        jf_cmd *sub = cmd->subs[i];
-        if (sub->claimed)
-            jf_writer_apply(eng, sub);
-        ok += sub->res.err == JF_OK;
-    }
+    for (size_t i = 0; i < cmd->sub_count; i++)
+        ok += cmd->subs[i]->res.err == JF_OK;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);

@@ -46,7 +46,12 @@ const jf_op_impl *jf_op_impl_of(jf_op op);
 
 /* batch.c */
 jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
+/* Applies the batch's next slice (writer thread); true when operations
+ * remain for a later slice, false when it is done and answered in cmd->res.
+ * cmd->acc[0] counts the operations applied so far. */
 bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd);
+/* The most operations the batch's next slice applies. */
+size_t jf_batch_slice_ops(const jf_cmd *cmd);
 void jf_batch_release(jf_engine *eng, jf_cmd *cmd);
 
 /* engine.c: releases a command's idempotency keys, answers and frees it. */

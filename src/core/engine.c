@@ -17,6 +17,7 @@
  * a WAL snapshot that never waits for the writer.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,13 +449,24 @@ static void writer_unpark(jf_engine *eng)
     eng->q_len++;
 }
 
-/* Unlinks up to max commands from the head of the queue; eng->mu held. */
-static jf_cmd *queue_take(jf_engine *eng, size_t max, size_t *count)
+/* What a command costs a commit: a batch's slice counts each operation. */
+static size_t cmd_weight(const jf_cmd *c)
+{
+    size_t ops = c->op == JF_OP_BATCH ? jf_batch_slice_ops(c) : 1;
+    return ops > 1 ? ops : 1;
+}
+
+/* Unlinks commands from the head of the queue, at least one, while they
+ * weigh (cmd_weight) at most *room in all; *room is reduced by what was
+ * taken.  eng->mu held. */
+static jf_cmd *queue_take(jf_engine *eng, size_t *room, size_t *count)
 {
     jf_cmd *head = eng->q_head, *tail = NULL;
     size_t n = 0;
-    for (jf_cmd *c = head; c && n < max; c = c->next, n++)
+    for (jf_cmd *c = head; c && *room > 0 && (n == 0 || cmd_weight(c) <= *room); c = c->next, n++) {
+        *room -= cmd_weight(c) < *room ? cmd_weight(c) : *room;
         tail = c;
+    }
     if (tail) {
         eng->q_head = tail->next;
         if (eng->q_head == NULL)
@@ -466,8 +478,9 @@ static jf_cmd *queue_take(jf_engine *eng, size_t max, size_t *count)
     return n ? head : NULL;
 }
 
-/* Takes up to a batch of commands off the queue; NULL when stopping and empty. */
-static jf_cmd *writer_take(jf_engine *eng, size_t *count)
+/* Takes up to a batch of commands off the queue, weighing at most *room
+ * (queue_take); NULL when stopping and empty. */
+static jf_cmd *writer_take(jf_engine *eng, size_t *room, size_t *count)
 {
     pthread_mutex_lock(&eng->mu);
     while (eng->q_head == NULL && eng->jobs_head == NULL && !eng->stopping) {
@@ -476,7 +489,7 @@ static jf_cmd *writer_take(jf_engine *eng, size_t *count)
         pthread_cond_wait(&eng->cv_work, &eng->mu);
     }
     writer_unpark(eng);
-    jf_cmd *head = queue_take(eng, JF_BATCH_COMMANDS_MAX, count);
+    jf_cmd *head = queue_take(eng, room, count);
     if (head)
         eng->writer_busy = true;
     pthread_mutex_unlock(&eng->mu);
@@ -490,7 +503,7 @@ static jf_cmd *writer_take(jf_engine *eng, size_t *count)
  * moderate load a commit then carries several writes instead of one, with
  * fewer WAL pages and flushes per write.  Parked jobs are left for a batch
  * of their own.  NULL once the flush is over or the engine stops. */
-static jf_cmd *writer_take_held(jf_engine *eng, size_t max, size_t *count)
+static jf_cmd *writer_take_held(jf_engine *eng, size_t *room, size_t *count)
 {
     *count = 0;
     pthread_mutex_lock(&eng->mu);
@@ -498,7 +511,7 @@ static jf_cmd *writer_take_held(jf_engine *eng, size_t max, size_t *count)
         pthread_cond_wait(&eng->cv_work, &eng->mu);
     jf_cmd *head = NULL;
     if (atomic_load(&eng->s_flushing) && !eng->stopping)
-        head = queue_take(eng, max, count);
+        head = queue_take(eng, room, count);
     pthread_mutex_unlock(&eng->mu);
     return head;
 }
@@ -724,7 +737,8 @@ static void cmd_unapply(jf_cmd *c, const int64_t acc_before[JF_CMD_ACC_N])
 {
     jf_result_deinit(&c->res);
     memcpy(c->acc, acc_before, sizeof(c->acc));
-    for (size_t i = 0; i < c->sub_count; i++)
+    /* A batch's earlier slices are committed; their results stay. */
+    for (size_t i = c->op == JF_OP_BATCH ? (size_t)acc_before[0] : 0; i < c->sub_count; i++)
         if (c->subs[i]->claimed)
             jf_result_deinit(&c->subs[i]->res);
 }
@@ -767,7 +781,7 @@ static jf_err writer_apply_more(jf_engine *eng, jf_cmd *batch, jf_cmd *more, siz
     return eng->poisoned ? writer_redo(eng, batch, again, acc) : JF_OK;
 }
 
-static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
+static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
 {
     bool again[JF_BATCH_COMMANDS_MAX] = {false};
     int64_t acc[JF_BATCH_COMMANDS_MAX][JF_CMD_ACC_N];
@@ -780,9 +794,9 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n)
     jf_err err = writer_apply_all(eng, batch, again);
     if (eng->poisoned)
         err = writer_redo(eng, batch, again, acc);
-    while (err == JF_OK && n < JF_BATCH_COMMANDS_MAX) {
+    while (err == JF_OK && room > 0) {
         size_t k = 0;
-        jf_cmd *more = writer_take_held(eng, JF_BATCH_COMMANDS_MAX - n, &k);
+        jf_cmd *more = writer_take_held(eng, &room, &k);
         if (more == NULL)
             break;
         err = writer_apply_more(eng, batch, more, n, again, acc);
@@ -836,11 +850,11 @@ static void *writer_main(void *arg)
     atomic_store(&eng->warm_us, jf_elapsed_us(&t0));
     atomic_store(&eng->warm_members, warmed);
     for (;;) {
-        size_t n = 0;
-        jf_cmd *batch = writer_take(eng, &n);
+        size_t n = 0, room = JF_BATCH_COMMANDS_MAX;
+        jf_cmd *batch = writer_take(eng, &room, &n);
         if (batch == NULL)
             break;
-        writer_batch(eng, batch, n);
+        writer_batch(eng, batch, n, room);
     }
     return NULL;
 }
@@ -1369,6 +1383,36 @@ static void ckpt_guard_close(jf_engine *eng)
  * copies something: a reader on an old snapshot stops the copy, and then
  * spinning would only burn a core.  Every pass leaves the newest commits to
  * a later one (the WAL-reset guard above). */
+/* What the checkpointer last saw of the writer's work (ckpt_idle_trim). */
+typedef struct idle_trim {
+    uint64_t commits; /* the commit count at its last look */
+    bool pending;     /* the writer has worked since the last trim */
+    int64_t since_ms; /* when it last saw the writer working */
+} idle_trim;
+
+/* Called with eng->mu held at every look of the checkpointer: once the
+ * writer has had nothing to do for JF_MEMORY_TRIM_IDLE_MS after some work,
+ * hands the heap memory that work's requests freed back to the system
+ * (limits.h).  Off the writer's thread, and only when it is idle, since
+ * malloc_trim holds each arena's lock while it walks it. */
+static void ckpt_idle_trim(jf_engine *eng, idle_trim *t, uint64_t commits)
+{
+    int64_t now = mono_ms();
+    if (commits != t->commits || eng->writer_busy || eng->q_head || eng->jobs_head) {
+        t->commits = commits;
+        t->pending = true;
+        t->since_ms = now;
+        return;
+    }
+    if (!t->pending || now - t->since_ms < JF_MEMORY_TRIM_IDLE_MS)
+        return;
+    t->pending = false;
+    pthread_mutex_unlock(&eng->mu);
+    malloc_trim(0);
+    atomic_fetch_add(&eng->memory_trims, 1);
+    pthread_mutex_lock(&eng->mu);
+}
+
 static void *ckpt_main(void *arg)
 {
     jf_engine *eng = arg;
@@ -1382,6 +1426,7 @@ static void *ckpt_main(void *arg)
     bool guarded = ckpt_guard_open(eng), behind = false;
     int copied_before = 0;
     uint64_t seen = 0; /* commits when the last pass began */
+    idle_trim trim = {0};
     pthread_mutex_lock(&eng->mu);
     while (guarded && !eng->stopping) {
         if (!behind)
@@ -1391,6 +1436,7 @@ static void *ckpt_main(void *arg)
         /* Fewer than two commits since the last pass: a pass would only wait
          * for more, so an idle server sleeps instead. */
         uint64_t commits = atomic_load(&eng->wal_commits);
+        ckpt_idle_trim(eng, &trim, commits);
         if (commits - seen < 2) {
             behind = false;
             continue;
@@ -1579,6 +1625,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->warm_seconds = (double)atomic_load(&eng->warm_us) / 1e6;
     out->batches_redone = atomic_load(&eng->batches_redone);
     out->commands_held = atomic_load(&eng->commands_held);
+    out->memory_trims = atomic_load(&eng->memory_trims);
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);
     out->checkpoint_writebacks = vfs.paces;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "server_int.h"
 
@@ -168,6 +169,39 @@ static void render_engine_histogram(FILE *f, const char *name, const char *help,
     fprintf(f, "%s_sum %.9g\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
 }
 
+/* A field of /proc/self/status in KiB ("RssAnon"), or -1. */
+static long long proc_status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kib = -1;
+    size_t n = strlen(field);
+    while (f && kib < 0 && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            kib = strtoll(line + n + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* The heap's resident size and the idle trims that return it (engine.c). */
+static void render_memory(FILE *f, const jf_engine_stats *st)
+{
+    fprintf(f,
+            "# HELP jifen_memory_trims_total Times freed heap memory was handed back to the"
+            " system after the writer had been idle.\n"
+            "# TYPE jifen_memory_trims_total counter\njifen_memory_trims_total %llu\n",
+            (unsigned long long)st->memory_trims);
+    long long anon = proc_status_kib("RssAnon");
+    if (anon >= 0)
+        fprintf(f,
+                "# HELP jifen_process_resident_anonymous_bytes Resident anonymous memory"
+                " (the heap; the database's memory map is file-backed and not counted).\n"
+                "# TYPE jifen_process_resident_anonymous_bytes gauge\n"
+                "jifen_process_resident_anonymous_bytes %lld\n",
+                anon * 1024);
+}
+
 static void render_engine(FILE *f, jf_engine *eng)
 {
     jf_engine_stats st = {0};
@@ -248,6 +282,7 @@ static void render_engine(FILE *f, jf_engine *eng)
         render_engine_histogram(f, lat[i].name, lat[i].help, lat_les, h->buckets,
                                 JF_LATENCY_BUCKETS, h->count, (double)h->sum_us / 1e6);
     }
+    render_memory(f, &st);
 }
 
 char *srv_metrics_render(srv_metrics *m, jf_engine *eng, size_t *len)

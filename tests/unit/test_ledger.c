@@ -373,8 +373,9 @@ static void queued_done(void *arg, jf_result *res)
 
 /* The writer reads the program row once per batch while only points
  * operations run.  A program change queued between earns must be seen by
- * the earn after it: a batch of 1,000 earns keeps the writer busy while the
- * change and the next earn queue up, so those two run in one batch. */
+ * the earn after it: the first slice of a batch of 1,000 earns keeps the
+ * writer busy while the change and the next earn queue up, so those two run
+ * in one batch (before the batch's later slices, batch.c). */
 static void test_program_change_seen_within_a_batch(void **state)
 {
     fixture *f = *state;
@@ -414,6 +415,8 @@ static void test_program_change_seen_within_a_batch(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "transaction"),
                                                         "points")),
                      50);
+    json_decref(r);
+    r = call(f, JF_OP_MEMBER_GET, m, NULL, JF_OK, NULL);
     assert_int_equal(points_of(r, "available"), 1050);
     json_decref(r);
     for (int i = 0; i < 3; i++)
