@@ -297,8 +297,10 @@ typedef struct jf_engine_stats {
      * syncer's flush of the one before (engine.c, writer_take_held). */
     uint64_t commands_held;
     /* Times the checkpointer handed freed heap memory back to the system
-     * after the writer had been idle (engine.c, ckpt_idle_trim). */
+     * after the writer had been idle (engine.c, ckpt_idle_trim), and how
+     * long each took (malloc_trim holds an arena's lock while it runs). */
     uint64_t memory_trims;
+    jf_latency_hist memory_trim;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

@@ -146,7 +146,7 @@ struct jf_engine {
     _Atomic uint64_t commits, commands, rejected;
     _Atomic uint64_t batch_buckets[11];
     jf_key_cache *keys; /* keycache.c */
-    jf_hist commit_hist, flush_hist, ckpt_hist, restart_hist;
+    jf_hist commit_hist, flush_hist, ckpt_hist, restart_hist, trim_hist;
     /* syncer.c: answers go out after the WAL's flush, off the writer's path */
     bool has_syncer, has_sync_mu, s_stopping, s_busy;
     _Atomic bool s_flushing;        /* a flush is running: the writer holds its commit (engine.c) */

@@ -1374,15 +1374,6 @@ static void ckpt_guard_close(jf_engine *eng)
     free(g);
 }
 
-/* Copies the WAL into the database file from its own connection every
- * JF_CHECKPOINT_INTERVAL_MS, so the writer's COMMIT never pays for a
- * checkpoint (the writer's automatic checkpoint is off).  PASSIVE never
- * blocks the writer or readers; a later pass finishes what a reader held.
- * Once the WAL is due for a restart it runs passes back to back until the
- * writer can restart it cheaply (writer_wal_restart), as long as each pass
- * copies something: a reader on an old snapshot stops the copy, and then
- * spinning would only burn a core.  Every pass leaves the newest commits to
- * a later one (the WAL-reset guard above). */
 /* What the checkpointer last saw of the writer's work (ckpt_idle_trim). */
 typedef struct idle_trim {
     uint64_t commits; /* the commit count at its last look */
@@ -1408,11 +1399,23 @@ static void ckpt_idle_trim(jf_engine *eng, idle_trim *t, uint64_t commits)
         return;
     t->pending = false;
     pthread_mutex_unlock(&eng->mu);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     malloc_trim(0);
+    jf_hist_since(&eng->trim_hist, &t0);
     atomic_fetch_add(&eng->memory_trims, 1);
     pthread_mutex_lock(&eng->mu);
 }
 
+/* Copies the WAL into the database file from its own connection every
+ * JF_CHECKPOINT_INTERVAL_MS, so the writer's COMMIT never pays for a
+ * checkpoint (the writer's automatic checkpoint is off).  PASSIVE never
+ * blocks the writer or readers; a later pass finishes what a reader held.
+ * Once the WAL is due for a restart it runs passes back to back until the
+ * writer can restart it cheaply (writer_wal_restart), as long as each pass
+ * copies something: a reader on an old snapshot stops the copy, and then
+ * spinning would only burn a core.  Every pass leaves the newest commits to
+ * a later one (the WAL-reset guard above). */
 static void *ckpt_main(void *arg)
 {
     jf_engine *eng = arg;
@@ -1617,6 +1620,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     hist_get(&eng->flush_hist, &out->wal_flush);
     hist_get(&eng->ckpt_hist, &out->checkpoint);
     hist_get(&eng->restart_hist, &out->wal_restart);
+    hist_get(&eng->trim_hist, &out->memory_trim);
     out->wal_restarts_forced = atomic_load(&eng->wal_restarts_forced);
     out->wal_restarts = atomic_load(&eng->wal_restarts);
     out->wal_starts = atomic_load(&eng->wal_starts);

@@ -276,6 +276,10 @@ static void render_engine(FILE *f, jf_engine *eng)
          "The writer's own copy of the WAL's last frames before a restart, every attempt (no "
          "write is applied meanwhile; one that finds the checkpointer mid-pass returns at once).",
          offsetof(jf_engine_stats, wal_restart)},
+        {"jifen_memory_trim_seconds",
+         "Time of one trim of the heap after the writer had been idle (malloc_trim; an "
+         "allocation in the arena being trimmed waits for it).",
+         offsetof(jf_engine_stats, memory_trim)},
     };
     for (size_t i = 0; i < sizeof lat / sizeof lat[0]; i++) {
         const jf_latency_hist *h = (const jf_latency_hist *)((const char *)&st + lat[i].offset);

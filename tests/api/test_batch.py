@@ -288,6 +288,7 @@ class MemoryTrimTests(unittest.TestCase):
         while self.metric("jifen_memory_trims_total") == trims and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertEqual(self.metric("jifen_memory_trims_total"), trims + 1)
+        self.assertEqual(self.metric("jifen_memory_trim_seconds_count"), trims + 1)
         after = self.metric("jifen_process_resident_anonymous_bytes")
         print("  anonymous memory after the burst %.1f MB, after the trim %.1f MB"
               % (burst / 1e6, after / 1e6), file=sys.stderr)
