@@ -130,11 +130,11 @@
  * have come (engine.c, the WAL-reset guard): this often for its first ten
  * looks, ten times less often after; it waits at most the interval above. */
 #define JF_CHECKPOINT_POLL_US 500
-/* After a burst of writes, glibc keeps in its arenas the memory the burst's
- * requests freed (64 concurrent batches of 1,000 operations left 287 MB of
- * anonymous memory resident, 45 MB once trimmed).  When no commit has come
- * for this long, the checkpointer hands that memory back to the system
- * (malloc_trim), once per burst (engine.c, ckpt_idle_trim). */
+/* After a burst of writes, glibc keeps the memory the burst's requests freed
+ * (64 concurrent batches of 1,000 operations left 287 MB of anonymous memory
+ * resident, 45 MB once trimmed).  When the writer has had nothing to do for
+ * this long after some work, the checkpointer hands that memory back to the
+ * system (malloc_trim), once per burst (engine.c, ckpt_idle_trim). */
 #define JF_MEMORY_TRIM_IDLE_MS 1000
 /* The checkpointer's copy into the database file is written back to the
  * disk every this many bytes and waited for (src/store/walbuf.c), so a WAL
