@@ -162,8 +162,8 @@ static bool batch_slice(jf_engine *eng, jf_cmd *cmd)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    size_t i = (size_t)cmd->acc[0], end = i + JF_BATCH_SLICE_OPS;
-    for (; i < cmd->sub_count && i < end; i++) {
+    size_t i = (size_t)cmd->acc[0], end = i + jf_batch_slice_ops(cmd);
+    for (; i < end; i++) {
         if (cmd->subs[i]->claimed)
             jf_writer_apply(eng, cmd->subs[i]);
         if (jf_elapsed_us(&t0) > JF_BATCH_SLICE_US) {

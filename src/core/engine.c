@@ -463,8 +463,11 @@ static jf_cmd *queue_take(jf_engine *eng, size_t *room, size_t *count)
 {
     jf_cmd *head = eng->q_head, *tail = NULL;
     size_t n = 0;
-    for (jf_cmd *c = head; c && *room > 0 && (n == 0 || cmd_weight(c) <= *room); c = c->next, n++) {
-        *room -= cmd_weight(c) < *room ? cmd_weight(c) : *room;
+    for (jf_cmd *c = head; c && *room > 0; c = c->next, n++) {
+        size_t w = cmd_weight(c);
+        if (n > 0 && w > *room)
+            break;
+        *room -= w < *room ? w : *room;
         tail = c;
     }
     if (tail) {

@@ -6,7 +6,6 @@ Run: python3 tests/api/test_batch.py"""
 
 import os
 import random
-import re
 import sys
 import threading
 import time
@@ -166,17 +165,13 @@ class SliceTests(unittest.TestCase):
         cls.addClassCleanup(cls.env.close)
         cls.a = cls.env.admin
 
-    def commits(self):
-        body = self.a.get("/metrics").body
-        return int(re.search(r"(?m)^jifen_writer_commits_total (\d+)$", body).group(1))
-
     def test_a_thousand_operations_commit_in_slices(self):
         m = H.create_member(self.a)["id"]
-        before = self.commits()
+        before = H.metric(self.a, "jifen_writer_commits_total")
         r = self.a.post("/v1/batch", {"operations": [op("earn", m, {"points": 1})
                                                      for _ in range(1000)]})
         self.assertEqual(r.body["succeeded"], 1000, r)
-        self.assertGreaterEqual(self.commits() - before, 4)
+        self.assertGreaterEqual(H.metric(self.a, "jifen_writer_commits_total") - before, 4)
         self.assertEqual([x["body"]["points"]["available"] for x in r.body["results"]],
                          list(range(1, 1001)))
 
@@ -259,15 +254,11 @@ class MemoryTrimTests(unittest.TestCase):
         cls.addClassCleanup(cls.env.close)
         cls.a = cls.env.admin
 
-    def metric(self, name):
-        body = self.a.get("/metrics").body
-        return int(re.search(r"(?m)^%s (\d+)$" % name, body).group(1))
-
     def test_idle_trim_returns_the_burst(self):
         members = [H.create_member(self.a)["id"] for _ in range(20)]
         time.sleep(1.5)  # the trim after the members' creation, if any, comes first
         deadline = time.monotonic() + 20
-        trims = self.metric("jifen_memory_trims_total")
+        trims = H.metric(self.a, "jifen_memory_trims_total")
         clients = [self.a.with_key(self.a.key) for _ in range(8)]
         for c in clients:
             self.addCleanup(c.close)
@@ -284,12 +275,13 @@ class MemoryTrimTests(unittest.TestCase):
             t.start()
         for t in threads:
             t.join()
-        burst = self.metric("jifen_process_resident_anonymous_bytes")
-        while self.metric("jifen_memory_trims_total") == trims and time.monotonic() < deadline:
+        burst = H.metric(self.a, "jifen_process_resident_anonymous_bytes")
+        while (H.metric(self.a, "jifen_memory_trims_total") == trims
+               and time.monotonic() < deadline):
             time.sleep(0.1)
-        self.assertEqual(self.metric("jifen_memory_trims_total"), trims + 1)
-        self.assertEqual(self.metric("jifen_memory_trim_seconds_count"), trims + 1)
-        after = self.metric("jifen_process_resident_anonymous_bytes")
+        self.assertEqual(H.metric(self.a, "jifen_memory_trims_total"), trims + 1)
+        self.assertEqual(H.metric(self.a, "jifen_memory_trim_seconds_count"), trims + 1)
+        after = H.metric(self.a, "jifen_process_resident_anonymous_bytes")
         print("  anonymous memory after the burst %.1f MB, after the trim %.1f MB"
               % (burst / 1e6, after / 1e6), file=sys.stderr)
         # Under `make asan` the heap is AddressSanitizer's, which malloc_trim
@@ -297,7 +289,7 @@ class MemoryTrimTests(unittest.TestCase):
         if "ASAN_OPTIONS" not in os.environ:
             self.assertLess(after, burst - 8 * 1024 * 1024)
         time.sleep(1.5)  # idle, nothing new: no second trim
-        self.assertEqual(self.metric("jifen_memory_trims_total"), trims + 1)
+        self.assertEqual(H.metric(self.a, "jifen_memory_trims_total"), trims + 1)
 
 
 class RefusalAfterWriteTests(unittest.TestCase):
@@ -315,8 +307,7 @@ class RefusalAfterWriteTests(unittest.TestCase):
         cls.a = cls.env.admin
 
     def redone(self):
-        body = self.a.get("/metrics").body
-        return int(re.search(r"(?m)^jifen_writer_batches_redone_total (\d+)$", body).group(1))
+        return H.metric(self.a, "jifen_writer_batches_redone_total")
 
     def overdue_hold(self, mid, points):
         r = self.a.post("/v1/members/%s/holds" % mid, {"points": points, "ttl_seconds": 1},
