@@ -11,6 +11,7 @@
 #define JF_ARITH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "jifen/limits.h"
@@ -87,6 +88,30 @@ static inline bool jf_rate_apply_round(int64_t amount, int64_t num, int64_t den,
 static inline int64_t jf_min_i64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
+}
+
+/* Room for any int64 in decimal: 19 digits and a sign. */
+#define JF_I64_DEC_MAX 20
+
+/* v in decimal as "%lld" writes it, into out (no terminator); returns the
+ * length.  For hot paths that format integers per write (the chain hash,
+ * reply JSON): snprintf costs several times this. */
+static inline size_t jf_i64_dec(int64_t v, char out[JF_I64_DEC_MAX])
+{
+    char tmp[JF_I64_DEC_MAX];
+    size_t i = sizeof(tmp);
+    /* Negated as unsigned so that INT64_MIN has a magnitude. */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    size_t n = sizeof(tmp) - i;
+    for (size_t k = 0; k < n; k++)
+        out[k] = tmp[i + k];
+    return n;
 }
 
 #endif

@@ -229,7 +229,8 @@ jf_err jf_json_time(jf_ctx *ctx, json_t *obj, const char *field, bool required, 
                     bool *present);
 json_t *jf_json_time_value(int64_t ms);                  /* RFC 3339 string or null when ms < 0 */
 json_t *jf_json_text(const char *s);                     /* string or null */
-char *jf_json_dump(json_t *v, size_t *len);              /* compact, malloc'd */
+char *jf_json_dump(json_t *v, size_t *len);              /* jsonw.c: compact, malloc'd */
+char *jf_json_dump_sorted(json_t *v, size_t *len);       /* the same, keys in byte order */
 void jf_json_set(json_t *obj, const char *k, json_t *v); /* steals v; NULL v stores null */
 
 /* --- program.c --- */

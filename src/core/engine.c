@@ -191,9 +191,10 @@ void jf_request_hash(jf_cmd *cmd)
     crypto_generichash_update(&st, (const uint8_t *)op, strlen(op) + 1);
     const char *pid = cmd->path_id ? cmd->path_id : "";
     crypto_generichash_update(&st, (const uint8_t *)pid, strlen(pid) + 1);
-    char *canon = json_dumps(cmd->body, JSON_COMPACT | JSON_SORT_KEYS);
+    size_t n = 0;
+    char *canon = jf_json_dump_sorted(cmd->body, &n);
     if (canon)
-        crypto_generichash_update(&st, (const uint8_t *)canon, strlen(canon));
+        crypto_generichash_update(&st, (const uint8_t *)canon, n);
     free(canon);
     crypto_generichash_final(&st, cmd->req_hash, JF_HASH_BYTES);
 }

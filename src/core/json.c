@@ -147,14 +147,6 @@ json_t *jf_json_text(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-char *jf_json_dump(json_t *v, size_t *len)
-{
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (s && len)
-        *len = strlen(s);
-    return s;
-}
-
 void jf_json_set(json_t *obj, const char *k, json_t *v)
 {
     json_object_set_new(obj, k, v ? v : json_null());

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
+
 #include "arith.h"
 
 #define SENTINEL INT64_C(-4242)
@@ -189,6 +191,32 @@ static void min_i64(void **state)
     assert_int_equal(jf_min_i64(-3, -3), -3);
 }
 
+/* jf_i64_dec writes what "%lld" writes: the extremes, powers of ten and
+ * their neighbours, and a walk over every magnitude. */
+static void i64_dec_matches_printf(void **state)
+{
+    (void)state;
+    int64_t cases[200];
+    size_t n = 0;
+    cases[n++] = INT64_MIN;
+    cases[n++] = INT64_MAX;
+    cases[n++] = 0;
+    for (int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        int64_t c[] = {p - 1, p, p + 1, -p + 1, -p, -p - 1};
+        for (size_t k = 0; k < 6; k++)
+            cases[n++] = c[k];
+    }
+    for (int64_t v = 1; v < INT64_MAX / 7; v = v * 7 + 3)
+        cases[n++] = v % 2 ? v : -v;
+    for (size_t i = 0; i < n; i++) {
+        char want[32], got[JF_I64_DEC_MAX + 1];
+        snprintf(want, sizeof want, "%lld", (long long)cases[i]);
+        size_t len = jf_i64_dec(cases[i], got);
+        got[len] = '\0';
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +228,7 @@ int main(void)
         cmocka_unit_test(rate_128_bit_products),
         cmocka_unit_test(rate_range_and_domain),
         cmocka_unit_test(min_i64),
+        cmocka_unit_test(i64_dec_matches_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,261 @@
+/*
+ * Compact JSON text of a json_t, byte for byte what jansson's
+ * json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) writes (with
+ * JSON_SORT_KEYS too: the request fingerprint of idempotency), at a
+ * fraction of its cost.
+ *
+ * Why our own: every write's reply is dumped on the writer thread, and
+ * json_dumps was a tenth of the writer's time in W1 (docs/PERFORMANCE.md,
+ * "Since commit 7b7e6c9").  It hands every fragment to a callback, checks
+ * each array and object for cycles by formatting its address into a
+ * hashtable entry (a malloc and a free per container), formats integers
+ * with snprintf, and decodes every string as UTF-8 code point by code
+ * point.  Our trees are built by our own code (no cycles) and nearly all
+ * of their text is ASCII, so this walks the tree into one growing buffer,
+ * copies ASCII runs whole and writes integers by hand.  What it does not
+ * do as fast it leaves to jansson, so the bytes stay the same: a string
+ * with any byte >= 0x80 (jansson validates it and refuses invalid UTF-8)
+ * and a real (jansson's own shortest round-trip formatting) are dumped by
+ * json_dumps itself.  tests/unit/test_jsonw.c compares the two on random
+ * trees.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+/* Deeper than any tree the API builds or accepts (JF_JSON_DEPTH_MAX plus
+ * a batch's envelope); deeper ones are refused rather than recursed into. */
+#define JSONW_DEPTH_MAX 64
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+    bool sorted; /* keys in byte order, as JSON_SORT_KEYS */
+} jsonw_buf;
+
+static bool jw_reserve(jsonw_buf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void jw_put(jsonw_buf *b, const char *s, size_t n)
+{
+    if (jw_reserve(b, n)) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
+}
+
+static void jw_char(jsonw_buf *b, char c)
+{
+    if (jw_reserve(b, 1))
+        b->p[b->len++] = c;
+}
+
+static void jw_int(jsonw_buf *b, json_int_t v)
+{
+    char tmp[JF_I64_DEC_MAX];
+    jw_put(b, tmp, jf_i64_dec(v, tmp));
+}
+
+/* A value jansson dumps for us: its text appended whole. */
+static void jw_jansson(jsonw_buf *b, const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (s == NULL) {
+        b->failed = true;
+        return;
+    }
+    jw_put(b, s, strlen(s));
+    free(s);
+}
+
+/* An ASCII string quoted and escaped as jansson escapes it: the short
+ * forms for \b \f \n \r \t, \u00XX (upper-case hex) for the other control
+ * characters, and nothing else but '"' and '\\'. */
+static void jw_ascii(jsonw_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    jw_char(b, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jw_put(b, s + run, i - run);
+        run = i + 1;
+        /* Pairs of a character and its short escape's letter; c is never
+         * one of the letters, so memchr finds c's own slot. */
+        static const char shorts[] = "\"\"\\\\\bb\ff\nn\rr\tt";
+        const char *f = memchr(shorts, c, sizeof(shorts) - 1);
+        char esc[6] = {'\\', f ? f[1] : 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+        size_t len = f ? 2 : 6;
+        jw_put(b, esc, len);
+    }
+    jw_put(b, s + run, n - run);
+    jw_char(b, '"');
+}
+
+static bool jw_is_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return false;
+    return true;
+}
+
+static void jw_string(jsonw_buf *b, const json_t *str)
+{
+    const char *s = json_string_value(str);
+    size_t n = json_string_length(str);
+    if (jw_is_ascii(s, n))
+        jw_ascii(b, s, n);
+    else
+        jw_jansson(b, str);
+}
+
+static void jw_value(jsonw_buf *b, const json_t *v, int depth);
+
+static void jw_key(jsonw_buf *b, const char *k, size_t kn)
+{
+    if (jw_is_ascii(k, kn)) {
+        jw_ascii(b, k, kn);
+        return;
+    }
+    json_t *ks = json_stringn(k, kn);
+    if (ks == NULL)
+        b->failed = true;
+    else
+        jw_jansson(b, ks);
+    json_decref(ks);
+}
+
+typedef struct {
+    const char *k;
+    size_t n;
+    json_t *v;
+} jw_member;
+
+/* jansson's order for JSON_SORT_KEYS: bytes, then the shorter first. */
+static int jw_member_cmp(const void *a, const void *b)
+{
+    const jw_member *x = a, *y = b;
+    int r = memcmp(x->k, y->k, x->n < y->n ? x->n : y->n);
+    return r ? r : (x->n > y->n) - (x->n < y->n);
+}
+
+static void jw_object(jsonw_buf *b, const json_t *obj, int depth)
+{
+    /* jansson iterates an object's keys in insertion order; so does this,
+     * unless sorted. */
+    size_t n = json_object_size(obj), i = 0;
+    jw_member stack[16];
+    jw_member *m = n <= 16 ? stack : malloc(n * sizeof(*m));
+    if (m == NULL) {
+        b->failed = true;
+        return;
+    }
+    for (void *it = json_object_iter((json_t *)obj); it && i < n;
+         it = json_object_iter_next((json_t *)obj, it), i++)
+        m[i] = (jw_member){json_object_iter_key(it), json_object_iter_key_len(it),
+                           json_object_iter_value(it)};
+    if (b->sorted)
+        qsort(m, i, sizeof(*m), jw_member_cmp);
+    jw_char(b, '{');
+    for (size_t k = 0; k < i && !b->failed; k++) {
+        if (k > 0)
+            jw_char(b, ',');
+        jw_key(b, m[k].k, m[k].n);
+        jw_char(b, ':');
+        jw_value(b, m[k].v, depth + 1);
+    }
+    jw_char(b, '}');
+    if (m != stack)
+        free(m);
+}
+
+static void jw_array(jsonw_buf *b, const json_t *arr, int depth)
+{
+    jw_char(b, '[');
+    size_t n = json_array_size(arr);
+    for (size_t i = 0; i < n && !b->failed; i++) {
+        if (i > 0)
+            jw_char(b, ',');
+        jw_value(b, json_array_get(arr, i), depth + 1);
+    }
+    jw_char(b, ']');
+}
+
+static void jw_value(jsonw_buf *b, const json_t *v, int depth)
+{
+    if (v == NULL || depth > JSONW_DEPTH_MAX) {
+        b->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        jw_object(b, v, depth);
+        break;
+    case JSON_ARRAY:
+        jw_array(b, v, depth);
+        break;
+    case JSON_STRING:
+        jw_string(b, v);
+        break;
+    case JSON_INTEGER:
+        jw_int(b, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        jw_jansson(b, v);
+        break;
+    case JSON_TRUE:
+        jw_put(b, "true", 4);
+        break;
+    case JSON_FALSE:
+        jw_put(b, "false", 5);
+        break;
+    case JSON_NULL:
+        jw_put(b, "null", 4);
+        break;
+    }
+}
+
+static char *jw_dump(json_t *v, size_t *len, bool sorted)
+{
+    jsonw_buf b = {.sorted = sorted};
+    jw_value(&b, v, 0);
+    if (!jw_reserve(&b, 0)) {
+        free(b.p);
+        return NULL;
+    }
+    b.p[b.len] = '\0';
+    if (len)
+        *len = b.len;
+    return b.p;
+}
+
+char *jf_json_dump(json_t *v, size_t *len)
+{
+    return jw_dump(v, len, false);
+}
+
+char *jf_json_dump_sorted(json_t *v, size_t *len)
+{
+    return jw_dump(v, len, true);
+}
