@@ -232,6 +232,9 @@
  * 32 KiB memset per request.  A request whose line and headers exceed about
  * this much is answered 431. */
 #define JF_HTTP_CONNECTION_MEMORY_BYTES (8 * 1024)
+/* Longest client-supplied X-Request-Id echoed; a longer or unprintable one
+ * is replaced by a generated id. */
+#define JF_REQUEST_ID_LEN_MAX 64
 
 _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit within max");
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");

@@ -205,6 +205,24 @@ class SharedServerTests(unittest.TestCase, Checks):
         self.assertIsInstance(r.body, str)
         self.assertRegex(r.body, r"(?m)^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [0-9.eE+\-]+$")
 
+    def test_request_ids(self):
+        """Every answer carries X-Request-Id: the client's own when it sends a
+        printable one of at most 64 characters, else a generated req_ and 24
+        hex digits, distinct across requests on several connections (each
+        HTTP thread draws its own base), and also on errors."""
+        own = "till-7/" + uuid.uuid4().hex
+        r = self.env.admin.get("/v1/program", headers={"X-Request-Id": own})
+        self.assertEqual(r.headers.get("X-Request-Id"), own)
+        seen = set()
+        for i in range(8):
+            c = self.env.client(self.env.t1["api_key"])
+            for path in ("/v1/program", "/v1/members/mem_missing", "/healthz"):
+                r = c.get(path, headers={"X-Request-Id": "x" * 65} if i == 0 else None)
+                rid = r.headers.get("X-Request-Id") or ""
+                self.assertRegex(rid, r"^req_[0-9a-f]{24}$", path)
+                seen.add(rid)
+        self.assertEqual(len(seen), 24)
+
     def test_metrics_durability_histograms(self):
         """A durable write is counted in the commit, WAL-flush histograms; each
         histogram's buckets are cumulative and end at its count."""
