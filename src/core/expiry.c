@@ -62,33 +62,9 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
     return JF_OK;
 }
 
-/* How many of one member's due lots a slice with room for max takes (the
- * first in debit order), and their points. */
-static jf_err member_due_lots(jf_ctx *ctx, const char *member_id, int max, int *n, int64_t *points)
-{
-    int64_t count = 0;
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT count(*), COALESCE(SUM(remaining), 0) FROM"
-                                   " (SELECT remaining FROM member_lots WHERE tenant_id=?1"
-                                   " AND member_id=?3 AND closed = 0 AND expires_key <= ?2"
-                                   " ORDER BY expires_key, available_at, seq LIMIT ?4)",
-                                   "IIsI", ctx->auth->tenant, ctx->now_ms, member_id, (int64_t)max);
-    if (st == NULL)
-        return JF_ERR_IO;
-    jf_err err = JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        count = sqlite3_column_int64(st, 0);
-        *points = sqlite3_column_int64(st, 1);
-        err = JF_OK;
-    }
-    sqlite3_reset(st);
-    *n = (int)count;
-    return err;
-}
-
-/* Expires the first n of member_id's due lots, worth sum points, in one
- * transaction. */
-static jf_err expire_member(jf_ctx *ctx, const char *member_id, int n, int64_t sum)
+/* Expires lots[0..n) of member_id, worth sum points, in one transaction. */
+static jf_err expire_member(jf_ctx *ctx, const char *member_id, const jf_due_lot *lots, int n,
+                            int64_t sum)
 {
     jf_tx tx;
     jf_err err = jf_tx_begin(ctx, &tx, "expire", member_id);
@@ -96,7 +72,7 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, int n, int64_t s
         return err;
     tx.actor = "system";
     tx.idem_key = NULL;
-    err = jf_lots_expire_due(ctx, tx.seq, member_id, n);
+    err = jf_lots_expire(ctx, tx.seq, member_id, lots, n);
     tx.points = sum;
     tx.delta = -sum;
     jf_tx_post(&tx, "points", member_id, -sum);
@@ -107,42 +83,66 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, int n, int64_t s
     return err;
 }
 
-/* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
- * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more. */
-static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX])
+/* Expires the due lots of ids[0..members) in turn while the slice has
+ * budget (lots) and time; *cut when the time ran out. */
+static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int members, jf_due_lot *lots,
+                             int *budget, const struct timespec *t0, bool *cut)
 {
-    int members = 0, rows = 0, budget = JF_EXPIRY_SLICE_LOTS;
-    jf_err err = due_members(ctx, ids, &members, &rows);
+    jf_err err = JF_OK;
+    for (int i = 0; err == JF_OK && i<members && * budget> 0 && !*cut; i++) {
+        int n = 0;
+        int64_t points = 0;
+        err = jf_lots_due(ctx, ids[i], *budget, lots, &n, &points);
+        if (err != JF_OK || n == 0)
+            continue;
+        err = expire_member(ctx, ids[i], lots, n, points);
+        *budget -= n;
+        ctx->acc[0] += points;
+        ctx->acc[1] += n;
+        ctx->acc[2] += 1;
+        *cut = jf_elapsed_us(t0) > JF_EXPIRY_SLICE_US;
+    }
+    return err;
+}
+
+/* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
+ * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more.  Its
+ * members come from short scans, another whenever the last one's members
+ * are done: a scan reads each lot's row (a random page), and one long scan
+ * per slice read four times the lots the slice then had time for. */
+static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], jf_due_lot *lots)
+{
+    int budget = JF_EXPIRY_SLICE_LOTS;
     /* A slice also ends after JF_EXPIRY_SLICE_US of work, so that traffic
      * queued behind it waits at most about that long. */
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    bool cut = false;
-    for (int i = 0; err == JF_OK && i < members && budget > 0 && !cut; i++) {
-        int n = 0;
-        int64_t points = 0;
-        err = member_due_lots(ctx, ids[i], budget, &n, &points);
-        if (err != JF_OK || n == 0)
-            continue;
-        err = expire_member(ctx, ids[i], n, points);
-        budget -= n;
-        ctx->acc[0] += points;
-        ctx->acc[1] += n;
-        ctx->acc[2] += 1;
-        cut = i + 1 < members && jf_elapsed_us(&t0) > JF_EXPIRY_SLICE_US;
+    bool cut = false, full = true;
+    jf_err err = JF_OK;
+    while (err == JF_OK && budget > 0 && !cut && full) {
+        int members = 0, rows = 0, before = budget;
+        err = due_members(ctx, ids, &members, &rows);
+        full = rows == JF_EXPIRY_SCAN_LOTS;
+        if (err == JF_OK)
+            err = expiry_members(ctx, ids, members, lots, &budget, &t0, &cut);
+        /* A scan whose members had nothing to expire would find the same
+         * again. */
+        if (budget == before)
+            break;
     }
     /* A slice that expired nothing is the last, whatever it looked at:
      * the next one would find the same. */
-    ctx->again =
-        budget < JF_EXPIRY_SLICE_LOTS && (cut || budget == 0 || rows == JF_EXPIRY_SCAN_LOTS);
+    ctx->again = budget < JF_EXPIRY_SLICE_LOTS && (cut || budget == 0 || full);
     return err;
 }
 
 static jf_err expiry_run(jf_ctx *ctx)
 {
     char(*ids)[JF_ID_LEN_MAX] = malloc(sizeof(*ids) * JF_EXPIRY_SCAN_LOTS);
-    jf_err err = ids ? expiry_slice(ctx, ids) : JF_ERR_NOMEM;
+    jf_due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
+    jf_err err = ids && lots ? expiry_slice(ctx, ids, lots) : JF_ERR_NOMEM;
     free(ids);
+    free(lots);
     if (err != JF_OK)
         return err;
     jf_json_set(ctx->out, "expired_points", json_integer(ctx->acc[0]));

@@ -95,10 +95,18 @@ typedef struct jf_points {
 } jf_points;
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 /* Creates a lot for a credit, paying the member's debt first. */
-/* Expires the first n due lots of member_id in debit order (the caller
- * counted at least n) in the expire transaction tx_seq, with their
- * consumptions: four statements for the member rather than four per lot. */
-jf_err jf_lots_expire_due(jf_ctx *ctx, int64_t tx_seq, const char *member_id, int n);
+/* A due lot as its member's entry describes it. */
+typedef struct jf_due_lot {
+    int64_t expires_key, available_at, seq, remaining;
+} jf_due_lot;
+/* The first (at most max) of member_id's due lots in debit order into
+ * out[0..*n), and their remaining points. */
+jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out, int *n,
+                   int64_t *points);
+/* Expires lots[0..n), read by jf_lots_due in this command, in the expire
+ * transaction tx_seq: each lot's consumption, the lot and its entry. */
+jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *lots,
+                      int n);
 jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
                      int64_t available_at, int64_t expires_at, int64_t *lot_seq);
 /* Consumes amount from spendable lots, earliest expiring first.  The caller

@@ -169,54 +169,80 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                : err;
 }
 
-/* The member's first ?4 due lots (?1 tenant, ?2 member, ?3 now) in debit
- * order, as member_due_lots in expiry.c finds them: the open entries stay
- * until the last statement below, so each statement sees the same ones. */
-#define DUE_ENTRIES " tenant_id = ?1 AND member_id = ?2 AND kind = 1 AND key1 = 0 AND key2 <= ?3"
-#define FIRST_DUE " ORDER BY key2, key3, key4 LIMIT ?4"
-#define FIRST_DUE_SEQS "(SELECT key4 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE ")"
-
-/* err, or JF_ERR_INTERNAL when the last statement changed other than n rows. */
-static jf_err changed_n(jf_ctx *ctx, jf_err err, int n, const char *member_id)
+jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out, int *n,
+                   int64_t *points)
 {
-    if (err == JF_OK && jf_db_changes(ctx->db) != n)
-        err = jf_fail(ctx, JF_ERR_INTERNAL, "Expiry of %s changed %lld rows, not %d.", member_id,
-                      (long long)jf_db_changes(ctx->db), n);
-    return err;
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT key2, key3, key4, value FROM member_state"
+                                   " WHERE tenant_id = ?1 AND member_id = ?2 AND kind = 1"
+                                   " AND key1 = 0 AND key2 <= ?3 ORDER BY key2, key3, key4"
+                                   " LIMIT ?4",
+                                   "IsIi", ctx->auth->tenant, member_id, ctx->now_ms, max);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc = SQLITE_DONE;
+    *n = 0;
+    *points = 0;
+    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        jf_due_lot *d = &out[(*n)++];
+        d->expires_key = sqlite3_column_int64(st, 0);
+        d->available_at = sqlite3_column_int64(st, 1);
+        d->seq = sqlite3_column_int64(st, 2);
+        d->remaining = sqlite3_column_int64(st, 3);
+        *points += d->remaining;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
 }
 
-jf_err jf_lots_expire_due(jf_ctx *ctx, int64_t tx_seq, const char *member_id, int n)
+/* One due lot expired: its consumption, and the lot closed with nothing
+ * left, only if it still holds what its entry says and has not expired
+ * (I10); then its closed entry (jf_lots_expire removed the open one). */
+static jf_err lot_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *d)
 {
-    int64_t t = ctx->auth->tenant, now = ctx->now_ms;
     jf_err err =
         jf_db_run(ctx->db,
                   "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
-                  " SELECT ?1, ?5, key4, value, ?3 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE,
-                  "IsIiI", t, member_id, now, n, tx_seq);
-    err = changed_n(ctx, err, n, member_id);
+                  " VALUES(?,?,?,?,?)",
+                  "IIIII", ctx->auth->tenant, tx_seq, d->seq, d->remaining, ctx->now_ms);
     if (err == JF_OK)
-        err = changed_n(ctx,
-                        jf_db_run(ctx->db,
-                                  "UPDATE lots SET remaining = 0, expired_tx_seq = ?5, closed = 1"
-                                  " WHERE seq IN " FIRST_DUE_SEQS,
-                                  "IsIiI", t, member_id, now, n, tx_seq),
-                        n, member_id);
-    /* The entries move from open to closed, with nothing remaining. */
-    if (err == JF_OK)
-        err = changed_n(
-            ctx,
-            jf_db_run(ctx->db,
-                      "INSERT INTO member_state SELECT tenant_id, member_id, 1, 1,"
-                      " key2, key3, key4, 0 FROM member_state WHERE" DUE_ENTRIES FIRST_DUE,
-                      "IsIi", t, member_id, now, n),
-            n, member_id);
-    if (err == JF_OK)
-        err = changed_n(ctx,
-                        jf_db_run(ctx->db,
-                                  "DELETE FROM member_state WHERE" DUE_ENTRIES
-                                  " AND key4 IN " FIRST_DUE_SEQS,
-                                  "IsIi", t, member_id, now, n),
-                        n, member_id);
+        err = jf_db_run(ctx->db,
+                        "UPDATE lots SET remaining = 0, expired_tx_seq = ?1, closed = 1"
+                        " WHERE seq = ?2 AND remaining = ?3 AND expired_tx_seq IS NULL",
+                        "III", tx_seq, d->seq, d->remaining);
+    if (err == JF_OK && jf_db_changes(ctx->db) != 1)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld of %s cannot expire.", (long long)d->seq,
+                       member_id);
+    lot_entry e = {.closed = 1,
+                   .expires_key = d->expires_key,
+                   .available_at = d->available_at,
+                   .seq = d->seq,
+                   .remaining = 0};
+    snprintf(e.member_id, sizeof(e.member_id), "%s", member_id);
+    return err == JF_OK ? lot_entry_insert(ctx, &e) : err;
+}
+
+jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *lots,
+                      int n)
+{
+    if (n == 0)
+        return JF_OK;
+    /* The open entries, first to last in their key order, are one range:
+     * one statement instead of one per lot, and before the closed entries
+     * go in, so the member's page makes room rather than splitting. */
+    const jf_due_lot *last = &lots[n - 1];
+    jf_err err = jf_db_run(
+        ctx->db,
+        "DELETE FROM member_state WHERE tenant_id = ?1 AND member_id = ?2 AND kind = 1"
+        " AND key1 = 0 AND (key2, key3, key4) >= (?3, ?4, ?5)"
+        " AND (key2, key3, key4) <= (?6, ?7, ?8)",
+        "IsIIIIII", ctx->auth->tenant, member_id, lots[0].expires_key, lots[0].available_at,
+        lots[0].seq, last->expires_key, last->available_at, last->seq);
+    if (err == JF_OK && jf_db_changes(ctx->db) != n)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Expiry of %s removed %lld entries, not %d.", member_id,
+                      (long long)jf_db_changes(ctx->db), n);
+    for (int i = 0; err == JF_OK && i < n; i++)
+        err = lot_expire(ctx, tx_seq, member_id, &lots[i]);
     return err;
 }
 

@@ -153,6 +153,45 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
 
+    def test_expiry_of_many_members_in_short_scans(self):
+        """A slice scans for due members 64 lots at a time
+        (JF_EXPIRY_SCAN_LOTS) and scans again while it has budget: 300
+        members with one due lot each and 20 with three (one of them not yet
+        due) all expire, one transaction per member, each lot once, and the
+        points expired are what they held."""
+        day = 86400000
+        t0 = H.clock_now(self.a)
+        # "later" is years on: other tests on this server move the clock too.
+        due, later = H.fmt_time(t0 + day), H.fmt_time(t0 + 3650 * day)
+        singles = [H.create_member(self.a)["id"] for _ in range(300)]
+        triples = [H.create_member(self.a)["id"] for _ in range(20)]
+        ops = [op("earn", m, {"points": 3, "expires_at": due}) for m in singles]
+        for m in triples:
+            ops += [op("earn", m, {"points": p, "expires_at": e})
+                    for p, e in ((5, due), (7, due), (11, later))]
+        for at in range(0, len(ops), 1000):
+            part = ops[at:at + 1000]
+            self.assertEqual(self.batch(part).body["succeeded"], len(part))
+        H.clock_set(self.a, t0 + 2 * day)
+        got = [0, 0, 0]
+        for _ in range(10):
+            b = self.a.post("/v1/expiry/run", {}).body
+            got = [g + b[k] for g, k in zip(got, ("expired_points", "lots", "members"))]
+            if b["lots"] == 0:
+                break
+        self.assertEqual(got, [300 * 3 + 20 * 12, 300 + 40, 320])
+        for m in singles[:5] + singles[-5:] + triples:
+            ts = H.list_all(self.a, "/v1/members/%s/transactions" % m, {})
+            want = [3] if m in singles else [12]
+            self.assertEqual([t["points"] for t in ts if t["type"] == "expire"], want, m)
+            pts = H.points_of(self.a, m)
+            self.assertEqual(pts["balance"], 0 if m in singles else 11, m)
+            lots = H.list_all(self.a, "/v1/members/%s/lots" % m, {"status": "all"})
+            self.assertEqual(sorted((x["remaining"], x["status"]) for x in lots),
+                             [(0, "expired")] if m in singles
+                             else [(0, "expired"), (0, "expired"), (11, "available")], m)
+
+
 class SliceTests(unittest.TestCase):
     """The writer applies a batch in slices of at most 250 operations
     (JF_BATCH_SLICE_OPS), each committed on its own, and single requests
