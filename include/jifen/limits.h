@@ -33,6 +33,9 @@
 
 /* Nesting depth of request JSON: orders and metadata need three levels. */
 #define JF_JSON_DEPTH_MAX 8
+/* The JSON writer (src/core/jsonw.c) refuses trees deeper than this rather
+ * than recurse into them: deeper than any the API builds or accepts. */
+#define JF_JSON_DUMP_DEPTH_MAX 64
 
 /* Idempotency-Key: 1..128 printable ASCII characters (API.md). */
 #define JF_IDEM_KEY_LEN_MAX 128

@@ -89,7 +89,7 @@ static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int member
                              int *budget, const struct timespec *t0, bool *cut)
 {
     jf_err err = JF_OK;
-    for (int i = 0; err == JF_OK && i<members && * budget> 0 && !*cut; i++) {
+    for (int i = 0; err == JF_OK && i < members && 0 < *budget && !*cut; i++) {
         int n = 0;
         int64_t points = 0;
         err = jf_lots_due(ctx, ids[i], *budget, lots, &n, &points);

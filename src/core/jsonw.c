@@ -24,10 +24,6 @@
 
 #include "core.h"
 
-/* Deeper than any tree the API builds or accepts (JF_JSON_DEPTH_MAX plus
- * a batch's envelope); deeper ones are refused rather than recursed into. */
-#define JSONW_DEPTH_MAX 64
-
 typedef struct {
     char *p;
     size_t len, cap;
@@ -204,7 +200,7 @@ static void jw_array(jsonw_buf *b, const json_t *arr, int depth)
 
 static void jw_value(jsonw_buf *b, const json_t *v, int depth)
 {
-    if (v == NULL || depth > JSONW_DEPTH_MAX) {
+    if (v == NULL || depth > JF_JSON_DUMP_DEPTH_MAX) {
         b->failed = true;
         return;
     }

@@ -103,8 +103,6 @@ static bool printable(const char *s, size_t max)
     return n > 0;
 }
 
-/* Echoes the client's X-Request-Id when it is safe to put in a header and a
- * log line; otherwise makes a random one so every response has an id. */
 /* splitmix64's output function: a bijection, so distinct inputs never
  * collide. */
 static uint64_t mix64(uint64_t z)
@@ -132,6 +130,8 @@ static void request_id_bits(unsigned char out[12])
     memcpy(out + 8, &b, 4);
 }
 
+/* Echoes the client's X-Request-Id when it is safe to put in a header and a
+ * log line; otherwise generates one, so every response has an id. */
 static void set_request_id(srv_req *r)
 {
     const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");

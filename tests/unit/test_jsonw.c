@@ -78,6 +78,19 @@ static void test_fixed_values(void **state)
         json_decref(scalars[i]);
     }
     assert_null(jf_json_dump(NULL, NULL));
+
+    /* Nesting up to JF_JSON_DUMP_DEPTH_MAX is written; deeper is refused. */
+    json_t *deep = json_array();
+    for (int d = 1; d <= JF_JSON_DUMP_DEPTH_MAX; d++) {
+        json_t *outer = json_array();
+        json_array_append_new(outer, deep);
+        deep = outer;
+    }
+    assert_same(deep);
+    json_t *deeper = json_array();
+    json_array_append_new(deeper, deep);
+    assert_null(jf_json_dump(deeper, NULL));
+    json_decref(deeper);
 }
 
 /* A string of up to 12 characters drawn from ASCII, control characters,
