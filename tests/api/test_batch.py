@@ -112,6 +112,22 @@ class BatchTests(unittest.TestCase):
         for mid in members:
             self.assertEqual(H.points_of(self.a, mid)["available"], 100)
 
+    def expire_all(self):
+        """Runs expiry until a run expires nothing (at most ten runs);
+        returns the totals [expired_points, lots, members]."""
+        got = [0, 0, 0]
+        for _ in range(10):
+            b = self.a.post("/v1/expiry/run", {}).body
+            got = [g + b[k] for g, k in zip(got, ("expired_points", "lots", "members"))]
+            if b["lots"] == 0:
+                break
+        return got
+
+    def expires(self, mid):
+        """The points of mid's expire transactions, sorted."""
+        ts = H.list_all(self.a, "/v1/members/%s/transactions" % mid, {})
+        return sorted(t["points"] for t in ts if t["type"] == "expire")
+
     def test_expiry_one_transaction_per_member_across_slices(self):
         """Expiry takes each member's due lots together: one `expire`
         transaction per member, even when a thousand other lots come between
@@ -131,25 +147,15 @@ class BatchTests(unittest.TestCase):
         ops += [earn(mixed, 5, due if i % 2 else later) for i in range(4)]
         self.assertEqual(self.batch(ops).body["succeeded"], 96)
         H.clock_set(self.a, t0 + 2 * day)
-        got = [0, 0, 0]
-        for _ in range(10):
-            b = self.a.post("/v1/expiry/run", {}).body
-            got = [g + b[k] for g, k in zip(got, ("expired_points", "lots", "members"))]
-            if b["lots"] == 0:
-                break
+        got = self.expire_all()
         # x: its two lots of 2 in one transaction (its first lot comes up
         # first); big: 1,090 lots of 1, 248 in the first slice (x took 2 of
         # its 250), 250 in each of the next three and 92 in the fifth; mixed:
         # 2 of its 4 lots of 5 are due.
         self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 1 + 5 + 1])
-
-        def expires(mid):
-            ts = H.list_all(self.a, "/v1/members/%s/transactions" % mid, {})
-            return sorted(t["points"] for t in ts if t["type"] == "expire")
-
-        self.assertEqual(expires(x), [4])
-        self.assertEqual(expires(big), [92, 248, 250, 250, 250])
-        self.assertEqual(expires(mixed), [10])
+        self.assertEqual(self.expires(x), [4])
+        self.assertEqual(self.expires(big), [92, 248, 250, 250, 250])
+        self.assertEqual(self.expires(mixed), [10])
         self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
 
@@ -173,17 +179,10 @@ class BatchTests(unittest.TestCase):
             part = ops[at:at + 1000]
             self.assertEqual(self.batch(part).body["succeeded"], len(part))
         H.clock_set(self.a, t0 + 2 * day)
-        got = [0, 0, 0]
-        for _ in range(10):
-            b = self.a.post("/v1/expiry/run", {}).body
-            got = [g + b[k] for g, k in zip(got, ("expired_points", "lots", "members"))]
-            if b["lots"] == 0:
-                break
+        got = self.expire_all()
         self.assertEqual(got, [300 * 3 + 20 * 12, 300 + 40, 320])
         for m in singles[:5] + singles[-5:] + triples:
-            ts = H.list_all(self.a, "/v1/members/%s/transactions" % m, {})
-            want = [3] if m in singles else [12]
-            self.assertEqual([t["points"] for t in ts if t["type"] == "expire"], want, m)
+            self.assertEqual(self.expires(m), [3] if m in singles else [12], m)
             pts = H.points_of(self.a, m)
             self.assertEqual(pts["balance"], 0 if m in singles else 11, m)
             lots = H.list_all(self.a, "/v1/members/%s/lots" % m, {"status": "all"})
