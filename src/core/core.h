@@ -165,10 +165,11 @@ struct jf_engine {
      * after writing, so the batch must be run again. */
     bool careful, poisoned;
     _Atomic uint64_t batches_redone;
-    /* Writer thread only: the program row of prog_tenant as this batch
-     * attempt last read it (engine.c, writer_program). */
+    /* Writer thread only: the program row of prog_tenant as a batch last
+     * read it (engine.c, writer_program), and the data version that batch
+     * began at. */
     jf_program prog;
-    int64_t prog_tenant;
+    int64_t prog_tenant, prog_data_version;
     bool prog_valid;
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */

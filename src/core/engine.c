@@ -550,6 +550,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     fprintf(stderr, "jifen: a commit failed, %zu writes refused: %s\n", n, eng->wdb.errmsg);
     jf_db_exec(&eng->wdb, "ROLLBACK");
     jf_wcache_rollback(eng->wcache);
+    eng->prog_valid = false;
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         again[i] = false;
@@ -718,12 +719,18 @@ static bool writer_apply_one(jf_engine *eng, jf_cmd *c)
 static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
 {
     jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
-    eng->prog_valid = false;
     /* Read inside the transaction: what another process committed before it
      * (-1, when it cannot be read, forgets everything). */
     int64_t data_version = -1;
     if (err == JF_OK && jf_db_int(&eng->wdb, &data_version, -1, "PRAGMA data_version", "") != JF_OK)
         data_version = -1;
+    /* The program an earlier batch read holds while no other process has
+     * written since: this process's own changes drop it (jf_writer_apply,
+     * after any command that is not a points operation, and every rollback
+     * of a batch). */
+    if (data_version < 0 || data_version != eng->prog_data_version)
+        eng->prog_valid = false;
+    eng->prog_data_version = data_version;
     jf_wcache_batch_begin(eng->wcache, data_version);
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
@@ -755,6 +762,7 @@ static jf_err writer_redo(jf_engine *eng, jf_cmd *batch, bool *again, int64_t (*
     jf_db_exec(&eng->wdb, "ROLLBACK");
     jf_hot_discard(eng->hot);
     jf_wcache_rollback(eng->wcache);
+    eng->prog_valid = false;
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         cmd_unapply(c, acc[i]);

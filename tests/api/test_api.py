@@ -1752,6 +1752,33 @@ class WriterMemoryTests(unittest.TestCase, Checks):
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 100)
 
 
+    def test_program_changed_elsewhere_is_seen(self):
+        """The writer keeps the program row between batches (engine.c,
+        writer_program): a change through the API, or by another process, must
+        reach the next earn."""
+        import sqlite3
+        env = H.start_env(self)
+        c = env.admin
+        m = H.create_member(c)
+
+        def earned(amount):
+            r = H.earn(c, m["id"], order={"id": "o-" + uuid.uuid4().hex, "amount": amount,
+                                          "currency": "CNY"})
+            self.assertEqual(r.status, 201, r)
+            return r.body["transaction"]["points"]
+
+        self.assertEqual(earned(1000), 10)  # 1 point per 100 fen: the program now remembered
+        H.program_patch(c, {"earn_rate": {"points": 3, "per_amount": 100}})
+        self.assertEqual(earned(1000), 30)
+        db = sqlite3.connect(env.db, timeout=10)
+        try:
+            n = db.execute("UPDATE programs SET earn_points = 5 WHERE earn_points = 3").rowcount
+            db.commit()
+        finally:
+            db.close()
+        self.assertEqual(n, 1)
+        self.assertEqual(earned(1000), 50)
+
     def test_rows_cached_at_start_are_exact(self):
         """The writer fills its member cache from the database at start
         (jf_members_warm), and a points read takes a cached member's debt from
