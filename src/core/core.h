@@ -194,6 +194,9 @@ typedef struct jf_ctx {
     char *detail; /* buffer of 256 bytes for the error detail */
     int64_t *acc; /* running totals of a sliced job (6 values), kept across slices */
     bool again;   /* a sliced job has more to do: run it again after this batch */
+    /* The transaction this command last wrote awards for (jf_awards_write),
+     * 0 for none: the reply of a transaction without any reads none back. */
+    int64_t awarded_tx_seq;
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);

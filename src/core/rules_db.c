@@ -576,6 +576,8 @@ jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, cons
                             w->rule_id, w->rule_version, w->points, lot, w->explanation,
                             ctx->now_ms, w->growth);
     }
+    if (err == JF_OK && count > 0)
+        ctx->awarded_tx_seq = tx->seq;
     return err;
 }
 

@@ -313,7 +313,14 @@ jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)
 {
     jf_chain_tx t = tx_view(ctx, tx);
     json_t *o = tx_view_json(&t, 0);
-    jf_err err = tx_add_awards(ctx, o, strcmp(tx->type, "earn") == 0, tx->seq);
+    bool is_earn = strcmp(tx->type, "earn") == 0;
+    /* tx is this command's own: its awards, if any, were written by it. */
+    if (is_earn && ctx->awarded_tx_seq != tx->seq) {
+        json_object_set_new(o, "awards", json_array());
+        *out = o;
+        return JF_OK;
+    }
+    jf_err err = tx_add_awards(ctx, o, is_earn, tx->seq);
     if (err != JF_OK) {
         json_decref(o);
         return err;
