@@ -197,6 +197,10 @@ typedef struct jf_ctx {
     /* The transaction this command last wrote awards for (jf_awards_write),
      * 0 for none: the reply of a transaction without any reads none back. */
     int64_t awarded_tx_seq;
+    /* The answer's "transaction" as text (ledger.c, points_result_text), put
+     * before ctx->out's keys by ctx_finish; NULL when it is in ctx->out. */
+    char *reply_tx;
+    char reply_tx_id[JF_ID_LEN_MAX];
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);
@@ -231,10 +235,26 @@ jf_err jf_json_str(jf_ctx *ctx, json_t *obj, const char *field, bool required, s
                    const char **out);
 jf_err jf_json_time(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t *out,
                     bool *present);
-json_t *jf_json_time_value(int64_t ms);                  /* RFC 3339 string or null when ms < 0 */
-json_t *jf_json_text(const char *s);                     /* string or null */
-char *jf_json_dump(json_t *v, size_t *len);              /* jsonw.c: compact, malloc'd */
-char *jf_json_dump_sorted(json_t *v, size_t *len);       /* the same, keys in byte order */
+json_t *jf_json_time_value(int64_t ms);            /* RFC 3339 string or null when ms < 0 */
+json_t *jf_json_text(const char *s);               /* string or null */
+char *jf_json_dump(json_t *v, size_t *len);        /* jsonw.c: compact, malloc'd */
+char *jf_json_dump_sorted(json_t *v, size_t *len); /* the same, keys in byte order */
+/* JSON text written piece by piece, in the bytes jf_json_dump writes for the
+ * same tree (jsonw.c): a reply rendered from the writer's own structs needs
+ * no tree.  Zero-initialised; jf_jt_take hands the text over (NULL when
+ * memory ran out) and leaves the buffer empty. */
+typedef struct jf_jtext {
+    char *p;
+    size_t len, cap;
+    bool failed;
+    bool sorted; /* keys in byte order, as JSON_SORT_KEYS (jf_json_dump_sorted) */
+} jf_jtext;
+void jf_jt_raw(jf_jtext *b, const char *s); /* appended as it is */
+void jf_jt_rawn(jf_jtext *b, const char *s, size_t n);
+void jf_jt_str(jf_jtext *b, const char *s); /* as jf_json_text(s) dumps */
+void jf_jt_int(jf_jtext *b, int64_t v);
+void jf_jt_json(jf_jtext *b, const json_t *v); /* as jf_json_dump(v); NULL is null */
+char *jf_jt_take(jf_jtext *b, size_t *len);
 void jf_json_set(json_t *obj, const char *k, json_t *v); /* steals v; NULL v stores null */
 
 /* --- program.c --- */

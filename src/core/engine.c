@@ -211,15 +211,35 @@ static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_
     ctx->detail = detail;
 }
 
+/* {"transaction": reply_tx, then ctx->out's keys}. */
+static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
+{
+    size_t n = 0;
+    char *rest = jf_json_dump(ctx->out, &n);
+    if (rest == NULL)
+        return NULL;
+    jf_jtext b = {0};
+    jf_jt_raw(&b, "{\"transaction\":");
+    jf_jt_raw(&b, ctx->reply_tx);
+    jf_jt_raw(&b, n > 2 ? "," : "}");
+    if (n > 2)
+        jf_jt_raw(&b, rest + 1); /* the keys and the closing brace */
+    free(rest);
+    return jf_jt_take(&b, len);
+}
+
 static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 {
     if (err == JF_OK && ctx->out) {
-        res->body = jf_json_dump(ctx->out, &res->body_len);
+        res->body = ctx->reply_tx ? reply_with_tx(ctx, &res->body_len)
+                                  : jf_json_dump(ctx->out, &res->body_len);
         if (res->body == NULL)
             err = JF_ERR_NOMEM;
     }
     json_decref(ctx->out);
     ctx->out = NULL;
+    free(ctx->reply_tx);
+    ctx->reply_tx = NULL;
     if (err == JF_OK)
         ctx->detail[0] = '\0'; /* a handler may have prepared a detail it did not need */
     res->err = err;
@@ -361,7 +381,9 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
     char tx_id[JF_ID_LEN_MAX] = "";
     const char *tid =
-        json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
+        ctx.reply_tx
+            ? ctx.reply_tx_id
+            : json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
     if (tid)
         snprintf(tx_id, sizeof(tx_id), "%s", tid);
     err = ctx_finish(&ctx, err, &cmd->res);

@@ -18,18 +18,17 @@
  * and a real (jansson's own shortest round-trip formatting) are dumped by
  * json_dumps itself.  tests/unit/test_jsonw.c compares the two on random
  * trees.
+ *
+ * The same writer, piece by piece (jf_jt_*), renders a write's answer from
+ * the writer's own structs without building a tree at all (tx.c,
+ * jf_tx_view_text; test_tx_view.c compares it with the tree's dump).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-    bool sorted; /* keys in byte order, as JSON_SORT_KEYS */
-} jsonw_buf;
+typedef jf_jtext jsonw_buf;
 
 static bool jw_reserve(jsonw_buf *b, size_t n)
 {
@@ -37,7 +36,7 @@ static bool jw_reserve(jsonw_buf *b, size_t n)
         return false;
     if (b->len + n + 1 <= b->cap)
         return true;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : 1024; /* a write's whole answer, mostly */
     while (cap < b->len + n + 1)
         cap *= 2;
     char *p = realloc(b->p, cap);
@@ -116,11 +115,34 @@ static bool jw_is_ascii(const char *s, size_t n)
     return true;
 }
 
+/* Printable ASCII but '"' and '\\': written between quotes as it is. */
+static bool jw_is_plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+static void jw_plain(jsonw_buf *b, const char *s, size_t n)
+{
+    if (!jw_reserve(b, n + 2))
+        return;
+    b->p[b->len] = '"';
+    memcpy(b->p + b->len + 1, s, n);
+    b->p[b->len + n + 1] = '"';
+    b->len += n + 2;
+}
+
 static void jw_string(jsonw_buf *b, const json_t *str)
 {
     const char *s = json_string_value(str);
     size_t n = json_string_length(str);
-    if (jw_is_ascii(s, n))
+    if (jw_is_plain(s, n))
+        jw_plain(b, s, n);
+    else if (jw_is_ascii(s, n))
         jw_ascii(b, s, n);
     else
         jw_jansson(b, str);
@@ -130,6 +152,10 @@ static void jw_value(jsonw_buf *b, const json_t *v, int depth);
 
 static void jw_key(jsonw_buf *b, const char *k, size_t kn)
 {
+    if (jw_is_plain(k, kn)) {
+        jw_plain(b, k, kn);
+        return;
+    }
     if (jw_is_ascii(k, kn)) {
         jw_ascii(b, k, kn);
         return;
@@ -236,14 +262,7 @@ static char *jw_dump(json_t *v, size_t *len, bool sorted)
 {
     jsonw_buf b = {.sorted = sorted};
     jw_value(&b, v, 0);
-    if (!jw_reserve(&b, 0)) {
-        free(b.p);
-        return NULL;
-    }
-    b.p[b.len] = '\0';
-    if (len)
-        *len = b.len;
-    return b.p;
+    return jf_jt_take(&b, len);
 }
 
 char *jf_json_dump(json_t *v, size_t *len)
@@ -254,4 +273,64 @@ char *jf_json_dump(json_t *v, size_t *len)
 char *jf_json_dump_sorted(json_t *v, size_t *len)
 {
     return jw_dump(v, len, true);
+}
+
+/* ---- text written piece by piece (jf_jtext, core.h) ---- */
+
+void jf_jt_raw(jf_jtext *b, const char *s)
+{
+    jw_put(b, s, strlen(s));
+}
+
+void jf_jt_rawn(jf_jtext *b, const char *s, size_t n)
+{
+    jw_put(b, s, n);
+}
+
+void jf_jt_str(jf_jtext *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (s && jw_is_plain(s, n)) {
+        jw_plain(b, s, n);
+        return;
+    }
+    if (s && jw_is_ascii(s, n)) {
+        jw_ascii(b, s, n);
+        return;
+    }
+    /* As jf_json_text: NULL, and text json_string refuses, are null. */
+    json_t *v = s ? json_stringn(s, n) : NULL;
+    if (v)
+        jw_jansson(b, v);
+    else
+        jw_put(b, "null", 4);
+    json_decref(v);
+}
+
+void jf_jt_int(jf_jtext *b, int64_t v)
+{
+    jw_int(b, v);
+}
+
+void jf_jt_json(jf_jtext *b, const json_t *v)
+{
+    if (v == NULL)
+        jw_put(b, "null", 4);
+    else
+        jw_value(b, v, 0);
+}
+
+char *jf_jt_take(jf_jtext *b, size_t *len)
+{
+    if (!jw_reserve(b, 0)) {
+        free(b->p);
+        *b = (jf_jtext){0};
+        return NULL;
+    }
+    b->p[b->len] = '\0';
+    if (len)
+        *len = b->len;
+    char *p = b->p;
+    *b = (jf_jtext){0};
+    return p;
 }

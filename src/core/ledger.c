@@ -77,9 +77,37 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
  * transaction: mem_tx when this command just committed it (rendered from
  * memory), else tx_id read back; known (may be NULL) are the member's points
  * already read after it. */
+/* The same answer with the transaction rendered as text from memory, for
+ * ctx_finish (engine.c) to put first: building its tree and dumping it was
+ * a tenth of the writer's time per earn. */
+static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *member_id,
+                                 const jf_points *known)
+{
+    jf_jtext b = {0};
+    json_t *pts = NULL;
+    jf_err err = jf_tx_reply_text(ctx, mem_tx, &b);
+    if (err == JF_OK && known)
+        pts = jf_points_json(known);
+    else if (err == JF_OK)
+        err = jf_member_points_json(ctx, member_id, &pts);
+    if (err == JF_OK && (ctx->reply_tx = jf_jt_take(&b, NULL)) == NULL)
+        err = JF_ERR_NOMEM;
+    if (err != JF_OK) {
+        free(b.p);
+        json_decref(pts);
+        return err;
+    }
+    snprintf(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), "%s", mem_tx->id);
+    json_object_set_new(ctx->out, "points", pts);
+    ctx->created = true;
+    return JF_OK;
+}
+
 static jf_err points_result_known(jf_ctx *ctx, const jf_tx *mem_tx, const char *tx_id,
                                   const char *member_id, const jf_points *known)
 {
+    if (mem_tx && ctx->reply_tx == NULL && json_object_size(ctx->out) == 0)
+        return points_result_text(ctx, mem_tx, member_id, known);
     json_t *tx = NULL, *pts = NULL;
     jf_err err = mem_tx ? jf_tx_reply_json(ctx, mem_tx, &tx) : jf_tx_json(ctx, tx_id, false, &tx);
     if (err == JF_OK && known)

@@ -80,6 +80,12 @@ void jf_tx_deinit(jf_tx *tx);
  * jf_tx_json renders it without details (a new transaction has nothing
  * reversed yet); *out is the caller's. */
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out);
+/* The same reply's text, appended to b (whole, closed). */
+jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b);
+/* A transaction's view as a tree, and its text in the same bytes, the
+ * object left open for more keys (tx.c). */
+json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points);
+void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points);
 
 /* Renders one TX_COLUMNS row for jf_list_rows (cursor column 0, the seq). */
 jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);

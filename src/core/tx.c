@@ -11,6 +11,7 @@
 
 #include "ledger.h"
 #include "rules.h"
+#include "tz.h"
 
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
 {
@@ -190,7 +191,7 @@ static json_t *tx_order_json(const jf_chain_tx *t)
 }
 
 /* The one rendering of a transaction, from a stored row or from memory. */
-static json_t *tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
+json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
 {
     json_t *o = json_object();
     jf_json_set(o, "id", json_string(t->id));
@@ -213,6 +214,76 @@ static json_t *tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
     return o;
 }
 
+/* A key after the first, written as literal text: the names need no escape
+ * (test_tx_view.c would tell). */
+#define TX_KEY(b, k) jf_jt_rawn((b), ",\"" k "\":", sizeof(",\"" k "\":") - 1)
+
+static void tx_order_text(jf_jtext *b, const jf_chain_tx *t)
+{
+    if (t->order_id == NULL) {
+        jf_jt_raw(b, "null");
+        return;
+    }
+    jf_jt_raw(b, "{\"id\":");
+    jf_jt_str(b, t->order_id);
+    if (t->order_currency) {
+        TX_KEY(b, "amount");
+        jf_jt_int(b, t->order_amount);
+        TX_KEY(b, "currency");
+        jf_jt_str(b, t->order_currency);
+    }
+    jf_jt_raw(b, "}");
+}
+
+/* jf_tx_view_json's text without its tree, in the same bytes (the two
+ * change together; test_tx_view.c compares them).  The object is left open
+ * for the caller's further keys: the caller closes it. */
+void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
+{
+    char when[JF_TIME_BUF];
+    jf_jt_raw(b, "{\"id\":");
+    jf_jt_str(b, t->id);
+    TX_KEY(b, "type");
+    jf_jt_str(b, t->type);
+    TX_KEY(b, "member_id");
+    jf_jt_str(b, t->member_id);
+    TX_KEY(b, "counterparty_member_id");
+    jf_jt_str(b, t->counterparty_id);
+    TX_KEY(b, "points");
+    jf_jt_int(b, t->points);
+    TX_KEY(b, "delta");
+    jf_jt_int(b, t->delta);
+    TX_KEY(b, "reverses");
+    jf_jt_str(b, t->reverses);
+    TX_KEY(b, "reversed_points");
+    jf_jt_int(b, reversed_points);
+    TX_KEY(b, "hold_id");
+    jf_jt_str(b, t->hold_id);
+    TX_KEY(b, "order");
+    tx_order_text(b, t);
+    TX_KEY(b, "reason");
+    jf_jt_str(b, t->reason);
+    TX_KEY(b, "note");
+    jf_jt_str(b, t->note);
+    TX_KEY(b, "channel");
+    jf_jt_str(b, t->channel);
+    TX_KEY(b, "store_id");
+    jf_jt_str(b, t->store_id);
+    TX_KEY(b, "actor");
+    jf_jt_str(b, t->actor);
+    TX_KEY(b, "metadata");
+    json_t *meta = t->metadata ? json_loads(t->metadata, 0, NULL) : NULL;
+    jf_jt_json(b, meta);
+    json_decref(meta);
+    TX_KEY(b, "created_at");
+    if (t->created_at < 0) {
+        jf_jt_raw(b, "null");
+    } else {
+        jf_time_format_rfc3339(t->created_at, when);
+        jf_jt_str(b, when);
+    }
+}
+
 static json_t *tx_row_json(sqlite3_stmt *st)
 {
     jf_chain_tx t = {.points = sqlite3_column_int64(st, 5),
@@ -233,7 +304,7 @@ static json_t *tx_row_json(sqlite3_stmt *st)
                      .store_id = jf_db_text(st, 14),
                      .actor = jf_db_text(st, 15),
                      .metadata = jf_db_text(st, 16)};
-    return tx_view_json(&t, sqlite3_column_int64(st, 20));
+    return jf_tx_view_json(&t, sqlite3_column_int64(st, 20));
 }
 
 static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
@@ -309,10 +380,29 @@ jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     return JF_OK;
 }
 
+jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
+{
+    jf_chain_tx t = tx_view(ctx, tx);
+    jf_tx_view_text(b, &t, 0);
+    jf_err err = JF_OK;
+    if (strcmp(tx->type, "earn") == 0) {
+        TX_KEY(b, "awards");
+        json_t *awards = NULL;
+        /* tx is this command's own: its awards, if any, were written by it. */
+        if (ctx->awarded_tx_seq != tx->seq)
+            jf_jt_raw(b, "[]");
+        else if ((err = jf_awards_json(ctx, tx->seq, &awards)) == JF_OK)
+            jf_jt_json(b, awards);
+        json_decref(awards);
+    }
+    jf_jt_raw(b, "}");
+    return err == JF_OK && b->failed ? JF_ERR_NOMEM : err;
+}
+
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)
 {
     jf_chain_tx t = tx_view(ctx, tx);
-    json_t *o = tx_view_json(&t, 0);
+    json_t *o = jf_tx_view_json(&t, 0);
     bool is_earn = strcmp(tx->type, "earn") == 0;
     /* tx is this command's own: its awards, if any, were written by it. */
     if (is_earn && ctx->awarded_tx_seq != tx->seq) {
