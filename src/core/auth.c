@@ -63,7 +63,7 @@ static void auth_fill(jf_auth *out, const char *id, int64_t tenant, jf_role role
 {
     out->tenant = tenant;
     out->role = role;
-    snprintf(out->actor, sizeof(out->actor), "%s", id);
+    jf_str_copy(out->actor, sizeof(out->actor), id);
 }
 
 /* The key's row from the database, cached when valid. */

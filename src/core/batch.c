@@ -46,7 +46,7 @@ static bool batch_op_lookup(const char *name, jf_op *op)
 static jf_err sub_fail(jf_cmd *sub, jf_err err, const char *detail)
 {
     if (detail)
-        snprintf(sub->res.detail, sizeof(sub->res.detail), "%s", detail);
+        jf_str_copy(sub->res.detail, sizeof(sub->res.detail), detail);
     sub->res.err = err;
     return err;
 }

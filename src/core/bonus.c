@@ -97,7 +97,7 @@ static jf_err bonus_sweep(jf_ctx *ctx)
     if (st == NULL)
         return JF_ERR_IO;
     while (n < SWEEP_SLICE && sqlite3_step(st) == SQLITE_ROW)
-        snprintf(ids[n++], JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        jf_str_copy(ids[n++], JF_ID_LEN_MAX, jf_db_text(st, 0));
     sqlite3_reset(st);
     for (int i = 0; i < n && err == JF_OK; i++)
         err = grant(ctx, ids[i], "birthday", period);

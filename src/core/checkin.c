@@ -134,7 +134,7 @@ static jf_err month_param(jf_ctx *ctx, const jf_tz *tz, char out[8])
     snprintf(date, sizeof date, "%.7s-01", p);
     if (strlen(p) != 7 || !jf_date_parse(date, &y, &m, &d))
         return jf_fail(ctx, JF_ERR_INVALID_REQUEST, "'month' must be YYYY-MM.");
-    snprintf(out, 8, "%s", p);
+    jf_str_copy(out, 8, p);
     return JF_OK;
 }
 

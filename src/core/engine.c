@@ -125,7 +125,7 @@ bool jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key)
         e = e->next;
     if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
         e->tenant = tenant;
-        snprintf(e->key, sizeof(e->key), "%s", key);
+        jf_str_copy(e->key, sizeof(e->key), key);
         e->next = eng->inflight[b];
         eng->inflight[b] = e;
         added = true;
@@ -378,14 +378,14 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         eng->prog_valid = false;
     bool again = err == JF_OK && ctx.again;
     if ((err == JF_ERR_IO || err == JF_ERR_CORRUPT) && cmd->res.detail[0] == '\0')
-        snprintf(cmd->res.detail, sizeof(cmd->res.detail), "%s", db->errmsg);
+        jf_str_copy(cmd->res.detail, sizeof(cmd->res.detail), db->errmsg);
     char tx_id[JF_ID_LEN_MAX] = "";
     const char *tid =
         ctx.reply_tx
             ? ctx.reply_tx_id
             : json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
     if (tid)
-        snprintf(tx_id, sizeof(tx_id), "%s", tid);
+        jf_str_copy(tx_id, sizeof(tx_id), tid);
     err = ctx_finish(&ctx, err, &cmd->res);
     if (err == JF_OK && cmd->args.dry_run) {
         /* Whatever a dry run touched (overdue holds voided on the way) is
@@ -923,7 +923,7 @@ static void answer_now(jf_done_fn done, void *done_ctx, jf_err err, const char *
     memset(&res, 0, sizeof(res));
     res.err = err;
     if (detail)
-        snprintf(res.detail, sizeof(res.detail), "%s", detail);
+        jf_str_copy(res.detail, sizeof(res.detail), detail);
     done(done_ctx, &res);
     jf_result_deinit(&res);
 }
@@ -1505,7 +1505,7 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
     if (err == JF_OK && (err = jf_db_migrate(&eng->wdb)) != JF_OK && errbuf)
         snprintf(errbuf, errlen, "cannot create or migrate the schema: %s", eng->wdb.errmsg);
     else if (err != JF_OK && errbuf)
-        snprintf(errbuf, errlen, "%s", eng->wdb.errmsg);
+        jf_str_copy(errbuf, errlen, eng->wdb.errmsg);
     if (err != JF_OK)
         return err;
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)

@@ -56,7 +56,7 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
         (*rows)++;
         const char *id = jf_db_text(st, 0);
         if (strlen(id) < JF_ID_LEN_MAX && !member_seen(ids, *n, seen, id))
-            snprintf(ids[(*n)++], JF_ID_LEN_MAX, "%s", id);
+            jf_str_copy(ids[(*n)++], JF_ID_LEN_MAX, id);
     }
     sqlite3_reset(st);
     return JF_OK;

@@ -30,9 +30,9 @@ static jf_err hold_load(jf_ctx *ctx, const char *id, jf_hold *h)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No hold '%s'.", id ? id : "");
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(h->id, sizeof(h->id), "%s", jf_db_text(st, 0));
-        snprintf(h->member_id, sizeof(h->member_id), "%s", jf_db_text(st, 1));
-        snprintf(h->status, sizeof(h->status), "%s", jf_db_text(st, 2));
+        jf_str_copy(h->id, sizeof(h->id), jf_db_text(st, 0));
+        jf_str_copy(h->member_id, sizeof(h->member_id), jf_db_text(st, 1));
+        jf_str_copy(h->status, sizeof(h->status), jf_db_text(st, 2));
         h->tx_seq = sqlite3_column_int64(st, 3);
         h->points = sqlite3_column_int64(st, 4);
         h->expires_at = sqlite3_column_int64(st, 5);
@@ -117,7 +117,7 @@ static jf_err hold_close(jf_ctx *ctx, const jf_hold *h, int64_t capture, const c
     if (err == JF_OK && jf_db_changes(ctx->db) != 1)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Hold %s was not open.", h->id);
     if (err == JF_OK && tx_id)
-        snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
+        jf_str_copy(tx_id, JF_ID_LEN_MAX, tx.id);
     jf_tx_deinit(&tx);
     return err;
 }
@@ -243,7 +243,7 @@ static jf_err hold_apply(jf_ctx *ctx)
     if (err == JF_OK)
         jf_wcache_hold_opened(jf_ctx_wcache(ctx), ctx->auth->tenant, ctx->now_ms + ttl * 1000);
     char id[JF_ID_LEN_MAX];
-    snprintf(id, sizeof(id), "%s", tx.id);
+    jf_str_copy(id, sizeof(id), tx.id);
     json_t *h = NULL;
     if ((err = jf_debit_complete(ctx, &tx, m.id, &before, err)) == JF_OK &&
         (err = hold_json(ctx, id, &h)) == JF_OK)

@@ -104,7 +104,7 @@ static void hot_claim(jf_hot *h, hot_row *r, int64_t tenant, const char *account
     memset(r, 0, sizeof(*r));
     r->used = true;
     r->tenant = tenant;
-    snprintf(r->account, sizeof(r->account), "%s", account);
+    jf_str_copy(r->account, sizeof(r->account), account);
     h->used[h->n++] = (int)(r - h->rows);
 }
 

@@ -37,6 +37,16 @@ void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX])
     snprintf(out, JF_ID_LEN_MAX, "%s%s", prefix, hex);
 }
 
+/* v's last `digits` hex digits, zero-padded, lower case (as %0*llx when v
+ * fits them). */
+static char *hex_fixed(char *p, uint64_t v, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--, v >>= 4)
+        p[i] = hex[v & 15];
+    return p + digits;
+}
+
 /* The random parts of this process's ordered ids, drawn once: a random
  * start for the counter and a 16-bit suffix.  Drawing them per id cost a
  * getrandom system call per transaction and per lot (about 1% of the
@@ -66,6 +76,14 @@ void jf_id_new_ordered(const char *prefix, int64_t now_ms, char out[JF_ID_LEN_MA
     pthread_once(&ordered.once, ordered_init);
     uint64_t ms = now_ms < 0 ? 0 : (uint64_t)now_ms & 0xfffffffffffull;
     uint32_t n = atomic_fetch_add(&ordered.counter, 1);
-    snprintf(out, JF_ID_LEN_MAX, "%s%011llx%08x%s", prefix, (unsigned long long)ms, n,
-             ordered.suffix);
+    /* prefix, %011llx, %08x and the suffix, by hand: snprintf cost 1,800
+     * instructions an id, two ids per earn on the writer. */
+    size_t plen = strlen(prefix);
+    if (plen + 11 + 8 + 4 >= JF_ID_LEN_MAX) { /* no prefix is that long */
+        out[0] = '\0';
+        return;
+    }
+    memcpy(out, prefix, plen);
+    char *p = hex_fixed(hex_fixed(out + plen, ms, 11), n, 8);
+    memcpy(p, ordered.suffix, 5); /* its 4 digits and the terminator */
 }

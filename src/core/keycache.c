@@ -131,7 +131,7 @@ void jf_key_cache_put(jf_key_cache *kc, uint64_t epoch, const char *id,
         return;
     pthread_mutex_lock(&kc->mu);
     key_slot *s = slot_of(kc, id);
-    snprintf(s->id, sizeof(s->id), "%s", id);
+    jf_str_copy(s->id, sizeof(s->id), id);
     memcpy(s->hash, hash, JF_HASH_BYTES);
     s->tenant = tenant;
     s->role = role;

@@ -97,7 +97,7 @@ static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *m
         json_decref(pts);
         return err;
     }
-    snprintf(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), "%s", mem_tx->id);
+    jf_str_copy(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), mem_tx->id);
     json_object_set_new(ctx->out, "points", pts);
     ctx->created = true;
     return JF_OK;

@@ -123,7 +123,7 @@ static jf_err lot_update_step(jf_ctx *ctx, sqlite3_stmt *st, int64_t lot_seq)
     int64_t was_closed = 0;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        snprintf(e.member_id, sizeof(e.member_id), "%s", jf_db_text(st, 0));
+        jf_str_copy(e.member_id, sizeof(e.member_id), jf_db_text(st, 0));
         was_closed = sqlite3_column_int64(st, 1);
         e.closed = sqlite3_column_int64(st, 2);
         e.expires_key = sqlite3_column_int64(st, 3);
@@ -218,7 +218,7 @@ static jf_err lot_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, con
                    .available_at = d->available_at,
                    .seq = d->seq,
                    .remaining = 0};
-    snprintf(e.member_id, sizeof(e.member_id), "%s", member_id);
+    jf_str_copy(e.member_id, sizeof(e.member_id), member_id);
     return err == JF_OK ? lot_entry_insert(ctx, &e) : err;
 }
 
@@ -279,7 +279,7 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
                    .available_at = available_at,
                    .seq = sqlite3_last_insert_rowid(ctx->db->h),
                    .remaining = amount};
-    snprintf(e.member_id, sizeof(e.member_id), "%s", member_id);
+    jf_str_copy(e.member_id, sizeof(e.member_id), member_id);
     if (lot_seq)
         *lot_seq = e.seq;
     err = lot_entry_insert(ctx, &e);

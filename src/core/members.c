@@ -22,11 +22,11 @@
 static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
 {
     out->seq = sqlite3_column_int64(st, first);
-    snprintf(out->id, sizeof(out->id), "%s", jf_db_text(st, first + 1));
-    snprintf(out->status, sizeof(out->status), "%s", jf_db_text(st, first + 2));
+    jf_str_copy(out->id, sizeof(out->id), jf_db_text(st, first + 1));
+    jf_str_copy(out->status, sizeof(out->status), jf_db_text(st, first + 2));
     out->debt = sqlite3_column_int64(st, first + 3);
     const char *birthday = jf_db_text(st, first + 4);
-    snprintf(out->birthday, sizeof(out->birthday), "%s", birthday ? birthday : "");
+    jf_str_copy(out->birthday, sizeof(out->birthday), birthday ? birthday : "");
 }
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
@@ -232,7 +232,7 @@ static jf_err referrer_resolve(jf_ctx *ctx, const char *code, char referrer[JF_I
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(referrer, JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        jf_str_copy(referrer, JF_ID_LEN_MAX, jf_db_text(st, 0));
         err = JF_OK;
     }
     sqlite3_reset(st);

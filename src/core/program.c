@@ -36,16 +36,16 @@ jf_err jf_program_load(jf_db *db, int64_t tenant, jf_program *p)
         return rc == SQLITE_DONE ? JF_ERR_UNAUTHORIZED : JF_ERR_IO;
     }
     memset(p, 0, sizeof(*p));
-    snprintf(p->public_id, sizeof(p->public_id), "%s", jf_db_text(st, 0));
-    snprintf(p->name, sizeof(p->name), "%s", jf_db_text(st, 1));
-    snprintf(p->currency, sizeof(p->currency), "%s", jf_db_text(st, 2));
+    jf_str_copy(p->public_id, sizeof(p->public_id), jf_db_text(st, 0));
+    jf_str_copy(p->name, sizeof(p->name), jf_db_text(st, 1));
+    jf_str_copy(p->currency, sizeof(p->currency), jf_db_text(st, 2));
     p->earn_points = sqlite3_column_int64(st, 3);
     p->earn_per_amount = sqlite3_column_int64(st, 4);
-    snprintf(p->expiry_policy, sizeof(p->expiry_policy), "%s", jf_db_text(st, 5));
+    jf_str_copy(p->expiry_policy, sizeof(p->expiry_policy), jf_db_text(st, 5));
     p->expiry_n = sqlite3_column_int64(st, 6);
     p->pending_days = sqlite3_column_int64(st, 7);
     p->debt_floor = sqlite3_column_int64(st, 8);
-    snprintf(p->timezone, sizeof(p->timezone), "%s", jf_db_text(st, 9));
+    jf_str_copy(p->timezone, sizeof(p->timezone), jf_db_text(st, 9));
     p->hold_ttl_s = sqlite3_column_int64(st, 10);
     p->operator_adjust_max = sqlite3_column_int64(st, 11);
     p->updated_at = sqlite3_column_int64(st, 12);
@@ -204,9 +204,9 @@ static void program_merge(jf_program *p, json_t *b)
 {
     json_t *v;
     if ((v = json_object_get(b, "name")))
-        snprintf(p->name, sizeof(p->name), "%s", json_string_value(v));
+        jf_str_copy(p->name, sizeof(p->name), json_string_value(v));
     if ((v = json_object_get(b, "currency")))
-        snprintf(p->currency, sizeof(p->currency), "%s", json_string_value(v));
+        jf_str_copy(p->currency, sizeof(p->currency), json_string_value(v));
     if ((v = json_object_get(b, "earn_rate"))) {
         p->earn_points = json_integer_value(json_object_get(v, "points"));
         p->earn_per_amount = json_integer_value(json_object_get(v, "per_amount"));
@@ -223,7 +223,7 @@ static void program_merge(jf_program *p, json_t *b)
     if ((v = json_object_get(b, "debt_floor")))
         p->debt_floor = json_integer_value(v);
     if ((v = json_object_get(b, "timezone")))
-        snprintf(p->timezone, sizeof(p->timezone), "%s", json_string_value(v));
+        jf_str_copy(p->timezone, sizeof(p->timezone), json_string_value(v));
     if ((v = json_object_get(b, "hold_ttl_seconds")))
         p->hold_ttl_s = json_integer_value(v);
     if ((v = json_object_get(b, "operator_adjust_max")))

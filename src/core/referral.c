@@ -101,7 +101,7 @@ jf_err jf_referral_reward(jf_ctx *ctx, const char *referee_id, const char *on,
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) == SQLITE_ROW)
-        snprintf(referrer, sizeof referrer, "%s", jf_db_text(st, 0));
+        jf_str_copy(referrer, sizeof referrer, jf_db_text(st, 0));
     sqlite3_reset(st);
     if (!referrer[0])
         return JF_OK;

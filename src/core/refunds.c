@@ -179,11 +179,11 @@ static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No earned order '%s'.", order_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(o->earn_id, sizeof o->earn_id, "%s", jf_db_text(st, 0));
-        snprintf(o->member_id, sizeof o->member_id, "%s", jf_db_text(st, 1));
+        jf_str_copy(o->earn_id, sizeof o->earn_id, jf_db_text(st, 0));
+        jf_str_copy(o->member_id, sizeof o->member_id, jf_db_text(st, 1));
         o->earned = sqlite3_column_int64(st, 2);
         o->amount = sqlite3_column_int64(st, 3);
-        snprintf(o->currency, sizeof o->currency, "%s", jf_db_text(st, 4));
+        jf_str_copy(o->currency, sizeof o->currency, jf_db_text(st, 4));
         o->earn_reversed = sqlite3_column_int64(st, 5);
         err = JF_OK;
     }
@@ -204,7 +204,7 @@ static jf_err order_lines_load(jf_ctx *ctx, const char *order_id, order_state *o
     while (o->n < JF_ORDER_LINES_MAX && sqlite3_step(st) == SQLITE_ROW) {
         size_t i = o->n++;
         assert(sqlite3_column_int64(st, 0) == (int64_t)i);
-        snprintf(o->skus[i], sizeof o->skus[i], "%s", jf_db_text(st, 1) ? jf_db_text(st, 1) : "");
+        jf_str_copy(o->skus[i], sizeof o->skus[i], jf_db_text(st, 1) ? jf_db_text(st, 1) : "");
         o->lines[i].amount = sqlite3_column_int64(st, 2);
         o->quantity[i] = sqlite3_column_int64(st, 3);
         o->lines[i].points = sqlite3_column_int64(st, 4);
@@ -293,7 +293,7 @@ static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, voi
     int64_t pts[JF_ORDER_LINES_MAX], left[JF_ORDER_LINES_MAX];
     size_t n = 0;
     while (ids && n < JF_ORDER_LINES_MAX && sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(ids[n], JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        jf_str_copy(ids[n], JF_ID_LEN_MAX, jf_db_text(st, 0));
         pts[n] = sqlite3_column_int64(st, 1);
         left[n] = pts[n] - sqlite3_column_int64(st, 2);
         n++;
@@ -457,9 +457,9 @@ static jf_err refund_reverse(jf_ctx *ctx, refund_run *r, const char *tx_id, int6
                             .metadata = r->metadata};
     jf_err err = jf_reverse_points(ctx, tx_id, n, &opts, new_id, member);
     if (err == JF_OK && !r->first_tx[0])
-        snprintf(r->first_tx, sizeof r->first_tx, "%s", new_id);
+        jf_str_copy(r->first_tx, sizeof r->first_tx, new_id);
     if (err == JF_OK && !r->member_id[0])
-        snprintf(r->member_id, sizeof r->member_id, "%s", member);
+        jf_str_copy(r->member_id, sizeof r->member_id, member);
     if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "INSERT INTO refund_transactions(tenant_id, refund_id, tx_id, kind,"

@@ -33,15 +33,15 @@ static jf_err orig_load(jf_ctx *ctx, const char *id, orig_tx *o)
     if (sqlite3_step(st) == SQLITE_ROW) {
         memset(o, 0, sizeof(*o));
         o->seq = sqlite3_column_int64(st, 0);
-        snprintf(o->id, sizeof(o->id), "%s", jf_db_text(st, 1));
-        snprintf(o->type, sizeof(o->type), "%s", jf_db_text(st, 2));
+        jf_str_copy(o->id, sizeof(o->id), jf_db_text(st, 1));
+        jf_str_copy(o->type, sizeof(o->type), jf_db_text(st, 2));
         snprintf(o->member_id, sizeof(o->member_id), "%s",
                  jf_db_text(st, 3) ? jf_db_text(st, 3) : "");
         snprintf(o->counterparty_id, sizeof(o->counterparty_id), "%s",
                  jf_db_text(st, 4) ? jf_db_text(st, 4) : "");
         o->points = sqlite3_column_int64(st, 5);
         o->delta = sqlite3_column_int64(st, 6);
-        snprintf(o->hold_id, sizeof(o->hold_id), "%s", jf_db_text(st, 7) ? jf_db_text(st, 7) : "");
+        jf_str_copy(o->hold_id, sizeof(o->hold_id), jf_db_text(st, 7) ? jf_db_text(st, 7) : "");
         o->reversed = sqlite3_column_int64(st, 8);
         err = JF_OK;
     }
@@ -188,8 +188,8 @@ jf_err jf_reverse_points(jf_ctx *ctx, const char *orig_id, int64_t points,
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
     assert(err != JF_OK || o.reversed + n <= o.points);
-    snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
-    snprintf(member_id, JF_ID_LEN_MAX, "%s", o.member_id);
+    jf_str_copy(tx_id, JF_ID_LEN_MAX, tx.id);
+    jf_str_copy(member_id, JF_ID_LEN_MAX, o.member_id);
     jf_tx_deinit(&tx);
     return err;
 }

@@ -946,7 +946,7 @@ static void award_init(jf_award *a, const jf_rule_ref *ref)
 {
     json_t *r = ref->rule, *v;
     memset(a, 0, sizeof(*a));
-    snprintf(a->rule_id, sizeof a->rule_id, "%s", ref->id);
+    jf_str_copy(a->rule_id, sizeof a->rule_id, ref->id);
     a->rule_version = ref->version;
     a->pending_days = (v = json_object_get(r, "pending_days")) ? json_integer_value(v) : -1;
     a->expires_in_days = (v = json_object_get(r, "expires_in_days")) ? json_integer_value(v) : -1;

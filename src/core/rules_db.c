@@ -326,7 +326,7 @@ static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, sqlite3_stmt *st)
             jf_json_set(b, "max_points", json_integer(sqlite3_column_int64(st, 4)));
         if (sqlite3_column_type(st, 5) != SQLITE_NULL)
             jf_json_set(b, "max_awards", json_integer(sqlite3_column_int64(st, 5)));
-        snprintf(lr->campaign_ids[k], JF_ID_LEN_MAX, "%s", id);
+        jf_str_copy(lr->campaign_ids[k], JF_ID_LEN_MAX, id);
         lr->campaign_budgets[k] = b;
         memset(&lr->campaign_used[k], 0, sizeof lr->campaign_used[k]);
         lr->campaigns++;
@@ -409,7 +409,7 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
     while (err == JF_OK && lr->n < JF_RULES_ACTIVE_MAX && sqlite3_step(st) == SQLITE_ROW) {
         jf_rule_ref *ref = &lr->refs[lr->n];
         memset(ref, 0, sizeof(*ref));
-        snprintf(lr->ids[lr->n], JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, jf_db_text(st, 0));
         ref->id = lr->ids[lr->n];
         ref->version = sqlite3_column_int64(st, 1);
         ref->rule = json_loads(jf_db_text(st, 2), 0, NULL);
@@ -439,7 +439,7 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f,
     if (sqlite3_step(st) == SQLITE_ROW) {
         *tags = json_loads(jf_db_text(st, 0) ? jf_db_text(st, 0) : "[]", 0, NULL);
         if (jf_db_text(st, 1)) {
-            snprintf(birthday, bsize, "%s", jf_db_text(st, 1));
+            jf_str_copy(birthday, bsize, jf_db_text(st, 1));
             f->birthday = birthday;
         }
     }
@@ -545,7 +545,7 @@ jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards
     if (err == JF_OK && growth > 0)
         err = jf_tier_after_growth(ctx, member_id, tx.id);
     if (tx_id)
-        snprintf(tx_id, JF_ID_LEN_MAX, "%s", tx.id);
+        jf_str_copy(tx_id, JF_ID_LEN_MAX, tx.id);
     jf_tx_deinit(&tx);
     return err;
 }

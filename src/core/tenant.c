@@ -45,7 +45,7 @@ jf_err jf_tenant_create(jf_engine *eng, const char *name, char *tenant_id, size_
     else
         jf_db_exec(db, "ROLLBACK");
     if (err == JF_OK)
-        snprintf(tenant_id, tenant_id_len, "%s", public_id);
+        jf_str_copy(tenant_id, tenant_id_len, public_id);
     jf_read_release(eng, db);
     return err;
 }

@@ -252,7 +252,7 @@ static void config_fill(jf_tier_config *cfg)
     {
         jf_tier *x = &cfg->tiers[cfg->n++];
         json_t *v, *bn = json_object_get(t, "benefits");
-        snprintf(x->code, sizeof x->code, "%s", json_string_value(json_object_get(t, "code")));
+        jf_str_copy(x->code, sizeof x->code, json_string_value(json_object_get(t, "code")));
         x->threshold = json_integer_value(json_object_get(t, "threshold"));
         x->retain = (v = json_object_get(t, "retain")) ? json_integer_value(v) : x->threshold;
         x->spend_threshold =
@@ -322,7 +322,7 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
     memset(out, 0, sizeof(*out));
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", member_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(out->code, sizeof out->code, "%s", jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
+        jf_str_copy(out->code, sizeof out->code, jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
         out->since = jf_db_int_or(st, 1, -1);
         out->eval_at = jf_db_int_or(st, 2, -1);
         out->override_until = jf_db_int_or(st, 4, -1);
@@ -563,7 +563,7 @@ jf_err jf_tier_bonus_load(jf_ctx *ctx, const char *member_id, jf_tier_bonus *out
     int i = err == JF_OK ? jf_tier_effective(&cfg, &mt) : -1;
     if (i >= 0) {
         const jf_tier *t = &cfg.tiers[i];
-        snprintf(out->code, sizeof out->code, "%s", t->code);
+        jf_str_copy(out->code, sizeof out->code, t->code);
         out->version = cfg.version;
         out->mult_num = t->mult_num;
         out->mult_den = t->mult_den;

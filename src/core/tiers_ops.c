@@ -204,7 +204,7 @@ static jf_err evaluate_run(jf_ctx *ctx)
             : NULL;
     err = ids == NULL ? JF_ERR_NOMEM : st == NULL ? JF_ERR_IO : JF_OK;
     while (err == JF_OK && n < JF_TIER_EVAL_SLICE && sqlite3_step(st) == SQLITE_ROW)
-        snprintf(ids[n++], JF_ID_LEN_MAX, "%s", jf_db_text(st, 0));
+        jf_str_copy(ids[n++], JF_ID_LEN_MAX, jf_db_text(st, 0));
     if (st)
         sqlite3_reset(st);
     for (int i = 0; i < n && err == JF_OK; i++) {
@@ -436,7 +436,7 @@ static jf_err import_one(jf_ctx *ctx, const jf_tier_config *cfg, json_t *e, size
     if (st == NULL)
         return JF_ERR_IO;
     if (sqlite3_step(st) == SQLITE_ROW)
-        snprintf(mid, sizeof mid, "%s", jf_db_text(st, 0));
+        jf_str_copy(mid, sizeof mid, jf_db_text(st, 0));
     sqlite3_reset(st);
     int to = jf_tier_index(cfg, code);
     if (!mid[0])

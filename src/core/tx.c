@@ -30,12 +30,18 @@ jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_
 }
 
 /* The account name of kind for member_id, or of the program when NULL. */
+/* "member:<id>:<kind>" or "program:<kind>", cut as snprintf would cut it
+ * (which cost 780 instructions a posting on the writer). */
 static void account_name(const char *kind, const char *member_id, jf_posting *p)
 {
-    if (member_id)
-        snprintf(p->account, sizeof(p->account), "member:%s:%s", member_id, kind);
-    else
-        snprintf(p->account, sizeof(p->account), "program:%s", kind);
+    size_t cap = sizeof(p->account), len = 0;
+    const char *parts[] = {member_id ? "member:" : "program:", member_id ? member_id : kind,
+                           member_id ? ":" : NULL, kind};
+    for (size_t i = 0; i < 4 && parts[i] && len < cap - 1; i++) {
+        jf_str_copy(p->account + len, cap - len, parts[i]);
+        len += strlen(p->account + len);
+    }
+    p->account[len] = '\0';
 }
 
 static int posting_index(const jf_tx *tx, const char *account)

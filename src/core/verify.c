@@ -205,7 +205,7 @@ static int load_postings(verifier *v, int64_t tenant, int64_t seq, jf_posting *p
     int n = 0;
     while (st && sqlite3_step(st) == SQLITE_ROW) {
         if (n < max) {
-            snprintf(p[n].account, sizeof(p[n].account), "%s", jf_db_text(st, 0));
+            jf_str_copy(p[n].account, sizeof(p[n].account), jf_db_text(st, 0));
             p[n].amount = sqlite3_column_int64(st, 1);
         }
         n++;
@@ -474,7 +474,7 @@ static jf_err verify_all(verifier *v)
         }
         rows = r;
         rows[n].id = sqlite3_column_int64(st, 0);
-        snprintf(rows[n].public_id, JF_ID_LEN_MAX, "%s", jf_db_text(st, 1));
+        jf_str_copy(rows[n].public_id, JF_ID_LEN_MAX, jf_db_text(st, 1));
         memset(rows[n].head, 0, JF_HASH_BYTES);
         if (sqlite3_column_bytes(st, 2) == JF_HASH_BYTES)
             memcpy(rows[n].head, sqlite3_column_blob(st, 2), JF_HASH_BYTES);
