@@ -409,9 +409,13 @@ class RefusalAfterWriteTests(unittest.TestCase):
         self.assertEqual([x["status"] for x in res], [201] * 300 + [422, 201], r)
         self.assertEqual([x["body"]["points"]["available"] for i, x in enumerate(res) if i != 300],
                          list(range(1, 302)))
-        # Once, or twice when the slice run again with savepoints ends (on
-        # time) before the redeem, which then poisons the next slice too.
-        self.assertIn(self.redone() - before, (1, 2))
+        # At least once.  How often depends on the machine's speed, not only
+        # on the code: a slice run again with savepoints may end on time
+        # before the redeem, which then poisons the next slice too, and under
+        # a sanitizer on a loaded machine that happened twice in one run.
+        # The results above show what must hold whatever the count: every
+        # earn applied once and in order (1 to 301), the refusal alone.
+        self.assertGreaterEqual(self.redone() - before, 1)
         self.assert_held(m, 40, 60, hold)
         self.assertEqual(H.points_of(self.a, n)["available"], 301)
 
