@@ -286,43 +286,66 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     return err == JF_OK ? debt_pay_from(ctx, tx, member_id, e.seq, amount) : err;
 }
 
-/* A member's points in one statement: the balance and held accounts, the
- * debt (POINTS_DEBT, or ?4), the due and the pending lots.  The pending
- * lots' `available_at > created_at` is implied (now >= created_at) and lets
- * the lots_pending index serve it. */
-#define POINTS_ACCOUNTS                                                                            \
-    "SELECT (SELECT balance FROM member_accounts WHERE tenant_id = ?1"                             \
-    "  AND member_id = ?2 AND account = 0),"                                                       \
-    " (SELECT balance FROM member_accounts WHERE tenant_id = ?1"                                   \
-    "  AND member_id = ?2 AND account = 2), "
-#define POINTS_DEBT "(SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2)"
-#define POINTS_LOTS                                                                                \
-    ", (SELECT SUM(remaining) FROM member_lots WHERE tenant_id = ?1"                               \
-    "  AND member_id = ?2 AND closed = 0 AND expires_key <= ?3),"                                  \
-    " (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"                    \
+/* A member's accounts and due lots are one range of member_state: the
+ * accounts (kind 0: key1 0 points, 1 growth, 2 held) sort first, then the
+ * open lots (kind 1, key1 = closed = 0) by expires_key, so
+ * (kind, key1, key2) <= (1, 0, now) holds exactly the accounts and the open
+ * lots due by now.  One range read replaced three subqueries (the two
+ * accounts and the due sum), a third of this read's cost, on every write. */
+#define POINTS_STATE                                                                               \
+    "SELECT kind, key1, value FROM member_state WHERE tenant_id = ?1 AND member_id = ?2"           \
+    " AND (kind, key1, key2) <= (1, 0, ?3)"
+/* The debt (POINTS_DEBT, or ?4) and the pending lots.  The pending lots'
+ * `available_at > created_at` is implied (now >= created_at) and lets the
+ * lots_pending index serve it. */
+#define POINTS_DEBT "SELECT (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2)"
+#define POINTS_PENDING                                                                             \
+    ", (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"                   \
     "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?3"                         \
     "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?3))"
 
+static jf_err points_state(jf_ctx *ctx, const char *member_id, jf_points *p)
+{
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db, POINTS_STATE, "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t kind = sqlite3_column_int64(st, 0), key1 = sqlite3_column_int64(st, 1);
+        int64_t value = sqlite3_column_int64(st, 2);
+        if (kind == 1)
+            p->due += value;
+        else if (key1 == 0)
+            p->balance = value;
+        else if (key1 == 2)
+            p->held = value;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
+}
+
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
 {
+    *p = (jf_points){0};
+    jf_err err = points_state(ctx, member_id, p);
+    if (err != JF_OK)
+        return err;
     /* The writer's cache holds a member's debt exactly while no write of the
      * batch touched the row (wcache.c); reading it again would fetch the
      * member's row, a random page once its cache is warm. */
     jf_member m;
     sqlite3_stmt *st = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &m)
-                           ? jf_db_query(ctx->db, POINTS_ACCOUNTS "?4" POINTS_LOTS, "IsII",
+                           ? jf_db_query(ctx->db, "SELECT ?4" POINTS_PENDING, "IsII",
                                          ctx->auth->tenant, member_id, ctx->now_ms, m.debt)
-                           : jf_db_query(ctx->db, POINTS_ACCOUNTS POINTS_DEBT POINTS_LOTS, "IsI",
+                           : jf_db_query(ctx->db, POINTS_DEBT POINTS_PENDING, "IsI",
                                          ctx->auth->tenant, member_id, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
-    jf_err err = JF_ERR_IO;
+    err = JF_ERR_IO;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        p->balance = sqlite3_column_int64(st, 0);
-        p->held = sqlite3_column_int64(st, 1);
-        p->debt = sqlite3_column_int64(st, 2);
-        p->due = sqlite3_column_int64(st, 3);
-        p->pending = sqlite3_column_int64(st, 4);
+        p->debt = sqlite3_column_int64(st, 0);
+        p->pending = sqlite3_column_int64(st, 1);
         p->available = p->balance + p->debt - p->due - p->pending;
         err = JF_OK;
     }
