@@ -73,10 +73,6 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id, m->birthday) : err;
 }
 
-/* ctx->out = {"transaction": ..., "points": ...} for the member after the
- * transaction: mem_tx when this command just committed it (rendered from
- * memory), else tx_id read back; known (may be NULL) are the member's points
- * already read after it. */
 /* The same answer with the transaction rendered as text from memory, for
  * ctx_finish (engine.c) to put first: building its tree and dumping it was
  * a tenth of the writer's time per earn. */
@@ -103,6 +99,10 @@ static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *m
     return JF_OK;
 }
 
+/* The answer {"transaction": ..., "points": ...} for the member after the
+ * transaction: mem_tx when this command just committed it (rendered from
+ * memory, as text while ctx->out holds nothing yet), else tx_id read back;
+ * known (may be NULL) are the member's points already read after it. */
 static jf_err points_result_known(jf_ctx *ctx, const jf_tx *mem_tx, const char *tx_id,
                                   const char *member_id, const jf_points *known)
 {
