@@ -386,19 +386,29 @@ jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     return JF_OK;
 }
 
+/* The awards of an earn this command just wrote (NULL for any other type):
+ * read back only when it wrote some. */
+static jf_err reply_awards(jf_ctx *ctx, const jf_tx *tx, json_t **awards)
+{
+    *awards = NULL;
+    if (strcmp(tx->type, "earn") != 0)
+        return JF_OK;
+    if (ctx->awarded_tx_seq != tx->seq) {
+        *awards = json_array();
+        return *awards ? JF_OK : JF_ERR_NOMEM;
+    }
+    return jf_awards_json(ctx, tx->seq, awards);
+}
+
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
 {
     jf_chain_tx t = tx_view(ctx, tx);
+    json_t *awards = NULL;
+    jf_err err = reply_awards(ctx, tx, &awards);
     jf_tx_view_text(b, &t, 0);
-    jf_err err = JF_OK;
-    if (strcmp(tx->type, "earn") == 0) {
+    if (awards) {
         TX_KEY(b, "awards");
-        json_t *awards = NULL;
-        /* tx is this command's own: its awards, if any, were written by it. */
-        if (ctx->awarded_tx_seq != tx->seq)
-            jf_jt_raw(b, "[]");
-        else if ((err = jf_awards_json(ctx, tx->seq, &awards)) == JF_OK)
-            jf_jt_json(b, awards);
+        jf_jt_json(b, awards);
         json_decref(awards);
     }
     jf_jt_raw(b, "}");
@@ -408,19 +418,13 @@ jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)
 {
     jf_chain_tx t = tx_view(ctx, tx);
-    json_t *o = jf_tx_view_json(&t, 0);
-    bool is_earn = strcmp(tx->type, "earn") == 0;
-    /* tx is this command's own: its awards, if any, were written by it. */
-    if (is_earn && ctx->awarded_tx_seq != tx->seq) {
-        json_object_set_new(o, "awards", json_array());
-        *out = o;
-        return JF_OK;
-    }
-    jf_err err = tx_add_awards(ctx, o, is_earn, tx->seq);
-    if (err != JF_OK) {
-        json_decref(o);
+    json_t *awards = NULL;
+    jf_err err = reply_awards(ctx, tx, &awards);
+    if (err != JF_OK)
         return err;
-    }
+    json_t *o = jf_tx_view_json(&t, 0);
+    if (awards)
+        json_object_set_new(o, "awards", awards);
     *out = o;
     return JF_OK;
 }
