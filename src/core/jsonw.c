@@ -136,36 +136,38 @@ static void jw_plain(jsonw_buf *b, const char *s, size_t n)
     b->len += n + 2;
 }
 
+/* s quoted: by hand when ASCII, else by jansson, from str when the caller
+ * has it as a json_t.  False, writing nothing, for text jansson refuses as
+ * UTF-8. */
+static bool jw_quoted(jsonw_buf *b, const char *s, size_t n, const json_t *str)
+{
+    if (jw_is_plain(s, n)) {
+        jw_plain(b, s, n);
+        return true;
+    }
+    if (jw_is_ascii(s, n)) {
+        jw_ascii(b, s, n);
+        return true;
+    }
+    json_t *own = str ? NULL : json_stringn(s, n);
+    if (str == NULL && own == NULL)
+        return false;
+    jw_jansson(b, str ? str : own);
+    json_decref(own);
+    return true;
+}
+
 static void jw_string(jsonw_buf *b, const json_t *str)
 {
-    const char *s = json_string_value(str);
-    size_t n = json_string_length(str);
-    if (jw_is_plain(s, n))
-        jw_plain(b, s, n);
-    else if (jw_is_ascii(s, n))
-        jw_ascii(b, s, n);
-    else
-        jw_jansson(b, str);
+    jw_quoted(b, json_string_value(str), json_string_length(str), str);
 }
 
 static void jw_value(jsonw_buf *b, const json_t *v, int depth);
 
 static void jw_key(jsonw_buf *b, const char *k, size_t kn)
 {
-    if (jw_is_plain(k, kn)) {
-        jw_plain(b, k, kn);
-        return;
-    }
-    if (jw_is_ascii(k, kn)) {
-        jw_ascii(b, k, kn);
-        return;
-    }
-    json_t *ks = json_stringn(k, kn);
-    if (ks == NULL)
+    if (!jw_quoted(b, k, kn, NULL))
         b->failed = true;
-    else
-        jw_jansson(b, ks);
-    json_decref(ks);
 }
 
 typedef struct {
@@ -289,22 +291,9 @@ void jf_jt_rawn(jf_jtext *b, const char *s, size_t n)
 
 void jf_jt_str(jf_jtext *b, const char *s)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (s && jw_is_plain(s, n)) {
-        jw_plain(b, s, n);
-        return;
-    }
-    if (s && jw_is_ascii(s, n)) {
-        jw_ascii(b, s, n);
-        return;
-    }
     /* As jf_json_text: NULL, and text json_string refuses, are null. */
-    json_t *v = s ? json_stringn(s, n) : NULL;
-    if (v)
-        jw_jansson(b, v);
-    else
+    if (s == NULL || !jw_quoted(b, s, strlen(s), NULL))
         jw_put(b, "null", 4);
-    json_decref(v);
 }
 
 void jf_jt_int(jf_jtext *b, int64_t v)
