@@ -192,7 +192,12 @@ static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
     return NULL;
 }
 
-static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap)
+/* Text and blobs are bound SQLITE_STATIC (not copied) by the calls that
+ * step and reset the statement before they return (jf_db_run, jf_db_int),
+ * while the caller's values are alive; jf_db_query hands the statement back
+ * to be stepped later, so it binds copies.  A statement's stale bindings
+ * are never read: db_prepare_cached clears them before its next use. */
+static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap, sqlite3_destructor_type keep)
 {
     int rc = SQLITE_OK;
     for (int i = 1; fmt && *fmt && rc == SQLITE_OK; fmt++, i++) {
@@ -205,13 +210,13 @@ static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap)
             break;
         case 's': {
             const char *s = va_arg(ap, const char *);
-            rc = s ? sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);
+            rc = s ? sqlite3_bind_text(st, i, s, -1, keep) : sqlite3_bind_null(st, i);
             break;
         }
         case 'b': {
             const void *p = va_arg(ap, const void *);
             int len = va_arg(ap, int);
-            rc = sqlite3_bind_blob(st, i, p, len, SQLITE_TRANSIENT);
+            rc = sqlite3_bind_blob(st, i, p, len, keep);
             break;
         }
         case 'n':
@@ -224,12 +229,13 @@ static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap)
     return rc;
 }
 
-static sqlite3_stmt *db_query_v(jf_db *db, const char *sql, const char *fmt, va_list ap)
+static sqlite3_stmt *db_query_v(jf_db *db, const char *sql, const char *fmt, va_list ap,
+                                sqlite3_destructor_type keep)
 {
     sqlite3_stmt *st = db_prepare_cached(db, sql);
     if (st == NULL)
         return NULL;
-    if (db_bind(st, fmt, ap) != SQLITE_OK) {
+    if (db_bind(st, fmt, ap, keep) != SQLITE_OK) {
         db_set_error(db, "bind failed");
         return NULL;
     }
@@ -240,7 +246,7 @@ sqlite3_stmt *jf_db_query(jf_db *db, const char *sql, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap, SQLITE_TRANSIENT);
     va_end(ap);
     return st;
 }
@@ -249,7 +255,7 @@ jf_err jf_db_run(jf_db *db, const char *sql, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap, SQLITE_STATIC);
     va_end(ap);
     if (st == NULL)
         return JF_ERR_IO;
@@ -268,7 +274,7 @@ jf_err jf_db_int(jf_db *db, int64_t *out, int64_t dflt, const char *sql, const c
 {
     va_list ap;
     va_start(ap, fmt);
-    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap);
+    sqlite3_stmt *st = db_query_v(db, sql, fmt, ap, SQLITE_STATIC);
     va_end(ap);
     if (st == NULL)
         return JF_ERR_IO;
