@@ -196,6 +196,27 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+def cpu_ticks():
+    """(stolen, total) CPU ticks of the whole machine so far, from /proc/stat's
+    first line: user nice system idle iowait irq softirq steal (guest time is
+    inside user and nice).  Stolen time is what the hypervisor gave other
+    guests while this VM's CPUs had work: on these machines it came and went
+    within the hour (0% idle, 48% under load), and a run measured while it is
+    high is slower for reasons that are not the system's."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (v[7] if len(v) > 7 else 0), sum(v)
+
+
+def steal_pct(before, after):
+    """Percent of the machine's CPU time stolen between two cpu_ticks()."""
+    total = after[1] - before[1]
+    return round(100.0 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 def copy_db(src, dst):
     """Copies a SQLite database with its WAL (the source server is stopped),
     then writes everything dirty back to the disk (sync) before returning:

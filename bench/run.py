@@ -128,6 +128,7 @@ def machine_info(cfg, workdir):
     if os.path.exists(cfg.jifen_bin):
         info["jifen_bin_sha256"] = S.file_sha(cfg.jifen_bin, 16)
     info["loadavg_start"] = B.loadavg()
+    info["cpu_ticks_start"] = B.cpu_ticks()
     return info
 
 
@@ -189,13 +190,21 @@ class Bench:
     def ordered(self):
         return [(n, self.systems[n]) for n in SYSTEM_ORDER if n in self.systems]
 
+    def run_once(self, sysobj, wl, conns, rate, duration, prefix):
+        """One run, with the share of the machine's CPU time stolen during it."""
+        t0 = B.cpu_ticks()
+        res = sysobj.run(wl, conns, rate, duration, self.cfg.warmup, prefix)
+        if "na" not in res:
+            res["steal_pct"] = B.steal_pct(t0, B.cpu_ticks())
+        return res
+
     # -- one workload on one system, --runs times
     def measure(self, label, wl, name, sysobj, conns, rate=0):
         runs = []
         for i in range(self.cfg.runs):
             prefix = f"{label}-{name}-{conns}-{i}-{int(time.time() * 1000) % 10**9}"
             prefix = prefix.replace(" ", "").replace("=", "")
-            res = sysobj.run(wl, conns, rate, self.cfg.duration, self.cfg.warmup, prefix)
+            res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration, prefix)
             # A window in which nothing finished, and nothing failed, is a
             # stall longer than the window (this machine's disk alone stalls
             # for 0.1-1.3 s every so often; a smoke window is 0.5 s), not a
@@ -206,8 +215,8 @@ class Bench:
                     break
                 B.log(f"  {label} {name}: nothing finished in {self.cfg.duration} s; "
                       f"measuring {longer}x as long")
-                res = sysobj.run(wl, conns, rate, self.cfg.duration * longer, self.cfg.warmup,
-                                 f"{prefix}-x{longer}")
+                res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration * longer,
+                                    f"{prefix}-x{longer}")
             if "na" in res:
                 entry = {"label": label, "workload": wl["id"], "system": name, "na": res["na"]}
                 self.results.append(entry)
@@ -220,7 +229,8 @@ class Bench:
         self.results.append(entry)
         B.log(f"  {label:<14} {name:<8} {entry['throughput']:>10.0f} ops/s  "
               f"p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
-              f"cpu/op {report.fmt_cpu(entry['cpu_us_per_op'])} us")
+              f"cpu/op {report.fmt_cpu(entry['cpu_us_per_op'])} us"
+              f"{report.fmt_steal(entry)}")
         if self.cfg.strict and (entry["ok"] == 0 or entry["errors"]):
             raise B.BenchError(f"{label} on {name}: {entry['errors']} errors, {entry['ok']} ok")
         return entry
@@ -341,6 +351,7 @@ def main(argv):
         bench.run_all()
         fsync_end = fsync_latency(cfg, workdir)
         info["loadavg_end"] = B.loadavg()
+        info["steal_pct"] = B.steal_pct(info["cpu_ticks_start"], B.cpu_ticks())
     except KeyboardInterrupt:
         B.log("interrupted; tearing down")
         rc = 130
