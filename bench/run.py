@@ -198,33 +198,31 @@ class Bench:
             res["steal_pct"] = B.steal_pct(t0, B.cpu_ticks())
         return res
 
-    # -- one workload on one system, --runs times
-    def measure(self, label, wl, name, sysobj, conns, rate=0):
-        runs = []
-        for i in range(self.cfg.runs):
-            prefix = f"{label}-{name}-{conns}-{i}-{int(time.time() * 1000) % 10**9}"
-            prefix = prefix.replace(" ", "").replace("=", "")
-            res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration, prefix)
-            # A window in which nothing finished, and nothing failed, is a
-            # stall longer than the window (this machine's disk alone stalls
-            # for 0.1-1.3 s every so often; a smoke window is 0.5 s), not a
-            # broken driver: measure again, longer, before a strict run
-            # calls it an error.
-            for longer in (4, 16):
-                if "na" in res or res.get("ok") or res.get("refused") or res.get("errors"):
-                    break
-                B.log(f"  {label} {name}: nothing finished in {self.cfg.duration} s; "
-                      f"measuring {longer}x as long")
-                res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration * longer,
-                                    f"{prefix}-x{longer}")
-            if "na" in res:
-                entry = {"label": label, "workload": wl["id"], "system": name, "na": res["na"]}
-                self.results.append(entry)
-                return entry
-            runs.append(res)
-            if res.get("errors"):
-                B.log(f"  {label} {name}: {res['errors']} errors "
-                      f"(status {res.get('status', '')})")
+    # -- one run of one system
+    def measure_once(self, label, wl, name, sysobj, conns, rate, i):
+        """Run i of one cell: the result of loadgen (or the baseline's driver), or
+        {"na": why} when the system has no such workload."""
+        prefix = f"{label}-{name}-{conns}-{i}-{int(time.time() * 1000) % 10**9}"
+        prefix = prefix.replace(" ", "").replace("=", "")
+        res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration, prefix)
+        # A window in which nothing finished, and nothing failed, is a
+        # stall longer than the window (this machine's disk alone stalls
+        # for 0.1-1.3 s every so often; a smoke window is 0.5 s), not a
+        # broken driver: measure again, longer, before a strict run
+        # calls it an error.
+        for longer in (4, 16):
+            if "na" in res or res.get("ok") or res.get("refused") or res.get("errors"):
+                break
+            B.log(f"  {label} {name}: nothing finished in {self.cfg.duration} s; "
+                  f"measuring {longer}x as long")
+            res = self.run_once(sysobj, wl, conns, rate, self.cfg.duration * longer,
+                                f"{prefix}-x{longer}")
+        if res.get("errors"):
+            B.log(f"  {label} {name}: {res['errors']} errors (status {res.get('status', '')})")
+        return res
+
+    def cell_entry(self, label, wl, name, conns, rate, runs):
+        """The table's entry for one cell: the medians of its runs."""
         entry = report.summarize(label, wl, name, conns, rate, runs)
         self.results.append(entry)
         B.log(f"  {label:<14} {name:<8} {entry['throughput']:>10.0f} ops/s  "
@@ -236,19 +234,55 @@ class Bench:
         return entry
 
     def workload(self, wid, wl, variants):
-        """Runs wl for every system; variants = [(label, conns, rate_fn or None)]."""
-        for name, sysobj in self.ordered():
-            try:
-                sysobj.prepare(wl)
-                for label, conns, rate_fn in variants:
-                    rate = rate_fn(name) if rate_fn else 0
-                    if rate_fn and not rate:
+        """Runs wl on every system; variants = [(label, conns, rate_fn or None)].
+
+        The runs of a variant take turns across the systems (the first run of
+        each system, then the second of each, and so on).  The machine's
+        speed drifts within minutes (a VM's stolen CPU time went from 48% to
+        8% in twenty minutes here; bench/README.md), and with a system's runs
+        in a row that drift fell on whichever system ran during it; taking
+        turns spreads it over all of them, which is what a ratio between two
+        cells needs.  A system is prepared (seeded) before its first run of
+        the workload, as before; pg-func and pg-txn share one database, so
+        each of them is seeded again before a run that follows the other's
+        (Postgres.before_run).
+        """
+        wl = dict(wl, id=wid)
+        prepared = set()
+        for label, conns, rate_fn in variants:
+            cells = []
+            for name, sysobj in self.ordered():
+                rate = rate_fn(name) if rate_fn else 0
+                if not rate_fn or rate:
+                    cells.append({"name": name, "sys": sysobj, "rate": rate, "runs": []})
+            for i in range(self.cfg.runs):
+                for c in cells:
+                    if c.get("na") or c.get("failed"):
                         continue
-                    self.measure(label, dict(wl, id=wid), name, sysobj, conns, rate)
-            except B.BenchError as e:
-                self.fail(f"{wid} on {name}", e)
-                if self.cfg.strict:
-                    raise
+                    try:
+                        if c["name"] not in prepared:
+                            c["sys"].prepare(wl)
+                            prepared.add(c["name"])
+                        elif hasattr(c["sys"], "before_run"):
+                            c["sys"].before_run(wl)
+                        res = self.measure_once(label, wl, c["name"], c["sys"], conns, c["rate"],
+                                                i)
+                    except B.BenchError as e:
+                        self.fail(f"{wid} on {c['name']}", e)
+                        c["failed"] = True
+                        if self.cfg.strict:
+                            raise
+                        continue
+                    if "na" in res:
+                        c["na"] = res["na"]
+                    else:
+                        c["runs"].append(res)
+            for c in cells:
+                if c.get("na"):
+                    self.results.append({"label": label, "workload": wid, "system": c["name"],
+                                         "na": c["na"]})
+                elif c["runs"] and not c.get("failed"):
+                    self.cell_entry(label, wl, c["name"], conns, c["rate"], c["runs"])
 
     def best_w1(self, name):
         vals = [r for r in self.results if r.get("workload") == "W1" and r["system"] == name
