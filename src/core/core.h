@@ -214,6 +214,10 @@ typedef struct jf_ctx {
      * before ctx->out's keys by ctx_finish; NULL when it is in ctx->out. */
     char *reply_tx;
     char reply_tx_id[JF_ID_LEN_MAX];
+    /* The whole answer as text (jf_list_rows_text), used by ctx_finish
+     * instead of ctx->out; NULL otherwise. */
+    char *reply_body;
+    size_t reply_body_len;
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);
@@ -295,6 +299,14 @@ typedef jf_err (*jf_row_fn)(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 /* Steps st (which selects limit + 1 rows) into ctx->out as a list envelope;
  * the cursor is column cursor_col of the last row shown. */
 jf_err jf_list_rows(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col, jf_row_fn row);
+/* Writes one row of a list as text, in the bytes its tree would dump to. */
+typedef jf_err (*jf_row_text_fn)(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
+/* jf_list_rows with the rows written as text: the envelope's bytes (the same
+ * as jf_list_rows's tree dumps to) go to ctx->reply_body.  A page of twenty
+ * transactions built as trees and dumped cost a history read most of its
+ * time. */
+jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col,
+                         jf_row_text_fn row);
 /* ?status=open|all (default all): *open_only tells which. */
 jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 

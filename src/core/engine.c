@@ -230,7 +230,11 @@ static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
 
 static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 {
-    if (err == JF_OK && ctx->out) {
+    if (err == JF_OK && ctx->reply_body) {
+        res->body = ctx->reply_body;
+        res->body_len = ctx->reply_body_len;
+        ctx->reply_body = NULL;
+    } else if (err == JF_OK && ctx->out) {
         res->body = ctx->reply_tx ? reply_with_tx(ctx, &res->body_len)
                                   : jf_json_dump(ctx->out, &res->body_len);
         if (res->body == NULL)
@@ -240,6 +244,8 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     ctx->out = NULL;
     free(ctx->reply_tx);
     ctx->reply_tx = NULL;
+    free(ctx->reply_body);
+    ctx->reply_body = NULL;
     if (err == JF_OK)
         ctx->detail[0] = '\0'; /* a handler may have prepared a detail it did not need */
     res->err = err;

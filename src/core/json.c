@@ -210,13 +210,19 @@ jf_err jf_list_params(jf_ctx *ctx, int64_t *limit, int64_t *cursor)
     return err;
 }
 
+/* A page's next_cursor as the API spells it: "c" and the last row's key. */
+static void cursor_name(char buf[32], int64_t next_cursor)
+{
+    snprintf(buf, 32, "c%lld", (long long)next_cursor);
+}
+
 json_t *jf_list_envelope(json_t *data, int64_t next_cursor)
 {
     json_t *o = json_object();
     json_object_set_new(o, "data", data);
     if (next_cursor >= 0) {
         char buf[32];
-        snprintf(buf, sizeof(buf), "c%lld", (long long)next_cursor);
+        cursor_name(buf, next_cursor);
         json_object_set_new(o, "next_cursor", json_string(buf));
     } else {
         json_object_set_new(o, "next_cursor", json_null());
@@ -224,29 +230,104 @@ json_t *jf_list_envelope(json_t *data, int64_t next_cursor)
     return o;
 }
 
+/* Steps st (limit + 1 rows) and hands each row to be shown to each(arg);
+ * *next gets the cursor of the last row shown when another row followed it,
+ * else -1.  Resets st. */
+static jf_err list_each(sqlite3_stmt *st, int64_t limit, int cursor_col,
+                        jf_err (*each)(sqlite3_stmt *st, int64_t n, void *arg), void *arg,
+                        int64_t *next)
+{
+    int64_t n = 0, last = -1;
+    jf_err err = JF_OK;
+    *next = -1;
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
+            *next = last;
+            break;
+        }
+        err = each(st, n++, arg);
+        last = sqlite3_column_int64(st, cursor_col);
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+typedef struct list_tree {
+    jf_ctx *ctx;
+    jf_row_fn row;
+    json_t *data;
+} list_tree;
+
+static jf_err list_tree_row(sqlite3_stmt *st, int64_t n, void *arg)
+{
+    (void)n;
+    list_tree *l = arg;
+    json_t *item = NULL;
+    jf_err err = l->row(l->ctx, st, &item);
+    if (err == JF_OK)
+        json_array_append_new(l->data, item);
+    return err;
+}
+
 jf_err jf_list_rows(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col, jf_row_fn row)
 {
     if (st == NULL)
         return JF_ERR_IO;
-    json_t *data = json_array(), *item = NULL;
-    int64_t next = -1, last = -1;
-    jf_err err = JF_OK;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
-            next = last;
-            break;
-        }
-        if ((err = row(ctx, st, &item)) == JF_OK)
-            json_array_append_new(data, item);
-        last = sqlite3_column_int64(st, cursor_col);
-    }
-    sqlite3_reset(st);
+    list_tree l = {ctx, row, json_array()};
+    int64_t next = -1;
+    jf_err err = list_each(st, limit, cursor_col, list_tree_row, &l, &next);
     if (err != JF_OK) {
-        json_decref(data);
+        json_decref(l.data);
         return err;
     }
     json_decref(ctx->out);
-    ctx->out = jf_list_envelope(data, next);
+    ctx->out = jf_list_envelope(l.data, next);
+    return JF_OK;
+}
+
+typedef struct list_text {
+    jf_ctx *ctx;
+    jf_row_text_fn row;
+    jf_jtext b;
+} list_text;
+
+static jf_err list_text_row(sqlite3_stmt *st, int64_t n, void *arg)
+{
+    list_text *l = arg;
+    if (n > 0)
+        jf_jt_raw(&l->b, ",");
+    return l->row(l->ctx, st, &l->b);
+}
+
+jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col,
+                         jf_row_text_fn row)
+{
+    if (st == NULL)
+        return JF_ERR_IO;
+    list_text l = {.ctx = ctx, .row = row};
+    int64_t next = -1;
+    jf_jt_raw(&l.b, "{\"data\":[");
+    jf_err err = list_each(st, limit, cursor_col, list_text_row, &l, &next);
+    jf_jt_raw(&l.b, "],\"next_cursor\":");
+    if (next >= 0) {
+        char buf[32];
+        cursor_name(buf, next);
+        jf_jt_str(&l.b, buf);
+    } else {
+        jf_jt_raw(&l.b, "null");
+    }
+    jf_jt_raw(&l.b, "}");
+    size_t len = 0;
+    char *text = jf_jt_take(&l.b, &len);
+    if (err == JF_OK && text == NULL)
+        err = JF_ERR_NOMEM;
+    if (err != JF_OK) {
+        free(text);
+        return err;
+    }
+    free(ctx->reply_body);
+    ctx->reply_body = text;
+    ctx->reply_body_len = len;
     return JF_OK;
 }
 

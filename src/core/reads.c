@@ -111,7 +111,7 @@ static jf_err member_tx_page(jf_ctx *ctx, const char *member_id, const char *typ
         TX_SELECT MEMBER_TXS " AND s.seq < ?3 AND (?4 IS NULL OR t.type = ?4)"
                              " ORDER BY s.seq DESC LIMIT ?5",
         "IsIsI", ctx->auth->tenant, member_id, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
-    return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
+    return jf_list_rows_text(ctx, st, limit, 0, jf_tx_row_text);
 }
 
 static jf_err member_transactions(jf_ctx *ctx)
@@ -138,7 +138,7 @@ static jf_err transaction_list(jf_ctx *ctx)
                     TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
                                " ORDER BY seq DESC LIMIT ?4",
                     "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
-    return jf_list_rows(ctx, st, limit, 0, jf_tx_row);
+    return jf_list_rows_text(ctx, st, limit, 0, jf_tx_row_text);
 }
 
 static jf_err transaction_get(jf_ctx *ctx)

@@ -290,26 +290,33 @@ void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
     }
 }
 
+/* A TX_COLUMNS row's view; its strings are the statement's until its next
+ * step. */
+static jf_chain_tx tx_row_view(sqlite3_stmt *st)
+{
+    return (jf_chain_tx){.points = sqlite3_column_int64(st, 5),
+                         .delta = sqlite3_column_int64(st, 19),
+                         .order_amount = sqlite3_column_int64(st, 9),
+                         .created_at = sqlite3_column_int64(st, 17),
+                         .id = jf_db_text(st, 1),
+                         .type = jf_db_text(st, 2),
+                         .member_id = jf_db_text(st, 3),
+                         .counterparty_id = jf_db_text(st, 4),
+                         .reverses = jf_db_text(st, 6),
+                         .hold_id = jf_db_text(st, 7),
+                         .order_id = jf_db_text(st, 8),
+                         .order_currency = jf_db_text(st, 10),
+                         .reason = jf_db_text(st, 11),
+                         .note = jf_db_text(st, 12),
+                         .channel = jf_db_text(st, 13),
+                         .store_id = jf_db_text(st, 14),
+                         .actor = jf_db_text(st, 15),
+                         .metadata = jf_db_text(st, 16)};
+}
+
 static json_t *tx_row_json(sqlite3_stmt *st)
 {
-    jf_chain_tx t = {.points = sqlite3_column_int64(st, 5),
-                     .delta = sqlite3_column_int64(st, 19),
-                     .order_amount = sqlite3_column_int64(st, 9),
-                     .created_at = sqlite3_column_int64(st, 17),
-                     .id = jf_db_text(st, 1),
-                     .type = jf_db_text(st, 2),
-                     .member_id = jf_db_text(st, 3),
-                     .counterparty_id = jf_db_text(st, 4),
-                     .reverses = jf_db_text(st, 6),
-                     .hold_id = jf_db_text(st, 7),
-                     .order_id = jf_db_text(st, 8),
-                     .order_currency = jf_db_text(st, 10),
-                     .reason = jf_db_text(st, 11),
-                     .note = jf_db_text(st, 12),
-                     .channel = jf_db_text(st, 13),
-                     .store_id = jf_db_text(st, 14),
-                     .actor = jf_db_text(st, 15),
-                     .metadata = jf_db_text(st, 16)};
+    jf_chain_tx t = tx_row_view(st);
     return jf_tx_view_json(&t, sqlite3_column_int64(st, 20));
 }
 
@@ -384,6 +391,15 @@ jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     (void)ctx;
     *out = tx_row_json(st);
     return JF_OK;
+}
+
+jf_err jf_tx_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b)
+{
+    (void)ctx;
+    jf_chain_tx t = tx_row_view(st);
+    jf_tx_view_text(b, &t, sqlite3_column_int64(st, 20));
+    jf_jt_raw(b, "}");
+    return b->failed ? JF_ERR_NOMEM : JF_OK;
 }
 
 /* The awards of an earn this command just wrote (NULL for any other type):
