@@ -112,6 +112,32 @@ static int64_t random_i64(unsigned *seed)
     return (int64_t)((uint64_t)hi << 33 ^ (uint64_t)lo) * (rand_r(seed) % 2 ? 1 : -1);
 }
 
+/* A view of random fields; its strings are written into text. */
+static jf_chain_tx random_view(unsigned *seed, char text[14][64], const char *const *metadata,
+                               size_t n_metadata)
+{
+    int k = 0;
+    return (jf_chain_tx){.points = random_i64(seed),
+                         .delta = random_i64(seed),
+                         .order_amount = random_i64(seed),
+                         .created_at =
+                             rand_r(seed) % 5 ? random_i64(seed) & INT64_C(0x1ffffffffff) : -1,
+                         .id = random_text(seed, text[k++], 64),
+                         .type = random_text(seed, text[k++], 64),
+                         .member_id = random_text(seed, text[k++], 64),
+                         .counterparty_id = random_text(seed, text[k++], 64),
+                         .reverses = random_text(seed, text[k++], 64),
+                         .hold_id = random_text(seed, text[k++], 64),
+                         .order_id = random_text(seed, text[k++], 64),
+                         .order_currency = random_text(seed, text[k++], 64),
+                         .reason = random_text(seed, text[k++], 64),
+                         .note = random_text(seed, text[k++], 64),
+                         .channel = random_text(seed, text[k++], 64),
+                         .store_id = random_text(seed, text[k++], 64),
+                         .actor = random_text(seed, text[k++], 64),
+                         .metadata = metadata[rand_r(seed) % n_metadata]};
+}
+
 static void test_random_views(void **state)
 {
     (void)state;
@@ -127,26 +153,7 @@ static void test_random_views(void **state)
     printf("test_tx_view: seed=%u\n", seed);
     char text[14][64];
     for (int i = 0; i < 5000; i++) {
-        int k = 0;
-        jf_chain_tx t = {
-            .points = random_i64(&seed),
-            .delta = random_i64(&seed),
-            .order_amount = random_i64(&seed),
-            .created_at = rand_r(&seed) % 5 ? random_i64(&seed) & INT64_C(0x1ffffffffff) : -1,
-            .id = random_text(&seed, text[k++], 64),
-            .type = random_text(&seed, text[k++], 64),
-            .member_id = random_text(&seed, text[k++], 64),
-            .counterparty_id = random_text(&seed, text[k++], 64),
-            .reverses = random_text(&seed, text[k++], 64),
-            .hold_id = random_text(&seed, text[k++], 64),
-            .order_id = random_text(&seed, text[k++], 64),
-            .order_currency = random_text(&seed, text[k++], 64),
-            .reason = random_text(&seed, text[k++], 64),
-            .note = random_text(&seed, text[k++], 64),
-            .channel = random_text(&seed, text[k++], 64),
-            .store_id = random_text(&seed, text[k++], 64),
-            .actor = random_text(&seed, text[k++], 64),
-            .metadata = metadata[rand_r(&seed) % (sizeof(metadata) / sizeof(metadata[0]))]};
+        jf_chain_tx t = random_view(&seed, text, metadata, sizeof(metadata) / sizeof(metadata[0]));
         assert_same_view(&t, random_i64(&seed));
     }
 }
@@ -252,28 +259,10 @@ static void test_list_random_rows(void **state)
     tmpdb *t = tx_table();
     char text[14][64];
     for (int64_t seq = 1; seq <= 200; seq++) {
-        int k = 0;
+        jf_chain_tx v = random_view(&seed, text, metadata, sizeof(metadata) / sizeof(metadata[0]));
         /* Points stay small: a row's reversed points are a SUM over the rows
          * that name it, and random ids repeat. */
-        jf_chain_tx v = {
-            .points = random_i64(&seed) % 1000000,
-            .delta = random_i64(&seed),
-            .order_amount = random_i64(&seed),
-            .created_at = rand_r(&seed) % 5 ? random_i64(&seed) & INT64_C(0x1ffffffffff) : -1,
-            .id = random_text(&seed, text[k++], 64),
-            .type = random_text(&seed, text[k++], 64),
-            .member_id = random_text(&seed, text[k++], 64),
-            .counterparty_id = random_text(&seed, text[k++], 64),
-            .reverses = random_text(&seed, text[k++], 64),
-            .hold_id = random_text(&seed, text[k++], 64),
-            .order_id = random_text(&seed, text[k++], 64),
-            .order_currency = random_text(&seed, text[k++], 64),
-            .reason = random_text(&seed, text[k++], 64),
-            .note = random_text(&seed, text[k++], 64),
-            .channel = random_text(&seed, text[k++], 64),
-            .store_id = random_text(&seed, text[k++], 64),
-            .actor = random_text(&seed, text[k++], 64),
-            .metadata = metadata[rand_r(&seed) % (sizeof(metadata) / sizeof(metadata[0]))]};
+        v.points %= 1000000;
         tx_insert(t, seq, &v);
     }
     for (int i = 0; i < 200; i++)
