@@ -87,8 +87,10 @@ jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b);
 json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points);
 void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points);
 
-/* Renders one TX_COLUMNS row for jf_list_rows (cursor column 0, the seq),
- * and the same bytes for jf_list_rows_text. */
+/* One TX_COLUMNS row of a list (cursor column 0, the seq): jf_tx_row_text
+ * writes it for jf_list_rows_text, which the transaction lists use;
+ * jf_tx_row builds the same bytes as a tree for jf_list_rows, the reference
+ * test_tx_view compares the text with. */
 jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 jf_err jf_tx_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
 
