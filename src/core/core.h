@@ -272,6 +272,7 @@ void jf_jt_str(jf_jtext *b, const char *s); /* as jf_json_text(s) dumps */
 void jf_jt_int(jf_jtext *b, int64_t v);
 void jf_jt_json(jf_jtext *b, const json_t *v); /* as jf_json_dump(v); NULL is null */
 char *jf_jt_take(jf_jtext *b, size_t *len);
+void jf_jt_time(jf_jtext *b, int64_t ms); /* as jf_json_time_value(ms) dumps (json.c) */
 void jf_json_set(json_t *obj, const char *k, json_t *v); /* steals v; NULL v stores null */
 
 /* --- program.c --- */
@@ -307,6 +308,13 @@ typedef jf_err (*jf_row_text_fn)(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
  * time. */
 jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col,
                          jf_row_text_fn row);
+/* A list envelope written as text around rows the caller writes (comma
+ * separated): the bytes of jf_list_envelope's tree. */
+void jf_list_text_begin(jf_jtext *b);
+void jf_list_text_end(jf_jtext *b, int64_t next_cursor);
+/* Hands b's text to ctx->reply_body as the answer, or frees it when err is
+ * not JF_OK; returns err, or JF_ERR_NOMEM when the text ran out of memory. */
+jf_err jf_reply_text(jf_ctx *ctx, jf_jtext *b, jf_err err);
 /* ?status=open|all (default all): *open_only tells which. */
 jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 

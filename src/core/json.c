@@ -142,6 +142,17 @@ json_t *jf_json_time_value(int64_t ms)
     return json_string(buf);
 }
 
+void jf_jt_time(jf_jtext *b, int64_t ms)
+{
+    if (ms < 0) {
+        jf_jt_raw(b, "null");
+        return;
+    }
+    char buf[JF_TIME_BUF];
+    jf_time_format_rfc3339(ms, buf);
+    jf_jt_str(b, buf);
+}
+
 json_t *jf_json_text(const char *s)
 {
     return s ? json_string(s) : json_null();
@@ -299,26 +310,28 @@ static jf_err list_text_row(sqlite3_stmt *st, int64_t n, void *arg)
     return l->row(l->ctx, st, &l->b);
 }
 
-jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col,
-                         jf_row_text_fn row)
+void jf_list_text_begin(jf_jtext *b)
 {
-    if (st == NULL)
-        return JF_ERR_IO;
-    list_text l = {.ctx = ctx, .row = row};
-    int64_t next = -1;
-    jf_jt_raw(&l.b, "{\"data\":[");
-    jf_err err = list_each(st, limit, cursor_col, list_text_row, &l, &next);
-    jf_jt_raw(&l.b, "],\"next_cursor\":");
-    if (next >= 0) {
+    jf_jt_raw(b, "{\"data\":[");
+}
+
+void jf_list_text_end(jf_jtext *b, int64_t next_cursor)
+{
+    jf_jt_raw(b, "],\"next_cursor\":");
+    if (next_cursor >= 0) {
         char buf[32];
-        cursor_name(buf, next);
-        jf_jt_str(&l.b, buf);
+        cursor_name(buf, next_cursor);
+        jf_jt_str(b, buf);
     } else {
-        jf_jt_raw(&l.b, "null");
+        jf_jt_raw(b, "null");
     }
-    jf_jt_raw(&l.b, "}");
+    jf_jt_raw(b, "}");
+}
+
+jf_err jf_reply_text(jf_ctx *ctx, jf_jtext *b, jf_err err)
+{
     size_t len = 0;
-    char *text = jf_jt_take(&l.b, &len);
+    char *text = jf_jt_take(b, &len);
     if (err == JF_OK && text == NULL)
         err = JF_ERR_NOMEM;
     if (err != JF_OK) {
@@ -329,6 +342,19 @@ jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int curso
     ctx->reply_body = text;
     ctx->reply_body_len = len;
     return JF_OK;
+}
+
+jf_err jf_list_rows_text(jf_ctx *ctx, sqlite3_stmt *st, int64_t limit, int cursor_col,
+                         jf_row_text_fn row)
+{
+    if (st == NULL)
+        return JF_ERR_IO;
+    list_text l = {.ctx = ctx, .row = row};
+    int64_t next = -1;
+    jf_list_text_begin(&l.b);
+    jf_err err = list_each(st, limit, cursor_col, list_text_row, &l, &next);
+    jf_list_text_end(&l.b, next);
+    return jf_reply_text(ctx, &l.b, err);
 }
 
 jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only)

@@ -94,6 +94,13 @@ void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
 jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
 jf_err jf_tx_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
 
+/* One row of a member's lots (reads.c: id, transaction id, amount,
+ * remaining, available_at, expires_at, expired_tx_seq, created_at), its
+ * status as of ctx->now_ms: jf_lot_row_text writes it for the lots list,
+ * jf_lot_row builds the same bytes as a tree (test_tx_view's reference). */
+jf_err jf_lot_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out);
+jf_err jf_lot_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
+
 /* Renders a stored transaction; details adds postings, consumptions, hash. */
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);
 

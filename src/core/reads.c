@@ -161,7 +161,7 @@ static const char *lot_status(sqlite3_stmt *st, int64_t now)
     return sqlite3_column_int64(st, 4) > now ? "pending" : "available";
 }
 
-static json_t *lot_json(sqlite3_stmt *st, int64_t now)
+jf_err jf_lot_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 {
     json_t *o = json_object();
     jf_json_set(o, "id", json_string(jf_db_text(st, 0)));
@@ -173,11 +173,36 @@ static json_t *lot_json(sqlite3_stmt *st, int64_t now)
                 sqlite3_column_type(st, 5) == SQLITE_NULL
                     ? json_null()
                     : jf_json_time_value(sqlite3_column_int64(st, 5)));
-    jf_json_set(o, "status", json_string(lot_status(st, now)));
+    jf_json_set(o, "status", json_string(lot_status(st, ctx->now_ms)));
     jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 7)));
-    return o;
+    *out = o;
+    return JF_OK;
 }
 
+jf_err jf_lot_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b)
+{
+    jf_jt_raw(b, "{\"id\":");
+    jf_jt_str(b, jf_db_text(st, 0));
+    jf_jt_raw(b, ",\"transaction_id\":");
+    jf_jt_str(b, jf_db_text(st, 1));
+    jf_jt_raw(b, ",\"amount\":");
+    jf_jt_int(b, sqlite3_column_int64(st, 2));
+    jf_jt_raw(b, ",\"remaining\":");
+    jf_jt_int(b, sqlite3_column_int64(st, 3));
+    jf_jt_raw(b, ",\"available_at\":");
+    jf_jt_time(b, sqlite3_column_int64(st, 4));
+    jf_jt_raw(b, ",\"expires_at\":");
+    jf_jt_time(b, sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5));
+    jf_jt_raw(b, ",\"status\":");
+    jf_jt_str(b, lot_status(st, ctx->now_ms));
+    jf_jt_raw(b, ",\"created_at\":");
+    jf_jt_time(b, sqlite3_column_int64(st, 7));
+    jf_jt_raw(b, "}");
+    return b->failed ? JF_ERR_NOMEM : JF_OK;
+}
+
+/* A member's lots, by offset (their order has no single key to continue
+ * from), written as text like the transaction lists. */
 static jf_err member_lots(jf_ctx *ctx)
 {
     jf_member m;
@@ -200,18 +225,22 @@ static jf_err member_lots(jf_ctx *ctx)
         "IsiII", ctx->auth->tenant, m.id, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
     if (st == NULL)
         return JF_ERR_IO;
-    json_t *data = json_array();
+    jf_jtext b = {0};
+    jf_list_text_begin(&b);
+    int64_t n = 0;
     bool more = false;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if ((int64_t)json_array_size(data) == limit) {
+    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == limit) {
             more = true;
             break;
         }
-        json_array_append_new(data, lot_json(st, ctx->now_ms));
+        if (n++ > 0)
+            jf_jt_raw(&b, ",");
+        err = jf_lot_row_text(ctx, st, &b);
     }
     sqlite3_reset(st);
-    set_out(ctx, jf_list_envelope(data, more ? (offset < 0 ? 0 : offset) + limit : -1));
-    return JF_OK;
+    jf_list_text_end(&b, more ? (offset < 0 ? 0 : offset) + limit : -1);
+    return jf_reply_text(ctx, &b, err);
 }
 
 const jf_op_impl jf_op_member_points = {NULL, member_points};

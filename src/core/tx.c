@@ -246,7 +246,6 @@ static void tx_order_text(jf_jtext *b, const jf_chain_tx *t)
  * for the caller's further keys: the caller closes it. */
 void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
 {
-    char when[JF_TIME_BUF];
     jf_jt_raw(b, "{\"id\":");
     jf_jt_str(b, t->id);
     TX_KEY(b, "type");
@@ -282,12 +281,7 @@ void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
     jf_jt_json(b, meta);
     json_decref(meta);
     TX_KEY(b, "created_at");
-    if (t->created_at < 0) {
-        jf_jt_raw(b, "null");
-    } else {
-        jf_time_format_rfc3339(t->created_at, when);
-        jf_jt_str(b, when);
-    }
+    jf_jt_time(b, t->created_at);
 }
 
 /* A TX_COLUMNS row's view; its strings are the statement's until its next

@@ -270,12 +270,112 @@ static void test_list_random_rows(void **state)
     assert_true(tmpdb_close(t));
 }
 
+/* ---- a member's lots: jf_lot_row_text against jf_lot_row ---- */
+
+/* Every row of lots_v as the lots list writes it (text) and as the tree it
+ * replaced, statuses as of now, compared byte for byte with the envelope. */
+static void assert_same_lots(tmpdb *t, int64_t now, int64_t next)
+{
+    jf_ctx ctx = {.now_ms = now};
+    sqlite3_stmt *st = jf_db_query(&t->db,
+                                   "SELECT id, tx_id, amount, remaining, available_at, expires_at,"
+                                   " expired_tx_seq, created_at FROM lots_v ORDER BY rowid",
+                                   "");
+    assert_non_null(st);
+    json_t *data = json_array();
+    jf_jtext b = {0};
+    jf_list_text_begin(&b);
+    for (int n = 0; sqlite3_step(st) == SQLITE_ROW; n++) {
+        json_t *o = NULL;
+        assert_int_equal(jf_lot_row(&ctx, st, &o), JF_OK);
+        json_array_append_new(data, o);
+        if (n > 0)
+            jf_jt_raw(&b, ",");
+        assert_int_equal(jf_lot_row_text(&ctx, st, &b), JF_OK);
+    }
+    sqlite3_reset(st);
+    jf_list_text_end(&b, next);
+    assert_int_equal(jf_reply_text(&ctx, &b, JF_OK), JF_OK);
+    json_t *tree = jf_list_envelope(data, next);
+    size_t len = 0;
+    char *want = jf_json_dump(tree, &len);
+    json_decref(tree);
+    assert_non_null(want);
+    if (strcmp(want, ctx.reply_body) != 0)
+        fprintf(stderr, "tree: %s\ntext: %s\n", want, ctx.reply_body);
+    assert_string_equal(ctx.reply_body, want);
+    assert_int_equal(ctx.reply_body_len, len);
+    free(want);
+    free(ctx.reply_body);
+}
+
+static tmpdb *lots_table(void)
+{
+    tmpdb *t = tmpdb_open("txview");
+    assert_non_null(t);
+    assert_int_equal(jf_db_exec(&t->db, "CREATE TABLE lots_v(id, tx_id, amount, remaining,"
+                                        " available_at, expires_at, expired_tx_seq, created_at)"),
+                     JF_OK);
+    return t;
+}
+
+static void test_lots_statuses(void **state)
+{
+    (void)state;
+    tmpdb *t = lots_table();
+    assert_same_lots(t, 1000, -1); /* no lots */
+    /* expired by the job; due and not yet expired; consumed; pending;
+     * available without expiry; a transaction id that is gone */
+    assert_int_equal(jf_db_exec(&t->db, "INSERT INTO lots_v VALUES"
+                                        "('lot_1','tx_1',100,0,10,500,7,10),"
+                                        "('lot_2','tx_2',100,60,10,900,NULL,10),"
+                                        "('lot_3','tx_3',100,0,10,NULL,NULL,10),"
+                                        "('lot_4','tx_4',100,100,5000,NULL,NULL,10),"
+                                        "('lot_5','tx_5',100,100,10,NULL,NULL,1764720000123),"
+                                        "('lot_\"6\"',NULL,1,1,0,9007199254740991,NULL,0)"),
+                     JF_OK);
+    for (int64_t now = 0; now <= 6000; now += 500)
+        assert_same_lots(t, now, now % 1000 ? 40 : -1);
+    assert_true(tmpdb_close(t));
+}
+
+static void test_lots_random_rows(void **state)
+{
+    (void)state;
+    const char *env = getenv("SEED");
+    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
+    printf("test_tx_view (lots): seed=%u\n", seed);
+    tmpdb *t = lots_table();
+    char id[64], tx[64];
+    for (int i = 0; i < 300; i++) {
+        int64_t amount = 1 + rand_r(&seed) % 1000;
+        assert_int_equal(jf_db_run(&t->db, "INSERT INTO lots_v VALUES(?,?,?,?,?,?,?,?)", "ssIIIIII",
+                                   random_text(&seed, id, sizeof(id)),
+                                   random_text(&seed, tx, sizeof(tx)), amount,
+                                   (int64_t)(rand_r(&seed) % (amount + 1)),
+                                   (int64_t)(rand_r(&seed) % 100000),
+                                   (int64_t)(rand_r(&seed) % 3 ? rand_r(&seed) % 100000 : -1),
+                                   (int64_t)(rand_r(&seed) % 4 ? -1 : rand_r(&seed)),
+                                   (int64_t)(rand_r(&seed) % 100000)),
+                         JF_OK);
+    }
+    /* -1 stands for NULL in the two nullable columns. */
+    assert_int_equal(jf_db_exec(&t->db, "UPDATE lots_v SET expires_at = NULL WHERE expires_at < 0;"
+                                        "UPDATE lots_v SET expired_tx_seq = NULL"
+                                        " WHERE expired_tx_seq < 0"),
+                     JF_OK);
+    for (int i = 0; i < 20; i++)
+        assert_same_lots(t, rand_r(&seed) % 100000, rand_r(&seed) % 2 ? rand_r(&seed) : -1);
+    assert_true(tmpdb_close(t));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_field_null),     cmocka_unit_test(test_every_field_set),
         cmocka_unit_test(test_text_jansson_refuses), cmocka_unit_test(test_random_views),
         cmocka_unit_test(test_list_pages),           cmocka_unit_test(test_list_random_rows),
+        cmocka_unit_test(test_lots_statuses),        cmocka_unit_test(test_lots_random_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
