@@ -111,6 +111,10 @@ typedef struct jf_points {
     int64_t balance, held, debt, due, pending, available;
 } jf_points;
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
+/* GET /members/{id}/points's answer (reads.c): written as text, and as the
+ * tree it replaced (test_tx_view's reference for the same bytes). */
+void jf_points_answer_text(jf_jtext *b, const char *member_id, int64_t as_of, const jf_points *p);
+json_t *jf_points_answer_json(const char *member_id, int64_t as_of, const jf_points *p);
 /* Creates a lot for a credit, paying the member's debt first. */
 /* A due lot as its member's entry describes it. */
 typedef struct jf_due_lot {

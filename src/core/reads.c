@@ -67,6 +67,38 @@ static jf_err points_at(jf_ctx *ctx, const char *member_id, int64_t as_of, jf_po
     return err;
 }
 
+json_t *jf_points_answer_json(const char *member_id, int64_t as_of, const jf_points *p)
+{
+    json_t *o = json_object();
+    jf_json_set(o, "member_id", json_string(member_id));
+    jf_json_set(o, "as_of", jf_json_time_value(as_of));
+    jf_json_set(o, "balance", json_integer(p->balance));
+    jf_json_set(o, "available", json_integer(p->available));
+    jf_json_set(o, "pending", json_integer(p->pending));
+    jf_json_set(o, "held", json_integer(p->held));
+    jf_json_set(o, "debt", json_integer(p->debt));
+    return o;
+}
+
+void jf_points_answer_text(jf_jtext *b, const char *member_id, int64_t as_of, const jf_points *p)
+{
+    jf_jt_raw(b, "{\"member_id\":");
+    jf_jt_str(b, member_id);
+    jf_jt_raw(b, ",\"as_of\":");
+    jf_jt_time(b, as_of);
+    jf_jt_raw(b, ",\"balance\":");
+    jf_jt_int(b, p->balance);
+    jf_jt_raw(b, ",\"available\":");
+    jf_jt_int(b, p->available);
+    jf_jt_raw(b, ",\"pending\":");
+    jf_jt_int(b, p->pending);
+    jf_jt_raw(b, ",\"held\":");
+    jf_jt_int(b, p->held);
+    jf_jt_raw(b, ",\"debt\":");
+    jf_jt_int(b, p->debt);
+    jf_jt_raw(b, "}");
+}
+
 /* GET /members/{id}/points.  Without as_of the answer is the current state:
  * the balances kept with every posting and the open lots (jf_lots_points,
  * one statement on the member's index entries), which equal the rebuilt
@@ -84,15 +116,9 @@ static jf_err member_points(jf_ctx *ctx)
         err = s ? points_at(ctx, m.id, as_of, &p) : jf_lots_points(ctx, m.id, &p);
     if (err != JF_OK)
         return err;
-    json_t *o = ctx->out;
-    jf_json_set(o, "member_id", json_string(m.id));
-    jf_json_set(o, "as_of", jf_json_time_value(as_of));
-    jf_json_set(o, "balance", json_integer(p.balance));
-    jf_json_set(o, "available", json_integer(p.available));
-    jf_json_set(o, "pending", json_integer(p.pending));
-    jf_json_set(o, "held", json_integer(p.held));
-    jf_json_set(o, "debt", json_integer(p.debt));
-    return JF_OK;
+    jf_jtext b = {0};
+    jf_points_answer_text(&b, m.id, as_of, &p);
+    return jf_reply_text(ctx, &b, JF_OK);
 }
 
 static void set_out(jf_ctx *ctx, json_t *v)

@@ -369,6 +369,39 @@ static void test_lots_random_rows(void **state)
     assert_true(tmpdb_close(t));
 }
 
+/* ---- a member's points: jf_points_answer_text against its tree ---- */
+
+static void test_points_answers(void **state)
+{
+    (void)state;
+    const char *env = getenv("SEED");
+    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
+    printf("test_tx_view (points): seed=%u\n", seed);
+    char id[64];
+    for (int i = 0; i < 2000; i++) {
+        jf_points p = {.balance = random_i64(&seed),
+                       .held = random_i64(&seed),
+                       .debt = random_i64(&seed),
+                       .pending = random_i64(&seed),
+                       .available = random_i64(&seed)};
+        const char *member = i == 0 ? "mem_1" : random_text(&seed, id, sizeof(id));
+        int64_t as_of = i == 1 ? -1 : random_i64(&seed) & INT64_C(0x1ffffffffff);
+        json_t *tree = jf_points_answer_json(member, as_of, &p);
+        char *want = jf_json_dump(tree, NULL);
+        json_decref(tree);
+        jf_jtext b = {0};
+        jf_points_answer_text(&b, member, as_of, &p);
+        char *got = jf_jt_take(&b, NULL);
+        assert_non_null(want);
+        assert_non_null(got);
+        if (strcmp(want, got) != 0)
+            fprintf(stderr, "tree: %s\ntext: %s\n", want, got);
+        assert_string_equal(got, want);
+        free(want);
+        free(got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_text_jansson_refuses), cmocka_unit_test(test_random_views),
         cmocka_unit_test(test_list_pages),           cmocka_unit_test(test_list_random_rows),
         cmocka_unit_test(test_lots_statuses),        cmocka_unit_test(test_lots_random_rows),
+        cmocka_unit_test(test_points_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
