@@ -84,17 +84,17 @@ void jf_points_answer_text(jf_jtext *b, const char *member_id, int64_t as_of, co
 {
     jf_jt_raw(b, "{\"member_id\":");
     jf_jt_str(b, member_id);
-    jf_jt_raw(b, ",\"as_of\":");
+    JF_JT_KEY(b, "as_of");
     jf_jt_time(b, as_of);
-    jf_jt_raw(b, ",\"balance\":");
+    JF_JT_KEY(b, "balance");
     jf_jt_int(b, p->balance);
-    jf_jt_raw(b, ",\"available\":");
+    JF_JT_KEY(b, "available");
     jf_jt_int(b, p->available);
-    jf_jt_raw(b, ",\"pending\":");
+    JF_JT_KEY(b, "pending");
     jf_jt_int(b, p->pending);
-    jf_jt_raw(b, ",\"held\":");
+    JF_JT_KEY(b, "held");
     jf_jt_int(b, p->held);
-    jf_jt_raw(b, ",\"debt\":");
+    JF_JT_KEY(b, "debt");
     jf_jt_int(b, p->debt);
     jf_jt_raw(b, "}");
 }
@@ -209,19 +209,19 @@ jf_err jf_lot_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b)
 {
     jf_jt_raw(b, "{\"id\":");
     jf_jt_str(b, jf_db_text(st, 0));
-    jf_jt_raw(b, ",\"transaction_id\":");
+    JF_JT_KEY(b, "transaction_id");
     jf_jt_str(b, jf_db_text(st, 1));
-    jf_jt_raw(b, ",\"amount\":");
+    JF_JT_KEY(b, "amount");
     jf_jt_int(b, sqlite3_column_int64(st, 2));
-    jf_jt_raw(b, ",\"remaining\":");
+    JF_JT_KEY(b, "remaining");
     jf_jt_int(b, sqlite3_column_int64(st, 3));
-    jf_jt_raw(b, ",\"available_at\":");
+    JF_JT_KEY(b, "available_at");
     jf_jt_time(b, sqlite3_column_int64(st, 4));
-    jf_jt_raw(b, ",\"expires_at\":");
+    JF_JT_KEY(b, "expires_at");
     jf_jt_time(b, sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5));
-    jf_jt_raw(b, ",\"status\":");
+    JF_JT_KEY(b, "status");
     jf_jt_str(b, lot_status(st, ctx->now_ms));
-    jf_jt_raw(b, ",\"created_at\":");
+    JF_JT_KEY(b, "created_at");
     jf_jt_time(b, sqlite3_column_int64(st, 7));
     jf_jt_raw(b, "}");
     return b->failed ? JF_ERR_NOMEM : JF_OK;

@@ -220,10 +220,6 @@ json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
     return o;
 }
 
-/* A key after the first, written as literal text: the names need no escape
- * (test_tx_view.c would tell). */
-#define TX_KEY(b, k) jf_jt_rawn((b), ",\"" k "\":", sizeof(",\"" k "\":") - 1)
-
 static void tx_order_text(jf_jtext *b, const jf_chain_tx *t)
 {
     if (t->order_id == NULL) {
@@ -233,9 +229,9 @@ static void tx_order_text(jf_jtext *b, const jf_chain_tx *t)
     jf_jt_raw(b, "{\"id\":");
     jf_jt_str(b, t->order_id);
     if (t->order_currency) {
-        TX_KEY(b, "amount");
+        JF_JT_KEY(b, "amount");
         jf_jt_int(b, t->order_amount);
-        TX_KEY(b, "currency");
+        JF_JT_KEY(b, "currency");
         jf_jt_str(b, t->order_currency);
     }
     jf_jt_raw(b, "}");
@@ -248,39 +244,39 @@ void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
 {
     jf_jt_raw(b, "{\"id\":");
     jf_jt_str(b, t->id);
-    TX_KEY(b, "type");
+    JF_JT_KEY(b, "type");
     jf_jt_str(b, t->type);
-    TX_KEY(b, "member_id");
+    JF_JT_KEY(b, "member_id");
     jf_jt_str(b, t->member_id);
-    TX_KEY(b, "counterparty_member_id");
+    JF_JT_KEY(b, "counterparty_member_id");
     jf_jt_str(b, t->counterparty_id);
-    TX_KEY(b, "points");
+    JF_JT_KEY(b, "points");
     jf_jt_int(b, t->points);
-    TX_KEY(b, "delta");
+    JF_JT_KEY(b, "delta");
     jf_jt_int(b, t->delta);
-    TX_KEY(b, "reverses");
+    JF_JT_KEY(b, "reverses");
     jf_jt_str(b, t->reverses);
-    TX_KEY(b, "reversed_points");
+    JF_JT_KEY(b, "reversed_points");
     jf_jt_int(b, reversed_points);
-    TX_KEY(b, "hold_id");
+    JF_JT_KEY(b, "hold_id");
     jf_jt_str(b, t->hold_id);
-    TX_KEY(b, "order");
+    JF_JT_KEY(b, "order");
     tx_order_text(b, t);
-    TX_KEY(b, "reason");
+    JF_JT_KEY(b, "reason");
     jf_jt_str(b, t->reason);
-    TX_KEY(b, "note");
+    JF_JT_KEY(b, "note");
     jf_jt_str(b, t->note);
-    TX_KEY(b, "channel");
+    JF_JT_KEY(b, "channel");
     jf_jt_str(b, t->channel);
-    TX_KEY(b, "store_id");
+    JF_JT_KEY(b, "store_id");
     jf_jt_str(b, t->store_id);
-    TX_KEY(b, "actor");
+    JF_JT_KEY(b, "actor");
     jf_jt_str(b, t->actor);
-    TX_KEY(b, "metadata");
+    JF_JT_KEY(b, "metadata");
     json_t *meta = t->metadata ? json_loads(t->metadata, 0, NULL) : NULL;
     jf_jt_json(b, meta);
     json_decref(meta);
-    TX_KEY(b, "created_at");
+    JF_JT_KEY(b, "created_at");
     jf_jt_time(b, t->created_at);
 }
 
@@ -417,7 +413,7 @@ jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
     jf_err err = reply_awards(ctx, tx, &awards);
     jf_tx_view_text(b, &t, 0);
     if (awards) {
-        TX_KEY(b, "awards");
+        JF_JT_KEY(b, "awards");
         jf_jt_json(b, awards);
         json_decref(awards);
     }
