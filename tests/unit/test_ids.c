@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "ledger.h"
+#include "seed.h"
 
 static void assert_copy_as_snprintf(size_t cap, const char *s)
 {
@@ -64,9 +65,7 @@ static void id_parts(const char *id, const char *prefix, uint64_t *ms, uint32_t 
 static void test_ordered_ids(void **state)
 {
     (void)state;
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_ids: seed=%u\n", seed);
+    unsigned seed = test_seed("test_ids");
     static const int64_t fixed[] = {0, 1, 15, 16, 1764720000123, 0xfffffffffffLL, -5};
     char id[JF_ID_LEN_MAX], first_suffix[5];
     uint64_t ms = 0;

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "core.h"
+#include "seed.h"
 
 static void assert_same_as(json_t *v, bool sorted)
 {
@@ -146,9 +147,7 @@ static json_t *random_value(unsigned *seed, int depth)
 static void test_random_trees(void **state)
 {
     (void)state;
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_jsonw: seed=%u\n", seed);
+    unsigned seed = test_seed("test_jsonw");
     for (int i = 0; i < 5000; i++) {
         json_t *v = random_value(&seed, 0);
         assert_same(v);

@@ -21,6 +21,7 @@
 
 #include "refunds.h"
 #include "rules.h"
+#include "seed.h"
 
 static void test_split_exact_and_largest_remainder(void **state)
 {
@@ -139,9 +140,7 @@ static void random_order(unsigned *seed)
 static void test_random_refund_sequences(void **state)
 {
     (void)state;
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_refunds: seed=%u\n", seed);
+    unsigned seed = test_seed("test_refunds");
     for (int i = 0; i < 2000; i++)
         random_order(&seed);
 }

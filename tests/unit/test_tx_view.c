@@ -25,6 +25,7 @@
 
 #include "ledger.h"
 #include "tmpdb.h"
+#include "seed.h"
 
 static void assert_same_view(const jf_chain_tx *t, int64_t reversed_points)
 {
@@ -148,9 +149,7 @@ static void test_random_views(void **state)
                                            "{\"x\":1.25e-7}",
                                            "{bad",
                                            "\"just a string\""};
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_tx_view: seed=%u\n", seed);
+    unsigned seed = test_seed("test_tx_view");
     char text[14][64];
     for (int i = 0; i < 5000; i++) {
         jf_chain_tx t = random_view(&seed, text, metadata, sizeof(metadata) / sizeof(metadata[0]));
@@ -253,9 +252,7 @@ static void test_list_random_rows(void **state)
 {
     (void)state;
     static const char *const metadata[] = {NULL, "{}", "[1,\"积\"]", "{bad"};
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_tx_view (lists): seed=%u\n", seed);
+    unsigned seed = test_seed("test_tx_view (lists)");
     tmpdb *t = tx_table();
     char text[14][64];
     for (int64_t seq = 1; seq <= 200; seq++) {
@@ -342,9 +339,7 @@ static void test_lots_statuses(void **state)
 static void test_lots_random_rows(void **state)
 {
     (void)state;
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_tx_view (lots): seed=%u\n", seed);
+    unsigned seed = test_seed("test_tx_view (lots)");
     tmpdb *t = lots_table();
     char id[64], tx[64];
     for (int i = 0; i < 300; i++) {
@@ -374,9 +369,7 @@ static void test_lots_random_rows(void **state)
 static void test_points_answers(void **state)
 {
     (void)state;
-    const char *env = getenv("SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
-    printf("test_tx_view (points): seed=%u\n", seed);
+    unsigned seed = test_seed("test_tx_view (points)");
     char id[64];
     for (int i = 0; i < 2000; i++) {
         jf_points p = {.balance = random_i64(&seed),
