@@ -129,13 +129,6 @@ static bool seg_is_param(const seg *s)
     return s->len >= 2 && s->s[0] == '{' && s->s[s->len - 1] == '}';
 }
 
-/*
- * Tries one pattern against the path segments.  Returns -1 when it does not
- * match, else a specificity score: one bit per literal segment, the leftmost
- * segment in the highest bit, so that comparing scores compares literal
- * positions from the left.  *param gets the index of the {param} segment in
- * the path (or -1).
- */
 /* Every pattern split once: splitting all of them again for each request
  * was 18,000 instructions a request (callgrind), a tenth of an HTTP
  * thread's work on an earn. */
@@ -144,7 +137,7 @@ typedef struct route_pat {
     int n;
 } route_pat;
 
-static route_pat route_pats[sizeof routes / sizeof routes[0]];
+static route_pat route_pats[ROUTE_COUNT];
 static pthread_once_t route_pats_once = PTHREAD_ONCE_INIT;
 
 static void route_pats_split(void)
@@ -153,6 +146,13 @@ static void route_pats_split(void)
         route_pats[i].n = split_path(routes[i].pattern, route_pats[i].segs);
 }
 
+/*
+ * Tries one pattern, split once, against the path segments.  Returns -1
+ * when it does not match, else a specificity score: one bit per literal
+ * segment, the leftmost segment in the highest bit, so that comparing
+ * scores compares literal positions from the left.  *param gets the index
+ * of the {param} segment in the path (or -1).
+ */
 static int pattern_score(const route_pat *rp, const seg *path, int path_n, int *param)
 {
     const seg *pat = rp->segs;
