@@ -218,6 +218,10 @@ typedef struct jf_ctx {
      * instead of ctx->out; NULL otherwise. */
     char *reply_body;
     size_t reply_body_len;
+    /* The last member whose seq this command learnt (jf_member_seq): a
+     * write resolves its member four or five times. */
+    int64_t seq_memo;
+    char seq_memo_id[JF_ID_LEN_MAX];
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);
@@ -333,6 +337,12 @@ typedef struct jf_member {
     char birthday[16]; /* YYYY-MM-DD, or "" when not set */
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
+/* The member's seq, which keys its rows of member_state (schema.c, version
+ * 10): the command's last member, or the writer's cache, or its row.  An
+ * unknown member is JF_ERR_NOT_FOUND with a detail. */
+jf_err jf_member_seq(jf_ctx *ctx, const char *id, int64_t *seq);
+/* Tells jf_member_seq that member id has this seq (read with its row). */
+void jf_member_seq_note(jf_ctx *ctx, const char *id, int64_t seq);
 /* Fills the writer's member cache from db before its first batch (up to
  * JF_WCACHE_MEMBERS rows; beyond, any of them); *count is how many rows were
  * read.  Writer thread. */

@@ -261,11 +261,13 @@ static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t am
     member_id[colon - id] = '\0';
     /* Nearly every write finds the account: an UPDATE first costs one search
      * where an upsert costs two (the failed insert, then the update). */
-    jf_err err = jf_db_run(ctx->db,
-                           "UPDATE member_state SET value = jf_kept(value + ?) WHERE tenant_id = ?"
-                           " AND member_id = ? AND kind = 0 AND key1 = ? AND key2 = 0 AND key3 = 0"
-                           " AND key4 = 0",
-                           "IIsi", amount, ctx->auth->tenant, member_id, code);
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db,
+                        "UPDATE member_state SET value = jf_kept(value + ?) WHERE member_seq = ?"
+                        " AND kind = 0 AND key1 = ? AND key2 = 0 AND key3 = 0 AND key4 = 0",
+                        "IIi", amount, seq, code);
     if (err != JF_OK)
         return err;
     if (jf_db_changes(ctx->db) == 1) {
@@ -273,8 +275,8 @@ static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t am
         return JF_OK;
     }
     *balance = amount;
-    return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,0,?,0,0,0,?)", "IsiI",
-                     ctx->auth->tenant, member_id, code, amount);
+    return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,0,?,0,0,0,?)", "IiI", seq, code,
+                     amount);
 }
 
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance)

@@ -72,9 +72,10 @@ static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
                      "IIs", delta, ctx->auth->tenant, member_id);
 }
 
-/* ---- a lot's entry in member_state (schema.c, versions 7 and 8) ----
+/* ---- a lot's entry in member_state (schema.c, versions 7, 8 and 10) ----
  *
- * Every lot has one entry among its member's rows, keyed by whether the lot
+ * Every lot has one entry among its member's rows (keyed by the member's seq,
+ * jf_member_seq, since version 10), keyed by whether the lot
  * is closed, its expiry (JF_NEVER_SQL when none), its availability and its
  * seq, with its remaining points as the value.  Only this file writes lot
  * entries, in the same writes that change the lot (creation, a consumption,
@@ -88,25 +89,31 @@ typedef struct lot_entry {
 
 static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
 {
-    return jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,1,?,?,?,?,?)", "IsIIIII",
-                     ctx->auth->tenant, e->member_id, e->closed, e->expires_key, e->available_at,
-                     e->seq, e->remaining);
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, e->member_id, &m);
+    return err == JF_OK
+               ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,1,?,?,?,?,?)", "IIIIII", m,
+                           e->closed, e->expires_key, e->available_at, e->seq, e->remaining)
+               : err;
 }
 
 /* The entry of e's lot had closed = was_closed; it now says e. */
 static jf_err lot_entry_change(jf_ctx *ctx, const lot_entry *e, int64_t was_closed)
 {
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, e->member_id, &m);
+    if (err != JF_OK)
+        return err;
     if (was_closed == e->closed)
         return jf_db_run(ctx->db,
-                         "UPDATE member_state SET value = ? WHERE tenant_id = ? AND member_id = ?"
-                         " AND kind = 1 AND key1 = ? AND key2 = ? AND key3 = ? AND key4 = ?",
-                         "IIsIIII", e->remaining, ctx->auth->tenant, e->member_id, e->closed,
-                         e->expires_key, e->available_at, e->seq);
-    jf_err err = jf_db_run(ctx->db,
-                           "DELETE FROM member_state WHERE tenant_id = ? AND member_id = ?"
-                           " AND kind = 1 AND key1 = ? AND key2 = ? AND key3 = ? AND key4 = ?",
-                           "IsIIII", ctx->auth->tenant, e->member_id, was_closed, e->expires_key,
-                           e->available_at, e->seq);
+                         "UPDATE member_state SET value = ? WHERE member_seq = ? AND kind = 1"
+                         " AND key1 = ? AND key2 = ? AND key3 = ? AND key4 = ?",
+                         "IIIIII", e->remaining, m, e->closed, e->expires_key, e->available_at,
+                         e->seq);
+    err = jf_db_run(ctx->db,
+                    "DELETE FROM member_state WHERE member_seq = ? AND kind = 1 AND key1 = ?"
+                    " AND key2 = ? AND key3 = ? AND key4 = ?",
+                    "IIIII", m, was_closed, e->expires_key, e->available_at, e->seq);
     if (err == JF_OK && jf_db_changes(ctx->db) != 1)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld has no entry.", (long long)e->seq);
     return err == JF_OK ? lot_entry_insert(ctx, e) : err;
@@ -172,12 +179,15 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
 jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out, int *n,
                    int64_t *points)
 {
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err != JF_OK)
+        return err;
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    "SELECT key2, key3, key4, value FROM member_state"
-                                   " WHERE tenant_id = ?1 AND member_id = ?2 AND kind = 1"
-                                   " AND key1 = 0 AND key2 <= ?3 ORDER BY key2, key3, key4"
-                                   " LIMIT ?4",
-                                   "IsIi", ctx->auth->tenant, member_id, ctx->now_ms, max);
+                                   " WHERE member_seq = ?1 AND kind = 1 AND key1 = 0"
+                                   " AND key2 <= ?2 ORDER BY key2, key3, key4 LIMIT ?3",
+                                   "IIi", m, ctx->now_ms, max);
     if (st == NULL)
         return JF_ERR_IO;
     int rc = SQLITE_DONE;
@@ -231,13 +241,15 @@ jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const 
      * one statement instead of one per lot, and before the closed entries
      * go in, so the member's page makes room rather than splitting. */
     const jf_due_lot *last = &lots[n - 1];
-    jf_err err = jf_db_run(
-        ctx->db,
-        "DELETE FROM member_state WHERE tenant_id = ?1 AND member_id = ?2 AND kind = 1"
-        " AND key1 = 0 AND (key2, key3, key4) >= (?3, ?4, ?5)"
-        " AND (key2, key3, key4) <= (?6, ?7, ?8)",
-        "IsIIIIII", ctx->auth->tenant, member_id, lots[0].expires_key, lots[0].available_at,
-        lots[0].seq, last->expires_key, last->available_at, last->seq);
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db,
+                        "DELETE FROM member_state WHERE member_seq = ?1 AND kind = 1 AND key1 = 0"
+                        " AND (key2, key3, key4) >= (?2, ?3, ?4)"
+                        " AND (key2, key3, key4) <= (?5, ?6, ?7)",
+                        "IIIIIII", m, lots[0].expires_key, lots[0].available_at, lots[0].seq,
+                        last->expires_key, last->available_at, last->seq);
     if (err == JF_OK && jf_db_changes(ctx->db) != n)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Expiry of %s removed %lld entries, not %d.", member_id,
                       (long long)jf_db_changes(ctx->db), n);
@@ -293,8 +305,8 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
  * lots due by now.  One range read replaced three subqueries (the two
  * accounts and the due sum), a third of this read's cost, on every write. */
 #define POINTS_STATE                                                                               \
-    "SELECT kind, key1, value FROM member_state WHERE tenant_id = ?1 AND member_id = ?2"           \
-    " AND (kind, key1, key2) <= (1, 0, ?3)"
+    "SELECT kind, key1, value FROM member_state WHERE member_seq = ?1"                             \
+    " AND (kind, key1, key2) <= (1, 0, ?2)"
 /* The debt (POINTS_DEBT, or ?4) and the pending lots.  The pending lots'
  * `available_at > created_at` is implied (now >= created_at) and lets the
  * lots_pending index serve it. */
@@ -306,8 +318,11 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
 
 static jf_err points_state(jf_ctx *ctx, const char *member_id, jf_points *p)
 {
-    sqlite3_stmt *st =
-        jf_db_query(ctx->db, POINTS_STATE, "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err != JF_OK)
+        return err;
+    sqlite3_stmt *st = jf_db_query(ctx->db, POINTS_STATE, "II", m, ctx->now_ms);
     if (st == NULL)
         return JF_ERR_IO;
     int rc;
@@ -376,23 +391,27 @@ static jf_err lots_take(jf_ctx *ctx, const jf_tx *tx, lot_vec *lv, int64_t amoun
  * (expires_at, available_at, seq), then never-expiring ones. */
 static jf_err spendable_lots(jf_ctx *ctx, const char *member_id, int64_t amount, lot_vec *lv)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT seq, remaining, expires_key FROM member_lots WHERE tenant_id=?1 AND member_id=?2"
-        " AND closed = 0 AND expires_key > ?3 AND expires_key < " JF_NEVER_SQL
-        " AND available_at <= ?3 ORDER BY expires_key, available_at, seq",
-        "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
-    jf_err err = st ? lot_vec_fill(lv, st, amount) : JF_ERR_IO;
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err != JF_OK)
+        return err;
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT key4, value, key2 FROM member_state WHERE member_seq = ?1 AND kind = 1"
+                    " AND key1 = 0 AND key2 > ?2 AND key2 < " JF_NEVER_SQL
+                    " AND key3 <= ?2 ORDER BY key2, key3, key4",
+                    "II", m, ctx->now_ms);
+    err = st ? lot_vec_fill(lv, st, amount) : JF_ERR_IO;
     int64_t have = 0;
     for (size_t i = 0; i < lv->n; i++)
         have += lv->v[i].remaining;
     if (err != JF_OK || have >= amount)
         return err;
     st = jf_db_query(ctx->db,
-                     "SELECT seq, remaining, NULL FROM member_lots WHERE tenant_id=?1"
-                     " AND member_id=?2 AND closed = 0 AND expires_key = " JF_NEVER_SQL
-                     " AND available_at <= ?3 ORDER BY available_at, seq",
-                     "IsI", ctx->auth->tenant, member_id, ctx->now_ms);
+                     "SELECT key4, value, NULL FROM member_state WHERE member_seq = ?1"
+                     " AND kind = 1 AND key1 = 0 AND key2 = " JF_NEVER_SQL
+                     " AND key3 <= ?2 ORDER BY key3, key4",
+                     "II", m, ctx->now_ms);
     return st ? lot_vec_fill(lv, st, amount - have) : JF_ERR_IO;
 }
 

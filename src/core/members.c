@@ -32,8 +32,10 @@ static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
 {
     jf_wcache *wc = jf_ctx_wcache(ctx);
-    if (id && jf_wcache_member_get(wc, ctx->auth->tenant, id, out))
+    if (id && jf_wcache_member_get(wc, ctx->auth->tenant, id, out)) {
+        jf_member_seq_note(ctx, out->id, out->seq);
         return JF_OK;
+    }
     sqlite3_stmt *st = jf_db_query(
         ctx->db, "SELECT " MEMBER_KEPT_COLUMNS " FROM members WHERE tenant_id=? AND id=?", "Is",
         ctx->auth->tenant, id ? id : "");
@@ -43,11 +45,32 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
     if (sqlite3_step(st) == SQLITE_ROW) {
         member_kept_row(st, 0, out);
         jf_wcache_member_put(wc, ctx->auth->tenant, out);
+        jf_member_seq_note(ctx, out->id, out->seq);
         err = JF_OK;
     }
     sqlite3_reset(st);
     if (err == JF_ERR_NOT_FOUND)
         jf_fail(ctx, err, "No member '%s'.", id ? id : "");
+    return err;
+}
+
+void jf_member_seq_note(jf_ctx *ctx, const char *id, int64_t seq)
+{
+    if (strlen(id) < sizeof(ctx->seq_memo_id)) {
+        memcpy(ctx->seq_memo_id, id, strlen(id) + 1);
+        ctx->seq_memo = seq;
+    }
+}
+
+jf_err jf_member_seq(jf_ctx *ctx, const char *id, int64_t *seq)
+{
+    if (ctx->seq_memo > 0 && strcmp(ctx->seq_memo_id, id) == 0) {
+        *seq = ctx->seq_memo;
+        return JF_OK;
+    }
+    jf_member m;
+    jf_err err = jf_member_load(ctx, id, &m);
+    *seq = err == JF_OK ? m.seq : 0;
     return err;
 }
 
@@ -114,6 +137,7 @@ static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     jf_referral_code(sqlite3_column_int64(st, 10), code);
     jf_json_set(o, "referral_code", json_string(code));
     jf_json_set(o, "referred_by", jf_json_text(jf_db_text(st, 11)));
+    jf_member_seq_note(ctx, id, sqlite3_column_int64(st, 10));
     jf_err err = jf_member_points_json(ctx, id, &pts);
     jf_json_set(o, "points", pts);
     jf_json_set(o, "debt", json_integer(sqlite3_column_int64(st, 7)));

@@ -98,18 +98,26 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
 }
 
+static jf_err tx_insert_entry(jf_ctx *ctx, const char *member_id, int64_t tx_seq)
+{
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    return err == JF_OK ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,2,?,0,0,0,NULL)",
+                                    "II", seq, tx_seq)
+                        : err;
+}
+
 /* The transaction's entries among its member's and its counterparty's rows
- * of member_state (schema.c, versions 7 and 8; verify checks them, S1). */
+ * of member_state (schema.c, versions 7, 8 and 10: keyed by the member's
+ * seq; verify checks them, S1). */
 static jf_err tx_insert_entries(jf_ctx *ctx, const jf_tx *tx)
 {
     jf_err err = JF_OK;
     if (tx->member_id)
-        err = jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,2,?,0,0,0,NULL)", "IsI",
-                        ctx->auth->tenant, tx->member_id, tx->seq);
+        err = tx_insert_entry(ctx, tx->member_id, tx->seq);
     if (err == JF_OK && tx->counterparty_id &&
         (tx->member_id == NULL || strcmp(tx->counterparty_id, tx->member_id) != 0))
-        err = jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,?,2,?,0,0,0,NULL)", "IsI",
-                        ctx->auth->tenant, tx->counterparty_id, tx->seq);
+        err = tx_insert_entry(ctx, tx->counterparty_id, tx->seq);
     return err;
 }
 

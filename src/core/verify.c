@@ -122,7 +122,8 @@ static jf_err check_lots(verifier *v, int64_t t)
 }
 
 /* S1: member_state holds exactly one entry per lot, equal to it, and one per
- * transaction and party (schema.c, version 7), nothing else. */
+ * transaction and party (schema.c, version 7), nothing else (entries of no
+ * member: check_state_members). */
 static jf_err check_state(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
@@ -448,6 +449,26 @@ static jf_err check_file(verifier *v, bool *sound)
     return JF_OK;
 }
 
+/* S1 across tenants: member_state is keyed by the member's seq (schema.c,
+ * version 10), so an entry whose member does not exist belongs to no tenant,
+ * and the views the per-tenant checks read never show it. */
+static jf_err check_state_members(verifier *v)
+{
+    sqlite3_stmt *st = jf_db_query(v->db,
+                                   "SELECT s.member_seq, s.kind, s.key1 FROM member_state s"
+                                   " WHERE NOT EXISTS (SELECT 1 FROM members m"
+                                   " WHERE m.seq = s.member_seq)",
+                                   "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        violation(v, "S1", "entry in member_state of no member: member seq %lld (kind %lld, %lld)",
+                  (long long)sqlite3_column_int64(st, 0), (long long)sqlite3_column_int64(st, 1),
+                  (long long)sqlite3_column_int64(st, 2));
+    sqlite3_reset(st);
+    return JF_OK;
+}
+
 static jf_err verify_all(verifier *v)
 {
     bool sound = false;
@@ -485,7 +506,7 @@ static jf_err verify_all(verifier *v)
     for (size_t i = 0; err == JF_OK && i < n; i++)
         err = verify_tenant(v, rows[i].id, rows[i].public_id, rows[i].head, rows[i].seq);
     free(rows);
-    return err;
+    return err == JF_OK ? check_state_members(v) : err;
 }
 
 jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations)

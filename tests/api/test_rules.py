@@ -336,6 +336,29 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 10 back to version 9: member_state keyed
+# by the tenant and the member's id, its views read from it alone.
+UNDO_V10 = (
+    "CREATE TABLE member_state_v9(tenant_id INTEGER NOT NULL, member_id TEXT NOT NULL,"
+    " kind INTEGER NOT NULL CHECK(kind = 0 OR kind = 1 OR kind = 2),"
+    " key1 INTEGER NOT NULL, key2 INTEGER NOT NULL, key3 INTEGER NOT NULL,"
+    " key4 INTEGER NOT NULL, value INTEGER,"
+    " PRIMARY KEY(tenant_id, member_id, kind, key1, key2, key3, key4)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO member_state_v9 SELECT m.tenant_id, m.id, s.kind, s.key1, s.key2, s.key3,"
+    " s.key4, s.value FROM member_state s JOIN members m ON m.seq = s.member_seq;"
+    "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
+    "DROP TABLE member_state;"
+    "ALTER TABLE member_state_v9 RENAME TO member_state;"
+    "CREATE VIEW member_accounts AS SELECT tenant_id, member_id, key1 AS account,"
+    " value AS balance FROM member_state WHERE kind = 0;"
+    "CREATE VIEW member_lots AS SELECT tenant_id, member_id, key1 AS closed,"
+    " key2 AS expires_key, key3 AS available_at, key4 AS seq, value AS remaining"
+    " FROM member_state WHERE kind = 1;"
+    "CREATE VIEW member_txs AS SELECT tenant_id, member_id, key1 AS seq FROM member_state"
+    " WHERE kind = 2;"
+    "UPDATE meta SET value = '9' WHERE key = 'schema_version';")
+
+
 # Takes a database of schema version 9 back to version 8: each CHECK spelled
 # as comparisons joined by OR becomes the IN list it was.
 def undo_v9(db):
@@ -415,7 +438,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -440,7 +463,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -468,7 +491,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -500,7 +523,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -555,7 +578,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V10 + UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -569,7 +592,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -598,13 +621,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V8)
+        db.executescript(UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 9",
+        self.assertIn("upgrading the database from schema version 7 to 10",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -617,7 +640,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -642,12 +665,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 9",
+        self.assertIn("upgrading the database from schema version 8 to 10",
                       env.server.stderr_tail())
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
@@ -655,17 +679,74 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
             with self.assertRaisesRegex(sqlite3.IntegrityError, "CHECK constraint failed"):
-                db.execute("INSERT INTO member_state VALUES(1, 'm', 3, 0, 0, 0, 0, 0)")
+                db.execute("INSERT INTO member_state VALUES(1, 3, 0, 0, 0, 0, 0)")
             with self.assertRaisesRegex(sqlite3.IntegrityError, "CHECK constraint failed"):
                 db.execute("UPDATE members SET status = 'gone'")
             db.execute("ROLLBACK")
         finally:
             db.close()
+
+    def test_v9_member_state_by_member_seq(self):
+        """Version 10 keys member_state by the member's seq instead of the tenant and the
+        member's id.  After the upgrade every member keeps its points, lots and history
+        (a transfer's counterparty included), `jifen verify` passes, and writes work.  An
+        entry whose member does not exist stops the upgrade and leaves the file at
+        version 9."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m1, m2 = H.create_member(a)["id"], H.create_member(a)["id"]
+        H.check_ok(H.earn(a, m1, 70), 201, "earn")
+        H.check_ok(H.earn(a, m2, 20), 201, "earn")
+        H.check_ok(H.redeem(a, m1, 15), 201, "redeem")
+        H.check_ok(a.post("/v1/members/%s/transfer" % m1, {"to_member_id": m2, "points": 5},
+                          idem=True), 201, "transfer")
+        def state(m):
+            pts = dict(H.points_of(a, m))
+            pts.pop("as_of")  # the time of the answer
+            return (pts, a.get("/v1/members/%s/transactions" % m).raw,
+                    a.get("/v1/members/%s/lots" % m).raw)
+        before = {m: state(m) for m in (m1, m2)}
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V10)
+        entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
+        db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
+        db.commit()
+        db.close()
+        with self.assertRaises(AssertionError):
+            env.start_server()
+        self.assertIn("cannot create or migrate the schema", env.server.stderr_tail())
+        db = sqlite3.connect(env.db)
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+        self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
+                         entries + 1)
+        db.execute("DELETE FROM member_state WHERE member_id = 'mem_nobody'")
+        db.commit()
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 9 to 10",
+                      env.server.stderr_tail())
+        for m in (m1, m2):
+            self.assertEqual(state(m), before[m])
+        H.check_ok(H.redeem(a, m2, 25), 201, "redeem after")
+        self.assertEqual(H.points_of(a, m2)["balance"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            # The redeem's transaction entry; its two lots' entries closed in place.
+            self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
+                             entries + 1)
+        finally:
+            db.close()
+
 
 if __name__ == "__main__":
     unittest.main()

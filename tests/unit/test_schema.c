@@ -96,7 +96,7 @@ static void test_checks_still_refuse(void **state)
     static const char *const kinds[] = {"0", "1", "2", "3", "-1"};
     for (int i = 0; i < 5; i++) {
         char sql[128];
-        snprintf(sql, sizeof(sql), "INSERT INTO member_state VALUES(1, 'm', %s, 0, 0, 0, 0, 0)",
+        snprintf(sql, sizeof(sql), "INSERT INTO member_state VALUES(1, %s, 0, 0, 0, 0, 0)",
                  kinds[i]);
         assert_int_equal(try_insert(&f->db, sql), i < 3 ? SQLITE_OK : SQLITE_CONSTRAINT_CHECK);
     }

@@ -164,8 +164,8 @@ static void test_edited_lot_entry(void **state)
 static void test_lot_entry_without_lot(void **state)
 {
     (void)state;
-    expect_violation("INSERT INTO member_state SELECT tenant_id, member_id, 1, 1, 0, 0, 1 << 40,"
-                     " 0 FROM member_state LIMIT 1;",
+    expect_violation("INSERT INTO member_state SELECT member_seq, 1, 1, 0, 0, 1 << 40, 0"
+                     " FROM member_state LIMIT 1;",
                      "S1");
 }
 
@@ -180,9 +180,19 @@ static void test_missing_transaction_entry(void **state)
 static void test_transaction_entry_of_another_member(void **state)
 {
     (void)state;
-    expect_violation("INSERT INTO member_state SELECT tenant_id, 'mem_nobody', 2, key1, 0, 0, 0,"
-                     " NULL FROM member_state WHERE kind = 2 LIMIT 1;",
+    expect_violation("INSERT INTO member_state SELECT m.seq, 2, s.key1, 0, 0, 0, NULL FROM"
+                     " member_state s JOIN members m ON m.seq <> s.member_seq WHERE s.kind = 2"
+                     " AND NOT EXISTS (SELECT 1 FROM member_state o WHERE o.member_seq = m.seq"
+                     " AND o.kind = 2 AND o.key1 = s.key1) LIMIT 1;",
                      "S1");
+}
+
+/* Keyed by the member's seq (schema v10): an entry of no member is in no
+ * tenant's views. */
+static void test_entry_of_no_member(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO member_state SELECT 1 << 40, 0, 0, 0, 0, 0, 0;", "S1");
 }
 
 static void test_tier_without_change(void **state)
@@ -217,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_lot_entry_without_lot),
         cmocka_unit_test(test_missing_transaction_entry),
         cmocka_unit_test(test_transaction_entry_of_another_member),
+        cmocka_unit_test(test_entry_of_no_member),
         cmocka_unit_test(test_pages_of_another_tree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
