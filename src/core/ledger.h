@@ -75,6 +75,12 @@ void jf_tx_deinit(jf_tx *tx);
 #define MEMBER_TXS                                                                                 \
     " FROM member_txs s CROSS JOIN transactions t ON t.tenant_id = s.tenant_id"                    \
     " AND t.seq = s.seq WHERE s.tenant_id = ?1 AND s.member_id = ?2"
+/* The same through the member's seq (jf_member_seq), without the view's
+ * lookup of the member: bind the tenant and the member's seq as ?1 and ?2;
+ * s.key1 is the transaction's seq. */
+#define MEMBER_TXS_BY_SEQ                                                                          \
+    " FROM member_state s CROSS JOIN transactions t ON t.tenant_id = ?1 AND t.seq = s.key1"        \
+    " WHERE s.member_seq = ?2 AND s.kind = 2"
 
 /* Renders a transaction this command just committed from memory, exactly as
  * jf_tx_json renders it without details (a new transaction has nothing

@@ -128,15 +128,24 @@ static void set_out(jf_ctx *ctx, json_t *v)
 }
 
 /* A member's transactions, as either party, newest first: a range of the
- * member's entries in member_state, each joined to its transaction. */
+ * member's entries in member_state, each joined to its transaction.  A
+ * member that does not exist (in this tenant) has none. */
 static jf_err member_tx_page(jf_ctx *ctx, const char *member_id, const char *type, int64_t limit,
                              int64_t cursor)
 {
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    if (err == JF_ERR_NOT_FOUND) {
+        ctx->detail[0] = '\0';
+        err = JF_OK;
+    }
+    if (err != JF_OK)
+        return err;
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
-        TX_SELECT MEMBER_TXS " AND s.seq < ?3 AND (?4 IS NULL OR t.type = ?4)"
-                             " ORDER BY s.seq DESC LIMIT ?5",
-        "IsIsI", ctx->auth->tenant, member_id, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
+        TX_SELECT MEMBER_TXS_BY_SEQ " AND s.key1 < ?3 AND (?4 IS NULL OR t.type = ?4)"
+                                    " ORDER BY s.key1 DESC LIMIT ?5",
+        "IIIsI", ctx->auth->tenant, seq, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
     return jf_list_rows_text(ctx, st, limit, 0, jf_tx_row_text);
 }
 
