@@ -237,7 +237,9 @@ jf_err jf_lot_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b)
 }
 
 /* A member's lots, by offset (their order has no single key to continue
- * from), written as text like the transaction lists. */
+ * from), written as text like the transaction lists: the member's lot
+ * entries in member_state (key2 expires, key3 available_at, key4 the lot's
+ * seq), each joined to its lot. */
 static jf_err member_lots(jf_ctx *ctx)
 {
     jf_member m;
@@ -253,11 +255,11 @@ static jf_err member_lots(jf_ctx *ctx)
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"
-        " l.expired_tx_seq, l.created_at FROM member_lots s CROSS JOIN lots l ON l.seq = s.seq"
+        " l.expired_tx_seq, l.created_at FROM member_state s CROSS JOIN lots l ON l.seq = s.key4"
         " LEFT JOIN transactions t ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
-        " WHERE s.tenant_id=? AND s.member_id=? AND (? = 0 OR s.closed = 0)"
-        " ORDER BY s.expires_key, s.available_at, s.seq LIMIT ? OFFSET ?",
-        "IsiII", ctx->auth->tenant, m.id, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
+        " WHERE s.member_seq = ? AND s.kind = 1 AND (? = 0 OR s.key1 = 0)"
+        " ORDER BY s.key2, s.key3, s.key4 LIMIT ? OFFSET ?",
+        "IiII", m.seq, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);
     if (st == NULL)
         return JF_ERR_IO;
     jf_jtext b = {0};
