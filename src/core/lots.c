@@ -74,8 +74,8 @@ static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
 
 /* ---- a lot's entry in member_state (schema.c, versions 7, 8 and 10) ----
  *
- * Every lot has one entry among its member's rows (keyed by the member's seq,
- * jf_member_seq, since version 10), keyed by whether the lot
+ * Every lot has one entry among its member's rows (the member named by its
+ * seq since version 10: jf_member_seq), keyed by whether the lot
  * is closed, its expiry (JF_NEVER_SQL when none), its availability and its
  * seq, with its remaining points as the value.  Only this file writes lot
  * entries, in the same writes that change the lot (creation, a consumption,

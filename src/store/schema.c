@@ -663,7 +663,8 @@ static jf_err schema_v9(jf_db *db)
  * went on to compare the id's bytes.  members.seq is unique across tenants
  * and never changes, so it names the member alone.  The views keep their
  * columns (tenant_id, member_id) through the members table.  An entry whose
- * member does not exist stops the upgrade (member_seq NOT NULL).
+ * member does not exist stops the upgrade before it begins (schema_v10_check;
+ * member_seq NOT NULL backs that up).
  */
 static const char schema_v10[] =
     "CREATE TABLE member_state_v10("
@@ -691,6 +692,27 @@ static const char schema_v10[] =
     " s.key1 AS seq FROM members m JOIN member_state s ON s.member_seq = m.seq"
     " WHERE s.kind = 2;"
     "UPDATE meta SET value = '10' WHERE key = 'schema_version';";
+
+/* Version 10 can only key an entry by a member that exists: it says how many
+ * do not, rather than SQLite's NOT NULL failure on member_state_v10. */
+static jf_err schema_v10_check(jf_db *db)
+{
+    int64_t orphans = 0;
+    jf_err err =
+        jf_db_int(db, &orphans, 0,
+                  "SELECT count(*) FROM member_state s WHERE NOT EXISTS (SELECT 1"
+                  " FROM members m WHERE m.tenant_id = s.tenant_id AND m.id = s.member_id)",
+                  "");
+    if (err == JF_OK && orphans > 0) {
+        snprintf(db->errmsg, sizeof(db->errmsg),
+                 "schema version 10 keys member_state by member, and %lld of its entries name a"
+                 " member that does not exist; nothing was changed (restore a backup, or remove"
+                 " those entries with sqlite3)",
+                 (long long)orphans);
+        err = JF_ERR_CORRUPT;
+    }
+    return err;
+}
 
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
@@ -744,7 +766,8 @@ jf_err jf_db_migrate(jf_db *db)
         version = 8;
     if (err == JF_OK && version == 8 && (err = schema_v9(db)) == JF_OK)
         version = 9;
-    if (err == JF_OK && version == 9 && (err = migrate_step(db, schema_v10)) == JF_OK)
+    if (err == JF_OK && version == 9 && (err = schema_v10_check(db)) == JF_OK &&
+        (err = migrate_step(db, schema_v10)) == JF_OK)
         version = 10;
     return err;
 }
