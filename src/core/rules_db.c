@@ -427,9 +427,30 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
     return err;
 }
 
-/* The member's tags and birthday, and their earlier purchase earns. */
-static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f, json_t **tags,
-                           char *birthday, size_t bsize)
+/* How many of the member's earlier purchase earns the live rules can tell
+ * apart: a `purchase_number` condition compares the count with nth − 1, so
+ * counting up to the largest nth decides every one of them (a count that
+ * stops there equals no rule's nth − 1, as the whole count would not).  0
+ * when no live rule has the condition. */
+static int64_t purchases_needed(const live_rules *lr)
+{
+    int64_t need = 0;
+    for (size_t i = 0; i < lr->n; i++) {
+        json_t *pn =
+            json_object_get(json_object_get(lr->refs[i].rule, "conditions"), "purchase_number");
+        json_t *nth = json_object_get(pn, "nth");
+        int64_t want = nth ? (int64_t)json_integer_value(nth) : 1;
+        if (pn && want > need)
+            need = want;
+    }
+    return need;
+}
+
+/* The member's tags and birthday, and their earlier purchase earns up to
+ * `need` of them (purchases_needed): a loyal member's whole history was
+ * counted on every order earn. */
+static jf_err facts_member(jf_ctx *ctx, const char *member_id, int64_t need, jf_rule_facts *f,
+                           json_t **tags, char *birthday, size_t bsize)
 {
     sqlite3_stmt *st =
         jf_db_query(ctx->db, "SELECT tags, birthday FROM members WHERE tenant_id=? AND id=?", "Is",
@@ -445,10 +466,15 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, jf_rule_facts *f,
     }
     sqlite3_reset(st);
     f->tags = *tags;
-    return jf_db_int(ctx->db, &f->purchases_before, 0,
-                     "SELECT count(*)" MEMBER_TXS " AND t.member_id = ?2 AND t.type = 'earn'"
-                     " AND t.order_id IS NOT NULL",
-                     "Is", ctx->auth->tenant, member_id);
+    f->purchases_before = 0;
+    int64_t seq = 0;
+    jf_err err = need > 0 ? jf_member_seq(ctx, member_id, &seq) : JF_OK;
+    if (err == JF_OK && need > 0)
+        err = jf_db_int(ctx->db, &f->purchases_before, 0,
+                        "SELECT count(*) FROM (SELECT 1" MEMBER_TXS_BY_SEQ " AND t.member_id = ?3"
+                        " AND t.type = 'earn' AND t.order_id IS NOT NULL LIMIT ?4)",
+                        "IIsI", ctx->auth->tenant, seq, member_id, need);
+    return err;
 }
 
 /* No purchase rules but a tier multiplier: the base rate as an award with
@@ -490,7 +516,8 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
     jf_tier_bonus tb;
     jf_err err = live_load(ctx, tz, member_id, trigger, event, lr);
     if (err == JF_OK)
-        err = facts_member(ctx, member_id, &f, &tags, birthday, sizeof birthday);
+        err = facts_member(ctx, member_id, purchases_needed(lr), &f, &tags, birthday,
+                           sizeof birthday);
     if (err == JF_OK)
         err = jf_tier_bonus_load(ctx, member_id, &tb);
     f.tier = err == JF_OK && tb.code[0] ? tb.code : NULL;

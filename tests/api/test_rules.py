@@ -174,6 +174,28 @@ class EarnRulesTests(unittest.TestCase):
         rate2 = [a for a in b2["transaction"]["awards"] if a["rule_id"] == self.rate["id"]]
         self.assertEqual((rate2[0]["rule_version"], rate2[0]["points"]), (2, 5))
 
+    def test_purchase_number_counts_earlier_order_earns(self):
+        """`purchase_number` compares the member's earlier order earns with nth − 1 (the
+        count stops at the largest nth a live rule asks for): the first order earns the
+        welcome bonus, the third the third-purchase bonus, and neither fires again; earns
+        without an order are not purchases."""
+        H.clock_set(self.c, THU)
+        first = create_rule(self.c, {"name": "welcome", "trigger": "purchase", "priority": 20,
+                                     "conditions": {"purchase_number": {"first": True}},
+                                     "effect": {"type": "fixed", "points": 7}})
+        third = create_rule(self.c, {"name": "third", "trigger": "purchase", "priority": 30,
+                                     "conditions": {"purchase_number": {"nth": 3}},
+                                     "effect": {"type": "fixed", "points": 33}})
+        fired = []
+        for i in range(6):
+            H.check_ok(H.earn(self.c, self.m["id"], points=1), 201, "earn without an order")
+            b = H.check_ok(H.earn(self.c, self.m["id"], order=order("pn-%d" % i, amount=1000)),
+                           201, "order earn %d" % i)
+            ids = {a["rule_id"] for a in b["transaction"]["awards"]}
+            fired.append((first["id"] in ids, third["id"] in ids))
+        self.assertEqual(fired, [(True, False), (False, False), (False, True),
+                                 (False, False), (False, False), (False, False)])
+
     def test_not_wednesday_and_conditions(self):
         H.clock_set(self.c, THU)
         b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-thu", amount=1000)), 201, "")
