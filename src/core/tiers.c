@@ -520,10 +520,16 @@ jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_i
     if (err != JF_OK || !found)
         return err;
     err = jf_member_tier_load(ctx, member_id, &mt);
+    int cur = err == JF_OK ? jf_tier_effective(&cfg, &mt) : -1;
+    /* A member in the top tier has nowhere to go up to, and the window's
+     * metrics sum every transaction of the member in it: skip them. */
+    if (err == JF_OK && cur == cfg.n - 1) {
+        jf_tier_config_free(&cfg);
+        return JF_OK;
+    }
     /* The window includes this transaction (created now). */
     if (err == JF_OK)
         err = jf_tier_metrics_at(ctx, &cfg, member_id, ctx->now_ms + 1, false, false, &m);
-    int cur = err == JF_OK ? jf_tier_effective(&cfg, &mt) : -1;
     int q = err == JF_OK ? jf_tier_qualified(&cfg, &m) : -1;
     if (err == JF_OK && q > cur) {
         char reason[200];
