@@ -399,20 +399,26 @@ static jf_err earn_credit(jf_ctx *ctx, jf_tx *tx, const char *member_id, const j
     return err;
 }
 
+jf_err jf_member_purchases(jf_ctx *ctx, const char *member_id, int64_t max, int64_t *count)
+{
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    return err == JF_OK ? jf_db_int(ctx->db, count, 0,
+                                    "SELECT count(*) FROM (SELECT 1" MEMBER_TXS_BY_SEQ
+                                    " AND t.member_id = ?3 AND t.type = 'earn'"
+                                    " AND t.order_id IS NOT NULL LIMIT ?4)",
+                                    "IIsI", ctx->auth->tenant, seq, member_id, max)
+                        : err;
+}
+
 /* After an order earn: the member's first purchase rewards their referral
  * (docs/RULES.md, Referrals); the answer then shows the points after it. */
 static jf_err earn_first_purchase(jf_ctx *ctx, const char *member_id)
 {
-    int64_t orders = 0, got = 0, seq = 0;
+    int64_t orders = 0, got = 0;
     json_t *pts = NULL;
-    /* Whether this is the only one: two are enough to tell (a loyal
-     * member's whole history was counted on every order earn). */
-    jf_err err = jf_member_seq(ctx, member_id, &seq);
-    if (err == JF_OK)
-        err = jf_db_int(ctx->db, &orders, 0,
-                        "SELECT count(*) FROM (SELECT 1" MEMBER_TXS_BY_SEQ " AND t.member_id = ?3"
-                        " AND t.type = 'earn' AND t.order_id IS NOT NULL LIMIT 2)",
-                        "IIs", ctx->auth->tenant, seq, member_id);
+    /* Whether this is the only one: two are enough to tell. */
+    jf_err err = jf_member_purchases(ctx, member_id, 2, &orders);
     if (err == JF_OK && orders == 1)
         err = jf_referral_reward(ctx, member_id, "first_purchase", &got);
     if (err == JF_OK && got > 0 && (err = jf_member_points_json(ctx, member_id, &pts)) == JF_OK)

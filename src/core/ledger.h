@@ -184,6 +184,10 @@ void jf_tx_describe(jf_tx *tx, const jf_args *a);
 /* Loads a member that may earn or spend (not frozen or closed), and voids
  * its overdue holds first. */
 jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m);
+/* *count = the member's order earns (purchases), counted up to max of them:
+ * callers only tell the first few apart, and a loyal member's whole history
+ * was counted on every order earn. */
+jf_err jf_member_purchases(jf_ctx *ctx, const char *member_id, int64_t max, int64_t *count);
 /* ctx->out = {"transaction": ..., "points": ...} of member_id after tx_id. */
 jf_err jf_points_result(jf_ctx *ctx, const char *tx_id, const char *member_id);
 /* JF_ERR_INSUFFICIENT_POINTS unless amount is spendable now. */

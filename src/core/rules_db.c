@@ -447,8 +447,7 @@ static int64_t purchases_needed(const live_rules *lr)
 }
 
 /* The member's tags and birthday, and their earlier purchase earns up to
- * `need` of them (purchases_needed): a loyal member's whole history was
- * counted on every order earn. */
+ * `need` of them (purchases_needed). */
 static jf_err facts_member(jf_ctx *ctx, const char *member_id, int64_t need, jf_rule_facts *f,
                            json_t **tags, char *birthday, size_t bsize)
 {
@@ -467,14 +466,7 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, int64_t need, jf_
     sqlite3_reset(st);
     f->tags = *tags;
     f->purchases_before = 0;
-    int64_t seq = 0;
-    jf_err err = need > 0 ? jf_member_seq(ctx, member_id, &seq) : JF_OK;
-    if (err == JF_OK && need > 0)
-        err = jf_db_int(ctx->db, &f->purchases_before, 0,
-                        "SELECT count(*) FROM (SELECT 1" MEMBER_TXS_BY_SEQ " AND t.member_id = ?3"
-                        " AND t.type = 'earn' AND t.order_id IS NOT NULL LIMIT ?4)",
-                        "IIsI", ctx->auth->tenant, seq, member_id, need);
-    return err;
+    return need > 0 ? jf_member_purchases(ctx, member_id, need, &f->purchases_before) : JF_OK;
 }
 
 /* No purchase rules but a tier multiplier: the base rate as an award with
