@@ -50,8 +50,9 @@ static int teardown(void **state)
     fixture *f = *state;
     jf_engine_free(f->eng);
     char path[160];
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
+    /* The engine keeps its key cache's epoch beside the file (<db>-keys). */
+    const char *suffix[] = {"", "-wal", "-shm", "-keys"};
+    for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof(path), "%s%s", f->db, suffix[i]);
         unlink(path);
     }

@@ -19,6 +19,7 @@
 
 #include "jifen/jifen.h"
 
+static char db_dir[64];
 static char db_path[128];
 
 static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, const char *key,
@@ -43,9 +44,9 @@ static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, c
 /* Builds a ledger with an earn, a redeem and a transfer in a new file. */
 static void build_ledger(void)
 {
-    char dir[] = "/tmp/jifen-verify-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    snprintf(db_path, sizeof(db_path), "%s/v.db", dir);
+    snprintf(db_dir, sizeof(db_dir), "/tmp/jifen-verify-XXXXXX");
+    assert_non_null(mkdtemp(db_dir));
+    snprintf(db_path, sizeof(db_path), "%s/v.db", db_dir);
     jf_engine_options o = {.db_path = db_path};
     jf_engine *eng = NULL;
     char err[256], tenant[64], key[128], a[64], b[64];
@@ -78,6 +79,19 @@ static int64_t verify_count(char **report)
     assert_int_equal(jf_verify(eng, report, &n), JF_OK);
     jf_engine_free(eng);
     return n;
+}
+
+/* Removes the last built ledger's files and directory (a cmocka teardown). */
+static int remove_ledger(void **state)
+{
+    (void)state;
+    const char *suffix[] = {"", "-wal", "-shm", "-keys"};
+    char path[160];
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+        snprintf(path, sizeof(path), "%s%s", db_path, suffix[i]);
+        unlink(path);
+    }
+    return db_dir[0] != '\0' && rmdir(db_dir) != 0 ? -1 : 0;
 }
 
 static void tamper(const char *sql)
@@ -215,20 +229,20 @@ static void test_pages_of_another_tree(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_edited_posting),
-        cmocka_unit_test(test_edited_points),
-        cmocka_unit_test(test_deleted_transaction),
-        cmocka_unit_test(test_edited_balance),
-        cmocka_unit_test(test_edited_lot),
-        cmocka_unit_test(test_negative_growth),
-        cmocka_unit_test(test_tier_without_change),
-        cmocka_unit_test(test_points_below_debt),
-        cmocka_unit_test(test_edited_lot_entry),
-        cmocka_unit_test(test_lot_entry_without_lot),
-        cmocka_unit_test(test_missing_transaction_entry),
-        cmocka_unit_test(test_transaction_entry_of_another_member),
-        cmocka_unit_test(test_entry_of_no_member),
-        cmocka_unit_test(test_pages_of_another_tree),
+        cmocka_unit_test_teardown(test_edited_posting, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_points, remove_ledger),
+        cmocka_unit_test_teardown(test_deleted_transaction, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_balance, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_lot, remove_ledger),
+        cmocka_unit_test_teardown(test_negative_growth, remove_ledger),
+        cmocka_unit_test_teardown(test_tier_without_change, remove_ledger),
+        cmocka_unit_test_teardown(test_points_below_debt, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_lot_entry, remove_ledger),
+        cmocka_unit_test_teardown(test_lot_entry_without_lot, remove_ledger),
+        cmocka_unit_test_teardown(test_missing_transaction_entry, remove_ledger),
+        cmocka_unit_test_teardown(test_transaction_entry_of_another_member, remove_ledger),
+        cmocka_unit_test_teardown(test_entry_of_no_member, remove_ledger),
+        cmocka_unit_test_teardown(test_pages_of_another_tree, remove_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
