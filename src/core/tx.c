@@ -98,26 +98,37 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
 }
 
-static jf_err tx_insert_entry(jf_ctx *ctx, const char *member_id, int64_t tx_seq)
+/* The entry of tx for member_id, with what a tier window sums (db.h,
+ * JF_TX_ENTRY_*: the same as SQL, which verify compares, S1). */
+static jf_err tx_insert_entry(jf_ctx *ctx, const jf_tx *tx, const char *member_id)
 {
-    int64_t seq = 0;
+    int64_t seq = 0, order_amount = 0, order_earn = 0, growth = 0;
     jf_err err = jf_member_seq(ctx, member_id, &seq);
-    return err == JF_OK ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,2,?,0,0,0,NULL)",
-                                    "II", seq, tx_seq)
-                        : err;
+    if (tx->member_id && strcmp(tx->member_id, member_id) == 0) {
+        bool earn = strcmp(tx->type, "earn") == 0;
+        if (earn && tx->order_currency && tx->order_amount > 0)
+            order_amount = tx->order_amount;
+        order_earn = earn && tx->order_id;
+        int g = jf_tx_posting_find(tx, "growth", member_id);
+        growth = g >= 0 ? tx->postings[g].amount : 0;
+    }
+    return err == JF_OK
+               ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,2,?,?,?,?,?)", "IIIIII", seq,
+                           tx->seq, ctx->now_ms, order_amount, order_earn, growth)
+               : err;
 }
 
 /* The transaction's entries among its member's and its counterparty's rows
- * of member_state (schema.c, versions 7, 8 and 10: keyed by the member's
+ * of member_state (schema.c, versions 7, 8, 10 and 11: keyed by the member's
  * seq; verify checks them, S1). */
 static jf_err tx_insert_entries(jf_ctx *ctx, const jf_tx *tx)
 {
     jf_err err = JF_OK;
     if (tx->member_id)
-        err = tx_insert_entry(ctx, tx->member_id, tx->seq);
+        err = tx_insert_entry(ctx, tx, tx->member_id);
     if (err == JF_OK && tx->counterparty_id &&
         (tx->member_id == NULL || strcmp(tx->counterparty_id, tx->member_id) != 0))
-        err = tx_insert_entry(ctx, tx->counterparty_id, tx->seq);
+        err = tx_insert_entry(ctx, tx, tx->counterparty_id);
     return err;
 }
 

@@ -122,8 +122,9 @@ static jf_err check_lots(verifier *v, int64_t t)
 }
 
 /* S1: member_state holds exactly one entry per lot, equal to it, and one per
- * transaction and party (schema.c, version 7), nothing else (entries of no
- * member: check_state_members). */
+ * transaction and party (schema.c, version 7), carrying what the tier window
+ * sums (version 11), nothing else (entries of no member:
+ * check_state_members). */
 static jf_err check_state(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
@@ -157,6 +158,16 @@ static jf_err check_state(verifier *v, int64_t t)
                          " AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.tenant_id ="
                          " s.tenant_id AND t.seq = s.seq AND (t.member_id = s.member_id OR"
                          " t.counterparty_id = s.member_id))",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "S1", "transaction entry in member_state that differs from it",
+                         "SELECT m.id || ' seq ' || t.seq, s.key2, t.created_at FROM members m"
+                         " JOIN member_state s ON s.member_seq = m.seq AND s.kind = 2 JOIN"
+                         " transactions t ON t.tenant_id = m.tenant_id AND t.seq = s.key1"
+                         " WHERE m.tenant_id = ?1 AND (s.key2 IS NOT " JF_TX_ENTRY_KEY2_SQL
+                         " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL
+                         " OR s.key4 IS NOT " JF_TX_ENTRY_KEY4_SQL
+                         " OR s.value IS NOT " JF_TX_ENTRY_VALUE_SQL ")",
                          t);
     return err;
 }

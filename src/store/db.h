@@ -25,6 +25,26 @@
  * INT64_MAX, after every real time, so a member's lots sort expiring first. */
 #define JF_NEVER_SQL "9223372036854775807"
 
+/* A transaction's entry in member_state (kind 2, key1 its seq; schema.c,
+ * version 11) carries what a tier window sums, so the sums read the
+ * member's own range and nothing else: key2 the transaction's created_at,
+ * key3 its order amount when it is the member's earn with an order
+ * currency, key4 1 when it is the member's earn with an order id, value the
+ * member's growth in it; a counterparty's entry has 0 in key3, key4 and
+ * value.  These are the same as SQL over the transaction t and the member
+ * m, for the upgrade and for verify (S1); tx.c writes them from memory. */
+#define JF_TX_ENTRY_KEY2_SQL "t.created_at"
+#define JF_TX_ENTRY_KEY3_SQL                                                                       \
+    "CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_currency IS NOT NULL"            \
+    " THEN t.order_amount ELSE 0 END"
+#define JF_TX_ENTRY_KEY4_SQL                                                                       \
+    "CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_id IS NOT NULL THEN 1 ELSE 0 "   \
+    "END"
+#define JF_TX_ENTRY_VALUE_SQL                                                                      \
+    "CASE WHEN t.member_id = m.id THEN COALESCE((SELECT SUM(p.amount) FROM postings p"             \
+    " WHERE p.tenant_id = t.tenant_id AND p.tx_seq = t.seq"                                        \
+    " AND p.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
+
 typedef struct jf_db_stmt_slot {
     const char *sql; /* the literal the statement was prepared from (by address) */
     sqlite3_stmt *stmt;

@@ -15,7 +15,7 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 10
+#define JF_SCHEMA_VERSION 11
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -655,6 +655,26 @@ static jf_err schema_v9(jf_db *db)
     return err;
 }
 
+/* member_state since version 10, and the views that name its entries by
+ * tenant and member id (versions 10 and 11 rebuild the table under them). */
+#define MEMBER_STATE_COLUMNS                                                                       \
+    " member_seq INTEGER NOT NULL,"                                                                \
+    " kind INTEGER NOT NULL CHECK(kind = 0 OR kind = 1 OR kind = 2),"                              \
+    " key1 INTEGER NOT NULL, key2 INTEGER NOT NULL, key3 INTEGER NOT NULL,"                        \
+    " key4 INTEGER NOT NULL, value INTEGER,"                                                       \
+    " PRIMARY KEY(member_seq, kind, key1, key2, key3, key4)"
+#define MEMBER_STATE_VIEWS                                                                         \
+    "CREATE VIEW member_accounts AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"           \
+    " s.key1 AS account, s.value AS balance FROM members m JOIN member_state s"                    \
+    " ON s.member_seq = m.seq WHERE s.kind = 0;"                                                   \
+    "CREATE VIEW member_lots AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"               \
+    " s.key1 AS closed, s.key2 AS expires_key, s.key3 AS available_at, s.key4 AS seq,"             \
+    " s.value AS remaining FROM members m JOIN member_state s ON s.member_seq = m.seq"             \
+    " WHERE s.kind = 1;"                                                                           \
+    "CREATE VIEW member_txs AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"                \
+    " s.key1 AS seq FROM members m JOIN member_state s ON s.member_seq = m.seq"                    \
+    " WHERE s.kind = 2;"
+
 /*
  * Version 10: member_state keyed by the member's seq (docs/PERFORMANCE.md).
  * Its key began with the tenant and the member's 24-character id, so every
@@ -667,30 +687,13 @@ static jf_err schema_v9(jf_db *db)
  * member_seq NOT NULL backs that up).
  */
 static const char schema_v10[] =
-    "CREATE TABLE member_state_v10("
-    " member_seq INTEGER NOT NULL,"
-    " kind INTEGER NOT NULL CHECK(kind = 0 OR kind = 1 OR kind = 2),"
-    " key1 INTEGER NOT NULL, key2 INTEGER NOT NULL, key3 INTEGER NOT NULL,"
-    " key4 INTEGER NOT NULL, value INTEGER,"
-    " PRIMARY KEY(member_seq, kind, key1, key2, key3, key4)) STRICT, WITHOUT ROWID;"
+    "CREATE TABLE member_state_v10(" MEMBER_STATE_COLUMNS ") STRICT, WITHOUT ROWID;"
     "INSERT INTO member_state_v10 SELECT m.seq, s.kind, s.key1, s.key2, s.key3, s.key4, s.value"
     " FROM member_state s LEFT JOIN members m ON m.tenant_id = s.tenant_id AND m.id = s.member_id"
     " ORDER BY 1, 2, 3, 4, 5, 6;"
-    "DROP VIEW member_accounts;"
-    "DROP VIEW member_lots;"
-    "DROP VIEW member_txs;"
+    "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
     "DROP TABLE member_state;"
-    "ALTER TABLE member_state_v10 RENAME TO member_state;"
-    "CREATE VIEW member_accounts AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"
-    " s.key1 AS account, s.value AS balance FROM members m JOIN member_state s"
-    " ON s.member_seq = m.seq WHERE s.kind = 0;"
-    "CREATE VIEW member_lots AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"
-    " s.key1 AS closed, s.key2 AS expires_key, s.key3 AS available_at, s.key4 AS seq,"
-    " s.value AS remaining FROM members m JOIN member_state s ON s.member_seq = m.seq"
-    " WHERE s.kind = 1;"
-    "CREATE VIEW member_txs AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"
-    " s.key1 AS seq FROM members m JOIN member_state s ON s.member_seq = m.seq"
-    " WHERE s.kind = 2;"
+    "ALTER TABLE member_state_v10 RENAME TO member_state;" MEMBER_STATE_VIEWS
     "UPDATE meta SET value = '10' WHERE key = 'schema_version';";
 
 /* Version 10 can only key an entry by a member that exists: it says how many
@@ -713,6 +716,32 @@ static jf_err schema_v10_check(jf_db *db)
     }
     return err;
 }
+
+/*
+ * Version 11: a transaction's entry in member_state carries its time, its
+ * order amount, whether it is an order earn, and the member's growth in it
+ * (db.h, JF_TX_ENTRY_*).  A tier's window summed the member's transactions
+ * in it through the transactions and postings tables, two random reads per
+ * transaction, on every earn that adds growth while the member is below the
+ * top tier; it now reads the member's own range of member_state.  The
+ * columns were there (0 and NULL for these entries since version 7); the
+ * table is rebuilt because they are part of its key.  An entry whose
+ * transaction does not exist gets zeros, and verify still reports it.
+ */
+static const char schema_v11[] =
+    "CREATE TABLE member_state_v11(" MEMBER_STATE_COLUMNS ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO member_state_v11 SELECT s.member_seq, s.kind, s.key1,"
+    " CASE WHEN s.kind = 2 THEN COALESCE(" JF_TX_ENTRY_KEY2_SQL ", 0) ELSE s.key2 END,"
+    " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_KEY3_SQL " ELSE s.key3 END,"
+    " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_KEY4_SQL " ELSE s.key4 END,"
+    " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_VALUE_SQL " ELSE s.value END"
+    " FROM member_state s LEFT JOIN members m ON m.seq = s.member_seq"
+    " LEFT JOIN transactions t ON s.kind = 2 AND t.tenant_id = m.tenant_id AND t.seq = s.key1"
+    " ORDER BY 1, 2, 3, 4, 5, 6;"
+    "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
+    "DROP TABLE member_state;"
+    "ALTER TABLE member_state_v11 RENAME TO member_state;" MEMBER_STATE_VIEWS
+    "UPDATE meta SET value = '11' WHERE key = 'schema_version';";
 
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
@@ -769,5 +798,7 @@ jf_err jf_db_migrate(jf_db *db)
     if (err == JF_OK && version == 9 && (err = schema_v10_check(db)) == JF_OK &&
         (err = migrate_step(db, schema_v10)) == JF_OK)
         version = 10;
+    if (err == JF_OK && version == 10 && (err = migrate_step(db, schema_v11)) == JF_OK)
+        version = 11;
     return err;
 }

@@ -358,6 +358,13 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 11 back to version 10: transaction
+# entries in member_state without their time, order and growth.
+UNDO_V11 = (
+    "UPDATE member_state SET key2 = 0, key3 = 0, key4 = 0, value = NULL WHERE kind = 2;"
+    "UPDATE meta SET value = '10' WHERE key = 'schema_version';")
+
+
 # Takes a database of schema version 10 back to version 9: member_state keyed
 # by the tenant and the member's id, its views read from it alone.
 UNDO_V10 = (
@@ -460,7 +467,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -485,7 +492,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -513,7 +520,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -545,7 +552,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -600,7 +607,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V10 + UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -614,7 +621,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -643,13 +650,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 10",
+        self.assertIn("upgrading the database from schema version 7 to 11",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -662,7 +669,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -687,13 +694,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V10)
+        db.executescript(UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 10",
+        self.assertIn("upgrading the database from schema version 8 to 11",
                       env.server.stderr_tail())
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
@@ -701,7 +708,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
@@ -736,7 +743,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V10)
+        db.executescript(UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -753,7 +760,7 @@ class MigrationTests(unittest.TestCase):
         db.commit()
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 9 to 10",
+        self.assertIn("upgrading the database from schema version 9 to 11",
                       env.server.stderr_tail())
         for m in (m1, m2):
             self.assertEqual(state(m), before[m])
@@ -763,12 +770,69 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "10")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
             # The redeem's transaction entry; its two lots' entries closed in place.
             self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                              entries + 1)
         finally:
             db.close()
+
+    def test_v10_transaction_entries_carry_window_sums(self):
+        """Version 11 gives each transaction entry in member_state its time, its order
+        amount, whether it is an order earn, and the member's growth in it, which a tier
+        window sums.  A v10 database (those columns 0) upgrades to the same entries the
+        writer makes, with a refund's negative growth and a transfer's counterparty (who
+        gets no growth or spend from it); every member's tier view is unchanged, and
+        `jifen verify` passes."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        tiers = {"basis": "growth", "window": {"type": "rolling_months", "months": 12},
+                 "tiers": [{"code": "silver", "name": "Silver", "name_zh": "S", "threshold": 0},
+                           {"code": "gold", "name": "Gold", "name_zh": "G", "threshold": 1000,
+                            "spend_threshold": 90000},
+                           {"code": "diamond", "name": "Diamond", "name_zh": "D",
+                            "threshold": 5000, "orders_threshold": 4}]}
+        H.check_ok(a.put("/v1/tiers", tiers), 200, "tiers")
+        m1, m2 = H.create_member(a)["id"], H.create_member(a)["id"]
+        for i, amount in enumerate((30000, 20000, 700)):
+            H.check_ok(H.earn(a, m1, order=order("w%d" % i, amount=amount)), 201, "order earn")
+        H.check_ok(H.earn(a, m1, 40, growth=25), 201, "growth earn")
+        H.check_ok(H.earn(a, m2, 10, order={"id": "w-no-amount"}), 201, "order without amount")
+        H.check_ok(a.post("/v1/orders/w0/refund", {"amount": 10000}, idem=True), 201, "refund")
+        H.check_ok(a.post("/v1/members/%s/transfer" % m1, {"to_member_id": m2, "points": 5},
+                          idem=True), 201, "transfer")
+
+        def views():
+            out = {}
+            for m in (m1, m2):
+                v = H.check_ok(a.get("/v1/members/%s/tier" % m), 200, "tier")
+                del v["window"]["from"], v["window"]["to"]  # the time of the answer
+                out[m] = v
+            return out
+        before = views()
+        self.assertEqual((before[m1]["spend"], before[m1]["orders"]), (40700, 3), before)
+        self.assertEqual((before[m2]["spend"], before[m2]["orders"]), (0, 1), before)
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        q = "SELECT member_seq, key1, key2, key3, key4, value FROM member_state WHERE kind = 2"
+        entries = db.execute(q).fetchall()
+        growth = {r[5] for r in entries}
+        self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
+        db.executescript(UNDO_V11)
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 10 to 11",
+                      env.server.stderr_tail())
+        self.assertEqual(views(), before)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute(q).fetchall(), entries)
+        finally:
+            db.close()
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,15 @@ static void test_entry_of_no_member(void **state)
     expect_violation("INSERT INTO member_state SELECT 1 << 40, 0, 0, 0, 0, 0, 0;", "S1");
 }
 
+/* A transaction entry carries the member's growth in it (schema v11), which
+ * a tier window sums: an entry that says otherwise than the postings is
+ * caught. */
+static void test_transaction_entry_growth(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE member_state SET value = 7 WHERE kind = 2 AND value = 50;", "S1");
+}
+
 static void test_tier_without_change(void **state)
 {
     (void)state;
@@ -242,6 +251,7 @@ int main(void)
         cmocka_unit_test_teardown(test_missing_transaction_entry, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_of_another_member, remove_ledger),
         cmocka_unit_test_teardown(test_entry_of_no_member, remove_ledger),
+        cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
         cmocka_unit_test_teardown(test_pages_of_another_tree, remove_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
