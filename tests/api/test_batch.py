@@ -324,8 +324,12 @@ class MemoryTrimTests(unittest.TestCase):
               % (burst / 1e6, after / 1e6), file=sys.stderr)
         # Under `make asan` the heap is AddressSanitizer's, which malloc_trim
         # does not touch; the trim's schedule is checked all the same.
+        # The burst's size depends on how many batches the writer held at
+        # once (23-39 MB here); a fixed drop of 8 MB failed a run whose burst
+        # was 23 MB and whose trim returned 30% of it.  Freed memory the
+        # allocator keeps (no trim) stays near the burst.
         if "ASAN_OPTIONS" not in os.environ:
-            self.assertLess(after, burst - 8 * 1024 * 1024)
+            self.assertLess(after, burst * 3 // 4)
         time.sleep(1.5)  # idle, nothing new: no second trim
         self.assertEqual(H.metric(self.a, "jifen_memory_trims_total"), trims + 1)
 
