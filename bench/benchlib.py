@@ -217,6 +217,33 @@ def steal_pct(before, after):
     return round(100.0 * (after[0] - before[0]) / total, 1) if total > 0 else None
 
 
+def round_steal(results):
+    """The largest share of CPU time stolen during any run of one round (one
+    run of each system of a cell row); None when no run measured it."""
+    vals = [r.get("steal_pct") for r in results if r.get("steal_pct") is not None]
+    return max(vals) if vals else None
+
+
+def pick_round(attempts, steal_max):
+    """(kept, discarded, again) for the attempts of one round so far, each a
+    list of run results (one per system).  A round in which the hypervisor
+    took more than steal_max percent of the CPU time during some run is
+    measured again while retries last (the caller decides how many); what is
+    kept is the attempt with the least stolen time, so a row's ratios come
+    from runs of every system taken in the same quiet spell, and the others
+    are reported beside it, never silently dropped.  again is True when the
+    last attempt was stolen above steal_max."""
+    if not attempts:
+        return [], [], False
+    stolen = [round_steal(a) for a in attempts]
+    last = stolen[-1]
+    again = last is not None and last > steal_max
+    best = min(range(len(attempts)),
+               key=lambda i: (stolen[i] if stolen[i] is not None else 0.0, i))
+    discarded = [r for i, a in enumerate(attempts) if i != best for r in a]
+    return attempts[best], discarded, again
+
+
 def copy_db(src, dst):
     """Copies a SQLite database with its WAL (the source server is stopped),
     then writes everything dirty back to the disk (sync) before returning:

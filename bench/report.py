@@ -84,6 +84,8 @@ def notes(e):
     steal = fmt_steal(e)
     if steal:
         out.append(steal[2:])
+    if e.get("discarded_runs"):
+        out.append(f"{len(e['discarded_runs'])} run(s) over --steal-max measured again")
     return ", ".join(out)
 
 

@@ -70,6 +70,14 @@ def parse_args(argv):
     ap.add_argument("--no-cache", action="store_true", help="reseed jifen's base database")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--strict", action="store_true", help="exit 1 on any error (smoke default)")
+    ap.add_argument("--steal-max", type=float,
+                    help="a round of a cell row (one run of each system) during which the "
+                    "hypervisor stole more than this percent of the CPU time is measured "
+                    "again (default 15; -1 in --smoke, so that the path is exercised)")
+    ap.add_argument("--steal-retries", type=int,
+                    help="how many times a stolen round is measured again; the attempt "
+                    "with the least stolen time is kept, the others are reported as "
+                    "discarded (default 2; 1 in --smoke)")
     a = ap.parse_args(argv)
     smoke = a.smoke
     defaults = dict(runs=1 if smoke else 3, duration=0.5 if smoke else 10.0,
@@ -79,6 +87,10 @@ def parse_args(argv):
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    if a.steal_retries is None:
+        a.steal_retries = 1 if smoke else 2
+    if a.steal_max is None:
+        a.steal_max = -1.0 if smoke else 15.0
     a.w1_conns = [int(x) for x in str(a.w1_conns).split(",") if x]
     # The smoke run keeps to jifen and the in-process SQLite baseline so that it
     # takes seconds; --systems adds PostgreSQL and Redis when they are installed.
@@ -93,7 +105,8 @@ def parse_args(argv):
             ap.error(f"unknown workload {w}")
     if not (1 <= a.runs <= 20 and 0.2 <= a.duration <= 600 and 0 <= a.warmup <= 60
             and 2 <= a.members <= 10_000_000 and 1 <= a.conns <= 1000
-            and all(1 <= c <= 1000 for c in a.w1_conns) and 0 <= a.lots <= 20_000_000):
+            and all(1 <= c <= 1000 for c in a.w1_conns) and 0 <= a.lots <= 20_000_000
+            and 0 <= a.steal_retries <= 10):
         ap.error("a size is out of range")
     a.strict = a.strict or smoke
     a.out = a.out or os.path.join(HERE, "results", "smoke.json" if smoke else "latest.json")
@@ -256,33 +269,63 @@ class Bench:
                 if not rate_fn or rate:
                     cells.append({"name": name, "sys": sysobj, "rate": rate, "runs": []})
             for i in range(self.cfg.runs):
-                for c in cells:
-                    if c.get("na") or c.get("failed"):
-                        continue
-                    try:
-                        if c["name"] not in prepared:
-                            c["sys"].prepare(wl)
-                            prepared.add(c["name"])
-                        elif hasattr(c["sys"], "before_run"):
-                            c["sys"].before_run(wl)
-                        res = self.measure_once(label, wl, c["name"], c["sys"], conns, c["rate"],
-                                                i)
-                    except B.BenchError as e:
-                        self.fail(f"{wid} on {c['name']}", e)
-                        c["failed"] = True
-                        if self.cfg.strict:
-                            raise
-                        continue
-                    if "na" in res:
-                        c["na"] = res["na"]
-                    else:
-                        c["runs"].append(res)
+                self.round(wl, label, conns, cells, i, prepared)
             for c in cells:
                 if c.get("na"):
                     self.results.append({"label": label, "workload": wid, "system": c["name"],
                                          "na": c["na"]})
                 elif c["runs"] and not c.get("failed"):
-                    self.cell_entry(label, wl, c["name"], conns, c["rate"], c["runs"])
+                    entry = self.cell_entry(label, wl, c["name"], conns, c["rate"], c["runs"])
+                    entry["discarded_runs"] = c["discarded"]
+
+    def round(self, wl, label, conns, cells, i, prepared):
+        """Run i of every system of a cell row, measured again (up to
+        --steal-retries times) while the hypervisor steals more than
+        --steal-max percent of the CPU time during it (B.pick_round)."""
+        attempts = []
+        while True:
+            results = []
+            for c in cells:
+                res = self.round_run(wl, label, conns, c, i + len(attempts) * 100, prepared)
+                if res is not None:
+                    res["_cell"] = c["name"]
+                    results.append(res)
+            attempts.append(results)
+            kept, discarded, again = B.pick_round(attempts, self.cfg.steal_max)
+            if not again or len(attempts) > self.cfg.steal_retries:
+                break
+            B.log(f"  {label} run {i + 1}: {B.round_steal(results):.1f}% of the CPU time "
+                  f"stolen (over {self.cfg.steal_max:g}%); measuring the round again")
+        by_name = {c["name"]: c for c in cells}
+        for res in kept:
+            by_name[res.pop("_cell")]["runs"].append(res)
+        for res in discarded:
+            by_name[res.pop("_cell")]["discarded"].append(res)
+
+    def round_run(self, wl, label, conns, c, i, prepared):
+        """One run of one system in a round: its result, or None when the
+        system has no such workload or failed (recorded in c)."""
+        c.setdefault("discarded", [])
+        if c.get("na") or c.get("failed"):
+            return None
+        wid = wl["id"]
+        try:
+            if c["name"] not in prepared:
+                c["sys"].prepare(wl)
+                prepared.add(c["name"])
+            elif hasattr(c["sys"], "before_run"):
+                c["sys"].before_run(wl)
+            res = self.measure_once(label, wl, c["name"], c["sys"], conns, c["rate"], i)
+        except B.BenchError as e:
+            self.fail(f"{wid} on {c['name']}", e)
+            c["failed"] = True
+            if self.cfg.strict:
+                raise
+            return None
+        if "na" in res:
+            c["na"] = res["na"]
+            return None
+        return res
 
     def best_w1(self, name):
         vals = [r for r in self.results if r.get("workload") == "W1" and r["system"] == name
