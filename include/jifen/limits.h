@@ -121,6 +121,11 @@
 #define JF_WCACHE_MEMBERS 262144
 #define JF_WCACHE_DIRTY_MAX 1024
 #define JF_WCACHE_TENANTS 256
+/* Parsed rule versions and tier configurations the writer keeps (wcache.c):
+ * one slot each by hash, so a tenant's live rules (at most
+ * JF_RULES_ACTIVE_MAX) and its configuration mostly fit beside other
+ * tenants'.  A miss only parses the body again. */
+#define JF_WCACHE_BODIES 1024
 
 /* Commands waiting for the writer.  Beyond this, a request is answered 429
  * instead of queueing without bound. */

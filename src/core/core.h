@@ -372,11 +372,19 @@ void jf_hot_cmd_rollback(jf_hot *h);
 jf_err jf_hot_flush(jf_hot *h, jf_db *db);
 /* Forgets the batch's rows without writing them (the batch was rolled back). */
 void jf_hot_discard(jf_hot *h);
-/* The tenant's last transaction number and chain head, as this batch left it. */
-jf_err jf_hot_chain_get(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES]);
-/* Moves the chain head to seq (one past the last) and head; JF_ERR_INTERNAL
- * when seq does not follow the head. */
-jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYTES]);
+/* A tenant's chain head (tenants.tx_seq, chain_head, tx_time_max): its last
+ * transaction's number and hash, and the latest time of any of its
+ * transactions so far, which never decreases along seq even when the clock
+ * steps back (a tier window's scan stops on it, tiers.c). */
+typedef struct jf_chain_head {
+    int64_t seq, time_max;
+    uint8_t hash[JF_HASH_BYTES];
+} jf_chain_head;
+/* The tenant's chain head, as this batch left it. */
+jf_err jf_hot_chain_get(jf_ctx *ctx, jf_chain_head *out);
+/* Moves the chain head to *next (seq one past the last); JF_ERR_INTERNAL
+ * when next->seq does not follow the head. */
+jf_err jf_hot_chain_set(jf_ctx *ctx, const jf_chain_head *next);
 /* Adds amount to a program account; *balance is the new balance.
  * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
@@ -413,6 +421,15 @@ bool jf_wcache_holds_bound(jf_wcache *c, int64_t tenant, int64_t now_ms, int64_t
 void jf_wcache_holds_bound_set(jf_wcache *c, int64_t tenant, int64_t bound_ms);
 /* A hold was opened: lowers the bound to its deadline. */
 void jf_wcache_hold_opened(jf_wcache *c, int64_t tenant, int64_t expires_ms);
+/* A body parsed earlier from an immutable row, by tenant, kind ('R' a
+ * rule's version, 'T' a tier configuration), id and version: a new
+ * reference (the caller decrefs it), NULL when not kept.  Callers must not
+ * change it. */
+json_t *jf_wcache_body_get(jf_wcache *c, int64_t tenant, char kind, const char *id,
+                           int64_t version);
+/* Keeps a reference to body as the one for that key (the caller keeps its own). */
+void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id, int64_t version,
+                        json_t *body);
 /* The table when ctx runs on the writer's connection, else NULL. */
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 

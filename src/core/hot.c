@@ -33,8 +33,10 @@ typedef struct hot_row {
     int64_t stored;              /* balance or tx_seq as stored before this batch */
     int64_t value;               /* balance or tx_seq now */
     uint8_t head[JF_HASH_BYTES]; /* the chain head (chain rows only) */
+    int64_t time_max;            /* tenants.tx_time_max (chain rows only) */
     uint64_t cmd;                /* the command that saved the fields below */
     int64_t saved_value;         /* value before that command */
+    int64_t saved_time_max;
     uint8_t saved_head[JF_HASH_BYTES];
     bool saved_dirty;
 } hot_row;
@@ -115,6 +117,7 @@ static void hot_touch(jf_hot *h, hot_row *r)
         return;
     r->cmd = h->cmd;
     r->saved_value = r->value;
+    r->saved_time_max = r->time_max;
     r->saved_dirty = r->dirty;
     memcpy(r->saved_head, r->head, JF_HASH_BYTES);
 }
@@ -132,6 +135,7 @@ void jf_hot_cmd_rollback(jf_hot *h)
         if (r->cmd != h->cmd)
             continue;
         r->value = r->saved_value;
+        r->time_max = r->saved_time_max;
         r->dirty = r->saved_dirty;
         memcpy(r->head, r->saved_head, JF_HASH_BYTES);
         r->cmd = 0;
@@ -147,68 +151,74 @@ static void hot_clear(jf_hot *h)
 
 /* ---- the chain head ---- */
 
-/* Moves the stored head from prev_seq to seq; JF_ERR_INTERNAL when it was
- * not at prev_seq. */
-static jf_err chain_write(jf_db *db, int64_t tenant, int64_t seq, const uint8_t *head,
-                          int64_t prev_seq)
+/* Moves the stored head from prev_seq to next's; JF_ERR_INTERNAL when it
+ * was not at prev_seq. */
+static jf_err chain_write(jf_db *db, int64_t tenant, const jf_chain_head *next, int64_t prev_seq)
 {
-    jf_err err = jf_db_run(db, "UPDATE tenants SET tx_seq=?, chain_head=? WHERE id=? AND tx_seq=?",
-                           "IbII", seq, head, JF_HASH_BYTES, tenant, prev_seq);
+    jf_err err =
+        jf_db_run(db,
+                  "UPDATE tenants SET tx_seq=?, chain_head=?, tx_time_max=? WHERE id=? AND"
+                  " tx_seq=?",
+                  "IbIII", next->seq, next->hash, JF_HASH_BYTES, next->time_max, tenant, prev_seq);
     return err == JF_OK && jf_db_changes(db) != 1 ? JF_ERR_INTERNAL : err;
 }
 
-static jf_err chain_read(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES])
+static jf_err chain_read(jf_ctx *ctx, jf_chain_head *out)
 {
-    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT tx_seq, chain_head FROM tenants WHERE id=?",
-                                   "I", ctx->auth->tenant);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db, "SELECT tx_seq, chain_head, tx_time_max FROM tenants WHERE id=?", "I",
+                    ctx->auth->tenant);
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_UNAUTHORIZED;
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
-        *seq = sqlite3_column_int64(st, 0);
-        memcpy(head, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
+        out->seq = sqlite3_column_int64(st, 0);
+        memcpy(out->hash, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
+        out->time_max = sqlite3_column_int64(st, 2);
         err = JF_OK;
     }
     sqlite3_reset(st);
     return err;
 }
 
-jf_err jf_hot_chain_get(jf_ctx *ctx, int64_t *seq, uint8_t head[JF_HASH_BYTES])
+jf_err jf_hot_chain_get(jf_ctx *ctx, jf_chain_head *out)
 {
     jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
     hot_row *r = h ? hot_slot(h, ctx->auth->tenant, "") : NULL;
     if (r == NULL)
-        return chain_read(ctx, seq, head);
+        return chain_read(ctx, out);
     if (!r->used) {
-        int64_t stored = 0;
-        uint8_t stored_head[JF_HASH_BYTES];
-        jf_err err = chain_read(ctx, &stored, stored_head);
+        jf_chain_head stored;
+        jf_err err = chain_read(ctx, &stored);
         if (err != JF_OK)
             return err;
         hot_claim(h, r, ctx->auth->tenant, "");
-        r->stored = r->value = stored;
-        memcpy(r->head, stored_head, JF_HASH_BYTES);
+        r->stored = r->value = stored.seq;
+        r->time_max = stored.time_max;
+        memcpy(r->head, stored.hash, JF_HASH_BYTES);
     }
-    *seq = r->value;
-    memcpy(head, r->head, JF_HASH_BYTES);
+    out->seq = r->value;
+    out->time_max = r->time_max;
+    memcpy(out->hash, r->head, JF_HASH_BYTES);
     return JF_OK;
 }
 
-jf_err jf_hot_chain_set(jf_ctx *ctx, int64_t seq, const uint8_t head[JF_HASH_BYTES])
+jf_err jf_hot_chain_set(jf_ctx *ctx, const jf_chain_head *next)
 {
     jf_hot *h = ctx->eng ? ctx->eng->hot : NULL;
     hot_row *r = h ? hot_slot(h, ctx->auth->tenant, "") : NULL;
     if (r == NULL || !r->used) {
-        jf_err err = chain_write(ctx->db, ctx->auth->tenant, seq, head, seq - 1);
+        jf_err err = chain_write(ctx->db, ctx->auth->tenant, next, next->seq - 1);
         return err == JF_ERR_INTERNAL
-                   ? jf_fail(ctx, err, "The chain head moved to %lld.", (long long)seq)
+                   ? jf_fail(ctx, err, "The chain head moved to %lld.", (long long)next->seq)
                    : err;
     }
-    if (seq != r->value + 1)
-        return jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)seq);
+    if (next->seq != r->value + 1 || next->time_max < r->time_max)
+        return jf_fail(ctx, JF_ERR_INTERNAL, "The chain head moved to %lld.", (long long)next->seq);
     hot_touch(h, r);
-    r->value = seq;
-    memcpy(r->head, head, JF_HASH_BYTES);
+    r->value = next->seq;
+    r->time_max = next->time_max;
+    memcpy(r->head, next->hash, JF_HASH_BYTES);
     r->dirty = true;
     return JF_OK;
 }
@@ -318,8 +328,11 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
 static jf_err hot_write(jf_db *db, const hot_row *r)
 {
     int64_t balance = 0;
-    if (r->account[0] == '\0')
-        return chain_write(db, r->tenant, r->value, r->head, r->stored);
+    if (r->account[0] == '\0') {
+        jf_chain_head next = {.seq = r->value, .time_max = r->time_max};
+        memcpy(next.hash, r->head, JF_HASH_BYTES);
+        return chain_write(db, r->tenant, &next, r->stored);
+    }
     jf_err err = account_upsert(db, r->tenant, r->account, r->value - r->stored, &balance);
     /* Nothing but this batch writes the row, so it must land where the
      * batch left it. */

@@ -24,6 +24,7 @@ typedef struct jf_posting {
 typedef struct jf_tx {
     int64_t seq;
     uint8_t prev_hash[JF_HASH_BYTES]; /* the chain head this transaction extends */
+    int64_t time_max; /* the tenant's latest transaction time, this one's included */
     char id[JF_ID_LEN_MAX];
     const char *type;
     const char *member_id, *counterparty_id;

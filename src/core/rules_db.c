@@ -406,13 +406,16 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
         return JF_ERR_IO;
     lr->n = 0;
     jf_err err = JF_OK;
+    jf_wcache *wc = jf_ctx_wcache(ctx);
     while (err == JF_OK && lr->n < JF_RULES_ACTIVE_MAX && sqlite3_step(st) == SQLITE_ROW) {
         jf_rule_ref *ref = &lr->refs[lr->n];
         memset(ref, 0, sizeof(*ref));
         jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, jf_db_text(st, 0));
         ref->id = lr->ids[lr->n];
         ref->version = sqlite3_column_int64(st, 1);
-        ref->rule = json_loads(jf_db_text(st, 2), 0, NULL);
+        ref->rule = jf_wcache_body_get(wc, ctx->auth->tenant, 'R', ref->id, ref->version);
+        if (ref->rule == NULL && (ref->rule = json_loads(jf_db_text(st, 2), 0, NULL)) != NULL)
+            jf_wcache_body_put(wc, ctx->auth->tenant, 'R', ref->id, ref->version, ref->rule);
         err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
         if (err == JF_OK)
             err = live_campaign(lr, ref, st);

@@ -278,8 +278,11 @@ jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
         return JF_ERR_IO;
     jf_err err = JF_OK;
     if (sqlite3_step(st) == SQLITE_ROW) {
+        jf_wcache *wc = jf_ctx_wcache(ctx);
         cfg->version = sqlite3_column_int64(st, 0);
-        cfg->body = json_loads(jf_db_text(st, 1), 0, NULL);
+        cfg->body = jf_wcache_body_get(wc, ctx->auth->tenant, 'T', "", cfg->version);
+        if (cfg->body == NULL && (cfg->body = json_loads(jf_db_text(st, 1), 0, NULL)) != NULL)
+            jf_wcache_body_put(wc, ctx->auth->tenant, 'T', "", cfg->version, cfg->body);
         cfg->created_at = sqlite3_column_int64(st, 2);
         err = cfg->body ? JF_OK : JF_ERR_CORRUPT;
     }
@@ -365,31 +368,41 @@ static int64_t year_start(const jf_tz *tz, int64_t t)
 
 /* A tier window's sums over the member's transaction entries in
  * member_state (db.h, JF_TX_ENTRY_*; schema version 11): value the growth,
- * key3 the order amount, key4 the order earns, key2 the time.  One range of
- * one B-tree: it read the transactions and postings of each before. */
-#define WINDOW_RANGE                                                                               \
-    " FROM member_state WHERE member_seq = ?1 AND kind = 2 AND key2 >= ?2 AND key2 < ?3"
-#define WINDOW_SUMS                                                                                \
-    "SELECT COALESCE(SUM(value), 0), COALESCE(SUM(key3), 0), COALESCE(SUM(key4), 0)" WINDOW_RANGE
-/* Without spend or orders thresholds: a third of the sums' work per row. */
-#define WINDOW_GROWTH "SELECT COALESCE(SUM(value), 0), 0, 0" WINDOW_RANGE
+ * key3 the order amount, key4 twice the tenant's latest transaction time up
+ * to the entry plus its order flag, key2 its time.  Read from the newest;
+ * once an entry's latest time is before the window, so is every older
+ * entry's time, and the scan stops: it reads the window's entries and those
+ * after it, not the member's whole history. */
+#define WINDOW_ENTRIES                                                                             \
+    "SELECT key2, key3, key4, value FROM member_state WHERE member_seq = ?1 AND kind = 2"          \
+    " ORDER BY key1 DESC"
 
-static jf_err window_sums(jf_ctx *ctx, const char *member_id, bool spend, jf_tier_metrics *m)
+static void window_add(sqlite3_stmt *st, jf_tier_metrics *m)
+{
+    int64_t at = sqlite3_column_int64(st, 0);
+    if (at < m->from || at >= m->to)
+        return;
+    m->growth += sqlite3_column_int64(st, 3);
+    m->spend += sqlite3_column_int64(st, 1);
+    m->orders += sqlite3_column_int64(st, 2) & 1;
+}
+
+static jf_err window_sums(jf_ctx *ctx, const char *member_id, jf_tier_metrics *m)
 {
     int64_t seq = 0;
     jf_err err = jf_member_seq(ctx, member_id, &seq);
-    sqlite3_stmt *st = err == JF_OK ? jf_db_query(ctx->db, spend ? WINDOW_SUMS : WINDOW_GROWTH,
-                                                  "III", seq, m->from, m->to)
-                                    : NULL;
+    sqlite3_stmt *st = err == JF_OK ? jf_db_query(ctx->db, WINDOW_ENTRIES, "I", seq) : NULL;
     if (err == JF_OK && st == NULL)
         err = JF_ERR_IO;
-    if (st != NULL && sqlite3_step(st) != SQLITE_ROW)
-        err = JF_ERR_IO;
-    if (err == JF_OK) {
-        m->growth = sqlite3_column_int64(st, 0);
-        m->spend = sqlite3_column_int64(st, 1);
-        m->orders = sqlite3_column_int64(st, 2);
+    int rc = SQLITE_DONE;
+    m->growth = m->spend = m->orders = 0;
+    while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_int64(st, 2) / 2 < m->from)
+            break;
+        window_add(st, m);
     }
+    if (err == JF_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = JF_ERR_IO;
     if (st != NULL)
         sqlite3_reset(st);
     return err;
@@ -421,12 +434,14 @@ jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *me
                            "Is", ctx->auth->tenant, member_id);
     bool spend = cfg->uses_spend || all;
     if (err == JF_OK)
-        err = window_sums(ctx, member_id, spend, out);
+        err = window_sums(ctx, member_id, out);
     /* A refund in the window of growth earned before it cannot make the
      * window's growth negative. */
     out->growth = out->growth < 0 ? 0 : out->growth;
     if (err == JF_OK && spend)
         err = spend_net(ctx, member_id, out);
+    else
+        out->spend = out->orders = 0;
     return err;
 }
 

@@ -16,10 +16,13 @@
 jf_err jf_tx_begin(jf_ctx *ctx, jf_tx *tx, const char *type, const char *member_id)
 {
     memset(tx, 0, sizeof(*tx));
-    jf_err err = jf_hot_chain_get(ctx, &tx->seq, tx->prev_hash);
+    jf_chain_head head;
+    jf_err err = jf_hot_chain_get(ctx, &head);
     if (err != JF_OK)
         return err;
-    tx->seq++;
+    tx->seq = head.seq + 1;
+    memcpy(tx->prev_hash, head.hash, JF_HASH_BYTES);
+    tx->time_max = head.time_max > ctx->now_ms ? head.time_max : ctx->now_ms;
     jf_id_new_ordered("txn_", ctx->now_ms, tx->id);
     tx->type = type;
     tx->member_id = member_id;
@@ -112,10 +115,10 @@ static jf_err tx_insert_entry(jf_ctx *ctx, const jf_tx *tx, const char *member_i
         int g = jf_tx_posting_find(tx, "growth", member_id);
         growth = g >= 0 ? tx->postings[g].amount : 0;
     }
-    return err == JF_OK
-               ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,2,?,?,?,?,?)", "IIIIII", seq,
-                           tx->seq, ctx->now_ms, order_amount, order_earn, growth)
-               : err;
+    return err == JF_OK ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,2,?,?,?,?,?)",
+                                    "IIIIII", seq, tx->seq, ctx->now_ms, order_amount,
+                                    tx->time_max * 2 + order_earn, growth)
+                        : err;
 }
 
 /* The transaction's entries among its member's and its counterparty's rows
@@ -199,7 +202,9 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
         err = tx_insert_entries(ctx, tx);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
         err = tx_apply_posting(ctx, tx, i);
-    return err == JF_OK ? jf_hot_chain_set(ctx, tx->seq, hash) : err;
+    jf_chain_head next = {.seq = tx->seq, .time_max = tx->time_max};
+    memcpy(next.hash, hash, JF_HASH_BYTES);
+    return err == JF_OK ? jf_hot_chain_set(ctx, &next) : err;
 }
 
 static json_t *tx_order_json(const jf_chain_tx *t)

@@ -160,14 +160,28 @@ static jf_err check_state(verifier *v, int64_t t)
                          " t.counterparty_id = s.member_id))",
                          t);
     if (err == JF_OK)
-        err = check_rows(v, "S1", "transaction entry in member_state that differs from it",
-                         "SELECT m.id || ' seq ' || t.seq, s.key2, t.created_at FROM members m"
-                         " JOIN member_state s ON s.member_seq = m.seq AND s.kind = 2 JOIN"
-                         " transactions t ON t.tenant_id = m.tenant_id AND t.seq = s.key1"
-                         " WHERE m.tenant_id = ?1 AND (s.key2 IS NOT " JF_TX_ENTRY_KEY2_SQL
-                         " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL
-                         " OR s.key4 IS NOT " JF_TX_ENTRY_KEY4_SQL
-                         " OR s.value IS NOT " JF_TX_ENTRY_VALUE_SQL ")",
+        err = check_rows(
+            v, "S1", "transaction entry in member_state that differs from it",
+            "WITH " JF_TX_TIME_MAX_CTE(
+                " WHERE tenant_id = ?1") " SELECT m.id ||"
+                                         " ' seq ' || t.seq, s.key2, t.created_at FROM members m"
+                                         " JOIN member_state s ON s.member_seq = m.seq AND s.kind "
+                                         "= 2 JOIN"
+                                         " transactions t ON t.tenant_id = m.tenant_id AND t.seq = "
+                                         "s.key1"
+                                         " JOIN tm ON tm.tenant_id = t.tenant_id AND tm.seq = t.seq"
+                                         " WHERE m.tenant_id = ?1 AND (s.key2 IS "
+                                         "NOT " JF_TX_ENTRY_KEY2_SQL
+                                         " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL
+                                         " OR s.key4 IS NOT " JF_TX_ENTRY_KEY4_SQL
+                                         " OR s.value IS NOT " JF_TX_ENTRY_VALUE_SQL ")",
+            t);
+    if (err == JF_OK)
+        err = check_rows(v, "S1", "tenant's latest transaction time differs from its transactions",
+                         "SELECT 'tx_time_max', tx_time_max, (SELECT COALESCE(max(created_at), 0)"
+                         " FROM transactions WHERE tenant_id = ?1) FROM tenants WHERE id = ?1"
+                         " AND tx_time_max IS NOT (SELECT COALESCE(max(created_at), 0) FROM"
+                         " transactions WHERE tenant_id = ?1)",
                          t);
     return err;
 }

@@ -29,21 +29,29 @@
  * version 11) carries what a tier window sums, so the sums read the
  * member's own range and nothing else: key2 the transaction's created_at,
  * key3 its order amount when it is the member's earn with an order
- * currency, key4 1 when it is the member's earn with an order id, value the
- * member's growth in it; a counterparty's entry has 0 in key3, key4 and
- * value.  These are the same as SQL over the transaction t and the member
- * m, for the upgrade and for verify (S1); tx.c writes them from memory. */
+ * currency, key4 twice the tenant's latest transaction time up to this one
+ * (tenants.tx_time_max as it was after it) plus 1 when it is the member's
+ * earn with an order id, value the member's growth in it; a counterparty's
+ * entry has 0 in key3 and value and no order flag.  The latest time never
+ * decreases along seq, even if the clock stepped back, so a scan of a
+ * member's entries from the newest stops exactly where it falls before a
+ * window (tiers.c).  These are the same as SQL over the transaction t, the
+ * member m and JF_TX_TIME_MAX_CTE's tm, for the upgrade and for verify (S1);
+ * tx.c writes them from memory. */
+#define JF_TX_TIME_MAX_CTE(where)                                                                  \
+    "tm(tenant_id, seq, tmax) AS (SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY"       \
+    " tenant_id ORDER BY seq) FROM transactions" where ")"
 #define JF_TX_ENTRY_KEY2_SQL "t.created_at"
 #define JF_TX_ENTRY_KEY3_SQL                                                                       \
     "CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_currency IS NOT NULL"            \
     " THEN t.order_amount ELSE 0 END"
 #define JF_TX_ENTRY_KEY4_SQL                                                                       \
-    "CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_id IS NOT NULL THEN 1 ELSE 0 "   \
-    "END"
+    "(tm.tmax * 2 + CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_id IS NOT NULL"   \
+    " THEN 1 ELSE 0 END)"
 #define JF_TX_ENTRY_VALUE_SQL                                                                      \
-    "CASE WHEN t.member_id = m.id THEN COALESCE((SELECT SUM(p.amount) FROM postings p"             \
-    " WHERE p.tenant_id = t.tenant_id AND p.tx_seq = t.seq"                                        \
-    " AND p.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
+    "CASE WHEN t.member_id = m.id THEN COALESCE((SELECT SUM(g.amount) FROM postings g"             \
+    " WHERE g.tenant_id = t.tenant_id AND g.tx_seq = t.seq"                                        \
+    " AND g.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
 
 typedef struct jf_db_stmt_slot {
     const char *sql; /* the literal the statement was prepared from (by address) */

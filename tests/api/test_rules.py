@@ -359,9 +359,11 @@ class CliTests(unittest.TestCase):
 
 
 # Takes a database of schema version 11 back to version 10: transaction
-# entries in member_state without their time, order and growth.
+# entries in member_state without their time, order, latest time and growth,
+# and tenants without tx_time_max.
 UNDO_V11 = (
     "UPDATE member_state SET key2 = 0, key3 = 0, key4 = 0, value = NULL WHERE kind = 2;"
+    "ALTER TABLE tenants DROP COLUMN tx_time_max;"
     "UPDATE meta SET value = '10' WHERE key = 'schema_version';")
 
 

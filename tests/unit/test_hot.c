@@ -77,6 +77,15 @@ static void stored_chain(fixture *f, int tenant, int64_t *seq, int *head0)
     sqlite3_reset(st);
 }
 
+static int64_t stored_time_max(fixture *f, int tenant)
+{
+    int64_t t = -1;
+    assert_int_equal(jf_db_int(&f->db, &t, -1, "SELECT tx_time_max FROM tenants WHERE id=?", "I",
+                               f->auth[tenant].tenant),
+                     JF_OK);
+    return t;
+}
+
 static int64_t stored_balance(fixture *f, int tenant, const char *account)
 {
     int64_t b = -1;
@@ -87,13 +96,16 @@ static int64_t stored_balance(fixture *f, int tenant, const char *account)
     return b;
 }
 
+/* One transaction on the chain: the next seq, head bytes head0, the latest
+ * time 5 ms on. */
 static void chain_step(jf_ctx *ctx, int head0)
 {
-    int64_t seq = 0;
-    uint8_t head[JF_HASH_BYTES] = {0};
-    assert_int_equal(jf_hot_chain_get(ctx, &seq, head), JF_OK);
-    memset(head, head0, sizeof(head));
-    assert_int_equal(jf_hot_chain_set(ctx, seq + 1, head), JF_OK);
+    jf_chain_head head;
+    assert_int_equal(jf_hot_chain_get(ctx, &head), JF_OK);
+    head.seq++;
+    head.time_max += 5;
+    memset(head.hash, head0, sizeof(head.hash));
+    assert_int_equal(jf_hot_chain_set(ctx, &head), JF_OK);
 }
 
 static void add(jf_ctx *ctx, int64_t amount, int64_t want)
@@ -153,6 +165,7 @@ static void test_rollback_undoes_one_command(void **state)
     stored_chain(f, 0, &seq, &head0);
     assert_int_equal(seq, 2);
     assert_int_equal(head0, 4);
+    assert_int_equal(stored_time_max(f, 0), 10); /* the refused step's 5 ms went too */
     assert_int_equal(stored_balance(f, 0, "program:issuance"), -17);
     stored_chain(f, 1, &seq, &head0);
     assert_int_equal(seq, 0);
@@ -184,6 +197,7 @@ static void test_full_table_writes_directly(void **state)
     stored_chain(f, 1, &seq, &head0);
     assert_int_equal(seq, 2); /* direct */
     assert_int_equal(head0, 9);
+    assert_int_equal(stored_time_max(f, 1), 10);
     stored_chain(f, 0, &seq, &head0);
     assert_int_equal(seq, 0); /* kept */
     assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
@@ -199,17 +213,24 @@ static void test_range_and_order_still_checked(void **state)
     fixture *f = *state;
     f->eng.hot = jf_hot_new(8);
     jf_ctx a = ctx_of(f, 0);
-    int64_t balance = 0, seq = 0;
-    uint8_t head[JF_HASH_BYTES] = {0};
+    int64_t balance = 0;
+    jf_chain_head head;
     assert_int_equal(jf_db_exec(&f->db, "BEGIN IMMEDIATE"), JF_OK);
     jf_hot_cmd_begin(f->eng.hot);
     add(&a, -10, -10);
     assert_int_equal(jf_hot_account_add(&a, "program:issuance", -JF_POINTS_MAX, &balance),
                      JF_ERR_POINTS_OVERFLOW);
     add(&a, -1, -11); /* the refused add changed nothing */
-    assert_int_equal(jf_hot_chain_get(&a, &seq, head), JF_OK);
-    assert_int_equal(jf_hot_chain_set(&a, seq + 2, head), JF_ERR_INTERNAL);
-    assert_int_equal(jf_hot_chain_set(&a, seq + 1, head), JF_OK);
+    assert_int_equal(jf_hot_chain_get(&a, &head), JF_OK);
+    head.seq += 2;
+    assert_int_equal(jf_hot_chain_set(&a, &head), JF_ERR_INTERNAL);
+    head.seq--;
+    head.time_max = 10;
+    assert_int_equal(jf_hot_chain_set(&a, &head), JF_OK);
+    /* The latest time never goes back. */
+    head.seq++;
+    head.time_max = 9;
+    assert_int_equal(jf_hot_chain_set(&a, &head), JF_ERR_INTERNAL);
     assert_int_equal(jf_hot_flush(f->eng.hot, &f->db), JF_OK);
     assert_int_equal(jf_db_exec(&f->db, "COMMIT"), JF_OK);
     assert_int_equal(stored_balance(f, 0, "program:issuance"), -11);

@@ -218,6 +218,20 @@ static void test_transaction_entry_growth(void **state)
     expect_violation("UPDATE member_state SET value = 7 WHERE kind = 2 AND value = 50;", "S1");
 }
 
+/* The entries' latest times (schema v11) are the tenant's running maximum
+ * of transaction times, which tenants.tx_time_max carries on. */
+static void test_tenant_latest_time(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE tenants SET tx_time_max = tx_time_max + 1;", "S1");
+}
+
+static void test_entry_latest_time(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE member_state SET key4 = key4 + 2 WHERE kind = 2;", "S1");
+}
+
 static void test_tier_without_change(void **state)
 {
     (void)state;
@@ -252,6 +266,8 @@ int main(void)
         cmocka_unit_test_teardown(test_transaction_entry_of_another_member, remove_ledger),
         cmocka_unit_test_teardown(test_entry_of_no_member, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
+        cmocka_unit_test_teardown(test_tenant_latest_time, remove_ledger),
+        cmocka_unit_test_teardown(test_entry_latest_time, remove_ledger),
         cmocka_unit_test_teardown(test_pages_of_another_tree, remove_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
