@@ -121,6 +121,20 @@ static jf_err check_lots(verifier *v, int64_t t)
     return err;
 }
 
+/* S1's transaction entries that differ from what their transaction says
+ * (db.h, JF_TX_ENTRY_*).  Driven by the tenant's transactions in seq order
+ * (the running maximum of their times), each party found by its id: joined
+ * by the member's seq alone, the planner scanned every member of the tenant
+ * for each transaction. */
+#define ENTRY_DIFFERS                                                                              \
+    "WITH tm AS (" JF_TX_TIME_MAX_SELECT " WHERE tenant_id = ?1)"                                  \
+    " SELECT m.id || ' seq ' || t.seq, s.key2, t.created_at FROM tm JOIN transactions t"           \
+    " ON t.tenant_id = tm.tenant_id AND t.seq = tm.seq JOIN members m"                             \
+    " ON m.tenant_id = t.tenant_id AND m.id IN (t.member_id, t.counterparty_id)"                   \
+    " JOIN member_state s ON s.member_seq = m.seq AND s.kind = 2 AND s.key1 = t.seq"               \
+    " WHERE s.key2 IS NOT " JF_TX_ENTRY_KEY2_SQL " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL         \
+    " OR s.key4 IS NOT " JF_TX_ENTRY_KEY4_SQL " OR s.value IS NOT " JF_TX_ENTRY_VALUE_SQL
+
 /* S1: member_state holds exactly one entry per lot, equal to it, and one per
  * transaction and party (schema.c, version 7), carrying what the tier window
  * sums (version 11), nothing else (entries of no member:
@@ -160,22 +174,8 @@ static jf_err check_state(verifier *v, int64_t t)
                          " t.counterparty_id = s.member_id))",
                          t);
     if (err == JF_OK)
-        err = check_rows(
-            v, "S1", "transaction entry in member_state that differs from it",
-            "WITH " JF_TX_TIME_MAX_CTE(
-                " WHERE tenant_id = ?1") " SELECT m.id ||"
-                                         " ' seq ' || t.seq, s.key2, t.created_at FROM members m"
-                                         " JOIN member_state s ON s.member_seq = m.seq AND s.kind "
-                                         "= 2 JOIN"
-                                         " transactions t ON t.tenant_id = m.tenant_id AND t.seq = "
-                                         "s.key1"
-                                         " JOIN tm ON tm.tenant_id = t.tenant_id AND tm.seq = t.seq"
-                                         " WHERE m.tenant_id = ?1 AND (s.key2 IS "
-                                         "NOT " JF_TX_ENTRY_KEY2_SQL
-                                         " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL
-                                         " OR s.key4 IS NOT " JF_TX_ENTRY_KEY4_SQL
-                                         " OR s.value IS NOT " JF_TX_ENTRY_VALUE_SQL ")",
-            t);
+        err = check_rows(v, "S1", "transaction entry in member_state that differs from it",
+                         ENTRY_DIFFERS, t);
     if (err == JF_OK)
         err = check_rows(v, "S1", "tenant's latest transaction time differs from its transactions",
                          "SELECT 'tx_time_max', tx_time_max, (SELECT COALESCE(max(created_at), 0)"

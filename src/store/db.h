@@ -36,11 +36,11 @@
  * decreases along seq, even if the clock stepped back, so a scan of a
  * member's entries from the newest stops exactly where it falls before a
  * window (tiers.c).  These are the same as SQL over the transaction t, the
- * member m and JF_TX_TIME_MAX_CTE's tm, for the upgrade and for verify (S1);
+ * member m and tm, JF_TX_TIME_MAX_SELECT's rows, for the upgrade and for verify (S1);
  * tx.c writes them from memory. */
-#define JF_TX_TIME_MAX_CTE(where)                                                                  \
-    "tm(tenant_id, seq, tmax) AS (SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY"       \
-    " tenant_id ORDER BY seq) FROM transactions" where ")"
+#define JF_TX_TIME_MAX_SELECT                                                                      \
+    "SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY tenant_id ORDER BY seq) AS tmax"    \
+    " FROM transactions"
 #define JF_TX_ENTRY_KEY2_SQL "t.created_at"
 #define JF_TX_ENTRY_KEY3_SQL                                                                       \
     "CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_currency IS NOT NULL"            \

@@ -736,22 +736,21 @@ static const char schema_v11[] =
     "UPDATE tenants SET tx_time_max = COALESCE((SELECT max(created_at) FROM transactions t"
     " WHERE t.tenant_id = tenants.id), 0);"
     "CREATE TABLE member_state_v11(" MEMBER_STATE_COLUMNS ") STRICT, WITHOUT ROWID;"
-    "WITH " JF_TX_TIME_MAX_CTE(
-        "") " INSERT INTO member_state_v11 SELECT s.member_seq, s.kind,"
-            " s.key1,"
-            " CASE WHEN s.kind = 2 THEN COALESCE(" JF_TX_ENTRY_KEY2_SQL ", 0) ELSE s.key2 END,"
-            " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_KEY3_SQL " ELSE s.key3 END,"
-            " CASE WHEN s.kind = 2 THEN COALESCE(" JF_TX_ENTRY_KEY4_SQL ", 0) ELSE s.key4 END,"
-            " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_VALUE_SQL " ELSE s.value END"
-            " FROM member_state s LEFT JOIN members m ON m.seq = s.member_seq"
-            " LEFT JOIN transactions t ON s.kind = 2 AND t.tenant_id = m.tenant_id AND t.seq = "
-            "s.key1"
-            " LEFT JOIN tm ON tm.tenant_id = t.tenant_id AND tm.seq = t.seq"
-            " ORDER BY 1, 2, 3, 4, 5, 6;"
-            "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
-            "DROP TABLE member_state;"
-            "ALTER TABLE member_state_v11 RENAME TO member_state;" MEMBER_STATE_VIEWS
-            "UPDATE meta SET value = '11' WHERE key = 'schema_version';";
+    "WITH tm AS (" JF_TX_TIME_MAX_SELECT ")"
+    " INSERT INTO member_state_v11 SELECT s.member_seq, s.kind, s.key1,"
+    " CASE WHEN s.kind = 2 THEN COALESCE(" JF_TX_ENTRY_KEY2_SQL ", 0) ELSE s.key2 END,"
+    " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_KEY3_SQL " ELSE s.key3 END,"
+    " CASE WHEN s.kind = 2 THEN COALESCE(" JF_TX_ENTRY_KEY4_SQL ", 0) ELSE s.key4 END,"
+    " CASE WHEN s.kind = 2 THEN " JF_TX_ENTRY_VALUE_SQL " ELSE s.value END"
+    " FROM member_state s LEFT JOIN members m ON m.seq = s.member_seq"
+    " LEFT JOIN transactions t"
+    " ON s.kind = 2 AND t.tenant_id = m.tenant_id AND t.seq = s.key1"
+    " LEFT JOIN tm ON tm.tenant_id = t.tenant_id AND tm.seq = t.seq"
+    " ORDER BY 1, 2, 3, 4, 5, 6;"
+    "DROP VIEW member_accounts; DROP VIEW member_lots; DROP VIEW member_txs;"
+    "DROP TABLE member_state;"
+    "ALTER TABLE member_state_v11 RENAME TO member_state;" MEMBER_STATE_VIEWS
+    "UPDATE meta SET value = '11' WHERE key = 'schema_version';";
 
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
