@@ -397,7 +397,10 @@ static jf_err window_sums(jf_ctx *ctx, const char *member_id, jf_tier_metrics *m
     int rc = SQLITE_DONE;
     m->growth = m->spend = m->orders = 0;
     while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_int64(st, 2) / 2 < m->from)
+        /* 0: an entry whose transaction the upgrade did not find (verify
+         * reports it); it says nothing about the entries before it. */
+        int64_t latest = sqlite3_column_int64(st, 2) / 2;
+        if (latest > 0 && latest < m->from)
             break;
         window_add(st, m);
     }

@@ -143,12 +143,24 @@ static void test_after_the_end(void **state)
     assert_int_equal(metrics(f).growth, 2);
 }
 
+/* An entry whose transaction the upgrade did not find has all zeros (verify
+ * reports it): it ends nothing. */
+static void test_entry_without_latest_time(void **state)
+{
+    fixture *f = *state;
+    entry(f, 1, FROM_MS + DAY_MS, FROM_MS + DAY_MS, 2, 0);
+    entry(f, 2, 0, 0, 0, 0);
+    entry(f, 3, FROM_MS + 2 * DAY_MS, FROM_MS + 2 * DAY_MS, 8, 0);
+    assert_int_equal(metrics(f).growth, 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clock_stepped_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_after_the_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entry_without_latest_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
