@@ -1,7 +1,8 @@
 /*
  * Expiry: lots whose expires_at has passed are expired by the job, one
- * `expire` transaction per member per slice covering all of that member's
- * due lots (up to the slice's budget), each lot at most once (I10).  The job
+ * `expire` transaction per member covering all of that member's due lots
+ * (a member with more than a slice's budget gets one per slice), each lot at
+ * most once (I10).  The job
  * is a writer command that handles at most JF_EXPIRY_SLICE_LOTS lots and
  * re-queues itself while there is more, so a million due lots never hold
  * the writer for long; because it picks lots by state, running it again (or
@@ -84,7 +85,11 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const jf_due_lot
 }
 
 /* Expires the due lots of ids[0..members) in turn while the slice has
- * budget (lots) and time; *cut when the time ran out. */
+ * budget (lots) and time; *cut when the time ran out, or when a member has
+ * more due lots than the budget left and the slice already expired some:
+ * that member is left whole for a later slice, so that the run counts it
+ * once and gives it one transaction.  Only a member with more due lots than
+ * a whole slice is split; it counts with its last part. */
 static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int members, jf_due_lot *lots,
                              int *budget, const struct timespec *t0, bool *cut)
 {
@@ -92,14 +97,21 @@ static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int member
     for (int i = 0; err == JF_OK && i < members && 0 < *budget && !*cut; i++) {
         int n = 0;
         int64_t points = 0;
-        err = jf_lots_due(ctx, ids[i], *budget, lots, &n, &points);
+        err = jf_lots_due(ctx, ids[i], *budget + 1, lots, &n, &points);
         if (err != JF_OK || n == 0)
             continue;
+        bool more = n > *budget;
+        if (more && *budget < JF_EXPIRY_SLICE_LOTS) {
+            *cut = true;
+            break;
+        }
+        if (more)
+            points -= lots[--n].remaining;
         err = expire_member(ctx, ids[i], lots, n, points);
         *budget -= n;
         ctx->acc[0] += points;
         ctx->acc[1] += n;
-        ctx->acc[2] += 1;
+        ctx->acc[2] += more ? 0 : 1;
         *cut = jf_elapsed_us(t0) > JF_EXPIRY_SLICE_US;
     }
     return err;
@@ -139,7 +151,8 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], jf_due_lot *
 static jf_err expiry_run(jf_ctx *ctx)
 {
     char(*ids)[JF_ID_LEN_MAX] = malloc(sizeof(*ids) * JF_EXPIRY_SCAN_LOTS);
-    jf_due_lot *lots = malloc(sizeof(*lots) * JF_EXPIRY_SLICE_LOTS);
+    /* One more than a slice takes: whether a member has more (expiry_members). */
+    jf_due_lot *lots = malloc(sizeof(*lots) * (JF_EXPIRY_SLICE_LOTS + 1));
     jf_err err = ids && lots ? expiry_slice(ctx, ids, lots) : JF_ERR_NOMEM;
     free(ids);
     free(lots);

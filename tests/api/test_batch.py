@@ -132,7 +132,9 @@ class BatchTests(unittest.TestCase):
         """Expiry takes each member's due lots together: one `expire`
         transaction per member, even when a thousand other lots come between
         two of its lots, and a new one only past a slice's 250 lots
-        (JF_EXPIRY_SLICE_LOTS)."""
+        (JF_EXPIRY_SLICE_LOTS); a member with more due lots than a slice has
+        left waits for the next slice, and the run's "members" counts each
+        member once."""
         day = 86400000
         t0 = H.clock_now(self.a)
         due, later = H.fmt_time(t0 + day), H.fmt_time(t0 + 3 * day)
@@ -149,12 +151,12 @@ class BatchTests(unittest.TestCase):
         H.clock_set(self.a, t0 + 2 * day)
         got = self.expire_all()
         # x: its two lots of 2 in one transaction (its first lot comes up
-        # first); big: 1,090 lots of 1, 248 in the first slice (x took 2 of
-        # its 250), 250 in each of the next three and 92 in the fifth; mixed:
-        # 2 of its 4 lots of 5 are due.
-        self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 1 + 5 + 1])
+        # first); big: 1,090 lots of 1, more than the 248 the first slice has
+        # left after x, so none there, then 250 in each of the next four
+        # slices and 90 in the sixth; mixed: 2 of its 4 lots of 5 are due.
+        self.assertEqual(got, [4 + 1090 + 10, 2 + 1090 + 2, 3])
         self.assertEqual(self.expires(x), [4])
-        self.assertEqual(self.expires(big), [92, 248, 250, 250, 250])
+        self.assertEqual(self.expires(big), [90, 250, 250, 250, 250])
         self.assertEqual(self.expires(mixed), [10])
         self.assertEqual(H.points_of(self.a, mixed)["available"], 10)
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
