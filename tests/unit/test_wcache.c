@@ -4,7 +4,9 @@
  * batch is never served or filled until that batch ends; a dirty set that
  * overflows empties the table at the batch's end; another process's write
  * (a new data version) empties it; hold bounds are lowered by new holds,
- * read again at most once per batch when passed, and forgotten on rollback.
+ * read again at most once per batch when passed, and forgotten on rollback;
+ * parsed bodies are served by their exact key and forgotten on a rollback or
+ * another process's write.
  * The engine-level checks (a frozen member, debt, an overdue hold seen by
  * the next write) are in tests/api.
  */
@@ -225,6 +227,41 @@ static void test_untracked_tenant_has_no_bound(void **state)
     jf_wcache_free(c);
 }
 
+/* Parsed bodies by (tenant, kind, id, version): served across batches as
+ * new references, never for another key, and forgotten on a rollback (a
+ * rolled-back version may be written again) and on another process's write. */
+static void test_bodies(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    assert_non_null(c);
+    json_t *rule = json_pack("{si}", "points", 5);
+    jf_wcache_batch_begin(c, 1);
+    assert_null(jf_wcache_body_get(c, 1, 'R', "rul_a", 2));
+    jf_wcache_body_put(c, 1, 'R', "rul_a", 2, rule);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    json_t *got = jf_wcache_body_get(c, 1, 'R', "rul_a", 2);
+    assert_ptr_equal(got, rule);
+    assert_int_equal(rule->refcount, 3); /* ours, the table's, got */
+    json_decref(got);
+    assert_null(jf_wcache_body_get(c, 1, 'R', "rul_a", 3));
+    assert_null(jf_wcache_body_get(c, 2, 'R', "rul_a", 2));
+    assert_null(jf_wcache_body_get(c, 1, 'T', "rul_a", 2));
+    assert_null(jf_wcache_body_get(NULL, 1, 'R', "rul_a", 2));
+    jf_wcache_rollback(c);
+    assert_null(jf_wcache_body_get(c, 1, 'R', "rul_a", 2));
+    assert_int_equal(rule->refcount, 1);
+    jf_wcache_body_put(c, 1, 'T', "", 4, rule);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 2); /* another process wrote */
+    assert_null(jf_wcache_body_get(c, 1, 'T', "", 4));
+    jf_wcache_body_put(c, 1, 'T', "", 4, rule);
+    jf_wcache_free(c);
+    assert_int_equal(rule->refcount, 1);
+    json_decref(rule);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_other_process_empties),
         cmocka_unit_test(test_hold_bounds),
         cmocka_unit_test(test_untracked_tenant_has_no_bound),
+        cmocka_unit_test(test_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
