@@ -1,12 +1,11 @@
 /*
  * Expiry: lots whose expires_at has passed are expired by the job, one
  * `expire` transaction per member covering all of that member's due lots
- * (a member with more than a slice's budget gets one per slice), each lot at
- * most once (I10).  The job
- * is a writer command that handles at most JF_EXPIRY_SLICE_LOTS lots and
- * re-queues itself while there is more, so a million due lots never hold
- * the writer for long; because it picks lots by state, running it again (or
- * resuming after a crash) expires nothing twice.
+ * (a member with more than a slice's budget gets one per slice), each lot
+ * at most once (I10).  The job is a writer command that handles at most
+ * JF_EXPIRY_SLICE_LOTS lots and re-queues itself while there is more, so a
+ * million due lots never hold the writer for long; because it picks lots by
+ * state, running it again (or resuming after a crash) expires nothing twice.
  *
  * Members come up in the order of their earliest due lot.  Taking lots in
  * plain expiry order instead made one transaction per lot whenever lots of
