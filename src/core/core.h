@@ -430,6 +430,10 @@ json_t *jf_wcache_body_get(jf_wcache *c, int64_t tenant, char kind, const char *
 /* Keeps a reference to body as the one for that key (the caller keeps its own). */
 void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id, int64_t version,
                         json_t *body);
+/* The body kept for that key, else text parsed (and kept): a new reference,
+ * NULL when text does not parse.  c may be NULL (not the writer): parses. */
+json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char *id,
+                            int64_t version, const char *text);
 /* The table when ctx runs on the writer's connection, else NULL. */
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 

@@ -413,9 +413,8 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
         jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, jf_db_text(st, 0));
         ref->id = lr->ids[lr->n];
         ref->version = sqlite3_column_int64(st, 1);
-        ref->rule = jf_wcache_body_get(wc, ctx->auth->tenant, 'R', ref->id, ref->version);
-        if (ref->rule == NULL && (ref->rule = json_loads(jf_db_text(st, 2), 0, NULL)) != NULL)
-            jf_wcache_body_put(wc, ctx->auth->tenant, 'R', ref->id, ref->version, ref->rule);
+        ref->rule = jf_wcache_body_load(wc, ctx->auth->tenant, 'R', ref->id, ref->version,
+                                        jf_db_text(st, 2));
         err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
         if (err == JF_OK)
             err = live_campaign(lr, ref, st);

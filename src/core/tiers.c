@@ -278,11 +278,9 @@ jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
         return JF_ERR_IO;
     jf_err err = JF_OK;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        jf_wcache *wc = jf_ctx_wcache(ctx);
         cfg->version = sqlite3_column_int64(st, 0);
-        cfg->body = jf_wcache_body_get(wc, ctx->auth->tenant, 'T', "", cfg->version);
-        if (cfg->body == NULL && (cfg->body = json_loads(jf_db_text(st, 1), 0, NULL)) != NULL)
-            jf_wcache_body_put(wc, ctx->auth->tenant, 'T', "", cfg->version, cfg->body);
+        cfg->body = jf_wcache_body_load(jf_ctx_wcache(ctx), ctx->auth->tenant, 'T', "",
+                                        cfg->version, jf_db_text(st, 1));
         cfg->created_at = sqlite3_column_int64(st, 2);
         err = cfg->body ? JF_OK : JF_ERR_CORRUPT;
     }

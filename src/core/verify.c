@@ -178,10 +178,9 @@ static jf_err check_state(verifier *v, int64_t t)
                          ENTRY_DIFFERS, t);
     if (err == JF_OK)
         err = check_rows(v, "S1", "tenant's latest transaction time differs from its transactions",
-                         "SELECT 'tx_time_max', tx_time_max, (SELECT COALESCE(max(created_at), 0)"
-                         " FROM transactions WHERE tenant_id = ?1) FROM tenants WHERE id = ?1"
-                         " AND tx_time_max IS NOT (SELECT COALESCE(max(created_at), 0) FROM"
-                         " transactions WHERE tenant_id = ?1)",
+                         "SELECT 'tx_time_max', e.tx_time_max, a.latest FROM tenants e, (SELECT"
+                         " COALESCE(max(created_at), 0) AS latest FROM transactions WHERE"
+                         " tenant_id = ?1) a WHERE e.id = ?1 AND e.tx_time_max IS NOT a.latest",
                          t);
     return err;
 }

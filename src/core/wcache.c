@@ -335,3 +335,12 @@ void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id,
     memcpy(b->id, id, strlen(id) + 1);
     b->body = json_incref(body);
 }
+
+json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char *id,
+                            int64_t version, const char *text)
+{
+    json_t *body = jf_wcache_body_get(c, tenant, kind, id, version);
+    if (body == NULL && text != NULL && (body = json_loads(text, 0, NULL)) != NULL)
+        jf_wcache_body_put(c, tenant, kind, id, version, body);
+    return body;
+}

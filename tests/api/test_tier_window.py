@@ -23,8 +23,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jifen_harness as H  # noqa: E402
+from test_tiers import TierTestCase  # noqa: E402  (a fresh server, the clock at T0)
 
-T0 = H.parse_time("2028-01-10T00:00:00Z")
 STEPS = 300
 # Thresholds out of reach: the sums are under test, not the tier moves.
 TIERS = {"basis": "growth", "window": {"type": "rolling_months", "months": 3},
@@ -33,21 +33,10 @@ TIERS = {"basis": "growth", "window": {"type": "rolling_months", "months": 3},
                     "spend_threshold": 10 ** 12, "orders_threshold": 10 ** 6}]}
 
 
-class TierWindowModelTests(unittest.TestCase):
+class TierWindowModelTests(TierTestCase):
     def setUp(self):
-        self.env = H.start_env(self)
-        self.c = self.env.admin
-        H.clock_set(self.c, max(T0, H.clock_now(self.c)))
-        if H.clock_now(self.c) != T0:
-            self.skipTest("the test clock is already past 2028-01-10")
-        H.check_ok(self.c.put("/v1/tiers", TIERS), 200, "PUT /v1/tiers")
-
-    def tearDown(self):
-        rc, rep = self.env.verify()
-        self.assertEqual(rc, 0, rep)
-
-    def view(self, m):
-        return H.check_ok(self.c.get("/v1/members/%s/tier" % m), 200, "tier view")
+        super().setUp()
+        self.put_tiers(TIERS)
 
     def lifetime(self, m):
         return self.view(m)["growth"]["lifetime"]
