@@ -85,7 +85,7 @@ typedef struct opts {
     int port, conns, hot, batch, points;
     double duration_s, warmup_s, rate;
     uint64_t nmembers, count, max_requests, seed;
-    bool sequential, random_keys;
+    bool sequential, random_keys, orders;
     int cpu_pid;
 } opts;
 
@@ -268,13 +268,27 @@ static void http_request(conn *c, const char *method, const char *path, const ch
         out_printf(c, "\r\n");
 }
 
+/* --orders: the body of an earn computed by the tenant's rules from an order
+ * of two lines (a drink and a food line, 10.00-209.99 CNY in all), whose id
+ * is the request's idempotency key (an order earns once). */
+static int order_body(char *out, size_t n, const char *key)
+{
+    unsigned drink = 1000 + rnd_below(10000), food = rnd_below(10000);
+    return snprintf(out, n,
+                    "{\"order\": {\"id\": \"%s\", \"amount\": %u, \"currency\": \"CNY\", "
+                    "\"channel\": \"pos\", \"lines\": [{\"sku\": \"TEA\", \"category\": "
+                    "\"drinks\", \"amount\": %u, \"quantity\": 1}, {\"sku\": \"CAKE\", "
+                    "\"category\": \"food\", \"amount\": %u}]}}",
+                    key, drink + food, drink, food);
+}
+
 /* POST /v1/batch: {"operations": [{"op", "id", "idempotency_key", "body"}]}; the
  * request itself takes no Idempotency-Key, each operation carries its own. */
 static void http_batch(conn *c, const reqp *r)
 {
     static char *body;
     static size_t cap;
-    size_t need = (size_t)O.batch * 260 + 64, len = 0;
+    size_t need = (size_t)O.batch * (O.orders ? 520 : 260) + 64, len = 0;
     if (cap < need) {
         body = realloc(body, need);
         if (!body)
@@ -289,6 +303,15 @@ static void http_batch(conn *c, const reqp *r)
         unsigned pts = O.points > 0 ? (unsigned)O.points : 1 + rnd_below(100);
         char key[160];
         idem_key(key, sizeof key, r->key * (uint64_t)O.batch + (uint64_t)i);
+        if (O.orders) {
+            len += (size_t)snprintf(body + len, cap - len,
+                                    "%s{\"op\": \"earn\", \"id\": \"%s\", \"idempotency_key\": "
+                                    "\"%s\", \"body\": ",
+                                    i ? ", " : "", MEMBER_IDS[m], key);
+            len += (size_t)order_body(body + len, cap - len, key);
+            len += (size_t)snprintf(body + len, cap - len, "}");
+            continue;
+        }
         len += (size_t)snprintf(body + len, cap - len,
                                 "%s{\"op\": \"earn\", \"id\": \"%s\", \"idempotency_key\": "
                                 "\"%s\", \"body\": {\"points\": %u",
@@ -310,7 +333,11 @@ static void encode_http(conn *c, const reqp *r)
     switch (r->op) {
     case OP_EARN:
         snprintf(path, sizeof path, "/v1/members/%s/earn", mid);
-        if (O.expires_at)
+        if (O.orders) {
+            char key[160];
+            idem_key(key, sizeof key, r->key);
+            n = order_body(body, sizeof body, key);
+        } else if (O.expires_at)
             n = snprintf(body, sizeof body, "{\"points\": %lld, \"expires_at\": \"%s\"}",
                          (long long)r->pts, O.expires_at);
         else
@@ -950,6 +977,7 @@ static const char usage[] =
     "  [--max-requests N] [--api-key K] [--prefix P] [--out FILE] [--batch N]\n"
     "  [--expires-at RFC3339] [--sha-earn S --sha-redeem S --sha-transfer S]\n"
     "  [--cpu-pid PID] [--seed N] [--points N (fixed earn amount)]\n"
+    "  [--orders (earn and batch: an order with lines, points by the tenant's rules)]\n"
     "  [--timeline FILE (per 100 ms of the window: answered, max latency in us)]\n"
     "SIGUSR1 ends the measurement window early.\n";
 
@@ -971,6 +999,10 @@ static void parse_args(int argc, char **argv)
         }
         if (strcmp(a, "--random-keys") == 0) {
             O.random_keys = true;
+            continue;
+        }
+        if (strcmp(a, "--orders") == 0) {
+            O.orders = true;
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
