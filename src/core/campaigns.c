@@ -72,11 +72,11 @@ static jf_err campaign_validate(jf_ctx *ctx)
 
 #define CAMPAIGN_COLUMNS                                                                           \
     "SELECT id, name, description, status, starts_at, ends_at, budget_points, budget_awards,"      \
-    " created_at, updated_at, (SELECT COALESCE(SUM(a.points), 0) FROM awards a JOIN rules r"       \
-    " ON r.tenant_id = a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND"       \
-    " r.campaign_id = c.id), (SELECT count(*) FROM awards a JOIN rules r ON r.tenant_id ="         \
-    " a.tenant_id AND r.id = a.rule_id WHERE r.tenant_id = c.tenant_id AND r.campaign_id ="        \
-    " c.id AND a.points > 0) FROM campaigns c"
+    " created_at, updated_at, (SELECT COALESCE(SUM(u.points), 0) FROM rules r JOIN rule_usage u"   \
+    " ON u.tenant_id = r.tenant_id AND u.rule_id = r.id WHERE r.tenant_id = c.tenant_id AND"       \
+    " r.campaign_id = c.id), (SELECT COALESCE(SUM(u.awards), 0) FROM rules r JOIN rule_usage u"    \
+    " ON u.tenant_id = r.tenant_id AND u.rule_id = r.id WHERE r.tenant_id = c.tenant_id AND"       \
+    " r.campaign_id = c.id) FROM campaigns c"
 
 static json_t *int_or_null(sqlite3_stmt *st, int col)
 {

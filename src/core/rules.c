@@ -951,6 +951,7 @@ static void award_init(jf_award *a, const jf_rule_ref *ref)
     a->pending_days = (v = json_object_get(r, "pending_days")) ? json_integer_value(v) : -1;
     a->expires_in_days = (v = json_object_get(r, "expires_in_days")) ? json_integer_value(v) : -1;
     a->group = json_string_value(json_object_get(r, "group"));
+    a->per_member = json_object_get(json_object_get(r, "limits"), "per_member") != NULL;
     explain(a, "Rule '%s' v%lld: ", json_string_value(json_object_get(r, "name")),
             (long long)ref->version);
 }

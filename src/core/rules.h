@@ -90,6 +90,7 @@ typedef struct jf_award {
     int64_t pending_days;    /* -1: the request's or the program's */
     int64_t expires_in_days; /* -1: the request's or the program's */
     bool is_rate, is_multiplier;
+    bool per_member;   /* the rule version has a per-member limit (award_caps) */
     const char *group; /* borrowed from the rule during evaluation; NULL after */
     char explanation[JF_EXPLANATION_LEN_MAX];
 } jf_award;

@@ -131,6 +131,21 @@ static jf_err live_room(jf_ctx *ctx, json_t *body, const char *except_id)
     return err;
 }
 
+/* A version that brings a per-member limit to a rule whose previous one had
+ * none: award_caps gets the rule's earlier awards, which the limit counts
+ * within its period as it always did (schema.c, version 12).  Otherwise
+ * award_caps already holds them all, or the limit is not there to read it. */
+static jf_err caps_backfill(jf_ctx *ctx, const char *id, int64_t previous)
+{
+    return jf_db_run(ctx->db,
+                     "INSERT OR IGNORE INTO award_caps SELECT tenant_id, rule_id, member_id,"
+                     " created_at, tx_seq, n, points FROM awards INDEXED BY awards_rule"
+                     " WHERE tenant_id=?1 AND rule_id=?2 AND NOT EXISTS (SELECT 1 FROM"
+                     " rule_versions v WHERE v.tenant_id=?1 AND v.rule_id=?2 AND v.version=?3"
+                     " AND " JF_RULE_PER_MEMBER_SQL("v.body") ")",
+                     "IsI", ctx->auth->tenant, id, previous);
+}
+
 /* Appends version `version` of rule id and points the head row at it. */
 static jf_err rule_store(jf_ctx *ctx, const char *id, int64_t version, json_t *body)
 {
@@ -162,6 +177,9 @@ static jf_err rule_store(jf_ctx *ctx, const char *id, int64_t version, json_t *b
                         " version=?, updated_at=? WHERE tenant_id=? AND id=?",
                         "ssssIIIIs", name, trigger, event, status, prio, version, ctx->now_ms,
                         ctx->auth->tenant, id);
+    if (err == JF_OK && version > 1 &&
+        json_object_get(json_object_get(body, "limits"), "per_member"))
+        err = caps_backfill(ctx, id, version - 1);
     return err;
 }
 
@@ -341,12 +359,12 @@ static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, sqlite3_stmt *st)
 static jf_err campaigns_usage(jf_ctx *ctx, live_rules *lr)
 {
     for (size_t k = 0; k < lr->campaigns; k++) {
-        sqlite3_stmt *st = jf_db_query(
-            ctx->db,
-            "SELECT COALESCE(SUM(a.points), 0), count(CASE WHEN a.points > 0 THEN 1 END) FROM"
-            " awards a JOIN rules r ON r.tenant_id = a.tenant_id AND r.id = a.rule_id WHERE"
-            " r.tenant_id=? AND r.campaign_id=?",
-            "Is", ctx->auth->tenant, lr->campaign_ids[k]);
+        sqlite3_stmt *st =
+            jf_db_query(ctx->db,
+                        "SELECT COALESCE(SUM(u.points), 0), COALESCE(SUM(u.awards), 0) FROM rules r"
+                        " JOIN rule_usage u ON u.tenant_id = r.tenant_id AND u.rule_id = r.id WHERE"
+                        " r.tenant_id=? AND r.campaign_id=?",
+                        "Is", ctx->auth->tenant, lr->campaign_ids[k]);
         if (st == NULL)
             return JF_ERR_IO;
         if (sqlite3_step(st) == SQLITE_ROW) {
@@ -358,22 +376,28 @@ static jf_err campaigns_usage(jf_ctx *ctx, live_rules *lr)
     return JF_OK;
 }
 
+/* What a rule awarded the member since its per-member period began
+ * (award_caps), and in all (rule_usage), as far as its limits ask. */
 static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf_rule_ref *ref)
 {
     json_t *l = json_object_get(ref->rule, "limits"), *pm = json_object_get(l, "per_member");
     jf_err err = JF_OK;
-    const char *sql = "SELECT COALESCE(SUM(points), 0), count(CASE WHEN points > 0 THEN 1 END)"
-                      " FROM awards WHERE tenant_id=?1 AND rule_id=?2 AND (?3 IS NULL OR"
-                      " member_id=?3) AND created_at >= ?4";
     for (int pass = 0; pass < 2 && err == JF_OK; pass++) {
         if ((pass == 0 && !pm) || (pass == 1 && !json_object_get(l, "budget")))
             continue;
-        int64_t since =
-            pass == 0 ? jf_rule_period_start_ms(tz, ctx->now_ms,
-                                                json_string_value(json_object_get(pm, "period")))
-                      : INT64_MIN;
-        sqlite3_stmt *st = jf_db_query(ctx->db, sql, "IssI", ctx->auth->tenant, ref->id,
-                                       pass == 0 ? member_id : NULL, since);
+        sqlite3_stmt *st =
+            pass == 0 ? jf_db_query(
+                            ctx->db,
+                            "SELECT COALESCE(SUM(points), 0), count(CASE WHEN points > 0"
+                            " THEN 1 END) FROM award_caps WHERE tenant_id=? AND rule_id=? AND"
+                            " member_id=? AND created_at >= ?",
+                            "IssI", ctx->auth->tenant, ref->id, member_id,
+                            jf_rule_period_start_ms(
+                                tz, ctx->now_ms, json_string_value(json_object_get(pm, "period"))))
+                      : jf_db_query(ctx->db,
+                                    "SELECT points, awards FROM rule_usage WHERE tenant_id=? AND"
+                                    " rule_id=?",
+                                    "Is", ctx->auth->tenant, ref->id);
         if (st == NULL)
             return JF_ERR_IO;
         if (sqlite3_step(st) == SQLITE_ROW) {
@@ -571,6 +595,26 @@ jf_err jf_awards_earn(jf_ctx *ctx, const char *member_id, const jf_award *awards
     return err;
 }
 
+/* An award counts toward its rule's usage (budgets) and, when the rule has
+ * a per-member limit, toward the member's (schema.c, version 12). */
+static jf_err award_usage_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id,
+                                const jf_award *w, int64_t n)
+{
+    if (strchr(w->rule_id, ':'))
+        return JF_OK; /* the base rate or a tier multiplier: no rule */
+    jf_err err =
+        jf_db_run(ctx->db,
+                  "INSERT INTO rule_usage(tenant_id, rule_id, points, awards)"
+                  " VALUES(?,?,?,?) ON CONFLICT(tenant_id, rule_id) DO UPDATE SET"
+                  " points = points + excluded.points, awards = awards + excluded.awards",
+                  "IsII", ctx->auth->tenant, w->rule_id, w->points, (int64_t)(w->points > 0));
+    if (err == JF_OK && w->per_member)
+        err =
+            jf_db_run(ctx->db, "INSERT INTO award_caps VALUES(?,?,?,?,?,?,?)", "IssIIII",
+                      ctx->auth->tenant, w->rule_id, member_id, ctx->now_ms, tx->seq, n, w->points);
+    return err;
+}
+
 jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, const jf_award *awards,
                        size_t count)
 {
@@ -596,6 +640,8 @@ jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, cons
                             "IIIssIIIsII", ctx->auth->tenant, tx->seq, (int64_t)i, member_id,
                             w->rule_id, w->rule_version, w->points, lot, w->explanation,
                             ctx->now_ms, w->growth);
+        if (err == JF_OK)
+            err = award_usage_write(ctx, tx, member_id, w, (int64_t)i);
     }
     if (err == JF_OK && count > 0)
         ctx->awarded_tx_seq = tx->seq;

@@ -312,6 +312,51 @@ static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int6
     return JF_OK;
 }
 
+/* A2: what each rule awarded, kept as it goes (rule_usage), equals its
+ * awards.  A3: award_caps is its awards' copy, whole for every rule whose
+ * current version has a per-member limit (schema.c, version 12). */
+static jf_err check_usage(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "A2", "rule's usage differs from its awards (points, then awards)",
+        "SELECT u.rule_id, u.points - COALESCE(s.p, 0), u.awards - COALESCE(s.c, 0)"
+        " FROM rule_usage u LEFT JOIN (SELECT rule_id, SUM(points) AS p, count(CASE WHEN"
+        " points > 0 THEN 1 END) AS c FROM awards WHERE tenant_id = ?1 GROUP BY rule_id) s"
+        " ON s.rule_id = u.rule_id WHERE u.tenant_id = ?1 AND (s.rule_id IS NULL OR"
+        " s.p <> u.points OR s.c <> u.awards)",
+        t);
+    if (err == JF_OK)
+        err = check_rows(v, "A2", "rule's awards without its usage row",
+                         "SELECT rule_id, count(*), SUM(points) FROM awards a WHERE"
+                         " tenant_id = ?1 AND instr(rule_id, ':') = 0 AND NOT EXISTS (SELECT 1"
+                         " FROM rule_usage u WHERE u.tenant_id = ?1 AND u.rule_id = a.rule_id)"
+                         " GROUP BY rule_id",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "A3", "award cap entry that differs from its award (seq, n)",
+                         "SELECT c.rule_id, c.tx_seq, c.n FROM award_caps c LEFT JOIN awards a"
+                         " ON a.tenant_id = c.tenant_id AND a.tx_seq = c.tx_seq AND a.n = c.n"
+                         " WHERE c.tenant_id = ?1 AND (a.tenant_id IS NULL OR a.rule_id <>"
+                         " c.rule_id OR a.member_id <> c.member_id OR a.created_at <>"
+                         " c.created_at OR a.points <> c.points)",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(
+            v, "A3", "award of a rule with a per-member limit missing from award_caps (seq, n)",
+            "SELECT a.rule_id, a.tx_seq, a.n FROM awards a JOIN rules r ON r.tenant_id ="
+            " a.tenant_id AND r.id = a.rule_id JOIN rule_versions rv ON rv.tenant_id ="
+            " r.tenant_id AND rv.rule_id = r.id AND rv.version = r.version WHERE a.tenant_id ="
+            " ?1 AND " JF_RULE_PER_MEMBER_SQL(
+                "rv.body") " AND NOT EXISTS (SELECT 1 FROM"
+                           " award_caps c WHERE c.tenant_id = a.tenant_id AND c.rule_id = "
+                           "a.rule_id AND"
+                           " c.member_id = a.member_id AND c.created_at = a.created_at AND "
+                           "c.tx_seq ="
+                           " a.tx_seq AND c.n = a.n)",
+            t);
+    return err;
+}
+
 /* A1 (docs/RULES.md): the awards of a transaction sum to its points, and
  * each award's lot was created with exactly the award's points.  A store
  * from before schema version 2 has no awards and is skipped. */
@@ -336,7 +381,7 @@ static jf_err check_awards(verifier *v, int64_t t)
                          " ((a.points > 0 AND (l.amount IS NULL OR l.amount <> a.points OR"
                          " l.tx_seq <> a.tx_seq)) OR (a.points = 0 AND a.lot_seq IS NOT NULL))",
                          t);
-    return err;
+    return err == JF_OK ? check_usage(v, t) : err;
 }
 
 /* R1-R3 (docs/RULES.md, Refunds): an order's refunds never exceed its

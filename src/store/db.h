@@ -53,6 +53,11 @@
     " WHERE g.tenant_id = t.tenant_id AND g.tx_seq = t.seq"                                        \
     " AND g.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
 
+/* Whether a rule version's body (a column or expression of JSON text) has a
+ * per-member limit: the schema's upgrade, the rule store and verify (A3)
+ * decide with it which rules' awards award_caps holds (schema version 12). */
+#define JF_RULE_PER_MEMBER_SQL(body) "json_extract(" body ", '$.limits.per_member') IS NOT NULL"
+
 typedef struct jf_db_stmt_slot {
     const char *sql; /* the literal the statement was prepared from (by address) */
     sqlite3_stmt *stmt;

@@ -196,6 +196,40 @@ class EarnRulesTests(unittest.TestCase):
         self.assertEqual(fired, [(True, False), (False, False), (False, True),
                                  (False, False), (False, False), (False, False)])
 
+    def test_limit_added_later_counts_the_period_so_far(self):
+        """A per-member limit counts the awards its rule made in the period, also those
+        made before the limit was there (schema version 12 keeps them in award_caps, and a
+        version that brings the limit copies the rule's earlier awards in), and those made
+        while a removed limit was away; another member's awards do not count."""
+        H.clock_set(self.c, THU)
+        body = {"name": "visit bonus", "trigger": "purchase", "priority": 5,
+                "effect": {"type": "fixed", "points": 10}}
+        rule = create_rule(self.c, body)
+        other = H.create_member(self.c)["id"]
+        n = [0]
+
+        def bonus(mid):
+            n[0] += 1
+            b = H.check_ok(H.earn(self.c, mid, order=order("vb-%d" % n[0], amount=100)), 201,
+                           "order %d" % n[0])
+            got = [a for a in b["transaction"]["awards"] if a["rule_id"] == rule["id"]]
+            return got[0]["points"] if got else 0
+
+        def put(**extra):
+            H.check_ok(self.c.put("/v1/rules/%s" % rule["id"], dict(body, **extra)), 200, "put")
+
+        self.assertEqual([bonus(self.m["id"]), bonus(self.m["id"]), bonus(other)], [10, 10, 10])
+        put(limits={"per_member": {"period": "day", "max_awards": 3}})
+        self.assertEqual([bonus(self.m["id"]), bonus(self.m["id"]), bonus(other)], [10, 0, 10])
+        put()  # the limit removed: awards again, still counted when it comes back
+        self.assertEqual(bonus(self.m["id"]), 10)
+        put(limits={"per_member": {"period": "day", "max_awards": 5}})
+        self.assertEqual([bonus(self.m["id"]), bonus(self.m["id"])], [10, 0])
+        H.clock_set(self.c, THU + H.DAY_MS)
+        self.assertEqual(bonus(self.m["id"]), 10)
+        rc, rep = self.env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_not_wednesday_and_conditions(self):
         H.clock_set(self.c, THU)
         b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-thu", amount=1000)), 201, "")
@@ -358,6 +392,14 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 12 back to version 11: no usage rows or
+# award caps, and the awards' index by rule and member.
+UNDO_V12 = (
+    "DROP TABLE rule_usage; DROP TABLE award_caps; DROP INDEX awards_rule;"
+    "CREATE INDEX awards_rule_member ON awards(tenant_id, rule_id, member_id, created_at);"
+    "UPDATE meta SET value = '11' WHERE key = 'schema_version';")
+
+
 # Takes a database of schema version 11 back to version 10: transaction
 # entries in member_state without their time, order, latest time and growth,
 # and tenants without tx_time_max.
@@ -469,7 +511,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -494,7 +536,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -522,7 +564,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -554,7 +596,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -609,7 +651,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -623,7 +665,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -652,13 +694,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 11",
+        self.assertIn("upgrading the database from schema version 7 to 12",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -671,7 +713,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -696,13 +738,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 11",
+        self.assertIn("upgrading the database from schema version 8 to 12",
                       env.server.stderr_tail())
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
@@ -710,7 +752,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
@@ -745,7 +787,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -762,7 +804,7 @@ class MigrationTests(unittest.TestCase):
         db.commit()
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 9 to 11",
+        self.assertIn("upgrading the database from schema version 9 to 12",
                       env.server.stderr_tail())
         for m in (m1, m2):
             self.assertEqual(state(m), before[m])
@@ -772,7 +814,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             # The redeem's transaction entry; its two lots' entries closed in place.
             self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                              entries + 1)
@@ -821,20 +863,65 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V11)
+        db.executescript(UNDO_V12 + UNDO_V11)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 10 to 11",
+        self.assertIn("upgrading the database from schema version 10 to 12",
                       env.server.stderr_tail())
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "11")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
             self.assertEqual(db.execute(q).fetchall(), entries)
         finally:
             db.close()
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
+
+    def test_v11_rule_usage_and_award_caps_built(self):
+        """Version 12 keeps each rule's usage (budgets) and the awards of rules with a
+        per-member limit in tables of their own.  A v11 database upgrades to exactly the
+        rows the writer keeps, verify passes, and the limit and the budget go on counting
+        what was awarded before the upgrade."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        archive_all(a)
+        capped = create_rule(a, {"name": "twice a day", "trigger": "purchase",
+                                 "effect": {"type": "fixed", "points": 10},
+                                 "limits": {"per_member": {"period": "day", "max_awards": 2}}})
+        budget = create_rule(a, {"name": "budget", "trigger": "purchase", "priority": -1,
+                                 "effect": {"type": "fixed", "points": 7},
+                                 "limits": {"budget": {"max_points": 30}}})
+        m1, m2 = H.create_member(a)["id"], H.create_member(a)["id"]
+        for i, mid in enumerate((m1, m2, m1)):
+            H.check_ok(H.earn(a, mid, order=order("u%d" % i, amount=100)), 201, "earn")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        tables = ("SELECT * FROM rule_usage ORDER BY 1, 2", "SELECT * FROM award_caps ORDER BY 5")
+        kept = [db.execute(q).fetchall() for q in tables]
+        self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
+        self.assertEqual(len(kept[1]), 3, kept)
+        db.executescript(UNDO_V12)
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 11 to 12",
+                      env.server.stderr_tail())
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual([db.execute(q).fetchall() for q in tables], kept)
+        finally:
+            db.close()
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+        def awards(mid, oid):
+            b = H.check_ok(H.earn(a, mid, order=order(oid, amount=100)), 201, oid)
+            return {x["rule_id"]: x["points"] for x in b["transaction"]["awards"]}
+        got = awards(m1, "u3")
+        self.assertEqual((got.get(capped["id"], 0), got.get(budget["id"], 0)), (0, 7))
+        got = awards(m2, "u4")
+        self.assertEqual((got.get(capped["id"], 0), got.get(budget["id"], 0)), (10, 2))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, c
                       .body_len = body ? strlen(body) : 0,
                       .idempotency_key = key};
     jf_result res;
-    assert_int_equal(jf_call_sync(eng, &req, &res), JF_OK);
+    jf_err err = jf_call_sync(eng, &req, &res);
+    if (err != JF_OK)
+        fail_msg("error %d: %s", (int)err, res.detail);
     if (out_id) {
         const char *p = strstr(res.body, "\"id\":\"");
         assert_non_null(p);
@@ -66,6 +68,16 @@ static void build_ledger(void)
         "\"Silver\",\"threshold\":0},{\"code\":\"gold\",\"name\":\"Gold\",\"threshold\":40}]}",
         NULL);
     run(eng, &auth, JF_OP_EARN, b, "k4", "{\"points\":10,\"growth\":50}", NULL);
+    /* A rule with a per-member limit, awarding twice: usage and caps (A2, A3). */
+    run(eng, &auth, JF_OP_RULE_CREATE, NULL, NULL,
+        "{\"name\":\"5 a purchase\",\"trigger\":\"purchase\",\"status\":\"active\","
+        "\"effect\":{\"type\":\"fixed\",\"points\":5},"
+        "\"limits\":{\"per_member\":{\"period\":\"day\",\"max_awards\":3}}}",
+        NULL);
+    run(eng, &auth, JF_OP_EARN, a, "k5",
+        "{\"order\":{\"id\":\"o5\",\"amount\":1000,\"currency\":\"CNY\"}}", NULL);
+    run(eng, &auth, JF_OP_EARN, b, "k6",
+        "{\"order\":{\"id\":\"o6\",\"amount\":2000,\"currency\":\"CNY\"}}", NULL);
     jf_engine_free(eng);
 }
 
@@ -238,6 +250,35 @@ static void test_tier_without_change(void **state)
     expect_violation("UPDATE members SET tier = 'silver' WHERE tier = 'gold';", "T2");
 }
 
+static void test_edited_rule_usage(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE rule_usage SET points = points + 1;", "A2");
+}
+
+static void test_missing_rule_usage(void **state)
+{
+    (void)state;
+    expect_violation("DELETE FROM rule_usage;", "A2");
+}
+
+static void test_missing_award_cap(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER award_caps_no_delete;"
+                     "DELETE FROM award_caps WHERE tx_seq = (SELECT MAX(tx_seq) FROM award_caps);",
+                     "A3");
+}
+
+static void test_edited_award_cap(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER award_caps_no_update;"
+                     "UPDATE award_caps SET created_at = created_at - 86400000"
+                     " WHERE tx_seq = (SELECT MIN(tx_seq) FROM award_caps);",
+                     "A3");
+}
+
 /* The symptom of SQLite's WAL-reset race: a table's pages hold another
  * table's records.  Pointing postings at member_state's tree makes it. */
 static void test_pages_of_another_tree(void **state)
@@ -268,6 +309,10 @@ int main(void)
         cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
         cmocka_unit_test_teardown(test_tenant_latest_time, remove_ledger),
         cmocka_unit_test_teardown(test_entry_latest_time, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_rule_usage, remove_ledger),
+        cmocka_unit_test_teardown(test_missing_rule_usage, remove_ledger),
+        cmocka_unit_test_teardown(test_missing_award_cap, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_award_cap, remove_ledger),
         cmocka_unit_test_teardown(test_pages_of_another_tree, remove_ledger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
