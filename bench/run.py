@@ -17,6 +17,10 @@ down on every exit path, prints one table and writes the results as JSON.
       per batch
   W6  expire --lots lots (jifen, test clock) while W1 runs at half its max
   W7  read-heavy: 80% balance and history reads, 20% earns
+  W8  jifen only (no baseline computes rules): order earns, each computed by
+      the tenant's rules from an order with two lines, on a program with
+      `jifen init`'s sample rules active and three tiers on growth (what a
+      merchant's till sends; W1 sends fixed points to a program without either)
 
 Throughput is the median of --runs runs; so are the latency percentiles and
 the CPU time per operation (server process only: jifen, the postmaster and
@@ -45,7 +49,7 @@ import systems as S  # noqa: E402
 HERE = S.HERE
 ROOT = S.ROOT
 SYSTEM_ORDER = ["jifen", "pg-func", "pg-txn", "sqlite", "redis"]
-WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7"]
+WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
 
 
 def parse_args(argv):
@@ -53,7 +57,9 @@ def parse_args(argv):
     ap.add_argument("--smoke", action="store_true", help="seconds-long run: tiny sizes, 1 run")
     ap.add_argument("--runs", type=int)
     ap.add_argument("--duration", type=float, help="measured seconds per run")
-    ap.add_argument("--warmup", type=float, help="unmeasured seconds before each run")
+    ap.add_argument("--warmup", type=float,
+                    help="unmeasured seconds before each run (default 5: a jifen server's "
+                    "first pass through its WAL writes new page-cache pages; bench/README.md)")
     ap.add_argument("--members", type=int)
     ap.add_argument("--w1-conns", help="comma-separated connection counts for W1")
     ap.add_argument("--conns", type=int, help="connections for W1o, W2-W4, W7")
@@ -81,7 +87,7 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     smoke = a.smoke
     defaults = dict(runs=1 if smoke else 3, duration=0.5 if smoke else 10.0,
-                    warmup=0.2 if smoke else 2.0, members=200 if smoke else 100000,
+                    warmup=0.2 if smoke else 5.0, members=200 if smoke else 100000,
                     w1_conns="16" if smoke else "1,16,64,256", conns=16 if smoke else 64,
                     lots=500 if smoke else 1000000)
     for k, v in defaults.items():
@@ -246,7 +252,7 @@ class Bench:
             raise B.BenchError(f"{label} on {name}: {entry['errors']} errors, {entry['ok']} ok")
         return entry
 
-    def workload(self, wid, wl, variants):
+    def workload(self, wid, wl, variants, only=None):
         """Runs wl on every system; variants = [(label, conns, rate_fn or None)].
 
         The runs of a variant take turns across the systems (the first run of
@@ -265,6 +271,8 @@ class Bench:
         for label, conns, rate_fn in variants:
             cells = []
             for name, sysobj in self.ordered():
+                if only and name not in only:
+                    continue
                 rate = rate_fn(name) if rate_fn else 0
                 if not rate_fn or rate:
                     cells.append({"name": name, "sys": sysobj, "rate": rate, "runs": []})
@@ -370,6 +378,9 @@ class Bench:
         if "W7" in wls:
             self.workload("W7", {"kind": "read"},
                           [(f"W7 read80 c={cfg.conns}", cfg.conns, None)])
+        if "W8" in wls and "jifen" in self.systems:
+            self.workload("W8", {"kind": "earn", "orders": True, "base": "rules"},
+                          [(f"W8 orders c={cfg.conns}", cfg.conns, None)], only=("jifen",))
 
     def close(self):
         for name, sysobj in reversed(self.ordered()):

@@ -65,6 +65,17 @@ def file_sha(path, n=12):
 
 # --------------------------------------------------------------------------- jifen
 
+# W8's tiers: the demo's (scripts/demo.sh), on growth over a rolling 12 months.
+RULES_TIERS = {
+    "window": {"type": "rolling_months", "months": 12},
+    "tiers": [
+        {"code": "silver", "name": "Silver", "name_zh": "银卡", "threshold": 0},
+        {"code": "gold", "name": "Gold", "name_zh": "金卡", "threshold": 200, "retain": 150,
+         "benefits": {"earn_multiplier": {"num": 5, "den": 4}}},
+        {"code": "diamond", "name": "Diamond", "name_zh": "钻石卡", "threshold": 2000,
+         "benefits": {"earn_multiplier": {"num": 3, "den": 2},
+                      "birthday_multiplier": {"num": 2}}}]}
+
 class Jifen:
     name = "jifen"
 
@@ -78,6 +89,7 @@ class Jifen:
         self.port = None
         self.key = None
         self.base = None  # directory holding base.db, members.txt, key.json
+        self.bases = {}  # kind -> (directory, admin key): "plain", and "rules" for W8
         self.test_clock = False
 
     def available(self):
@@ -196,34 +208,54 @@ class Jifen:
               f"{time.monotonic() - t:.1f}s")
 
     def setup(self):
-        cdir = self.cache_dir("base")
+        self.bases["plain"] = self.build_base("base", [])
+        self.base, self.key = self.bases["plain"]
+
+    def build_base(self, kind, init_args, configure=None):
+        """A seeded base database (cached, cache_dir): `jifen init` with
+        init_args, then configure() with the server up, then the members.
+        Returns (directory, admin API key)."""
+        cdir = self.cache_dir(kind)
         if self.cfg.cache_enabled and os.path.exists(os.path.join(cdir, "key.json")):
-            B.log(f"jifen: using cached base database {cdir}")
-            self.base = cdir
+            B.log(f"jifen: using cached {kind} database {cdir}")
             with open(os.path.join(cdir, "key.json")) as f:
-                self.key = json.load(f)["api_key"]
-            return
-        build = os.path.join(self.dir, "base-build")
+                return cdir, json.load(f)["api_key"]
+        build = os.path.join(self.dir, f"{kind}-build")
         os.makedirs(build, exist_ok=True)
         db = os.path.join(build, "base.db")
-        init = B.run([self.bin, "init", "--db", db, "--tenant", "bench", "--json"], 60)
+        init = B.run([self.bin, "init", "--db", db, "--tenant", "bench", "--json"] + init_args,
+                     60)
         info = json.loads(init.stdout)
         self.key = info["api_key"]
         self.start(db)
         try:
+            if configure:
+                configure()
             self.seed_members(db, build)
         finally:
             self.stop()
         with open(os.path.join(build, "key.json"), "w") as f:
             json.dump(info, f)
-        if self.cfg.cache_enabled:
-            tmp = cdir + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(build, tmp)
-            os.replace(tmp, cdir)
-            self.base = cdir
-        else:
-            self.base = build
+        if not self.cfg.cache_enabled:
+            return build, info["api_key"]
+        tmp = cdir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(build, tmp)
+        os.replace(tmp, cdir)
+        return cdir, info["api_key"]
+
+    def configure_tiers(self):
+        status, body = self.http("PUT", "/v1/tiers", RULES_TIERS)
+        if status != 200:
+            raise B.BenchError(f"jifen: PUT /v1/tiers answered {status}: {body}")
+
+    def use_base(self, wl):
+        """The base W8 needs (its sample rules and tiers, built on first use),
+        else the plain one."""
+        kind = wl.get("base", "plain")
+        if kind not in self.bases:
+            self.bases[kind] = self.build_base(kind, ["--rules", "active"], self.configure_tiers)
+        self.base, self.key = self.bases[kind]
 
     @property
     def members_file(self):
@@ -231,6 +263,7 @@ class Jifen:
 
     def prepare(self, wl):
         self.stop()
+        self.use_base(wl)
         db = os.path.join(self.dir, "run.db")
         B.copy_db(os.path.join(self.base, "base.db"), db)
         self.start(db)
@@ -253,6 +286,8 @@ class Jifen:
                 "--prefix", prefix, "--cpu-pid", self.proc.pid, "--rate", rate or 0]
         if wl.get("hot"):
             args += ["--hot", wl["hot"]]
+        if wl.get("orders"):
+            args.append("--orders")
         if wl["kind"] == "batch":
             args += ["--batch", self.cfg.batch_size]
         return normalize(self.loadgen(args, timeout=duration + warmup + 120))
