@@ -126,6 +126,9 @@
  * JF_RULES_ACTIVE_MAX) and its configuration mostly fit beside other
  * tenants'.  A miss only parses the body again. */
 #define JF_WCACHE_BODIES 1024
+/* Sets of live rules the writer keeps (wcache.c): one per tenant, trigger,
+ * event and drafts flag; a power of two. */
+#define JF_WCACHE_LIVE 64
 
 /* Commands waiting for the writer.  Beyond this, a request is answered 429
  * instead of queueing without bound. */

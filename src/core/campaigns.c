@@ -156,6 +156,7 @@ static jf_err campaign_reply(jf_ctx *ctx, const char *id)
 /* Writes the body's fields over the campaign's current ones. */
 static jf_err campaign_store(jf_ctx *ctx, const char *id, bool insert)
 {
+    jf_wcache_live_changed(jf_ctx_wcache(ctx)); /* the live rules it decides */
     json_t *b = ctx->body, *budget = json_object_get(b, "budget");
     int64_t starts = -1, ends = -1, mp = -1, ma = -1;
     bool has_s = false, has_e = false;

@@ -208,8 +208,12 @@ typedef struct jf_ctx {
     int64_t *acc; /* running totals of a sliced job (6 values), kept across slices */
     bool again;   /* a sliced job has more to do: run it again after this batch */
     /* The transaction this command last wrote awards for (jf_awards_write),
-     * 0 for none: the reply of a transaction without any reads none back. */
+     * 0 for none: the reply of a transaction without any reads none back;
+     * and a copy of those awards (malloc'd, freed by ctx_finish), which the
+     * reply's text renders instead of reading them back. */
     int64_t awarded_tx_seq;
+    struct jf_award *awarded;
+    size_t awarded_n;
     /* The answer's "transaction" as text (ledger.c, points_result_text), put
      * before ctx->out's keys by ctx_finish; NULL when it is in ctx->out. */
     char *reply_tx;
@@ -435,6 +439,25 @@ void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id,
 json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char *id,
                             int64_t version, const char *text);
 /* The table when ctx runs on the writer's connection, else NULL. */
+/* One rule a trigger of a tenant fires, as rules_db.c's live query found it
+ * before the campaigns' windows are applied. */
+typedef struct jf_live_rule {
+    char id[JF_ID_LEN_MAX];
+    int64_t version;
+    char campaign_id[JF_ID_LEN_MAX];      /* "" without a campaign */
+    int64_t starts_at, ends_at;           /* its window: INT64_MIN, INT64_MAX when open */
+    int64_t budget_points, budget_awards; /* -1: no such budget */
+} jf_live_rule;
+/* The rows kept for (tenant, trigger, event or NULL, drafts): *rows stays
+ * valid until the next call on c; false when none are kept. */
+bool jf_wcache_live_get(jf_wcache *c, int64_t tenant, const char *trigger, const char *event,
+                        bool drafts, const jf_live_rule **rows, size_t *n);
+/* Keeps a copy of rows[0..n) for that key (n <= JF_RULES_ACTIVE_MAX). */
+void jf_wcache_live_put(jf_wcache *c, int64_t tenant, const char *trigger, const char *event,
+                        bool drafts, const jf_live_rule *rows, size_t n);
+/* A rule or a campaign was written: every kept set is forgotten, and none is
+ * kept or served again before the next batch.  c may be NULL. */
+void jf_wcache_live_changed(jf_wcache *c);
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 
 /* --- auth.c --- */

@@ -246,6 +246,9 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     ctx->reply_tx = NULL;
     free(ctx->reply_body);
     ctx->reply_body = NULL;
+    free(ctx->awarded);
+    ctx->awarded = NULL;
+    ctx->awarded_n = 0;
     if (err == JF_OK)
         ctx->detail[0] = '\0'; /* a handler may have prepared a detail it did not need */
     res->err = err;

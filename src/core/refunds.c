@@ -106,20 +106,7 @@ static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule)
     *rule = NULL;
     if (strchr(a->rule_id, ':'))
         return JF_OK; /* the base rate or a tier multiplier: weighted by every line */
-    /* A rule version never changes once written: the writer keeps it parsed. */
-    jf_wcache *wc = jf_ctx_wcache(ctx);
-    if ((*rule = jf_wcache_body_get(wc, ctx->auth->tenant, 'R', a->rule_id, a->rule_version)))
-        return JF_OK;
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT body FROM rule_versions WHERE tenant_id=? AND"
-                                   " rule_id=? AND version=?",
-                                   "IsI", ctx->auth->tenant, a->rule_id, a->rule_version);
-    if (st == NULL)
-        return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *rule = jf_wcache_body_load(wc, ctx->auth->tenant, 'R', a->rule_id, a->rule_version,
-                                    jf_db_text(st, 0));
-    sqlite3_reset(st);
+    *rule = jf_rule_body(ctx, a->rule_id, a->rule_version);
     return *rule ? JF_OK : JF_ERR_CORRUPT;
 }
 

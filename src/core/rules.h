@@ -158,6 +158,9 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
 /* Writes each award of tx as a lot (when points > 0) and an award row.
  * Called between jf_tx_begin and jf_tx_finish. */
 struct jf_tx;
+/* A rule version's body, a new reference: the writer's parsed copy
+ * (wcache.c), else its row's; NULL when there is no such version. */
+json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version);
 jf_err jf_awards_write(jf_ctx *ctx, const struct jf_tx *tx, const char *member_id,
                        const jf_award *awards, size_t count);
 

@@ -149,6 +149,7 @@ static jf_err caps_backfill(jf_ctx *ctx, const char *id, int64_t previous)
 /* Appends version `version` of rule id and points the head row at it. */
 static jf_err rule_store(jf_ctx *ctx, const char *id, int64_t version, json_t *body)
 {
+    jf_wcache_live_changed(jf_ctx_wcache(ctx));
     char *text = jf_json_dump(body, NULL);
     if (text == NULL)
         return JF_ERR_NOMEM;
@@ -309,6 +310,7 @@ static jf_err rule_list(jf_ctx *ctx)
 /* ---- live rules and their usage ---- */
 
 typedef struct live_rules {
+    jf_live_rule rows[JF_RULES_ACTIVE_MAX]; /* the query's, when none are kept */
     jf_rule_ref refs[JF_RULES_ACTIVE_MAX];
     char ids[JF_RULES_ACTIVE_MAX][JF_ID_LEN_MAX];
     size_t n;
@@ -328,22 +330,21 @@ static void live_free(live_rules *lr)
     lr->n = lr->campaigns = 0;
 }
 
-/* Ties ref to its campaign (row st, columns 3..5: id, budget points and
- * awards), loading the campaign's usage the first time it is seen. */
-static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, sqlite3_stmt *st)
+/* Ties ref to its rule's campaign (row), counting the campaign once. */
+static jf_err live_campaign(live_rules *lr, jf_rule_ref *ref, const jf_live_rule *row)
 {
-    const char *id = jf_db_text(st, 3);
+    const char *id = row->campaign_id;
     size_t k = 0;
-    if (id == NULL)
+    if (id[0] == '\0')
         return JF_OK;
     while (k < lr->campaigns && strcmp(lr->campaign_ids[k], id) != 0)
         k++;
     if (k == lr->campaigns) {
         json_t *b = json_object();
-        if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-            jf_json_set(b, "max_points", json_integer(sqlite3_column_int64(st, 4)));
-        if (sqlite3_column_type(st, 5) != SQLITE_NULL)
-            jf_json_set(b, "max_awards", json_integer(sqlite3_column_int64(st, 5)));
+        if (row->budget_points >= 0)
+            jf_json_set(b, "max_points", json_integer(row->budget_points));
+        if (row->budget_awards >= 0)
+            jf_json_set(b, "max_awards", json_integer(row->budget_awards));
         jf_str_copy(lr->campaign_ids[k], JF_ID_LEN_MAX, id);
         lr->campaign_budgets[k] = b;
         memset(&lr->campaign_used[k], 0, sizeof lr->campaign_used[k]);
@@ -411,41 +412,89 @@ static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf
     return err;
 }
 
+/* The rules the trigger (and event) of the tenant fires, in order, before
+ * their campaigns' windows: the writer's kept rows (wcache.c) or the
+ * query's, read into buf.  A trigger has at most JF_RULES_ACTIVE_MAX active
+ * or draft rules (live_room), so the limit cuts none. */
+static jf_err live_rows(jf_ctx *ctx, const char *trigger, const char *event, jf_live_rule *buf,
+                        const jf_live_rule **rows, size_t *n)
+{
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    bool drafts = ctx->args->include_drafts;
+    if (jf_wcache_live_get(wc, ctx->auth->tenant, trigger, event, drafts, rows, n))
+        return JF_OK;
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT r.id, r.version, r.campaign_id, c.starts_at, c.ends_at, c.budget_points,"
+        " c.budget_awards FROM rules r LEFT JOIN campaigns c ON c.tenant_id = r.tenant_id AND"
+        " c.id = r.campaign_id WHERE r.tenant_id=?1 AND r.trigger=?2 AND (r.status='active' OR"
+        " (?3 AND r.status='draft')) AND (?4 IS NULL OR r.event=?4) AND (r.campaign_id IS NULL OR"
+        " c.status='active' OR (?3 AND c.status='draft')) ORDER BY r.priority DESC, r.id LIMIT ?5",
+        "IsisI", ctx->auth->tenant, trigger, drafts ? 1 : 0, event, JF_RULES_ACTIVE_MAX);
+    if (st == NULL)
+        return JF_ERR_IO;
+    size_t k = 0;
+    int rc;
+    while (k < JF_RULES_ACTIVE_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        jf_live_rule *r = &buf[k++];
+        jf_str_copy(r->id, sizeof r->id, jf_db_text(st, 0));
+        r->version = sqlite3_column_int64(st, 1);
+        jf_str_copy(r->campaign_id, sizeof r->campaign_id,
+                    jf_db_text(st, 2) ? jf_db_text(st, 2) : "");
+        r->starts_at = jf_db_int_or(st, 3, INT64_MIN);
+        r->ends_at = jf_db_int_or(st, 4, INT64_MAX);
+        r->budget_points = jf_db_int_or(st, 5, -1);
+        r->budget_awards = jf_db_int_or(st, 6, -1);
+    }
+    sqlite3_reset(st);
+    if (k < JF_RULES_ACTIVE_MAX && rc != SQLITE_DONE)
+        return JF_ERR_IO;
+    jf_wcache_live_put(wc, ctx->auth->tenant, trigger, event, drafts, buf, k);
+    *rows = buf;
+    *n = k;
+    return JF_OK;
+}
+
+json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version)
+{
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    json_t *body = jf_wcache_body_get(wc, ctx->auth->tenant, 'R', id, version);
+    if (body != NULL)
+        return body;
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT body FROM rule_versions WHERE tenant_id=? AND"
+                                   " rule_id=? AND version=?",
+                                   "IsI", ctx->auth->tenant, id, version);
+    if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
+        body = jf_wcache_body_load(wc, ctx->auth->tenant, 'R', id, version, jf_db_text(st, 0));
+    if (st != NULL)
+        sqlite3_reset(st);
+    return body;
+}
+
 static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, const char *trigger,
                         const char *event, live_rules *lr)
 {
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT r.id, r.version, v.body, r.campaign_id, c.budget_points, c.budget_awards FROM"
-        " rules r JOIN rule_versions v ON v.tenant_id = r.tenant_id AND v.rule_id = r.id AND"
-        " v.version = r.version LEFT JOIN campaigns c ON c.tenant_id = r.tenant_id AND c.id ="
-        " r.campaign_id WHERE r.tenant_id=?1 AND r.trigger=?2 AND (r.status='active' OR (?3 AND"
-        " r.status='draft')) AND (?4 IS NULL OR r.event=?4) AND (r.campaign_id IS NULL OR"
-        " ((c.status='active' OR (?3 AND c.status='draft')) AND (c.starts_at IS NULL OR"
-        " c.starts_at <= ?6) AND (c.ends_at IS NULL OR ?6 < c.ends_at)))"
-        " ORDER BY r.priority DESC, r.id LIMIT ?5",
-        "IsisiI", ctx->auth->tenant, trigger, ctx->args->include_drafts ? 1 : 0, event,
-        JF_RULES_ACTIVE_MAX, ctx->now_ms);
-    if (st == NULL)
-        return JF_ERR_IO;
+    const jf_live_rule *rows = NULL;
+    size_t n = 0;
+    jf_err err = live_rows(ctx, trigger, event, lr->rows, &rows, &n);
     lr->n = 0;
-    jf_err err = JF_OK;
-    jf_wcache *wc = jf_ctx_wcache(ctx);
-    while (err == JF_OK && lr->n < JF_RULES_ACTIVE_MAX && sqlite3_step(st) == SQLITE_ROW) {
+    for (size_t i = 0; err == JF_OK && i < n; i++) {
+        const jf_live_rule *row = &rows[i];
+        if (ctx->now_ms < row->starts_at || ctx->now_ms >= row->ends_at)
+            continue; /* outside its campaign's window */
         jf_rule_ref *ref = &lr->refs[lr->n];
         memset(ref, 0, sizeof(*ref));
-        jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, jf_db_text(st, 0));
+        jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, row->id);
         ref->id = lr->ids[lr->n];
-        ref->version = sqlite3_column_int64(st, 1);
-        ref->rule = jf_wcache_body_load(wc, ctx->auth->tenant, 'R', ref->id, ref->version,
-                                        jf_db_text(st, 2));
+        ref->version = row->version;
+        ref->rule = jf_rule_body(ctx, row->id, row->version);
         err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
         if (err == JF_OK)
-            err = live_campaign(lr, ref, st);
+            err = live_campaign(lr, ref, row);
         if (err == JF_OK)
             lr->n++;
     }
-    sqlite3_reset(st);
     if (err == JF_OK)
         err = campaigns_usage(ctx, lr);
     for (size_t i = 0; err == JF_OK && i < lr->n; i++)
@@ -514,9 +563,10 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
     const jf_tz *tz = NULL;
     if (jf_tz_get(ctx->prog.timezone, &tz) != JF_OK && jf_tz_get("UTC", &tz) != JF_OK)
         return jf_fail(ctx, JF_ERR_UNKNOWN_TIMEZONE, "Unknown time zone '%s'.", ctx->prog.timezone);
-    live_rules *lr = calloc(1, sizeof(*lr));
+    live_rules *lr = malloc(sizeof(*lr)); /* its arrays are filled as counted */
     if (lr == NULL)
         return JF_ERR_NOMEM;
+    lr->n = lr->campaigns = 0;
     json_t *tags = NULL, *order = ctx->args->order;
     char birthday[16] = "";
     jf_rule_facts f = {.tz = tz,
@@ -643,8 +693,16 @@ jf_err jf_awards_write(jf_ctx *ctx, const jf_tx *tx, const char *member_id, cons
         if (err == JF_OK)
             err = award_usage_write(ctx, tx, member_id, w, (int64_t)i);
     }
-    if (err == JF_OK && count > 0)
+    if (err == JF_OK && count > 0) {
         ctx->awarded_tx_seq = tx->seq;
+        free(ctx->awarded);
+        ctx->awarded_n = 0;
+        /* Without the copy (no memory) the reply reads them back. */
+        if ((ctx->awarded = malloc(count * sizeof(*awards))) != NULL) {
+            memcpy(ctx->awarded, awards, count * sizeof(*awards));
+            ctx->awarded_n = count;
+        }
+    }
     return err;
 }
 

@@ -430,9 +430,50 @@ static jf_err reply_awards(jf_ctx *ctx, const jf_tx *tx, json_t **awards)
     return jf_awards_json(ctx, tx->seq, awards);
 }
 
+/* One award as jf_awards_json's object dumps: its keys in insertion order,
+ * or in byte order when b sorts them. */
+static void award_text(jf_jtext *b, const jf_award *w)
+{
+    if (b->sorted) {
+        jf_jt_raw(b, "{\"explanation\":");
+        jf_jt_str(b, w->explanation);
+        JF_JT_KEY(b, "growth");
+        jf_jt_int(b, w->growth);
+        JF_JT_KEY(b, "points");
+        jf_jt_int(b, w->points);
+        JF_JT_KEY(b, "rule_id");
+        jf_jt_str(b, w->rule_id);
+        JF_JT_KEY(b, "rule_version");
+        jf_jt_int(b, w->rule_version);
+    } else {
+        jf_jt_raw(b, "{\"rule_id\":");
+        jf_jt_str(b, w->rule_id);
+        JF_JT_KEY(b, "rule_version");
+        jf_jt_int(b, w->rule_version);
+        JF_JT_KEY(b, "points");
+        jf_jt_int(b, w->points);
+        JF_JT_KEY(b, "explanation");
+        jf_jt_str(b, w->explanation);
+        JF_JT_KEY(b, "growth");
+        jf_jt_int(b, w->growth);
+    }
+    jf_jt_raw(b, "}");
+}
+
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
 {
     jf_chain_tx t = tx_view(ctx, tx);
+    if (ctx->awarded_tx_seq == tx->seq && ctx->awarded_n > 0 && strcmp(tx->type, "earn") == 0) {
+        /* The awards this command wrote, from its copy (jf_awards_write). */
+        jf_tx_view_text(b, &t, 0);
+        JF_JT_KEY(b, "awards");
+        for (size_t i = 0; i < ctx->awarded_n; i++) {
+            jf_jt_raw(b, i ? "," : "[");
+            award_text(b, &ctx->awarded[i]);
+        }
+        jf_jt_raw(b, "]}");
+        return b->failed ? JF_ERR_NOMEM : JF_OK;
+    }
     json_t *awards = NULL;
     jf_err err = reply_awards(ctx, tx, &awards);
     jf_tx_view_text(b, &t, 0);

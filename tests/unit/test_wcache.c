@@ -262,6 +262,65 @@ static void test_bodies(void **state)
     json_decref(rule);
 }
 
+/* Live rules: served by their exact key until a rule or campaign is
+ * written (then neither served nor kept before the next batch), a
+ * rollback, or another process's write. */
+static void test_live_rules(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    assert_non_null(c);
+    jf_live_rule rows[2] = {{.id = "rul_a",
+                             .version = 3,
+                             .starts_at = INT64_MIN,
+                             .ends_at = INT64_MAX,
+                             .budget_points = -1,
+                             .budget_awards = -1},
+                            {.id = "rul_b",
+                             .version = 1,
+                             .campaign_id = "cmp_x",
+                             .starts_at = 10,
+                             .ends_at = 20,
+                             .budget_points = 100,
+                             .budget_awards = -1}};
+    const jf_live_rule *got = NULL;
+    size_t n = 0;
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_live_put(c, 1, "purchase", NULL, false, rows, 2);
+    rows[0].version = 99; /* the table keeps its own copy */
+    assert_true(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(got[0].version, 3);
+    assert_string_equal(got[1].campaign_id, "cmp_x");
+    assert_int_equal(got[1].budget_points, 100);
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, true, &got, &n));
+    assert_false(jf_wcache_live_get(c, 2, "purchase", NULL, false, &got, &n));
+    assert_false(jf_wcache_live_get(c, 1, "event", NULL, false, &got, &n));
+    assert_false(jf_wcache_live_get(c, 1, "purchase", "review", false, &got, &n));
+    assert_false(jf_wcache_live_get(NULL, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_live_put(c, 1, "event", "review", false, rows, 1);
+    assert_true(jf_wcache_live_get(c, 1, "event", "review", false, &got, &n));
+    assert_int_equal(n, 1);
+    jf_wcache_live_changed(c);
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_live_put(c, 1, "purchase", NULL, false, rows, 2); /* not kept in this batch */
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_live_put(c, 1, "purchase", NULL, false, rows, 0);
+    assert_true(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    assert_int_equal(n, 0);
+    jf_wcache_rollback(c);
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_live_put(c, 1, "purchase", NULL, false, rows, 1);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 2); /* another process wrote */
+    assert_false(jf_wcache_live_get(c, 1, "purchase", NULL, false, &got, &n));
+    jf_wcache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_hold_bounds),
         cmocka_unit_test(test_untracked_tenant_has_no_bound),
         cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_live_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
