@@ -434,7 +434,7 @@ static jf_err live_rows(jf_ctx *ctx, const char *trigger, const char *event, jf_
     if (st == NULL)
         return JF_ERR_IO;
     size_t k = 0;
-    int rc;
+    int rc = SQLITE_DONE;
     while (k < JF_RULES_ACTIVE_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         jf_live_rule *r = &buf[k++];
         jf_str_copy(r->id, sizeof r->id, jf_db_text(st, 0));

@@ -19,10 +19,11 @@
  * with a suspended connection is undefined in libmicrohttpd.
  *
  * Quiesce is our own flag, not MHD_quiesce_daemon: with a thread pool on
- * epoll that call races with the workers' own removal of the listening
- * socket from their epoll sets, and the loser aborts the process ("Failed to
- * remove listen FD from epoll set", an open libmicrohttpd defect; it killed
- * a SIGTERM under load in test_crash.py).  Instead the accept policy refuses
+ * epoll (as the workers ran before they waited in poll, start_daemon) that
+ * call raced with the workers' own removal of the listening socket from
+ * their epoll sets, and the loser aborted the process ("Failed to remove
+ * listen FD from epoll set", an open libmicrohttpd defect; it killed a
+ * SIGTERM under load in test_crash.py).  Instead the accept policy refuses
  * every connection once the flag is set: libmicrohttpd closes it at once.
  */
 #include <arpa/inet.h>
@@ -611,9 +612,19 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return srv_closing(cls) ? MHD_NO : MHD_YES;
 }
 
+/* The workers wait in poll(), not epoll.  With epoll (libmicrohttpd 0.9.75,
+ * Debian 12's) a worker can miss the wake-up of a resumed connection, and
+ * when every connection it owns is suspended nothing else wakes it: those
+ * clients wait for ever, their next requests unread in the sockets while
+ * both workers sleep in epoll_wait.  Under W1 at 256 connections, 127 to
+ * 200 connections hung in 4 of 7 runs of 40 s (one worker's share; still
+ * hung 90 s later), and in one of two runs of 13 s; with poll, none in 9
+ * runs, at the same throughput (docs/PERFORMANCE.md).  poll's price is a
+ * scan of every connection per wake-up: beside 2,000 idle keep-alive
+ * connections W1 at 64 connections ran at half its rate. */
 static struct MHD_Daemon *start_daemon(jf_server *s, const struct sockaddr_in *sa, unsigned threads)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     /* Paths are matched raw and decoded by the router, so that "%2F" in an
      * id cannot split a segment; query values are decoded by collect_param. */
