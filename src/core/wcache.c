@@ -65,8 +65,8 @@ typedef struct body_slot {
 } body_slot;
 
 typedef struct live_slot {
-    int64_t tenant; /* 0 when free */
-    bool drafts;
+    int64_t tenant;         /* 0 when free */
+    bool drafts, has_event; /* an event of "" is not no event */
     char trigger[16];
     char event[JF_EVENT_NAME_LEN_MAX + 1];
     size_t n;
@@ -393,8 +393,8 @@ static live_slot *live_find(jf_wcache *c, int64_t tenant, const char *trigger, c
 static bool live_is(const live_slot *l, int64_t tenant, const char *trigger, const char *event,
                     bool drafts)
 {
-    return l->tenant == tenant && l->drafts == drafts && strcmp(l->trigger, trigger) == 0 &&
-           strcmp(l->event, event ? event : "") == 0;
+    return l->tenant == tenant && l->drafts == drafts && l->has_event == (event != NULL) &&
+           strcmp(l->trigger, trigger) == 0 && strcmp(l->event, event ? event : "") == 0;
 }
 
 bool jf_wcache_live_get(jf_wcache *c, int64_t tenant, const char *trigger, const char *event,
@@ -416,6 +416,7 @@ void jf_wcache_live_put(jf_wcache *c, int64_t tenant, const char *trigger, const
         return;
     l->tenant = tenant;
     l->drafts = drafts;
+    l->has_event = event != NULL;
     jf_str_copy(l->trigger, sizeof l->trigger, trigger);
     jf_str_copy(l->event, sizeof l->event, event ? event : "");
     memcpy(l->rows, rows, n * sizeof(*rows));

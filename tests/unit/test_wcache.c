@@ -298,6 +298,7 @@ static void test_live_rules(void **state)
     assert_false(jf_wcache_live_get(c, 2, "purchase", NULL, false, &got, &n));
     assert_false(jf_wcache_live_get(c, 1, "event", NULL, false, &got, &n));
     assert_false(jf_wcache_live_get(c, 1, "purchase", "review", false, &got, &n));
+    assert_false(jf_wcache_live_get(c, 1, "purchase", "", false, &got, &n));
     assert_false(jf_wcache_live_get(NULL, 1, "purchase", NULL, false, &got, &n));
     jf_wcache_live_put(c, 1, "event", "review", false, rows, 1);
     assert_true(jf_wcache_live_get(c, 1, "event", "review", false, &got, &n));
