@@ -463,21 +463,21 @@ static void award_text(jf_jtext *b, const jf_award *w)
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
 {
     jf_chain_tx t = tx_view(ctx, tx);
-    if (ctx->awarded_tx_seq == tx->seq && ctx->awarded_n > 0 && strcmp(tx->type, "earn") == 0) {
-        /* The awards this command wrote, from its copy (jf_awards_write). */
-        jf_tx_view_text(b, &t, 0);
+    /* The awards this command wrote are rendered from its copy
+     * (jf_awards_write); others are read back by reply_awards. */
+    bool kept =
+        ctx->awarded_tx_seq == tx->seq && ctx->awarded_n > 0 && strcmp(tx->type, "earn") == 0;
+    json_t *awards = NULL;
+    jf_err err = kept ? JF_OK : reply_awards(ctx, tx, &awards);
+    jf_tx_view_text(b, &t, 0);
+    if (kept) {
         JF_JT_KEY(b, "awards");
         for (size_t i = 0; i < ctx->awarded_n; i++) {
             jf_jt_raw(b, i ? "," : "[");
             award_text(b, &ctx->awarded[i]);
         }
-        jf_jt_raw(b, "]}");
-        return b->failed ? JF_ERR_NOMEM : JF_OK;
-    }
-    json_t *awards = NULL;
-    jf_err err = reply_awards(ctx, tx, &awards);
-    jf_tx_view_text(b, &t, 0);
-    if (awards) {
+        jf_jt_raw(b, "]");
+    } else if (awards) {
         JF_JT_KEY(b, "awards");
         jf_jt_json(b, awards);
         json_decref(awards);
