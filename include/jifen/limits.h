@@ -235,9 +235,14 @@
 /* HTTP server: worker threads and concurrent connections. */
 /* Two HTTP threads match the 2-core machines we run on: more only add
  * context switches (measured: 4 -> 2 threads raised durable earns over HTTP
- * from about 15,000 to 20,000 per second).  libmicrohttpd needs at least 2. */
+ * from about 15,000 to 20,000 per second).  Each runs one event loop
+ * (src/server/loop.c). */
 #define JF_HTTP_THREADS_DEFAULT 2
 #define JF_HTTP_CONNECTIONS_MAX 4096
+/* An HTTP loop (src/server/loop.c) wakes at least this often even when
+ * nothing is due, so that a wake-up lost would cost a client a pause, never
+ * its connection. */
+#define JF_HTTP_LOOP_WAIT_MS 1000
 /* libmicrohttpd's memory per connection: the request line and headers, its
  * read buffer and the response's headers (bodies are copied out as they
  * arrive, server.c).  It zeroes the whole of it after every request on a

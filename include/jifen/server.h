@@ -24,6 +24,9 @@ typedef struct jf_server_options {
     int threads;        /* worker threads; values below 2 become JF_HTTP_THREADS_DEFAULT */
     bool test_clock;    /* serve /v1/test/clock (the engine must have its test clock on) */
     FILE *access_log;   /* JSON lines, one per request; NULL = off.  Not closed by us. */
+    int loop_wait_ms;   /* longest sleep of an HTTP loop with nothing due; 0 = the default,
+                           JF_HTTP_LOOP_WAIT_MS.  Tests raise it so that a lost wake-up
+                           leaves a request unanswered instead of late. */
 } jf_server_options;
 
 /*

@@ -9,6 +9,7 @@
  * for every request suspended on the writer), then drain and close the
  * engine, so every acknowledged write is committed before exit 0.
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,16 @@
 /* The scheduled expiry runs at most once a day apart. */
 #define EXPIRY_INTERVAL_MAX_S 86400
 
+/* JIFEN_HTTP_LOOP_WAIT_MS, for tests only (tests/api/test_concurrency.py):
+ * how long an HTTP loop may sleep with nothing due (jf_server_options).
+ * Unset or not a number from 1 to 2^31-1: the default. */
+static int loop_wait_from_env(void)
+{
+    const char *v = getenv("JIFEN_HTTP_LOOP_WAIT_MS");
+    long ms = 0;
+    return v && cli_parse_long(v, 1, INT_MAX, &ms) ? (int)ms : 0;
+}
+
 static const char serve_usage[] =
     "usage: jifen serve --db FILE [--listen HOST:PORT] [--test-clock] [--threads N]\n"
     "                   [--access-log FILE|-|off] [--expiry-interval SECONDS]\n"
@@ -37,7 +48,7 @@ static const char serve_usage[] =
     "  --listen HOST:PORT        IPv4 address and port (default " DEFAULT_LISTEN ");\n"
     "                            port 0 picks a free port, shown in the ready line\n"
     "  --test-clock              enable PUT/GET /v1/test/clock (tests only)\n"
-    "  --threads N               HTTP worker threads (default 2, at least 2)\n"
+    "  --threads N               HTTP threads, each an event loop (default 2, at least 2)\n"
     "  --access-log FILE|-|off   JSON-lines access log: a file (appended), '-' for\n"
     "                            stdout, or 'off' (the default)\n"
     "  --expiry-interval SECONDS how often scheduled expiry runs (default 60); overdue\n"
@@ -141,6 +152,7 @@ static int run_server(const serve_args *a, FILE *log, const sigset_t *set)
         .threads = (int)a->threads_n,
         .test_clock = a->test_clock,
         .access_log = log,
+        .loop_wait_ms = loop_wait_from_env(),
     };
     jf_server *srv = NULL;
     char why[256] = "";

@@ -14,17 +14,21 @@
  * then calls the handler once more, which queues the stored answer.  No
  * worker thread ever waits for the writer or for a flush.
  *
- * Shutdown is quiesce (stop accepting), wait until every suspended request
- * has its answer and the others are done, then stop the daemon: stopping it
- * with a suspended connection is undefined in libmicrohttpd.
+ * The daemons run in event loops of ours, one per thread (loop.c), so
+ * whoever resumes a connection also wakes its loop (on_done).
  *
- * Quiesce is our own flag, not MHD_quiesce_daemon: with a thread pool on
- * epoll (as the workers ran before they waited in poll, start_daemon) that
- * call raced with the workers' own removal of the listening socket from
- * their epoll sets, and the loser aborted the process ("Failed to remove
- * listen FD from epoll set", an open libmicrohttpd defect; it killed a
- * SIGTERM under load in test_crash.py).  Instead the accept policy refuses
- * every connection once the flag is set: libmicrohttpd closes it at once.
+ * Shutdown is quiesce (stop accepting), wait until every suspended request
+ * has its answer and the others are done, then stop the loops and their
+ * daemons: stopping one with a suspended connection is undefined in
+ * libmicrohttpd.
+ *
+ * Quiesce is our own flag, not MHD_quiesce_daemon: with libmicrohttpd's
+ * thread pool on epoll (as the server ran before loop.c) that call raced
+ * with the workers' own removal of the listening socket from their epoll
+ * sets, and the loser aborted the process ("Failed to remove listen FD from
+ * epoll set", an open libmicrohttpd defect; it killed a SIGTERM under load
+ * in test_crash.py).  Instead the accept policy refuses every connection
+ * once the flag is set: libmicrohttpd closes it at once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,7 +59,7 @@
 
 struct jf_server {
     jf_engine *eng;
-    struct MHD_Daemon *daemon;
+    srv_loops *loops;
     int port;
     bool test_clock;
     srv_metrics *metrics;
@@ -165,6 +169,7 @@ static srv_req *req_new(jf_server *s, struct MHD_Connection *conn, const char *u
     }
     r->srv = s;
     r->conn = conn;
+    r->loop = srv_loop_current();
     r->start_ns = mono_ns();
     r->start_wall_ms = wall_ms();
     copy_str(r->method, sizeof r->method, method);
@@ -322,9 +327,11 @@ static void on_done(void *ctx, jf_result *res)
         /* The connection is gone: nothing to resume, only memory to free. */
         req_free(r);
     } else if (resume) {
-        /* r may be freed by a worker thread as soon as the connection is
-         * resumed, so nothing of r is touched after this point. */
+        /* r may be freed by its loop as soon as the connection is resumed,
+         * so nothing of r is touched after this point. */
+        srv_loop *loop = r->loop;
         MHD_resume_connection(conn);
+        srv_loop_wake(loop);
     }
     if (resume)
         atomic_fetch_sub(&s->suspended, 1);
@@ -612,31 +619,19 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return srv_closing(cls) ? MHD_NO : MHD_YES;
 }
 
-/* The workers wait in poll(), not epoll.  With epoll (libmicrohttpd 0.9.75,
- * Debian 12's) a worker can miss the wake-up of a resumed connection, and
- * when every connection it owns is suspended nothing else wakes it: those
- * clients wait for ever, their next requests unread in the sockets while
- * both workers sleep in epoll_wait.  Under W1 at 256 connections, 127 to
- * 200 connections hung in 4 of 7 runs of 40 s (one worker's share; still
- * hung 90 s later), and in one of two runs of 13 s; with poll, none in 9
- * runs, at the same throughput (docs/PERFORMANCE.md).  poll's price is a
- * scan of every connection per wake-up: beside 2,000 idle keep-alive
- * connections W1 at 64 connections ran at half its rate. */
-static struct MHD_Daemon *start_daemon(jf_server *s, const struct sockaddr_in *sa, unsigned threads)
+/* One loop's daemon (loop.c): on epoll, run by the loop's thread. */
+static struct MHD_Daemon *make_daemon(void *cls, int listen_fd, unsigned conn_limit)
 {
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+    jf_server *s = cls;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     /* Paths are matched raw and decoded by the router, so that "%2F" in an
      * id cannot split a segment; query values are decoded by collect_param. */
-    /* The port argument is ignored when MHD_OPTION_SOCK_ADDR is given, but
-     * libmicrohttpd names it in its own error messages. */
     return MHD_start_daemon(
-        flags, ntohs(sa->sin_port), accept_policy, s, on_access, s, MHD_OPTION_SOCK_ADDR,
-        (const struct sockaddr *)sa, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)JF_HTTP_CONNECTIONS_MAX,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+        flags, (uint16_t)s->port, accept_policy, s, on_access, s, MHD_OPTION_LISTEN_SOCKET,
+        listen_fd, MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 }
 
 static void server_release(jf_server *s)
@@ -678,17 +673,19 @@ jf_err jf_server_start(jf_engine *eng, const jf_server_options *o, jf_server **o
         return JF_ERR_NOMEM;
     }
     unsigned threads = o->threads >= 2 ? (unsigned)o->threads : JF_HTTP_THREADS_DEFAULT;
-    errno = 0;
-    s->daemon = start_daemon(s, &sa, threads);
-    if (!s->daemon) {
-        int e = errno;
-        set_err(err, errlen, "cannot listen on %s: %s", o->listen,
-                e ? strerror(e) : "libmicrohttpd could not start");
+    srv_loops_config lc = {
+        .n = threads,
+        .conn_limit = JF_HTTP_CONNECTIONS_MAX,
+        .wait_ms = o->loop_wait_ms > 0 ? o->loop_wait_ms : JF_HTTP_LOOP_WAIT_MS,
+        .make = make_daemon,
+        .cls = s,
+    };
+    s->loops = srv_loops_start(&sa, &lc, &s->port);
+    if (!s->loops) {
+        set_err(err, errlen, "cannot listen on %s: %s", o->listen, strerror(errno));
         server_release(s);
         return JF_ERR_IO;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = (info && info->port) ? info->port : ntohs(sa.sin_port);
     *out = s;
     return JF_OK;
 }
@@ -725,6 +722,6 @@ void jf_server_free(jf_server *s)
         return;
     jf_server_quiesce(s);
     wait_idle(s);
-    MHD_stop_daemon(s->daemon);
+    srv_loops_stop(s->loops);
     server_release(s);
 }

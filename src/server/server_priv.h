@@ -10,6 +10,7 @@
 #ifndef JF_SERVER_PRIV_H
 #define JF_SERVER_PRIV_H
 
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -26,9 +27,12 @@ typedef enum srv_phase {
     SRV_PHASE_ANSWERED,  /* a response is queued */
 } srv_phase;
 
+typedef struct srv_loop srv_loop;
+
 typedef struct srv_req {
     jf_server *srv;
     struct MHD_Connection *conn;
+    srv_loop *loop;  /* the event loop that runs the connection (loop.c) */
     srv_match match; /* route index, decoded path id, Allow list */
     srv_match_status match_status;
     srv_phase phase;
@@ -74,5 +78,37 @@ enum MHD_Result srv_respond_error(srv_req *r, jf_err err, const char *detail);
 
 /* Queues the response for an engine result and deinits it. */
 enum MHD_Result srv_respond_result(srv_req *r, jf_result *res);
+
+/* loop.c: the HTTP event loops, one libmicrohttpd daemon per thread. */
+typedef struct srv_loops srv_loops;
+
+/* The loop running on this thread: the one whose daemon called us. */
+srv_loop *srv_loop_current(void);
+
+/* Wakes loop l to run its daemon: after MHD_resume_connection from another
+ * thread (a daemon without a thread of its own has no wake-up of its own).
+ * Any thread; cheap when a wake-up is already pending. */
+void srv_loop_wake(srv_loop *l);
+
+/* Starts a daemon without threads of its own, on epoll, that accepts on
+ * listen_fd (the daemon's from then on) and keeps at most conn_limit
+ * connections; NULL on failure. */
+typedef struct MHD_Daemon *(*srv_daemon_fn)(void *cls, int listen_fd, unsigned conn_limit);
+
+typedef struct srv_loops_config {
+    unsigned n;          /* loops (threads), each with a daemon */
+    unsigned conn_limit; /* connections of all daemons together */
+    int wait_ms;         /* longest sleep with nothing due */
+    srv_daemon_fn make;  /* make(cls, ...) starts a loop's daemon */
+    void *cls;
+} srv_loops_config;
+
+/* Binds a listening socket to sa and starts the loops of c; *port is the
+ * port bound.  NULL with errno set on failure, with nothing left running. */
+srv_loops *srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, int *port);
+
+/* Stops the loops, then their daemons (which close every connection), and
+ * frees them.  No connection may be suspended.  NULL is a no-op. */
+void srv_loops_stop(srv_loops *ls);
 
 #endif
