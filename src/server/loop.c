@@ -16,10 +16,14 @@
  * take what is ready with MHD_run, which never waits (its rounds use a
  * timeout of 0).  So a full round only means another round, never a sleep.
  *
- * The daemons share one listening socket, each through a descriptor of its
- * own (dup), since a daemon closes its descriptor when it stops: a new
- * connection wakes every loop, one accepts it, and the others' accept finds
- * nothing (the socket is non-blocking).  No SO_REUSEPORT, so a second
+ * The loops share one listening socket, which the daemons never see: each
+ * loop's epoll holds it exclusively (EPOLLEXCLUSIVE: a new connection wakes
+ * one loop, not all), and the loop that accepts a connection gives it to
+ * the loop with the fewest (libmicrohttpd counts them for us through its
+ * connection notifications), itself or another, whose thread adds it to its
+ * daemon (MHD_add_connection must run on the daemon's own thread).  Left to
+ * itself, the loop that woke first took every connection of a burst: at 64
+ * connections one loop held all of them.  No SO_REUSEPORT, so a second
  * server on the same port still fails to start instead of sharing it.
  *
  * Without a thread of its own a daemon has no wake-up of its own either
@@ -31,7 +35,6 @@
  * so that one would show.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,17 +48,33 @@
 
 #include "server_priv.h"
 
+/* Connections one loop accepts per wake-up before it lets its daemon run. */
+#define ACCEPT_BATCH 16
+
+/* A connection accepted by one loop for another. */
+typedef struct handoff {
+    struct handoff *next;
+    int fd;
+    socklen_t addr_len;
+    struct sockaddr_storage addr;
+} handoff;
+
 struct srv_loop {
     srv_loops *owner;
     struct MHD_Daemon *daemon;
-    int ep;                   /* our epoll: the daemon's epoll descriptor, wake_fd, stop */
-    int wake_fd;              /* eventfd: a connection was resumed */
+    int ep;                   /* our epoll: the daemon's, wake_fd, the listener, stop */
+    int wake_fd;              /* eventfd: a connection was resumed or handed over */
     atomic_bool wake_pending; /* wake_fd written since the loop last looked */
+    atomic_long conns;        /* connections its daemon has (its notifications) */
+    atomic_long handed;       /* connections handed to it, not yet added */
+    pthread_mutex_t mu;       /* guards inbox */
+    handoff *inbox;
     pthread_t thread;
     bool running;
 };
 
 struct srv_loops {
+    int listen_fd;
     int stop_fd; /* eventfd written once at stop and never read: stays readable */
     atomic_bool stopping;
     int wait_ms;
@@ -79,6 +98,15 @@ void srv_loop_wake(srv_loop *l)
         fprintf(stderr, "jifen: HTTP loop: cannot wake: %s\n", strerror(errno));
 }
 
+void srv_loop_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    srv_loop *l = cls;
+    atomic_fetch_add(&l->conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
 /* Takes the pending wake-up before the daemon runs, so that a resume after
  * this point writes wake_fd again and the next wait returns at once. */
 static void loop_take_wake(srv_loop *l)
@@ -90,55 +118,143 @@ static void loop_take_wake(srv_loop *l)
         fprintf(stderr, "jifen: HTTP loop: cannot read its wake-up: %s\n", strerror(errno));
 }
 
+/* Adds the connections other loops handed over to this loop's daemon,
+ * which closes any it cannot take (at its limit, or quiescing). */
+static void loop_take_inbox(srv_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    handoff *h = l->inbox;
+    l->inbox = NULL;
+    pthread_mutex_unlock(&l->mu);
+    while (h) {
+        handoff *next = h->next;
+        MHD_add_connection(l->daemon, h->fd, (struct sockaddr *)&h->addr, h->addr_len);
+        atomic_fetch_sub(&l->handed, 1);
+        free(h);
+        h = next;
+    }
+}
+
+/* The loop with the fewest connections, counting those on their way;
+ * self on a tie. */
+static srv_loop *least_loaded(srv_loop *self)
+{
+    srv_loops *ls = self->owner;
+    srv_loop *best = self;
+    long best_n = atomic_load(&self->conns) + atomic_load(&self->handed);
+    for (unsigned i = 0; i < ls->n; i++) {
+        srv_loop *l = &ls->loop[i];
+        long n = atomic_load(&l->conns) + atomic_load(&l->handed);
+        if (n < best_n) {
+            best = l;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
+static void hand_over(srv_loop *to, int fd, const struct sockaddr_storage *addr, socklen_t len)
+{
+    handoff *h = malloc(sizeof *h);
+    if (!h) {
+        close(fd);
+        return;
+    }
+    h->fd = fd;
+    h->addr = *addr;
+    h->addr_len = len;
+    atomic_fetch_add(&to->handed, 1);
+    pthread_mutex_lock(&to->mu);
+    h->next = to->inbox;
+    to->inbox = h;
+    pthread_mutex_unlock(&to->mu);
+    srv_loop_wake(to);
+}
+
+/* Accepts what is waiting, up to ACCEPT_BATCH, each for the least loaded
+ * loop. */
+static void loop_accept(srv_loop *l)
+{
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof addr;
+        int fd = accept4(l->owner->listen_fd, (struct sockaddr *)&addr, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                fprintf(stderr, "jifen: HTTP loop: accept: %s\n", strerror(errno));
+            return;
+        }
+        srv_loop *to = least_loaded(l);
+        if (to == l) {
+            atomic_fetch_add(&l->handed, 1);
+            MHD_add_connection(l->daemon, fd, (struct sockaddr *)&addr, len);
+            atomic_fetch_sub(&l->handed, 1);
+        } else {
+            hand_over(to, fd, &addr, len);
+        }
+    }
+}
+
+/* Waits for something to do, at most until the daemon's next timeout;
+ * true when the listening socket is ready. */
+static bool loop_wait(srv_loop *l)
+{
+    MHD_UNSIGNED_LONG_LONG due_ms = 0;
+    int wait_ms = l->owner->wait_ms;
+    if (MHD_get_timeout(l->daemon, &due_ms) == MHD_YES && due_ms < (unsigned)wait_ms)
+        wait_ms = (int)due_ms;
+    struct epoll_event ev[4];
+    int n = epoll_wait(l->ep, ev, 4, wait_ms);
+    if (n < 0 && errno != EINTR) {
+        fprintf(stderr, "jifen: HTTP loop: epoll_wait: %s\n", strerror(errno));
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (ev[i].data.fd == l->owner->listen_fd)
+            return true;
+    return false;
+}
+
 static void *loop_main(void *arg)
 {
     srv_loop *l = arg;
     current_loop = l;
     pthread_setname_np(pthread_self(), "jifen-http");
     while (!atomic_load_explicit(&l->owner->stopping, memory_order_acquire)) {
-        MHD_UNSIGNED_LONG_LONG due_ms = 0;
-        int wait_ms = l->owner->wait_ms;
-        if (MHD_get_timeout(l->daemon, &due_ms) == MHD_YES && due_ms < (unsigned)wait_ms)
-            wait_ms = (int)due_ms;
-        struct epoll_event ev[2];
-        if (wait_ms > 0 && epoll_wait(l->ep, ev, 2, wait_ms) < 0 && errno != EINTR) {
-            fprintf(stderr, "jifen: HTTP loop: epoll_wait: %s\n", strerror(errno));
-            struct timespec pause = {0, 1000000};
-            nanosleep(&pause, NULL);
-        }
+        bool incoming = loop_wait(l);
         loop_take_wake(l);
+        loop_take_inbox(l);
+        if (incoming)
+            loop_accept(l);
         MHD_run(l->daemon);
     }
     return NULL;
 }
 
-static bool epoll_add(int ep, int fd)
+static bool epoll_add(int ep, int fd, uint32_t events)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    struct epoll_event ev = {.events = events, .data.fd = fd};
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
-/* Opens one loop's daemon on a copy of listen_fd and its epoll; errno set
- * on failure. */
-static bool loop_open(srv_loop *l, int listen_fd, unsigned conn_limit, srv_daemon_fn make,
-                      void *cls)
+/* Opens one loop's daemon and its epoll; errno set on failure. */
+static bool loop_open(srv_loop *l, const srv_loops_config *c, unsigned conn_limit)
 {
-    int fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    /* On failure libmicrohttpd may already have closed fd, so it is never
-     * closed here: a failed start leaks at most this descriptor. */
-    if ((l->daemon = make(cls, fd, conn_limit)) == NULL)
+    if ((l->daemon = c->make(c->cls, l, conn_limit)) == NULL)
         return false;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
     if (!info || info->epoll_fd < 0) {
         errno = ENOTSUP;
         return false;
     }
+    srv_loops *ls = l->owner;
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    return l->ep >= 0 && l->wake_fd >= 0 && epoll_add(l->ep, info->epoll_fd) &&
-           epoll_add(l->ep, l->wake_fd) && epoll_add(l->ep, l->owner->stop_fd);
+    return l->ep >= 0 && l->wake_fd >= 0 && epoll_add(l->ep, info->epoll_fd, EPOLLIN) &&
+           epoll_add(l->ep, l->wake_fd, EPOLLIN) && epoll_add(l->ep, ls->stop_fd, EPOLLIN) &&
+           epoll_add(l->ep, ls->listen_fd, EPOLLIN | EPOLLEXCLUSIVE);
 }
 
 /* A non-blocking listening socket bound to sa; -1 with errno set. */
@@ -173,12 +289,17 @@ static srv_loops *loops_alloc(unsigned n)
     if (!ls)
         return NULL;
     ls->n = n;
+    ls->listen_fd = -1;
     atomic_init(&ls->stopping, false);
     for (unsigned i = 0; i < n; i++) {
-        ls->loop[i].owner = ls;
-        ls->loop[i].ep = -1;
-        ls->loop[i].wake_fd = -1;
-        atomic_init(&ls->loop[i].wake_pending, false);
+        srv_loop *l = &ls->loop[i];
+        l->owner = ls;
+        l->ep = -1;
+        l->wake_fd = -1;
+        atomic_init(&l->wake_pending, false);
+        atomic_init(&l->conns, 0);
+        atomic_init(&l->handed, 0);
+        pthread_mutex_init(&l->mu, NULL);
     }
     if ((ls->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         free(ls);
@@ -191,14 +312,13 @@ srv_loops *srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config 
 {
     unsigned n = c->n;
     srv_loops *ls = loops_alloc(n);
-    int fd = ls ? listen_socket(sa) : -1;
-    if (fd < 0) {
+    if (!ls || (ls->listen_fd = listen_socket(sa)) < 0) {
         int e = ls ? errno : ENOMEM;
         srv_loops_stop(ls);
         errno = e;
         return NULL;
     }
-    *port = bound_port(fd);
+    *port = bound_port(ls->listen_fd);
     ls->wait_ms = c->wait_ms;
     /* Each daemon gets its share of the limit, rounded up. */
     unsigned share = (c->conn_limit + n - 1) / n;
@@ -206,18 +326,40 @@ srv_loops *srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config 
     for (unsigned i = 0; i < n && e == 0; i++) {
         srv_loop *l = &ls->loop[i];
         errno = 0;
-        if (!loop_open(l, fd, share, c->make, c->cls))
+        if (!loop_open(l, c, share))
             e = errno ? errno : EIO;
         else if ((e = pthread_create(&l->thread, NULL, loop_main, l)) == 0)
             l->running = true;
     }
-    close(fd);
     if (e != 0) {
         srv_loops_stop(ls);
         errno = e;
         return NULL;
     }
     return ls;
+}
+
+void srv_loops_render(const srv_loops *ls, FILE *f)
+{
+    if (!ls)
+        return;
+    fputs("# HELP jifen_http_connections Connections open, per HTTP loop (thread); a new one "
+          "goes to the loop with the fewest.\n"
+          "# TYPE jifen_http_connections gauge\n",
+          f);
+    for (unsigned i = 0; i < ls->n; i++)
+        fprintf(f, "jifen_http_connections{loop=\"%u\"} %ld\n", i, atomic_load(&ls->loop[i].conns));
+}
+
+/* Closes what was handed over but never added. */
+static void inbox_drop(srv_loop *l)
+{
+    for (handoff *h = l->inbox, *next; h; h = next) {
+        next = h->next;
+        close(h->fd);
+        free(h);
+    }
+    l->inbox = NULL;
 }
 
 void srv_loops_stop(srv_loops *ls)
@@ -228,17 +370,22 @@ void srv_loops_stop(srv_loops *ls)
     uint64_t one = 1;
     if (write(ls->stop_fd, &one, sizeof one) != sizeof one)
         fprintf(stderr, "jifen: HTTP loop: cannot signal stop: %s\n", strerror(errno));
+    for (unsigned i = 0; i < ls->n; i++)
+        if (ls->loop[i].running)
+            pthread_join(ls->loop[i].thread, NULL);
     for (unsigned i = 0; i < ls->n; i++) {
         srv_loop *l = &ls->loop[i];
-        if (l->running)
-            pthread_join(l->thread, NULL);
+        inbox_drop(l);
         if (l->daemon)
             MHD_stop_daemon(l->daemon);
         if (l->ep >= 0)
             close(l->ep);
         if (l->wake_fd >= 0)
             close(l->wake_fd);
+        pthread_mutex_destroy(&l->mu);
     }
+    if (ls->listen_fd >= 0)
+        close(ls->listen_fd);
     close(ls->stop_fd);
     free(ls);
 }

@@ -289,7 +289,7 @@ static void render_engine(FILE *f, jf_engine *eng)
     render_memory(f, &st);
 }
 
-char *srv_metrics_render(srv_metrics *m, jf_engine *eng, size_t *len)
+char *srv_metrics_render(srv_metrics *m, jf_engine *eng, const srv_loops *loops, size_t *len)
 {
     char *buf = NULL;
     size_t size = 0;
@@ -298,6 +298,7 @@ char *srv_metrics_render(srv_metrics *m, jf_engine *eng, size_t *len)
         return NULL;
     render_requests(f, m);
     render_durations(f, m);
+    srv_loops_render(loops, f);
     render_engine(f, eng);
     if (fclose(f) != 0) {
         free(buf);

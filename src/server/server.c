@@ -445,7 +445,7 @@ out:
 static enum MHD_Result respond_metrics(srv_req *r)
 {
     size_t len = 0;
-    char *text = srv_metrics_render(r->srv->metrics, r->srv->eng, &len);
+    char *text = srv_metrics_render(r->srv->metrics, r->srv->eng, r->srv->loops, &len);
     if (!text)
         return srv_respond_error(r, JF_ERR_NOMEM, NULL);
     return srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, true);
@@ -619,18 +619,20 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
     return srv_closing(cls) ? MHD_NO : MHD_YES;
 }
 
-/* One loop's daemon (loop.c): on epoll, run by the loop's thread. */
-static struct MHD_Daemon *make_daemon(void *cls, int listen_fd, unsigned conn_limit)
+/* One loop's daemon (loop.c): on epoll, run by the loop's thread, given
+ * its connections by the loop. */
+static struct MHD_Daemon *make_daemon(void *cls, srv_loop *loop, unsigned conn_limit)
 {
     jf_server *s = cls;
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     /* Paths are matched raw and decoded by the router, so that "%2F" in an
      * id cannot split a segment; query values are decoded by collect_param. */
     return MHD_start_daemon(
-        flags, (uint16_t)s->port, accept_policy, s, on_access, s, MHD_OPTION_LISTEN_SOCKET,
-        listen_fd, MHD_OPTION_CONNECTION_LIMIT, conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        flags, (uint16_t)s->port, accept_policy, s, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
+        conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, srv_loop_notify, loop,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 }
 

@@ -85,7 +85,13 @@ void srv_metrics_record(srv_metrics *m, int route, int status, uint64_t duration
 
 /* Renders the Prometheus text exposition of the HTTP counters and of the
  * engine's writer statistics.  Returns a malloc'd string or NULL. */
-char *srv_metrics_render(srv_metrics *m, jf_engine *eng, size_t *len);
+typedef struct srv_loops srv_loops;
+
+char *srv_metrics_render(srv_metrics *m, jf_engine *eng, const srv_loops *loops, size_t *len);
+
+/* loop.c: writes the HTTP loops' gauges (connections open, per loop) in
+ * Prometheus text. */
+void srv_loops_render(const srv_loops *ls, FILE *f);
 
 /* ---- access log (access_log.c) ---- */
 

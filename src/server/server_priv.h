@@ -79,8 +79,8 @@ enum MHD_Result srv_respond_error(srv_req *r, jf_err err, const char *detail);
 /* Queues the response for an engine result and deinits it. */
 enum MHD_Result srv_respond_result(srv_req *r, jf_result *res);
 
-/* loop.c: the HTTP event loops, one libmicrohttpd daemon per thread. */
-typedef struct srv_loops srv_loops;
+/* loop.c: the HTTP event loops, one libmicrohttpd daemon per thread
+ * (srv_loops is declared in server_int.h). */
 
 /* The loop running on this thread: the one whose daemon called us. */
 srv_loop *srv_loop_current(void);
@@ -90,10 +90,16 @@ srv_loop *srv_loop_current(void);
  * Any thread; cheap when a wake-up is already pending. */
 void srv_loop_wake(srv_loop *l);
 
-/* Starts a daemon without threads of its own, on epoll, that accepts on
- * listen_fd (the daemon's from then on) and keeps at most conn_limit
+/* Starts a daemon without threads of its own or a listening socket, on
+ * epoll, for loop (which it must notify of its connections through
+ * srv_loop_notify, with loop as the argument), keeping at most conn_limit
  * connections; NULL on failure. */
-typedef struct MHD_Daemon *(*srv_daemon_fn)(void *cls, int listen_fd, unsigned conn_limit);
+typedef struct MHD_Daemon *(*srv_daemon_fn)(void *cls, srv_loop *loop, unsigned conn_limit);
+
+/* libmicrohttpd's MHD_OPTION_NOTIFY_CONNECTION callback of a loop's daemon
+ * (cls: the loop): counts its connections. */
+void srv_loop_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe);
 
 typedef struct srv_loops_config {
     unsigned n;          /* loops (threads), each with a daemon */

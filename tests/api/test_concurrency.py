@@ -26,6 +26,9 @@ MANY_CONNS = 300
 IDLE_CONNS = 200
 MANY_ROUNDS = 5
 MANY_DEADLINE_S = 30
+# How far apart the HTTP loops' connection counts may be after a burst
+# (concurrent accepts can each pick the same loop before either counts).
+SPREAD_MAX = 8
 # JIFEN_HTTP_LOOP_WAIT_MS for the server: longer than any test here.
 LOOP_WAIT_OFF_MS = 3600 * 1000
 
@@ -157,6 +160,35 @@ class ConcurrencyTests(unittest.TestCase):
         p = H.points_of(self.a, m["id"])
         self.assertEqual(p["balance"], MANY_CONNS * MANY_ROUNDS)
         self.assertVerifyClean()
+
+    def test_connections_spread_over_the_loops(self):
+        """64 connections opened at once end up spread over the HTTP loops
+        (src/server/loop.c gives each new connection to the loop with the
+        fewest; left to itself the loop that woke first took them all), as
+        the jifen_http_connections gauges show."""
+        env = H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)})
+        self.addCleanup(env.close)
+        socks = [socket.create_connection(("127.0.0.1", env.port)) for _ in range(THREADS)]
+        try:
+            for s in socks:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            for s in socks:
+                buf = b""
+                while response_complete(buf) is None:
+                    chunk = s.recv(4096)
+                    self.assertTrue(chunk, "connection closed before its answer")
+                    buf += chunk
+            r = env.admin.get("/metrics")
+            self.assertEqual(r.status, 200)
+            text = r.raw.decode()
+            counts = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("jifen_http_connections{")]
+        finally:
+            for s in socks:
+                s.close()
+        self.assertGreaterEqual(len(counts), 2, text[:500])
+        self.assertGreaterEqual(sum(counts), THREADS)
+        self.assertLessEqual(max(counts) - min(counts), SPREAD_MAX, counts)
 
     def test_64_redeems_of_the_whole_balance(self):
         for round_ in range(3):
