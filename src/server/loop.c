@@ -9,12 +9,14 @@
  * of the worker was suspended as it was computed (a busy jifen worker's
  * usual state), and then, if nothing else arrives, the second wait sleeps
  * for ever with 128 ready connections in hand: under W1 at 256 connections
- * 127 to 200 connections hung in 4 of 7 runs of 40 s, one worker's share.  Its poll mode has no
- * such round but scans every open connection on each wake-up, which halved W1 beside 2,000 idle
- * keep-alive connections (docs/PERFORMANCE.md).  Here each daemon runs without a thread of its own:
- * the loop sleeps in an epoll of ours that holds the daemon's epoll descriptor, and then lets the
- * daemon take what is ready with MHD_run, which never waits (its rounds use a timeout of 0).  So a
- * full round only means another round, never a sleep.
+ * 127 to 200 connections hung in 4 of 7 runs of 40 s, one worker's share.
+ * Its poll mode has no such round but scans every open connection on each
+ * wake-up, which halved W1 beside 2,000 idle keep-alive connections
+ * (docs/PERFORMANCE.md).  Here each daemon runs without a thread of its
+ * own: the loop sleeps in an epoll of ours that holds the daemon's epoll
+ * descriptor, and then lets the daemon take what is ready with MHD_run,
+ * which never waits (its rounds use a timeout of 0).  So a full round only
+ * means another round, never a sleep.
  *
  * The loops share one listening socket, which the daemons never see: each
  * loop's epoll holds it exclusively (EPOLLEXCLUSIVE: a new connection wakes
