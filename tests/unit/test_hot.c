@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "core.h"
+#include "tmpdir.h"
 
 typedef struct fixture {
     char dir[64], path[96];
@@ -30,18 +31,13 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-hot-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/h.db", f->dir);
+    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "hot", "h.db"));
     jf_engine_options o = {.db_path = f->path, .expiry_interval_s = 0};
     jf_engine *eng = NULL;
-    char err[256], tenant[64], key[128];
+    char err[256];
     assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(
-            jf_tenant_create(eng, i ? "b" : "a", tenant, sizeof(tenant), key, sizeof(key)), JF_OK);
-        assert_int_equal(jf_tenant_auth(eng, tenant, &f->auth[i]), JF_OK);
-    }
+    for (int i = 0; i < 2; i++)
+        assert_true(tmpdir_tenant(eng, i ? "b" : "a", &f->auth[i], NULL, 0));
     jf_engine_free(eng);
     assert_int_equal(jf_db_open(&f->db, f->path, false), JF_OK);
     *state = f;
@@ -53,9 +49,7 @@ static int teardown(void **state)
     fixture *f = *state;
     jf_hot_free(f->eng.hot);
     jf_db_close(&f->db);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    assert_true(tmpdir_remove(f->dir));
     free(f);
     return 0;
 }

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "jifen/jifen.h"
+#include "tmpdir.h"
 
 typedef struct fixture {
     char dir[64];
@@ -30,17 +31,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-unit-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->db, sizeof(f->db), "%s/t.db", f->dir);
+    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->db, sizeof(f->db), "unit", "t.db"));
     jf_engine_options o = {.db_path = f->db, .test_clock = true};
     char err[256];
     assert_int_equal(jf_engine_open(&o, &f->eng, err, sizeof(err)), JF_OK);
-    char tenant[64];
-    assert_int_equal(jf_tenant_create(f->eng, "t", tenant, sizeof(tenant), f->api_key,
-                                      sizeof(f->api_key)),
-                     JF_OK);
-    assert_int_equal(jf_tenant_auth(f->eng, tenant, &f->auth), JF_OK);
+    assert_true(tmpdir_tenant(f->eng, "t", &f->auth, f->api_key, sizeof(f->api_key)));
     *state = f;
     return 0;
 }
@@ -49,14 +44,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     jf_engine_free(f->eng);
-    char path[160];
-    /* The engine keeps its key cache's epoch beside the file (<db>-keys). */
-    const char *suffix[] = {"", "-wal", "-shm", "-keys"};
-    for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof(path), "%s%s", f->db, suffix[i]);
-        unlink(path);
-    }
-    rmdir(f->dir);
+    assert_true(tmpdir_remove(f->dir));
     free(f);
     return 0;
 }
@@ -72,13 +60,17 @@ static json_t *call(fixture *f, jf_op op, const char *path_id, const char *key, 
         vsnprintf(body, sizeof(body), fmt, ap);
         va_end(ap);
     }
-    jf_request req = {.op = op, .auth = &f->auth, .path_id = path_id, .body = fmt ? body : NULL,
-                      .body_len = fmt ? strlen(body) : 0, .idempotency_key = key};
+    jf_request req = {.op = op,
+                      .auth = &f->auth,
+                      .path_id = path_id,
+                      .body = fmt ? body : NULL,
+                      .body_len = fmt ? strlen(body) : 0,
+                      .idempotency_key = key};
     jf_result res;
     jf_err err = jf_call_sync(f->eng, &req, &res);
     if (err != want)
-        fail_msg("op %s: want %s got %s (%s)", jf_op_name(op), jf_err_code(want),
-                 jf_err_code(err), res.detail);
+        fail_msg("op %s: want %s got %s (%s)", jf_op_name(op), jf_err_code(want), jf_err_code(err),
+                 res.detail);
     json_t *out = res.body ? json_loads(res.body, 0, NULL) : NULL;
     jf_result_deinit(&res);
     return out;
@@ -258,8 +250,8 @@ static void test_strict_json(void **state)
     char m[64];
     member(f, "j1", m);
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_UNKNOWN_FIELD, "{\"points\":1,\"x\":1}"));
-    json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_DUPLICATE_FIELD,
-                     "{\"points\":1,\"points\":2}"));
+    json_decref(
+        call(f, JF_OP_EARN, m, newkey(), JF_ERR_DUPLICATE_FIELD, "{\"points\":1,\"points\":2}"));
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_INVALID_JSON, "{\"points\":"));
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_INVALID_JSON, "[1]"));
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_AMOUNT_OUT_OF_RANGE,
@@ -270,8 +262,8 @@ static void test_strict_json(void **state)
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_INVALID_FIELD, "{\"points\":0}"));
     json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_MISSING_FIELD, "{}"));
     json_decref(call(f, JF_OP_EARN, m, NULL, JF_ERR_IDEMPOTENCY_KEY_REQUIRED, "{\"points\":1}"));
-    json_decref(call(f, JF_OP_EARN, m, "bad\001key", JF_ERR_INVALID_IDEMPOTENCY_KEY,
-                     "{\"points\":1}"));
+    json_decref(
+        call(f, JF_OP_EARN, m, "bad\001key", JF_ERR_INVALID_IDEMPOTENCY_KEY, "{\"points\":1}"));
     json_decref(call(f, JF_OP_EARN, "mem_nope", newkey(), JF_ERR_NOT_FOUND, "{\"points\":1}"));
     json_t *r = call(f, JF_OP_MEMBER_GET, m, NULL, JF_OK, NULL);
     assert_int_equal(points_of(r, "available"), 0);
@@ -283,8 +275,12 @@ static void test_idempotency_replay(void **state)
     fixture *f = *state;
     char m[64];
     member(f, "i1", m);
-    jf_request req = {.op = JF_OP_EARN, .auth = &f->auth, .path_id = m,
-                      .body = "{\"points\":5}", .body_len = 12, .idempotency_key = "same"};
+    jf_request req = {.op = JF_OP_EARN,
+                      .auth = &f->auth,
+                      .path_id = m,
+                      .body = "{\"points\":5}",
+                      .body_len = 12,
+                      .idempotency_key = "same"};
     jf_result a, b;
     assert_int_equal(jf_call_sync(f->eng, &req, &a), JF_OK);
     assert_false(a.replayed);
@@ -320,8 +316,8 @@ static void test_api_keys(void **state)
     snprintf(header, sizeof(header), "Bearer %s", secret);
     assert_int_equal(jf_auth_bearer(f->eng, header, &who), JF_OK);
     assert_int_equal(who.role, JF_ROLE_POS);
-    json_decref(call(f, JF_OP_KEY_REVOKE, json_string_value(json_object_get(k, "id")), NULL, JF_OK,
-                     NULL));
+    json_decref(
+        call(f, JF_OP_KEY_REVOKE, json_string_value(json_object_get(k, "id")), NULL, JF_OK, NULL));
     assert_int_equal(jf_auth_bearer(f->eng, header, &who), JF_ERR_UNAUTHORIZED);
     json_decref(k);
 }
@@ -396,7 +392,11 @@ static void test_program_change_seen_within_a_batch(void **state)
     jf_request reqs[3] = {
         {.op = JF_OP_BATCH, .auth = &f->auth, .body = ops, .body_len = len},
         {.op = JF_OP_PROGRAM_UPDATE, .auth = &f->auth, .body = patch, .body_len = strlen(patch)},
-        {.op = JF_OP_EARN, .auth = &f->auth, .path_id = m, .body = earn, .body_len = strlen(earn),
+        {.op = JF_OP_EARN,
+         .auth = &f->auth,
+         .path_id = m,
+         .body = earn,
+         .body_len = strlen(earn),
          .idempotency_key = "after-patch"},
     };
     queued q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .pending = 3};
@@ -413,9 +413,8 @@ static void test_program_change_seen_within_a_batch(void **state)
         assert_int_equal(q.err[i], JF_OK);
     json_t *r = json_loads(q.body[2], 0, NULL);
     /* 1,000 fen at 5 points per 100 fen (the old rate gives 10). */
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "transaction"),
-                                                        "points")),
-                     50);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(r, "transaction"), "points")), 50);
     json_decref(r);
     r = call(f, JF_OP_MEMBER_GET, m, NULL, JF_OK, NULL);
     assert_int_equal(points_of(r, "available"), 1050);

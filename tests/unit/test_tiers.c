@@ -21,6 +21,7 @@
 #include "core.h"
 #include "db.h"
 #include "tiers.h"
+#include "tmpdir.h"
 #include "tz.h"
 
 #define DAY_MS (24 * 3600 * 1000LL)
@@ -39,15 +40,12 @@ typedef struct fixture {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/jifen-tiers-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->path, sizeof(f->path), "tiers", "t.db"));
     jf_engine_options o = {.db_path = f->path, .expiry_interval_s = 0};
     jf_engine *eng = NULL;
-    char err[256], tenant[64], key[128];
+    char err[256];
     assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
-    assert_int_equal(jf_tenant_create(eng, "t", tenant, sizeof(tenant), key, sizeof(key)), JF_OK);
-    assert_int_equal(jf_tenant_auth(eng, tenant, &f->auth), JF_OK);
+    assert_true(tmpdir_tenant(eng, "t", &f->auth, NULL, 0));
     const char *body = "{\"external_id\":\"m\"}";
     jf_request req = {
         .op = JF_OP_MEMBER_CREATE, .auth = &f->auth, .body = body, .body_len = strlen(body)};
@@ -71,9 +69,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     jf_db_close(&f->db);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    assert_true(tmpdir_remove(f->dir));
     free(f);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "db.h"
+#include "tmpdir.h"
 
 typedef struct tmpdb {
     char dir[64], path[96];
@@ -19,11 +20,9 @@ typedef struct tmpdb {
 static inline int tmpdb_close(tmpdb *t)
 {
     jf_db_close(&t->db);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
-    int rc = system(cmd);
+    bool removed = tmpdir_remove(t->dir);
     free(t);
-    return rc == 0;
+    return removed;
 }
 
 /* A new tmpdb named after the test file (prefix), opened; NULL on failure. */
@@ -32,12 +31,10 @@ static inline tmpdb *tmpdb_open(const char *prefix)
     tmpdb *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    snprintf(t->dir, sizeof(t->dir), "/tmp/jifen-%s-XXXXXX", prefix);
-    if (mkdtemp(t->dir) == NULL) {
+    if (!tmpdir_make(t->dir, sizeof(t->dir), t->path, sizeof(t->path), prefix, "t.db")) {
         free(t);
         return NULL;
     }
-    snprintf(t->path, sizeof(t->path), "%s/t.db", t->dir);
     if (jf_db_open(&t->db, t->path, false) != JF_OK) {
         tmpdb_close(t);
         return NULL;
