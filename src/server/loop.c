@@ -46,12 +46,20 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server_priv.h"
 
 /* Connections one loop accepts per wake-up before it lets its daemon run. */
 #define ACCEPT_BATCH 16
+/* When accept fails for want of descriptors or memory, the listening socket
+ * stays readable: the loop stops watching it this long instead of spinning
+ * (as libmicrohttpd did at its limit).  A connection waits in the backlog
+ * meanwhile. */
+#define ACCEPT_PAUSE_MS 100
+/* Such a failure is logged at most this often (with how many there were). */
+#define ACCEPT_LOG_EVERY_MS 10000
 
 /* A connection accepted by one loop for another. */
 typedef struct handoff {
@@ -71,6 +79,7 @@ struct srv_loop {
     atomic_long handed;       /* connections handed to it, not yet added */
     pthread_mutex_t mu;       /* guards inbox */
     handoff *inbox;
+    uint64_t accept_resume_ms; /* accepting paused until then (monotonic); 0 = not paused */
     pthread_t thread;
     bool running;
 };
@@ -173,6 +182,54 @@ static void hand_over(srv_loop *to, int fd, const struct sockaddr_storage *addr,
     srv_loop_wake(to);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static bool epoll_add(int ep, int fd, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+/* Stops watching the listening socket for ACCEPT_PAUSE_MS (ACCEPT_PAUSE_MS
+ * above says why). */
+static void accept_pause(srv_loop *l, int err)
+{
+    static atomic_uint_fast64_t logged_ms, failures;
+    uint64_t now = mono_ms(), last = atomic_load(&logged_ms);
+    uint64_t n = atomic_fetch_add(&failures, 1) + 1;
+    if ((last == 0 || now - last >= ACCEPT_LOG_EVERY_MS) &&
+        atomic_compare_exchange_strong(&logged_ms, &last, now)) {
+        atomic_fetch_sub(&failures, n);
+        fprintf(stderr,
+                "jifen: HTTP loop: accept: %s (%llu time(s) since the last such line); new "
+                "connections wait in the backlog\n",
+                strerror(err), (unsigned long long)n);
+    }
+    if (epoll_ctl(l->ep, EPOLL_CTL_DEL, l->owner->listen_fd, NULL) == 0)
+        l->accept_resume_ms = mono_ms() + ACCEPT_PAUSE_MS;
+}
+
+/* Watches the listening socket again once the pause is over; the
+ * milliseconds the pause has left otherwise (-1 when not paused). */
+static int accept_resume(srv_loop *l)
+{
+    if (l->accept_resume_ms == 0)
+        return -1;
+    uint64_t now = mono_ms();
+    if (now < l->accept_resume_ms)
+        return (int)(l->accept_resume_ms - now);
+    if (epoll_add(l->ep, l->owner->listen_fd, EPOLLIN | EPOLLEXCLUSIVE))
+        l->accept_resume_ms = 0;
+    else
+        l->accept_resume_ms = now + ACCEPT_PAUSE_MS;
+    return -1;
+}
+
 /* Accepts what is waiting, up to ACCEPT_BATCH, each for the least loaded
  * loop. */
 static void loop_accept(srv_loop *l)
@@ -182,9 +239,11 @@ static void loop_accept(srv_loop *l)
         socklen_t len = sizeof addr;
         int fd = accept4(l->owner->listen_fd, (struct sockaddr *)&addr, &len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue;
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                fprintf(stderr, "jifen: HTTP loop: accept: %s\n", strerror(errno));
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                accept_pause(l, errno);
             return;
         }
         srv_loop *to = least_loaded(l);
@@ -203,9 +262,11 @@ static void loop_accept(srv_loop *l)
 static bool loop_wait(srv_loop *l)
 {
     MHD_UNSIGNED_LONG_LONG due_ms = 0;
-    int wait_ms = l->owner->wait_ms;
+    int wait_ms = l->owner->wait_ms, paused_ms = accept_resume(l);
     if (MHD_get_timeout(l->daemon, &due_ms) == MHD_YES && due_ms < (unsigned)wait_ms)
         wait_ms = (int)due_ms;
+    if (paused_ms >= 0 && paused_ms < wait_ms)
+        wait_ms = paused_ms;
     struct epoll_event ev[4];
     int n = epoll_wait(l->ep, ev, 4, wait_ms);
     if (n < 0 && errno != EINTR) {
@@ -233,12 +294,6 @@ static void *loop_main(void *arg)
         MHD_run(l->daemon);
     }
     return NULL;
-}
-
-static bool epoll_add(int ep, int fd, uint32_t events)
-{
-    struct epoll_event ev = {.events = events, .data.fd = fd};
-    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
 /* Opens one loop's daemon and its epoll; errno set on failure. */

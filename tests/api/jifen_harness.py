@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import queue
+import resource
 import random
 import re
 import shutil
@@ -244,11 +245,12 @@ class Server:
     ready line gives the port); stderr goes to a file in the temp dir.  env:
     variables added to (or overriding) os.environ for the server process."""
 
-    def __init__(self, db, workdir, test_clock=True, extra_args=(), env=None):
+    def __init__(self, db, workdir, test_clock=True, extra_args=(), env=None, nofile=None):
         self.db, self.workdir = db, workdir
         self.test_clock = test_clock
         self.extra_args = list(extra_args)
         self.env = dict(env) if env else None
+        self.nofile = nofile  # the server's limit of open descriptors, when set
         self.proc = None
         self.port = None
         self.lines = []
@@ -265,8 +267,15 @@ class Server:
         self.stderr_path = os.path.join(self.workdir, "serve-%d.stderr" % self.starts)
         errf = open(self.stderr_path, "wb")
         child_env = dict(os.environ, **self.env) if self.env else None
+        limit = self.nofile
+
+        def preexec():
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errf,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir, env=child_env)
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir, env=child_env,
+                                     preexec_fn=preexec if limit is not None else None)
         errf.close()
         ready = queue.Queue()
         proc = self.proc
@@ -368,7 +377,7 @@ class Env:
     """A temp dir, a database with tenants t1 and t2, and a running server
     (env: extra environment of the server process only, not of the CLI)."""
 
-    def __init__(self, test_clock=True, extra_args=(), env=None):
+    def __init__(self, test_clock=True, extra_args=(), env=None, nofile=None):
         if not os.path.exists(jifen_bin()):
             raise AssertionError("server binary not found: %s (set JIFEN_BIN)" % jifen_bin())
         self.dir = tempfile.mkdtemp(prefix="jifen-api-")
@@ -377,7 +386,7 @@ class Env:
         try:
             self.t1 = init_tenant(self.db, "t1")
             self.t2 = init_tenant(self.db, "t2")
-            self.server = Server(self.db, self.dir, test_clock, extra_args, env)
+            self.server = Server(self.db, self.dir, test_clock, extra_args, env, nofile)
             self.server.start()
         except BaseException:
             self._kill_and_rm()

@@ -26,6 +26,10 @@ MANY_CONNS = 300
 IDLE_CONNS = 200
 MANY_ROUNDS = 5
 MANY_DEADLINE_S = 30
+# The server's descriptor limit in test_out_of_descriptors_then_served, and
+# the connections that test opens beyond it.
+NOFILE = 64
+NOFILE_EXTRA_CONNS = 40
 # How far apart the HTTP loops' connection counts may be after a burst
 # (concurrent accepts can each pick the same loop before either counts).
 SPREAD_MAX = 8
@@ -189,6 +193,42 @@ class ConcurrencyTests(unittest.TestCase):
         self.assertGreaterEqual(len(counts), 2, text[:500])
         self.assertGreaterEqual(sum(counts), THREADS)
         self.assertLessEqual(max(counts) - min(counts), SPREAD_MAX, counts)
+
+    def test_out_of_descriptors_then_served(self):
+        """With its descriptors running out (RLIMIT_NOFILE), the server leaves
+        new connections in the listen backlog (src/server/loop.c pauses
+        accepting instead of spinning on EMFILE) and serves them once
+        answered connections close: every request is answered in the end."""
+        env = H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)}, nofile=NOFILE)
+        self.addCleanup(env.close)
+        socks = [socket.create_connection(("127.0.0.1", env.port))
+                 for _ in range(NOFILE + NOFILE_EXTRA_CONNS)]
+        for s in socks:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sel = selectors.DefaultSelector()
+        bufs = {}
+        for i, s in enumerate(socks):
+            sel.register(s, selectors.EVENT_READ, i)
+            bufs[i] = b""
+        answered = 0
+        deadline = time.monotonic() + MANY_DEADLINE_S
+        while answered < len(socks) and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.5):
+                i = key.data
+                chunk = key.fileobj.recv(4096)
+                bufs[i] += chunk
+                if not chunk or response_complete(bufs[i]) is not None:
+                    self.assertEqual(response_complete(bufs[i]), 200, "connection %d" % i)
+                    answered += 1
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()  # frees the server's descriptor
+        sel.close()
+        for s in socks:
+            s.close()
+        self.assertEqual(answered, len(socks), "answered %d of %d" % (answered, len(socks)))
+        self.assertIn("new connections wait in the backlog", env.server.stderr_tail(20000))
+        r = env.admin.get("/healthz")
+        self.assertEqual(r.status, 200)
 
     def test_64_redeems_of_the_whole_balance(self):
         for round_ in range(3):
