@@ -184,9 +184,7 @@ static void hand_over(srv_loop *to, int fd, const struct sockaddr_storage *addr,
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return srv_mono_ns() / 1000000u;
 }
 
 static bool epoll_add(int ep, int fd, uint32_t events)

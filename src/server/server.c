@@ -76,7 +76,7 @@ bool srv_closing(const jf_server *s)
     return atomic_load_explicit(&s->closing, memory_order_relaxed);
 }
 
-static uint64_t mono_ns(void)
+uint64_t srv_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -127,7 +127,7 @@ static void request_id_bits(unsigned char out[12])
     static _Thread_local bool seeded;
     if (!seeded) {
         if (getrandom(&base, sizeof base, 0) != (ssize_t)sizeof base)
-            base = mono_ns() ^ (uint64_t)(uintptr_t)&base;
+            base = srv_mono_ns() ^ (uint64_t)(uintptr_t)&base;
         seeded = true;
     }
     uint64_t a = mix64(base + count++), b = mix64(~base);
@@ -170,7 +170,7 @@ static srv_req *req_new(jf_server *s, struct MHD_Connection *conn, const char *u
     r->srv = s;
     r->conn = conn;
     r->loop = srv_loop_current();
-    r->start_ns = mono_ns();
+    r->start_ns = srv_mono_ns();
     r->start_wall_ms = wall_ms();
     copy_str(r->method, sizeof r->method, method);
     copy_str(r->path, sizeof r->path, url);
@@ -542,7 +542,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r)
         return;
     *req_cls = NULL;
-    uint64_t duration_ns = mono_ns() - r->start_ns;
+    uint64_t duration_ns = srv_mono_ns() - r->start_ns;
     if (r->status)
         srv_metrics_record(s->metrics, r->match.route, r->status, duration_ns);
     log_request(s, r, duration_ns);
@@ -707,11 +707,11 @@ void jf_server_quiesce(jf_server *s)
  * one is undefined) and no request is alive (for at most the grace time). */
 static void wait_idle(jf_server *s)
 {
-    uint64_t deadline = mono_ns() + (uint64_t)SHUTDOWN_GRACE_MS * 1000000u;
+    uint64_t deadline = srv_mono_ns() + (uint64_t)SHUTDOWN_GRACE_MS * 1000000u;
     for (;;) {
         long suspended = atomic_load(&s->suspended);
         long active = atomic_load(&s->active);
-        if (suspended == 0 && (active == 0 || mono_ns() > deadline))
+        if (suspended == 0 && (active == 0 || srv_mono_ns() > deadline))
             return;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);

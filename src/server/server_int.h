@@ -83,10 +83,11 @@ void srv_metrics_free(srv_metrics *m);
  * Lock-free: safe from every worker thread. */
 void srv_metrics_record(srv_metrics *m, int route, int status, uint64_t duration_ns);
 
-/* Renders the Prometheus text exposition of the HTTP counters and of the
- * engine's writer statistics.  Returns a malloc'd string or NULL. */
 typedef struct srv_loops srv_loops;
 
+/* Renders the Prometheus text exposition of the HTTP counters, the HTTP
+ * loops' gauges and the engine's writer statistics.  Returns a malloc'd
+ * string or NULL. */
 char *srv_metrics_render(srv_metrics *m, jf_engine *eng, const srv_loops *loops, size_t *len);
 
 /* loop.c: writes the HTTP loops' gauges (connections open, per loop) in

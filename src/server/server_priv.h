@@ -65,6 +65,9 @@ typedef struct srv_req {
     bool replayed;
 } srv_req;
 
+/* The monotonic clock in nanoseconds. */
+uint64_t srv_mono_ns(void);
+
 /* True once the server is quiescing: responses then close the connection. */
 bool srv_closing(const jf_server *s);
 

@@ -90,10 +90,21 @@ def response_complete(buf):
     return int(buf.split(b" ", 2)[1])
 
 
-def send_all_at_once(port, socks, requests):
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def loop_env(**kw):
+    """An Env whose server runs its HTTP loops without their periodic
+    wake-up (src/server/loop.c): a lost wake-up then leaves a request
+    unanswered instead of a second late."""
+    return H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)}, **kw)
+
+
+def send_all_at_once(socks, requests, close_answered=False):
     """Writes requests[i] on socks[i], then reads one response from each, all
-    from one thread, until every one is whole or the deadline passes.
-    Returns {index: status} of those answered."""
+    from one thread, until every one is whole or the deadline passes; closes
+    each socket once answered when close_answered (freeing the server's
+    descriptor).  Returns {index: status} of those answered."""
     for s, req in zip(socks, requests):
         s.sendall(req)
     sel = selectors.DefaultSelector()
@@ -115,6 +126,8 @@ def send_all_at_once(port, socks, requests):
             if status is not None:
                 answered[i] = status
                 sel.unregister(key.fileobj)
+                if close_answered:
+                    key.fileobj.close()
     sel.close()
     return answered
 
@@ -122,9 +135,7 @@ def send_all_at_once(port, socks, requests):
 class ConcurrencyTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        # The HTTP loops' periodic wake-up off (src/server/loop.c): a lost
-        # wake-up then leaves a request unanswered instead of a second late.
-        cls.env = H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)})
+        cls.env = loop_env()
         cls.addClassCleanup(cls.env.close)
         cls.a = cls.env.admin
         cls.key = cls.env.t1["api_key"]
@@ -152,7 +163,7 @@ class ConcurrencyTests(unittest.TestCase):
             for round_ in range(MANY_ROUNDS):
                 reqs = [http_bytes(port, self.key, m["id"], H.idem_key("many%d-%d" % (round_, i)))
                         for i in range(MANY_CONNS)]
-                answered = send_all_at_once(port, socks, reqs)
+                answered = send_all_at_once(socks, reqs)
                 self.assertEqual(len(answered), MANY_CONNS,
                                  "round %d: %d of %d connections unanswered after %d s"
                                  % (round_, MANY_CONNS - len(answered), MANY_CONNS,
@@ -170,18 +181,12 @@ class ConcurrencyTests(unittest.TestCase):
         (src/server/loop.c gives each new connection to the loop with the
         fewest; left to itself the loop that woke first took them all), as
         the jifen_http_connections gauges show."""
-        env = H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)})
+        env = loop_env()
         self.addCleanup(env.close)
         socks = [socket.create_connection(("127.0.0.1", env.port)) for _ in range(THREADS)]
         try:
-            for s in socks:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            for s in socks:
-                buf = b""
-                while response_complete(buf) is None:
-                    chunk = s.recv(4096)
-                    self.assertTrue(chunk, "connection closed before its answer")
-                    buf += chunk
+            answered = send_all_at_once(socks, [HEALTHZ] * THREADS)
+            self.assertEqual(answered, {i: 200 for i in range(THREADS)})
             r = env.admin.get("/metrics")
             self.assertEqual(r.status, 200)
             text = r.raw.decode()
@@ -199,33 +204,16 @@ class ConcurrencyTests(unittest.TestCase):
         new connections in the listen backlog (src/server/loop.c pauses
         accepting instead of spinning on EMFILE) and serves them once
         answered connections close: every request is answered in the end."""
-        env = H.Env(env={"JIFEN_HTTP_LOOP_WAIT_MS": str(LOOP_WAIT_OFF_MS)}, nofile=NOFILE)
+        env = loop_env(nofile=NOFILE)
         self.addCleanup(env.close)
-        socks = [socket.create_connection(("127.0.0.1", env.port))
-                 for _ in range(NOFILE + NOFILE_EXTRA_CONNS)]
-        for s in socks:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        sel = selectors.DefaultSelector()
-        bufs = {}
-        for i, s in enumerate(socks):
-            sel.register(s, selectors.EVENT_READ, i)
-            bufs[i] = b""
-        answered = 0
-        deadline = time.monotonic() + MANY_DEADLINE_S
-        while answered < len(socks) and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.5):
-                i = key.data
-                chunk = key.fileobj.recv(4096)
-                bufs[i] += chunk
-                if not chunk or response_complete(bufs[i]) is not None:
-                    self.assertEqual(response_complete(bufs[i]), 200, "connection %d" % i)
-                    answered += 1
-                    sel.unregister(key.fileobj)
-                    key.fileobj.close()  # frees the server's descriptor
-        sel.close()
-        for s in socks:
-            s.close()
-        self.assertEqual(answered, len(socks), "answered %d of %d" % (answered, len(socks)))
+        n = NOFILE + NOFILE_EXTRA_CONNS
+        socks = [socket.create_connection(("127.0.0.1", env.port)) for _ in range(n)]
+        try:
+            answered = send_all_at_once(socks, [HEALTHZ] * n, close_answered=True)
+        finally:
+            for s in socks:
+                s.close()
+        self.assertEqual(answered, {i: 200 for i in range(n)})
         self.assertIn("new connections wait in the backlog", env.server.stderr_tail(20000))
         r = env.admin.get("/healthz")
         self.assertEqual(r.status, 200)
