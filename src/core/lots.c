@@ -205,21 +205,17 @@ jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out,
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
 }
 
-/* One due lot expired: its consumption, and the lot closed with nothing
- * left, only if it still holds what its entry says and has not expired
- * (I10); then its closed entry (jf_lots_expire removed the open one). */
+/* One due lot expired: closed with nothing left and what it lost recorded
+ * on the lot itself (expired_amount, not a consumption: schema version 13),
+ * only if it still holds what its entry says and has not expired (I10);
+ * then its closed entry (jf_lots_expire removed the open one). */
 static jf_err lot_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *d)
 {
     jf_err err =
         jf_db_run(ctx->db,
-                  "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
-                  " VALUES(?,?,?,?,?)",
-                  "IIIII", ctx->auth->tenant, tx_seq, d->seq, d->remaining, ctx->now_ms);
-    if (err == JF_OK)
-        err = jf_db_run(ctx->db,
-                        "UPDATE lots SET remaining = 0, expired_tx_seq = ?1, closed = 1"
-                        " WHERE seq = ?2 AND remaining = ?3 AND expired_tx_seq IS NULL",
-                        "III", tx_seq, d->seq, d->remaining);
+                  "UPDATE lots SET remaining = 0, expired_tx_seq = ?1, expired_amount = ?3,"
+                  " closed = 1 WHERE seq = ?2 AND remaining = ?3 AND expired_tx_seq IS NULL",
+                  "III", tx_seq, d->seq, d->remaining);
     if (err == JF_OK && jf_db_changes(ctx->db) != 1)
         return jf_fail(ctx, JF_ERR_INTERNAL, "Lot %lld of %s cannot expire.", (long long)d->seq,
                        member_id);

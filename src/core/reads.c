@@ -23,7 +23,8 @@ static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char 
                      "IssI", ctx->auth->tenant, member_id, account, as_of);
 }
 
-/* Lots as they stood at as_of: remaining = amount − consumptions up to then. */
+/* Lots as they stood at as_of: remaining = amount − consumptions up to
+ * then − what an expiry up to then took (recorded on the lot). */
 static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t *available,
                       int64_t *pending, int64_t *total)
 {
@@ -35,7 +36,9 @@ static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t
         "   OR expires_at > ?1) THEN r END), 0),"
         " COALESCE(SUM(r), 0)"
         " FROM (SELECT l.available_at, l.expires_at, l.amount - COALESCE((SELECT SUM(c.amount)"
-        "   FROM consumptions c WHERE c.lot_seq = l.seq AND c.created_at <= ?1), 0) AS r"
+        "   FROM consumptions c WHERE c.lot_seq = l.seq AND c.created_at <= ?1), 0)"
+        "   - COALESCE((SELECT l.expired_amount FROM transactions x WHERE x.tenant_id = l.tenant_id"
+        "   AND x.seq = l.expired_tx_seq AND x.created_at <= ?1), 0) AS r"
         "   FROM member_lots s JOIN lots l ON l.seq = s.seq WHERE s.tenant_id = ?2"
         "   AND s.member_id = ?3 AND l.created_at <= ?1)",
         "IIs", as_of, ctx->auth->tenant, member_id);

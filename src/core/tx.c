@@ -334,7 +334,26 @@ static json_t *tx_row_json(sqlite3_stmt *st)
     return jf_tx_view_json(&t, sqlite3_column_int64(st, 20));
 }
 
-static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
+/* What each lot gave to the transaction: its consumptions, and for an
+ * expiry the lots it expired (they record it themselves since schema
+ * version 13), in the order the expiry took them. */
+static sqlite3_stmt *tx_consumptions(jf_ctx *ctx, int64_t seq, bool is_expire)
+{
+    if (is_expire)
+        return jf_db_query(ctx->db,
+                           "SELECT l.id, l.expired_amount FROM transactions x JOIN member_lots s"
+                           " ON s.tenant_id = x.tenant_id AND s.member_id = x.member_id"
+                           " JOIN lots l ON l.seq = s.seq WHERE x.tenant_id=?1 AND x.seq=?2"
+                           " AND s.closed = 1 AND l.expired_tx_seq=?2"
+                           " ORDER BY s.expires_key, s.available_at, s.seq",
+                           "II", ctx->auth->tenant, seq);
+    return jf_db_query(ctx->db,
+                       "SELECT l.id, c.amount FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
+                       " WHERE c.tenant_id=? AND c.tx_seq=? ORDER BY c.rowid",
+                       "II", ctx->auth->tenant, seq);
+}
+
+static jf_err tx_details(jf_ctx *ctx, int64_t seq, bool is_expire, json_t *o)
 {
     json_t *postings = json_array(), *cons = json_array();
     sqlite3_stmt *st = jf_db_query(
@@ -345,11 +364,7 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, json_t *o)
                                                   (json_int_t)sqlite3_column_int64(st, 1)));
     if (st)
         sqlite3_reset(st);
-    sqlite3_stmt *cs =
-        jf_db_query(ctx->db,
-                    "SELECT l.id, c.amount FROM consumptions c JOIN lots l ON l.seq = c.lot_seq"
-                    " WHERE c.tenant_id=? AND c.tx_seq=? ORDER BY c.rowid",
-                    "II", ctx->auth->tenant, seq);
+    sqlite3_stmt *cs = tx_consumptions(ctx, seq, is_expire);
     while (cs && sqlite3_step(cs) == SQLITE_ROW)
         json_array_append_new(cons, json_pack("{sssI}", "lot_id", jf_db_text(cs, 0), "amount",
                                               (json_int_t)sqlite3_column_int64(cs, 1)));
@@ -382,6 +397,7 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     }
     int64_t seq = sqlite3_column_int64(st, 0);
     bool is_earn = strcmp(jf_db_text(st, 2), "earn") == 0;
+    bool is_expire = strcmp(jf_db_text(st, 2), "expire") == 0;
     char hash[2 * JF_HASH_BYTES + 1] = "";
     if (sqlite3_column_bytes(st, 18) == JF_HASH_BYTES)
         jf_hex(sqlite3_column_blob(st, 18), JF_HASH_BYTES, hash);
@@ -389,7 +405,7 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     sqlite3_reset(st);
     jf_err err = tx_add_awards(ctx, o, is_earn, seq);
     if (err == JF_OK && details) {
-        err = tx_details(ctx, seq, o);
+        err = tx_details(ctx, seq, is_expire, o);
         json_object_set_new(o, "hash", json_string(hash));
     }
     if (err != JF_OK) {

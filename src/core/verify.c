@@ -98,9 +98,10 @@ static jf_err check_lots(verifier *v, int64_t t)
         " WHERE m.tenant_id = ?1 AND lots <> bal",
         t);
     if (err == JF_OK)
-        err = check_rows(v, "I4", "lot remaining differs from amount minus consumptions",
+        err = check_rows(v, "I4", "lot remaining differs from amount minus consumptions and expiry",
                          "SELECT l.id, l.remaining, l.amount - COALESCE((SELECT SUM(c.amount)"
-                         " FROM consumptions c WHERE c.lot_seq = l.seq), 0) AS r FROM lots l"
+                         " FROM consumptions c WHERE c.lot_seq = l.seq), 0)"
+                         " - COALESCE(l.expired_amount, 0) AS r FROM lots l"
                          " WHERE l.tenant_id = ? AND (l.remaining <> r OR l.remaining < 0 OR"
                          " l.remaining > l.amount)",
                          t);
@@ -111,12 +112,30 @@ static jf_err check_lots(verifier *v, int64_t t)
                          " WHERE l.seq = c.lot_seq)",
                          t);
     if (err == JF_OK)
-        err = check_rows(v, "I10", "lot expired more than once or expired and not emptied",
-                         "SELECT l.id, (SELECT count(*) FROM consumptions c JOIN transactions x"
-                         " ON x.tenant_id = c.tenant_id AND x.seq = c.tx_seq WHERE c.lot_seq ="
-                         " l.seq AND x.type = 'expire') AS n, l.remaining FROM lots l WHERE"
-                         " l.tenant_id = ? AND (n > 1 OR (l.expired_tx_seq IS NOT NULL AND"
-                         " (l.remaining <> 0 OR n <> 1)) OR (l.expired_tx_seq IS NULL AND n > 0))",
+        err = check_rows(v, "I10", "lot expired but not emptied, or its expiry not recorded",
+                         "SELECT l.id, l.remaining, l.expired_amount FROM lots l"
+                         " WHERE l.tenant_id = ? AND ((l.expired_tx_seq IS NULL) <>"
+                         " (l.expired_amount IS NULL) OR (l.expired_tx_seq IS NOT NULL AND"
+                         " (l.remaining <> 0 OR NOT EXISTS (SELECT 1 FROM transactions x WHERE"
+                         " x.tenant_id = l.tenant_id AND x.seq = l.expired_tx_seq AND"
+                         " x.type = 'expire' AND x.member_id = l.member_id))))",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I10", "expiry's points differ from what its lots lost",
+                         "WITH e(seq, total) AS (SELECT expired_tx_seq, SUM(expired_amount)"
+                         " FROM lots WHERE tenant_id = ?1 AND expired_tx_seq IS NOT NULL"
+                         " GROUP BY expired_tx_seq)"
+                         " SELECT x.id, x.points, COALESCE(e.total, 0) AS lost FROM transactions x"
+                         " LEFT JOIN e ON e.seq = x.seq WHERE x.tenant_id = ?1"
+                         " AND x.type = 'expire' AND x.points <> lost",
+                         t);
+    /* Since schema version 13 an expiry consumes nothing: a consumption by
+     * one would expire its lot a second time. */
+    if (err == JF_OK)
+        err = check_rows(v, "I10", "lot consumed by an expiry",
+                         "SELECT l.id, c.amount, c.tx_seq FROM consumptions c JOIN transactions x"
+                         " ON x.tenant_id = c.tenant_id AND x.seq = c.tx_seq JOIN lots l"
+                         " ON l.seq = c.lot_seq WHERE c.tenant_id = ? AND x.type = 'expire'",
                          t);
     return err;
 }

@@ -392,6 +392,17 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 13 back to version 12: each expired lot's
+# loss a consumption by its expire transaction, and no expired_amount.
+UNDO_V13 = (
+    "INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+    " SELECT l.tenant_id, l.expired_tx_seq, l.seq, l.expired_amount, x.created_at FROM lots l"
+    " JOIN transactions x ON x.tenant_id = l.tenant_id AND x.seq = l.expired_tx_seq"
+    " ORDER BY l.expired_tx_seq, l.expires_at, l.available_at, l.seq;"
+    "ALTER TABLE lots DROP COLUMN expired_amount;"
+    "UPDATE meta SET value = '12' WHERE key = 'schema_version';")
+
+
 # Takes a database of schema version 12 back to version 11: no usage rows or
 # award caps, and the awards' index by rule and member.
 UNDO_V12 = (
@@ -511,7 +522,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -536,7 +547,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -564,7 +575,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -596,7 +607,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -651,7 +662,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -665,7 +676,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -694,13 +705,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 12",
+        self.assertIn("upgrading the database from schema version 7 to 13",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -713,7 +724,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -738,13 +749,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 12",
+        self.assertIn("upgrading the database from schema version 8 to 13",
                       env.server.stderr_tail())
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
@@ -752,7 +763,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
@@ -787,7 +798,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -804,7 +815,7 @@ class MigrationTests(unittest.TestCase):
         db.commit()
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 9 to 12",
+        self.assertIn("upgrading the database from schema version 9 to 13",
                       env.server.stderr_tail())
         for m in (m1, m2):
             self.assertEqual(state(m), before[m])
@@ -814,7 +825,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             # The redeem's transaction entry; its two lots' entries closed in place.
             self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                              entries + 1)
@@ -863,15 +874,15 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 10 to 12",
+        self.assertIn("upgrading the database from schema version 10 to 13",
                       env.server.stderr_tail())
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "12")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
             self.assertEqual(db.execute(q).fetchall(), entries)
         finally:
             db.close()
@@ -902,10 +913,10 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V12)
+        db.executescript(UNDO_V13 + UNDO_V12)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 11 to 12",
+        self.assertIn("upgrading the database from schema version 11 to 13",
                       env.server.stderr_tail())
         db = sqlite3.connect(env.db)
         try:
@@ -922,6 +933,65 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual((got.get(capped["id"], 0), got.get(budget["id"], 0)), (0, 7))
         got = awards(m2, "u4")
         self.assertEqual((got.get(capped["id"], 0), got.get(budget["id"], 0)), (10, 2))
+
+    def test_v12_expiry_moves_onto_the_lot(self):
+        """Version 13 records what an expired lot lost on the lot (expired_amount)
+        instead of a consumption by the expiry.  A v12 database upgrades to exactly
+        what the writer now writes: the same lots, no expiry consumptions, the same
+        transaction views and points as of any time, and verify passes."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m1, m2 = H.create_member(a)["id"], H.create_member(a)["id"]
+        now = H.clock_now(a)
+        exp = H.fmt_time(now + 86400000)
+        H.check_ok(H.earn(a, m1, 100, expires_at=exp), 201, "earn")
+        H.check_ok(H.earn(a, m1, 50, expires_at=exp), 201, "earn")
+        H.check_ok(H.redeem(a, m1, 30), 201, "redeem")
+        H.check_ok(H.earn(a, m2, 40, expires_at=exp), 201, "earn")
+        H.check_ok(H.earn(a, m2, 10), 201, "earn")
+        H.clock_advance(a, 2 * 86400000)
+        b = H.check_ok(a.post("/v1/expiry/run", {}), 200, "expiry")
+        self.assertEqual((b["lots"], b["expired_points"]), (3, 160))
+        before, after = H.fmt_time(now + 3600000), H.fmt_time(H.clock_now(a))
+
+        def seen():
+            ts = [t for mid in (m1, m2)
+                  for t in H.list_all(a, "/v1/members/%s/transactions" % mid, {})]
+            views = {t["id"]: a.get("/v1/transactions/%s" % t["id"]).body for t in ts}
+            pts = [H.points_of(a, mid, as_of=at) for mid in (m1, m2) for at in (before, after)]
+            return views, pts
+        kept = seen()
+        expired = [v for v in kept[0].values() if v["type"] == "expire"]
+        lost = [c["amount"] for v in expired for c in v["consumptions"]]
+        self.assertEqual((len(lost), sum(lost)), (3, 160))
+        self.assertEqual([(p["balance"], p["available"]) for p in kept[1]],
+                         [(120, 120), (0, 0), (50, 50), (10, 10)])
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        lots = "SELECT seq, remaining, expired_tx_seq, expired_amount FROM lots ORDER BY seq"
+        expiry_consumptions = ("SELECT count(*) FROM consumptions c JOIN transactions x"
+                               " ON x.tenant_id = c.tenant_id AND x.seq = c.tx_seq"
+                               " WHERE x.type = 'expire'")
+        kept_lots = db.execute(lots).fetchall()
+        self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
+        self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
+        db.executescript(UNDO_V13)
+        self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 12 to 13",
+                      env.server.stderr_tail())
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute(lots).fetchall(), kept_lots)
+            self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+        finally:
+            db.close()
+        self.assertEqual(seen(), kept)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
 
 
 if __name__ == "__main__":

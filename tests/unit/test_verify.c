@@ -43,15 +43,16 @@ static void run(jf_engine *eng, const jf_auth *auth, jf_op op, const char *id, c
     jf_result_deinit(&res);
 }
 
-/* Builds a ledger with an earn, a redeem and a transfer in a new file. */
+/* Builds a ledger with an earn, a redeem and a transfer in a new file, and
+ * at the end an expiry of a partly spent lot (the test clock moved past it). */
 static void build_ledger(void)
 {
     snprintf(db_dir, sizeof(db_dir), "/tmp/jifen-verify-XXXXXX");
     assert_non_null(mkdtemp(db_dir));
     snprintf(db_path, sizeof(db_path), "%s/v.db", db_dir);
-    jf_engine_options o = {.db_path = db_path};
+    jf_engine_options o = {.db_path = db_path, .test_clock = true};
     jf_engine *eng = NULL;
-    char err[256], tenant[64], key[128], a[64], b[64];
+    char err[256], tenant[64], key[128], a[64], b[64], c[64];
     assert_int_equal(jf_engine_open(&o, &eng, err, sizeof(err)), JF_OK);
     assert_int_equal(jf_tenant_create(eng, "v", tenant, sizeof(tenant), key, sizeof(key)), JF_OK);
     jf_auth auth;
@@ -78,6 +79,14 @@ static void build_ledger(void)
         "{\"order\":{\"id\":\"o5\",\"amount\":1000,\"currency\":\"CNY\"}}", NULL);
     run(eng, &auth, JF_OP_EARN, b, "k6",
         "{\"order\":{\"id\":\"o6\",\"amount\":2000,\"currency\":\"CNY\"}}", NULL);
+    run(eng, &auth, JF_OP_MEMBER_CREATE, NULL, NULL, "{\"external_id\":\"c\"}", c);
+    run(eng, &auth, JF_OP_EARN, c, "k7", "{\"points\":40,\"expires_at\":\"2099-01-01T00:00:00Z\"}",
+        NULL);
+    run(eng, &auth, JF_OP_EARN, c, "k8", "{\"points\":5,\"expires_at\":\"2099-01-01T00:00:00Z\"}",
+        NULL);
+    run(eng, &auth, JF_OP_REDEEM, c, "k9", "{\"points\":15}", NULL);
+    run(eng, &auth, JF_OP_CLOCK_SET, NULL, NULL, "{\"now\":\"2099-01-02T00:00:00Z\"}", NULL);
+    run(eng, &auth, JF_OP_EXPIRY_RUN, NULL, NULL, "{}", NULL);
     jf_engine_free(eng);
 }
 
@@ -165,6 +174,47 @@ static void test_edited_lot(void **state)
 {
     (void)state;
     expect_violation("UPDATE lots SET remaining = remaining - 1 WHERE remaining > 0;", "I4");
+}
+
+/* Since schema version 13 an expired lot records what it lost itself. */
+static void test_edited_expired_amount(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE lots SET expired_amount = expired_amount + 1"
+                     " WHERE expired_tx_seq IS NOT NULL;",
+                     "I4");
+}
+
+static void test_expiry_of_other_points(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE lots SET expired_amount = expired_amount + 1, amount = amount + 1"
+                     " WHERE expired_tx_seq IS NOT NULL;",
+                     "I10");
+}
+
+static void test_expiry_not_recorded(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE lots SET expired_amount = NULL WHERE expired_tx_seq IS NOT NULL;",
+                     "I10");
+}
+
+static void test_expiry_by_another_transaction(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE lots SET expired_tx_seq = (SELECT seq FROM transactions"
+                     " WHERE type = 'redeem' LIMIT 1) WHERE expired_tx_seq IS NOT NULL;",
+                     "I10");
+}
+
+static void test_expiry_as_consumption(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO consumptions(tenant_id, tx_seq, lot_seq, amount, created_at)"
+                     " SELECT tenant_id, expired_tx_seq, seq, 1, created_at FROM lots"
+                     " WHERE expired_tx_seq IS NOT NULL;",
+                     "I10");
 }
 
 static void test_negative_growth(void **state)
@@ -298,6 +348,11 @@ int main(void)
         cmocka_unit_test_teardown(test_deleted_transaction, remove_ledger),
         cmocka_unit_test_teardown(test_edited_balance, remove_ledger),
         cmocka_unit_test_teardown(test_edited_lot, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_expired_amount, remove_ledger),
+        cmocka_unit_test_teardown(test_expiry_of_other_points, remove_ledger),
+        cmocka_unit_test_teardown(test_expiry_not_recorded, remove_ledger),
+        cmocka_unit_test_teardown(test_expiry_by_another_transaction, remove_ledger),
+        cmocka_unit_test_teardown(test_expiry_as_consumption, remove_ledger),
         cmocka_unit_test_teardown(test_negative_growth, remove_ledger),
         cmocka_unit_test_teardown(test_tier_without_change, remove_ledger),
         cmocka_unit_test_teardown(test_points_below_debt, remove_ledger),
