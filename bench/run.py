@@ -66,6 +66,9 @@ def parse_args(argv):
     ap.add_argument("--systems", help="comma-separated subset of " + ",".join(SYSTEM_ORDER))
     ap.add_argument("--workloads", help="comma-separated subset of " + ",".join(WORKLOADS))
     ap.add_argument("--lots", type=int, help="lots to expire in W6")
+    ap.add_argument("--w6-rate", type=int,
+                    help="W6's foreground in earns/s, the same in every run (default: half of"
+                         " W1's maximum, measured on the W6 database before each run)")
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--batch-conns", type=int, default=4)
     ap.add_argument("--out", help="results JSON (default bench/results/latest.json)")
