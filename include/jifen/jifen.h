@@ -296,6 +296,9 @@ typedef struct jf_engine_stats {
     /* Write commands applied while the writer held its commit for the
      * syncer's flush of the one before (engine.c, writer_take_held). */
     uint64_t commands_held;
+    /* Slices of sliced jobs (expiry, POST /v1/batch) run in such a held
+     * commit while nothing else was queued (engine.c, writer_take_held). */
+    uint64_t job_slices_held;
     /* Times the checkpointer handed freed heap memory back to the system
      * after the writer had been idle (engine.c, ckpt_idle_trim), and how
      * long each took (malloc_trim holds an arena's lock while it runs). */

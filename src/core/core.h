@@ -164,6 +164,7 @@ struct jf_engine {
     bool has_syncer, has_sync_mu, s_stopping, s_busy;
     _Atomic bool s_flushing;        /* a flush is running: the writer holds its commit (engine.c) */
     _Atomic uint64_t commands_held; /* commands that joined a held commit */
+    _Atomic uint64_t job_slices_held; /* job slices run in a held commit */
     pthread_t syncer;
     pthread_mutex_t sync_mu;
     pthread_cond_t cv_sync, cv_durable;

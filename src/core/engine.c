@@ -462,15 +462,11 @@ static int64_t mono_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* A sliced job's next slice waits (parked) while foreground commands are
- * queued, and runs when the queue is empty or after it has waited
- * JF_JOB_WAIT_MAX_MS: jobs use the writer's spare time and still progress
- * under full load, so the till keeps its latency while expiry runs. */
-static void writer_unpark(jf_engine *eng)
+/* Moves the first parked job to the head of the queue (there is one;
+ * eng->mu held). */
+static void writer_unpark_now(jf_engine *eng)
 {
     jf_cmd *j = eng->jobs_head;
-    if (j == NULL || (eng->q_head != NULL && mono_ms() - j->parked_ms < JF_JOB_WAIT_MAX_MS))
-        return;
     eng->jobs_head = j->next;
     if (eng->jobs_head == NULL)
         eng->jobs_tail = NULL;
@@ -479,6 +475,19 @@ static void writer_unpark(jf_engine *eng)
     if (eng->q_tail == NULL)
         eng->q_tail = j;
     eng->q_len++;
+}
+
+/* A sliced job's next slice waits (parked) while foreground commands are
+ * queued, and runs when the queue is empty or after it has waited
+ * JF_JOB_WAIT_MAX_MS: jobs use the writer's spare time and still progress
+ * under full load, so the till keeps its latency while expiry runs (and a
+ * held commit may take one, writer_take_held). */
+static void writer_unpark(jf_engine *eng)
+{
+    jf_cmd *j = eng->jobs_head;
+    if (j == NULL || (eng->q_head != NULL && mono_ms() - j->parked_ms < JF_JOB_WAIT_MAX_MS))
+        return;
+    writer_unpark_now(eng);
 }
 
 /* What a command costs a commit: a batch's slice counts each operation. */
@@ -536,19 +545,56 @@ static jf_cmd *writer_take(jf_engine *eng, size_t *room, size_t *count)
  * keeps the transaction open and adds what arrives meanwhile (up to max
  * commands), and commits when the flush is over (syncer.c wakes it): at
  * moderate load a commit then carries several writes instead of one, with
- * fewer WAL pages and flushes per write.  Parked jobs are left for a batch
- * of their own.  NULL once the flush is over or the engine stops. */
-static jf_cmd *writer_take_held(jf_engine *eng, size_t *room, size_t *count)
+ * fewer WAL pages and flushes per write.  With nothing queued the writer
+ * would only wait, so a sliced job (expiry, a batch of operations) gets a
+ * slice in the open transaction instead: the next slice of one already in
+ * it (*slice, when slice_own) or a parked one (taken like a queued command,
+ * *pulled, when pull).  Foreground commands still go first; the job's
+ * slice may hold the commit past the flush's end by one slice's time.
+ * NULL when there is nothing to add or the flush is over or the engine
+ * stops. */
+static jf_cmd *writer_take_held(jf_engine *eng, size_t *room, size_t *count, bool slice_own,
+                                bool pull, bool *slice, bool *pulled)
 {
     *count = 0;
+    *slice = *pulled = false;
     pthread_mutex_lock(&eng->mu);
-    while (eng->q_head == NULL && atomic_load(&eng->s_flushing) && !eng->stopping)
+    while (eng->q_head == NULL && !slice_own && !(pull && eng->jobs_head) &&
+           atomic_load(&eng->s_flushing) && !eng->stopping)
         pthread_cond_wait(&eng->cv_work, &eng->mu);
     jf_cmd *head = NULL;
-    if (atomic_load(&eng->s_flushing) && !eng->stopping)
-        head = queue_take(eng, room, count);
+    if (atomic_load(&eng->s_flushing) && !eng->stopping) {
+        if (eng->q_head == NULL && slice_own) {
+            *slice = true;
+        } else {
+            if (eng->q_head == NULL && pull && eng->jobs_head) {
+                writer_unpark_now(eng);
+                *pulled = true;
+            }
+            if (eng->q_head)
+                head = queue_take(eng, room, count);
+        }
+    }
     pthread_mutex_unlock(&eng->mu);
     return head;
+}
+
+/* The first command of the batch that is a sliced job with more to do: its
+ * index, or -1. */
+static int batch_job_again(const jf_cmd *batch, const bool *again)
+{
+    int i = 0;
+    for (const jf_cmd *c = batch; c; c = c->next, i++)
+        if (again[i])
+            return i;
+    return -1;
+}
+
+static jf_cmd *batch_nth(jf_cmd *batch, int i)
+{
+    while (i-- > 0)
+        batch = batch->next;
+    return batch;
 }
 
 /* Parks a sliced job for its next slice (writer_unpark). */
@@ -837,9 +883,27 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
     jf_err err = writer_apply_all(eng, batch, again);
     if (eng->poisoned)
         err = writer_redo(eng, batch, again, acc);
+    int slices = 0;
     while (err == JF_OK && room > 0) {
         size_t k = 0;
-        jf_cmd *more = writer_take_held(eng, &room, &k);
+        bool slice = false, pulled = false;
+        int job = batch_job_again(batch, again);
+        bool may = slices < JF_HELD_SLICES_MAX;
+        jf_cmd *more =
+            writer_take_held(eng, &room, &k, may && job >= 0, may && job < 0, &slice, &pulled);
+        if (slice || pulled) {
+            slices++;
+            atomic_fetch_add(&eng->job_slices_held, 1);
+        }
+        if (slice) {
+            jf_cmd *c = batch_nth(batch, job);
+            free(c->res.body);
+            c->res.body = NULL;
+            again[job] = writer_apply_one(eng, c);
+            if (eng->poisoned)
+                err = writer_redo(eng, batch, again, acc);
+            continue;
+        }
         if (more == NULL)
             break;
         err = writer_apply_more(eng, batch, more, n, again, acc);
@@ -1693,6 +1757,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->warm_seconds = (double)atomic_load(&eng->warm_us) / 1e6;
     out->batches_redone = atomic_load(&eng->batches_redone);
     out->commands_held = atomic_load(&eng->commands_held);
+    out->job_slices_held = atomic_load(&eng->job_slices_held);
     out->memory_trims = atomic_load(&eng->memory_trims);
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);

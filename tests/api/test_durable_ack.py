@@ -204,6 +204,41 @@ class DurableAckTests(unittest.TestCase):
         for i in range(len(writes)):
             self.assertEqual(H.member_of(admin, mids[1 + i])["points"]["available"], 10 + i)
 
+    def test_job_slice_joins_a_held_commit(self):
+        """While a flush is held and nothing else is queued, the writer runs a
+        sliced job's next slice in its open transaction instead of waiting
+        (engine.c, writer_take_held): an expiry of 600 lots (slices of 250)
+        sent while an earn's flush is held commits nothing, and one of its
+        slices runs in the held commit, one only (JF_HELD_SLICES_MAX).  Once
+        the gate opens the expiry answers for every lot."""
+        admin = self.env.admin
+        mids = [H.create_member(admin)["id"] for _ in range(3)]
+        now = H.clock_now(admin)
+        ops = [{"op": "earn", "id": mids[i % 3], "idempotency_key": H.idem_key("lot"),
+                "body": {"points": 1, "expires_at": H.fmt_time(now + 3600 * 1000)}}
+               for i in range(600)]
+        r = admin.post("/v1/batch", {"operations": ops})
+        self.assertEqual(H.check_ok(r, 200, "batch")["succeeded"], 600)
+        H.clock_set(admin, now + 2 * 3600 * 1000)
+        first = self.hold_earn(H.create_member(admin)["id"], 1, H.idem_key("held-first"))
+        commits = H.metric(admin, "jifen_writer_commits_total")
+        slices = H.metric(admin, "jifen_writer_job_slices_held_total")
+        run = Pending(self.env.client(self.key), "POST", "/v1/expiry/run", {})
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while H.metric(admin, "jifen_writer_job_slices_held_total") == slices:
+            self.assertLess(time.monotonic(), deadline, "no job slice joined the held commit")
+            time.sleep(0.002)
+        self.assertFalse(run.done.wait(HELD_S), "expiry answered while the gate was closed")
+        self.assertEqual(H.metric(admin, "jifen_writer_job_slices_held_total"), slices + 1)
+        self.assertEqual(H.metric(admin, "jifen_writer_commits_total"), commits,
+                         "the writer committed while the flush before was held")
+        self.gate.open()
+        H.check_ok(first.result(), 201, "held earn")
+        got = H.check_ok(run.result(), 200, "expiry")
+        self.assertEqual((got["lots"], got["expired_points"], got["members"]), (600, 600, 3))
+        for m in mids:
+            self.assertEqual(H.points_of(admin, m)["balance"], 0)
+
     def test_sigterm_while_flush_held(self):
         env = self.env
         mid = H.create_member(env.admin)["id"]
