@@ -211,7 +211,9 @@ class SliceTests(unittest.TestCase):
         r = self.a.post("/v1/batch", {"operations": [op("earn", m, {"points": 1})
                                                      for _ in range(1000)]})
         self.assertEqual(r.body["succeeded"], 1000, r)
-        self.assertGreaterEqual(H.metric(self.a, "jifen_writer_commits_total") - before, 4)
+        # Four slices; a commit held for the flush before it may take one
+        # more slice (JF_HELD_SLICES_MAX), so at least two commits.
+        self.assertGreaterEqual(H.metric(self.a, "jifen_writer_commits_total") - before, 2)
         self.assertEqual([x["body"]["points"]["available"] for x in r.body["results"]],
                          list(range(1, 1001)))
 
