@@ -579,22 +579,15 @@ static jf_cmd *writer_take_held(jf_engine *eng, size_t *room, size_t *count, boo
     return head;
 }
 
-/* The first command of the batch that is a sliced job with more to do: its
- * index, or -1. */
-static int batch_job_again(const jf_cmd *batch, const bool *again)
+/* The first command of the batch that is a sliced job with more to do, and
+ * its index in *i; NULL when there is none. */
+static jf_cmd *batch_job_again(jf_cmd *batch, const bool *again, int *i)
 {
-    int i = 0;
-    for (const jf_cmd *c = batch; c; c = c->next, i++)
-        if (again[i])
-            return i;
-    return -1;
-}
-
-static jf_cmd *batch_nth(jf_cmd *batch, int i)
-{
-    while (i-- > 0)
-        batch = batch->next;
-    return batch;
+    *i = 0;
+    for (jf_cmd *c = batch; c; c = c->next, (*i)++)
+        if (again[*i])
+            return c;
+    return NULL;
 }
 
 /* Parks a sliced job for its next slice (writer_unpark). */
@@ -887,19 +880,19 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
     while (err == JF_OK && room > 0) {
         size_t k = 0;
         bool slice = false, pulled = false;
-        int job = batch_job_again(batch, again);
         bool may = slices < JF_HELD_SLICES_MAX;
+        int ji = -1;
+        jf_cmd *job = may ? batch_job_again(batch, again, &ji) : NULL;
         jf_cmd *more =
-            writer_take_held(eng, &room, &k, may && job >= 0, may && job < 0, &slice, &pulled);
+            writer_take_held(eng, &room, &k, job != NULL, may && job == NULL, &slice, &pulled);
         if (slice || pulled) {
             slices++;
             atomic_fetch_add(&eng->job_slices_held, 1);
         }
         if (slice) {
-            jf_cmd *c = batch_nth(batch, job);
-            free(c->res.body);
-            c->res.body = NULL;
-            again[job] = writer_apply_one(eng, c);
+            free(job->res.body);
+            job->res.body = NULL;
+            again[ji] = writer_apply_one(eng, job);
             if (eng->poisoned)
                 err = writer_redo(eng, batch, again, acc);
             continue;

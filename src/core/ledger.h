@@ -132,7 +132,8 @@ typedef struct jf_due_lot {
 jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out, int *n,
                    int64_t *points);
 /* Expires lots[0..n), read by jf_lots_due in this command, in the expire
- * transaction tx_seq: each lot's consumption, the lot and its entry. */
+ * transaction tx_seq: each lot closed with what it lost (expired_amount)
+ * and its entry. */
 jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *lots,
                       int n);
 jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,

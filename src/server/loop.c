@@ -209,7 +209,7 @@ static void accept_pause(srv_loop *l, int err)
                 strerror(err), (unsigned long long)n);
     }
     if (epoll_ctl(l->ep, EPOLL_CTL_DEL, l->owner->listen_fd, NULL) == 0)
-        l->accept_resume_ms = mono_ms() + ACCEPT_PAUSE_MS;
+        l->accept_resume_ms = now + ACCEPT_PAUSE_MS;
 }
 
 /* Watches the listening socket again once the pause is over; the
