@@ -3,6 +3,7 @@
 
 BUILD_DIR := build
 ASAN_DIR  := build-asan
+FUZZ_DIR  := build-fuzz
 CTEST_JOBS ?= 2
 
 # Sources clang-format owns: everything C in the repository outside build trees.
@@ -10,7 +11,7 @@ FORMAT_DIRS := include src tests bench
 
 .DEFAULT_GOAL := build
 
-.PHONY: help deps build test asan run clean format
+.PHONY: help deps build test asan run clean format fuzz fuzz-smoke
 
 help: ## List the targets.
 	@echo "jifen make targets:"
@@ -25,9 +26,10 @@ build: deps ## Configure (RelWithDebInfo) and build into build/; the command is 
 
 # The benchmark's smoke run (seconds) comes first so that it cannot rot and
 # ctest's summary stays the last thing printed.
-test: build ## Build, run the benchmark smoke run, then every test (unit, model, API) with ctest.
+test: build ## Build, run the benchmark smoke run, every test (unit, model, API, fuzz corpus) with ctest, then a short libFuzzer run.
 	python3 bench/run.py --smoke
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
+	$(MAKE) --no-print-directory fuzz-smoke
 
 # Sanitizers slow the model test about tenfold, so its run here is shorter (MODEL_OPS);
 # `make test` runs the full 100,000 operations.
@@ -41,7 +43,7 @@ run: build ## Build and start the demo server (data in ./data); prints the URL a
 	scripts/demo.sh
 
 clean: ## Remove the build trees (keeps ./data, the demo database).
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)
 
 format: ## Reformat every C source and header with clang-format (.clang-format).
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \
@@ -67,3 +69,16 @@ bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harnes
 
 bench-memory: build ## RSS with 1M members / 10M transactions, restart time (about 20 min).
 	python3 bench/memory.py $(BENCH_ARGS)
+
+# Fuzzing (tests/fuzz/README.md): the harnesses linked with clang's libFuzzer, ASan and UBSan
+# in build-fuzz/, each run for FUZZ_SECONDS from the committed corpus.  ctest replays that
+# corpus in every build; `make test` ends with `fuzz-smoke`, a short run of each.
+FUZZ_SECONDS ?= 600
+fuzz: deps ## libFuzzer: every harness for FUZZ_SECONDS (default 600) each; crashes in build-fuzz/fuzz-crashes.
+	cmake -G Ninja -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+		-DCMAKE_C_FLAGS_DEBUG="-g -O1" -DJIFEN_FUZZ=ON
+	ninja -C $(FUZZ_DIR) fuzz
+	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+fuzz-smoke: ## libFuzzer for 15 s per harness from the committed seeds (part of `make test`).
+	FUZZ_FRESH=1 $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15

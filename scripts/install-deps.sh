@@ -12,9 +12,10 @@
 # post-install scripts from starting their distribution services.
 set -euo pipefail
 
-# The one list of what the build, the tests and `make run` need.
+# The one list of what the build, the tests and `make run` need (libclang-rt-14-dev: clang's
+# libFuzzer and sanitizer runtimes, for `make fuzz`).
 PACKAGES=(
-    build-essential gcc clang clang-format cmake ninja-build pkg-config
+    build-essential gcc clang libclang-rt-14-dev clang-format cmake ninja-build pkg-config
     libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev libcmocka-dev
     python3 curl tzdata sqlite3 ca-certificates
 )
