@@ -80,5 +80,5 @@ fuzz: deps ## libFuzzer: every harness for FUZZ_SECONDS (default 600) each; cras
 	ninja -C $(FUZZ_DIR) fuzz
 	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
 
-fuzz-smoke: ## libFuzzer for 15 s per harness from the committed seeds (part of `make test`).
-	FUZZ_FRESH=1 $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+fuzz-smoke: ## libFuzzer for 10 s per harness from the committed seeds (part of `make test`).
+	FUZZ_FRESH=1 $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10

@@ -104,9 +104,12 @@ static int64_t floor_div(int64_t a, int64_t b)
     return q;
 }
 
+/* a - floor_div(a, b) * b, without the product, which overflows for an a
+ * within b of INT64_MIN (a transition time can be one: tests/fuzz/fuzz_tz.c). */
 static int64_t floor_mod(int64_t a, int64_t b)
 {
-    return a - floor_div(a, b) * b;
+    int64_t r = a % b;
+    return r != 0 && (r < 0) != (b < 0) ? r + b : r;
 }
 
 static bool is_leap(int64_t year)
@@ -402,26 +405,67 @@ void jf_tz_to_civil(const jf_tz *tz, int64_t utc_ms, jf_civil *out)
     out->second = (int)(sod % 60);
 }
 
-/* The earliest instant whose wall time is local_s, or, in a gap, the first
- * instant after it (the transition).  Every solution lies within
- * TZ_SEARCH_WINDOW_S of local_s, and the offsets at the window's ends and
- * middle are the candidates; a zone changes at most once in so short a span
- * in practice.  The gap search relies on wall time rising across it. */
-static int64_t local_to_utc_s(const jf_tz *tz, int64_t local_s)
+/* Keeps in *best the earlier of it and u = local_s - off, if u is after
+ * after_s and the zone has the offset off at u (so u shows the wall time
+ * local_s). */
+static void try_offset(const jf_tz *tz, int64_t local_s, int32_t off, int64_t after_s,
+                       int64_t *best)
 {
-    int32_t cand[3] = {jf_tz_offset_s(tz, local_s - TZ_SEARCH_WINDOW_S),
-                       jf_tz_offset_s(tz, local_s),
-                       jf_tz_offset_s(tz, local_s + TZ_SEARCH_WINDOW_S)};
+    int64_t u = local_s - off;
+    if (u > after_s && u < *best && jf_tz_offset_s(tz, u) == off)
+        *best = u;
+}
+
+/* The index of the first transition after t (trans_count when none is). */
+static uint32_t transition_after(const jf_tz *tz, int64_t t)
+{
+    uint32_t a = 0, b = tz->trans_count;
+    while (a < b) {
+        uint32_t mid = a + (b - a) / 2;
+        if (tz->trans_s[mid] <= t)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+/* The earliest instant after after_s whose wall time is local_s, or, in a
+ * gap, the first instant after it (the transition).  Every solution u has
+ * u + offset(u) = local_s, so lies within TZ_SEARCH_WINDOW_S of local_s, and
+ * its offset is one the zone has in that window: the one at the window's
+ * start, a transition's inside it, or past the last transition one of the
+ * footer's two.  Trying each finds the earliest, however often the zone
+ * changes in the window (a footer can change twice within an hour:
+ * tests/fuzz/fuzz_tz.c found one whose repeated hour converted back to its
+ * later instant when only the offsets at the window's ends and middle were
+ * tried).  after_s is INT64_MIN but for the next period's start, which must
+ * come after the instant it follows even where the wall clock went back a
+ * whole day (Alaska in 1867, America/Juneau and America/Sitka).  The gap
+ * search relies on wall time rising across it. */
+static int64_t local_to_utc_s(const jf_tz *tz, int64_t local_s, int64_t after_s)
+{
+    int64_t lo = local_s - TZ_SEARCH_WINDOW_S, hi = local_s + TZ_SEARCH_WINDOW_S;
     int64_t best = INT64_MAX;
-    for (int i = 0; i < 3; i++) {
-        int64_t u = local_s - cand[i];
-        if (jf_tz_offset_s(tz, u) == cand[i] && u < best)
-            best = u;
+    uint32_t n = tz->trans_count;
+    try_offset(tz, local_s, jf_tz_offset_s(tz, lo), after_s, &best);
+    for (uint32_t i = transition_after(tz, lo); i < n && tz->trans_s[i] <= hi; i++)
+        try_offset(tz, local_s, tz->type_off_s[tz->trans_type[i]], after_s, &best);
+    if (tz->footer.present && (n == 0 || hi > tz->trans_s[n - 1])) {
+        try_offset(tz, local_s, tz->footer.std_off_s, after_s, &best);
+        if (tz->footer.has_dst)
+            try_offset(tz, local_s, tz->footer.dst_off_s, after_s, &best);
     }
     if (best != INT64_MAX)
         return best;
+    if (after_s >= lo) {
+        /* Past after_s the wall clock never shows local_s (it is already
+         * later, or skips it): the period starts at once. */
+        if (after_s + 1 + jf_tz_offset_s(tz, after_s + 1) >= local_s || after_s >= hi)
+            return after_s + 1;
+        lo = after_s;
+    }
     /* Invariant: wall(lo) < local_s <= wall(hi), as offsets stay within the window. */
-    int64_t lo = local_s - TZ_SEARCH_WINDOW_S, hi = local_s + TZ_SEARCH_WINDOW_S;
     assert(lo + jf_tz_offset_s(tz, lo) < local_s && hi + jf_tz_offset_s(tz, hi) >= local_s);
     while (hi - lo > 1) {
         int64_t mid = lo + (hi - lo) / 2;
@@ -433,13 +477,21 @@ static int64_t local_to_utc_s(const jf_tz *tz, int64_t local_s)
     return hi;
 }
 
+/* The instant (ms) of local midnight starting y-m-d (carried as in
+ * jf_days_from_civil), after after_s as in local_to_utc_s. */
+static int64_t midnight_ms(const jf_tz *tz, int y, int m, int d, int64_t after_s)
+{
+    return s_to_ms_saturated(
+        local_to_utc_s(tz, days_from_civil64(y, m, d) * SECS_PER_DAY, after_s));
+}
+
 int64_t jf_tz_from_civil_ms(const jf_tz *tz, int year, int month, int day, int hour, int minute,
                             int second)
 {
     assert(tz != NULL);
     int64_t local_s = days_from_civil64(year, month, day) * SECS_PER_DAY + (int64_t)hour * 3600 +
                       (int64_t)minute * 60 + second;
-    return s_to_ms_saturated(local_to_utc_s(tz, local_s));
+    return s_to_ms_saturated(local_to_utc_s(tz, local_s, INT64_MIN));
 }
 
 int64_t jf_tz_day_start_ms(const jf_tz *tz, int64_t utc_ms)
@@ -463,19 +515,21 @@ int64_t jf_tz_period_end_ms(const jf_tz *tz, int64_t utc_ms, int add_months, jf_
     int y = (int)floor_div(months, 12);
     int m = (int)floor_mod(months, 12) + 1;
     int d = c.day < days_in_month(y, m) ? c.day : days_in_month(y, m);
+    /* The next period starts after utc_ms unless the shift went back. */
+    int64_t after_s = add_months >= 0 ? floor_div(utc_ms, 1000) : INT64_MIN;
     switch (period) {
     case JF_PERIOD_DAY:
-        return jf_tz_from_civil_ms(tz, y, m, d + 1, 0, 0, 0);
+        return midnight_ms(tz, y, m, d + 1, after_s);
     case JF_PERIOD_WEEK: {
         int since_monday = (int)floor_mod(jf_days_from_civil(y, m, d) + 3, 7);
-        return jf_tz_from_civil_ms(tz, y, m, d + 7 - since_monday, 0, 0, 0);
+        return midnight_ms(tz, y, m, d + 7 - since_monday, after_s);
     }
     case JF_PERIOD_MONTH:
-        return jf_tz_from_civil_ms(tz, y, m + 1, 1, 0, 0, 0);
+        return midnight_ms(tz, y, m + 1, 1, after_s);
     case JF_PERIOD_QUARTER:
-        return jf_tz_from_civil_ms(tz, y, (m - 1) / 3 * 3 + 4, 1, 0, 0, 0);
+        return midnight_ms(tz, y, (m - 1) / 3 * 3 + 4, 1, after_s);
     case JF_PERIOD_YEAR:
-        return jf_tz_from_civil_ms(tz, y + 1, 1, 1, 0, 0, 0);
+        return midnight_ms(tz, y + 1, 1, 1, after_s);
     }
     assert(!"unknown jf_period");
     return INT64_MAX;
@@ -631,6 +685,19 @@ static bool rd_footer(tz_reader *r, tz_footer *f)
     return r->pos == r->len && tzs_parse(text, f);
 }
 
+/* RFC 8536 (section 3.3): a footer must agree with the last transition, for
+ * it takes over after it.  One that gives another offset would move the wall
+ * clock at the next instant, a change no transition records (tests/fuzz found
+ * such files; zic never writes one), so the file is refused as inconsistent. */
+static bool footer_continues(const jf_tz *tz)
+{
+    uint32_t n = tz->trans_count;
+    if (!tz->footer.present || n == 0)
+        return true;
+    int64_t last_s = tz->trans_s[n - 1];
+    return footer_offset(&tz->footer, last_s) == tz->type_off_s[tz->trans_type[n - 1]];
+}
+
 /* Parses a whole TZif file.  Version 1 files use their only (32-bit) block;
  * later versions skip it for the 64-bit block and the footer. */
 static jf_err parse_tzif(const uint8_t *data, size_t len, jf_tz **out)
@@ -654,7 +721,7 @@ static jf_err parse_tzif(const uint8_t *data, size_t len, jf_tz **out)
         return JF_ERR_NOMEM;
     bool ok = read_block(&r, &c, time_size, tz);
     if (ok)
-        ok = version >= 2 ? rd_footer(&r, &tz->footer) : r.pos == r.len;
+        ok = version >= 2 ? rd_footer(&r, &tz->footer) && footer_continues(tz) : r.pos == r.len;
     if (!ok) {
         free(tz);
         return JF_ERR_UNKNOWN_TIMEZONE;

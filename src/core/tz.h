@@ -32,7 +32,8 @@ typedef struct jf_tz jf_tz; /* immutable once loaded; shareable between threads 
  * else /usr/share/zoneinfo, read when a name is first loaded; the cache is
  * keyed by name alone, so clear it after changing the directory.  "UTC" and
  * "Etc/UTC" are read from files like every other zone.  A footer with a DST
- * name but no change rule is refused rather than guessed.
+ * name but no change rule is refused rather than guessed, and so is one that
+ * disagrees with the last transition's offset (RFC 8536, section 3.3).
  *
  * Errors: JF_ERR_UNKNOWN_TIMEZONE for a bad name, a file that is missing,
  * unreadable, not a regular file, larger than 1 MiB, or not a valid TZif
@@ -70,11 +71,11 @@ void jf_tz_to_civil(const jf_tz *tz, int64_t utc_ms, jf_civil *out);
 
 /*
  * The UTC instant (ms) of a local wall time.  Ambiguous (fall back): the
- * earlier instant.  Nonexistent (spring forward gap): the instant the wall
- * clock jumps to, i.e. the transition itself; New York's 2026-03-08 02:30
- * gives 07:00Z, which reads 03:00 EDT.  Month and day outside their ranges
- * carry as in jf_days_from_civil, so do hour, minute and second (they are
- * added to local midnight).  Results beyond int64 milliseconds saturate.
+ * earliest instant, however many times the zone shows that wall time.  Nonexistent (spring forward
+ * gap): the instant the wall clock jumps to, i.e. the transition itself; New York's 2026-03-08
+ * 02:30 gives 07:00Z, which reads 03:00 EDT.  Month and day outside their ranges carry as in
+ * jf_days_from_civil, so do hour, minute and second (they are added to local midnight).  Results
+ * beyond int64 milliseconds saturate.
  */
 int64_t jf_tz_from_civil_ms(const jf_tz *tz, int year, int month, int day, int hour, int minute,
                             int second);
@@ -86,7 +87,10 @@ int64_t jf_tz_from_civil_ms(const jf_tz *tz, int year, int month, int day, int h
  * plus one month is Feb 28 (or 29).  Weeks run Monday to Sunday (ISO 8601),
  * quarters start in January, April, July and October.
  * E.g. Asia/Shanghai, earn 2026-03-15T10:00+08, add_months 12, YEAR ->
- * 2028-01-01T00:00+08.  |add_months| must be at most 120000 (an assertion:
+ * 2028-01-01T00:00+08.  With add_months >= 0 the result is always after
+ * utc_ms: where the wall clock was set back past that midnight (Alaska,
+ * 1867), it is the midnight's next occurrence, or utc_ms's next second when
+ * the clock never shows it again.  |add_months| must be at most 120000 (an assertion:
  * callers validate against JF_EXPIRY_MONTHS_MAX first).
  */
 typedef enum jf_period {

@@ -25,7 +25,8 @@
  *
  * What is checked, besides the sanitizers: every call returns the error
  * its result carries, from the error table; a success has a JSON body and
- * an error none; a replay answers the first answer's bytes; and every
+ * an error none; a keyed request that created something answers the same
+ * bytes, marked replayed, when sent again; and every
  * FUZZ_VERIFY_EVERY inputs (default 1,000) and at exit, jf_verify finds no
  * violation of the ledger's invariants on the whole database, else the
  * report is printed and the run aborts.  FUZZ_TRACE=1 prints every call and
@@ -298,7 +299,9 @@ static void check_replay(replay_slot *seen, int *nseen, jf_op op, const char *ke
         }
         return;
     }
-    if (res->err == JF_OK && *nseen < LINES_MAX && strlen(key) < sizeof seen->key) {
+    /* Only what created something is stored for replay: a dry run, say,
+     * answers 200 and keeps nothing. */
+    if (res->err == JF_OK && res->created && *nseen < LINES_MAX && strlen(key) < sizeof seen->key) {
         replay_slot *s = &seen[(*nseen)++];
         s->op = op;
         strcpy(s->key, key);

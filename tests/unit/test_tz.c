@@ -952,6 +952,11 @@ static void footer_rejects(void **state)
 static const int64_t syn_trans[] = {1000, 2000, 3000};
 static const uint8_t syn_types[] = {1, 2, 1};
 static const int32_t syn_offs[] = {3600, 7200, -34200};
+/* Agrees with the last transition (+2 h in January 1970), as RFC 8536 asks,
+ * and is +4 h in summer. */
+#define SYN_FOOTER "AAA-2BBB-4,M3.5.0,M10.5.0"
+/* 1970-07-01T00:00:00Z: summer, after the last transition. */
+#define SYN_SUMMER_S 15638400
 
 static const jf_tz *load_spec(const tzif_spec *s, jf_err *err)
 {
@@ -969,7 +974,7 @@ static void tzif_versions_and_tables(void **state)
     jf_err err;
     use_tmp_zoneinfo();
     for (int version = 1; version <= 4; version++) {
-        tzif_spec s = {version, 3, syn_trans, syn_types, 3, syn_offs, "AAA-4", 0};
+        tzif_spec s = {version, 3, syn_trans, syn_types, 3, syn_offs, SYN_FOOTER, 0};
         const jf_tz *tz = load_spec(&s, &err);
         assert_int_equal(err, JF_OK);
         assert_int_equal(jf_tz_offset_s(tz, INT64_MIN), 3600); /* type 0 before */
@@ -979,23 +984,30 @@ static void tzif_versions_and_tables(void **state)
         assert_int_equal(jf_tz_offset_s(tz, 2000), -34200);
         assert_int_equal(jf_tz_offset_s(tz, 3000), 7200);
         /* After the last transition: the footer (v2+), else the last type. */
-        assert_int_equal(jf_tz_offset_s(tz, 3001), version == 1 ? 7200 : 4 * 3600);
-        assert_int_equal(jf_tz_offset_s(tz, INT64_MAX), version == 1 ? 7200 : 4 * 3600);
+        assert_int_equal(jf_tz_offset_s(tz, 3001), 7200);
+        assert_int_equal(jf_tz_offset_s(tz, SYN_SUMMER_S), version == 1 ? 7200 : 4 * 3600);
+        if (version == 1)
+            assert_int_equal(jf_tz_offset_s(tz, INT64_MAX), 7200);
     }
+    /* A footer that disagrees with the last transition is refused (RFC 8536
+     * section 3.3): it would move the clock with no transition to say so. */
+    tzif_spec disagrees = {2, 3, syn_trans, syn_types, 3, syn_offs, "AAA-4", 0};
+    assert_null(load_spec(&disagrees, &err));
+    assert_int_equal(err, JF_ERR_UNKNOWN_TIMEZONE);
     /* No transitions: the footer if any, else type 0. */
     tzif_spec none = {2, 0, NULL, NULL, 1, syn_offs, "", 0};
     assert_int_equal(jf_tz_offset_s(load_spec(&none, &err), 123456789), 3600);
     none.footer = "<+08>-8";
     assert_int_equal(jf_tz_offset_s(load_spec(&none, &err), 123456789), 8 * 3600);
     /* Leap-second zones, unknown versions and disorder are refused. */
-    tzif_spec leap = {2, 3, syn_trans, syn_types, 3, syn_offs, "AAA-4", 1};
+    tzif_spec leap = {2, 3, syn_trans, syn_types, 3, syn_offs, SYN_FOOTER, 1};
     assert_null(load_spec(&leap, &err));
     assert_int_equal(err, JF_ERR_UNKNOWN_TIMEZONE);
     static const int64_t unsorted[] = {1000, 3000, 2000};
-    tzif_spec disorder = {2, 3, unsorted, syn_types, 3, syn_offs, "AAA-4", 0};
+    tzif_spec disorder = {2, 3, unsorted, syn_types, 3, syn_offs, SYN_FOOTER, 0};
     assert_null(load_spec(&disorder, &err));
     static const uint8_t bad_type[] = {1, 3, 1};
-    tzif_spec bad_index = {2, 3, syn_trans, bad_type, 3, syn_offs, "AAA-4", 0};
+    tzif_spec bad_index = {2, 3, syn_trans, bad_type, 3, syn_offs, SYN_FOOTER, 0};
     assert_null(load_spec(&bad_index, &err));
     static const int32_t too_far[] = {93600};
     tzif_spec bad_off = {2, 0, NULL, NULL, 1, too_far, "", 0};
@@ -1010,7 +1022,7 @@ static void tzif_version_byte_and_trailer(void **state)
     (void)state;
     uint8_t buf[2048];
     const jf_tz *tz;
-    tzif_spec s = {2, 3, syn_trans, syn_types, 3, syn_offs, "AAA-4", 0};
+    tzif_spec s = {2, 3, syn_trans, syn_types, 3, syn_offs, SYN_FOOTER, 0};
     size_t n = build_tzif(buf, &s);
     use_tmp_zoneinfo();
     write_tmp_file("Syn_Zone", buf, n);
