@@ -299,6 +299,9 @@ typedef struct jf_engine_stats {
     /* Slices of sliced jobs (expiry, POST /v1/batch) run in such a held
      * commit while nothing else was queued (engine.c, writer_take_held). */
     uint64_t job_slices_held;
+    /* Reads answered by the syncer after a flush, not at once: they could
+     * see a commit not yet on disk (syncer.c, jf_syncer_answer_read). */
+    uint64_t reads_held;
     /* Times the checkpointer handed freed heap memory back to the system
      * after the writer had been idle (engine.c, ckpt_idle_trim), and how
      * long each took (malloc_trim holds an arena's lock while it runs). */

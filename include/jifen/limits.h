@@ -134,6 +134,13 @@
  * instead of queueing without bound. */
 #define JF_QUEUE_COMMANDS_MAX 65536
 
+/* Slots of the table that tells a read of a member's points, transactions or
+ * lots which commit last changed that member (syncer.c, jf_member_written):
+ * the read waits for that commit's flush instead of the latest commit's.
+ * Members share a slot by their seq modulo this (a power of two), and a
+ * shared slot only makes a read wait for a flush it did not need. */
+#define JF_MEMBER_GEN_SLOTS 65536
+
 /* The checkpointer copies the WAL into the database this often, off the
  * writer's path; short enough that the WAL stays small under full load. */
 #define JF_CHECKPOINT_INTERVAL_MS 100
@@ -264,6 +271,8 @@ _Static_assert(JF_LIST_LIMIT_DEFAULT <= JF_LIST_LIMIT_MAX, "default list limit w
 _Static_assert(JF_BATCH_COMMANDS_MAX <= JF_QUEUE_COMMANDS_MAX, "a batch fits in the queue");
 _Static_assert(JF_HOT_ROWS_MAX >= 2 * JF_BATCH_COMMANDS_MAX,
                "a batch from as many tenants as commands keeps each chain head and an account hot");
+_Static_assert((JF_MEMBER_GEN_SLOTS & (JF_MEMBER_GEN_SLOTS - 1)) == 0,
+               "member generation slots are a power of two");
 _Static_assert(JF_WCACHE_DIRTY_MAX >= JF_BATCH_COMMANDS_MAX,
                "a batch that writes one member per command keeps the table");
 _Static_assert(JF_WAL_RESTART_LAG_FRAMES < JF_WAL_RESTART_FRAMES_MIN,

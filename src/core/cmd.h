@@ -69,12 +69,15 @@ uint64_t jf_syncer_begin_commit(jf_engine *eng);
  * NULL) to be answered after the flush that covers generation gen; false
  * when there is no syncer (the caller answers). */
 bool jf_syncer_submit(jf_engine *eng, jf_cmd *list, uint64_t gen);
-/* Answers a read (done(done_ctx, res), then deinits res) once every commit
- * its snapshot, taken before this call, can see is flushed: at once when it
- * is, else from the syncer after that flush, so the calling thread never
- * waits for a flush.  Takes res: the caller must not touch it afterwards.
- * Waits on the calling thread only when no memory is left to queue it. */
-void jf_syncer_answer_read(jf_engine *eng, jf_result *res, jf_done_fn done, void *done_ctx);
+/* Answers a read (done(done_ctx, res), then deinits res) once commit
+ * generation want (JF_READ_WANTS_ALL: every commit its snapshot, taken before
+ * this call, can see) is flushed: at once when it is, else from the syncer
+ * after that flush, so the calling thread never waits for a flush.  Takes res: the caller must not
+ * touch it afterwards. Waits on the calling thread only when no memory is left to queue it. */
+void jf_syncer_answer_read(jf_engine *eng, uint64_t want, jf_result *res, jf_done_fn done,
+                           void *done_ctx);
+/* For jf_syncer_answer_read: wait for every commit numbered so far. */
+#define JF_READ_WANTS_ALL UINT64_MAX
 /* Waits until everything handed over is flushed and answered. */
 void jf_syncer_drain(jf_engine *eng);
 /* Stops the thread after answering what is queued; closes the WAL descriptor. */

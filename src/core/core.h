@@ -165,6 +165,7 @@ struct jf_engine {
     _Atomic bool s_flushing;        /* a flush is running: the writer holds its commit (engine.c) */
     _Atomic uint64_t commands_held; /* commands that joined a held commit */
     _Atomic uint64_t job_slices_held; /* job slices run in a held commit */
+    _Atomic uint64_t reads_held;      /* reads answered after a flush */
     pthread_t syncer;
     pthread_mutex_t sync_mu;
     pthread_cond_t cv_sync, cv_durable;
@@ -188,6 +189,9 @@ struct jf_engine {
     int wal_fd;
     char wal_path[PATH_MAX]; /* the database path and "-wal" */
     _Atomic uint64_t commit_gen, durable_gen;
+    /* syncer.c, jf_member_written: by member seq modulo the size, the
+     * generation of the last commit that changed a member's entries. */
+    _Atomic uint64_t member_gen[JF_MEMBER_GEN_SLOTS];
 };
 
 /* The context a handler runs in. */
@@ -342,6 +346,13 @@ typedef struct jf_member {
     char birthday[16]; /* YYYY-MM-DD, or "" when not set */
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
+/* syncer.c: notes that the writer's open commit changes member_seq's entries in
+ * member_state (its accounts, lots or transactions), before that commit can
+ * be seen.  Writes on another connection than the writer's note nothing. */
+void jf_member_written(jf_ctx *ctx, int64_t member_seq);
+/* The generation a read of member_seq's points, transactions or lots waits
+ * for, loaded after the read's snapshot was taken. */
+uint64_t jf_member_read_gen(jf_engine *eng, int64_t member_seq);
 /* The member's seq, which keys its rows of member_state (schema.c, version
  * 10): the command's last member, or the writer's cache, or its row.  An
  * unknown member is JF_ERR_NOT_FOUND with a detail. */

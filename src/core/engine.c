@@ -1041,6 +1041,20 @@ static bool op_reads_program(jf_op op)
     }
 }
 
+/* The commit a read must see flushed before it is answered (syncer.c): for
+ * a member's points, transactions and lots, which show only that member's
+ * entries, the last commit that changed them; for every other read, all. */
+static uint64_t read_wants(jf_engine *eng, const jf_ctx *ctx, const jf_request *req)
+{
+    bool one_member = req->op == JF_OP_MEMBER_POINTS || req->op == JF_OP_MEMBER_TRANSACTIONS ||
+                      req->op == JF_OP_MEMBER_LOTS;
+    /* The handlers load the path's member (jf_member_load notes its seq). */
+    if (one_member && ctx->seq_memo > 0 && req->path_id != NULL &&
+        strcmp(ctx->seq_memo_id, req->path_id) == 0)
+        return jf_member_read_gen(eng, ctx->seq_memo);
+    return JF_READ_WANTS_ALL;
+}
+
 static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, void *done_ctx)
 {
     jf_result res;
@@ -1060,10 +1074,11 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
         }
         jf_db_run(db, "COMMIT", "");
     }
+    uint64_t want = read_wants(eng, &ctx, req);
     ctx_finish(&ctx, err, &res);
     jf_read_release(eng, db);
     /* Nothing not yet on disk is shown (syncer.c). */
-    jf_syncer_answer_read(eng, &res, done, done_ctx);
+    jf_syncer_answer_read(eng, want, &res, done, done_ctx);
 }
 
 jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
@@ -1751,6 +1766,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->batches_redone = atomic_load(&eng->batches_redone);
     out->commands_held = atomic_load(&eng->commands_held);
     out->job_slices_held = atomic_load(&eng->job_slices_held);
+    out->reads_held = atomic_load(&eng->reads_held);
     out->memory_trims = atomic_load(&eng->memory_trims);
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);

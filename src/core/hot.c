@@ -274,6 +274,8 @@ static jf_err member_account_upsert(jf_ctx *ctx, const char *account, int64_t am
     int64_t seq = 0;
     jf_err err = jf_member_seq(ctx, member_id, &seq);
     if (err == JF_OK)
+        jf_member_written(ctx, seq);
+    if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "UPDATE member_state SET value = jf_kept(value + ?) WHERE member_seq = ?"
                         " AND kind = 0 AND key1 = ? AND key2 = 0 AND key3 = 0 AND key4 = 0",

@@ -67,6 +67,11 @@ static jf_err member_debt(jf_ctx *ctx, const char *member_id, int64_t *debt)
 
 static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
 {
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err != JF_OK)
+        return err;
+    jf_member_written(ctx, m); /* the debt is in the member's points */
     jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
     return jf_db_run(ctx->db, "UPDATE members SET debt = debt + ? WHERE tenant_id=? AND id=?",
                      "IIs", delta, ctx->auth->tenant, member_id);
@@ -91,6 +96,8 @@ static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
 {
     int64_t m = 0;
     jf_err err = jf_member_seq(ctx, e->member_id, &m);
+    if (err == JF_OK)
+        jf_member_written(ctx, m);
     return err == JF_OK
                ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,1,?,?,?,?,?)", "IIIIII", m,
                            e->closed, e->expires_key, e->available_at, e->seq, e->remaining)
@@ -104,6 +111,7 @@ static jf_err lot_entry_change(jf_ctx *ctx, const lot_entry *e, int64_t was_clos
     jf_err err = jf_member_seq(ctx, e->member_id, &m);
     if (err != JF_OK)
         return err;
+    jf_member_written(ctx, m);
     if (was_closed == e->closed)
         return jf_db_run(ctx->db,
                          "UPDATE member_state SET value = ? WHERE member_seq = ? AND kind = 1"
@@ -239,6 +247,8 @@ jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const 
     const jf_due_lot *last = &lots[n - 1];
     int64_t m = 0;
     jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err == JF_OK)
+        jf_member_written(ctx, m);
     if (err == JF_OK)
         err = jf_db_run(ctx->db,
                         "DELETE FROM member_state WHERE member_seq = ?1 AND kind = 1 AND key1 = 0"

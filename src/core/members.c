@@ -292,6 +292,10 @@ static jf_err member_create(jf_ctx *ctx)
                     body_text(ctx, "phone"), body_text(ctx, "birthday"), tags, ctx->now_ms,
                     ctx->now_ms, referrer[0] ? referrer : NULL);
     free(tags);
+    /* A read of the new member waits for this commit (syncer.c), even when
+     * nothing in it writes the member's entries. */
+    if (err == JF_OK)
+        jf_member_written(ctx, sqlite3_last_insert_rowid(ctx->db->h));
     int64_t got = 0;
     if (err == JF_OK && referrer[0])
         err = jf_referral_reward(ctx, id, "signup", &got);

@@ -107,6 +107,8 @@ static jf_err tx_insert_entry(jf_ctx *ctx, const jf_tx *tx, const char *member_i
 {
     int64_t seq = 0, order_amount = 0, order_earn = 0, growth = 0;
     jf_err err = jf_member_seq(ctx, member_id, &seq);
+    if (err == JF_OK)
+        jf_member_written(ctx, seq);
     if (tx->member_id && strcmp(tx->member_id, member_id) == 0) {
         bool earn = strcmp(tx->type, "earn") == 0;
         if (earn && tx->order_currency && tx->order_amount > 0)

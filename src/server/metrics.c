@@ -225,6 +225,9 @@ static void render_engine(FILE *f, jf_engine *eng)
             " writer ran in a held commit while nothing else was queued.\n"
             "# TYPE jifen_writer_job_slices_held_total counter\n"
             "jifen_writer_job_slices_held_total %llu\n"
+            "# HELP jifen_reads_held_total Reads answered right after a WAL flush instead of"
+            " at once, because they could see a commit not yet on disk.\n"
+            "# TYPE jifen_reads_held_total counter\njifen_reads_held_total %llu\n"
             "# HELP jifen_writer_queue_depth Write commands waiting for the writer.\n"
             "# TYPE jifen_writer_queue_depth gauge\njifen_writer_queue_depth %llu\n"
             "# HELP jifen_wal_restarts_total Times the writer copied the whole WAL past the"
@@ -250,8 +253,9 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
             (unsigned long long)st.commands_held, (unsigned long long)st.job_slices_held,
-            (unsigned long long)st.queue_depth, (unsigned long long)st.wal_restarts,
-            (unsigned long long)st.wal_starts, (unsigned long long)st.wal_starts_during_checkpoint,
+            (unsigned long long)st.reads_held, (unsigned long long)st.queue_depth,
+            (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_starts,
+            (unsigned long long)st.wal_starts_during_checkpoint,
             (unsigned long long)st.wal_restarts_forced, (long long)st.warm_members, st.warm_seconds,
             (unsigned long long)st.checkpoint_writebacks);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };

@@ -143,6 +143,63 @@ class DurableAckTests(unittest.TestCase):
         self.assertEqual(rep.body, earned, "replay body differs")
         self.assertEqual(H.member_of(admin, mid)["points"]["available"], 5)
 
+    def hold_write(self, path, body, key):
+        """Closes the gate, sends a write, checks that it is held; returns it."""
+        self.gate.close()
+        w = Pending(self.env.client(self.key), "POST", path, body, key)
+        self.assertFalse(w.done.wait(HELD_S),
+                         "%s answered while its WAL flush was held" % path)
+        self.gate.wait_hit()
+        return w
+
+    def member_reads(self, mid):
+        return [Pending(self.env.client(self.key), "GET", "/v1/members/%s/%s" % (mid, what))
+                for what in ("points", "transactions", "lots")]
+
+    def test_member_reads_wait_only_for_their_member(self):
+        """A read of one member's points, transactions or lots waits for the
+        flush of the last commit that changed that member (syncer.c), not for
+        every commit: while an earn of A is held, B's reads are answered and
+        A's are not; while a transfer from B to C is held, C's are held too,
+        and A's (flushed by then) are answered.  Reads of anything else still
+        wait for every commit (a member's GET, here)."""
+        admin = self.env.admin
+        a, b, c = (H.create_member(admin)["id"] for _ in range(3))
+        H.check_ok(admin.post("/v1/members/%s/earn" % b, {"points": 7},
+                              idem=H.idem_key("b-first")), 201, "earn of b")
+        w = self.hold_write("/v1/members/%s/earn" % a, {"points": 5}, H.idem_key("held-a"))
+        held_before = H.metric(admin, "jifen_reads_held_total")
+        other = self.member_reads(b)
+        for r in other:
+            self.assertTrue(r.done.wait(ANSWER_TIMEOUT_S),
+                            "%s waited for the flush of another member's earn" % r.what)
+        self.assertEqual(H.metric(admin, "jifen_reads_held_total"), held_before,
+                         "a read of another member counted as held")
+        self.assertEqual(H.check_ok(other[0].result(), 200, "b's points")["available"], 7)
+        self.assertEqual(len(H.check_ok(other[1].result(), 200, "b's history")["data"]), 1)
+        held = self.member_reads(a) + [Pending(self.env.client(self.key), "GET",
+                                               "/v1/members/%s" % b)]
+        self.assertFalse(any(r.done.wait(HELD_READ_S) for r in held),
+                         "a read answered before a commit it may show was flushed")
+        self.assertEqual(H.metric(admin, "jifen_reads_held_total"), held_before + len(held))
+        self.gate.open()
+        H.check_ok(w.result(), 201, "held earn")
+        self.assertEqual(H.check_ok(held[0].result(), 200, "a's points")["available"], 5)
+        for r in held[1:]:
+            H.check_ok(r.result(), 200, r.what)
+        t = self.hold_write("/v1/members/%s/transfer" % b, {"to_member_id": c, "points": 2},
+                            H.idem_key("held-transfer"))
+        receiver = self.member_reads(c)
+        self.assertFalse(any(r.done.wait(HELD_READ_S) for r in receiver),
+                         "the receiver's read answered before the transfer was flushed")
+        flushed = self.member_reads(a)
+        for r in flushed:
+            self.assertTrue(r.done.wait(ANSWER_TIMEOUT_S),
+                            "%s waited though its member's last commit was flushed" % r.what)
+        self.gate.open()
+        H.check_ok(t.result(), 201, "held transfer")
+        self.assertEqual(H.check_ok(receiver[0].result(), 200, "c's points")["available"], 2)
+
     def test_held_reads_leave_http_threads_free(self):
         """Reads waiting for a flush wait off the HTTP threads: with more reads
         held than the server has HTTP threads (2), a request that needs no
