@@ -58,6 +58,16 @@ soak: build ## Write soak: WAL restarts beside the checkpointer for SOAK_SECONDS
 	SOAK_SECONDS=$(SOAK_SECONDS) JIFEN_VERIFY_TIMEOUT_S=3600 \
 		python3 tests/api/test_wal_restart.py -v WalSoakTests
 
+# Long power-loss run (tests/api/test_power_loss.py): POWERCUT_CYCLES cycles of writes,
+# kill -9 and three power cuts each, rebuilt from the writes and syncs the server made.
+# `make test` runs 3 cycles.
+POWERCUT_CYCLES ?= 100
+.PHONY: power-loss
+power-loss: build ## Power cuts: POWERCUT_CYCLES cycles (default 100) of writes, kill -9, 3 cuts each.
+	POWERCUT_CYCLES=$(POWERCUT_CYCLES) JIFEN_BIN=$(BUILD_DIR)/jifen \
+		JIFEN_POWERCUT_LIB=$(BUILD_DIR)/tests/api/libpowercut.so \
+		python3 tests/api/test_power_loss.py -v PowerLossTest.test_power_cut_loses_no_acknowledged_write
+
 # Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
 # Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.
 .PHONY: bench bench-smoke bench-memory

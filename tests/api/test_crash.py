@@ -27,7 +27,7 @@ TIME_BUDGET_S = 50.0
 
 class Req:
     __slots__ = ("key", "path", "body", "kind", "frm", "to", "n", "state", "txn_id",
-                 "replayed", "resp")
+                 "replayed", "resp", "acked_ns")
 
     def __init__(self, key, path, body, kind, frm, to, n):
         self.key, self.path, self.body = key, path, body
@@ -36,6 +36,7 @@ class Req:
         self.txn_id = None
         self.replayed = False
         self.resp = None
+        self.acked_ns = None  # time.monotonic_ns() when its 201 arrived
 
     def effects(self):
         if self.kind == "earn":
@@ -137,6 +138,7 @@ class CrashTest(unittest.TestCase):
                         req.resp = repr(e)
                         return
                     if r.status == 201 and isinstance(r.body, dict):
+                        req.acked_ns = time.monotonic_ns()
                         req.state = "acked"
                         req.txn_id = r.body["transaction"]["id"]
                         req.replayed = r.replayed
