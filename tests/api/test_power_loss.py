@@ -36,6 +36,7 @@ import jifen_harness as H  # noqa: E402
 import test_crash as C  # noqa: E402
 
 CYCLES = int(os.environ.get("POWERCUT_CYCLES", "3"))  # `make power-loss` runs more
+CYCLES_PER_DATABASE = 5
 RESTART_FRAMES = 1024
 HEAD = struct.Struct("<cQQQ")
 TORN_UNIT = 512
@@ -208,7 +209,7 @@ class PowerLossTest(unittest.TestCase):
 
     def cut_instants(self, logdir, reqs, rnd):
         """Where to cut besides the kill: right after the first write was
-        answered (the files are new then), right after a WAL restart began
+        answered (the WAL is new then), right after a WAL restart began
         (the log's first head write is the WAL's own start), and anywhere."""
         starts = wal_start_times(read_log(os.path.join(logdir, "wal.log")))[1:]
         acked = sorted(r.acked_ns for r in reqs if r.state == "acked")
@@ -222,12 +223,21 @@ class PowerLossTest(unittest.TestCase):
         return starts, cuts
 
     def run_cycles(self, name, cycles, lie):
-        seed = H.seed_for(name)
-        rnd = random.Random(seed)
+        """Runs cycles on a fresh database every CYCLES_PER_DATABASE cycles
+        (each check lists every transaction so far); returns how many WAL
+        restarts the logs hold."""
+        rnd = random.Random(H.seed_for(name))
         self.lie = lie
+        restarts = 0
+        for first in range(0, cycles, CYCLES_PER_DATABASE):
+            restarts += self.run_on_one_database(rnd, range(first, min(cycles, first +
+                                                                      CYCLES_PER_DATABASE)))
+        return restarts
+
+    def run_on_one_database(self, rnd, cycles):
         env = H.Env(test_clock=False)
         # After a lying disk the database may fail verify: the canary's point.
-        self.addCleanup(env.close, not lie)
+        self.addCleanup(env.close, not self.lie)
         members = [H.create_member(env.admin)["id"] for _ in range(C.MEMBERS)]
         fund_txns = set()
         for mid in members:
@@ -236,10 +246,10 @@ class PowerLossTest(unittest.TestCase):
         logdir = os.path.join(env.dir, "powercut")
         all_reqs = []
         restarts = 0
-        for cycle in range(cycles):
+        for cycle in cycles:
             base = self.start_logged(env, logdir, self.lie)
             wseeds = [rnd.randrange(2**31) for _ in range(C.WRITERS)]
-            delay = rnd.uniform(1.0 if lie else 0.5, 2.0)  # a canary needs a WAL restart
+            delay = rnd.uniform(1.0 if self.lie else 0.5, 2.0)  # a canary needs a WAL restart
             reqs = self.write_and_kill(env, members, wseeds, delay, cycle)
             starts, cuts = self.cut_instants(logdir, reqs, rnd)
             restarts += len(starts)
@@ -253,6 +263,7 @@ class PowerLossTest(unittest.TestCase):
             all_reqs.extend(reqs)
             self.cut_power(env, logdir, base, 2**63, "at the kill", rnd, cycle)
             self.check_after_restart(env, members, fund_txns, all_reqs, reqs, rnd, cycle)
+        env.close(not self.lie)
         return restarts
 
     def test_power_cut_loses_no_acknowledged_write(self):
