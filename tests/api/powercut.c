@@ -35,6 +35,10 @@
  * (what a WAL restart before the database is durable would lose), anything
  * else every file's.
  *
+ * $JIFEN_FAULT="FILE-OP:N" (FILE wal or db, OP write or sync) makes the Nth
+ * such call fail with EIO instead, "FILE-OP:N+" that one and every later one
+ * (tests/api/test_io_faults.py).
+ *
  * Writes to those files by any other call (write, pwritev, a shared
  * writable mapping, a duplicated descriptor) would escape the log, so they
  * abort the process instead.  sync_file_range makes nothing durable (it
@@ -68,6 +72,12 @@ static unsigned char fd_file[MAX_FDS];
 static int log_fd[F_COUNT] = {-1, -1, -1};
 static uint64_t log_len[F_COUNT]; /* bytes appended to each log so far */
 static bool lie[F_COUNT];         /* syncs of the file not marked */
+/* $JIFEN_FAULT: the call of fault_op ('W' or 'S') on fault_file that fails
+ * with EIO, counted from 1 (0: none), and the calls so far. */
+static int fault_file;
+static char fault_op;
+static unsigned long fault_at, fault_calls;
+static bool fault_on; /* "+": every call from fault_at on fails */
 
 /* The next definition of name (libc's), looked up once per call site. */
 #define REAL(name, type)                                                                           \
@@ -154,6 +164,29 @@ static void log_open(int f)
     const char *l = getenv("JIFEN_POWERCUT_LIE");
     lie[F_DB] = l != NULL;
     lie[F_WAL] = l != NULL && strcmp(l, "db") != 0;
+    char file[8] = "", op[8] = "", plus[2] = "";
+    const char *fault = getenv("JIFEN_FAULT");
+    if (fault && sscanf(fault, "%7[a-z]-%7[a-z]:%lu%1[+]", file, op, &fault_at, plus) >= 3) {
+        fault_file = strcmp(file, "wal") == 0 ? F_WAL : F_DB;
+        fault_op = strcmp(op, "sync") == 0 ? 'S' : 'W';
+        fault_on = plus[0] == '+';
+    }
+}
+
+/* Whether this call (op on file f) is the one $JIFEN_FAULT fails; caller
+ * holds mu.  A failed write writes nothing and a failed sync makes nothing
+ * durable, so neither is logged. */
+static bool fault_now(int f, char op)
+{
+    if (fault_at == 0 || f != fault_file || op != fault_op)
+        return false;
+    if (++fault_calls < fault_at || (fault_calls > fault_at && !fault_on))
+        return false;
+    if (fault_calls == fault_at)
+        fprintf(stderr, "powercut: failing %s call %lu%s of the %s with EIO\n",
+                op == 'W' ? "write" : "sync", fault_at, fault_on ? " and every one after" : "",
+                f == F_WAL ? "WAL" : "database");
+    return true;
 }
 
 /* Notes which logged file, if any, a freshly opened fd is on, and logs a
@@ -250,6 +283,11 @@ int close(int fd)
     {                                                                                              \
         pthread_mutex_lock(&mu);                                                                   \
         int f = file_of(fd);                                                                       \
+        if (f != F_NONE && fault_now(f, 'W')) {                                                    \
+            pthread_mutex_unlock(&mu);                                                             \
+            errno = EIO;                                                                           \
+            return -1;                                                                             \
+        }                                                                                          \
         if (f != F_NONE)                                                                           \
             log_record(f, 'W', (uint64_t)off, n, buf);                                             \
         ssize_t rc = REAL(name, ssize_t(*)(int, const void *, size_t, off_t))(fd, buf, n, off);    \
@@ -320,7 +358,12 @@ static int sync_and_mark(int fd, int (*real)(int))
     int f = file_of(fd);
     uint64_t upto[F_COUNT];
     memcpy(upto, log_len, sizeof(upto));
+    bool fail = f != F_NONE && f != F_DIR && fault_now(f, 'S');
     pthread_mutex_unlock(&mu);
+    if (fail) {
+        errno = EIO;
+        return -1;
+    }
     int rc = real(fd);
     if (rc != 0 || f == F_NONE)
         return rc;

@@ -32,7 +32,7 @@ class Req:
     def __init__(self, key, path, body, kind, frm, to, n):
         self.key, self.path, self.body = key, path, body
         self.kind, self.frm, self.to, self.n = kind, frm, to, n
-        self.state = "sent"  # sent -> acked | unacked | refused
+        self.state = "sent"  # sent -> acked | unacked | refused | failed (io_error)
         self.txn_id = None
         self.replayed = False
         self.resp = None
@@ -103,9 +103,11 @@ class CrashTest(unittest.TestCase):
 
     # ---------------------------------------------------------------- phases
 
-    def write_and_kill(self, env, members, wseeds, delay, cycle, sigterm=False):
+    def write_and_kill(self, env, members, wseeds, delay, cycle, sigterm=False, faults=False):
         """Runs the writers, then after delay kills the server with SIGKILL (or stops it
-        with SIGTERM, which must exit 0).  Returns every request sent."""
+        with SIGTERM, which must exit 0).  With faults, a 500 io_error is a request the
+        server says it did not write ("failed"), and the server may stop by itself (a
+        failed flush stops it).  Returns every request sent."""
         stop = threading.Event()
         lists = [[] for _ in range(WRITERS)]
         errors = []
@@ -142,6 +144,9 @@ class CrashTest(unittest.TestCase):
                         req.state = "acked"
                         req.txn_id = r.body["transaction"]["id"]
                         req.replayed = r.replayed
+                    elif faults and r.status == 500 and r.code == "io_error":
+                        req.state = "failed"
+                        req.resp = r
                     elif sigterm and r.status == 503 and r.code == "shutting_down":
                         req.state = "unacked"  # refused while draining: not applied
                         req.resp = r
@@ -199,10 +204,13 @@ class CrashTest(unittest.TestCase):
                              (req.kind, req.n, req.frm), "txn %s" % req.txn_id)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, "verify after kill -9 (cycle %d): %r" % (cycle, rep))
-        # re-send what was not acknowledged: a replay or a first application, never 2x
-        for req in [r for r in reqs if r.state == "unacked"]:
+        # re-send what was not acknowledged: a replay or a first application, never 2x;
+        # what was answered io_error was not written, so never a replay
+        for req in [r for r in reqs if r.state in ("unacked", "failed")]:
             r = admin.post(req.path, req.body, idem=req.key)
             self.assertEqual(r.status, 201, "re-sent %r -> %r" % (req, r))
+            self.assertFalse(req.state == "failed" and r.replayed,
+                             "%r was answered io_error but had been written" % req)
             req.state = "acked"
             req.txn_id = r.body["transaction"]["id"]
             req.replayed = r.replayed

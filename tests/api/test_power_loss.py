@@ -153,9 +153,10 @@ class PowerLossTest(unittest.TestCase):
                                     "intercepts too; the plain build runs this test")
         self.lib = os.path.abspath(lib)
 
-    def start_logged(self, env, logdir, lie):
+    def start_logged(self, env, logdir, lie, extra_env=None):
         """Stops the server cleanly, keeps the files as they are (all durable
-        then), and starts it again with the library logging into logdir."""
+        then), and starts it again with the library logging into logdir (and
+        extra_env in its environment)."""
         rc = env.server.stop()
         self.assertEqual(rc, 0, "exit code on SIGTERM: %s" % env.server.stderr_tail())
         os.sync()
@@ -171,6 +172,7 @@ class PowerLossTest(unittest.TestCase):
                 "JIFEN_POWERCUT_DB": os.path.realpath(env.db)}
         if lie:
             penv["JIFEN_POWERCUT_LIE"] = lie
+        penv.update(extra_env or {})
         env.server = H.Server(env.db, env.dir, False, self.extra_args(), penv)
         env.start_server()
         return base
