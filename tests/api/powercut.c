@@ -2,7 +2,8 @@
  * An LD_PRELOAD library that records what the server writes to its database
  * and WAL files, and which of those writes a sync made durable, so that a
  * test can rebuild the files as a power cut could leave them
- * (tests/api/test_power_loss.py).
+ * (tests/api/test_power_loss.py); it can also make one of those writes or
+ * syncs fail (tests/api/test_io_faults.py).
  *
  * A kill -9 loses nothing the process wrote: the page cache keeps it.  A
  * power cut loses what no fsync or fdatasync of the file had made durable,
@@ -26,8 +27,8 @@
  * (CLOCK_MONOTONIC, ns; for 'S' and 'D' when the sync returned) as
  * little-endian uint64 (for 'T' the new size and 0; for 'S' and 'D' the
  * length of the log when the sync began, before which every record is
- * durable, and 0), then, for 'W', the bytes.  Extensions by fallocate are logged as 'T' to
- * the larger size when they grow the file.
+ * durable, and 0), then, for 'W', the bytes.  Extensions by fallocate are
+ * logged as 'T' to the larger size when they grow the file.
  *
  * With $JIFEN_POWERCUT_LIE set, syncs are not marked: the log then
  * describes a disk that acknowledges flushes it does not keep, which the

@@ -7,13 +7,15 @@ then allows a power cut at any instant T of the run: each file is rebuilt
 as the cut could leave it (what a sync that ended before T covered, plus any
 part of what was written before T and not covered: each such write kept,
 lost or torn at a 512-byte boundary, each truncation kept or not, by the
-seed), the server starts on the rebuilt files, and the checks of
+seed, and a file created since the last sync of its directory perhaps
+gone), the server starts on the rebuilt files, and the checks of
 test_crash.py run with "acknowledged" meaning answered before T: every such
 transaction is there, `jifen verify` is clean, re-sending every other
 request applies it exactly once, balances add up.  Each cycle cuts right
-after a WAL restart began (the WAL restarts every 1,024 pages, the smallest
-threshold: the database must be durable before the WAL's head is
-overwritten), at a random instant, and at the kill.
+after the first answer (the WAL just created), right after a WAL restart
+began (the WAL restarts every 1,024 pages, the smallest threshold: the
+database must be durable before the WAL's head is overwritten), at a random
+instant, and at the kill; every 5 cycles start on a new database.
 
 Two canaries must see acknowledged writes lost, or the checks above could
 pass by seeing nothing: a disk that drops every flush (the library leaves

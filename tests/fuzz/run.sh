@@ -37,7 +37,7 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
         found=1
         continue
     fi
-    grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)|^fuzz_' \
+    grep -a -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)|^fuzz_' \
         "$build/fuzz-$name.log" | sed 's/^/  /'
 done
 exit $found
