@@ -62,12 +62,13 @@ typedef struct walbuf_file {
     size_t pace_bytes;      /* write back after this many bytes written */
     size_t unpaced;         /* bytes written since the last write-back */
     sqlite3_int64 map_size; /* file size at the last unmap let through: -1 if none */
+    sqlite3_int64 chunk;    /* SQLITE_FCNTL_CHUNK_SIZE of a database file; 0 if none */
 } walbuf_file;
 
 static sqlite3_vfs walbuf_vfs;
 static sqlite3_vfs *real_vfs;
 static sqlite3_io_methods walbuf_methods[4]; /* one per iVersion of the wrapped methods */
-static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_maps_kept;
+static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_maps_kept, stat_grows;
 
 /* The file with bytes pending in this thread, if any: at most one, since a
  * thread writes one WAL at a time and switching flushes the other. */
@@ -262,11 +263,50 @@ static int pace(walbuf_file *p, int bytes)
     return SQLITE_OK;
 }
 
+/* Debian's SQLite is built without posix_fallocate, so it grows a database
+ * file to its chunk size (SQLITE_FCNTL_CHUNK_SIZE, db.c) by writing one byte
+ * into every 4 KiB block: 8,192 system calls per 32 MiB chunk, on whichever
+ * thread's write needs the room (the checkpointer's copy, or the writer's
+ * at a WAL restart).  A size hint is met here instead, with zeros written
+ * GROW_PIECE bytes at a time (512 calls per chunk): the blocks are written
+ * either way, so later writes into them change no file metadata for an
+ * fdatasync to journal, and the wrapped VFS then finds the file long
+ * enough and only maps it.  Not paced, as SQLite's own writes are not.
+ * (Replaying the engine fuzzer's 621 inputs, 215 new databases: 12.0 s ->
+ * 11.3 s; the rest of a chunk's cost is its 32 MiB of page cache.) */
+#define GROW_PIECE (64 * 1024) /* under the 128 KiB the unix VFS writes at most per call */
+
+static int grow(walbuf_file *p, sqlite3_int64 want)
+{
+    static const unsigned char zeros[GROW_PIECE];
+    sqlite3_int64 size = 0;
+    if (p->is_wal || p->chunk <= 0 || p->real->pMethods->xFileSize(p->real, &size) != SQLITE_OK)
+        return SQLITE_OK; /* the wrapped VFS grows it as before */
+    sqlite3_int64 target = (want + p->chunk - 1) / p->chunk * p->chunk;
+    while (size < target) {
+        int n = target - size < GROW_PIECE ? (int)(target - size) : GROW_PIECE;
+        int rc = p->real->pMethods->xWrite(p->real, zeros, n, size);
+        if (rc != SQLITE_OK)
+            return rc;
+        atomic_fetch_add(&stat_grows, 1);
+        size += n;
+    }
+    return SQLITE_OK;
+}
+
 static int shim_file_control(sqlite3_file *f, int op, void *arg)
 {
+    walbuf_file *p = (walbuf_file *)f;
     if (op == JF_WALBUF_FCNTL_PACE)
-        return pace((walbuf_file *)f, *(int *)arg);
+        return pace(p, *(int *)arg);
     FLUSH_OR_RETURN(f);
+    if (op == SQLITE_FCNTL_CHUNK_SIZE && !p->is_wal)
+        p->chunk = *(int *)arg;
+    if (op == SQLITE_FCNTL_SIZE_HINT) {
+        int rc = grow(p, *(sqlite3_int64 *)arg);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
     return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
 }
 
@@ -344,6 +384,7 @@ static int shim_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, i
     p->real = (sqlite3_file *)(p + 1);
     p->pace_fd = -1;
     p->map_size = -1;
+    p->chunk = 0;
     p->name = name;
     p->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
     int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out_flags);
@@ -408,6 +449,7 @@ void jf_walbuf_stats(jf_walbuf_stat *out)
     out->flushes = atomic_load(&stat_flushes);
     out->paces = atomic_load(&stat_paces);
     out->maps_kept = atomic_load(&stat_maps_kept);
+    out->grows = atomic_load(&stat_grows);
 }
 
 unsigned long long jf_walbuf_wal_starts(void)

@@ -23,6 +23,7 @@ typedef struct jf_walbuf_stat {
     unsigned long long flushes;   /* writes passed on to the WAL file */
     unsigned long long paces;     /* paced write-backs of database files */
     unsigned long long maps_kept; /* memory maps kept at a read transaction's start */
+    unsigned long long grows;     /* writes of zeros that grew a database file (grow) */
 } jf_walbuf_stat;
 void jf_walbuf_stats(jf_walbuf_stat *out);
 

@@ -4,7 +4,8 @@
  * commit, whole, as soon as it returns; transactions larger than the buffer,
  * rollbacks and a reopen after close all read back exactly what was written;
  * a commit whose WAL write fails is refused and changes nothing; and a
- * paced checkpoint writes the database back as it copies; a reader's memory
+ * paced checkpoint writes the database back as it copies; a checkpoint
+ * grows the database a chunk at a time in large writes; a reader's memory
  * map is kept while the file's size is unchanged and shows every commit.
  */
 #include <setjmp.h>
@@ -129,6 +130,32 @@ static int checkpoint_all(jf_db *db)
 /* A checkpoint from a paced connection writes the database back every
  * `pace` bytes (one write-back per 4 pages here) and copies everything; a
  * pace of 0 stops it. */
+/* A checkpoint that needs room grows the database to the next chunk
+ * (db.c sets 32 MiB) with zeros written by the shim in large pieces, not
+ * one byte per block by SQLite: the blocks are there (not a sparse file,
+ * whose first writes an fdatasync would have to journal). */
+static void test_checkpoint_grows_the_file_in_pieces(void **state)
+{
+    (void)state;
+    jf_db db;
+    open_db(&db);
+    insert_rows(&db, 0, 400, true); /* about 1.2 MB */
+    jf_walbuf_stat s0, s1;
+    jf_walbuf_stats(&s0);
+    assert_int_equal(sqlite3_wal_checkpoint_v2(db.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL),
+                     SQLITE_OK);
+    jf_walbuf_stats(&s1);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    printf("# database %lld bytes, %lld allocated, %llu writes of zeros\n", (long long)st.st_size,
+           (long long)st.st_blocks * 512, s1.grows - s0.grows);
+    assert_true(st.st_size >= JF_DB_CHUNK_BYTES);
+    assert_true((long long)st.st_blocks * 512 >= st.st_size);
+    assert_true(s1.grows - s0.grows >= 1);
+    assert_true(s1.grows - s0.grows <= (unsigned long long)(st.st_size / (64 * 1024)));
+    jf_db_close(&db);
+}
+
 static void test_checkpoint_writes_are_paced(void **state)
 {
     (void)state;
@@ -303,6 +330,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_is_few_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_writes_are_paced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_grows_the_file_in_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_map_kept_while_size_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
                                         teardown),
