@@ -72,8 +72,9 @@ bool jf_syncer_submit(jf_engine *eng, jf_cmd *list, uint64_t gen);
 /* Answers a read (done(done_ctx, res), then deinits res) once commit
  * generation want (JF_READ_WANTS_ALL: every commit its snapshot, taken before
  * this call, can see) is flushed: at once when it is, else from the syncer
- * after that flush, so the calling thread never waits for a flush.  Takes res: the caller must not
- * touch it afterwards. Waits on the calling thread only when no memory is left to queue it. */
+ * after that flush, so the calling thread never waits for a flush.  Takes
+ * res: the caller must not touch it afterwards.  Waits on the calling thread
+ * only when no memory is left to queue it. */
 void jf_syncer_answer_read(jf_engine *eng, uint64_t want, jf_result *res, jf_done_fn done,
                            void *done_ctx);
 /* For jf_syncer_answer_read: wait for every commit numbered so far. */
