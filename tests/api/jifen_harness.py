@@ -51,6 +51,13 @@ def jifen_bin():
     return os.path.abspath(path)
 
 
+def is_asan_build(path):
+    """Whether the binary at path is built with AddressSanitizer (a library
+    preloaded before its runtime needs ASAN_OPTIONS=verify_asan_link_order=0)."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 

@@ -111,6 +111,17 @@ static int file_of(int fd)
     return fd >= 0 && fd < MAX_FDS ? fd_file[fd] : F_NONE;
 }
 
+/* Aborts when fd is on a file the library watches (a logged file or their
+ * directory): call would change it unlogged. */
+static void refuse_logged(int fd, const char *call)
+{
+    pthread_mutex_lock(&mu);
+    int f = file_of(fd);
+    pthread_mutex_unlock(&mu);
+    if (f != F_NONE)
+        die(call, fd);
+}
+
 /* Writes all of buf to the log of file f, or aborts. */
 static void log_bytes(int f, const void *buf, size_t n)
 {
@@ -391,22 +402,14 @@ int fdatasync(int fd)
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
-    pthread_mutex_lock(&mu);
-    int f = file_of(fd);
-    pthread_mutex_unlock(&mu);
-    if (f != F_NONE)
-        die("write", fd);
+    refuse_logged(fd, "write");
     return REAL(write, ssize_t(*)(int, const void *, size_t))(fd, buf, n);
 }
 
 #define VECTOR_WRAPPER(name)                                                                       \
     ssize_t name(int fd, const struct iovec *iov, int cnt, off_t off)                              \
     {                                                                                              \
-        pthread_mutex_lock(&mu);                                                                   \
-        int f = file_of(fd);                                                                       \
-        pthread_mutex_unlock(&mu);                                                                 \
-        if (f != F_NONE)                                                                           \
-            die(#name, fd);                                                                        \
+        refuse_logged(fd, #name);                                                                  \
         return REAL(name, ssize_t(*)(int, const struct iovec *, int, off_t))(fd, iov, cnt, off);   \
     }
 VECTOR_WRAPPER(pwritev)
@@ -414,45 +417,29 @@ VECTOR_WRAPPER(pwritev64)
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-    pthread_mutex_lock(&mu);
-    int f = file_of(fd);
-    pthread_mutex_unlock(&mu);
-    if (f != F_NONE)
-        die("writev", fd);
+    refuse_logged(fd, "writev");
     return REAL(writev, ssize_t(*)(int, const struct iovec *, int))(fd, iov, cnt);
 }
 
 #define MMAP_WRAPPER(name)                                                                         \
     void *name(void *addr, size_t len, int prot, int flags, int fd, off_t off)                     \
     {                                                                                              \
-        pthread_mutex_lock(&mu);                                                                   \
-        int f = file_of(fd);                                                                       \
-        pthread_mutex_unlock(&mu);                                                                 \
-        if (f != F_NONE && (prot & PROT_WRITE) && (flags & MAP_SHARED))                            \
-            die("a shared writable mapping", fd);                                                  \
+        if ((prot & PROT_WRITE) && (flags & MAP_SHARED))                                           \
+            refuse_logged(fd, "a shared writable mapping");                                        \
         return REAL(name, void *(*)(void *, size_t, int, int, int, off_t))(addr, len, prot, flags, \
                                                                            fd, off);               \
     }
 MMAP_WRAPPER(mmap)
 MMAP_WRAPPER(mmap64)
 
-#define DUP_CHECK(fd)                                                                              \
-    do {                                                                                           \
-        pthread_mutex_lock(&mu);                                                                   \
-        int f_ = file_of(fd);                                                                      \
-        pthread_mutex_unlock(&mu);                                                                 \
-        if (f_ != F_NONE)                                                                          \
-            die("dup", fd);                                                                        \
-    } while (0)
-
 int dup(int fd)
 {
-    DUP_CHECK(fd);
+    refuse_logged(fd, "dup");
     return REAL(dup, int (*)(int))(fd);
 }
 
 int dup2(int fd, int fd2)
 {
-    DUP_CHECK(fd);
+    refuse_logged(fd, "dup");
     return REAL(dup2, int (*)(int, int))(fd, fd2);
 }

@@ -31,11 +31,6 @@ HELD_READ_S = 0.3     # the same for a read
 ANSWER_TIMEOUT_S = 10.0
 
 
-def is_asan_build(path):
-    with open(path, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 class Gate:
     """The gate file of one test and the server environment that obeys it."""
 
@@ -52,7 +47,7 @@ class Gate:
         if os.environ.get("LD_PRELOAD"):
             preload += ":" + os.environ["LD_PRELOAD"]
         self.env = {"LD_PRELOAD": preload, "JIFEN_FSYNC_GATE": self.path}
-        if is_asan_build(H.jifen_bin()):
+        if H.is_asan_build(H.jifen_bin()):
             # The preloaded library comes before the ASan runtime in the link order.
             opts = os.environ.get("ASAN_OPTIONS")
             self.env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "verify_asan_link_order=0"

@@ -24,7 +24,7 @@ import test_crash as C  # noqa: E402
 import test_power_loss as P  # noqa: E402
 
 # Which call fails, per kind: the range of call numbers reached within the
-# first half second of writes (a commit is one WAL write and one flush; a
+# first second of writes (the writers run 1 to 1.5 s) (a commit is one WAL write and one flush; a
 # checkpoint pass, every 100 ms, many database writes and one sync).
 FAULTS = {"wal-write": (20, 200), "wal-sync": (20, 200), "db-write": (20, 1000),
           "db-sync": (1, 4)}

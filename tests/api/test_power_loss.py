@@ -44,11 +44,6 @@ HEAD = struct.Struct("<cQQQ")
 TORN_UNIT = 512
 
 
-def is_asan_build(path):
-    with open(path, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 def read_log(path):
     """The records of a powercut log: (log offset, op, offset, length, time, data)."""
     out = []
@@ -150,7 +145,7 @@ class PowerLossTest(unittest.TestCase):
         if not lib or not os.path.isfile(lib):
             raise unittest.SkipTest("JIFEN_POWERCUT_LIB does not name the powercut library "
                                     "(%r); build it and run through ctest" % lib)
-        if is_asan_build(H.jifen_bin()):
+        if H.is_asan_build(H.jifen_bin()):
             raise unittest.SkipTest("the powercut library wraps mmap and write, which ASan "
                                     "intercepts too; the plain build runs this test")
         self.lib = os.path.abspath(lib)

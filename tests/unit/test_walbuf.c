@@ -127,9 +127,6 @@ static int checkpoint_all(jf_db *db)
     return copied;
 }
 
-/* A checkpoint from a paced connection writes the database back every
- * `pace` bytes (one write-back per 4 pages here) and copies everything; a
- * pace of 0 stops it. */
 /* A checkpoint that needs room grows the database to the next chunk
  * (db.c sets 32 MiB) with zeros written by the shim in large pieces, not
  * one byte per block by SQLite: the blocks are there (not a sparse file,
@@ -156,6 +153,9 @@ static void test_checkpoint_grows_the_file_in_pieces(void **state)
     jf_db_close(&db);
 }
 
+/* A checkpoint from a paced connection writes the database back every
+ * `pace` bytes (one write-back per 4 pages here) and copies everything; a
+ * pace of 0 stops it. */
 static void test_checkpoint_writes_are_paced(void **state)
 {
     (void)state;
