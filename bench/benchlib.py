@@ -191,6 +191,32 @@ def median(vals):
     return statistics.median(vals) if vals else None
 
 
+# jifen's /metrics lines that say how often the writer restarted the WAL and
+# how long its own copies before a restart took (docs/PERFORMANCE.md: the
+# forced restarts are W1o's and W6's latency tail).
+WAL_METRICS = {"jifen_wal_restarts_total": "restarts",
+               "jifen_wal_restarts_forced_total": "forced",
+               "jifen_wal_restart_seconds_sum": "restart_s"}
+
+
+def parse_wal_metrics(text):
+    """{"restarts", "forced", "restart_s"} from jifen's /metrics text; None
+    when any of them is missing."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in WAL_METRICS:
+            out[WAL_METRICS[parts[0]]] = float(parts[1])
+    return out if len(out) == len(WAL_METRICS) else None
+
+
+def wal_delta(before, after):
+    """What the WAL counters did between two readings; None without both."""
+    if not before or not after:
+        return None
+    return {k: after[k] - before[k] for k in WAL_METRICS.values()}
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])

@@ -131,13 +131,16 @@ def one_run(jf, cfg, base, rate, i):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(1.2)  # past the load generator's 1 s warmup
+            wal0 = jf.wal_counters()
             lots, secs, calls = expire_all(jf, cfg)
+            wal = B.wal_delta(wal0, jf.wal_counters())
         finally:
             if p.poll() is None:
                 p.send_signal(signal.SIGUSR1)
             out, err = p.communicate(timeout=60)
         during = json.loads(out)
         during["steal_pct"] = B.steal_pct(t0, B.cpu_ticks())
+        during["wal"] = wal
     finally:
         jf.stop()
     return {"lots_expired": lots, "expire_s": secs, "calls": calls, "before": before,

@@ -32,6 +32,8 @@ def summarize(label, wl, name, conns, rate, runs):
              "steal_max_pct": max((r["steal_pct"] for r in runs
                                    if r.get("steal_pct") is not None), default=None),
              "runs": runs}
+    if any(r.get("wal") for r in runs):
+        entry["wal"] = {k: med(["wal", k]) for k in B.WAL_METRICS.values()}
     if wl["kind"] == "read":
         entry["read_p99_ms"] = med(["read_lat_us", "p99"]) / 1e3
         entry["write_p99_ms"] = med(["write_lat_us", "p99"]) / 1e3
@@ -65,6 +67,17 @@ def fmt_steal(e):
     return f", steal {e['steal_pct']:.0f}% (max {hi:.0f}%)"
 
 
+def fmt_wal(e):
+    """"WAL restarts N (M forced, writer X ms)" for a jifen cell whose runs
+    restarted the WAL (medians; W6: during the expiry, else over the run with
+    its warmup); empty otherwise."""
+    w = e.get("wal")
+    if not w or not w.get("restarts"):
+        return ""
+    return (f"WAL restarts {w['restarts']:g} ({w['forced']:g} forced, writer "
+            f"{w['restart_s'] * 1e3:.0f} ms)")
+
+
 def notes(e):
     out = []
     if e.get("rate"):
@@ -81,6 +94,9 @@ def notes(e):
         out.append(f"read p99 {fmt_ms(e['read_p99_ms'])} / write p99 {fmt_ms(e['write_p99_ms'])}")
     if e.get("note"):
         out.append(e["note"])
+    wal = fmt_wal(e)
+    if wal:
+        out.append(wal)
     steal = fmt_steal(e)
     if steal:
         out.append(steal[2:])

@@ -276,7 +276,18 @@ class Jifen:
             return False, "POST /v1/batch answers 405"
         return True, f"probe answered {status}"
 
+    def wal_counters(self):
+        """The server's WAL restart counters (B.parse_wal_metrics), or None."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                        timeout=10) as r:
+                return B.parse_wal_metrics(r.read().decode())
+        except (OSError, ValueError):
+            return None
+
     def run(self, wl, conns, rate, duration, warmup, prefix):
+        """One loadgen run; its result's "wal" is what the WAL restarts did
+        over the run, warmup included."""
         if wl["kind"] == "batch":
             ok, why = self.batch_supported()
             if not ok:
@@ -290,7 +301,10 @@ class Jifen:
             args.append("--orders")
         if wl["kind"] == "batch":
             args += ["--batch", self.cfg.batch_size]
-        return normalize(self.loadgen(args, timeout=duration + warmup + 120))
+        before = self.wal_counters()
+        res = normalize(self.loadgen(args, timeout=duration + warmup + 120))
+        res["wal"] = B.wal_delta(before, self.wal_counters())
+        return res
 
     def close(self):
         self.stop()

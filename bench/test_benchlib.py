@@ -41,5 +41,32 @@ class PickRoundTests(unittest.TestCase):
         self.assertIs(B.pick_round([first, second], 15.0)[0], first)
 
 
+
+METRICS = """# HELP jifen_wal_restarts_total Times the writer copied the whole WAL
+# TYPE jifen_wal_restarts_total counter
+jifen_wal_restarts_total 6
+jifen_wal_restarts_forced_total 4
+jifen_wal_restart_seconds_bucket{le="0.0001"} 3
+jifen_wal_restart_seconds_sum 0.164724
+jifen_wal_restart_seconds_count 38
+"""
+
+
+class WalMetricsTests(unittest.TestCase):
+    def test_counters_are_read_and_differenced(self):
+        before = B.parse_wal_metrics(METRICS)
+        self.assertEqual(before, {"restarts": 6.0, "forced": 4.0, "restart_s": 0.164724})
+        after = B.parse_wal_metrics(METRICS.replace(" 6\n", " 9\n")
+                                    .replace("0.164724", "0.200724"))
+        d = B.wal_delta(before, after)
+        self.assertEqual(d["restarts"], 3.0)
+        self.assertEqual(d["forced"], 0.0)
+        self.assertAlmostEqual(d["restart_s"], 0.036)
+
+    def test_missing_counter_or_reading_gives_none(self):
+        self.assertIsNone(B.parse_wal_metrics("jifen_wal_restarts_total 1\n"))
+        self.assertIsNone(B.wal_delta(None, B.parse_wal_metrics(METRICS)))
+
+
 if __name__ == "__main__":
     unittest.main()
