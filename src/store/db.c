@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "db.h"
 #include "walbuf.h"
@@ -112,6 +113,14 @@ static void kept_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_value(ctx, argv[0]);
 }
 
+int jf_db_chunk_bytes(int64_t file_bytes)
+{
+    int chunk = JF_DB_CHUNK_BYTES_MIN;
+    while (chunk < JF_DB_CHUNK_BYTES_MAX && (int64_t)chunk * 8 < file_bytes)
+        chunk *= 2;
+    return chunk;
+}
+
 jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -134,8 +143,11 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
         goto fail;
     /* Grow the files in large chunks: appending a page at a time makes every
      * fdatasync also journal the file's new size, which costs more than the
-     * data itself on ext4. */
-    int chunk = JF_DB_CHUNK_BYTES;
+     * data itself on ext4.  The chunk follows the file's size, so that a new
+     * database (every test's, the fuzzers', a small shop's) is not 32 MiB of
+     * zeros written and synced: `jifen init` took 70-80 ms with them. */
+    struct stat st;
+    int chunk = jf_db_chunk_bytes(stat(path, &st) == 0 ? (int64_t)st.st_size : 0);
     if (!readonly)
         sqlite3_file_control(db->h, "main", SQLITE_FCNTL_CHUNK_SIZE, &chunk);
     if (sqlite3_exec(db->h, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK)

@@ -20,7 +20,11 @@
 /* One slot per SQL literal of the core (about 160 today); a full cache fails
  * the query, so keep this well above their number. */
 #define JF_DB_STMT_CACHE 1024
-#define JF_DB_CHUNK_BYTES (32 * 1024 * 1024)
+/* A database file grows by whole chunks (db.c, jf_db_chunk_bytes): an
+ * eighth of its size when opened, as a power of two between these. */
+#define JF_DB_CHUNK_BYTES_MIN (1024 * 1024)
+#define JF_DB_CHUNK_BYTES_MAX (32 * 1024 * 1024)
+_Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in order");
 /* member_state's key for a lot that never expires (schema.c, version 7):
  * INT64_MAX, after every real time, so a member's lots sort expiring first. */
 #define JF_NEVER_SQL "9223372036854775807"
@@ -74,6 +78,12 @@ typedef struct jf_db {
  * a busy timeout, and foreign keys.  On failure writes a sentence to
  * db->errmsg and returns JF_ERR_IO. */
 jf_err jf_db_open(jf_db *db, const char *path, bool readonly);
+
+/* The chunk a database file of file_bytes grows by (jf_db_open sets it on
+ * the connection): an eighth of the file, rounded up to a power of two,
+ * within JF_DB_CHUNK_BYTES_MIN..MAX.  A new database starts at 1 MiB instead
+ * of 32, and a large one still grows rarely. */
+int jf_db_chunk_bytes(int64_t file_bytes);
 
 /* Finalizes every cached statement and closes.  Safe on a zeroed db. */
 void jf_db_close(jf_db *db);

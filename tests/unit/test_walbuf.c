@@ -128,9 +128,9 @@ static int checkpoint_all(jf_db *db)
 }
 
 /* A checkpoint that needs room grows the database to the next chunk
- * (db.c sets 32 MiB) with zeros written by the shim in large pieces, not
- * one byte per block by SQLite: the blocks are there (not a sparse file,
- * whose first writes an fdatasync would have to journal). */
+ * (db.c: 1 MiB for a new database) with zeros written by the shim in large
+ * pieces, not one byte per block by SQLite: the blocks are there (not a
+ * sparse file, whose first writes an fdatasync would have to journal). */
 static void test_checkpoint_grows_the_file_in_pieces(void **state)
 {
     (void)state;
@@ -146,11 +146,34 @@ static void test_checkpoint_grows_the_file_in_pieces(void **state)
     assert_int_equal(stat(path, &st), 0);
     printf("# database %lld bytes, %lld allocated, %llu writes of zeros\n", (long long)st.st_size,
            (long long)st.st_blocks * 512, s1.grows - s0.grows);
-    assert_true(st.st_size >= JF_DB_CHUNK_BYTES);
+    assert_true(st.st_size >= 400 * 3000);
+    assert_int_equal(st.st_size % jf_db_chunk_bytes(0), 0);
     assert_true((long long)st.st_blocks * 512 >= st.st_size);
     assert_true(s1.grows - s0.grows >= 1);
     assert_true(s1.grows - s0.grows <= (unsigned long long)(st.st_size / (64 * 1024)));
     jf_db_close(&db);
+}
+
+/* A file grows by an eighth of its size at open, a power of two from 1 to
+ * 32 MiB: a new database is not 32 MiB of zeros, a large one grows rarely. */
+static void test_chunk_follows_the_file_size(void **state)
+{
+    (void)state;
+    const int64_t mib = 1024 * 1024;
+    assert_int_equal(jf_db_chunk_bytes(0), mib);
+    assert_int_equal(jf_db_chunk_bytes(8 * mib), mib);
+    assert_int_equal(jf_db_chunk_bytes(8 * mib + 1), 2 * mib);
+    assert_int_equal(jf_db_chunk_bytes(100 * mib), 16 * mib);
+    assert_int_equal(jf_db_chunk_bytes(256 * mib), 32 * mib);
+    assert_int_equal(jf_db_chunk_bytes(INT64_MAX), 32 * mib);
+    jf_db db;
+    open_db(&db);
+    insert_rows(&db, 0, 10, true);
+    jf_db_close(&db);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size % mib, 0);
+    assert_true(st.st_size < 32 * mib); /* the closing checkpoint grew it by 1 MiB */
 }
 
 /* A checkpoint from a paced connection writes the database back every
@@ -216,11 +239,12 @@ static void test_reader_map_kept_while_size_unchanged(void **state)
     jf_walbuf_stats(&s1);
     assert_true(s1.maps_kept - s0.maps_kept >= 4); /* the first one learns the size */
 
-    /* Past the file's 32 MiB chunk (JF_DB_CHUNK_BYTES): the file grows. */
-    insert_rows(&w, 100, 12100, true);
+    /* Past the file's chunk (1 MiB for a new one, jf_db_chunk_bytes): the
+     * file grows. */
+    insert_rows(&w, 100, 1500, true);
     checkpoint_all(&w);
     check_rows(&r, &rows, &bad);
-    assert_int_equal(rows, 59 + 12000); /* rows 0..58 and the new ones */
+    assert_int_equal(rows, 59 + 1400); /* rows 0..58 and the new ones */
     assert_int_equal(bad, 0);
     jf_walbuf_stats(&s2);
     assert_int_equal(s2.maps_kept, s1.maps_kept);
@@ -331,6 +355,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_writes_are_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_grows_the_file_in_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_follows_the_file_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_map_kept_while_size_unchanged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_transaction_rollback_and_reopen, setup,
                                         teardown),
