@@ -46,8 +46,6 @@
 
 #include "server_priv.h"
 
-/* Idle connections are closed after this long (seconds). */
-#define CONNECTION_TIMEOUT_S 60
 /* On shutdown, requests that are not waiting for the engine get this long
  * to finish before the daemon is stopped under them. */
 #define SHUTDOWN_GRACE_MS 10000
@@ -631,9 +629,9 @@ static struct MHD_Daemon *make_daemon(void *cls, srv_loop *loop, unsigned conn_l
     return MHD_start_daemon(
         flags, (uint16_t)s->port, accept_policy, s, on_access, s, MHD_OPTION_CONNECTION_LIMIT,
         conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)JF_HTTP_CONNECTION_MEMORY_BYTES,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, srv_loop_notify, loop,
-        MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)JF_HTTP_CONNECTION_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, srv_loop_notify,
+        loop, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 }
 
 static void server_release(jf_server *s)
