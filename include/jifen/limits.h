@@ -253,9 +253,8 @@
 #define JF_HTTP_THREADS_DEFAULT 2
 #define JF_HTTP_CONNECTIONS_MAX 4096
 /* A connection with no activity for this long is closed (seconds): an idle
- * keep-alive one, a slow client's, and one whose client hung up inside a
- * request, which Debian 12's libmicrohttpd on epoll does not notice sooner
- * (README; tests/api/test_hostile_clients.py). */
+ * keep-alive one or a slow client's.  One whose client hung up is closed at
+ * once (src/server/loop.c, srv_conn). */
 #define JF_HTTP_CONNECTION_TIMEOUT_S 60
 /* An HTTP loop (src/server/loop.c) wakes at least this often even when
  * nothing is due, so that a wake-up lost would cost a client a pause, never

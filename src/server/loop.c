@@ -69,10 +69,33 @@ typedef struct handoff {
     struct sockaddr_storage addr;
 } handoff;
 
+/* A connection watched for its client's hang-up (srv_loop_notify).
+ *
+ * libmicrohttpd 0.9.75 on epoll does not close a connection whose client
+ * hung up inside a request's headers (part of them sent, then FIN): it waits
+ * for the rest until the connection times out (JF_HTTP_CONNECTION_TIMEOUT_S),
+ * holding a slot, while a hang-up between requests or inside a body is
+ * noticed at once, and on poll every one is (tests/api/test_hostile_clients.py
+ * counts such connections).  So each loop also watches its connections'
+ * sockets for the peer's hang-up (EPOLLRDHUP, in an epoll of its own), and
+ * once its daemon has read what came before it, shuts down the socket of a
+ * connection that has no request in the access handler
+ * (srv_loop_request_begins/ends): the daemon then finds the socket hung up
+ * and closes the connection.  A client that sends a whole request and then
+ * shuts down its sending side still gets its answer: the socket is shut down
+ * only after that request is complete.  Loop thread only. */
+typedef struct srv_conn {
+    int fd;
+    bool in_request;  /* the access handler has a request of it */
+    bool peer_closed; /* its client hung up */
+} srv_conn;
+
 struct srv_loop {
     srv_loops *owner;
     struct MHD_Daemon *daemon;
-    int ep;                   /* our epoll: the daemon's, wake_fd, the listener, stop */
+    int ep;                   /* our epoll: the daemon's, wake_fd, watch_ep, the listener, stop */
+    int watch_ep;             /* the connections' hang-ups (srv_conn) */
+    bool hang_ups;            /* watch_ep was ready at the last wait */
     int wake_fd;              /* eventfd: a connection was resumed or handed over */
     atomic_bool wake_pending; /* wake_fd written since the loop last looked */
     atomic_long conns;        /* connections its daemon has (its notifications) */
@@ -109,13 +132,87 @@ void srv_loop_wake(srv_loop *l)
         fprintf(stderr, "jifen: HTTP loop: cannot wake: %s\n", strerror(errno));
 }
 
+/* Watches a new connection's socket for its client's hang-up; NULL when it
+ * cannot (the connection then times out as before). */
+static srv_conn *conn_watch(srv_loop *l, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    srv_conn *c = info ? calloc(1, sizeof *c) : NULL;
+    if (!c)
+        return NULL;
+    c->fd = info->connect_fd;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(l->watch_ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Stops watching a closed connection (its socket may be closed already,
+ * which removed it from the epoll: the error is ignored). */
+static void conn_unwatch(srv_loop *l, srv_conn *c)
+{
+    if (!c)
+        return;
+    epoll_ctl(l->watch_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    free(c);
+}
+
 void srv_loop_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                      enum MHD_ConnectionNotificationCode toe)
 {
-    (void)conn;
-    (void)socket_context;
     srv_loop *l = cls;
-    atomic_fetch_add(&l->conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add(&l->conns, 1);
+        *socket_context = conn_watch(l, conn);
+        return;
+    }
+    atomic_fetch_sub(&l->conns, 1);
+    conn_unwatch(l, *socket_context);
+    *socket_context = NULL;
+}
+
+static srv_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+void srv_loop_request_begins(struct MHD_Connection *conn)
+{
+    srv_conn *c = conn_of(conn);
+    if (c)
+        c->in_request = true;
+}
+
+void srv_loop_request_ends(struct MHD_Connection *conn)
+{
+    srv_conn *c = conn_of(conn);
+    if (!c)
+        return;
+    c->in_request = false;
+    if (c->peer_closed)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+/* After the daemon ran: the connections whose clients hung up since, and
+ * that have no request in the access handler, are shut down (srv_conn). */
+static void loop_hang_ups(srv_loop *l)
+{
+    if (!l->hang_ups)
+        return;
+    struct epoll_event ev[64];
+    int n = epoll_wait(l->watch_ep, ev, 64, 0);
+    l->hang_ups = false; /* more waiting keep watch_ep ready for the next wait */
+    for (int i = 0; i < n; i++) {
+        srv_conn *c = ev[i].data.ptr;
+        c->peer_closed = true;
+        if (!c->in_request)
+            shutdown(c->fd, SHUT_RDWR);
+    }
 }
 
 /* Takes the pending wake-up before the daemon runs, so that a resume after
@@ -256,7 +353,8 @@ static void loop_accept(srv_loop *l)
 }
 
 /* Waits for something to do, at most until the daemon's next timeout;
- * true when the listening socket is ready. */
+ * true when the listening socket is ready.  Notes whether hang-ups wait
+ * (loop_hang_ups). */
 static bool loop_wait(srv_loop *l)
 {
     MHD_UNSIGNED_LONG_LONG due_ms = 0;
@@ -272,10 +370,12 @@ static bool loop_wait(srv_loop *l)
         struct timespec pause = {0, 1000000};
         nanosleep(&pause, NULL);
     }
-    for (int i = 0; i < n; i++)
-        if (ev[i].data.fd == l->owner->listen_fd)
-            return true;
-    return false;
+    bool incoming = false;
+    for (int i = 0; i < n; i++) {
+        incoming = incoming || ev[i].data.fd == l->owner->listen_fd;
+        l->hang_ups = l->hang_ups || ev[i].data.fd == l->watch_ep;
+    }
+    return incoming;
 }
 
 static void *loop_main(void *arg)
@@ -290,6 +390,7 @@ static void *loop_main(void *arg)
         if (incoming)
             loop_accept(l);
         MHD_run(l->daemon);
+        loop_hang_ups(l);
     }
     return NULL;
 }
@@ -297,6 +398,8 @@ static void *loop_main(void *arg)
 /* Opens one loop's daemon and its epoll; errno set on failure. */
 static bool loop_open(srv_loop *l, const srv_loops_config *c, unsigned conn_limit)
 {
+    if ((l->watch_ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return false;
     if ((l->daemon = c->make(c->cls, l, conn_limit)) == NULL)
         return false;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(l->daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -307,8 +410,9 @@ static bool loop_open(srv_loop *l, const srv_loops_config *c, unsigned conn_limi
     srv_loops *ls = l->owner;
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    return l->ep >= 0 && l->wake_fd >= 0 && epoll_add(l->ep, info->epoll_fd, EPOLLIN) &&
-           epoll_add(l->ep, l->wake_fd, EPOLLIN) && epoll_add(l->ep, ls->stop_fd, EPOLLIN) &&
+    return l->ep >= 0 && l->wake_fd >= 0 && l->watch_ep >= 0 &&
+           epoll_add(l->ep, info->epoll_fd, EPOLLIN) && epoll_add(l->ep, l->wake_fd, EPOLLIN) &&
+           epoll_add(l->ep, l->watch_ep, EPOLLIN) && epoll_add(l->ep, ls->stop_fd, EPOLLIN) &&
            epoll_add(l->ep, ls->listen_fd, EPOLLIN | EPOLLEXCLUSIVE);
 }
 
@@ -350,6 +454,7 @@ static srv_loops *loops_alloc(unsigned n)
         srv_loop *l = &ls->loop[i];
         l->owner = ls;
         l->ep = -1;
+        l->watch_ep = -1;
         l->wake_fd = -1;
         atomic_init(&l->wake_pending, false);
         atomic_init(&l->conns, 0);
@@ -432,7 +537,9 @@ void srv_loops_stop(srv_loops *ls)
         srv_loop *l = &ls->loop[i];
         inbox_drop(l);
         if (l->daemon)
-            MHD_stop_daemon(l->daemon);
+            MHD_stop_daemon(l->daemon); /* unwatches its connections (srv_loop_notify) */
+        if (l->watch_ep >= 0)
+            close(l->watch_ep);
         if (l->ep >= 0)
             close(l->ep);
         if (l->wake_fd >= 0)

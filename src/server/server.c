@@ -492,6 +492,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *req_cls = r;
+        srv_loop_request_begins(conn);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -533,13 +534,13 @@ static void log_request(jf_server *s, const srv_req *r, uint64_t duration_ns)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     jf_server *s = cls;
     srv_req *r = *req_cls;
     if (!r)
         return;
     *req_cls = NULL;
+    srv_loop_request_ends(conn);
     uint64_t duration_ns = srv_mono_ns() - r->start_ns;
     if (r->status)
         srv_metrics_record(s->metrics, r->match.route, r->status, duration_ns);

@@ -100,9 +100,17 @@ void srv_loop_wake(srv_loop *l);
 typedef struct MHD_Daemon *(*srv_daemon_fn)(void *cls, srv_loop *loop, unsigned conn_limit);
 
 /* libmicrohttpd's MHD_OPTION_NOTIFY_CONNECTION callback of a loop's daemon
- * (cls: the loop): counts its connections. */
+ * (cls: the loop): counts its connections and watches each for its client's
+ * hang-up (loop.c, srv_conn), in the socket context, which is the loop's. */
 void srv_loop_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                      enum MHD_ConnectionNotificationCode toe);
+
+/* The access handler took a request of conn (its first call), and
+ * libmicrohttpd reported that request completed: a connection whose client
+ * hung up is closed only while it has no request (loop.c, srv_conn).  The
+ * daemon's thread. */
+void srv_loop_request_begins(struct MHD_Connection *conn);
+void srv_loop_request_ends(struct MHD_Connection *conn);
 
 typedef struct srv_loops_config {
     unsigned n;          /* loops (threads), each with a daemon */
