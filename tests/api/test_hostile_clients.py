@@ -24,14 +24,14 @@ picked by the seed, meanwhile:
 - send a header far over the connection's memory limit, or conflicting
   framing (chunked and a Content-Length, a negative Content-Length);
 - open connections and leave them idle, to be closed later.
-Afterwards the server still answers, no connection is left half-closed (a
+Afterwards the server still answers; no connection is left half-closed (a
 hang-up inside a request's headers used to linger for the 60 s timeout:
 Debian 12's libmicrohttpd on epoll does not notice it; src/server/loop.c,
-srv_conn), every earn the honest client saw answered
-201 replays byte for byte, every earn that may or may not have been applied (a
-hang-up after a whole request) is sent again and then applied exactly once,
-each member's points are its funding plus exactly the earns that were
-answered or sent again, and `jifen verify` is clean (at close).
+srv_conn); every earn the honest client saw answered 201 replays byte for
+byte; every earn that may or may not have been applied (a hang-up after a
+whole request) is sent again and then applied exactly once; each member's
+points are its funding plus exactly the earns that were answered or sent
+again; and `jifen verify` is clean (at close).
 
 Run: python3 tests/api/test_hostile_clients.py (SEED=... replays;
 HOSTILE_ROUNDS=... for a longer run, default 300)."""
