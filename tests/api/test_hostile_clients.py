@@ -55,10 +55,9 @@ FUND = 1000
 SOCKET_TIMEOUT_S = 10.0
 
 
-def earn_request(key, mid, points, idem, body=None):
-    """The bytes of one whole earn request (body: the exact body bytes)."""
-    if body is None:
-        body = json.dumps({"points": points}).encode()
+def earn_request(key, mid, points, idem):
+    """The bytes of one whole earn request."""
+    body = json.dumps({"points": points}).encode()
     head = ("POST /v1/members/%s/earn HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Authorization: Bearer %s\r\nIdempotency-Key: %s\r\n"
             "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
