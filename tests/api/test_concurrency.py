@@ -164,10 +164,10 @@ class ConcurrencyTests(unittest.TestCase):
                 reqs = [http_bytes(port, self.key, m["id"], H.idem_key("many%d-%d" % (round_, i)))
                         for i in range(MANY_CONNS)]
                 answered = send_all_at_once(socks, reqs)
-                self.assertEqual(len(answered), MANY_CONNS,
-                                 "round %d: %d of %d connections unanswered after %d s"
-                                 % (round_, MANY_CONNS - len(answered), MANY_CONNS,
-                                    MANY_DEADLINE_S))
+                if len(answered) != MANY_CONNS:
+                    self.fail("round %d: %d of %d connections unanswered after %d s; %s"
+                              % (round_, MANY_CONNS - len(answered), MANY_CONNS,
+                                 MANY_DEADLINE_S, self.stuck_report(m["id"], socks, answered)))
                 self.assertEqual(set(answered.values()), {201}, "round %d" % round_)
         finally:
             for s in socks + idle:
@@ -175,6 +175,23 @@ class ConcurrencyTests(unittest.TestCase):
         p = H.points_of(self.a, m["id"])
         self.assertEqual(p["balance"], MANY_CONNS * MANY_ROUNDS)
         self.assertVerifyClean()
+
+    def stuck_report(self, mid, socks, answered):
+        """What the server says when connections went unanswered (a rare hang
+        seen once in make test, not reproduced since): its loops' connections,
+        the writer's commands, the member's points (were the earns applied?),
+        and how many of the stuck connections answer once another request
+        has woken a loop (a lost wake-up if they do)."""
+        c = self.env.client(self.key, timeout=10)
+        r = c.get("/metrics", key=None)
+        lines = [ln for ln in r.raw.decode().splitlines()
+                 if ln.startswith(("jifen_http_connections", "jifen_writer_commands_total",
+                                   "jifen_writer_queue_depth"))]
+        points = H.points_of(c, mid)["balance"]
+        stuck = [s for i, s in enumerate(socks) if i not in answered]
+        later = send_all_at_once(stuck, [b""] * len(stuck))
+        return ("metrics: %s; member balance %d; after one more request %d of the %d stuck "
+                "answered" % ("; ".join(lines), points, len(later), len(stuck)))
 
     def test_connections_spread_over_the_loops(self):
         """64 connections opened at once end up spread over the HTTP loops
