@@ -99,6 +99,7 @@ struct srv_loop {
     int wake_fd;              /* eventfd: a connection was resumed or handed over */
     atomic_bool wake_pending; /* wake_fd written since the loop last looked */
     atomic_long conns;        /* connections its daemon has (its notifications) */
+    atomic_long hung_up;      /* connections it shut down after a hang-up (srv_conn) */
     atomic_long handed;       /* connections handed to it, not yet added */
     pthread_mutex_t mu;       /* guards inbox */
     handoff *inbox;
@@ -188,14 +189,22 @@ void srv_loop_request_begins(struct MHD_Connection *conn)
         c->in_request = true;
 }
 
+/* Shuts down the socket of a connection whose client hung up, so that its
+ * daemon closes it (srv_conn). */
+static void conn_hang_up(srv_loop *l, srv_conn *c)
+{
+    if (shutdown(c->fd, SHUT_RDWR) == 0)
+        atomic_fetch_add(&l->hung_up, 1);
+}
+
 void srv_loop_request_ends(struct MHD_Connection *conn)
 {
     srv_conn *c = conn_of(conn);
     if (!c)
         return;
     c->in_request = false;
-    if (c->peer_closed)
-        shutdown(c->fd, SHUT_RDWR);
+    if (c->peer_closed && current_loop)
+        conn_hang_up(current_loop, c);
 }
 
 /* After the daemon ran: the connections whose clients hung up since, and
@@ -211,7 +220,7 @@ static void loop_hang_ups(srv_loop *l)
         srv_conn *c = ev[i].data.ptr;
         c->peer_closed = true;
         if (!c->in_request)
-            shutdown(c->fd, SHUT_RDWR);
+            conn_hang_up(l, c);
     }
 }
 
@@ -458,6 +467,7 @@ static srv_loops *loops_alloc(unsigned n)
         l->wake_fd = -1;
         atomic_init(&l->wake_pending, false);
         atomic_init(&l->conns, 0);
+        atomic_init(&l->hung_up, 0);
         atomic_init(&l->handed, 0);
         pthread_mutex_init(&l->mu, NULL);
     }
@@ -509,6 +519,15 @@ void srv_loops_render(const srv_loops *ls, FILE *f)
           f);
     for (unsigned i = 0; i < ls->n; i++)
         fprintf(f, "jifen_http_connections{loop=\"%u\"} %ld\n", i, atomic_load(&ls->loop[i].conns));
+    long hung_up = 0;
+    for (unsigned i = 0; i < ls->n; i++)
+        hung_up += atomic_load(&ls->loop[i].hung_up);
+    fprintf(f,
+            "# HELP jifen_http_hangups_closed_total Connections the HTTP loops shut down after"
+            " their client hung up (libmicrohttpd alone would wait for the timeout when it was"
+            " inside a request's headers).\n"
+            "# TYPE jifen_http_hangups_closed_total counter\njifen_http_hangups_closed_total %ld\n",
+            hung_up);
 }
 
 /* Closes what was handed over but never added. */

@@ -122,6 +122,7 @@ class Hostile:
         self.uncertain = []  # (member, key, points) sent whole, answer not seen
         self.never = []      # (member, key, points) never sent whole
         self.idle = []
+        self.inside_headers = 0  # hang-ups before the end of the headers
         self.counts = {}
         self.seq = 0
 
@@ -154,6 +155,7 @@ class Hostile:
         mid, idem, pts = self.new_earn()
         whole = earn_request(self.key, mid, pts, idem)
         cut = self.rnd.randrange(1, len(whole))  # inside the headers or the body
+        self.inside_headers += cut < whole.index(b"\r\n\r\n") + 4
         s = self.connect()
         s.sendall(whole[:cut])
         time.sleep(self.rnd.uniform(0, 0.002))
@@ -333,6 +335,9 @@ class HostileClientTest(unittest.TestCase):
         while close_wait_count(env.port) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(close_wait_count(env.port), 0, "connections left half-closed")
+        if hostile.inside_headers:
+            self.assertGreater(H.metric(env.admin, "jifen_http_hangups_closed_total"), 0,
+                               "hang-ups inside the headers, none shut down by the loops")
 
         c = env.client(env.t1["api_key"])
         for mid, idem, pts, raw in honest:
