@@ -501,6 +501,23 @@ def check_ok(r, status, what=""):
     return r.body
 
 
+def split_response(buf):
+    """The first whole HTTP response in raw bytes buf (with a Content-Length,
+    as the server always sends): (status, body, bytes it takes), or None while
+    it is incomplete.  For tests that talk to the server over raw sockets."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    length = 0
+    for line in buf[:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if len(buf) < end + 4 + length:
+        return None
+    return int(buf.split(b" ", 2)[1]), buf[end + 4:end + 4 + length], end + 4 + length
+
+
 def metric(client, name):
     """One sample of /metrics (answered without a read, so also while a
     flush is held)."""

@@ -83,17 +83,8 @@ def http_bytes(port, key, member_id, idem):
 
 def response_complete(buf):
     """The status of the one whole response in buf, or None while incomplete."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    length = 0
-    for line in buf[:end].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if len(buf) < end + 4 + length:
-        return None
-    return int(buf.split(b" ", 2)[1])
+    whole = H.split_response(buf)
+    return whole[0] if whole else None
 
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"

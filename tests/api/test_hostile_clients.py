@@ -77,19 +77,11 @@ def read_responses(sock, count, timeout=SOCKET_TIMEOUT_S):
     sock.settimeout(timeout)
     buf, out = b"", []
     while len(out) < count:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            head = buf[:end].decode("latin-1").split("\r\n")
-            status = int(head[0].split()[1])
-            length = 0
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            if len(buf) >= end + 4 + length:
-                out.append((status, buf[end + 4:end + 4 + length]))
-                buf = buf[end + 4 + length:]
-                continue
+        whole = H.split_response(buf)
+        if whole:
+            out.append(whole[:2])
+            buf = buf[whole[2]:]
+            continue
         try:
             chunk = sock.recv(65536)
         except (ConnectionError, socket.timeout, OSError):
