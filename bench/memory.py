@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,11 +117,7 @@ def idle_rss(jf, wait_s=10.0):
     requests freed: jifen trims its heap after a second without writes
     (jifen_memory_trims_total); waits for the trim, at most wait_s."""
     def trims():
-        req = urllib.request.Request(f"http://127.0.0.1:{jf.port}/metrics")
-        req.add_header("Authorization", f"Bearer {jf.key}")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-        for line in text.splitlines():
+        for line in jf.metrics_text().splitlines():
             if line.startswith("jifen_memory_trims_total "):
                 return int(line.split()[1])
         return None

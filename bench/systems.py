@@ -276,12 +276,17 @@ class Jifen:
             return False, "POST /v1/batch answers 405"
         return True, f"probe answered {status}"
 
+    def metrics_text(self, timeout=30):
+        """The server's /metrics (Prometheus text)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics")
+        req.add_header("Authorization", f"Bearer {self.key}")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.read().decode()
+
     def wal_counters(self):
         """The server's WAL restart counters (B.parse_wal_metrics), or None."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                        timeout=10) as r:
-                return B.parse_wal_metrics(r.read().decode())
+            return B.parse_wal_metrics(self.metrics_text(timeout=10))
         except (OSError, ValueError):
             return None
 
