@@ -80,7 +80,7 @@ static jf_err key_read(jf_engine *eng, const char *id, uint8_t stored[JF_HASH_BY
         id);
     if (st != NULL) {
         err = JF_ERR_UNAUTHORIZED;
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == JF_HASH_BYTES) {
+        if (jf_db_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 2) == JF_HASH_BYTES) {
             *tenant = sqlite3_column_int64(st, 0);
             *role = jf_role_parse(jf_db_text(st, 1));
             memcpy(stored, sqlite3_column_blob(st, 2), JF_HASH_BYTES);
@@ -161,7 +161,7 @@ static jf_err key_get_json(jf_ctx *ctx, const char *id, json_t **out)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         *out = key_json(st);
         err = JF_OK;
     }

@@ -99,8 +99,8 @@ static void sub_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd, jf_c
         err = sub_fail(sub, JF_ERR_FORBIDDEN, "This API key's role may not run this operation.");
     if (err == JF_OK && (err = jf_cmd_validate(eng, req, sub)) != JF_OK)
         sub->res.err = err;
-    if (err == JF_OK && !jf_inflight_add(eng, sub->auth.tenant, sub->idem_key))
-        sub_fail(sub, JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT, NULL);
+    if (err == JF_OK && (err = jf_inflight_add(eng, sub->auth.tenant, sub->idem_key)) != JF_OK)
+        sub_fail(sub, err, NULL);
     else if (err == JF_OK)
         sub->claimed = true;
 }

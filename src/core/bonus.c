@@ -96,7 +96,7 @@ static jf_err bonus_sweep(jf_ctx *ctx)
         "IsssI", ctx->auth->tenant, md, leap_md, period, (int64_t)SWEEP_SLICE);
     if (st == NULL)
         return JF_ERR_IO;
-    while (n < SWEEP_SLICE && sqlite3_step(st) == SQLITE_ROW)
+    while (n < SWEEP_SLICE && jf_db_step(st) == SQLITE_ROW)
         jf_str_copy(ids[n++], JF_ID_LEN_MAX, jf_db_text(st, 0));
     sqlite3_reset(st);
     for (int i = 0; i < n && err == JF_OK; i++)

@@ -121,7 +121,7 @@ static jf_err campaigns_json(jf_ctx *ctx, const char *id, json_t **out)
     if (st == NULL)
         return JF_ERR_IO;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(arr, campaign_row(st));
     sqlite3_reset(st);
     for (size_t i = 0; id && i < json_array_size(arr); i++) {
@@ -129,7 +129,7 @@ static jf_err campaigns_json(jf_ctx *ctx, const char *id, json_t **out)
         st = jf_db_query(ctx->db,
                          "SELECT id FROM rules WHERE tenant_id=? AND campaign_id=? ORDER BY id",
                          "Is", ctx->auth->tenant, id);
-        while (st && sqlite3_step(st) == SQLITE_ROW)
+        while (st && jf_db_step(st) == SQLITE_ROW)
             json_array_append_new(rules, json_string(jf_db_text(st, 0)));
         if (st)
             sqlite3_reset(st);
@@ -217,7 +217,7 @@ static jf_err campaign_update(jf_ctx *ctx)
                     ctx->auth->tenant, ctx->path_id ? ctx->path_id : "");
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if (jf_db_step(st) == SQLITE_ROW)
         status = strdup(jf_db_text(st, 0));
     sqlite3_reset(st);
     jf_err err = status ? JF_OK : jf_fail(ctx, JF_ERR_NOT_FOUND, "No campaign '%s'.", ctx->path_id);

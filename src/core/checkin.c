@@ -168,7 +168,7 @@ static jf_err checkin_calendar(jf_ctx *ctx)
     if (err != JF_OK || st == NULL)
         return err != JF_OK ? err : JF_ERR_IO;
     json_t *days = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(days, json_pack("{sssIsI}", "date", jf_db_text(st, 0), "streak",
                                               (json_int_t)sqlite3_column_int64(st, 1), "points",
                                               (json_int_t)sqlite3_column_int64(st, 2)));

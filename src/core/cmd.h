@@ -39,8 +39,8 @@ jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
  * savepoint); true when a sliced job wants to run again. */
 bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd);
 bool jf_idem_key_valid(const char *key);
-void jf_request_hash(jf_cmd *cmd);
-bool jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key);
+jf_err jf_request_hash(jf_cmd *cmd);
+jf_err jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key);
 void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key);
 const jf_op_impl *jf_op_impl_of(jf_op op);
 

@@ -258,6 +258,10 @@ void jf_hex(const uint8_t *bytes, size_t n, char *out);
 
 /* --- json.c: strict decoding and encoding --- */
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out);
+/* Routes jansson's allocations through a hook that notes a failure, so that
+ * jf_json_parse_body can tell a body it could not allocate from a malformed
+ * one.  Process-wide (jansson's hooks are); jf_engine_open calls it once. */
+void jf_json_init(void);
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);

@@ -114,24 +114,29 @@ static size_t inflight_bucket(int64_t tenant, const char *key)
     return jf_hash_str((uint64_t)tenant * 0x9e3779b97f4a7c15ull, key) % JF_INFLIGHT_BUCKETS;
 }
 
-/* Registers the key; false when it is already in flight. */
-bool jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key)
+/* Registers the key: JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT when it already is,
+ * JF_ERR_NOMEM when the entry cannot be made (the key is then not in flight,
+ * and a retry must not be told it is). */
+jf_err jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key)
 {
     size_t b = inflight_bucket(tenant, key);
-    bool added = false;
+    jf_err err = JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT;
     pthread_mutex_lock(&eng->idem_mu);
     jf_inflight *e = eng->inflight[b];
     while (e && !(e->tenant == tenant && strcmp(e->key, key) == 0))
         e = e->next;
-    if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        err = e ? JF_OK : JF_ERR_NOMEM;
+    }
+    if (err == JF_OK) {
         e->tenant = tenant;
         jf_str_copy(e->key, sizeof(e->key), key);
         e->next = eng->inflight[b];
         eng->inflight[b] = e;
-        added = true;
     }
     pthread_mutex_unlock(&eng->idem_mu);
-    return added;
+    return err;
 }
 
 void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
@@ -182,8 +187,10 @@ bool jf_idem_key_valid(const char *key)
     return true;
 }
 
-/* The request fingerprint that a replay must match: op, path id, canonical body. */
-void jf_request_hash(jf_cmd *cmd)
+/* The request fingerprint that a replay must match: op, path id, canonical
+ * body.  JF_ERR_NOMEM when the canonical body cannot be made: a fingerprint
+ * without it would refuse the request's own retry as another request. */
+jf_err jf_request_hash(jf_cmd *cmd)
 {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, JF_HASH_BYTES);
@@ -193,10 +200,12 @@ void jf_request_hash(jf_cmd *cmd)
     crypto_generichash_update(&st, (const uint8_t *)pid, strlen(pid) + 1);
     size_t n = 0;
     char *canon = jf_json_dump_sorted(cmd->body, &n);
-    if (canon)
-        crypto_generichash_update(&st, (const uint8_t *)canon, n);
+    if (canon == NULL)
+        return JF_ERR_NOMEM;
+    crypto_generichash_update(&st, (const uint8_t *)canon, n);
     free(canon);
     crypto_generichash_final(&st, cmd->req_hash, JF_HASH_BYTES);
+    return JF_OK;
 }
 
 static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_auth *auth,
@@ -209,6 +218,7 @@ static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_
     ctx->auth = auth;
     ctx->now_ms = jf_now_ms(eng);
     ctx->detail = detail;
+    jf_db_failure_reset();
 }
 
 /* {"transaction": reply_tx, then ctx->out's keys}. */
@@ -228,15 +238,29 @@ static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
     return jf_jt_take(&b, len);
 }
 
+/* Ends a command or a read: its answer into res.  A SQLite call that failed
+ * on the way (jf_db_step) decides the answer whatever the handler made of
+ * it: a handler that took a failed lookup for "no row" answered a business
+ * result (not found) for what was an I/O error or an allocation failure. */
 static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 {
+    jf_err failed = ctx->db ? jf_db_failure() : JF_OK;
+    jf_db_failure_reset();
+    if (failed != JF_OK && err != failed) {
+        snprintf(ctx->detail, sizeof(res->detail), "%s",
+                 failed == JF_ERR_NOMEM ? "The server ran out of memory; try again."
+                                        : ctx->db->errmsg);
+        err = failed;
+    }
     if (err == JF_OK && ctx->reply_body) {
         res->body = ctx->reply_body;
         res->body_len = ctx->reply_body_len;
         ctx->reply_body = NULL;
-    } else if (err == JF_OK && ctx->out) {
-        res->body = ctx->reply_tx ? reply_with_tx(ctx, &res->body_len)
-                                  : jf_json_dump(ctx->out, &res->body_len);
+    } else if (err == JF_OK) {
+        /* No ctx->out: json_object() failed before the handler ran. */
+        res->body = ctx->out == NULL ? NULL
+                    : ctx->reply_tx  ? reply_with_tx(ctx, &res->body_len)
+                                     : jf_json_dump(ctx->out, &res->body_len);
         if (res->body == NULL)
             err = JF_ERR_NOMEM;
     }
@@ -270,7 +294,10 @@ static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_OK;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    int rc = jf_db_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = JF_ERR_IO; /* not "no such key": the command must not run */
+    if (rc == SQLITE_ROW) {
         *found = true;
         const void *h = sqlite3_column_blob(st, 1);
         if (strcmp(jf_db_text(st, 0), jf_op_name(cmd->op)) != 0 ||
@@ -354,8 +381,11 @@ static bool cmd_wrote_nothing(jf_db *db, int64_t changes_before)
 bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
 {
     jf_db *db = &eng->wdb;
-    if (eng->poisoned)
+    if (eng->poisoned) {
+        /* Undone by writer_redo, unless the batch fails as a whole. */
+        cmd->res.err = JF_ERR_IO;
         return false;
+    }
     bool sp = eng->careful || cmd->args.dry_run;
     int64_t changes = sqlite3_total_changes64(db->h);
     jf_ctx ctx;
@@ -408,9 +438,12 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     if (err == JF_OK && cmd->idem_key && !again)
         err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
     if (err != JF_OK) {
-        if (sp)
+        /* A failed statement may have made SQLite roll the whole transaction
+         * back: then the batch's earlier commands are gone too. */
+        bool lost = sqlite3_get_autocommit(db->h) != 0;
+        if (sp && !lost)
             jf_db_run(db, "ROLLBACK TO cmd", "");
-        else if (!cmd_wrote_nothing(db, changes))
+        else if (lost || !cmd_wrote_nothing(db, changes))
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
@@ -608,9 +641,13 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    /* The batch's hot rows are written last, once each (hot.c). */
-    jf_err err = jf_hot_flush(eng->hot, &eng->wdb);
-    if (err == JF_OK)
+    /* The batch's hot rows are written last, once each (hot.c).  A batch
+     * still poisoned after its careful run, or whose transaction SQLite
+     * rolled back, commits nothing. */
+    jf_err err = JF_ERR_IO;
+    if (eng->poisoned || sqlite3_get_autocommit(eng->wdb.h))
+        jf_hot_discard(eng->hot);
+    else if ((err = jf_hot_flush(eng->hot, &eng->wdb)) == JF_OK)
         err = jf_db_run(&eng->wdb, "COMMIT", "");
     jf_hist_since(&eng->commit_hist, &t0);
     atomic_fetch_add(&eng->commits, 1);
@@ -621,6 +658,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     jf_db_exec(&eng->wdb, "ROLLBACK");
     jf_wcache_rollback(eng->wcache);
     eng->prog_valid = false;
+    eng->poisoned = false;
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         again[i] = false;
@@ -788,7 +826,10 @@ static bool writer_apply_one(jf_engine *eng, jf_cmd *c)
  * begin, every command gets that error. */
 static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
 {
-    jf_err err = jf_db_run(&eng->wdb, "BEGIN IMMEDIATE", "");
+    /* By jf_db_exec: jf_db_step refuses, on the writer, a statement that
+     * writes outside a transaction, and SQLite counts BEGIN IMMEDIATE as one. */
+    jf_db_end_stale(&eng->wdb);
+    jf_err err = jf_db_exec(&eng->wdb, "BEGIN IMMEDIATE");
     /* Read inside the transaction: what another process committed before it
      * (-1, when it cannot be read, forgets everything). */
     int64_t data_version = -1;
@@ -877,7 +918,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
     if (eng->poisoned)
         err = writer_redo(eng, batch, again, acc);
     int slices = 0;
-    while (err == JF_OK && room > 0) {
+    while (err == JF_OK && room > 0 && !eng->poisoned) {
         size_t k = 0;
         bool slice = false, pulled = false;
         bool may = slices < JF_HELD_SLICES_MAX;
@@ -939,6 +980,8 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
 static void *writer_main(void *arg)
 {
     jf_engine *eng = arg;
+    pthread_setname_np(pthread_self(), "jifen-writer");
+    jf_db_guard_writes();
     /* After a restart every member's first write would read its row from a
      * random page; the cache is filled before the first batch instead
      * (requests that arrive meanwhile wait in the queue). */
@@ -1064,6 +1107,8 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     ctx_init(&ctx, eng, db, req->op, req->auth, res.detail);
     ctx.req = req;
     ctx.path_id = req->path_id;
+    if (db)
+        jf_db_end_stale(db);
     jf_err err = db ? jf_db_run(db, "BEGIN", "") : JF_ERR_IO;
     if (err == JF_OK) {
         if (op_reads_program(req->op))
@@ -1093,7 +1138,7 @@ jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
     const jf_op_impl *impl = jf_op_impl_of(cmd->op);
     jf_err err = impl->validate ? impl->validate(&ctx) : JF_OK;
     if (err == JF_OK)
-        jf_request_hash(cmd);
+        err = jf_request_hash(cmd);
     return err;
 }
 
@@ -1137,8 +1182,8 @@ static void call_write(jf_engine *eng, const jf_request *req, jf_done_fn done, v
     cmd->done = done;
     cmd->done_ctx = done_ctx;
     jf_err err = cmd_prepare(eng, req, cmd);
-    if (err == JF_OK && cmd->idem_key && !jf_inflight_add(eng, cmd->auth.tenant, cmd->idem_key)) {
-        err = JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT;
+    if (err == JF_OK && cmd->idem_key &&
+        (err = jf_inflight_add(eng, cmd->auth.tenant, cmd->idem_key)) != JF_OK) {
         free(cmd->idem_key);
         cmd->idem_key = NULL;
     }
@@ -1322,7 +1367,7 @@ static int sched_tenants(jf_engine *eng, const char *sql, const char *fmt, int64
         return 0;
     int n = 0;
     sqlite3_stmt *st = jf_db_query(db, sql, fmt, jf_now_ms(eng));
-    while (st && n < max && sqlite3_step(st) == SQLITE_ROW)
+    while (st && n < max && jf_db_step(st) == SQLITE_ROW)
         tenants[n++] = sqlite3_column_int64(st, 0);
     if (st)
         sqlite3_reset(st);
@@ -1369,6 +1414,7 @@ static void sched_run_once(jf_engine *eng, bool expiry)
 static void *sched_main(void *arg)
 {
     jf_engine *eng = arg;
+    pthread_setname_np(pthread_self(), "jifen-sched");
     int ticks = 0;
     pthread_mutex_lock(&eng->mu);
     while (!eng->stopping && !eng->draining) {
@@ -1397,7 +1443,7 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json)
     json_t *out = json_array();
     sqlite3_stmt *st = jf_db_query(db, "SELECT id, public_id FROM tenants ORDER BY id", "");
     jf_err err = st ? JF_OK : JF_ERR_IO;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         int64_t tenant = sqlite3_column_int64(st, 0);
         json_t *row = json_pack("{ss}", "tenant_id", jf_db_text(st, 1));
         char *text = NULL;
@@ -1555,6 +1601,7 @@ static void ckpt_idle_trim(jf_engine *eng, idle_trim *t, uint64_t commits)
 static void *ckpt_main(void *arg)
 {
     jf_engine *eng = arg;
+    pthread_setname_np(pthread_self(), "jifen-ckpt");
     jf_db db;
     if (jf_db_open(&db, eng->db_path, false) != JF_OK) {
         jf_db_close(&db);
@@ -1642,6 +1689,7 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     *out = NULL;
     if (sodium_init() < 0)
         return JF_ERR_INTERNAL;
+    jf_json_init();
     if (opts->wal_restart_frames != 0 && (opts->wal_restart_frames < JF_WAL_RESTART_FRAMES_MIN ||
                                           opts->wal_restart_frames > JF_WAL_RESTART_FRAMES_MAX)) {
         if (errbuf)

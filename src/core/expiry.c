@@ -52,7 +52,7 @@ static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *
     if (st == NULL)
         return JF_ERR_IO;
     *n = *rows = 0;
-    while (*rows < JF_EXPIRY_SCAN_LOTS && sqlite3_step(st) == SQLITE_ROW) {
+    while (*rows < JF_EXPIRY_SCAN_LOTS && jf_db_step(st) == SQLITE_ROW) {
         (*rows)++;
         const char *id = jf_db_text(st, 0);
         if (strlen(id) < JF_ID_LEN_MAX && !member_seen(ids, *n, seen, id))
@@ -190,7 +190,7 @@ static jf_err expiry_forecast(jf_ctx *ctx)
         return JF_ERR_IO;
     json_t *data = json_array();
     int64_t row = 0, next = -1;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (jf_db_step(st) == SQLITE_ROW) {
         total_points += sqlite3_column_int64(st, 1);
         total_lots += sqlite3_column_int64(st, 2);
         if (row >= offset && row < offset + limit)

@@ -29,7 +29,7 @@ static jf_err hold_load(jf_ctx *ctx, const char *id, jf_hold *h)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No hold '%s'.", id ? id : "");
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(h->id, sizeof(h->id), jf_db_text(st, 0));
         jf_str_copy(h->member_id, sizeof(h->member_id), jf_db_text(st, 1));
         jf_str_copy(h->status, sizeof(h->status), jf_db_text(st, 2));
@@ -74,7 +74,7 @@ static jf_err hold_json(jf_ctx *ctx, const char *id, json_t **out)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No hold '%s'.", id ? id : "");
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         *out = hold_row_json(st);
         err = JF_OK;
     }
@@ -143,7 +143,7 @@ static jf_err holds_void_limit(jf_ctx *ctx, const char *member_id, int64_t limit
                           "III", ctx->auth->tenant, ctx->now_ms, jf_min_i64(limit, 64));
     if (st == NULL)
         return JF_ERR_IO;
-    while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
+    while (n < 64 && jf_db_step(st) == SQLITE_ROW)
         snprintf(ids[n++], JF_ID_LEN_MAX, "%.*s", JF_ID_LEN_MAX - 1, jf_db_text(st, 0));
     sqlite3_reset(st);
     jf_err err = JF_OK;

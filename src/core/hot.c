@@ -171,7 +171,7 @@ static jf_err chain_read(jf_ctx *ctx, jf_chain_head *out)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_UNAUTHORIZED;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
+    if (jf_db_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == JF_HASH_BYTES) {
         out->seq = sqlite3_column_int64(st, 0);
         memcpy(out->hash, sqlite3_column_blob(st, 1), JF_HASH_BYTES);
         out->time_max = sqlite3_column_int64(st, 2);

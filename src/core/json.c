@@ -6,11 +6,37 @@
  * 400 rather than silently ignored.  Integers are checked against the points
  * range (±(2^53−1)) before any handler-specific bound.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
 #include "tz.h"
+
+/* Whether one of jansson's allocations failed on this thread since the last
+ * reset.  Its lexer reports some such failures as a syntax error ("string or
+ * '}' expected"), which must not reach a client as invalid_json when the body
+ * was sound, and hides others (jf_json_parse_body). */
+static _Thread_local bool json_alloc_failed;
+
+static void *json_alloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p == NULL)
+        json_alloc_failed = true;
+    return p;
+}
+
+static void json_hooks_install(void)
+{
+    json_set_alloc_funcs(json_alloc, free);
+}
+
+void jf_json_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, json_hooks_install);
+}
 
 static int json_depth(json_t *v)
 {
@@ -45,8 +71,18 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
     bool bulk = ctx->op == JF_OP_BATCH || ctx->op == JF_OP_TIER_IMPORT;
     if (len > (bulk ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
         return JF_ERR_PAYLOAD_TOO_LARGE;
+    json_alloc_failed = false;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+    if (json_alloc_failed) {
+        /* Even a parse that succeeded: jansson's lexer drops a character it
+         * cannot append to a token (lex_save ignores the failure), so the
+         * tree may hold a shortened id or number. */
+        json_decref(v);
+        return JF_ERR_NOMEM;
+    }
     if (v == NULL) {
+        if (json_error_code(&e) == json_error_out_of_memory)
+            return JF_ERR_NOMEM;
         if (strstr(e.text, "duplicate"))
             return jf_fail(ctx, JF_ERR_DUPLICATE_FIELD, "%s", e.text);
         if (strstr(e.text, "too big"))
@@ -251,7 +287,7 @@ static jf_err list_each(sqlite3_stmt *st, int64_t limit, int cursor_col,
     int64_t n = 0, last = -1;
     jf_err err = JF_OK;
     *next = -1;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         if (n == limit) {
             *next = last;
             break;

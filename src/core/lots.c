@@ -44,7 +44,7 @@ static jf_err lot_vec_fill(lot_vec *lv, sqlite3_stmt *st, int64_t amount)
 {
     int64_t sum = 0;
     jf_err err = JF_OK;
-    while (err == JF_OK && sum < amount && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && sum < amount && jf_db_step(st) == SQLITE_ROW) {
         lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
                      jf_db_int_or(st, 2, -1), false};
         sum += r.remaining;
@@ -136,7 +136,7 @@ static jf_err lot_update_step(jf_ctx *ctx, sqlite3_stmt *st, int64_t lot_seq)
         return JF_ERR_IO;
     lot_entry e = {.seq = lot_seq};
     int64_t was_closed = 0;
-    int rc = sqlite3_step(st);
+    int rc = jf_db_step(st);
     if (rc == SQLITE_ROW) {
         jf_str_copy(e.member_id, sizeof(e.member_id), jf_db_text(st, 0));
         was_closed = sqlite3_column_int64(st, 1);
@@ -201,7 +201,7 @@ jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out,
     int rc = SQLITE_DONE;
     *n = 0;
     *points = 0;
-    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (*n < max && (rc = jf_db_step(st)) == SQLITE_ROW) {
         jf_due_lot *d = &out[(*n)++];
         d->expires_key = sqlite3_column_int64(st, 0);
         d->available_at = sqlite3_column_int64(st, 1);
@@ -332,7 +332,7 @@ static jf_err points_state(jf_ctx *ctx, const char *member_id, jf_points *p)
     if (st == NULL)
         return JF_ERR_IO;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = jf_db_step(st)) == SQLITE_ROW) {
         int64_t kind = sqlite3_column_int64(st, 0), key1 = sqlite3_column_int64(st, 1);
         int64_t value = sqlite3_column_int64(st, 2);
         if (kind == 1)
@@ -364,7 +364,7 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
     if (st == NULL)
         return JF_ERR_IO;
     err = JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         p->debt = sqlite3_column_int64(st, 0);
         p->pending = sqlite3_column_int64(st, 1);
         p->available = p->balance + p->debt - p->due - p->pending;
@@ -475,7 +475,7 @@ jf_err jf_lots_restore(jf_ctx *ctx, const jf_tx *tx, int64_t source_seq, const c
         return JF_ERR_IO;
     lot_vec lv = {0};
     jf_err err = JF_OK;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         lot_ref r = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
                      jf_db_int_or(st, 2, -1), sqlite3_column_int(st, 3) != 0};
         err = lot_vec_push(&lv, r);

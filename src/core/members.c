@@ -42,7 +42,7 @@ jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_ERR_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         member_kept_row(st, 0, out);
         jf_wcache_member_put(wc, ctx->auth->tenant, out);
         jf_member_seq_note(ctx, out->id, out->seq);
@@ -90,7 +90,7 @@ jf_err jf_members_warm(jf_db *db, jf_wcache *wc, int64_t *count)
             : NULL;
     if (st != NULL) {
         jf_wcache_batch_begin(wc, data_version);
-        while (sqlite3_step(st) == SQLITE_ROW) {
+        while (jf_db_step(st) == SQLITE_ROW) {
             jf_member m;
             member_kept_row(st, 1, &m);
             jf_wcache_member_put(wc, sqlite3_column_int64(st, 0), &m);
@@ -163,7 +163,7 @@ static jf_err member_render_by(jf_ctx *ctx, bool by_external, const char *value)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", value ? value : "");
     json_t *m = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW && (err = member_json(ctx, st, &m)) == JF_OK) {
+    if (jf_db_step(st) == SQLITE_ROW && (err = member_json(ctx, st, &m)) == JF_OK) {
         json_decref(ctx->out);
         ctx->out = m;
     }
@@ -255,7 +255,7 @@ static jf_err referrer_resolve(jf_ctx *ctx, const char *code, char referrer[JF_I
                                    "II", ctx->auth->tenant, seq);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(referrer, JF_ID_LEN_MAX, jf_db_text(st, 0));
         err = JF_OK;
     }

@@ -30,7 +30,7 @@ jf_err jf_program_load(jf_db *db, int64_t tenant, jf_program *p)
         "I", tenant);
     if (st == NULL)
         return JF_ERR_IO;
-    int rc = sqlite3_step(st);
+    int rc = jf_db_step(st);
     if (rc != SQLITE_ROW) {
         sqlite3_reset(st);
         return rc == SQLITE_DONE ? JF_ERR_UNAUTHORIZED : JF_ERR_IO;

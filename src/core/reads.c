@@ -44,7 +44,7 @@ static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t
         "IIs", as_of, ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         *available = sqlite3_column_int64(st, 0);
         *pending = sqlite3_column_int64(st, 1);
         *total = sqlite3_column_int64(st, 2);
@@ -269,7 +269,7 @@ static jf_err member_lots(jf_ctx *ctx)
     jf_list_text_begin(&b);
     int64_t n = 0;
     bool more = false;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         if (n == limit) {
             more = true;
             break;

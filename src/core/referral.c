@@ -100,7 +100,7 @@ jf_err jf_referral_reward(jf_ctx *ctx, const char *referee_id, const char *on,
                                    "Is", ctx->auth->tenant, referee_id);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if (jf_db_step(st) == SQLITE_ROW)
         jf_str_copy(referrer, sizeof referrer, jf_db_text(st, 0));
     sqlite3_reset(st);
     if (!referrer[0])

@@ -169,7 +169,7 @@ static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No earned order '%s'.", order_id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(o->earn_id, sizeof o->earn_id, jf_db_text(st, 0));
         jf_str_copy(o->member_id, sizeof o->member_id, jf_db_text(st, 1));
         o->earned = sqlite3_column_int64(st, 2);
@@ -192,7 +192,7 @@ static jf_err order_lines_load(jf_ctx *ctx, const char *order_id, order_state *o
     if (st == NULL)
         return JF_ERR_IO;
     o->n = 0;
-    while (o->n < JF_ORDER_LINES_MAX && sqlite3_step(st) == SQLITE_ROW) {
+    while (o->n < JF_ORDER_LINES_MAX && jf_db_step(st) == SQLITE_ROW) {
         size_t i = o->n++;
         assert(sqlite3_column_int64(st, 0) == (int64_t)i);
         jf_str_copy(o->skus[i], sizeof o->skus[i], jf_db_text(st, 1) ? jf_db_text(st, 1) : "");
@@ -222,7 +222,7 @@ static jf_err order_refunds_load(jf_ctx *ctx, const char *order_id, order_state 
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_OK;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (jf_db_step(st) == SQLITE_ROW) {
         int64_t i = sqlite3_column_int64(st, 0);
         if (i < 0 || (size_t)i >= o->n)
             err = JF_ERR_CORRUPT;
@@ -237,7 +237,7 @@ static jf_err order_refunds_load(jf_ctx *ctx, const char *order_id, order_state 
                      "Is", ctx->auth->tenant, order_id);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         o->refunded = sqlite3_column_int64(st, 0);
         o->clawed = sqlite3_column_int64(st, 1);
         o->returned = sqlite3_column_int64(st, 2);
@@ -283,7 +283,7 @@ static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, voi
     char(*ids)[JF_ID_LEN_MAX] = calloc(JF_ORDER_LINES_MAX, sizeof *ids);
     int64_t pts[JF_ORDER_LINES_MAX], left[JF_ORDER_LINES_MAX];
     size_t n = 0;
-    while (ids && n < JF_ORDER_LINES_MAX && sqlite3_step(st) == SQLITE_ROW) {
+    while (ids && n < JF_ORDER_LINES_MAX && jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(ids[n], JF_ID_LEN_MAX, jf_db_text(st, 0));
         pts[n] = sqlite3_column_int64(st, 1);
         left[n] = pts[n] - sqlite3_column_int64(st, 2);
@@ -525,7 +525,7 @@ static jf_err refund_details(jf_ctx *ctx, const char *id, json_t *o)
                                    " l.order_id = r.order_id AND l.n = r.line_n WHERE"
                                    " r.tenant_id=? AND r.refund_id=? ORDER BY r.line_n",
                                    "Is", ctx->auth->tenant, id);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
+    while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(lines, json_pack("{sIsosIso}", "line",
                                                (json_int_t)sqlite3_column_int64(st, 0), "sku",
                                                jf_json_text(jf_db_text(st, 1)), "amount",
@@ -539,7 +539,7 @@ static jf_err refund_details(jf_ctx *ctx, const char *id, json_t *o)
                                     "SELECT tx_id, kind, points FROM refund_transactions WHERE"
                                     " tenant_id=? AND refund_id=? ORDER BY kind DESC, tx_id",
                                     "Is", ctx->auth->tenant, id);
-    while (st2 && sqlite3_step(st2) == SQLITE_ROW)
+    while (st2 && jf_db_step(st2) == SQLITE_ROW)
         json_array_append_new(txs, json_pack("{sssssI}", "id", jf_db_text(st2, 0), "kind",
                                              jf_db_text(st2, 1), "points",
                                              (json_int_t)sqlite3_column_int64(st2, 2)));
@@ -565,7 +565,7 @@ static jf_err refunds_json(jf_ctx *ctx, const char *order_id, const char *id, js
     if (st == NULL)
         return JF_ERR_IO;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(arr, refund_row_json(st));
     sqlite3_reset(st);
     json_t *v;

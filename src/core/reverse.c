@@ -30,7 +30,7 @@ static jf_err orig_load(jf_ctx *ctx, const char *id, orig_tx *o)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         memset(o, 0, sizeof(*o));
         o->seq = sqlite3_column_int64(st, 0);
         jf_str_copy(o->id, sizeof(o->id), jf_db_text(st, 1));

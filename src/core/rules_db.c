@@ -66,7 +66,7 @@ static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No rule '%s'.", id ? id : "");
     json_t *o = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         o = json_object();
         jf_json_set(o, "id", json_string(id));
         jf_json_set(o, "version", json_integer(sqlite3_column_int64(st, 0)));
@@ -87,7 +87,7 @@ static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out
                      "SELECT version, actor, created_at, json_extract(body, '$.status')"
                      " FROM rule_versions WHERE tenant_id=? AND rule_id=? ORDER BY version DESC",
                      "Is", ctx->auth->tenant, id);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
+    while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(list, json_pack("{sIsssoss}", "version",
                                               (json_int_t)sqlite3_column_int64(st, 0), "actor",
                                               jf_db_text(st, 1), "created_at",
@@ -231,7 +231,7 @@ static jf_err rule_current(jf_ctx *ctx, int64_t *version, char **status)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No rule '%s'.", ctx->path_id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         *version = sqlite3_column_int64(st, 0);
         *status = strdup(jf_db_text(st, 1));
         err = *status ? JF_OK : JF_ERR_NOMEM;
@@ -290,7 +290,7 @@ static jf_err rule_list(jf_ctx *ctx)
     if (st == NULL)
         return JF_ERR_IO;
     json_t *ids = json_array(), *data = json_array(), *v;
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(ids, json_string(jf_db_text(st, 0)));
     sqlite3_reset(st);
     size_t i;
@@ -368,7 +368,7 @@ static jf_err campaigns_usage(jf_ctx *ctx, live_rules *lr)
                         "Is", ctx->auth->tenant, lr->campaign_ids[k]);
         if (st == NULL)
             return JF_ERR_IO;
-        if (sqlite3_step(st) == SQLITE_ROW) {
+        if (jf_db_step(st) == SQLITE_ROW) {
             lr->campaign_used[k].budget_points = sqlite3_column_int64(st, 0);
             lr->campaign_used[k].budget_awards = sqlite3_column_int64(st, 1);
         }
@@ -401,7 +401,7 @@ static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf
                                     "Is", ctx->auth->tenant, ref->id);
         if (st == NULL)
             return JF_ERR_IO;
-        if (sqlite3_step(st) == SQLITE_ROW) {
+        if (jf_db_step(st) == SQLITE_ROW) {
             int64_t *pts = pass == 0 ? &ref->used.member_points : &ref->used.budget_points;
             int64_t *cnt = pass == 0 ? &ref->used.member_awards : &ref->used.budget_awards;
             *pts = sqlite3_column_int64(st, 0);
@@ -435,7 +435,7 @@ static jf_err live_rows(jf_ctx *ctx, const char *trigger, const char *event, jf_
         return JF_ERR_IO;
     size_t k = 0;
     int rc = SQLITE_DONE;
-    while (k < JF_RULES_ACTIVE_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (k < JF_RULES_ACTIVE_MAX && (rc = jf_db_step(st)) == SQLITE_ROW) {
         jf_live_rule *r = &buf[k++];
         jf_str_copy(r->id, sizeof r->id, jf_db_text(st, 0));
         r->version = sqlite3_column_int64(st, 1);
@@ -465,7 +465,7 @@ json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version)
                                    "SELECT body FROM rule_versions WHERE tenant_id=? AND"
                                    " rule_id=? AND version=?",
                                    "IsI", ctx->auth->tenant, id, version);
-    if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
+    if (st != NULL && jf_db_step(st) == SQLITE_ROW)
         body = jf_wcache_body_load(wc, ctx->auth->tenant, 'R', id, version, jf_db_text(st, 0));
     if (st != NULL)
         sqlite3_reset(st);
@@ -531,7 +531,7 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, int64_t need, jf_
                     ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         *tags = json_loads(jf_db_text(st, 0) ? jf_db_text(st, 0) : "[]", 0, NULL);
         if (jf_db_text(st, 1)) {
             jf_str_copy(birthday, bsize, jf_db_text(st, 1));
@@ -715,7 +715,7 @@ jf_err jf_awards_json(jf_ctx *ctx, int64_t tx_seq, json_t **out)
     if (st == NULL)
         return JF_ERR_IO;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(
             arr, json_pack("{sssIsIsssI}", "rule_id", jf_db_text(st, 0), "rule_version",
                            (json_int_t)sqlite3_column_int64(st, 1), "points",

@@ -150,6 +150,7 @@ static bool syncer_idle(const jf_engine *eng)
 static void *syncer_main(void *arg)
 {
     jf_engine *eng = arg;
+    pthread_setname_np(pthread_self(), "jifen-syncer");
     pthread_mutex_lock(&eng->sync_mu);
     for (;;) {
         while (syncer_idle(eng) && !eng->s_stopping)

@@ -79,7 +79,7 @@ jf_err jf_tenant_list(jf_engine *eng, char **json)
     sqlite3_stmt *st =
         jf_db_query(db, "SELECT public_id, name, created_at, tx_seq FROM tenants ORDER BY id", "");
     json_t *arr = json_array();
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
+    while (st && jf_db_step(st) == SQLITE_ROW) {
         json_t *o = json_object();
         jf_json_set(o, "id", json_string(jf_db_text(st, 0)));
         jf_json_set(o, "name", json_string(jf_db_text(st, 1)));

@@ -277,7 +277,7 @@ jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_OK;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         cfg->version = sqlite3_column_int64(st, 0);
         cfg->body = jf_wcache_body_load(jf_ctx_wcache(ctx), ctx->auth->tenant, 'T', "",
                                         cfg->version, jf_db_text(st, 1));
@@ -322,7 +322,7 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
         return JF_ERR_IO;
     memset(out, 0, sizeof(*out));
     jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", member_id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(out->code, sizeof out->code, jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
         out->since = jf_db_int_or(st, 1, -1);
         out->eval_at = jf_db_int_or(st, 2, -1);
@@ -394,7 +394,7 @@ static jf_err window_sums(jf_ctx *ctx, const char *member_id, jf_tier_metrics *m
         err = JF_ERR_IO;
     int rc = SQLITE_DONE;
     m->growth = m->spend = m->orders = 0;
-    while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (st != NULL && (rc = jf_db_step(st)) == SQLITE_ROW) {
         /* 0: an entry whose transaction the upgrade did not find (verify
          * reports it); it says nothing about the entries before it. */
         int64_t latest = sqlite3_column_int64(st, 2) / 2;

@@ -49,7 +49,7 @@ static jf_err config_in_use(jf_ctx *ctx, json_t *b)
     if (st == NULL)
         return JF_ERR_IO;
     jf_err err = JF_OK;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         json_t *t;
         size_t i;
         bool kept = false;
@@ -203,7 +203,7 @@ static jf_err evaluate_run(jf_ctx *ctx)
                           "III", ctx->auth->tenant, as_of, (int64_t)JF_TIER_EVAL_SLICE)
             : NULL;
     err = ids == NULL ? JF_ERR_NOMEM : st == NULL ? JF_ERR_IO : JF_OK;
-    while (err == JF_OK && n < JF_TIER_EVAL_SLICE && sqlite3_step(st) == SQLITE_ROW)
+    while (err == JF_OK && n < JF_TIER_EVAL_SLICE && jf_db_step(st) == SQLITE_ROW)
         jf_str_copy(ids[n++], JF_ID_LEN_MAX, jf_db_text(st, 0));
     if (st)
         sqlite3_reset(st);
@@ -264,7 +264,7 @@ static jf_err history_json(jf_ctx *ctx, const char *member_id, json_t **out)
     if (st == NULL)
         return JF_ERR_IO;
     *out = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(*out, jf_tier_change_json(st));
     sqlite3_reset(st);
     return JF_OK;
@@ -435,7 +435,7 @@ static jf_err import_one(jf_ctx *ctx, const jf_tier_config *cfg, json_t *e, size
                                    "Iss", ctx->auth->tenant, id, ext);
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if (jf_db_step(st) == SQLITE_ROW)
         jf_str_copy(mid, sizeof mid, jf_db_text(st, 0));
     sqlite3_reset(st);
     int to = jf_tier_index(cfg, code);

@@ -361,13 +361,13 @@ static jf_err tx_details(jf_ctx *ctx, int64_t seq, bool is_expire, json_t *o)
     sqlite3_stmt *st = jf_db_query(
         ctx->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
         "II", ctx->auth->tenant, seq);
-    while (st && sqlite3_step(st) == SQLITE_ROW)
+    while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(postings, json_pack("{sssI}", "account", jf_db_text(st, 0), "amount",
                                                   (json_int_t)sqlite3_column_int64(st, 1)));
     if (st)
         sqlite3_reset(st);
     sqlite3_stmt *cs = tx_consumptions(ctx, seq, is_expire);
-    while (cs && sqlite3_step(cs) == SQLITE_ROW)
+    while (cs && jf_db_step(cs) == SQLITE_ROW)
         json_array_append_new(cons, json_pack("{sssI}", "lot_id", jf_db_text(cs, 0), "amount",
                                               (json_int_t)sqlite3_column_int64(cs, 1)));
     if (cs)
@@ -393,7 +393,7 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
                                    ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    if (jf_db_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         return jf_fail(ctx, JF_ERR_NOT_FOUND, "No transaction '%s'.", id ? id : "");
     }

@@ -46,7 +46,7 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
     sqlite3_stmt *st = jf_db_query(v->db, sql, "I", tenant);
     if (st == NULL)
         return JF_ERR_IO;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (jf_db_step(st) == SQLITE_ROW) {
         const char *a = jf_db_text(st, 0);
         violation(v, inv, "tenant %lld: %s: %s (%lld vs %lld)", (long long)tenant, what,
                   a ? a : "?", (long long)sqlite3_column_int64(st, 1),
@@ -247,7 +247,7 @@ static int load_postings(verifier *v, int64_t tenant, int64_t seq, jf_posting *p
         v->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
         "II", tenant, seq);
     int n = 0;
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
+    while (st && jf_db_step(st) == SQLITE_ROW) {
         if (n < max) {
             jf_str_copy(p[n].account, sizeof(p[n].account), jf_db_text(st, 0));
             p[n].amount = sqlite3_column_int64(st, 1);
@@ -309,7 +309,7 @@ static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int6
         return JF_ERR_IO;
     int64_t expect = 1;
     bool broken = false;
-    while (!broken && sqlite3_step(st) == SQLITE_ROW) {
+    while (!broken && jf_db_step(st) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(st, 0);
         if (seq != expect) {
             violation(v, "I7", "tenant %lld: transaction %lld missing from the chain",
@@ -525,7 +525,7 @@ static jf_err check_file(verifier *v, bool *sound)
         return JF_ERR_IO;
     int64_t before = v->count;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = jf_db_step(st)) == SQLITE_ROW) {
         const char *msg = jf_db_text(st, 0);
         if (msg == NULL || strcmp(msg, "ok") != 0)
             violation(v, "F1", "database file: %s", msg ? msg : "?");
@@ -549,7 +549,7 @@ static jf_err check_state_members(verifier *v)
                                    "");
     if (st == NULL)
         return JF_ERR_IO;
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (jf_db_step(st) == SQLITE_ROW)
         violation(v, "S1", "entry in member_state of no member: member seq %lld (kind %lld, %lld)",
                   (long long)sqlite3_column_int64(st, 0), (long long)sqlite3_column_int64(st, 1),
                   (long long)sqlite3_column_int64(st, 2));
@@ -575,7 +575,7 @@ static jf_err verify_all(verifier *v)
     trow *rows = NULL;
     size_t n = 0;
     jf_err err = JF_OK;
-    while (err == JF_OK && sqlite3_step(st) == SQLITE_ROW) {
+    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
         trow *r = realloc(rows, (n + 1) * sizeof(*rows));
         if (r == NULL) {
             err = JF_ERR_NOMEM;

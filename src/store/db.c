@@ -84,6 +84,53 @@ static void profile_attach(sqlite3 *h)
     sqlite3_trace_v2(h, SQLITE_TRACE_PROFILE, profile_cb, NULL);
 }
 
+/* The first failure of a SQLite call on this thread since the last
+ * jf_db_failure_reset (SQLITE_OK when none).  Thread-local because a command
+ * runs on one thread from start to end (the writer, or the thread of a
+ * read), and because the calls that fail are many and deep. */
+static _Thread_local int db_failed_rc;
+
+static void db_failed(int rc)
+{
+    if (db_failed_rc == SQLITE_OK)
+        db_failed_rc = rc == SQLITE_OK ? SQLITE_ERROR : rc;
+}
+
+void jf_db_failure_reset(void)
+{
+    db_failed_rc = SQLITE_OK;
+}
+
+jf_err jf_db_failure(void)
+{
+    if (db_failed_rc == SQLITE_OK)
+        return JF_OK;
+    bool nomem = (db_failed_rc & 0xff) == SQLITE_NOMEM || db_failed_rc == SQLITE_IOERR_NOMEM;
+    return nomem ? JF_ERR_NOMEM : JF_ERR_IO;
+}
+
+/* Set on the writer thread: a statement that writes may run only inside a
+ * transaction (jf_db_guard_writes). */
+static _Thread_local bool db_writes_guarded;
+
+void jf_db_guard_writes(void)
+{
+    db_writes_guarded = true;
+}
+
+int jf_db_step(sqlite3_stmt *st)
+{
+    if (db_writes_guarded && !sqlite3_stmt_readonly(st) &&
+        sqlite3_get_autocommit(sqlite3_db_handle(st))) {
+        db_failed(SQLITE_ABORT);
+        return SQLITE_ABORT;
+    }
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        db_failed(rc);
+    return rc;
+}
+
 static void db_set_error(jf_db *db, const char *what)
 {
     snprintf(db->errmsg, sizeof(db->errmsg), "%s: %s", what,
@@ -190,8 +237,10 @@ static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
             return slot->stmt;
         }
         if (slot->sql == NULL) {
-            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt, NULL) !=
-                SQLITE_OK) {
+            int rc =
+                sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &slot->stmt, NULL);
+            if (rc != SQLITE_OK) {
+                db_failed(rc);
                 db_set_error(db, "prepare failed");
                 slot->stmt = NULL;
                 return NULL;
@@ -200,6 +249,7 @@ static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
             return slot->stmt;
         }
     }
+    db_failed(SQLITE_ERROR);
     snprintf(db->errmsg, sizeof(db->errmsg), "statement cache full");
     return NULL;
 }
@@ -247,7 +297,9 @@ static sqlite3_stmt *db_query_v(jf_db *db, const char *sql, const char *fmt, va_
     sqlite3_stmt *st = db_prepare_cached(db, sql);
     if (st == NULL)
         return NULL;
-    if (db_bind(st, fmt, ap, keep) != SQLITE_OK) {
+    int rc = db_bind(st, fmt, ap, keep);
+    if (rc != SQLITE_OK) {
+        db_failed(rc);
         db_set_error(db, "bind failed");
         return NULL;
     }
@@ -272,7 +324,7 @@ jf_err jf_db_run(jf_db *db, const char *sql, const char *fmt, ...)
     if (st == NULL)
         return JF_ERR_IO;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = jf_db_step(st)) == SQLITE_ROW)
         ;
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -290,7 +342,7 @@ jf_err jf_db_int(jf_db *db, int64_t *out, int64_t dflt, const char *sql, const c
     va_end(ap);
     if (st == NULL)
         return JF_ERR_IO;
-    int rc = sqlite3_step(st);
+    int rc = jf_db_step(st);
     *out = dflt;
     if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
         *out = sqlite3_column_int64(st, 0);
@@ -302,10 +354,18 @@ jf_err jf_db_int(jf_db *db, int64_t *out, int64_t dflt, const char *sql, const c
     return JF_OK;
 }
 
+void jf_db_end_stale(jf_db *db)
+{
+    if (!sqlite3_get_autocommit(db->h) && jf_db_exec(db, "ROLLBACK") == JF_OK)
+        fprintf(stderr, "jifen: rolled back a transaction an earlier failure left open\n");
+}
+
 jf_err jf_db_exec(jf_db *db, const char *sql)
 {
     char *msg = NULL;
-    if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        db_failed(rc);
         snprintf(db->errmsg, sizeof(db->errmsg), "%s", msg ? msg : "exec failed");
         sqlite3_free(msg);
         return JF_ERR_IO;

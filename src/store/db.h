@@ -93,8 +93,38 @@ void jf_db_close(jf_db *db);
  * otherwise outlive the db: the cache keys on its address. */
 sqlite3_stmt *jf_db_query(jf_db *db, const char *sql, const char *fmt, ...);
 
+/* Steps st as sqlite3_step does, and keeps a result other than SQLITE_ROW
+ * or SQLITE_DONE as this thread's failure.  Code that reads "no row" from a
+ * failed step ("not found", an empty list) would otherwise answer a business
+ * result for an I/O error or an allocation failure; the command's boundary
+ * (ctx_finish) asks jf_db_failure and answers the system failure instead.
+ * Every step in the core goes through it; so do the failures of the calls
+ * below (prepare, bind, run, exec). */
+int jf_db_step(sqlite3_stmt *st);
+
+/* From now on, on this thread, jf_db_step refuses (SQLITE_ABORT, kept as the
+ * thread's failure) a statement that writes outside a transaction.  The
+ * writer calls it: SQLite may roll a whole transaction back when a statement
+ * fails (an allocation, a full disk, an I/O error), and the statements of
+ * the batch that came after would otherwise each commit on their own, half
+ * a command made durable without the rest of its batch. */
+void jf_db_guard_writes(void);
+
+/* Forgets this thread's failure: called as a command or a read starts. */
+void jf_db_failure_reset(void);
+
+/* JF_OK when no SQLite call failed on this thread since the last reset;
+ * else JF_ERR_NOMEM for an allocation failure, JF_ERR_IO for the rest. */
+jf_err jf_db_failure(void);
+
 /* jf_db_query and step to completion; for INSERT/UPDATE/DELETE. */
 jf_err jf_db_run(jf_db *db, const char *sql, const char *fmt, ...);
+
+/* Rolls back a transaction left open on db, before a new one begins.  Every
+ * transaction ends in a COMMIT or a ROLLBACK, but either can itself fail
+ * (out of memory), and a transaction left open would then fail every later
+ * BEGIN on the connection and hold back every checkpoint. */
+void jf_db_end_stale(jf_db *db);
 
 /* Runs one or more statements without parameters (DDL, BEGIN, COMMIT). */
 jf_err jf_db_exec(jf_db *db, const char *sql);

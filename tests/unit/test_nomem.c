@@ -1,0 +1,671 @@
+/*
+ * Allocation failures (the test plan's T3, its out-of-memory half), as
+ * SQLite's malloc tests do them: every allocation the library makes (its
+ * own and jansson's, through the linker's --wrap of malloc, calloc, realloc
+ * and strdup (the library routes jansson's through a hook of its own, which
+ * calls malloc); SQLite's, through SQLITE_CONFIG_MALLOC) can be rigged to
+ * fail.  For each operation the loop
+ * fails allocation 1, then 2, and so on, until the operation runs to its end
+ * without reaching the rigged one; once with only that allocation failing,
+ * once with it and every one after it failing until the call returns.
+ *
+ * After every call: the answer is a success or a system failure (never a
+ * crash, a hang or a business refusal), `jifen verify` is clean, the state
+ * is all or nothing (the members' points either as before or as after a
+ * success), and the same request sent again with no fault is answered: a
+ * replay of the stored answer when the first call had been applied, a fresh
+ * application when it had not.  The ASan build adds leaks and bad accesses
+ * on the failure paths.
+ *
+ * The checkpointer's allocations are left alone: it retries a failed pass on
+ * its own, and its timer would make the count of allocations differ from run
+ * to run.  Every other thread of the engine (the writer, the syncer) and the
+ * calling thread count.
+ */
+#include <execinfo.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "jifen/jifen.h"
+#include "tmpdir.h"
+
+/* ---- the rigged allocator ---- */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+
+static atomic_bool armed;
+static atomic_bool forever;
+static atomic_long countdown; /* the allocation that takes it to 0 fails */
+static atomic_long injected;  /* failures handed out since the last arm */
+static _Thread_local int thread_counts = -1;
+
+/* Whether this thread's allocations take part (all but the checkpointer's). */
+static bool thread_takes_part(void)
+{
+    if (thread_counts < 0) {
+        char name[16] = "";
+        pthread_getname_np(pthread_self(), name, sizeof(name));
+        thread_counts = strcmp(name, "jifen-ckpt") != 0;
+    }
+    return thread_counts != 0;
+}
+
+/* Where the first rigged allocation of a call was: printed with a failure. */
+static void *where[24];
+static int where_n;
+
+static bool fail_now(void)
+{
+    if (!atomic_load(&armed) || !thread_takes_part())
+        return false;
+    if (atomic_load(&forever) && atomic_load(&injected) > 0) {
+        atomic_fetch_add(&injected, 1);
+        return true;
+    }
+    if (atomic_fetch_sub(&countdown, 1) == 1) {
+        where_n = backtrace(where, 24);
+        atomic_fetch_add(&injected, 1);
+        return true;
+    }
+    return false;
+}
+
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+
+void *__wrap_malloc(size_t n)
+{
+    return fail_now() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return fail_now() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return fail_now() ? NULL : __real_realloc(p, n);
+}
+
+char *__wrap_strdup(const char *s)
+{
+    return fail_now() ? NULL : __real_strdup(s);
+}
+
+static void *sq_malloc(int n)
+{
+    return fail_now() ? NULL : __real_malloc((size_t)n);
+}
+
+static void sq_free(void *p)
+{
+    free(p);
+}
+
+static void *sq_realloc(void *p, int n)
+{
+    return fail_now() ? NULL : __real_realloc(p, (size_t)n);
+}
+
+static int sq_size(void *p)
+{
+    return p ? (int)malloc_usable_size(p) : 0;
+}
+
+static int sq_roundup(int n)
+{
+    return (n + 7) & ~7;
+}
+
+static int sq_init(void *unused)
+{
+    (void)unused;
+    return SQLITE_OK;
+}
+
+static void sq_shutdown(void *unused)
+{
+    (void)unused;
+}
+
+/* Installs the rigged allocator in SQLite (before it initializes). */
+static void allocators_install(void)
+{
+    where_n = backtrace(where, 24); /* loads what backtrace needs before any call is rigged */
+    static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
+                                                sq_roundup, sq_init, sq_shutdown, NULL};
+    if (sqlite3_config(SQLITE_CONFIG_MALLOC, &methods) != SQLITE_OK) {
+        fprintf(stderr, "test_nomem: SQLite initialized before its allocator was set\n");
+        exit(1);
+    }
+}
+
+static void arm(long n, bool all_after)
+{
+    atomic_store(&injected, 0);
+    atomic_store(&countdown, n);
+    atomic_store(&forever, all_after);
+    atomic_store(&armed, true);
+}
+
+/* Disarms; returns how many allocations failed while armed. */
+static long disarm(void)
+{
+    atomic_store(&armed, false);
+    return atomic_load(&injected);
+}
+
+/* ---- a hang is a failure with a name ---- */
+
+static char current[160];
+
+/* fail_msg, after the stack of the allocation that was made to fail. */
+#define fault_fail(...)                                                                            \
+    do {                                                                                           \
+        if (atomic_load(&injected) > 0) {                                                          \
+            fprintf(stderr, "the first failed allocation:\n");                                     \
+            backtrace_symbols_fd(where, where_n, 2);                                               \
+        }                                                                                          \
+        fail_msg(__VA_ARGS__);                                                                     \
+    } while (0)
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_nomem: no answer within 60 s: ";
+    ssize_t w = write(2, msg, sizeof(msg) - 1);
+    w = write(2, current, strlen(current));
+    w = write(2, "\n", 1);
+    (void)w;
+    abort();
+}
+
+/* ---- the engine ---- */
+
+typedef struct fixture {
+    char dir[64];
+    char db[128];
+    jf_engine *eng;
+    jf_auth auth;
+    char a[64], b[64]; /* two funded members */
+    int keys;
+    int day; /* the test clock's day, counted from 2030-01-01 */
+} fixture;
+
+#define FUND_POINTS 100000000
+#define BODY_MAX 1024
+#define VERIFY_EVERY 8 /* calls between two runs of jf_verify */
+
+static jf_err call(fixture *f, jf_op op, const char *path_id, const char *key, const char *body,
+                   jf_result *res)
+{
+    jf_request req = {.op = op,
+                      .auth = &f->auth,
+                      .path_id = path_id,
+                      .body = body,
+                      .body_len = body ? strlen(body) : 0,
+                      .idempotency_key = key};
+    memset(res, 0, sizeof(*res));
+    return jf_call_sync(f->eng, &req, res);
+}
+
+/* Calls with no fault armed and wants success; returns the parsed body. */
+static json_t *call_ok(fixture *f, jf_op op, const char *path_id, const char *body)
+{
+    char key[32];
+    snprintf(key, sizeof(key), "setup-%d", ++f->keys);
+    jf_result res;
+    jf_err err = call(f, op, path_id, jf_op_is_write(op) ? key : NULL, body, &res);
+    if (err != JF_OK)
+        fail_msg("setup %s %s: %s (%s)", jf_op_name(op), body ? body : "", jf_err_code(err),
+                 res.detail);
+    json_t *out = json_loads(res.body, 0, NULL);
+    jf_result_deinit(&res);
+    assert_non_null(out);
+    return out;
+}
+
+/* Copies o[k1] (or o[k1][k2]), a string, to out and frees o. */
+static void id_of(json_t *o, const char *k1, const char *k2, char *out, size_t len)
+{
+    json_t *v = json_object_get(o, k1);
+    if (k2)
+        v = json_object_get(v, k2);
+    assert_non_null(json_string_value(v));
+    snprintf(out, len, "%s", json_string_value(v));
+    json_decref(o);
+}
+
+static void new_member(fixture *f, const char *ext, char *id)
+{
+    char body[128];
+    snprintf(body, sizeof(body), "{\"external_id\":\"%s\"}", ext);
+    id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, body), "id", NULL, id, 64);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->db, sizeof(f->db), "nomem", "t.db"));
+    jf_engine_options o = {.db_path = f->db, .test_clock = true, .expiry_interval_s = 0};
+    char err[256];
+    assert_int_equal(jf_engine_open(&o, &f->eng, err, sizeof(err)), JF_OK);
+    assert_true(tmpdir_tenant(f->eng, "t", &f->auth, NULL, 0));
+    json_decref(call_ok(f, JF_OP_CLOCK_SET, NULL, "{\"now\":\"2030-01-01T00:00:00Z\"}"));
+    new_member(f, "a", f->a);
+    new_member(f, "b", f->b);
+    char body[64];
+    snprintf(body, sizeof(body), "{\"points\":%d}", FUND_POINTS);
+    json_decref(call_ok(f, JF_OP_EARN, f->a, body));
+    json_decref(call_ok(f, JF_OP_EARN, f->b, body));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    jf_engine_free(f->eng);
+    assert_true(tmpdir_remove(f->dir));
+    free(f);
+    return 0;
+}
+
+/* ---- what a fault may change ---- */
+
+/* The members' points and their numbers of transactions, and whether the
+ * case's external id exists as a member. */
+typedef struct snap {
+    int64_t v[2][4];
+    bool exists;
+} snap;
+
+/* How many entries the list op yields for id, page by page. */
+static int64_t count_of(fixture *f, jf_op op, const char *id)
+{
+    int64_t n = 0;
+    char cursor[256] = "";
+    do {
+        jf_param params[2] = {{"limit", "1000"}, {"cursor", cursor}};
+        jf_request req = {.op = op,
+                          .auth = &f->auth,
+                          .path_id = id,
+                          .params = params,
+                          .param_count = cursor[0] ? 2 : 1};
+        jf_result res;
+        assert_int_equal(jf_call_sync(f->eng, &req, &res), JF_OK);
+        json_t *o = json_loads(res.body, 0, NULL);
+        jf_result_deinit(&res);
+        n += (int64_t)json_array_size(json_object_get(o, "data"));
+        const char *next = json_string_value(json_object_get(o, "next_cursor"));
+        snprintf(cursor, sizeof(cursor), "%s", next ? next : "");
+        json_decref(o);
+    } while (cursor[0]);
+    return n;
+}
+
+static void snap_take(fixture *f, const char *ext, snap *s)
+{
+    memset(s, 0, sizeof(*s));
+    const char *ids[2] = {f->a, f->b};
+    for (int i = 0; i < 2; i++) {
+        json_t *m = call_ok(f, JF_OP_MEMBER_GET, ids[i], NULL);
+        json_t *p = json_object_get(m, "points");
+        s->v[i][0] = json_integer_value(json_object_get(p, "available"));
+        s->v[i][1] = json_integer_value(json_object_get(p, "pending"));
+        s->v[i][2] = json_integer_value(json_object_get(p, "held"));
+        json_decref(m);
+        s->v[i][3] = count_of(f, JF_OP_MEMBER_LOTS, ids[i]);
+    }
+    if (ext) {
+        jf_result res;
+        s->exists = call(f, JF_OP_MEMBER_GET_EXTERNAL, ext, NULL, NULL, &res) == JF_OK;
+        jf_result_deinit(&res);
+    }
+}
+
+static bool snap_equal(const snap *x, const snap *y)
+{
+    return memcmp(x->v, y->v, sizeof(x->v)) == 0 && x->exists == y->exists;
+}
+
+static void assert_verified(fixture *f)
+{
+    char *json = NULL;
+    int64_t violations = -1;
+    assert_int_equal(jf_verify(f->eng, &json, &violations), JF_OK);
+    if (violations != 0)
+        fault_fail("%s (or one of the %d calls before it): verify: %s", current, VERIFY_EVERY - 1,
+                   json);
+    free(json);
+}
+
+/* ---- the loop ---- */
+
+/* One operation under test.  prep runs with no fault armed before each
+ * call: it may create what the call acts on (a hold to capture) and fills
+ * in the path id, the body and the external id the snapshot looks for. */
+typedef struct fault_case {
+    const char *name;
+    jf_op op;
+    void (*prep)(fixture *f, int n, char *path_id, char *body, char *ext);
+    bool parts;       /* a batch: each operation stands alone, with its own key */
+    char on;          /* without prep: the call acts on member 'a' or 'b' ... */
+    const char *body; /* ... with this body, in which %s stands for member b */
+} fault_case;
+
+static bool err_is_system(jf_err err)
+{
+    return err == JF_ERR_NOMEM || err == JF_ERR_IO || err == JF_ERR_INTERNAL;
+}
+
+/* The stored answer and a fresh one are the same request's: a retry of a
+ * call that failed is applied now (not replayed) exactly when the failed
+ * call left nothing behind. */
+static void check_retry(fixture *f, const fault_case *c, const char *path_id, const char *body,
+                        const char *key, jf_err err, const jf_result *first, bool applied)
+{
+    jf_result again;
+    jf_err err2 = call(f, c->op, path_id, key, body, &again);
+    if (err2 != JF_OK)
+        fault_fail("%s: the retry failed: %s (%s)", current, jf_err_code(err2), again.detail);
+    if (c->parts && strstr(again.body, "\"failed\":0") == NULL)
+        fault_fail("%s: an operation of the retried batch failed: %s", current, again.body);
+    if (key && err == JF_OK) {
+        assert_true(again.replayed);
+        assert_int_equal(again.body_len, first->body_len);
+        assert_memory_equal(again.body, first->body, first->body_len);
+    } else if (key && again.replayed != applied) {
+        fault_fail("%s: the failed call was %sapplied, but the retry was %sreplayed", current,
+                   applied ? "" : "not ", again.replayed ? "" : "not ");
+    }
+    jf_result_deinit(&again);
+}
+
+/* Runs call n of case c with allocation n rigged; returns false once the
+ * call got through without reaching it. */
+static bool fault_once(fixture *f, const fault_case *c, long n, bool all_after, snap *delta_ref)
+{
+    char path_id[64] = "", body[BODY_MAX] = "", ext[64] = "", key[48];
+    if (c->prep) {
+        c->prep(f, (int)n, path_id, body, ext);
+    } else {
+        snprintf(path_id, sizeof(path_id), "%s", c->on == 'a' ? f->a : f->b);
+        if (c->body)
+            snprintf(body, sizeof(body), c->body, f->b);
+    }
+    snprintf(key, sizeof(key), "%s-%s-%ld", c->name, all_after ? "all" : "one", n);
+    snprintf(current, sizeof(current), "%s, allocation %ld failing%s", c->name, n,
+             all_after ? " and every one after it" : "");
+    const char *k = jf_op_is_write(c->op) && !c->parts ? key : NULL;
+    snap s0, s1, s2;
+    snap_take(f, ext[0] ? ext : NULL, &s0);
+    jf_result res;
+    alarm(60);
+    arm(n, all_after);
+    jf_err err = call(f, c->op, path_id[0] ? path_id : NULL, k, body[0] ? body : NULL, &res);
+    long got = disarm();
+    alarm(0);
+    if (err != JF_OK && !err_is_system(err))
+        fault_fail("%s: answered %s (%s)", current, jf_err_code(err), res.detail);
+    if (got == 0 && err != JF_OK)
+        fault_fail("%s: no fault reached, yet answered %s", current, jf_err_code(err));
+    if ((err == JF_OK) != (res.body != NULL))
+        fault_fail("%s: answered %s with%s a body", current, jf_err_code(err),
+                   res.body ? "" : "out");
+    /* A violation stays in the database: checking every few calls (and at
+     * the loop's end) finds each, for a fraction of the time. */
+    if (n % VERIFY_EVERY == 0)
+        assert_verified(f);
+    snap_take(f, ext[0] ? ext : NULL, &s1);
+    check_retry(f, c, path_id[0] ? path_id : NULL, body[0] ? body : NULL, k, err, &res,
+                !snap_equal(&s0, &s1));
+    jf_result_deinit(&res);
+    snap_take(f, ext[0] ? ext : NULL, &s2);
+    /* All or nothing: before the retry the state is the old one or the new. */
+    if (!c->parts && !snap_equal(&s1, &s0) && !snap_equal(&s1, &s2))
+        fault_fail("%s: a part of the call stayed", current);
+    if (err == JF_OK && !c->parts && !snap_equal(&s1, &s2))
+        fault_fail("%s: the replay changed the state", current);
+    /* Every application moves the points the same way. */
+    snap d = {.exists = s2.exists != s0.exists};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++)
+            d.v[i][j] = s2.v[i][j] - s0.v[i][j];
+    if (n == 1)
+        *delta_ref = d;
+    else if (!snap_equal(&d, delta_ref)) {
+        for (int i = 0; i < 2; i++)
+            fprintf(stderr,
+                    "member %c: points and lots %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                    " moved by %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64
+                    ", the first run's by %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+                    "ab"[i], s0.v[i][0], s0.v[i][1], s0.v[i][2], s0.v[i][3], d.v[i][0], d.v[i][1],
+                    d.v[i][2], d.v[i][3], delta_ref->v[i][0], delta_ref->v[i][1],
+                    delta_ref->v[i][2], delta_ref->v[i][3]);
+        fault_fail("%s: the call's effect differs from its first run's", current);
+    }
+    return got > 0;
+}
+
+static void fault_loop(fixture *f, const fault_case *c)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        snap delta;
+        long n = 1;
+        while (fault_once(f, c, n, mode == 1, &delta)) {
+            n++;
+            if (n > 20000)
+                fault_fail("%s: still reaching faults after 20000 allocations", c->name);
+        }
+        assert_verified(f);
+        printf("%s: %ld allocations rigged in turn (%s)\n", c->name, n - 1,
+               mode ? "each and every one after it" : "each alone");
+    }
+}
+
+/* ---- the operations ---- */
+
+static void prep_member_create(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    snprintf(ext, 64, "new-%d-%d", n, ++f->keys);
+    snprintf(body, BODY_MAX, "{\"external_id\":\"%s\",\"name\":\"N\",\"tags\":[\"x\"]}", ext);
+}
+
+static void prep_earn_order(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    snprintf(path_id, 64, "%s", f->a);
+    snprintf(body, BODY_MAX,
+             "{\"order\":{\"id\":\"o-%d-%d\",\"amount\":12345,\"currency\":\"CNY\","
+             "\"lines\":[{\"sku\":\"s1\",\"category\":\"c\",\"amount\":12345,\"quantity\":1}]}}",
+             n, ++f->keys);
+}
+
+/* A new hold of 40 on member a: its id goes to path_id. */
+static void new_hold(fixture *f, char *path_id)
+{
+    id_of(call_ok(f, JF_OP_HOLD, f->a, "{\"points\":40,\"ttl_seconds\":600}"), "hold", "id",
+          path_id, 64);
+}
+
+static void prep_capture(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    new_hold(f, path_id);
+    snprintf(body, BODY_MAX, "{\"points\":25}");
+}
+
+static void prep_void(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    new_hold(f, path_id);
+    snprintf(body, BODY_MAX, "{}");
+}
+
+static void prep_reverse(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    id_of(call_ok(f, JF_OP_REDEEM, f->a, "{\"points\":20}"), "transaction", "id", path_id, 64);
+    snprintf(body, BODY_MAX, "{\"points\":15}");
+}
+
+static void prep_batch(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    (void)ext;
+    snprintf(
+        body, BODY_MAX,
+        "{\"operations\":["
+        "{\"op\":\"earn\",\"id\":\"%s\",\"idempotency_key\":\"b1-%d-%d\",\"body\":{\"points\":9}},"
+        "{\"op\":\"redeem\",\"id\":\"%s\",\"idempotency_key\":\"b2-%d-%d\",\"body\":{\"points\":4}}"
+        ","
+        "{\"op\":\"transfer\",\"id\":\"%s\",\"idempotency_key\":\"b3-%d-%d\","
+        "\"body\":{\"to_member_id\":\"%s\",\"points\":3}}]}",
+        f->a, n, f->keys + 1, f->b, n, f->keys + 2, f->b, n, f->keys + 3, f->a);
+    f->keys += 3;
+}
+
+static void prep_member_update(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    snprintf(path_id, 64, "%s", f->b);
+    snprintf(body, BODY_MAX, "{\"name\":\"B %d-%d\",\"tags\":[\"t%d\"]}", n, ++f->keys, n);
+}
+
+/* Sets the test clock to day f->day (counted from 2030-01-01) at hour h. */
+static void clock_at(fixture *f, int h)
+{
+    time_t t = (time_t)1893456000 + (time_t)f->day * 86400 + h * 3600;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char body[64];
+    strftime(body, sizeof(body), "{\"now\":\"%Y-%m-%dT%H:%M:%SZ\"}", &tm);
+    json_decref(call_ok(f, JF_OP_CLOCK_SET, NULL, body));
+}
+
+static void prep_check_in(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    f->day++;
+    clock_at(f, 10);
+    snprintf(path_id, 64, "%s", f->a);
+    snprintf(body, BODY_MAX, "{}");
+}
+
+static void prep_refund(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    char earn[160];
+    snprintf(path_id, 64, "r-%d-%d", n, ++f->keys);
+    snprintf(earn, sizeof(earn),
+             "{\"order\":{\"id\":\"%s\",\"amount\":10000,\"currency\":\"CNY\"}}", path_id);
+    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
+    /* The whole order: its lot closes, and member a's open lots (which a
+     * clawback sorts) stay as many from call to call. */
+    snprintf(body, BODY_MAX, "{\"amount\":10000}");
+}
+
+/* A lot of 100 on member a that is past its expiry: the run expires it. */
+static void prep_expiry(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)path_id;
+    (void)ext;
+    f->day++;
+    clock_at(f, 0);
+    time_t t = (time_t)1893456000 + (time_t)f->day * 86400 + 3600;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char earn[96];
+    strftime(earn, sizeof(earn), "{\"points\":100,\"expires_at\":\"%Y-%m-%dT%H:%M:%SZ\"}", &tm);
+    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
+    clock_at(f, 2);
+    snprintf(body, BODY_MAX, "{}");
+}
+
+#define CASE(fn_name, op_enum, prep_fn, parts)                                                     \
+    static void fn_name(void **state)                                                              \
+    {                                                                                              \
+        static const fault_case c = {#fn_name, op_enum, prep_fn, parts, 0, NULL};                  \
+        fault_loop(*state, &c);                                                                    \
+    }
+
+/* An operation on member `on` with a fixed body. */
+#define SIMPLE(fn_name, op_enum, on, body)                                                         \
+    static void fn_name(void **state)                                                              \
+    {                                                                                              \
+        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body};                    \
+        fault_loop(*state, &c);                                                                    \
+    }
+
+CASE(test_member_create, JF_OP_MEMBER_CREATE, prep_member_create, false)
+SIMPLE(test_earn, JF_OP_EARN, 'a', "{\"points\":70}")
+CASE(test_earn_order, JF_OP_EARN, prep_earn_order, false)
+SIMPLE(test_redeem, JF_OP_REDEEM, 'a', "{\"points\":30}")
+SIMPLE(test_adjust, JF_OP_ADJUST, 'b', "{\"points\":-5,\"reason\":\"correction\"}")
+SIMPLE(test_transfer, JF_OP_TRANSFER, 'a', "{\"to_member_id\":\"%s\",\"points\":12}")
+SIMPLE(test_hold, JF_OP_HOLD, 'a', "{\"points\":40,\"ttl_seconds\":600}")
+CASE(test_capture, JF_OP_HOLD_CAPTURE, prep_capture, false)
+CASE(test_void, JF_OP_HOLD_VOID, prep_void, false)
+CASE(test_reverse, JF_OP_REVERSE, prep_reverse, false)
+CASE(test_batch, JF_OP_BATCH, prep_batch, true)
+CASE(test_member_update, JF_OP_MEMBER_UPDATE, prep_member_update, false)
+CASE(test_check_in, JF_OP_CHECK_IN, prep_check_in, false)
+CASE(test_refund, JF_OP_ORDER_REFUND, prep_refund, false)
+CASE(test_expiry, JF_OP_EXPIRY_RUN, prep_expiry, false)
+SIMPLE(test_member_get, JF_OP_MEMBER_GET, 'a', NULL)
+SIMPLE(test_member_transactions, JF_OP_MEMBER_TRANSACTIONS, 'a', NULL)
+
+int main(void)
+{
+    allocators_install();
+    signal(SIGALRM, on_alarm);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_member_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earn_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redeem, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transfer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capture, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_void, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reverse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_member_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_in, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_member_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_member_transactions, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
