@@ -89,7 +89,7 @@ static jf_err bonus_sweep(jf_ctx *ctx)
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT m.id FROM members m WHERE m.tenant_id=?1 AND m.status='active' AND"
-        " (substr(m.birthday, 5) = ?2 OR substr(m.birthday, 5) = ?3) AND NOT EXISTS (SELECT 1"
+        " substr(m.birthday, 5) IN (?2, ?3) AND NOT EXISTS (SELECT 1"
         " FROM bonus_grants g WHERE g.tenant_id=?1 AND g.member_id=m.id AND g.kind='birthday'"
         " AND g.period=?4) AND EXISTS (SELECT 1 FROM rules r WHERE r.tenant_id=?1 AND"
         " r.trigger='birthday' AND r.status='active') ORDER BY m.seq LIMIT ?5",

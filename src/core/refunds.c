@@ -230,10 +230,12 @@ static jf_err order_refunds_load(jf_ctx *ctx, const char *order_id, order_state 
             o->lines[i].refunded = sqlite3_column_int64(st, 1);
     }
     sqlite3_reset(st);
+    /* INDEXED BY: the planner takes the primary key's tenant_id over
+     * refunds_order, and reads every refund of the tenant. */
     st = jf_db_query(ctx->db,
                      "SELECT COALESCE(SUM(amount), 0), COALESCE(SUM(clawback_points), 0),"
-                     " COALESCE(SUM(returned_points), 0), count(*) FROM refunds"
-                     " WHERE tenant_id=? AND order_id=?",
+                     " COALESCE(SUM(returned_points), 0), count(*) FROM refunds INDEXED BY"
+                     " refunds_order WHERE tenant_id=? AND order_id=?",
                      "Is", ctx->auth->tenant, order_id);
     if (st == NULL)
         return JF_ERR_IO;
@@ -271,11 +273,13 @@ static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, voi
 {
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
-        "SELECT t.id, t.points, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED"
-        " BY tx_reverses WHERE r.tenant_id = t.tenant_id AND r.reverses = t.id) FROM"
-        " transactions t WHERE t.tenant_id=?1 AND ((t.type='redeem' AND t.order_id=?2) OR"
-        " (t.type='capture' AND t.hold_id IN (SELECT h.id FROM transactions h WHERE"
-        " h.tenant_id=?1 AND h.type='hold' AND h.order_id=?2))) ORDER BY t.seq",
+        "SELECT p.id, p.points, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED"
+        " BY tx_reverses WHERE r.tenant_id = ?1 AND r.reverses = p.id) FROM (SELECT t.seq,"
+        " t.id, t.points FROM transactions t INDEXED BY tx_order_redeem WHERE t.tenant_id = ?1"
+        " AND t.type = 'redeem' AND t.order_id = ?2 UNION ALL SELECT c.seq, c.id, c.points"
+        " FROM transactions h INDEXED BY tx_order_hold JOIN transactions c INDEXED BY"
+        " tx_hold_capture ON c.tenant_id = ?1 AND c.type = 'capture' AND c.hold_id = h.id"
+        " WHERE h.tenant_id = ?1 AND h.type = 'hold' AND h.order_id = ?2) p ORDER BY p.seq",
         "Is", ctx->auth->tenant, order_id);
     if (st == NULL)
         return JF_ERR_IO;

@@ -392,6 +392,14 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# Takes a database of schema version 14 back to version 13: no indexes of an
+# order's redeems and holds, a hold's captures, or members by birthday.
+UNDO_V14 = (
+    "DROP INDEX tx_order_redeem; DROP INDEX tx_order_hold; DROP INDEX tx_hold_capture;"
+    "DROP INDEX members_birthday;"
+    "UPDATE meta SET value = '13' WHERE key = 'schema_version';")
+
+
 # Takes a database of schema version 13 back to version 12: each expired lot's
 # loss a consumption by its expire transaction, and no expired_amount.
 UNDO_V13 = (
@@ -522,7 +530,8 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+                         "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
                          "ALTER TABLE members DROP COLUMN tier_since;"
@@ -547,7 +556,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -575,7 +584,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -607,7 +616,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -662,7 +671,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -676,7 +685,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -705,13 +714,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 13",
+        self.assertIn("upgrading the database from schema version 7 to 14",
                       env.server.stderr_tail())
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
@@ -724,7 +733,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -749,13 +758,13 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 13",
+        self.assertIn("upgrading the database from schema version 8 to 14",
                       env.server.stderr_tail())
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
@@ -763,7 +772,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
@@ -798,7 +807,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -815,7 +824,7 @@ class MigrationTests(unittest.TestCase):
         db.commit()
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 9 to 13",
+        self.assertIn("upgrading the database from schema version 9 to 14",
                       env.server.stderr_tail())
         for m in (m1, m2):
             self.assertEqual(state(m), before[m])
@@ -825,7 +834,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             # The redeem's transaction entry; its two lots' entries closed in place.
             self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                              entries + 1)
@@ -874,15 +883,15 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 10 to 13",
+        self.assertIn("upgrading the database from schema version 10 to 14",
                       env.server.stderr_tail())
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
             self.assertEqual(db.execute(q).fetchall(), entries)
         finally:
             db.close()
@@ -913,10 +922,10 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 11 to 13",
+        self.assertIn("upgrading the database from schema version 11 to 14",
                       env.server.stderr_tail())
         db = sqlite3.connect(env.db)
         try:
@@ -976,23 +985,55 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V13)
+        db.executescript(UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         db.close()
         env.start_server()
-        self.assertIn("upgrading the database from schema version 12 to 13",
+        self.assertIn("upgrading the database from schema version 12 to 14",
                       env.server.stderr_tail())
         db = sqlite3.connect(env.db)
         try:
             self.assertEqual(db.execute(lots).fetchall(), kept_lots)
             self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "13")
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
         finally:
             db.close()
         self.assertEqual(seen(), kept)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
+
+    def test_v13_gains_the_indexes_of_orders_and_birthdays(self):
+        """Version 14 adds the indexes a refund (an order's redeems and holds, a
+        hold's captures) and the birthday sweep look up by; before them the
+        planner read every transaction, or every member, of the tenant."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        mid = H.create_member(a)["id"]
+        H.check_ok(H.earn(a, mid, order={"id": "V14", "amount": 10000, "currency": "CNY"}),
+                   201, "order earn")
+        env.server.stop()
+        names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
+                 " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V14)
+        self.assertEqual(db.execute(names).fetchall(), [])
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version 13 to 14",
+                      env.server.stderr_tail())
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(len(db.execute(names).fetchall()), 4)
+            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+        finally:
+            db.close()
+        r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
+                       "refund")
+        self.assertEqual(r["points"]["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
 
 if __name__ == "__main__":
     unittest.main()
