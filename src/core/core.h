@@ -262,6 +262,12 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
  * jf_json_parse_body can tell a body it could not allocate from a malformed
  * one.  Process-wide (jansson's hooks are); jf_engine_open calls it once. */
 void jf_json_init(void);
+/* This thread's record of a failed jansson allocation: reset as a command or
+ * a read starts (ctx_init), asked as it ends (ctx_finish), which then answers
+ * out_of_memory: a tree missing a field for want of memory must be neither
+ * stored nor sent. */
+void jf_json_alloc_reset(void);
+bool jf_json_alloc_failed(void);
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);

@@ -219,6 +219,7 @@ static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_
     ctx->now_ms = jf_now_ms(eng);
     ctx->detail = detail;
     jf_db_failure_reset();
+    jf_json_alloc_reset();
 }
 
 /* {"transaction": reply_tx, then ctx->out's keys}. */
@@ -245,7 +246,10 @@ static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
 static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 {
     jf_err failed = ctx->db ? jf_db_failure() : JF_OK;
+    if (failed == JF_OK && jf_json_alloc_failed())
+        failed = JF_ERR_NOMEM;
     jf_db_failure_reset();
+    jf_json_alloc_reset();
     if (failed != JF_OK && err != failed) {
         snprintf(ctx->detail, sizeof(res->detail), "%s",
                  failed == JF_ERR_NOMEM ? "The server ran out of memory; try again."
@@ -1137,6 +1141,10 @@ jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
     cmd->args.now_ms = ctx.now_ms;
     const jf_op_impl *impl = jf_op_impl_of(cmd->op);
     jf_err err = impl->validate ? impl->validate(&ctx) : JF_OK;
+    /* A validator that normalizes the body (defaults filled in) may have
+     * lost a field to a failed allocation; the writer would store it so. */
+    if (err == JF_OK && jf_json_alloc_failed())
+        err = JF_ERR_NOMEM;
     if (err == JF_OK)
         err = jf_request_hash(cmd);
     return err;

@@ -14,9 +14,12 @@
 #include "tz.h"
 
 /* Whether one of jansson's allocations failed on this thread since the last
- * reset.  Its lexer reports some such failures as a syntax error ("string or
- * '}' expected"), which must not reach a client as invalid_json when the body
- * was sound, and hides others (jf_json_parse_body). */
+ * reset (jf_json_alloc_reset, as a command starts).  Its lexer reports some
+ * such failures as a syntax error ("string or '}' expected"), which must not
+ * reach a client as invalid_json when the body was sound, and hides others
+ * (jf_json_parse_body); and a tree built with a failed json_string() or
+ * json_object_set_new() silently lacks a field, which a stored version or a
+ * reply must not (ctx_finish). */
 static _Thread_local bool json_alloc_failed;
 
 static void *json_alloc(size_t n)
@@ -30,6 +33,16 @@ static void *json_alloc(size_t n)
 static void json_hooks_install(void)
 {
     json_set_alloc_funcs(json_alloc, free);
+}
+
+void jf_json_alloc_reset(void)
+{
+    json_alloc_failed = false;
+}
+
+bool jf_json_alloc_failed(void)
+{
+    return json_alloc_failed;
 }
 
 void jf_json_init(void)
@@ -71,9 +84,12 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
     bool bulk = ctx->op == JF_OP_BATCH || ctx->op == JF_OP_TIER_IMPORT;
     if (len > (bulk ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
         return JF_ERR_PAYLOAD_TOO_LARGE;
+    bool failed_before = json_alloc_failed;
     json_alloc_failed = false;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
-    if (json_alloc_failed) {
+    bool failed = json_alloc_failed;
+    json_alloc_failed = failed_before || failed;
+    if (failed) {
         /* Even a parse that succeeded: jansson's lexer drops a character it
          * cannot append to a token (lex_save ignores the failure), so the
          * tree may hold a shortened id or number. */

@@ -22,34 +22,43 @@
 
 /* ---- the rule representation ---- */
 
-/* Fills in defaults so that a stored version is complete. */
-static void rule_normalize(json_t *r)
+/* Sets r[key] to v (taking it) unless r has key; false when memory ran out. */
+static bool rule_default(json_t *r, const char *key, json_t *v)
 {
-    if (!json_object_get(r, "status"))
-        json_object_set_new(r, "status", json_string("active"));
-    if (!json_object_get(r, "priority"))
-        json_object_set_new(r, "priority", json_integer(0));
-    if (!json_object_get(r, "exclusive"))
-        json_object_set_new(r, "exclusive", json_false());
-    if (!json_object_get(r, "group"))
-        json_object_set_new(r, "group", json_null());
-    if (!json_object_get(r, "conditions"))
-        json_object_set_new(r, "conditions", json_object());
-    if (!json_object_get(r, "limits"))
-        json_object_set_new(r, "limits", json_object());
+    if (json_object_get(r, key)) {
+        json_decref(v);
+        return true;
+    }
+    return json_object_set_new(r, key, v) == 0;
+}
+
+/* Fills in defaults so that a stored version is complete; JF_ERR_NOMEM when
+ * one could not be added (a version stored without it would read back as
+ * another rule). */
+static jf_err rule_normalize(json_t *r)
+{
+    bool ok = rule_default(r, "status", json_string("active"));
+    ok = rule_default(r, "priority", json_integer(0)) && ok;
+    ok = rule_default(r, "exclusive", json_false()) && ok;
+    ok = rule_default(r, "group", json_null()) && ok;
+    ok = rule_default(r, "conditions", json_object()) && ok;
+    ok = rule_default(r, "limits", json_object()) && ok;
+    return ok ? JF_OK : JF_ERR_NOMEM;
 }
 
 static jf_err rule_body_validate(jf_ctx *ctx)
 {
     char *text = jf_json_dump(ctx->body, NULL);
-    size_t n = text ? strlen(text) : SIZE_MAX;
+    if (text == NULL)
+        return JF_ERR_NOMEM;
+    size_t n = strlen(text);
     free(text);
     if (n > JF_RULE_BYTES_MAX)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "A rule must be at most %d bytes of JSON.",
                        JF_RULE_BYTES_MAX);
     jf_err err = jf_rule_validate(ctx, ctx->body);
     if (err == JF_OK)
-        rule_normalize(ctx->body);
+        err = rule_normalize(ctx->body);
     return err;
 }
 
@@ -93,11 +102,15 @@ static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out
                                               jf_db_text(st, 1), "created_at",
                                               jf_json_time_value(sqlite3_column_int64(st, 2)),
                                               "status", jf_db_text(st, 3)));
-    if (st)
-        sqlite3_reset(st);
+    if (st == NULL) {
+        json_decref(list);
+        json_decref(o);
+        return JF_ERR_IO;
+    }
+    sqlite3_reset(st);
     json_object_set_new(o, "versions", list);
     *out = o;
-    return st ? JF_OK : JF_ERR_IO;
+    return JF_OK;
 }
 
 /* Answers with the rule's representation, versions included. */

@@ -233,20 +233,27 @@ static void factor_of(json_t *f, int64_t *num, int64_t *den)
     *den = f && d ? json_integer_value(d) : 1;
 }
 
+/* Whether o[k] is the string v (false when o has no such string). */
+static bool json_str_is(json_t *o, const char *k, const char *v)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s && strcmp(s, v) == 0;
+}
+
+/* Reads a stored configuration, validated and normalized when it was put;
+ * a field missing all the same reads as its default rather than crash the
+ * writer. */
 static void config_fill(jf_tier_config *cfg)
 {
     json_t *b = cfg->body, *w = json_object_get(b, "window"), *t;
-    const char *type = json_string_value(json_object_get(w, "type"));
     size_t i;
-    cfg->window = strcmp(type, "lifetime") == 0        ? JF_WINDOW_LIFETIME
-                  : strcmp(type, "calendar_year") == 0 ? JF_WINDOW_YEAR
-                                                       : JF_WINDOW_ROLLING;
+    cfg->window = json_str_is(w, "type", "lifetime")        ? JF_WINDOW_LIFETIME
+                  : json_str_is(w, "type", "calendar_year") ? JF_WINDOW_YEAR
+                                                            : JF_WINDOW_ROLLING;
     cfg->months =
         cfg->window == JF_WINDOW_ROLLING ? json_integer_value(json_object_get(w, "months")) : 12;
-    cfg->period_end =
-        strcmp(json_string_value(json_object_get(b, "evaluation")), "period_end") == 0;
-    cfg->to_qualified =
-        strcmp(json_string_value(json_object_get(b, "downgrade")), "to_qualified") == 0;
+    cfg->period_end = json_str_is(b, "evaluation", "period_end");
+    cfg->to_qualified = json_str_is(b, "downgrade", "to_qualified");
     cfg->n = 0;
     json_array_foreach(json_object_get(b, "tiers"), i, t)
     {

@@ -1,26 +1,30 @@
 /*
- * Allocation failures (the test plan's T3, its out-of-memory half), as
- * SQLite's malloc tests do them: every allocation the library makes (its
- * own and jansson's, through the linker's --wrap of malloc, calloc, realloc
- * and strdup (the library routes jansson's through a hook of its own, which
- * calls malloc); SQLite's, through SQLITE_CONFIG_MALLOC) can be rigged to
- * fail.  For each operation the loop
- * fails allocation 1, then 2, and so on, until the operation runs to its end
- * without reaching the rigged one; once with only that allocation failing,
- * once with it and every one after it failing until the call returns.
+ * Allocation failures and I/O errors (the test plan's T3), as SQLite's malloc
+ * and I/O-error tests do them.  Every allocation the library makes (its own
+ * and jansson's, through the linker's --wrap of malloc, calloc, realloc and
+ * strdup: the library routes jansson's through a hook of its own, which calls
+ * malloc; SQLite's, through SQLITE_CONFIG_MALLOC) can be rigged to fail, and
+ * so can every read, write, truncation, sync and size query SQLite makes (a
+ * VFS registered as the default before the engine's own shim wraps it: a
+ * write fails as a full disk or as an I/O error, in turn).  For each
+ * operation and each kind of fault the loop fails call 1, then 2, and so on,
+ * until the operation runs to its end without reaching the rigged one; once
+ * with only that call failing, once with it and every one after it failing
+ * until the request returns.
  *
  * After every call: the answer is a success or a system failure (never a
- * crash, a hang or a business refusal), `jifen verify` is clean, the state
- * is all or nothing (the members' points either as before or as after a
- * success), and the same request sent again with no fault is answered: a
- * replay of the stored answer when the first call had been applied, a fresh
- * application when it had not.  The ASan build adds leaks and bad accesses
- * on the failure paths.
+ * crash, a hang, a business refusal or a success without a body), `jifen
+ * verify` is clean, the state is all or nothing (the members' points either
+ * as before or as after a success), and the same request sent again with no
+ * fault is answered: a replay of the stored answer when the first call had
+ * been applied, a fresh application when it had not, with the effect of a
+ * clean run.  The ASan build adds leaks and bad accesses on the failure paths.
  *
- * The checkpointer's allocations are left alone: it retries a failed pass on
- * its own, and its timer would make the count of allocations differ from run
- * to run.  Every other thread of the engine (the writer, the syncer) and the
- * calling thread count.
+ * The checkpointer's calls are left alone: it retries a failed pass on its
+ * own, and its timer would make the count of calls differ from run to run.
+ * Every other thread of the engine (the writer, the syncer) and the calling
+ * thread count.  The syncer's fdatasync of the WAL is not a VFS call (a
+ * failed one stops the server: tests/api/test_io_faults.py).
  */
 #include <execinfo.h>
 #include <malloc.h>
@@ -38,6 +42,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <inttypes.h>
 #include <jansson.h>
 #include <sqlite3.h>
@@ -52,7 +59,11 @@ void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t n);
 char *__real_strdup(const char *s);
 
+/* What the armed countdown fails: allocations or I/O calls. */
+typedef enum fault_kind { FAULT_ALLOC, FAULT_IO } fault_kind;
+
 static atomic_bool armed;
+static atomic_int armed_kind;
 static atomic_bool forever;
 static atomic_long countdown; /* the allocation that takes it to 0 fails */
 static atomic_long injected;  /* failures handed out since the last arm */
@@ -73,9 +84,9 @@ static bool thread_takes_part(void)
 static void *where[24];
 static int where_n;
 
-static bool fail_now(void)
+static bool fail_now_of(fault_kind k)
 {
-    if (!atomic_load(&armed) || !thread_takes_part())
+    if (!atomic_load(&armed) || atomic_load(&armed_kind) != (int)k || !thread_takes_part())
         return false;
     if (atomic_load(&forever) && atomic_load(&injected) > 0) {
         atomic_fetch_add(&injected, 1);
@@ -87,6 +98,11 @@ static bool fail_now(void)
         return true;
     }
     return false;
+}
+
+static bool fail_now(void)
+{
+    return fail_now_of(FAULT_ALLOC);
 }
 
 void *__wrap_malloc(size_t n);
@@ -150,6 +166,169 @@ static void sq_shutdown(void *unused)
     (void)unused;
 }
 
+/* ---- the rigged VFS: the default one, wrapped ---- */
+
+static sqlite3_vfs *real_vfs;
+
+typedef struct io_file {
+    sqlite3_file base;
+    sqlite3_file *real; /* allocated right after this struct */
+} io_file;
+
+#define REAL(f) (((io_file *)(f))->real)
+
+static int io_close(sqlite3_file *f)
+{
+    int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
+    return rc;
+}
+
+static int io_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    return fail_now_of(FAULT_IO) ? SQLITE_IOERR_READ
+                                 : REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+
+/* A failed write is a full disk or an I/O error, by turns. */
+static int io_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    static atomic_int turn;
+    if (fail_now_of(FAULT_IO))
+        return atomic_fetch_add(&turn, 1) % 2 ? SQLITE_FULL : SQLITE_IOERR_WRITE;
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+
+static int io_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return fail_now_of(FAULT_IO) ? SQLITE_IOERR_TRUNCATE
+                                 : REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+static int io_sync(sqlite3_file *f, int flags)
+{
+    return fail_now_of(FAULT_IO) ? SQLITE_IOERR_FSYNC : REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+
+static int io_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return fail_now_of(FAULT_IO) ? SQLITE_IOERR_FSTAT : REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+
+static int io_lock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+
+static int io_unlock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+
+static int io_check_lock(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+
+static int io_fcntl(sqlite3_file *f, int op, void *arg)
+{
+    int rc = REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+    if (rc == SQLITE_OK && op == SQLITE_FCNTL_VFSNAME) {
+        char **name = arg;
+        char *wrapped = sqlite3_mprintf("rigged/%z", *name);
+        *name = wrapped;
+    }
+    return rc;
+}
+
+static int io_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+
+static int io_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+static int io_shm_map(sqlite3_file *f, int pg, int sz, int extend, void volatile **pp)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, extend, pp);
+}
+
+static int io_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+
+static void io_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+
+static int io_shm_unmap(sqlite3_file *f, int del)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+
+static int io_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
+}
+
+static int io_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+
+static const sqlite3_io_methods io_methods = {
+    .iVersion = 3,
+    .xClose = io_close,
+    .xRead = io_read,
+    .xWrite = io_write,
+    .xTruncate = io_truncate,
+    .xSync = io_sync,
+    .xFileSize = io_file_size,
+    .xLock = io_lock,
+    .xUnlock = io_unlock,
+    .xCheckReservedLock = io_check_lock,
+    .xFileControl = io_fcntl,
+    .xSectorSize = io_sector,
+    .xDeviceCharacteristics = io_device,
+    .xShmMap = io_shm_map,
+    .xShmLock = io_shm_lock,
+    .xShmBarrier = io_shm_barrier,
+    .xShmUnmap = io_shm_unmap,
+    .xFetch = io_fetch,
+    .xUnfetch = io_unfetch,
+};
+
+static int io_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags,
+                   int *out_flags)
+{
+    (void)vfs;
+    io_file *p = (io_file *)f;
+    p->real = (sqlite3_file *)(p + 1);
+    int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out_flags);
+    f->pMethods = rc == SQLITE_OK ? &io_methods : NULL;
+    return rc;
+}
+
+/* Registers the rigged VFS as the default, wrapping the one that was. */
+static void io_vfs_install(void)
+{
+    static sqlite3_vfs vfs;
+    real_vfs = sqlite3_vfs_find(NULL);
+    vfs = *real_vfs;
+    vfs.zName = "rigged";
+    vfs.szOsFile = (int)sizeof(io_file) + real_vfs->szOsFile;
+    vfs.xOpen = io_open;
+    vfs.pAppData = NULL;
+    if (sqlite3_vfs_register(&vfs, 1) != SQLITE_OK) {
+        fprintf(stderr, "test_faults: cannot register the rigged VFS\n");
+        exit(1);
+    }
+}
+
 /* Installs the rigged allocator in SQLite (before it initializes). */
 static void allocators_install(void)
 {
@@ -157,13 +336,14 @@ static void allocators_install(void)
     static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
                                                 sq_roundup, sq_init, sq_shutdown, NULL};
     if (sqlite3_config(SQLITE_CONFIG_MALLOC, &methods) != SQLITE_OK) {
-        fprintf(stderr, "test_nomem: SQLite initialized before its allocator was set\n");
+        fprintf(stderr, "test_faults: SQLite initialized before its allocator was set\n");
         exit(1);
     }
 }
 
-static void arm(long n, bool all_after)
+static void arm(fault_kind k, long n, bool all_after)
 {
+    atomic_store(&armed_kind, (int)k);
     atomic_store(&injected, 0);
     atomic_store(&countdown, n);
     atomic_store(&forever, all_after);
@@ -194,7 +374,7 @@ static char current[160];
 static void on_alarm(int sig)
 {
     (void)sig;
-    static const char msg[] = "test_nomem: no answer within 60 s: ";
+    static const char msg[] = "test_faults: no answer within 60 s: ";
     ssize_t w = write(2, msg, sizeof(msg) - 1);
     w = write(2, current, strlen(current));
     w = write(2, "\n", 1);
@@ -211,7 +391,8 @@ typedef struct fixture {
     jf_auth auth;
     char a[64], b[64]; /* two funded members */
     int keys;
-    int day; /* the test clock's day, counted from 2030-01-01 */
+    int day;    /* the test clock's day, counted from 2030-01-01 */
+    bool ready; /* what a case's prep sets up once is there */
 } fixture;
 
 #define FUND_POINTS 100000000
@@ -404,9 +585,12 @@ static void check_retry(fixture *f, const fault_case *c, const char *path_id, co
     jf_result_deinit(&again);
 }
 
-/* Runs call n of case c with allocation n rigged; returns false once the
- * call got through without reaching it. */
-static bool fault_once(fixture *f, const fault_case *c, long n, bool all_after, snap *delta_ref)
+static const char *const kind_names[] = {"allocation", "I/O call"};
+
+/* Runs case c with call n of kind k rigged; returns false once the call got
+ * through without reaching it. */
+static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bool all_after,
+                       snap *delta_ref)
 {
     char path_id[64] = "", body[BODY_MAX] = "", ext[64] = "", key[48];
     if (c->prep) {
@@ -416,16 +600,16 @@ static bool fault_once(fixture *f, const fault_case *c, long n, bool all_after, 
         if (c->body)
             snprintf(body, sizeof(body), c->body, f->b);
     }
-    snprintf(key, sizeof(key), "%s-%s-%ld", c->name, all_after ? "all" : "one", n);
-    snprintf(current, sizeof(current), "%s, allocation %ld failing%s", c->name, n,
+    snprintf(key, sizeof(key), "%s-%d%s-%ld", c->name, (int)k, all_after ? "all" : "one", n);
+    snprintf(current, sizeof(current), "%s, %s %ld failing%s", c->name, kind_names[k], n,
              all_after ? " and every one after it" : "");
-    const char *k = jf_op_is_write(c->op) && !c->parts ? key : NULL;
+    const char *idem = jf_op_is_write(c->op) && !c->parts ? key : NULL;
     snap s0, s1, s2;
     snap_take(f, ext[0] ? ext : NULL, &s0);
     jf_result res;
     alarm(60);
-    arm(n, all_after);
-    jf_err err = call(f, c->op, path_id[0] ? path_id : NULL, k, body[0] ? body : NULL, &res);
+    arm(k, n, all_after);
+    jf_err err = call(f, c->op, path_id[0] ? path_id : NULL, idem, body[0] ? body : NULL, &res);
     long got = disarm();
     alarm(0);
     if (err != JF_OK && !err_is_system(err))
@@ -440,7 +624,7 @@ static bool fault_once(fixture *f, const fault_case *c, long n, bool all_after, 
     if (n % VERIFY_EVERY == 0)
         assert_verified(f);
     snap_take(f, ext[0] ? ext : NULL, &s1);
-    check_retry(f, c, path_id[0] ? path_id : NULL, body[0] ? body : NULL, k, err, &res,
+    check_retry(f, c, path_id[0] ? path_id : NULL, body[0] ? body : NULL, idem, err, &res,
                 !snap_equal(&s0, &s1));
     jf_result_deinit(&res);
     snap_take(f, ext[0] ? ext : NULL, &s2);
@@ -472,17 +656,25 @@ static bool fault_once(fixture *f, const fault_case *c, long n, bool all_after, 
 
 static void fault_loop(fixture *f, const fault_case *c)
 {
-    for (int mode = 0; mode < 2; mode++) {
-        snap delta;
-        long n = 1;
-        while (fault_once(f, c, n, mode == 1, &delta)) {
-            n++;
-            if (n > 20000)
-                fault_fail("%s: still reaching faults after 20000 allocations", c->name);
+    for (int k = FAULT_ALLOC; k <= FAULT_IO; k++) {
+        for (int mode = 0; mode < 2; mode++) {
+            snap delta;
+            long n = 1;
+            while (fault_once(f, c, (fault_kind)k, n, mode == 1, &delta)) {
+
+                n++;
+                if (n > 20000)
+                    fault_fail("%s: still reaching faults after 20000 %ss", c->name, kind_names[k]);
+            }
+            assert_verified(f);
+#ifdef __SANITIZE_ADDRESS__
+            /* Under ASan, which of the loops leaked (the report has the stack). */
+            if (__lsan_do_recoverable_leak_check())
+                fail_msg("%s: memory leaked with %ss failing", c->name, kind_names[k]);
+#endif
+            printf("%s: %ld %ss rigged in turn (%s)\n", c->name, n - 1, kind_names[k],
+                   mode ? "each and every one after it" : "each alone");
         }
-        assert_verified(f);
-        printf("%s: %ld allocations rigged in turn (%s)\n", c->name, n - 1,
-               mode ? "each and every one after it" : "each alone");
     }
 }
 
@@ -611,6 +803,97 @@ static void prep_expiry(fixture *f, int n, char *path_id, char *body, char *ext)
     snprintf(body, BODY_MAX, "{}");
 }
 
+/* Archives every active rule: a trigger holds at most 64 of them. */
+static void rules_archive_all(fixture *f)
+{
+    jf_param params[] = {{"status", "active"}, {"limit", "1000"}};
+    jf_request req = {.op = JF_OP_RULE_LIST, .auth = &f->auth, .params = params, .param_count = 2};
+    jf_result res;
+    assert_int_equal(jf_call_sync(f->eng, &req, &res), JF_OK);
+    json_t *list = json_loads(res.body, 0, NULL);
+    jf_result_deinit(&res);
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(list, "data"), i, r) json_decref(
+        call_ok(f, JF_OP_RULE_ARCHIVE, json_string_value(json_object_get(r, "id")), NULL));
+    json_decref(list);
+}
+
+static void prep_rule_create(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    (void)ext;
+    if (n % 16 == 0)
+        rules_archive_all(f);
+    snprintf(body, BODY_MAX,
+             "{\"name\":\"r %d-%d\",\"trigger\":\"event\",\"event\":\"e%d\","
+             "\"effect\":{\"type\":\"fixed\",\"points\":5}}",
+             n, f->keys + 1, f->keys + 1);
+    f->keys++;
+}
+
+/* Custom events on member a, which a rule pays 5 points for. */
+static void prep_member_event(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    if (!f->ready) {
+        json_decref(call_ok(f, JF_OP_RULE_CREATE, NULL,
+                            "{\"name\":\"survey\",\"trigger\":\"event\",\"event\":"
+                            "\"survey_done\",\"effect\":{\"type\":\"fixed\",\"points\":5}}"));
+        f->ready = true;
+    }
+    snprintf(path_id, 64, "%s", f->a);
+    snprintf(body, BODY_MAX, "{\"name\":\"survey_done\"}");
+}
+
+static void prep_campaign_create(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    (void)ext;
+    snprintf(body, BODY_MAX,
+             "{\"name\":\"c %d-%d\",\"starts_at\":\"2030-02-01T00:00:00Z\","
+             "\"ends_at\":\"2030-03-01T00:00:00Z\"}",
+             n, ++f->keys);
+}
+
+static void prep_key_create(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    (void)ext;
+    snprintf(body, BODY_MAX, "{\"name\":\"till %d-%d\",\"role\":\"pos\"}", n, ++f->keys);
+}
+
+#define TIERS                                                                                      \
+    "{\"basis\":\"growth\",\"window\":{\"type\":\"lifetime\"},\"tiers\":["                         \
+    "{\"code\":\"silver\",\"name\":\"Silver\",\"threshold\":0},"                                   \
+    "{\"code\":\"gold\",\"name\":\"Gold\",\"threshold\":1000}]}"
+
+static void prep_tiers_put(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)f;
+    (void)n;
+    (void)path_id;
+    (void)ext;
+    snprintf(body, BODY_MAX, "%s", TIERS);
+}
+
+/* A new member set to gold (the configuration put first): the reply carries
+ * the member's tier history, up to JF_TIER_HISTORY_MAX changes of 30-odd
+ * allocations each, which a member changed on every call would fill. */
+static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    if (!f->ready) {
+        json_decref(call_ok(f, JF_OP_TIER_CONFIG_PUT, NULL, TIERS));
+        f->ready = true;
+    }
+    char member_ext[32];
+    snprintf(member_ext, sizeof(member_ext), "tier-%d-%d", n, ++f->keys);
+    new_member(f, member_ext, path_id);
+    snprintf(body, BODY_MAX, "{\"tier\":\"gold\",\"reason\":\"service\"}");
+}
+
 #define CASE(fn_name, op_enum, prep_fn, parts)                                                     \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
@@ -641,12 +924,22 @@ CASE(test_member_update, JF_OP_MEMBER_UPDATE, prep_member_update, false)
 CASE(test_check_in, JF_OP_CHECK_IN, prep_check_in, false)
 CASE(test_refund, JF_OP_ORDER_REFUND, prep_refund, false)
 CASE(test_expiry, JF_OP_EXPIRY_RUN, prep_expiry, false)
+CASE(test_rule_create, JF_OP_RULE_CREATE, prep_rule_create, false)
+CASE(test_member_event, JF_OP_MEMBER_EVENT, prep_member_event, false)
+CASE(test_campaign_create, JF_OP_CAMPAIGN_CREATE, prep_campaign_create, false)
+CASE(test_key_create, JF_OP_KEY_CREATE, prep_key_create, false)
+CASE(test_tiers_put, JF_OP_TIER_CONFIG_PUT, prep_tiers_put, false)
+CASE(test_tier_set, JF_OP_MEMBER_TIER_SET, prep_tier_set, false)
 SIMPLE(test_member_get, JF_OP_MEMBER_GET, 'a', NULL)
 SIMPLE(test_member_transactions, JF_OP_MEMBER_TRANSACTIONS, 'a', NULL)
 
 int main(void)
 {
     allocators_install();
+    io_vfs_install();
+    /* FAULT_CASE=test_refund (a glob) runs only the cases it names. */
+    if (getenv("FAULT_CASE"))
+        cmocka_set_test_filter(getenv("FAULT_CASE"));
     signal(SIGALRM, on_alarm);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_member_create, setup, teardown),
@@ -664,6 +957,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_in, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_member_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_campaign_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tiers_put, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tier_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_transactions, setup, teardown),
     };
