@@ -258,13 +258,11 @@
 #define JF_HTTP_CONNECTION_TIMEOUT_S 60
 /* An HTTP loop (src/server/loop.c) wakes at least this often even when
  * nothing is due, so that a wake-up lost would cost a client a pause, never
- * its connection.  Such losses happen: 64 connections opened at once, each
- * sending one request, left some unanswered until the next wake-up in about
- * one burst of 10-300 on a loaded machine (tests/api/test_concurrency.py,
- * which runs with this off, caught it twice on 2026-12-04; cause not yet
- * found, docs/TESTING.md).  Was 1,000 ms; an idle loop waking ten times a
- * second costs nothing measurable. */
-#define JF_HTTP_LOOP_WAIT_MS 100
+ * its connection.  One was lost, until 2026-12-05, in about one burst of 64
+ * new connections in 10-300 on a loaded machine: the loop cleared its
+ * wake-up flag before reading the eventfd (loop_take_wake says how); this was
+ * 100 ms while that was unexplained. */
+#define JF_HTTP_LOOP_WAIT_MS 1000
 /* libmicrohttpd's memory per connection: the request line and headers, its
  * read buffer and the response's headers (bodies are copied out as they
  * arrive, server.c).  It zeroes the whole of it after every request on a

@@ -31,10 +31,10 @@
  * Without a thread of its own a daemon has no wake-up of its own either
  * (libmicrohttpd drops its inter-thread channel in this mode): whoever
  * resumes a connection wakes the loop that runs it (srv_loop_wake, through
- * an eventfd in the loop's epoll).  A loop also wakes at least every
- * JF_HTTP_LOOP_WAIT_MS, so even a lost wake-up would cost a client a pause,
- * not its connection; tests turn that off (jf_server_options.loop_wait_ms)
- * so that one would show.
+ * an eventfd in the loop's epoll; loop_take_wake says how none is lost).  A
+ * loop also wakes at least every JF_HTTP_LOOP_WAIT_MS, so even a lost
+ * wake-up would cost a client a pause, not its connection; tests turn that
+ * off (jf_server_options.loop_wait_ms) so that one would show.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -96,6 +96,7 @@ struct srv_loop {
     int ep;                   /* our epoll: the daemon's, wake_fd, watch_ep, the listener, stop */
     int watch_ep;             /* the connections' hang-ups (srv_conn) */
     bool hang_ups;            /* watch_ep was ready at the last wait */
+    bool woken;               /* wake_fd was ready at the last wait */
     int wake_fd;              /* eventfd: a connection was resumed or handed over */
     atomic_bool wake_pending; /* wake_fd written since the loop last looked */
     atomic_long conns;        /* connections its daemon has (its notifications) */
@@ -224,15 +225,26 @@ static void loop_hang_ups(srv_loop *l)
     }
 }
 
-/* Takes the pending wake-up before the daemon runs, so that a resume after
- * this point writes wake_fd again and the next wait returns at once. */
+/* Takes the wake-ups that woke the last wait, before the inbox and the
+ * daemon are looked at: first the eventfd, then the flag.  A waker posts its
+ * work (a resume, a handed-over socket) and then sets the flag, writing the
+ * eventfd only when the flag was clear.  One that finds the flag still set
+ * found it set before the clear below, so its work was posted before this
+ * loop's inbox and MHD_run that follow; one that finds it clear writes, and
+ * the next wait returns at once.  The other order (clear, then read), as it
+ * was until 2026-12-04, let a waker set the flag and write between the two,
+ * the read take that write, and the flag stay set with nothing to read: every
+ * later wake-up then skipped its write, and resumed connections waited for
+ * the periodic wake-up (the "lost wake-up" of docs/TESTING.md). */
 static void loop_take_wake(srv_loop *l)
 {
-    if (!atomic_exchange(&l->wake_pending, false))
+    if (!l->woken)
         return;
+    l->woken = false;
     uint64_t n;
     if (read(l->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
         fprintf(stderr, "jifen: HTTP loop: cannot read its wake-up: %s\n", strerror(errno));
+    atomic_store(&l->wake_pending, false);
 }
 
 /* Adds the connections other loops handed over to this loop's daemon,
@@ -383,6 +395,7 @@ static bool loop_wait(srv_loop *l)
     for (int i = 0; i < n; i++) {
         incoming = incoming || ev[i].data.fd == l->owner->listen_fd;
         l->hang_ups = l->hang_ups || ev[i].data.fd == l->watch_ep;
+        l->woken = l->woken || ev[i].data.fd == l->wake_fd;
     }
     return incoming;
 }
