@@ -256,6 +256,10 @@
  * keep-alive one or a slow client's.  One whose client hung up is closed at
  * once (src/server/loop.c, srv_conn). */
 #define JF_HTTP_CONNECTION_TIMEOUT_S 60
+/* The Retry-After of a 429 (the writer's queue is full) or a 503 (out of
+ * memory, shutting down), in seconds: long enough for a batch or two to
+ * drain, short enough that a till does not give up. */
+#define JF_HTTP_RETRY_AFTER_S 1
 /* An HTTP loop (src/server/loop.c) wakes at least this often even when
  * nothing is due, so that a wake-up lost would cost a client a pause, never
  * its connection.  One was lost, until 2026-12-05, in about one burst of 64

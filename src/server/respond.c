@@ -17,6 +17,8 @@
 #include "server_priv.h"
 
 #define PROBLEM_TYPE_BASE "https://jifen.dev/problems/"
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Adds a header; a failure here only loses that header, never the reply. */
 static void add_header(struct MHD_Response *resp, const char *name, const char *value)
@@ -36,6 +38,10 @@ static void add_common_headers(srv_req *r, struct MHD_Response *resp, int status
         add_header(resp, MHD_HTTP_HEADER_ALLOW, r->match.allow);
     if (status == 401)
         add_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    /* A full queue (429) or a server out of memory or stopping (503): when to
+     * try again (RFC 9110 §10.2.3), with the same Idempotency-Key. */
+    if (status == 429 || status == 503)
+        add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, STR(JF_HTTP_RETRY_AFTER_S));
     /* After quiesce, tell keep-alive clients to go away so that shutdown is
      * not held open by connections that would otherwise send more. */
     if (srv_closing(r->srv))
@@ -71,13 +77,16 @@ static char *problem_json(jf_err err, const char *detail)
     json_t *o = json_object();
     if (!o)
         return NULL;
-    json_object_set_new(o, "type", json_string(type));
-    json_object_set_new(o, "title", json_string(jf_err_message(err)));
-    json_object_set_new(o, "status", json_integer(jf_err_http_status(err)));
+    /* json_object_set_new reports a failed allocation only by its result:
+     * a document without its code would leave a client matching on it
+     * nothing to match, so any failure gives the fallback instead. */
     json_t *d = json_string(detail && detail[0] ? detail : jf_err_message(err));
-    json_object_set_new(o, "detail", d ? d : json_string(jf_err_message(err)));
-    json_object_set_new(o, "code", json_string(code));
-    char *s = json_dumps(o, JSON_COMPACT);
+    int failed = json_object_set_new(o, "type", json_string(type));
+    failed |= json_object_set_new(o, "title", json_string(jf_err_message(err)));
+    failed |= json_object_set_new(o, "status", json_integer(jf_err_http_status(err)));
+    failed |= json_object_set_new(o, "detail", d ? d : json_string(jf_err_message(err)));
+    failed |= json_object_set_new(o, "code", json_string(code));
+    char *s = failed ? NULL : json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
 }

@@ -147,7 +147,8 @@ class CrashTest(unittest.TestCase):
                     elif faults and r.status == 500 and r.code == "io_error":
                         req.state = "failed"
                         req.resp = r
-                    elif sigterm and r.status == 503 and r.code == "shutting_down":
+                    elif (sigterm and r.status == 503 and r.code == "shutting_down"
+                          and r.headers.get("Retry-After") == "1"):
                         req.state = "unacked"  # refused while draining: not applied
                         req.resp = r
                         return

@@ -294,6 +294,8 @@ class DurableAckTests(unittest.TestCase):
     def test_sigterm_while_flush_held(self):
         env = self.env
         mid = H.create_member(env.admin)["id"]
+        spare = env.client(self.key)  # a keep-alive connection open before the SIGTERM
+        H.check_ok(spare.get("/healthz"), 200, "spare connection")
         w = self.hold_earn(mid, 7, H.idem_key("durable-term"))
         proc = env.server.proc
         proc.send_signal(signal.SIGTERM)
@@ -301,6 +303,11 @@ class DurableAckTests(unittest.TestCase):
         while "shutting down" not in env.server.stderr_tail():
             self.assertLess(time.monotonic(), deadline, "server never said it was shutting down")
             time.sleep(0.01)
+        # Draining: a write on a connection already open is refused, with when
+        # to try again, and changes nothing (the points after restart below).
+        r = spare.post("/v1/members/%s/earn" % mid, {"points": 1}, idem=True, retry_idle=False)
+        self.assertEqual((r.status, r.code, r.headers.get("Retry-After")),
+                         (503, "shutting_down", "1"), "a write while draining")
         self.assertFalse(w.done.is_set(), "earn answered while its flush was held: %r" % w.resp)
         # Quiesced: a new connection is closed unanswered (server.c, accept_policy).
         try:
@@ -317,7 +324,8 @@ class DurableAckTests(unittest.TestCase):
         if resp.status == 201:
             acked = 7
         else:
-            self.assertEqual((resp.status, resp.code), (503, "shutting_down"), "held earn")
+            self.assertEqual((resp.status, resp.code, resp.headers.get("Retry-After")),
+                             (503, "shutting_down", "1"), "held earn")
             acked = 0
         env.start_server()
         self.assertEqual(H.member_of(env.admin, mid)["points"]["available"], acked,
