@@ -240,9 +240,10 @@ static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
 }
 
 /* Ends a command or a read: its answer into res.  A SQLite call that failed
- * on the way (jf_db_step) decides the answer whatever the handler made of
- * it: a handler that took a failed lookup for "no row" answered a business
- * result (not found) for what was an I/O error or an allocation failure. */
+ * on the way (jf_db_step), or a jansson allocation, decides the answer
+ * unless the handler answered a system failure itself: a handler that took a
+ * failed lookup for "no row" answered a business result (not found) for what
+ * was an I/O error or an allocation failure. */
 static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 {
     jf_err failed = ctx->db ? jf_db_failure() : JF_OK;
@@ -250,7 +251,11 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
         failed = JF_ERR_NOMEM;
     jf_db_failure_reset();
     jf_json_alloc_reset();
-    if (failed != JF_OK && err != failed) {
+    /* A system failure the handler answered itself stays (an internal error
+     * for a CHECK that failed says more), except io_error for what was an
+     * allocation. */
+    bool handled = jf_err_http_status(err) >= 500 && !(err == JF_ERR_IO && failed == JF_ERR_NOMEM);
+    if (failed != JF_OK && err != failed && !handled) {
         snprintf(ctx->detail, sizeof(res->detail), "%s",
                  failed == JF_ERR_NOMEM ? "The server ran out of memory; try again."
                                         : ctx->db->errmsg);
