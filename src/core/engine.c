@@ -252,9 +252,10 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     jf_db_failure_reset();
     jf_json_alloc_reset();
     /* A system failure the handler answered itself stays (an internal error
-     * for a CHECK that failed says more), except io_error for what was an
-     * allocation. */
-    bool handled = jf_err_http_status(err) >= 500 && !(err == JF_ERR_IO && failed == JF_ERR_NOMEM);
+     * for a CHECK that failed says more), unless memory ran out: then what
+     * the handler saw (an I/O error, a stored body that would not parse) is
+     * likely that, and out_of_memory tells the client to try again. */
+    bool handled = jf_err_http_status(err) >= 500 && failed != JF_ERR_NOMEM;
     if (failed != JF_OK && err != failed && !handled) {
         snprintf(ctx->detail, sizeof(res->detail), "%s",
                  failed == JF_ERR_NOMEM ? "The server ran out of memory; try again."

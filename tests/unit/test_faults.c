@@ -179,8 +179,7 @@ typedef struct io_file {
 
 static int io_close(sqlite3_file *f)
 {
-    int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
-    return rc;
+    return REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
 }
 
 static int io_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
