@@ -392,6 +392,15 @@ class CliTests(unittest.TestCase):
         self.assertIn("create", out)
 
 
+# The schema version jifen upgrades a database to (src/store/schema.c).
+SCHEMA_VERSION = 14
+
+
+def meta_version(db):
+    """The schema version a database's meta table records (text)."""
+    return db.execute("SELECT value FROM meta").fetchone()[0]
+
+
 # Takes a database of schema version 14 back to version 13: no indexes of an
 # order's redeems and holds, a hold's captures, or members by birthday.
 UNDO_V14 = (
@@ -521,6 +530,14 @@ UNDO_V7 = (
 
 
 class MigrationTests(unittest.TestCase):
+    def restart_upgrading(self, env, db, from_version):
+        """Closes db, starts the server on the database, and checks it said it
+        upgraded it from from_version to the current SCHEMA_VERSION."""
+        db.close()
+        env.start_server()
+        self.assertIn("upgrading the database from schema version %d to %d"
+                      % (from_version, SCHEMA_VERSION), env.server.stderr_tail())
+
     def test_v1_store_migrates_to_v2(self):
         """A database of schema version 1 (before rules) gains the rule tables (v2), the
         refund and check-in tables (v3) and the tier tables (v4) on open."""
@@ -556,7 +573,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(b["transaction"]["points"], 5)
         self.assertEqual(H.points_of(env.admin, m["id"])["available"], 10)
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+        self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
         with self.assertRaises(sqlite3.DatabaseError):
             db.execute("UPDATE rule_versions SET body = '{}'")
         db.close()
@@ -584,7 +601,8 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 + "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+            UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
             " CHECK(remaining >= 0 AND remaining <= amount), available_at INTEGER NOT NULL,"
@@ -616,7 +634,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 50), 201, "redeem after")
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             self.assertEqual(dict(db.execute("SELECT id, seq FROM lots")), seqs)
             self.assertEqual(sorted(r[0] for r in db.execute("SELECT closed FROM lots")),
                              [1, 1, 1])
@@ -685,7 +703,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             self.assertEqual(db.execute("SELECT count(*) FROM accounts WHERE account LIKE"
                                         " 'member:%'").fetchone()[0], 0)
             self.assertEqual(db.execute("SELECT count(*) FROM member_lots").fetchone()[0],
@@ -718,10 +736,7 @@ class MigrationTests(unittest.TestCase):
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 7 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 7)
         again = a.post("/v1/members/%s/earn" % m, {"points": 40}, idem="mig-k1")
         self.assertEqual((again.status, again.raw), (first.status, first.raw))
         self.assertEqual(again.headers.get("Idempotent-Replayed"), "true")
@@ -733,7 +748,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             self.assertEqual(db.execute(
                 "SELECT count(*) FROM idempotency i JOIN transactions t ON t.tenant_id ="
                 " i.tenant_id AND t.id = i.tx_id WHERE i.created_at <> t.created_at"
@@ -762,17 +777,14 @@ class MigrationTests(unittest.TestCase):
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 8 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 8)
         H.check_ok(H.redeem(a, m, 15), 201, "redeem after")
         self.assertEqual(H.points_of(a, m)["balance"], 25)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db, isolation_level=None)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             self.assertEqual(db.execute("SELECT count(*) FROM sqlite_schema"
                                         " WHERE sql LIKE '%CHECK(% IN (%'").fetchone()[0], 0)
             db.execute("BEGIN")
@@ -817,15 +829,12 @@ class MigrationTests(unittest.TestCase):
         self.assertIn("1 of its entries name a member that does not exist",
                       env.server.stderr_tail())
         db = sqlite3.connect(env.db)
-        self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "9")
+        self.assertEqual(meta_version(db), "9")
         self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                          entries + 1)
         db.execute("DELETE FROM member_state WHERE member_id = 'mem_nobody'")
         db.commit()
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 9 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 9)
         for m in (m1, m2):
             self.assertEqual(state(m), before[m])
         H.check_ok(H.redeem(a, m2, 25), 201, "redeem after")
@@ -834,7 +843,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(rc, 0, rep)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             # The redeem's transaction entry; its two lots' entries closed in place.
             self.assertEqual(db.execute("SELECT count(*) FROM member_state").fetchone()[0],
                              entries + 1)
@@ -884,14 +893,11 @@ class MigrationTests(unittest.TestCase):
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
         db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 10 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
             self.assertEqual(db.execute(q).fetchall(), entries)
         finally:
             db.close()
@@ -923,10 +929,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
         db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12)
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 11 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
             self.assertEqual([db.execute(q).fetchall() for q in tables], kept)
@@ -987,15 +990,12 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
         db.executescript(UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 12 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
         try:
             self.assertEqual(db.execute(lots).fetchall(), kept_lots)
             self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
         finally:
             db.close()
         self.assertEqual(seen(), kept)
@@ -1019,14 +1019,11 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         db.executescript(UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
-        db.close()
-        env.start_server()
-        self.assertIn("upgrading the database from schema version 13 to 14",
-                      env.server.stderr_tail())
+        self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
         try:
             self.assertEqual(len(db.execute(names).fetchall()), 4)
-            self.assertEqual(db.execute("SELECT value FROM meta").fetchone()[0], "14")
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
         finally:
             db.close()
         r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
