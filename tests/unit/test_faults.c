@@ -384,10 +384,7 @@ static void on_alarm(int sig)
 /* ---- the engine ---- */
 
 typedef struct fixture {
-    char dir[64];
-    char db[128];
-    jf_engine *eng;
-    jf_auth auth;
+    tmpdir_engine te;
     char a[64], b[64]; /* two funded members */
     int keys;
     int day;    /* the test clock's day, counted from 2030-01-01 */
@@ -402,13 +399,13 @@ static jf_err call(fixture *f, jf_op op, const char *path_id, const char *key, c
                    jf_result *res)
 {
     jf_request req = {.op = op,
-                      .auth = &f->auth,
+                      .auth = &f->te.auth,
                       .path_id = path_id,
                       .body = body,
                       .body_len = body ? strlen(body) : 0,
                       .idempotency_key = key};
     memset(res, 0, sizeof(*res));
-    return jf_call_sync(f->eng, &req, res);
+    return jf_call_sync(f->te.eng, &req, res);
 }
 
 /* Calls with no fault armed and wants success; returns the parsed body. */
@@ -448,11 +445,7 @@ static void new_member(fixture *f, const char *ext, char *id)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->db, sizeof(f->db), "nomem", "t.db"));
-    jf_engine_options o = {.db_path = f->db, .test_clock = true, .expiry_interval_s = 0};
-    char err[256];
-    assert_int_equal(jf_engine_open(&o, &f->eng, err, sizeof(err)), JF_OK);
-    assert_true(tmpdir_tenant(f->eng, "t", &f->auth, NULL, 0));
+    assert_true(tmpdir_engine_open(&f->te, "faults"));
     json_decref(call_ok(f, JF_OP_CLOCK_SET, NULL, "{\"now\":\"2030-01-01T00:00:00Z\"}"));
     new_member(f, "a", f->a);
     new_member(f, "b", f->b);
@@ -467,8 +460,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    jf_engine_free(f->eng);
-    assert_true(tmpdir_remove(f->dir));
+    assert_true(tmpdir_engine_close(&f->te));
     free(f);
     return 0;
 }
@@ -490,12 +482,12 @@ static int64_t count_of(fixture *f, jf_op op, const char *id)
     do {
         jf_param params[2] = {{"limit", "1000"}, {"cursor", cursor}};
         jf_request req = {.op = op,
-                          .auth = &f->auth,
+                          .auth = &f->te.auth,
                           .path_id = id,
                           .params = params,
                           .param_count = cursor[0] ? 2 : 1};
         jf_result res;
-        assert_int_equal(jf_call_sync(f->eng, &req, &res), JF_OK);
+        assert_int_equal(jf_call_sync(f->te.eng, &req, &res), JF_OK);
         json_t *o = json_loads(res.body, 0, NULL);
         jf_result_deinit(&res);
         n += (int64_t)json_array_size(json_object_get(o, "data"));
@@ -535,7 +527,7 @@ static void assert_verified(fixture *f)
 {
     char *json = NULL;
     int64_t violations = -1;
-    assert_int_equal(jf_verify(f->eng, &json, &violations), JF_OK);
+    assert_int_equal(jf_verify(f->te.eng, &json, &violations), JF_OK);
     if (violations != 0)
         fault_fail("%s (or one of the %d calls before it): verify: %s", current, VERIFY_EVERY - 1,
                    json);
@@ -806,9 +798,10 @@ static void prep_expiry(fixture *f, int n, char *path_id, char *body, char *ext)
 static void rules_archive_all(fixture *f)
 {
     jf_param params[] = {{"status", "active"}, {"limit", "1000"}};
-    jf_request req = {.op = JF_OP_RULE_LIST, .auth = &f->auth, .params = params, .param_count = 2};
+    jf_request req = {
+        .op = JF_OP_RULE_LIST, .auth = &f->te.auth, .params = params, .param_count = 2};
     jf_result res;
-    assert_int_equal(jf_call_sync(f->eng, &req, &res), JF_OK);
+    assert_int_equal(jf_call_sync(f->te.eng, &req, &res), JF_OK);
     json_t *list = json_loads(res.body, 0, NULL);
     jf_result_deinit(&res);
     size_t i;

@@ -20,22 +20,12 @@
 #include "jifen/jifen.h"
 #include "tmpdir.h"
 
-typedef struct fixture {
-    char dir[64];
-    char db[128];
-    jf_engine *eng;
-    jf_auth auth;
-    char api_key[128];
-} fixture;
+typedef tmpdir_engine fixture;
 
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof(*f));
-    assert_true(tmpdir_make(f->dir, sizeof(f->dir), f->db, sizeof(f->db), "unit", "t.db"));
-    jf_engine_options o = {.db_path = f->db, .test_clock = true};
-    char err[256];
-    assert_int_equal(jf_engine_open(&o, &f->eng, err, sizeof(err)), JF_OK);
-    assert_true(tmpdir_tenant(f->eng, "t", &f->auth, f->api_key, sizeof(f->api_key)));
+    assert_true(tmpdir_engine_open(f, "unit"));
     *state = f;
     return 0;
 }
@@ -43,8 +33,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    jf_engine_free(f->eng);
-    assert_true(tmpdir_remove(f->dir));
+    assert_true(tmpdir_engine_close(f));
     free(f);
     return 0;
 }

@@ -47,4 +47,32 @@ static inline bool tmpdir_tenant(jf_engine *eng, const char *name, jf_auth *auth
            jf_tenant_auth(eng, tenant, auth) == JF_OK;
 }
 
+/* An engine with the test clock (and no scheduled expiry) on a new database
+ * in a new temporary directory, with tenant "t": its admin's auth and API
+ * key.  The fixture of the engine tests (test_ledger, test_faults). */
+typedef struct tmpdir_engine {
+    char dir[64];
+    char db[128];
+    jf_engine *eng;
+    jf_auth auth;
+    char api_key[128];
+} tmpdir_engine;
+
+/* Opens te in /tmp/jifen-<prefix>-XXXXXX; false on any failure. */
+static inline bool tmpdir_engine_open(tmpdir_engine *te, const char *prefix)
+{
+    jf_engine_options o = {.db_path = te->db, .test_clock = true};
+    return tmpdir_make(te->dir, sizeof(te->dir), te->db, sizeof(te->db), prefix, "t.db") &&
+           jf_engine_open(&o, &te->eng, NULL, 0) == JF_OK &&
+           tmpdir_tenant(te->eng, "t", &te->auth, te->api_key, sizeof(te->api_key));
+}
+
+/* Frees te's engine and removes its directory; true when that worked. */
+static inline bool tmpdir_engine_close(tmpdir_engine *te)
+{
+    jf_engine_free(te->eng);
+    te->eng = NULL;
+    return tmpdir_remove(te->dir);
+}
+
 #endif
