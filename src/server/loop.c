@@ -491,35 +491,47 @@ static srv_loops *loops_alloc(unsigned n)
     return ls;
 }
 
-srv_loops *srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, int *port)
+bool srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, srv_loops **out,
+                     int *port)
 {
     unsigned n = c->n;
     srv_loops *ls = loops_alloc(n);
+    *out = NULL;
     if (!ls || (ls->listen_fd = listen_socket(sa)) < 0) {
         int e = ls ? errno : ENOMEM;
         srv_loops_stop(ls);
         errno = e;
-        return NULL;
+        return false;
     }
     *port = bound_port(ls->listen_fd);
     ls->wait_ms = c->wait_ms;
-    /* Each daemon gets its share of the limit, rounded up. */
+    /* Each daemon gets its share of the limit, rounded up.  Every loop is
+     * open before any thread starts: a loop's first accept may hand its
+     * connection to any other loop, whose inbox and wake-up must exist
+     * (found by ThreadSanitizer, `make tsan`). */
     unsigned share = (c->conn_limit + n - 1) / n;
     int e = 0;
     for (unsigned i = 0; i < n && e == 0; i++) {
-        srv_loop *l = &ls->loop[i];
         errno = 0;
-        if (!loop_open(l, c, share))
+        if (!loop_open(&ls->loop[i], c, share))
             e = errno ? errno : EIO;
-        else if ((e = pthread_create(&l->thread, NULL, loop_main, l)) == 0)
+    }
+    /* Published before the threads start, so that a request they answer
+     * (the metrics) sees the loops through the caller's pointer. */
+    if (e == 0)
+        *out = ls;
+    for (unsigned i = 0; i < n && e == 0; i++) {
+        srv_loop *l = &ls->loop[i];
+        if ((e = pthread_create(&l->thread, NULL, loop_main, l)) == 0)
             l->running = true;
     }
     if (e != 0) {
+        *out = NULL;
         srv_loops_stop(ls);
         errno = e;
-        return NULL;
+        return false;
     }
-    return ls;
+    return true;
 }
 
 void srv_loops_render(const srv_loops *ls, FILE *f)

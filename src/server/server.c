@@ -681,8 +681,7 @@ jf_err jf_server_start(jf_engine *eng, const jf_server_options *o, jf_server **o
         .make = make_daemon,
         .cls = s,
     };
-    s->loops = srv_loops_start(&sa, &lc, &s->port);
-    if (!s->loops) {
+    if (!srv_loops_start(&sa, &lc, &s->loops, &s->port)) {
         set_err(err, errlen, "cannot listen on %s: %s", o->listen, strerror(errno));
         server_release(s);
         return JF_ERR_IO;

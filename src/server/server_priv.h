@@ -121,8 +121,11 @@ typedef struct srv_loops_config {
 } srv_loops_config;
 
 /* Binds a listening socket to sa and starts the loops of c; *port is the
- * port bound.  NULL with errno set on failure, with nothing left running. */
-srv_loops *srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, int *port);
+ * port bound.  *out is set before the first loop's thread starts, so those
+ * threads may read it.  False with errno set and *out NULL on failure, with
+ * nothing left running. */
+bool srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, srv_loops **out,
+                     int *port);
 
 /* Stops the loops, then their daemons (which close every connection), and
  * frees them.  No connection may be suspended.  NULL is a no-op. */

@@ -58,6 +58,18 @@ def is_asan_build(path):
         return b"__asan_init" in f.read()
 
 
+def is_tsan_build(path):
+    """Whether the binary at path is built with ThreadSanitizer (`make tsan`)."""
+    with open(path, "rb") as f:
+        return b"__tsan_init" in f.read()
+
+
+def sanitizer_heap(path):
+    """Whether the binary's heap is a sanitizer's rather than glibc's (where
+    malloc_trim hands nothing back)."""
+    return is_asan_build(path) or is_tsan_build(path)
+
+
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
 

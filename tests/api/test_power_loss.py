@@ -145,9 +145,9 @@ class PowerLossTest(unittest.TestCase):
         if not lib or not os.path.isfile(lib):
             raise unittest.SkipTest("JIFEN_POWERCUT_LIB does not name the powercut library "
                                     "(%r); build it and run through ctest" % lib)
-        if H.is_asan_build(H.jifen_bin()):
-            raise unittest.SkipTest("the powercut library wraps mmap and write, which ASan "
-                                    "intercepts too; the plain build runs this test")
+        if H.is_asan_build(H.jifen_bin()) or H.is_tsan_build(H.jifen_bin()):
+            raise unittest.SkipTest("the powercut library wraps mmap and write, which the "
+                                    "sanitizers intercept too; the plain build runs this test")
         self.lib = os.path.abspath(lib)
 
     def start_logged(self, env, logdir, lie, extra_env=None):
