@@ -5,6 +5,7 @@ BUILD_DIR := build
 ASAN_DIR  := build-asan
 TSAN_DIR  := build-tsan
 FUZZ_DIR  := build-fuzz
+COV_DIR   := build-cov
 CTEST_JOBS ?= 2
 
 # Sources clang-format owns: everything C in the repository outside build trees.
@@ -12,7 +13,7 @@ FORMAT_DIRS := include src tests bench
 
 .DEFAULT_GOAL := build
 
-.PHONY: help deps build test asan tsan run clean format fuzz fuzz-smoke
+.PHONY: help deps build test asan tsan coverage run clean format fuzz fuzz-smoke
 
 help: ## List the targets.
 	@echo "jifen make targets:"
@@ -51,11 +52,30 @@ tsan: deps ## Build with ThreadSanitizer into build-tsan/ and run every test but
 		MODEL_OPS=$${MODEL_OPS:-20000} \
 		ctest --test-dir $(TSAN_DIR) --output-on-failure -j$(CTEST_JOBS) -E '^unit_faults$$'
 
+# Coverage (docs/TESTING.md, Coverage): gcov counts from a Debug -O0 build in build-cov/,
+# reported by gcovr, which is installed here only.  Counters from earlier runs are deleted
+# first, so the figures are this run's; COVERAGE_TESTS=regex runs only the ctest tests it
+# matches (`make coverage COVERAGE_TESTS=unit_faults`: the fault loops alone).  The API tests
+# run build-cov/jifen (ctest passes JIFEN_BIN), whose counts are written when it exits on
+# SIGTERM; a server killed with SIGKILL or stopped by abort() loses its counts.  The report
+# comes even when a test failed, and the target then fails after it.
+COVERAGE_TESTS ?=
+coverage: deps ## Build with gcov into build-cov/, run the tests (COVERAGE_TESTS=regex: some), report lines and branches (HTML in build-cov/coverage/).
+	@scripts/install-deps.sh gcovr
+	cmake -G Ninja -S . -B $(COV_DIR) -DCMAKE_BUILD_TYPE=Debug -DJIFEN_COVERAGE=ON
+	ninja -C $(COV_DIR)
+	find $(COV_DIR) -name '*.gcda' -delete
+	rm -rf $(COV_DIR)/coverage
+	status=0; \
+	ctest --test-dir $(COV_DIR) --output-on-failure -j$(CTEST_JOBS) \
+		$(if $(COVERAGE_TESTS),-R '$(COVERAGE_TESTS)') || status=$$?; \
+	scripts/coverage_report.py $(COV_DIR) && exit $$status
+
 run: build ## Build and start the demo server (data in ./data); prints the URL and an admin key.
 	scripts/demo.sh
 
 clean: ## Remove the build trees (keeps ./data, the demo database).
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR) $(COV_DIR)
 
 format: ## Reformat every C source and header with clang-format (.clang-format).
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \
