@@ -268,6 +268,10 @@ void jf_json_init(void);
  * stored nor sent. */
 void jf_json_alloc_reset(void);
 bool jf_json_alloc_failed(void);
+/* Records an allocation failure of our own JSON writer (jsonw.c) as one of
+ * jansson's: a dump that failed (a transaction's metadata, a stored reply)
+ * then answers out_of_memory instead of a value stored as null. */
+void jf_json_alloc_note_failure(void);
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);

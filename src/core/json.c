@@ -40,6 +40,11 @@ void jf_json_alloc_reset(void)
     json_alloc_failed = false;
 }
 
+void jf_json_alloc_note_failure(void)
+{
+    json_alloc_failed = true;
+}
+
 bool jf_json_alloc_failed(void)
 {
     return json_alloc_failed;

@@ -42,6 +42,7 @@ static bool jw_reserve(jsonw_buf *b, size_t n)
     char *p = realloc(b->p, cap);
     if (p == NULL) {
         b->failed = true;
+        jf_json_alloc_note_failure();
         return false;
     }
     b->p = p;
@@ -193,6 +194,7 @@ static void jw_object(jsonw_buf *b, const json_t *obj, int depth)
     jw_member *m = n <= 16 ? stack : malloc(n * sizeof(*m));
     if (m == NULL) {
         b->failed = true;
+        jf_json_alloc_note_failure();
         return;
     }
     for (void *it = json_object_iter((json_t *)obj); it && i < n;

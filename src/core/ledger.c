@@ -36,7 +36,10 @@ jf_err jf_args_common(jf_ctx *ctx)
     if (err == JF_OK && m && !json_is_null(m)) {
         char *text = json_is_object(m) ? jf_json_dump(m, NULL) : NULL;
         size_t n = text ? strlen(text) : SIZE_MAX;
+        bool lost = json_is_object(m) && text == NULL;
         free(text);
+        if (lost)
+            return JF_ERR_NOMEM; /* not "too large": the dump's memory ran out */
         if (n > JF_METADATA_BYTES_MAX)
             return jf_fail(ctx, JF_ERR_INVALID_FIELD,
                            "'metadata' must be an object of at most %d bytes.",

@@ -186,7 +186,12 @@ jf_err jf_reverse_points(jf_ctx *ctx, const char *orig_id, int64_t points,
     }
     tx.reverses = o.id;
     tx.points = n;
-    err = reverse_move(ctx, &tx, &o, n);
+    /* A metadata that could not be copied fails the reversal rather than
+     * being stored as null (jsonw.c records a failed dump the same way). */
+    if (opts && opts->metadata && tx.metadata == NULL)
+        err = JF_ERR_NOMEM;
+    else
+        err = reverse_move(ctx, &tx, &o, n);
     if (err == JF_OK)
         err = jf_tx_finish(ctx, &tx);
     assert(err != JF_OK || o.reversed + n <= o.points);

@@ -767,8 +767,11 @@ static jf_err event_validate(jf_ctx *ctx)
     if (err == JF_OK && attrs) {
         char *text = jf_json_dump(attrs, NULL);
         size_t n = text ? strlen(text) : SIZE_MAX;
+        bool lost = text == NULL;
         free(text);
-        if (n > JF_METADATA_BYTES_MAX)
+        if (lost)
+            err = JF_ERR_NOMEM; /* not "too large": the dump's memory ran out */
+        else if (n > JF_METADATA_BYTES_MAX)
             err = jf_fail(ctx, JF_ERR_INVALID_FIELD, "'attributes' must be at most %d bytes.",
                           JF_METADATA_BYTES_MAX);
     }

@@ -50,84 +50,15 @@
 #include <sqlite3.h>
 
 #include "jifen/jifen.h"
+#include "rigged_alloc.h"
 #include "tmpdir.h"
 
-/* ---- the rigged allocator ---- */
+/* ---- the rigged allocator (rigged_alloc.h), and SQLite's ---- */
 
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-char *__real_strdup(const char *s);
-
-/* What the armed countdown fails: allocations or I/O calls. */
-typedef enum fault_kind { FAULT_ALLOC, FAULT_IO } fault_kind;
-
-static atomic_bool armed;
-static atomic_int armed_kind;
-static atomic_bool forever;
-static atomic_long countdown; /* the allocation that takes it to 0 fails */
-static atomic_long injected;  /* failures handed out since the last arm */
-static _Thread_local int thread_counts = -1;
-
-/* Whether this thread's allocations take part (all but the checkpointer's). */
-static bool thread_takes_part(void)
+/* All but the checkpointer's (the file's opening paragraph). */
+static bool not_checkpointer(const char *name)
 {
-    if (thread_counts < 0) {
-        char name[16] = "";
-        pthread_getname_np(pthread_self(), name, sizeof(name));
-        thread_counts = strcmp(name, "jifen-ckpt") != 0;
-    }
-    return thread_counts != 0;
-}
-
-/* Where the first rigged allocation of a call was: printed with a failure. */
-static void *where[24];
-static int where_n;
-
-static bool fail_now_of(fault_kind k)
-{
-    if (!atomic_load(&armed) || atomic_load(&armed_kind) != (int)k || !thread_takes_part())
-        return false;
-    if (atomic_load(&forever) && atomic_load(&injected) > 0) {
-        atomic_fetch_add(&injected, 1);
-        return true;
-    }
-    if (atomic_fetch_sub(&countdown, 1) == 1) {
-        where_n = backtrace(where, 24);
-        atomic_fetch_add(&injected, 1);
-        return true;
-    }
-    return false;
-}
-
-static bool fail_now(void)
-{
-    return fail_now_of(FAULT_ALLOC);
-}
-
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-
-void *__wrap_malloc(size_t n)
-{
-    return fail_now() ? NULL : __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    return fail_now() ? NULL : __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    return fail_now() ? NULL : __real_realloc(p, n);
-}
-
-char *__wrap_strdup(const char *s)
-{
-    return fail_now() ? NULL : __real_strdup(s);
+    return strcmp(name, "jifen-ckpt") != 0;
 }
 
 static void *sq_malloc(int n)
@@ -331,29 +262,14 @@ static void io_vfs_install(void)
 /* Installs the rigged allocator in SQLite (before it initializes). */
 static void allocators_install(void)
 {
-    where_n = backtrace(where, 24); /* loads what backtrace needs before any call is rigged */
+    rig_prepare();
+    rig_thread_takes_part = not_checkpointer;
     static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
                                                 sq_roundup, sq_init, sq_shutdown, NULL};
     if (sqlite3_config(SQLITE_CONFIG_MALLOC, &methods) != SQLITE_OK) {
         fprintf(stderr, "test_faults: SQLite initialized before its allocator was set\n");
         exit(1);
     }
-}
-
-static void arm(fault_kind k, long n, bool all_after)
-{
-    atomic_store(&armed_kind, (int)k);
-    atomic_store(&injected, 0);
-    atomic_store(&countdown, n);
-    atomic_store(&forever, all_after);
-    atomic_store(&armed, true);
-}
-
-/* Disarms; returns how many allocations failed while armed. */
-static long disarm(void)
-{
-    atomic_store(&armed, false);
-    return atomic_load(&injected);
 }
 
 /* ---- a hang is a failure with a name ---- */
@@ -363,10 +279,7 @@ static char current[160];
 /* fail_msg, after the stack of the allocation that was made to fail. */
 #define fault_fail(...)                                                                            \
     do {                                                                                           \
-        if (atomic_load(&injected) > 0) {                                                          \
-            fprintf(stderr, "the first failed allocation:\n");                                     \
-            backtrace_symbols_fd(where, where_n, 2);                                               \
-        }                                                                                          \
+        rig_print_where();                                                                         \
         fail_msg(__VA_ARGS__);                                                                     \
     } while (0)
 
@@ -546,6 +459,10 @@ typedef struct fault_case {
     bool parts;       /* a batch: each operation stands alone, with its own key */
     char on;          /* without prep: the call acts on member 'a' or 'b' ... */
     const char *body; /* ... with this body, in which %s stands for member b */
+    /* Text every successful answer contains: a part of the stored
+     * transaction that a failed allocation must not leave out (a
+     * transaction's metadata was once stored as null when its dump failed). */
+    const char *expect;
 } fault_case;
 
 static bool err_is_system(jf_err err)
@@ -610,6 +527,8 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
     if ((err == JF_OK) != (res.body != NULL))
         fault_fail("%s: answered %s with%s a body", current, jf_err_code(err),
                    res.body ? "" : "out");
+    if (err == JF_OK && c->expect && strstr(res.body, c->expect) == NULL)
+        fault_fail("%s: answered success without %s: %s", current, c->expect, res.body);
     /* A violation stays in the database: checking every few calls (and at
      * the loop's end) finds each, for a fraction of the time. */
     if (n % VERIFY_EVERY == 0)
@@ -889,7 +808,15 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define CASE(fn_name, op_enum, prep_fn, parts)                                                     \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, prep_fn, parts, 0, NULL};                  \
+        static const fault_case c = {#fn_name, op_enum, prep_fn, parts, 0, NULL, NULL};            \
+        fault_loop(*state, &c);                                                                    \
+    }
+
+/* A case whose every successful answer contains `expect`. */
+#define CASE_KEEPS(fn_name, op_enum, prep_fn, expect)                                              \
+    static void fn_name(void **state)                                                              \
+    {                                                                                              \
+        static const fault_case c = {#fn_name, op_enum, prep_fn, false, 0, NULL, expect};          \
         fault_loop(*state, &c);                                                                    \
     }
 
@@ -897,12 +824,23 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define SIMPLE(fn_name, op_enum, on, body)                                                         \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body};                    \
+        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, NULL};              \
+        fault_loop(*state, &c);                                                                    \
+    }
+
+/* The same, and every successful answer contains `expect`. */
+#define SIMPLE_KEEPS(fn_name, op_enum, on, body, expect)                                           \
+    static void fn_name(void **state)                                                              \
+    {                                                                                              \
+        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, expect};            \
         fault_loop(*state, &c);                                                                    \
     }
 
 CASE(test_member_create, JF_OP_MEMBER_CREATE, prep_member_create, false)
 SIMPLE(test_earn, JF_OP_EARN, 'a', "{\"points\":70}")
+SIMPLE_KEEPS(test_earn_metadata, JF_OP_EARN, 'a',
+             "{\"points\":10,\"channel\":\"pos\",\"metadata\":{\"till\":\"t-7\"}}",
+             "\"metadata\":{\"till\":\"t-7\"}")
 CASE(test_earn_order, JF_OP_EARN, prep_earn_order, false)
 SIMPLE(test_redeem, JF_OP_REDEEM, 'a', "{\"points\":30}")
 SIMPLE(test_adjust, JF_OP_ADJUST, 'b', "{\"points\":-5,\"reason\":\"correction\"}")
@@ -917,7 +855,8 @@ CASE(test_check_in, JF_OP_CHECK_IN, prep_check_in, false)
 CASE(test_refund, JF_OP_ORDER_REFUND, prep_refund, false)
 CASE(test_expiry, JF_OP_EXPIRY_RUN, prep_expiry, false)
 CASE(test_rule_create, JF_OP_RULE_CREATE, prep_rule_create, false)
-CASE(test_member_event, JF_OP_MEMBER_EVENT, prep_member_event, false)
+CASE_KEEPS(test_member_event, JF_OP_MEMBER_EVENT, prep_member_event,
+           "\"metadata\":{\"event\":\"survey_done\"")
 CASE(test_campaign_create, JF_OP_CAMPAIGN_CREATE, prep_campaign_create, false)
 CASE(test_key_create, JF_OP_KEY_CREATE, prep_key_create, false)
 CASE(test_tiers_put, JF_OP_TIER_CONFIG_PUT, prep_tiers_put, false)
@@ -936,6 +875,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_member_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_earn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earn_metadata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_earn_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redeem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
