@@ -40,6 +40,16 @@ void jf_json_alloc_reset(void)
     json_alloc_failed = false;
 }
 
+void jf_json_watch_begin(void)
+{
+    json_alloc_failed = false;
+}
+
+bool jf_json_watch_failed(void)
+{
+    return json_alloc_failed;
+}
+
 void jf_json_alloc_note_failure(void)
 {
     json_alloc_failed = true;

@@ -4,7 +4,9 @@
  * Lines are built with jansson so every string is escaped correctly whatever
  * a client put in its path or headers, then written and flushed under a
  * mutex so that lines from different worker threads never interleave and a
- * crash loses at most the line being written.
+ * crash loses at most the line being written.  A line that cannot be built
+ * (out of memory) goes out short, with its time and status and
+ * "incomplete", never with some fields silently missing.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -72,25 +74,33 @@ static json_t *str_or_null(const char *s)
     return j ? j : json_string("(invalid utf-8)");
 }
 
-static json_t *entry_json(const srv_log_entry *e)
+/* Sets o[k] = v; false when v or the set failed (jansson reports a failed
+ * allocation only by its result), so that a line never goes out missing
+ * one of its fields. */
+static bool entry_set(json_t *o, const char *k, json_t *v)
 {
-    char ts[40];
-    srv_format_rfc3339_ms(e->ts_ms, ts, sizeof ts);
+    return v != NULL && json_object_set_new(o, k, v) == 0;
+}
+
+static json_t *entry_json(const srv_log_entry *e, const char *ts)
+{
     json_t *o = json_object();
-    if (!o)
+    bool ok = o != NULL && entry_set(o, "ts", json_string(ts)) &&
+              entry_set(o, "method", str_or_null(e->method)) &&
+              entry_set(o, "path", str_or_null(e->path)) &&
+              entry_set(o, "route", str_or_null(e->route)) &&
+              entry_set(o, "status", json_integer(e->status)) &&
+              entry_set(o, "duration_ms", json_real(e->duration_ms)) &&
+              entry_set(o, "bytes_in", json_integer((json_int_t)e->bytes_in)) &&
+              entry_set(o, "bytes_out", json_integer((json_int_t)e->bytes_out)) &&
+              entry_set(o, "key", str_or_null(e->key)) &&
+              entry_set(o, "idempotency_key", str_or_null(e->idempotency_key)) &&
+              entry_set(o, "replayed", json_boolean(e->replayed)) &&
+              entry_set(o, "request_id", str_or_null(e->request_id));
+    if (!ok) {
+        json_decref(o);
         return NULL;
-    json_object_set_new(o, "ts", json_string(ts));
-    json_object_set_new(o, "method", str_or_null(e->method));
-    json_object_set_new(o, "path", str_or_null(e->path));
-    json_object_set_new(o, "route", str_or_null(e->route));
-    json_object_set_new(o, "status", json_integer(e->status));
-    json_object_set_new(o, "duration_ms", json_real(e->duration_ms));
-    json_object_set_new(o, "bytes_in", json_integer((json_int_t)e->bytes_in));
-    json_object_set_new(o, "bytes_out", json_integer((json_int_t)e->bytes_out));
-    json_object_set_new(o, "key", str_or_null(e->key));
-    json_object_set_new(o, "idempotency_key", str_or_null(e->idempotency_key));
-    json_object_set_new(o, "replayed", json_boolean(e->replayed));
-    json_object_set_new(o, "request_id", str_or_null(e->request_id));
+    }
     return o;
 }
 
@@ -98,13 +108,26 @@ void srv_log_write(srv_log *l, const srv_log_entry *e)
 {
     if (!l)
         return;
-    json_t *o = entry_json(e);
+    char ts[40];
+    srv_format_rfc3339_ms(e->ts_ms, ts, sizeof ts);
+    jf_json_watch_begin();
+    json_t *o = entry_json(e, ts);
     char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(o);
+    /* jansson's dump can return a line with a key left out when an
+     * allocation fails inside it (jifen.h, jf_json_watch_begin). */
+    if (line && jf_json_watch_failed()) {
+        free(line);
+        line = NULL;
+    }
+    /* Out of memory: a shorter line, made without allocating, still says
+     * that a request was answered and how, rather than none at all. */
+    char fallback[128];
     if (!line)
-        return;
+        snprintf(fallback, sizeof fallback,
+                 "{\"ts\":\"%s\",\"status\":%d,\"incomplete\":\"out of memory\"}", ts, e->status);
     pthread_mutex_lock(&l->mu);
-    fputs(line, l->f);
+    fputs(line ? line : fallback, l->f);
     fputc('\n', l->f);
     fflush(l->f);
     pthread_mutex_unlock(&l->mu);

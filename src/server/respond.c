@@ -74,6 +74,7 @@ static char *problem_json(jf_err err, const char *detail)
     const char *code = jf_err_code(err);
     char type[128];
     snprintf(type, sizeof type, "%s%s", PROBLEM_TYPE_BASE, code);
+    jf_json_watch_begin();
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -88,6 +89,12 @@ static char *problem_json(jf_err err, const char *detail)
     failed |= json_object_set_new(o, "code", json_string(code));
     char *s = failed ? NULL : json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    /* A dump that ran out of memory may have returned text without a key
+     * (jifen.h, jf_json_watch_begin): the fallback, not that. */
+    if (s && jf_json_watch_failed()) {
+        free(s);
+        s = NULL;
+    }
     return s;
 }
 
