@@ -175,6 +175,10 @@ struct jf_engine {
     /* reads answered after the flush they wait for */
     jf_hot *hot;       /* writer thread only; NULL without a writer */
     jf_wcache *wcache; /* writer thread only; NULL without a writer */
+    /* The referral key (referral.h), read once at open; referral_keyed is
+     * false for a database whose codes predate keys. */
+    uint8_t referral_key[16];
+    bool referral_keyed;
     /* Writer thread only (engine.c, jf_writer_apply): every command takes a
      * savepoint (a batch being run again), and a command without one failed
      * after writing, so the batch must be run again. */

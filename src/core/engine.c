@@ -31,6 +31,7 @@
 #include "bonus.h"
 #include "campaigns.h"
 #include "checkin.h"
+#include "referral.h"
 #include "refunds.h"
 #include "rules.h"
 #include "tiers.h"
@@ -1662,6 +1663,36 @@ static void *ckpt_main(void *arg)
 
 /* ---- life cycle ---- */
 
+/* Reads the referral key (referral.h) once: every thread may read it after. */
+static jf_err referral_key_load(jf_engine *eng)
+{
+    _Static_assert(sizeof eng->referral_key == JF_REFERRAL_KEY_BYTES, "referral.h");
+    sqlite3_stmt *st =
+        jf_db_query(&eng->wdb, "SELECT value FROM meta WHERE key = 'referral_key'", "");
+    if (st == NULL)
+        return JF_ERR_IO;
+    jf_err err = JF_OK;
+    int rc = jf_db_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = JF_ERR_IO;
+    if (rc == SQLITE_ROW) {
+        const char *hex = jf_db_text(st, 0);
+        size_t n = 0;
+        eng->referral_keyed = sodium_hex2bin(eng->referral_key, sizeof eng->referral_key, hex,
+                                             strlen(hex), NULL, &n, NULL) == 0 &&
+                              n == sizeof eng->referral_key;
+        if (!eng->referral_keyed)
+            err = JF_ERR_CORRUPT;
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+const uint8_t *jf_referral_key(const jf_engine *eng)
+{
+    return eng->referral_keyed ? eng->referral_key : NULL;
+}
+
 static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
 {
     jf_err err = jf_db_open(&eng->wdb, eng->db_path, false);
@@ -1671,6 +1702,11 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
         jf_str_copy(errbuf, errlen, eng->wdb.errmsg);
     if (err != JF_OK)
         return err;
+    if ((err = referral_key_load(eng)) != JF_OK) {
+        if (errbuf)
+            snprintf(errbuf, errlen, "cannot read the referral key: %s", eng->wdb.errmsg);
+        return err;
+    }
     if ((err = jf_db_run(&eng->wdb, "PRAGMA wal_autocheckpoint=0", "")) != JF_OK)
         return err;
     char pragma[64];

@@ -134,7 +134,7 @@ static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     jf_json_set(o, "tags", json_loads(jf_db_text(st, 5), 0, NULL));
     jf_json_set(o, "status", json_string(jf_db_text(st, 6)));
     char code[JF_REFERRAL_CODE_LEN + 1];
-    jf_referral_code(sqlite3_column_int64(st, 10), code);
+    jf_referral_code(jf_referral_key(ctx->eng), sqlite3_column_int64(st, 10), code);
     jf_json_set(o, "referral_code", json_string(code));
     jf_json_set(o, "referred_by", jf_json_text(jf_db_text(st, 11)));
     jf_member_seq_note(ctx, id, sqlite3_column_int64(st, 10));
@@ -249,7 +249,7 @@ static jf_err referrer_resolve(jf_ctx *ctx, const char *code, char referrer[JF_I
     int64_t seq = 0;
     jf_err err =
         jf_fail(ctx, JF_ERR_INVALID_REFERRAL_CODE, "No member has referral code '%s'.", code);
-    if (!jf_referral_code_parse(code, &seq))
+    if (!jf_referral_code_parse(jf_referral_key(ctx->eng), code, &seq))
         return err;
     sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT id FROM members WHERE tenant_id=? AND seq=?",
                                    "II", ctx->auth->tenant, seq);

@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 14
+#define JF_SCHEMA_VERSION 15
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -837,6 +839,40 @@ static const char schema_v14[] = "CREATE INDEX tx_order_redeem ON transactions(t
                                  " substr(birthday, 5));"
                                  "UPDATE meta SET value = '14' WHERE key = 'schema_version';";
 
+/* Version 15: the referral key (src/core/referral.h), 16 random bytes from
+ * libsodium as hex in meta 'referral_key', which keys the permutation that
+ * turns a member's number into its referral code.  A database that has
+ * members already gets none: their codes are printed and shared, and stay
+ * as they were.  A version of its own, so that a binary from before, which
+ * would show other codes, refuses the database instead. */
+#define REFERRAL_KEY_BYTES 16
+
+static jf_err schema_v15_steps(jf_db *db)
+{
+    int64_t members = 0;
+    jf_err err = jf_db_int(db, &members, 0, "SELECT EXISTS(SELECT 1 FROM members)", "");
+    if (err == JF_OK && !members) {
+        uint8_t key[REFERRAL_KEY_BYTES];
+        char hex[2 * REFERRAL_KEY_BYTES + 1];
+        randombytes_buf(key, sizeof key);
+        sodium_bin2hex(hex, sizeof hex, key, sizeof key);
+        err = jf_db_run(db, "INSERT INTO meta(key, value) VALUES('referral_key', ?)", "s", hex);
+        sodium_memzero(key, sizeof key);
+        sodium_memzero(hex, sizeof hex);
+    }
+    return err == JF_OK
+               ? jf_db_exec(db, "UPDATE meta SET value = '15' WHERE key = 'schema_version'")
+               : err;
+}
+
+static jf_err schema_v15(jf_db *db)
+{
+    jf_err err = jf_db_exec(db, "BEGIN IMMEDIATE");
+    if (err == JF_OK && (err = schema_v15_steps(db)) != JF_OK)
+        jf_db_exec(db, "ROLLBACK");
+    return err == JF_OK ? jf_db_exec(db, "COMMIT") : err;
+}
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -900,5 +936,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 13;
     if (err == JF_OK && version == 13 && (err = migrate_step(db, schema_v14)) == JF_OK)
         version = 14;
+    if (err == JF_OK && version == 14 && (err = schema_v15(db)) == JF_OK)
+        version = 15;
     return err;
 }

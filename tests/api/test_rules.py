@@ -393,12 +393,19 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
-    return db.execute("SELECT value FROM meta").fetchone()[0]
+    return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 15 back to version 14: no referral key
+# (the members' codes are then the unkeyed ones of before).
+UNDO_V15 = (
+    "DELETE FROM meta WHERE key = 'referral_key';"
+    "UPDATE meta SET value = '14' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 14 back to version 13: no indexes of an
@@ -547,7 +554,8 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+                         UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
                          "ALTER TABLE members DROP COLUMN tier;"
@@ -601,7 +609,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -689,7 +697,8 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+                         UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
         env.start_server()
@@ -732,7 +741,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
@@ -773,7 +782,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -819,7 +828,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -892,7 +901,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -928,7 +937,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -988,7 +997,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1017,7 +1026,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V14)
+        db.executescript(UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1031,6 +1040,59 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(r["points"]["available"], 0)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
+
+    def test_referral_codes_keyed_on_a_new_database_and_kept_on_an_old_one(self):
+        """Version 15 keys the referral codes by a random key of the database
+        (src/core/referral.h): a new database has one, and its codes are not
+        the unkeyed ones anybody can compute; a database that had members
+        before keeps their codes, which are printed and shared."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        members = [H.create_member(a) for _ in range(3)]
+        db = sqlite3.connect(env.db)
+        try:
+            key = db.execute("SELECT value FROM meta WHERE key = 'referral_key'").fetchone()
+            seqs = {r[0]: r[1] for r in db.execute("SELECT id, seq FROM members")}
+        finally:
+            db.close()
+        self.assertRegex(key[0], "^[0-9a-f]{32}$")
+        for m in members:
+            self.assertNotEqual(m["referral_code"], unkeyed_code(seqs[m["id"]]))
+        linked = H.create_member(a, referral_code=members[0]["referral_code"])
+        self.assertEqual(linked["referred_by"], members[0]["id"])
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V15)
+        self.restart_upgrading(env, db, 14)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertIsNone(db.execute("SELECT value FROM meta WHERE key = 'referral_key'")
+                              .fetchone())
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+        finally:
+            db.close()
+        for m in members:
+            code = H.member_of(a, m["id"])["referral_code"]
+            self.assertEqual(code, unkeyed_code(seqs[m["id"]]))
+        linked = H.create_member(a, referral_code=unkeyed_code(seqs[members[1]["id"]]))
+        self.assertEqual(linked["referred_by"], members[1]["id"])
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+
+def unkeyed_code(seq):
+    """A member's referral code without a key: the fixed bijection of
+    src/core/referral.c written apart, as databases from before version 15
+    show them."""
+    alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+    v = ((seq ^ 0x2A5F3C91B7) * 0x5DEECE66D) & ((1 << 39) - 1)
+    out = ""
+    for _ in range(8):
+        out = alphabet[v % 31] + out
+        v //= 31
+    return out
+
 
 if __name__ == "__main__":
     unittest.main()

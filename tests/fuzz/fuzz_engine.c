@@ -16,7 +16,10 @@
  * - In the path id, the parameters and the body, "$m0".."$m7" stand for the
  *   members this input has created so far (by the "mem_" ids its answers
  *   carried), "$t0".."$t7" for transactions and holds ("txn_"), "$r" rules,
- *   "$c" campaigns, "$l" lots, "$k" API keys; a bare "$m" is the latest.
+ *   "$c" campaigns, "$l" lots, "$k" API keys, "$q" members' referral codes
+ *   (by the "referral_code" field: a code is enciphered under the
+ *   database's random key, so an input cannot spell one); a bare "$m" is
+ *   the latest.
  *
  * Each input runs on a tenant of its own, created for it, with the test
  * clock set back to the same instant first, so an input's effect does not
@@ -57,13 +60,17 @@
  * real time for a while yet. */
 #define FUZZ_START_MS 1893456000000LL
 
-/* The id classes "$x" can name: the letter and the id's prefix. */
+/* The id classes "$x" can name: the letter and the id's prefix (NULL: the
+ * values of a field of that name instead, referral codes). */
 static const struct {
     char letter;
     const char *prefix;
-} classes[] = {{'m', "mem_"}, {'t', "txn_"}, {'r', "rul_"},
-               {'c', "cmp_"}, {'l', "lot_"}, {'k', "key_"}};
+} classes[] = {{'m', "mem_"}, {'t', "txn_"}, {'r', "rul_"}, {'c', "cmp_"},
+               {'l', "lot_"}, {'k', "key_"}, {'q', NULL}};
 #define CLASSES (sizeof classes / sizeof classes[0])
+#define CLASS_REFERRAL 6
+#define REFERRAL_FIELD "referral_code"
+_Static_assert(CLASS_REFERRAL == CLASSES - 1, "the last class");
 
 typedef struct ids {
     char id[CLASSES][SLOTS][JF_ID_LEN_MAX];
@@ -204,30 +211,42 @@ static void expand(const ids *known, const char *src, size_t n, char *dst, size_
     dst[*len] = '\0';
 }
 
-/* Remembers every id an answer carries, by its prefix. */
+/* Remembers s in class c, once. */
+static void remember(ids *known, size_t c, const char *s)
+{
+    if (strlen(s) >= JF_ID_LEN_MAX)
+        return;
+    for (int i = 0; i < known->n[c]; i++)
+        if (strcmp(known->id[c][i], s) == 0)
+            return;
+    int slot = known->n[c] < SLOTS ? known->n[c]++ : SLOTS - 1;
+    strcpy(known->id[c][slot], s);
+}
+
+/* Remembers every id an answer carries, by its prefix, and every referral
+ * code, by its field. */
 static void collect(ids *known, const json_t *v)
 {
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
-        for (size_t c = 0; c < CLASSES; c++) {
-            size_t pn = strlen(classes[c].prefix);
-            if (strncmp(s, classes[c].prefix, pn) != 0 || strlen(s) >= JF_ID_LEN_MAX)
-                continue;
-            for (int i = 0; i < known->n[c]; i++)
-                if (strcmp(known->id[c][i], s) == 0)
-                    return;
-            int slot = known->n[c] < SLOTS ? known->n[c]++ : SLOTS - 1;
-            strcpy(known->id[c][slot], s);
-        }
+        for (size_t c = 0; c < CLASSES; c++)
+            if (classes[c].prefix && strncmp(s, classes[c].prefix, strlen(classes[c].prefix)) == 0)
+                remember(known, c, s);
         return;
     }
     const char *k;
     json_t *e;
     size_t i;
-    if (json_is_object(v))
-        json_object_foreach((json_t *)v, k, e) collect(known, e);
-    else if (json_is_array(v))
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, k, e)
+        {
+            if (strcmp(k, REFERRAL_FIELD) == 0 && json_is_string(e))
+                remember(known, CLASS_REFERRAL, json_string_value(e));
+            collect(known, e);
+        }
+    } else if (json_is_array(v)) {
         json_array_foreach(v, i, e) collect(known, e);
+    }
 }
 
 static jf_op op_parse(const char *name, size_t n)
