@@ -58,8 +58,8 @@ static void test_targets(void **state)
     l.refunded = 10551;
     assert_false(jf_refund_clawback_target_ceil(&l, 1, 105, &t));
     /* A zero-amount line's points come back with the last refund. */
-    jf_refund_line two[2] = {{.amount = 0, .points = 5}, {.amount = 100, .points = 10,
-                                                          .refunded = 99}};
+    jf_refund_line two[2] = {{.amount = 0, .points = 5},
+                             {.amount = 100, .points = 10, .refunded = 99}};
     assert_true(jf_refund_clawback_target_ceil(two, 2, 15, &t));
     assert_int_equal(t, 10);
     two[1].refunded = 100;
