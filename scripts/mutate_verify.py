@@ -369,12 +369,11 @@ def find_mutants(text):
 
 # ---- Building and testing -----------------------------------------------------------------
 
-def run(args, log, env=None, cwd=None):
+def run(args, log):
     """Runs a command, appending its output to the open file log; returns its exit status."""
     log.write("$ %s\n" % " ".join(args))
     log.flush()
-    return subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                          cwd=cwd).returncode
+    return subprocess.run(args, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
 def sync_tree(log):
@@ -412,8 +411,8 @@ def configure(log):
 
 
 def ctest_names():
-    """Every ctest test of the stages: unit_verify first, then the other unit tests and the
-    model test, each with its build target."""
+    """The ctest tests of the second stage: every unit test but unit_verify, and the model
+    test (target_of names the build target of each)."""
     out = subprocess.run(["ctest", "--test-dir", BUILD, "-N"], check=True, capture_output=True,
                          text=True).stdout
     names = re.findall(r"Test\s+#\d+: (\S+)", out)
@@ -443,9 +442,10 @@ def run_tests(tests, jobs, log):
         failed = re.findall(r"^\s*\d+ - (\S+) \(", tail, re.M)
     if out.returncode != 0 and not failed:
         failed = ["ctest exit %d" % out.returncode]
-    # A cmocka test names its failed cases; unit_verify's say which tampering caught it.
+    # A cmocka test names its failed cases; unit_verify's say which tampering caught it, and
+    # its group setup failing means the mutant found violations in the clean ledger.
     cases = []
-    for c in re.findall(r"^\[  FAILED  \] (\w+)$", out.stdout, re.M):
+    for c in re.findall(r"^\[  FAILED  \] (\w+|GROUP SETUP)$", out.stdout, re.M):
         if c not in cases:
             cases.append(c)
     if len(failed) == 1 and failed[0].startswith("unit_") and cases:
