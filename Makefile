@@ -6,6 +6,7 @@ ASAN_DIR  := build-asan
 TSAN_DIR  := build-tsan
 FUZZ_DIR  := build-fuzz
 COV_DIR   := build-cov
+MUT_DIR   := build-mut
 CTEST_JOBS ?= 2
 
 # Sources clang-format owns: everything C in the repository outside build trees.
@@ -13,7 +14,7 @@ FORMAT_DIRS := include src tests bench
 
 .DEFAULT_GOAL := build
 
-.PHONY: help deps build test asan tsan coverage run clean format fuzz fuzz-smoke
+.PHONY: help deps build test asan tsan coverage mutation run clean format fuzz fuzz-smoke
 
 help: ## List the targets.
 	@echo "jifen make targets:"
@@ -71,11 +72,21 @@ coverage: deps ## Build with gcov into build-cov/, run the tests (COVERAGE_TESTS
 		$(if $(COVERAGE_TESTS),-R '$(COVERAGE_TESTS)') || status=$$?; \
 	scripts/coverage_report.py $(COV_DIR) && exit $$status
 
+# Mutation testing of `jifen verify` (docs/TESTING.md): each check of src/core/verify.c deleted
+# or weakened in turn must make unit_verify, or else another unit test or the model test, fail
+# (scripts/mutate_verify.py).  The mutants are built from a scratch copy of the tree in
+# build-mut/, never in the working tree.  Not part of `make test`: it builds and tests well over
+# a hundred mutants.  MUTATION_ARGS=--quick makes only the deletions and runs only unit_verify;
+# --list prints the mutants; --only REGEX picks some.
+MUTATION_ARGS ?=
+mutation: deps ## Mutation testing of jifen verify's checks in build-mut/ (MUTATION_ARGS=--quick: deletions only).
+	python3 scripts/mutate_verify.py $(MUTATION_ARGS)
+
 run: build ## Build and start the demo server (data in ./data); prints the URL and an admin key.
 	scripts/demo.sh
 
 clean: ## Remove the build trees (keeps ./data, the demo database).
-	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR) $(COV_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(TSAN_DIR) $(FUZZ_DIR) $(COV_DIR) $(MUT_DIR)
 
 format: ## Reformat every C source and header with clang-format (.clang-format).
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 2>/dev/null \

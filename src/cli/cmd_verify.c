@@ -19,7 +19,7 @@ static const char verify_usage[] =
     "usage: jifen verify --db FILE [--json]\n"
     "\n"
     "Checks every invariant of the ledger (I1..I7, I10: conservation, balances,\n"
-    "lots, idempotency, reversals, the hash chain, expiry; A1, R1..R3, G1, S1,\n"
+    "lots, idempotency, reversals, the hash chain, expiry; A1..A3, R1..R3, G1, S1,\n"
     "T1, T2; docs/LEDGER.md) on the database.  First it checks the file itself\n"
     "(F1, SQLite's quick_check); a file that fails it is reported alone, since\n"
     "nothing read from it can be trusted.  Safe to run while the server runs.\n"
