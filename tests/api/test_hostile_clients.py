@@ -104,6 +104,44 @@ def close_wait_count(port):
     return n
 
 
+def close_wait_report(port, pid):
+    """What the server holds of each half-closed socket on port: its queues
+    (bytes the server has not read, or not sent), its file descriptor in the
+    server, and which of the server's epoll sets watch it (/proc/PID/fdinfo
+    lists each epoll's "tfd"s: a loop's own set, its daemon's, its hang-up
+    watch).  Logged to find why a rare run leaves one (docs/TESTING.md)."""
+    sockets = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            col = line.split()
+            if col[3] == "08" and int(col[1].split(":")[1], 16) == port:
+                sockets[col[9]] = "peer %s queues %s" % (col[2], col[4])
+    lines = []
+    fds, epolls = {}, []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            fds[target[8:-1]] = int(fd)
+        elif target == "anon_inode:[eventpoll]":
+            epolls.append(int(fd))
+    for inode, what in sockets.items():
+        fd = fds.get(inode)
+        watched = []
+        for ep in epolls:
+            try:
+                with open("/proc/%d/fdinfo/%d" % (pid, ep)) as f:
+                    if any(l.startswith("tfd:") and int(l.split()[1]) == fd for l in f):
+                        watched.append(ep)
+            except OSError:
+                pass
+        lines.append("inode %s %s: fd %s, in epoll sets %s (all: %s)"
+                     % (inode, what, fd, watched, sorted(epolls)))
+    return lines
+
+
 class Hostile:
     """The hostile rounds and what they leave to check."""
 
@@ -330,6 +368,8 @@ class HostileClientTest(unittest.TestCase):
         while close_wait_count(env.port) and time.monotonic() < deadline:
             time.sleep(0.05)
         H.log("half-closed connections left: %d" % close_wait_count(env.port))
+        for line in close_wait_report(env.port, env.server.proc.pid):
+            H.log("  " + line)
         if hostile.inside_headers:
             self.assertGreater(H.metric(env.admin, "jifen_http_hangups_closed_total"), 0,
                                "hang-ups inside the headers, none shut down by the loops")
