@@ -500,8 +500,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0;
         return req_append(r, upload_data, n);
     }
-    if (r->phase == SRV_PHASE_RECEIVING)
+    if (r->phase == SRV_PHASE_RECEIVING) {
+        srv_loop_request_whole(conn);
         return dispatch(r);
+    }
     if (r->phase == SRV_PHASE_ANSWERED)
         return MHD_YES;
     /* Resumed after the engine answered a write. */

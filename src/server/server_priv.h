@@ -111,6 +111,9 @@ void srv_loop_notify(void *cls, struct MHD_Connection *conn, void **socket_conte
  * daemon's thread. */
 void srv_loop_request_begins(struct MHD_Connection *conn);
 void srv_loop_request_ends(struct MHD_Connection *conn);
+/* The access handler has all of conn's request (the last call, with no
+ * more body): a hang-up from then on waits for the answer (srv_conn). */
+void srv_loop_request_whole(struct MHD_Connection *conn);
 
 typedef struct srv_loops_config {
     unsigned n;          /* loops (threads), each with a daemon */
