@@ -78,8 +78,11 @@ jf_db *jf_read_acquire(jf_engine *eng)
     pthread_mutex_lock(&eng->pool_mu);
     jf_db *db = eng->pool_n > 0 ? eng->pool[--eng->pool_n] : NULL;
     pthread_mutex_unlock(&eng->pool_mu);
-    if (db)
+    if (db) {
+        /* This thread owns the connection now, and uses none of its statements yet. */
+        jf_db_stmts_renew(db);
         return db;
+    }
     db = calloc(1, sizeof(*db));
     if (db == NULL)
         return NULL;
@@ -1007,6 +1010,8 @@ static void *writer_main(void *arg)
         jf_cmd *batch = writer_take(eng, &room, &n);
         if (batch == NULL)
             break;
+        /* Between batches none of the connection's statements is in use. */
+        jf_db_stmts_renew(&eng->wdb);
         writer_batch(eng, batch, n, room);
     }
     return NULL;
