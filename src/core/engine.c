@@ -98,8 +98,15 @@ void jf_read_release(jf_engine *eng, jf_db *db)
 {
     if (db == NULL)
         return;
+    /* A read whose COMMIT failed (its preparation ran out of memory) left
+     * its transaction open.  Pooled so, the connection would fail the next
+     * BEGIN on it (jf_verify's) and answer the reads that take no
+     * transaction of their own (an API key's lookup) from the old snapshot;
+     * it goes back only once rolled back, and is closed when it cannot be. */
+    jf_db_end_stale(db);
+    bool clean = sqlite3_get_autocommit(db->h) != 0;
     pthread_mutex_lock(&eng->pool_mu);
-    if (eng->pool_n < JF_READ_POOL_MAX) {
+    if (clean && eng->pool_n < JF_READ_POOL_MAX) {
         eng->pool[eng->pool_n++] = db;
         db = NULL;
     }
@@ -1122,8 +1129,6 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     ctx_init(&ctx, eng, db, req->op, req->auth, res.detail);
     ctx.req = req;
     ctx.path_id = req->path_id;
-    if (db)
-        jf_db_end_stale(db);
     jf_err err = db ? jf_db_run(db, "BEGIN", "") : JF_ERR_IO;
     if (err == JF_OK) {
         if (op_reads_program(req->op))
