@@ -448,8 +448,11 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     err = ctx_finish(&ctx, err, &cmd->res);
     if (err == JF_OK && cmd->args.dry_run) {
         /* Whatever a dry run touched (overdue holds voided on the way) is
-         * undone: it answers exactly what a real run would, and writes nothing. */
-        jf_db_run(db, "ROLLBACK TO cmd", "");
+         * undone: it answers exactly what a real run would, and writes nothing.
+         * An undo that failed (out of memory) left them: the batch is run
+         * again, or, when it already is, commits nothing. */
+        if (jf_db_run(db, "ROLLBACK TO cmd", "") != JF_OK && !cmd_wrote_nothing(db, changes))
+            eng->poisoned = true;
         jf_db_run(db, "RELEASE cmd", "");
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
@@ -461,9 +464,10 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         /* A failed statement may have made SQLite roll the whole transaction
          * back: then the batch's earlier commands are gone too. */
         bool lost = sqlite3_get_autocommit(db->h) != 0;
-        if (sp && !lost)
-            jf_db_run(db, "ROLLBACK TO cmd", "");
-        else if (lost || !cmd_wrote_nothing(db, changes))
+        /* The undo can fail too (out of memory): then the command's writes
+         * stay in the transaction, as they do without a savepoint. */
+        bool undone = sp && !lost && jf_db_run(db, "ROLLBACK TO cmd", "") == JF_OK;
+        if (!undone && (lost || !cmd_wrote_nothing(db, changes)))
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
