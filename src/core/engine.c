@@ -79,8 +79,11 @@ jf_db *jf_read_acquire(jf_engine *eng)
     pthread_mutex_lock(&eng->pool_mu);
     jf_db *db = eng->pool_n > 0 ? eng->pool[--eng->pool_n] : NULL;
     pthread_mutex_unlock(&eng->pool_mu);
-    if (db)
+    if (db) {
+        /* This thread owns the connection now, and uses none of its statements yet. */
+        jf_db_stmts_renew(db);
         return db;
+    }
     db = calloc(1, sizeof(*db));
     if (db == NULL)
         return NULL;
@@ -96,8 +99,15 @@ void jf_read_release(jf_engine *eng, jf_db *db)
 {
     if (db == NULL)
         return;
+    /* A read whose COMMIT failed (its preparation ran out of memory) left
+     * its transaction open.  Pooled so, the connection would fail the next
+     * BEGIN on it (jf_verify's) and answer the reads that take no
+     * transaction of their own (an API key's lookup) from the old snapshot;
+     * it goes back only once rolled back, and is closed when it cannot be. */
+    jf_db_end_stale(db);
+    bool clean = sqlite3_get_autocommit(db->h) != 0;
     pthread_mutex_lock(&eng->pool_mu);
-    if (eng->pool_n < JF_READ_POOL_MAX) {
+    if (clean && eng->pool_n < JF_READ_POOL_MAX) {
         eng->pool[eng->pool_n++] = db;
         db = NULL;
     }
@@ -439,8 +449,11 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     err = ctx_finish(&ctx, err, &cmd->res);
     if (err == JF_OK && cmd->args.dry_run) {
         /* Whatever a dry run touched (overdue holds voided on the way) is
-         * undone: it answers exactly what a real run would, and writes nothing. */
-        jf_db_run(db, "ROLLBACK TO cmd", "");
+         * undone: it answers exactly what a real run would, and writes nothing.
+         * An undo that failed (out of memory) left them: the batch is run
+         * again, or, when it already is, commits nothing. */
+        if (jf_db_run(db, "ROLLBACK TO cmd", "") != JF_OK && !cmd_wrote_nothing(db, changes))
+            eng->poisoned = true;
         jf_db_run(db, "RELEASE cmd", "");
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
@@ -452,9 +465,10 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         /* A failed statement may have made SQLite roll the whole transaction
          * back: then the batch's earlier commands are gone too. */
         bool lost = sqlite3_get_autocommit(db->h) != 0;
-        if (sp && !lost)
-            jf_db_run(db, "ROLLBACK TO cmd", "");
-        else if (lost || !cmd_wrote_nothing(db, changes))
+        /* The undo can fail too (out of memory): then the command's writes
+         * stay in the transaction, as they do without a savepoint. */
+        bool undone = sp && !lost && jf_db_run(db, "ROLLBACK TO cmd", "") == JF_OK;
+        if (!undone && (lost || !cmd_wrote_nothing(db, changes)))
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
@@ -1008,6 +1022,8 @@ static void *writer_main(void *arg)
         jf_cmd *batch = writer_take(eng, &room, &n);
         if (batch == NULL)
             break;
+        /* Between batches none of the connection's statements is in use. */
+        jf_db_stmts_renew(&eng->wdb);
         writer_batch(eng, batch, n, room);
     }
     return NULL;
@@ -1118,8 +1134,6 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
     ctx_init(&ctx, eng, db, req->op, req->auth, res.detail);
     ctx.req = req;
     ctx.path_id = req->path_id;
-    if (db)
-        jf_db_end_stale(db);
     jf_err err = db ? jf_db_run(db, "BEGIN", "") : JF_ERR_IO;
     if (err == JF_OK) {
         if (op_reads_program(req->op))

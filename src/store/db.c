@@ -7,6 +7,7 @@
  */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,12 @@ static void db_set_error(jf_db *db, const char *what)
              db->h ? sqlite3_errmsg(db->h) : "no connection");
 }
 
+/* The statement generation (jf_db_stmts_expire).  Relaxed: whoever bumps it
+ * either is the connection's owner or hands the owner its next work through
+ * a mutex (the writer's queue, the read pool), which orders the bump before
+ * the owner's next load. */
+static _Atomic uint64_t db_stmt_gen;
+
 /* Process-wide settings, made before SQLite initializes (the VFS lookup in
  * jf_walbuf_vfs initializes it).  Memory statistics off: with them on,
  * every allocation SQLite makes takes one process-wide mutex to count it,
@@ -173,6 +180,7 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, db_global_init);
     memset(db, 0, sizeof(*db));
+    db->stmt_gen = atomic_load_explicit(&db_stmt_gen, memory_order_relaxed);
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &db->h, flags, jf_walbuf_vfs()) != SQLITE_OK) {
@@ -215,13 +223,34 @@ fail:
     return JF_ERR_IO;
 }
 
+/* Finalizes every cached statement and empties the cache. */
+static void db_cache_clear(jf_db *db)
+{
+    for (int i = 0; i < JF_DB_STMT_CACHE; i++)
+        if (db->cache[i].stmt)
+            sqlite3_finalize(db->cache[i].stmt);
+    memset(db->cache, 0, sizeof(db->cache));
+}
+
+void jf_db_stmts_expire(void)
+{
+    atomic_fetch_add_explicit(&db_stmt_gen, 1, memory_order_relaxed);
+}
+
+void jf_db_stmts_renew(jf_db *db)
+{
+    uint64_t gen = atomic_load_explicit(&db_stmt_gen, memory_order_relaxed);
+    if (db->stmt_gen == gen)
+        return;
+    db_cache_clear(db);
+    db->stmt_gen = gen;
+}
+
 void jf_db_close(jf_db *db)
 {
     if (db == NULL || db->h == NULL)
         return;
-    for (int i = 0; i < JF_DB_STMT_CACHE; i++)
-        if (db->cache[i].stmt)
-            sqlite3_finalize(db->cache[i].stmt);
+    db_cache_clear(db);
     sqlite3_close(db->h);
     memset(db, 0, sizeof(*db));
 }

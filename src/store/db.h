@@ -69,7 +69,8 @@ typedef struct jf_db_stmt_slot {
 
 typedef struct jf_db {
     sqlite3 *h;
-    int64_t kept; /* the value jf_kept(x) last saw in a statement (jf_db_open) */
+    int64_t kept;      /* the value jf_kept(x) last saw in a statement (jf_db_open) */
+    uint64_t stmt_gen; /* the statement generation the cache belongs to (jf_db_stmts_renew) */
     jf_db_stmt_slot cache[JF_DB_STMT_CACHE];
     char errmsg[256];
 } jf_db;
@@ -87,6 +88,21 @@ int jf_db_chunk_bytes(int64_t file_bytes);
 
 /* Finalizes every cached statement and closes.  Safe on a zeroed db. */
 void jf_db_close(jf_db *db);
+
+/* For tests only (test_faults): makes every connection's cached statements
+ * stale, so that the next use of each statement prepares it again and a
+ * failure injected into the next call also reaches the preparations.  It
+ * bumps a process-wide statement generation and touches no connection, so
+ * it is safe from any thread: each connection's owner finalizes its own
+ * statements when it next calls jf_db_stmts_renew. */
+void jf_db_stmts_expire(void);
+
+/* Finalizes db's cached statements when jf_db_stmts_expire was called since
+ * they were prepared; otherwise does nothing.  Called only by db's owner at
+ * a point where none of its statements is in use: the writer as a batch
+ * begins, a reader as it takes a connection from the pool.  Costs one
+ * relaxed atomic load there, and nothing per statement. */
+void jf_db_stmts_renew(jf_db *db);
 
 /* Prepares (or reuses) sql, binds the arguments per fmt.  Returns NULL on
  * error (the message is in db->errmsg).  sql must be a string literal or

@@ -55,14 +55,28 @@ static bool thread_takes_part(void)
 static void *where[24];
 static int where_n;
 
+/* Whether calls of kind k made on this thread are rigged now. */
+static bool rigged_now(fault_kind k)
+{
+    return atomic_load(&armed) && atomic_load(&armed_kind) == (int)k && thread_takes_part();
+}
+
+/* Whether a call of kind k that the countdown skips fails: only one after
+ * the first failure of an arm with all_after, as every call then fails. */
+static bool fail_now_uncounted(fault_kind k)
+{
+    if (!rigged_now(k) || !atomic_load(&forever) || atomic_load(&injected) == 0)
+        return false;
+    atomic_fetch_add(&injected, 1);
+    return true;
+}
+
 static bool fail_now_of(fault_kind k)
 {
-    if (!atomic_load(&armed) || atomic_load(&armed_kind) != (int)k || !thread_takes_part())
+    if (!rigged_now(k))
         return false;
-    if (atomic_load(&forever) && atomic_load(&injected) > 0) {
-        atomic_fetch_add(&injected, 1);
+    if (fail_now_uncounted(k))
         return true;
-    }
     if (atomic_fetch_sub(&countdown, 1) == 1) {
         where_n = backtrace(where, 24);
         atomic_fetch_add(&injected, 1);

@@ -10,7 +10,11 @@
  * operation and each kind of fault the loop fails call 1, then 2, and so on,
  * until the operation runs to its end without reaching the rigged one; once
  * with only that call failing, once with it and every one after it failing
- * until the request returns.
+ * until the request returns.  Before each armed call every connection's
+ * statement cache is emptied (jf_db_stmts_expire), so that the call prepares
+ * its statements again and the failures reach the preparations too (the
+ * setup and the snapshots would otherwise have prepared them all); a
+ * preparation counts as one allocation (below).
  *
  * After every call: the answer is a success or a system failure (never a
  * crash, a hang, a business refusal or a success without a body), `jifen
@@ -49,6 +53,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "db.h"
 #include "jifen/jifen.h"
 #include "rigged_alloc.h"
 #include "tmpdir.h"
@@ -61,9 +66,47 @@ static bool not_checkpointer(const char *name)
     return strcmp(name, "jifen-ckpt") != 0;
 }
 
+/* ---- a statement's preparation counts as one allocation ----
+ *
+ * Each armed call prepares its statements again (fault_once), and a
+ * preparation makes some fifty allocations inside SQLite's parser: counted
+ * one by one they made the loops thirteen times longer (test_earn: 79
+ * allocations, then 1,016 with its 17 preparations), while every one of them
+ * fails the preparation the same way, with SQLITE_NOMEM (which of them
+ * fails is SQLite's own tests' business).  So only the first allocation of a
+ * preparation the engine asks for (db.c, through the linker's --wrap of
+ * sqlite3_prepare_v3) counts; the others fail only once every call fails.
+ * FAULT_PREPARE_ALLOCS=all counts them all (the long run, docs/TESTING.md). */
+static _Thread_local bool preparing, prepare_counted;
+static bool prepare_allocs_all;
+
+int __real_sqlite3_prepare_v3(sqlite3 *db, const char *sql, int len, unsigned flags,
+                              sqlite3_stmt **st, const char **tail);
+int __wrap_sqlite3_prepare_v3(sqlite3 *db, const char *sql, int len, unsigned flags,
+                              sqlite3_stmt **st, const char **tail);
+
+int __wrap_sqlite3_prepare_v3(sqlite3 *db, const char *sql, int len, unsigned flags,
+                              sqlite3_stmt **st, const char **tail)
+{
+    preparing = !prepare_allocs_all;
+    prepare_counted = false;
+    int rc = __real_sqlite3_prepare_v3(db, sql, len, flags, st, tail);
+    preparing = false;
+    return rc;
+}
+
+/* Whether SQLite's allocation fails now. */
+static bool sq_fail_now(void)
+{
+    if (preparing && prepare_counted)
+        return fail_now_uncounted(FAULT_ALLOC);
+    prepare_counted = preparing;
+    return fail_now();
+}
+
 static void *sq_malloc(int n)
 {
-    return fail_now() ? NULL : __real_malloc((size_t)n);
+    return sq_fail_now() ? NULL : __real_malloc((size_t)n);
 }
 
 static void sq_free(void *p)
@@ -73,7 +116,7 @@ static void sq_free(void *p)
 
 static void *sq_realloc(void *p, int n)
 {
-    return fail_now() ? NULL : __real_realloc(p, (size_t)n);
+    return sq_fail_now() ? NULL : __real_realloc(p, (size_t)n);
 }
 
 static int sq_size(void *p)
@@ -264,6 +307,8 @@ static void allocators_install(void)
 {
     rig_prepare();
     rig_thread_takes_part = not_checkpointer;
+    const char *prep = getenv("FAULT_PREPARE_ALLOCS");
+    prepare_allocs_all = prep && strcmp(prep, "all") == 0;
     static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
                                                 sq_roundup, sq_init, sq_shutdown, NULL};
     if (sqlite3_config(SQLITE_CONFIG_MALLOC, &methods) != SQLITE_OK) {
@@ -300,8 +345,10 @@ typedef struct fixture {
     tmpdir_engine te;
     char a[64], b[64]; /* two funded members */
     int keys;
-    int day;    /* the test clock's day, counted from 2030-01-01 */
-    bool ready; /* what a case's prep sets up once is there */
+    int day;              /* the test clock's day, counted from 2030-01-01 */
+    int64_t lots_seen[2]; /* the members' lots in the last snapshot (lots_count) */
+    int made;             /* rules or campaigns the case made in its tenant (tenant_room) */
+    bool ready;           /* what a case's prep sets up once is there */
 } fixture;
 
 #define FUND_POINTS 100000000
@@ -355,19 +402,42 @@ static void new_member(fixture *f, const char *ext, char *id)
     id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, body), "id", NULL, id, 64);
 }
 
-static int setup(void **state)
+/* Members a and b of the fixture's tenant, new and funded. */
+static void members_fund(fixture *f)
 {
-    fixture *f = calloc(1, sizeof(*f));
-    assert_true(tmpdir_engine_open(&f->te, "faults"));
-    json_decref(call_ok(f, JF_OP_CLOCK_SET, NULL, "{\"now\":\"2030-01-01T00:00:00Z\"}"));
     new_member(f, "a", f->a);
     new_member(f, "b", f->b);
     char body[64];
     snprintf(body, sizeof(body), "{\"points\":%d}", FUND_POINTS);
     json_decref(call_ok(f, JF_OP_EARN, f->a, body));
     json_decref(call_ok(f, JF_OP_EARN, f->b, body));
+    memset(f->lots_seen, 0, sizeof(f->lots_seen));
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    assert_true(tmpdir_engine_open(&f->te, "faults"));
+    json_decref(call_ok(f, JF_OP_CLOCK_SET, NULL, "{\"now\":\"2030-01-01T00:00:00Z\"}"));
+    members_fund(f);
     *state = f;
     return 0;
+}
+
+/* Room for the call and its retry to create two more of something a tenant
+ * has at most max of (rules, campaigns, archived ones too): when there is
+ * none, the case goes on in a new tenant with new members a and b.  Only the
+ * long run (FAULT_PREPARE_ALLOCS=all) makes that many calls. */
+static void tenant_room(fixture *f, int max)
+{
+    if (f->made + 2 > max) {
+        char name[32];
+        snprintf(name, sizeof(name), "t%d", ++f->keys);
+        assert_true(tmpdir_tenant(f->te.eng, name, &f->te.auth, NULL, 0));
+        members_fund(f);
+        f->made = 0;
+    }
+    f->made += 2;
 }
 
 static int teardown(void **state)
@@ -387,14 +457,16 @@ typedef struct snap {
     bool exists;
 } snap;
 
-/* How many entries the list op yields for id, page by page. */
-static int64_t count_of(fixture *f, jf_op op, const char *id)
+/* How many lots member id has from offset `from` on, page by page. */
+static int64_t lots_from(fixture *f, const char *id, int64_t from)
 {
     int64_t n = 0;
     char cursor[256] = "";
+    if (from > 0)
+        snprintf(cursor, sizeof(cursor), "c%" PRId64, from);
     do {
         jf_param params[2] = {{"limit", "1000"}, {"cursor", cursor}};
-        jf_request req = {.op = op,
+        jf_request req = {.op = JF_OP_MEMBER_LOTS,
                           .auth = &f->te.auth,
                           .path_id = id,
                           .params = params,
@@ -411,6 +483,18 @@ static int64_t count_of(fixture *f, jf_op op, const char *id)
     return n;
 }
 
+/* How many lots member id has, given that a snapshot saw `seen`.  Lots are
+ * never deleted, so the count starts from the last lot seen; a loop that
+ * makes thousands of calls (one lot each) would otherwise list them all
+ * three times per call, which took most of its time.  When not even that
+ * lot is there the member has fewer than seen, and all are counted. */
+static int64_t lots_count(fixture *f, const char *id, int64_t seen)
+{
+    int64_t from = seen > 0 ? seen - 1 : 0;
+    int64_t rest = lots_from(f, id, from);
+    return rest > 0 || from == 0 ? from + rest : lots_from(f, id, 0);
+}
+
 static void snap_take(fixture *f, const char *ext, snap *s)
 {
     memset(s, 0, sizeof(*s));
@@ -422,7 +506,7 @@ static void snap_take(fixture *f, const char *ext, snap *s)
         s->v[i][1] = json_integer_value(json_object_get(p, "pending"));
         s->v[i][2] = json_integer_value(json_object_get(p, "held"));
         json_decref(m);
-        s->v[i][3] = count_of(f, JF_OP_MEMBER_LOTS, ids[i]);
+        s->v[i][3] = f->lots_seen[i] = lots_count(f, ids[i], f->lots_seen[i]);
     }
     if (ext) {
         jf_result res;
@@ -463,6 +547,8 @@ typedef struct fault_case {
      * transaction that a failed allocation must not leave out (a
      * transaction's metadata was once stored as null when its dump failed). */
     const char *expect;
+    /* A dry run: it takes no key and must leave the state as it was. */
+    bool dry_run;
 } fault_case;
 
 static bool err_is_system(jf_err err)
@@ -511,11 +597,15 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
     snprintf(key, sizeof(key), "%s-%d%s-%ld", c->name, (int)k, all_after ? "all" : "one", n);
     snprintf(current, sizeof(current), "%s, %s %ld failing%s", c->name, kind_names[k], n,
              all_after ? " and every one after it" : "");
-    const char *idem = jf_op_is_write(c->op) && !c->parts ? key : NULL;
+    const char *idem = jf_op_is_write(c->op) && !c->parts && !c->dry_run ? key : NULL;
     snap s0, s1, s2;
     snap_take(f, ext[0] ? ext : NULL, &s0);
     jf_result res;
     alarm(60);
+    /* Every statement the call uses is prepared inside it, where the rigged
+     * call can fail the preparation: the setup, the snapshots and the last
+     * call's retry have prepared them all, and the connections cache them. */
+    jf_db_stmts_expire();
     arm(k, n, all_after);
     jf_err err = call(f, c->op, path_id[0] ? path_id : NULL, idem, body[0] ? body : NULL, &res);
     long got = disarm();
@@ -538,6 +628,8 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
                 !snap_equal(&s0, &s1));
     jf_result_deinit(&res);
     snap_take(f, ext[0] ? ext : NULL, &s2);
+    if (c->dry_run && !snap_equal(&s1, &s0))
+        fault_fail("%s: the dry run changed the state", current);
     /* All or nothing: before the retry the state is the old one or the new. */
     if (!c->parts && !snap_equal(&s1, &s0) && !snap_equal(&s1, &s2))
         fault_fail("%s: a part of the call stayed", current);
@@ -734,6 +826,7 @@ static void prep_rule_create(fixture *f, int n, char *path_id, char *body, char 
 {
     (void)path_id;
     (void)ext;
+    tenant_room(f, JF_RULES_MAX);
     if (n % 16 == 0)
         rules_archive_all(f);
     snprintf(body, BODY_MAX,
@@ -762,6 +855,7 @@ static void prep_campaign_create(fixture *f, int n, char *path_id, char *body, c
 {
     (void)path_id;
     (void)ext;
+    tenant_room(f, JF_CAMPAIGNS_MAX);
     snprintf(body, BODY_MAX,
              "{\"name\":\"c %d-%d\",\"starts_at\":\"2030-02-01T00:00:00Z\","
              "\"ends_at\":\"2030-03-01T00:00:00Z\"}",
@@ -808,7 +902,7 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define CASE(fn_name, op_enum, prep_fn, parts)                                                     \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, prep_fn, parts, 0, NULL, NULL};            \
+        static const fault_case c = {#fn_name, op_enum, prep_fn, parts, 0, NULL, NULL, false};     \
         fault_loop(*state, &c);                                                                    \
     }
 
@@ -816,7 +910,7 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define CASE_KEEPS(fn_name, op_enum, prep_fn, expect)                                              \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, prep_fn, false, 0, NULL, expect};          \
+        static const fault_case c = {#fn_name, op_enum, prep_fn, false, 0, NULL, expect, false};   \
         fault_loop(*state, &c);                                                                    \
     }
 
@@ -824,7 +918,7 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define SIMPLE(fn_name, op_enum, on, body)                                                         \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, NULL};              \
+        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, NULL, false};       \
         fault_loop(*state, &c);                                                                    \
     }
 
@@ -832,7 +926,7 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
 #define SIMPLE_KEEPS(fn_name, op_enum, on, body, expect)                                           \
     static void fn_name(void **state)                                                              \
     {                                                                                              \
-        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, expect};            \
+        static const fault_case c = {#fn_name, op_enum, NULL, false, on, body, expect, false};     \
         fault_loop(*state, &c);                                                                    \
     }
 
@@ -842,6 +936,20 @@ SIMPLE_KEEPS(test_earn_metadata, JF_OP_EARN, 'a',
              "{\"points\":10,\"channel\":\"pos\",\"metadata\":{\"till\":\"t-7\"}}",
              "\"metadata\":{\"till\":\"t-7\"}")
 CASE(test_earn_order, JF_OP_EARN, prep_earn_order, false)
+
+/* A dry run runs in a savepoint that the writer rolls back: the savepoint's
+ * statements fail too, and nothing may stay. */
+static void test_earn_dry_run(void **state)
+{
+    static const fault_case c = {.name = "test_earn_dry_run",
+                                 .op = JF_OP_EARN,
+                                 .on = 'a',
+                                 .body = "{\"points\":70,\"dry_run\":true}",
+                                 .expect = "\"dry_run\":true",
+                                 .dry_run = true};
+    fault_loop(*state, &c);
+}
+
 SIMPLE(test_redeem, JF_OP_REDEEM, 'a', "{\"points\":30}")
 SIMPLE(test_adjust, JF_OP_ADJUST, 'b', "{\"points\":-5,\"reason\":\"correction\"}")
 SIMPLE(test_transfer, JF_OP_TRANSFER, 'a', "{\"to_member_id\":\"%s\",\"points\":12}")
@@ -877,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_earn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_earn_metadata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_earn_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earn_dry_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redeem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adjust, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transfer, setup, teardown),
