@@ -545,8 +545,8 @@ bool srv_loops_start(const struct sockaddr_in *sa, const srv_loops_config *c, sr
             l->running = true;
     }
     if (e != 0) {
+        srv_loops_stop(ls); /* joins the threads that started, which may read *out */
         *out = NULL;
-        srv_loops_stop(ls);
         errno = e;
         return false;
     }
