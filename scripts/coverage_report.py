@@ -100,6 +100,20 @@ def print_table(summary):
                   g.get("branch_covered", 0), g.get("branch_total", 0)))
 
 
+def core_lines(coverage):
+    """Yields (file, its text as lines, gcovr's line record) for each code line of
+    src/core and src/store."""
+    for f in coverage["files"]:
+        name = f["file"]
+        if not name.startswith(("src/core/", "src/store/")):
+            continue
+        with open(name, encoding="utf-8") as src:
+            text = src.read().split("\n")
+        for ln in f["lines"]:
+            if not ln["gcovr/noncode"]:
+                yield name, text, ln
+
+
 def failure_sites(coverage):
     """Yields (file, line, reached, text) for each failure site of src/core and src/store.
 
@@ -110,25 +124,17 @@ def failure_sites(coverage):
     went both ways.  This is what a grep finds, not a proof: a NULL test may be a lookup's
     "not there", and a failure passed up as `err` without naming it is not counted.
     """
-    for f in coverage["files"]:
-        name = f["file"]
-        if not name.startswith(("src/core/", "src/store/")):
+    for name, text, ln in core_lines(coverage):
+        n = ln["line_number"]
+        t = text[n - 1]
+        before = text[max(0, n - 4):n]
+        tests_call = FAILURE_TEST.search(t) and any(FALLIBLE_CALL.search(b) for b in before)
+        exits = FAILURE_EXIT.match(t) and n > 1 and FAILURE_TEST.search(text[n - 2]) and \
+            any(FALLIBLE_CALL.search(b) for b in text[max(0, n - 5):n - 1])
+        if not (FAILURE_RESULT.search(t) or tests_call or exits):
             continue
-        with open(name, encoding="utf-8") as src:
-            text = src.read().split("\n")
-        for ln in f["lines"]:
-            if ln["gcovr/noncode"]:
-                continue
-            n = ln["line_number"]
-            t = text[n - 1]
-            before = text[max(0, n - 4):n]
-            tests_call = FAILURE_TEST.search(t) and any(FALLIBLE_CALL.search(b) for b in before)
-            exits = FAILURE_EXIT.match(t) and n > 1 and FAILURE_TEST.search(text[n - 2]) and \
-                any(FALLIBLE_CALL.search(b) for b in text[max(0, n - 5):n - 1])
-            if not (FAILURE_RESULT.search(t) or tests_call or exits):
-                continue
-            reached = ln["count"] > 0 and all(b["count"] > 0 for b in ln["branches"])
-            yield name, n, reached, t.strip()
+        reached = ln["count"] > 0 and all(b["count"] > 0 for b in ln["branches"])
+        yield name, n, reached, t.strip()
 
 
 def call_sites(coverage):
@@ -136,15 +142,9 @@ def call_sites(coverage):
     allocating or I/O call (FALLIBLE_CALL).  Under the fault loops (unit_faults) a call
     that ran inside an operation under test was made to fail at least once: they fail
     the first call, then the second, and so on, until the operation runs through."""
-    for f in coverage["files"]:
-        name = f["file"]
-        if not name.startswith(("src/core/", "src/store/")):
-            continue
-        with open(name, encoding="utf-8") as src:
-            text = src.read().split("\n")
-        for ln in f["lines"]:
-            if not ln["gcovr/noncode"] and FALLIBLE_CALL.search(text[ln["line_number"] - 1]):
-                yield name, ln["line_number"], ln["count"] > 0
+    for name, text, ln in core_lines(coverage):
+        if FALLIBLE_CALL.search(text[ln["line_number"] - 1]):
+            yield name, ln["line_number"], ln["count"] > 0
 
 
 def print_calls(coverage):
