@@ -253,19 +253,16 @@ jf_err jf_maintenance_run(jf_engine *eng, char **json);
 jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations);
 
 /*
- * jansson's allocations on the calling thread.  The engine routes them
- * through a hook of its own (installed by jf_engine_open) that notes a
- * failure per thread, because jansson reports some failures only through
- * results a caller cannot check: json_object_set_new drops the field, and
- * json_dumps (Debian's jansson 2.14) can return text with an object's key
- * left out, which is not JSON.  jf_json_watch_begin clears the note;
- * jf_json_watch_failed says whether one of jansson's allocations failed on
- * this thread since.  Neither allocates.  For code outside the engine's own
- * calls (the server's problem documents and access log): the engine clears
- * the note as each of its calls starts.
+ * json_dumps(v, flags), or NULL when one of jansson's allocations failed
+ * inside it.  The engine routes jansson's allocations through a hook of its
+ * own (installed by jf_engine_open) that notes a failure per thread,
+ * because json_dumps (Debian's jansson 2.14) can then still return text,
+ * with an object's key left out, which is not JSON.  For the server's
+ * problem documents and access log and the CLI's output; the caller frees
+ * the text.
  */
-void jf_json_watch_begin(void);
-bool jf_json_watch_failed(void);
+struct json_t;
+char *jf_json_dumps_whole(const struct json_t *v, size_t flags);
 
 /* A latency histogram, not cumulative: bucket i counts times in
  * (2^(i-1) * 50 us, 2^i * 50 us]; the last bucket also counts slower ones. */

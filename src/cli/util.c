@@ -203,15 +203,10 @@ int cli_fail_result(const jf_result *res)
 void cli_print_json_line(const char *json)
 {
     json_error_t e;
-    jf_json_watch_begin();
     json_t *j = json_loads(json, JSON_DECODE_ANY, &e);
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    /* Out of memory, jansson's dump may have left a key out (jifen.h,
-     * jf_json_watch_begin): the engine's own text then, as it came. */
-    if (s && jf_json_watch_failed()) {
-        free(s);
-        s = NULL;
-    }
+    /* Out of memory, jansson's dump may leave a key out (jifen.h,
+     * jf_json_dumps_whole): the engine's own text then, as it came. */
+    char *s = j ? jf_json_dumps_whole(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     fputs(s ? s : json, stdout);
     fputc('\n', stdout);
     free(s);

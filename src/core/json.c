@@ -40,16 +40,6 @@ void jf_json_alloc_reset(void)
     json_alloc_failed = false;
 }
 
-void jf_json_watch_begin(void)
-{
-    json_alloc_failed = false;
-}
-
-bool jf_json_watch_failed(void)
-{
-    return json_alloc_failed;
-}
-
 void jf_json_alloc_note_failure(void)
 {
     json_alloc_failed = true;
@@ -90,6 +80,20 @@ static int json_depth(json_t *v)
         return max + 1;
     }
     return 0;
+}
+
+char *jf_json_dumps_whole(const json_t *v, size_t flags)
+{
+    bool failed_before = json_alloc_failed;
+    json_alloc_failed = false;
+    char *s = json_dumps(v, flags);
+    bool failed = json_alloc_failed;
+    json_alloc_failed = failed_before || failed;
+    if (s && failed) {
+        free(s);
+        s = NULL;
+    }
+    return s;
 }
 
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out)

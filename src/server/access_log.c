@@ -110,16 +110,11 @@ void srv_log_write(srv_log *l, const srv_log_entry *e)
         return;
     char ts[40];
     srv_format_rfc3339_ms(e->ts_ms, ts, sizeof ts);
-    jf_json_watch_begin();
     json_t *o = entry_json(e, ts);
-    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    /* Not json_dumps: out of memory, it can return a line with a key left
+     * out (jifen.h, jf_json_dumps_whole). */
+    char *line = o ? jf_json_dumps_whole(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(o);
-    /* jansson's dump can return a line with a key left out when an
-     * allocation fails inside it (jifen.h, jf_json_watch_begin). */
-    if (line && jf_json_watch_failed()) {
-        free(line);
-        line = NULL;
-    }
     /* Out of memory: a shorter line, made without allocating, still says
      * that a request was answered and how, rather than none at all. */
     char fallback[128];

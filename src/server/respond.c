@@ -74,7 +74,6 @@ static char *problem_json(jf_err err, const char *detail)
     const char *code = jf_err_code(err);
     char type[128];
     snprintf(type, sizeof type, "%s%s", PROBLEM_TYPE_BASE, code);
-    jf_json_watch_begin();
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -87,14 +86,10 @@ static char *problem_json(jf_err err, const char *detail)
     failed |= json_object_set_new(o, "status", json_integer(jf_err_http_status(err)));
     failed |= json_object_set_new(o, "detail", d ? d : json_string(jf_err_message(err)));
     failed |= json_object_set_new(o, "code", json_string(code));
-    char *s = failed ? NULL : json_dumps(o, JSON_COMPACT);
-    json_decref(o);
     /* A dump that ran out of memory may have returned text without a key
-     * (jifen.h, jf_json_watch_begin): the fallback, not that. */
-    if (s && jf_json_watch_failed()) {
-        free(s);
-        s = NULL;
-    }
+     * (jifen.h, jf_json_dumps_whole): the fallback, not that. */
+    char *s = failed ? NULL : jf_json_dumps_whole(o, JSON_COMPACT);
+    json_decref(o);
     return s;
 }
 
