@@ -31,6 +31,7 @@ build: deps ## Configure (RelWithDebInfo) and build into build/; the command is 
 # ctest's summary stays the last thing printed.
 test: build ## Build, run the benchmark smoke run, every test (unit, model, API, fuzz corpus) with ctest, then a short libFuzzer run.
 	python3 bench/run.py --smoke
+	python3 bench/batchsim.py --smoke
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(CTEST_JOBS)
 	$(MAKE) --no-print-directory fuzz-smoke
 
@@ -113,7 +114,7 @@ power-loss: build ## Power cuts: POWERCUT_CYCLES cycles (default 100) of writes,
 
 # Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
 # Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.
-.PHONY: bench bench-smoke bench-memory
+.PHONY: bench bench-smoke bench-memory bench-batchsim
 bench: build ## Side-by-side benchmark vs PostgreSQL/SQLite/Redis (long; not in CI).
 	python3 bench/run.py $(BENCH_ARGS)
 
@@ -122,6 +123,9 @@ bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harnes
 
 bench-memory: build ## RSS with 1M members / 10M transactions, restart time (about 20 min).
 	python3 bench/memory.py $(BENCH_ARGS)
+
+bench-batchsim: build ## An earn's writes by commit grouping: rows, sorted rows, a journal (about 7 min).
+	python3 bench/batchsim.py $(BENCH_ARGS)
 
 # Fuzzing (tests/fuzz/README.md): the harnesses linked with clang's libFuzzer, ASan and UBSan
 # in build-fuzz/, each run for FUZZ_SECONDS from the committed corpus.  ctest replays that
