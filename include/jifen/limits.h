@@ -67,6 +67,11 @@
 #define JF_RULES_ACTIVE_MAX 64
 #define JF_RULE_BYTES_MAX 16384
 #define JF_RULE_LIST_MAX 200
+/* A rule's answer lists its newest versions, at most this many: every update
+ * adds one, and the list was once unbounded, so that each update and read of
+ * a rule updated thousands of times cost more than the one before (found by
+ * test_faults' test_rule_update). */
+#define JF_RULE_VERSIONS_SHOWN 100
 #define JF_RULE_NAME_LEN_MAX 100
 #define JF_EVENT_NAME_LEN_MAX 64
 #define JF_ORDER_LINES_MAX 500

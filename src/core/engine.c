@@ -1464,40 +1464,74 @@ static void *sched_main(void *arg)
     return NULL;
 }
 
+/* Runs op for the tenant and appends its answer to the report as the
+ * value of key (none when key is NULL).  The answer is the engine's own
+ * JSON text, appended as it is: parsing it again would meet jansson 2.14's
+ * lexer, which on a failed allocation drops a byte and may then abort or
+ * read past its buffer (akheron/jansson#362; test_faults' test_maintenance
+ * found it). */
+static jf_err maintenance_step(jf_engine *eng, jf_op op, int64_t tenant, jf_jtext *b,
+                               const char *key)
+{
+    char *text = NULL;
+    jf_err err = jf_run_internal(eng, op, tenant, NULL, key ? &text : NULL);
+    if (err == JF_OK && key) {
+        jf_jt_raw(b, ",\"");
+        jf_jt_raw(b, key);
+        jf_jt_raw(b, "\":");
+        jf_jt_raw(b, text);
+    }
+    free(text);
+    return err;
+}
+
+/* One tenant's row of the maintenance report, appended to b. */
+static jf_err maintenance_tenant(jf_engine *eng, int64_t tenant, const char *public_id, jf_jtext *b)
+{
+    jf_jt_raw(b, "{\"tenant_id\":");
+    jf_jt_str(b, public_id);
+    jf_err err = maintenance_step(eng, JF_OP_HOLDS_SWEEP, tenant, b, NULL);
+    if (err == JF_OK)
+        err = maintenance_step(eng, JF_OP_EXPIRY_RUN, tenant, b, "expiry");
+    if (err == JF_OK)
+        err = maintenance_step(eng, JF_OP_BONUS_SWEEP, tenant, b, "bonuses");
+    if (err == JF_OK)
+        err = maintenance_step(eng, JF_OP_TIER_EVALUATE, tenant, b, "tiers");
+    jf_jt_raw(b, "}");
+    return err;
+}
+
 jf_err jf_maintenance_run(jf_engine *eng, char **json)
 {
+    *json = NULL;
     jf_db *db = jf_read_acquire(eng);
     if (db == NULL)
         return JF_ERR_IO;
-    json_t *out = json_array();
+    jf_jtext b = {0};
+    jf_jt_raw(&b, "[");
     sqlite3_stmt *st = jf_db_query(db, "SELECT id, public_id FROM tenants ORDER BY id", "");
     jf_err err = st ? JF_OK : JF_ERR_IO;
-    while (err == JF_OK && jf_db_step(st) == SQLITE_ROW) {
-        int64_t tenant = sqlite3_column_int64(st, 0);
-        json_t *row = json_pack("{ss}", "tenant_id", jf_db_text(st, 1));
-        char *text = NULL;
-        err = jf_run_internal(eng, JF_OP_HOLDS_SWEEP, tenant, NULL, NULL);
-        if (err == JF_OK)
-            err = jf_run_internal(eng, JF_OP_EXPIRY_RUN, tenant, NULL, &text);
-        json_object_set_new(row, "expiry", text ? json_loads(text, 0, NULL) : json_null());
-        free(text);
-        text = NULL;
-        if (err == JF_OK)
-            err = jf_run_internal(eng, JF_OP_BONUS_SWEEP, tenant, NULL, &text);
-        json_object_set_new(row, "bonuses", text ? json_loads(text, 0, NULL) : json_null());
-        free(text);
-        text = NULL;
-        if (err == JF_OK)
-            err = jf_run_internal(eng, JF_OP_TIER_EVALUATE, tenant, NULL, &text);
-        json_object_set_new(row, "tiers", text ? json_loads(text, 0, NULL) : json_null());
-        free(text);
-        json_array_append_new(out, row);
+    int rc = SQLITE_ROW;
+    for (int n = 0; err == JF_OK && (rc = jf_db_step(st)) == SQLITE_ROW; n++) {
+        if (n > 0)
+            jf_jt_raw(&b, ",");
+        err = maintenance_tenant(eng, sqlite3_column_int64(st, 0), jf_db_text(st, 1), &b);
     }
+    /* A failed step of the tenants' list fails the run rather than leave
+     * the tenants after it out of the report. */
+    if (err == JF_OK && rc != SQLITE_DONE)
+        err = (rc & 0xff) == SQLITE_NOMEM ? JF_ERR_NOMEM : JF_ERR_IO;
     if (st)
         sqlite3_reset(st);
     jf_read_release(eng, db);
-    *json = err == JF_OK ? jf_json_dump(out, NULL) : NULL;
-    json_decref(out);
+    jf_jt_raw(&b, "]");
+    char *text = jf_jt_take(&b, NULL);
+    if (err == JF_OK && text == NULL)
+        err = JF_ERR_NOMEM;
+    if (err == JF_OK)
+        *json = text;
+    else
+        free(text);
     return err;
 }
 

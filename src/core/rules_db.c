@@ -94,8 +94,9 @@ static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out
     json_t *list = json_array();
     st = jf_db_query(ctx->db,
                      "SELECT version, actor, created_at, json_extract(body, '$.status')"
-                     " FROM rule_versions WHERE tenant_id=? AND rule_id=? ORDER BY version DESC",
-                     "Is", ctx->auth->tenant, id);
+                     " FROM rule_versions WHERE tenant_id=? AND rule_id=? ORDER BY version DESC"
+                     " LIMIT ?",
+                     "IsI", ctx->auth->tenant, id, (int64_t)JF_RULE_VERSIONS_SHOWN);
     while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(list, json_pack("{sIsssoss}", "version",
                                               (json_int_t)sqlite3_column_int64(st, 0), "actor",

@@ -95,6 +95,18 @@ class RulesCrudTests(unittest.TestCase):
         self.assertProblem(pos.post("/v1/rules", RATE), 403, "forbidden")
         self.assertProblem(self.c.put("/v1/rules/rul_nope", RATE), 404, "not_found")
 
+    def test_versions_listed_are_the_newest_hundred(self):
+        # Every update adds a version; the answer lists the newest 100 only, so
+        # that a rule updated for years does not cost more on each update.
+        rid = create_rule(self.c, RATE)["id"]
+        for n in range(2, 103):
+            upd = dict(RATE, effect={"type": "rate", "points": 1 + n % 5, "per_amount": 100})
+            r = H.check_ok(self.c.put("/v1/rules/%s" % rid, upd), 200, "put")
+        self.assertEqual(r["version"], 102)
+        got = H.check_ok(self.c.get("/v1/rules/%s" % rid), 200, "get")
+        self.assertEqual([v["version"] for v in got["versions"]], list(range(102, 2, -1)))
+        self.assertEqual(r["versions"], got["versions"])
+
     def test_validation_errors_are_precise(self):
         cases = [
             (dict(RATE, colour="red"), "unknown_field", "colour"),

@@ -349,6 +349,9 @@ typedef struct fixture {
     int64_t lots_seen[2]; /* the members' lots in the last snapshot (lots_count) */
     int made;             /* rules or campaigns the case made in its tenant (tenant_room) */
     bool ready;           /* what a case's prep sets up once is there */
+    char code[16];        /* member a's referral code, once a case needs it */
+    char made_id[64];     /* the rule or campaign a case updates */
+    jf_auth other;        /* an admin of another tenant (overdue_hold) */
 } fixture;
 
 #define FUND_POINTS 100000000
@@ -455,6 +458,7 @@ static int teardown(void **state)
 typedef struct snap {
     int64_t v[2][4];
     bool exists;
+    int64_t ext_points; /* the external id's points available, when it exists */
 } snap;
 
 /* How many lots member id has from offset `from` on, page by page. */
@@ -511,13 +515,18 @@ static void snap_take(fixture *f, const char *ext, snap *s)
     if (ext) {
         jf_result res;
         s->exists = call(f, JF_OP_MEMBER_GET_EXTERNAL, ext, NULL, NULL, &res) == JF_OK;
+        json_t *m = s->exists ? json_loads(res.body, 0, NULL) : NULL;
+        s->ext_points =
+            json_integer_value(json_object_get(json_object_get(m, "points"), "available"));
+        json_decref(m);
         jf_result_deinit(&res);
     }
 }
 
 static bool snap_equal(const snap *x, const snap *y)
 {
-    return memcmp(x->v, y->v, sizeof(x->v)) == 0 && x->exists == y->exists;
+    return memcmp(x->v, y->v, sizeof(x->v)) == 0 && x->exists == y->exists &&
+           x->ext_points == y->ext_points;
 }
 
 static void assert_verified(fixture *f)
@@ -636,7 +645,7 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
     if (err == JF_OK && !c->parts && !snap_equal(&s1, &s2))
         fault_fail("%s: the replay changed the state", current);
     /* Every application moves the points the same way. */
-    snap d = {.exists = s2.exists != s0.exists};
+    snap d = {.exists = s2.exists != s0.exists, .ext_points = s2.ext_points - s0.ext_points};
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 4; j++)
             d.v[i][j] = s2.v[i][j] - s0.v[i][j];
@@ -651,6 +660,9 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
                     "ab"[i], s0.v[i][0], s0.v[i][1], s0.v[i][2], s0.v[i][3], d.v[i][0], d.v[i][1],
                     d.v[i][2], d.v[i][3], delta_ref->v[i][0], delta_ref->v[i][1],
                     delta_ref->v[i][2], delta_ref->v[i][3]);
+        fprintf(stderr,
+                "the case's member: points moved by %" PRId64 ", the first run's by %" PRId64 "\n",
+                d.ext_points, delta_ref->ext_points);
         fault_fail("%s: the call's effect differs from its first run's", current);
     }
     return got > 0;
@@ -869,6 +881,15 @@ static void prep_key_create(fixture *f, int n, char *path_id, char *body, char *
     snprintf(body, BODY_MAX, "{\"name\":\"till %d-%d\",\"role\":\"pos\"}", n, ++f->keys);
 }
 
+/* A new key, revoked by the call. */
+static void prep_key_revoke(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    char create[BODY_MAX];
+    prep_key_create(f, n, path_id, create, ext);
+    id_of(call_ok(f, JF_OP_KEY_CREATE, NULL, create), "id", NULL, path_id, 64);
+    snprintf(body, BODY_MAX, "{}");
+}
+
 #define TIERS                                                                                      \
     "{\"basis\":\"growth\",\"window\":{\"type\":\"lifetime\"},\"tiers\":["                         \
     "{\"code\":\"silver\",\"name\":\"Silver\",\"threshold\":0},"                                   \
@@ -897,6 +918,212 @@ static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ex
     snprintf(member_ext, sizeof(member_ext), "tier-%d-%d", n, ++f->keys);
     new_member(f, member_ext, path_id);
     snprintf(body, BODY_MAX, "{\"tier\":\"gold\",\"reason\":\"service\"}");
+}
+
+/* An overdue hold of 40 on member a, made two hours before with a ttl of
+ * 600 s: the next write for member a voids it first (ledger.c,
+ * jf_member_writable), and so does the sweep.  Setting the clock voids the
+ * overdue holds of the caller's tenant, so the second move is made by an
+ * admin of another tenant. */
+static void overdue_hold(fixture *f)
+{
+    char hold[64];
+    f->day++;
+    clock_at(f, 0);
+    new_hold(f, hold);
+    if (f->other.tenant == 0)
+        assert_true(tmpdir_tenant(f->te.eng, "other", &f->other, NULL, 0));
+    jf_auth own = f->te.auth;
+    f->te.auth = f->other;
+    clock_at(f, 2);
+    f->te.auth = own;
+}
+
+static void prep_earn_voids_hold(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)ext;
+    overdue_hold(f);
+    snprintf(path_id, 64, "%s", f->a);
+    snprintf(body, BODY_MAX, "{\"points\":70}");
+}
+
+static void prep_holds_sweep(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)n;
+    (void)path_id;
+    (void)ext;
+    overdue_hold(f);
+    snprintf(body, BODY_MAX, "{}");
+}
+
+/* Makes a live rule (once per case) and keeps its id in f->made_id. */
+static void rule_once(fixture *f, const char *rule)
+{
+    if (!f->ready) {
+        id_of(call_ok(f, JF_OP_RULE_CREATE, NULL, rule), "id", NULL, f->made_id,
+              sizeof(f->made_id));
+        f->ready = true;
+    }
+}
+
+/* A check-in that pays: 5 points and, with a cycle of one day, the day-1
+ * streak bonus of 20 on every check-in, so each call earns the same. */
+static void prep_check_in_pays(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    rule_once(f, "{\"name\":\"ci\",\"trigger\":\"check_in\",\"effect\":{\"type\":\"check_in\","
+                 "\"points\":5,\"cycle_days\":1,\"streak_bonus\":[{\"day\":1,\"points\":20}]}}");
+    prep_check_in(f, n, path_id, body, ext);
+}
+
+/* Member a's referral code, read once. */
+static void referral_code(fixture *f)
+{
+    if (f->code[0] == '\0')
+        id_of(call_ok(f, JF_OP_MEMBER_GET, f->a, NULL), "referral_code", NULL, f->code,
+              sizeof(f->code));
+}
+
+/* A new member referred by a: the signup rule pays a 100 and it 50. */
+static void prep_referral_signup(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    rule_once(f, "{\"name\":\"invite\",\"trigger\":\"referral\",\"effect\":{\"type\":\"referral\","
+                 "\"on\":\"signup\",\"referrer_points\":100,\"referee_points\":50}}");
+    referral_code(f);
+    snprintf(ext, 64, "ref-%d-%d", n, ++f->keys);
+    snprintf(body, BODY_MAX, "{\"external_id\":\"%s\",\"referral_code\":\"%s\"}", ext, f->code);
+}
+
+/* The first order of a new member referred by a: the rule pays a 200. */
+static void prep_referral_purchase(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    rule_once(f, "{\"name\":\"first\",\"trigger\":\"referral\",\"effect\":{\"type\":\"referral\","
+                 "\"on\":\"first_purchase\",\"referrer_points\":200}}");
+    referral_code(f);
+    snprintf(ext, 64, "fp-%d-%d", n, ++f->keys);
+    char member[160];
+    snprintf(member, sizeof(member), "{\"external_id\":\"%s\",\"referral_code\":\"%s\"}", ext,
+             f->code);
+    id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member), "id", NULL, path_id, 64);
+    snprintf(body, BODY_MAX,
+             "{\"order\":{\"id\":\"fp-%d-%d\",\"amount\":5000,\"currency\":\"CNY\"}}", n,
+             ++f->keys);
+}
+
+/* A member created two days before its birthday, then the day comes: the
+ * daily job pays it the birthday rule's 10 points. */
+static void prep_birthday_sweep(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    rule_once(f, "{\"name\":\"bd\",\"trigger\":\"birthday\","
+                 "\"effect\":{\"type\":\"fixed\",\"points\":10}}");
+    f->day++;
+    clock_at(f, 2);
+    time_t t = (time_t)1893456000 + (time_t)(f->day + 2) * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char birthday[16], member[160];
+    strftime(birthday, sizeof(birthday), "1992-%m-%d", &tm);
+    snprintf(ext, 64, "bd-%d-%d", n, ++f->keys);
+    snprintf(member, sizeof(member), "{\"external_id\":\"%s\",\"birthday\":\"%s\"}", ext, birthday);
+    json_decref(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member));
+    f->day += 2;
+    clock_at(f, 10);
+    snprintf(body, BODY_MAX, "{}");
+}
+
+/* An order of two lines, then a refund of both lines by SKU: the whole
+ * order, so that its lot closes and member a's open lots, which a clawback
+ * sorts, stay as many from call to call (as in prep_refund). */
+static void prep_refund_lines(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    char earn[320];
+    snprintf(path_id, 64, "rl-%d-%d", n, ++f->keys);
+    snprintf(earn, sizeof(earn),
+             "{\"order\":{\"id\":\"%s\",\"amount\":10000,\"currency\":\"CNY\",\"lines\":["
+             "{\"sku\":\"tea\",\"amount\":6000,\"quantity\":2},"
+             "{\"sku\":\"cake\",\"amount\":4000,\"quantity\":1}]}}",
+             path_id);
+    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
+    snprintf(body, BODY_MAX,
+             "{\"lines\":[{\"sku\":\"tea\",\"amount\":6000,\"quantity\":2},"
+             "{\"sku\":\"cake\",\"amount\":4000,\"quantity\":1}]}");
+}
+
+static void prep_program_update(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)f;
+    (void)path_id;
+    (void)ext;
+    snprintf(body, BODY_MAX,
+             "{\"earn_rate\":{\"points\":1,\"per_amount\":%d},\"pending_days\":0,"
+             "\"expiry\":{\"policy\":\"days_after_earn\",\"days\":%d}}",
+             100 + n % 2, 365 + n % 3);
+}
+
+static void prep_rule_update(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    /* A new rule every 16 updates: a rule's answer lists its versions (the
+     * newest JF_RULE_VERSIONS_SHOWN), so one rule updated on every call
+     * would cost more on every call. */
+    if (n % 16 == 0 && f->ready) {
+        json_decref(call_ok(f, JF_OP_RULE_ARCHIVE, f->made_id, NULL));
+        tenant_room(f, JF_RULES_MAX);
+        f->ready = false;
+    }
+    rule_once(f, "{\"name\":\"up\",\"trigger\":\"event\",\"event\":\"upd\","
+                 "\"effect\":{\"type\":\"fixed\",\"points\":5}}");
+    snprintf(path_id, 64, "%s", f->made_id);
+    snprintf(body, BODY_MAX,
+             "{\"name\":\"up %d-%d\",\"trigger\":\"event\",\"event\":\"upd\","
+             "\"effect\":{\"type\":\"fixed\",\"points\":%d}}",
+             n, ++f->keys, 1 + n % 9);
+}
+
+static void prep_campaign_update(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    if (!f->ready) {
+        id_of(call_ok(f, JF_OP_CAMPAIGN_CREATE, NULL,
+                      "{\"name\":\"c\",\"starts_at\":\"2030-02-01T00:00:00Z\","
+                      "\"ends_at\":\"2030-03-01T00:00:00Z\"}"),
+              "id", NULL, f->made_id, sizeof(f->made_id));
+        f->ready = true;
+    }
+    snprintf(path_id, 64, "%s", f->made_id);
+    snprintf(body, BODY_MAX, "{\"name\":\"c %d-%d\",\"budget\":{\"max_points\":%d}}", n, ++f->keys,
+             1000 + n);
+}
+
+/* A new member imported as gold. */
+static void prep_tier_import(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    if (!f->ready) {
+        json_decref(call_ok(f, JF_OP_TIER_CONFIG_PUT, NULL, TIERS));
+        f->ready = true;
+    }
+    char member[96], id[64];
+    snprintf(ext, 64, "imp-%d-%d", n, ++f->keys);
+    snprintf(member, sizeof(member), "{\"external_id\":\"%s\"}", ext);
+    id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member), "id", NULL, id, sizeof(id));
+    snprintf(body, BODY_MAX, "{\"members\":[{\"member_id\":\"%s\",\"tier\":\"gold\"}]}", id);
+}
+
+/* A new member imported as gold a year and a half ago without the growth to
+ * keep it: the evaluation, due since its anniversary, takes it down. */
+static void prep_tier_evaluate(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    prep_tier_import(f, n, path_id, body, ext);
+    char *end = strstr(body, "\"gold\"");
+    assert_non_null(end);
+    snprintf(end, (size_t)(BODY_MAX - (end - body)),
+             "\"gold\",\"since\":\"2028-06-01T00:00:00Z\"}]}");
+    json_decref(call_ok(f, JF_OP_TIER_IMPORT, NULL, body));
+    snprintf(body, BODY_MAX, "{}");
 }
 
 #define CASE(fn_name, op_enum, prep_fn, parts)                                                     \
@@ -967,10 +1194,88 @@ CASE_KEEPS(test_member_event, JF_OP_MEMBER_EVENT, prep_member_event,
            "\"metadata\":{\"event\":\"survey_done\"")
 CASE(test_campaign_create, JF_OP_CAMPAIGN_CREATE, prep_campaign_create, false)
 CASE(test_key_create, JF_OP_KEY_CREATE, prep_key_create, false)
+CASE_KEEPS(test_key_revoke, JF_OP_KEY_REVOKE, prep_key_revoke, "\"revoked_at\":\"")
 CASE(test_tiers_put, JF_OP_TIER_CONFIG_PUT, prep_tiers_put, false)
 CASE(test_tier_set, JF_OP_MEMBER_TIER_SET, prep_tier_set, false)
+CASE_KEEPS(test_earn_voids_hold, JF_OP_EARN, prep_earn_voids_hold, "\"held\":0")
+CASE_KEEPS(test_holds_sweep, JF_OP_HOLDS_SWEEP, prep_holds_sweep, "\"voided_holds\":1")
+CASE_KEEPS(test_check_in_pays, JF_OP_CHECK_IN, prep_check_in_pays, "\"points\":25")
+CASE(test_referral_signup, JF_OP_MEMBER_CREATE, prep_referral_signup, false)
+CASE(test_referral_purchase, JF_OP_EARN, prep_referral_purchase, false)
+CASE_KEEPS(test_birthday_sweep, JF_OP_BONUS_SWEEP, prep_birthday_sweep, "\"birthday_members\":1")
+CASE(test_refund_lines, JF_OP_ORDER_REFUND, prep_refund_lines, false)
+CASE(test_program_update, JF_OP_PROGRAM_UPDATE, prep_program_update, false)
+CASE(test_rule_update, JF_OP_RULE_UPDATE, prep_rule_update, false)
+CASE(test_campaign_update, JF_OP_CAMPAIGN_UPDATE, prep_campaign_update, false)
+CASE_KEEPS(test_tier_import, JF_OP_TIER_IMPORT, prep_tier_import, "\"imported\":1")
+CASE_KEEPS(test_tier_evaluate, JF_OP_TIER_EVALUATE, prep_tier_evaluate, "\"downgraded\":1")
 SIMPLE(test_member_get, JF_OP_MEMBER_GET, 'a', NULL)
 SIMPLE(test_member_transactions, JF_OP_MEMBER_TRANSACTIONS, 'a', NULL)
+
+/* The maintenance run (`jifen expire`): not an operation of jf_call but a
+ * function that runs the hold sweep, expiry, the birthday job and the tier
+ * evaluations of every tenant through the writer.  Each call has an
+ * overdue hold and an expired lot to work on.  It answers a system failure
+ * with no report, or success with a whole one: one row per tenant, each
+ * with its three sections. */
+static bool maintenance_once(fixture *f, fault_kind k, long n, bool all_after)
+{
+    char path_id[64], body[BODY_MAX], ext[64];
+    prep_expiry(f, (int)n, path_id, body, ext);
+    overdue_hold(f);
+    snprintf(current, sizeof(current), "test_maintenance, %s %ld failing%s", kind_names[k], n,
+             all_after ? " and every one after it" : "");
+    char *json = NULL;
+    alarm(60);
+    jf_db_stmts_expire();
+    arm(k, n, all_after);
+    jf_err err = jf_maintenance_run(f->te.eng, &json);
+    long got = disarm();
+    alarm(0);
+    if (err != JF_OK && !err_is_system(err))
+        fault_fail("%s: answered %s", current, jf_err_code(err));
+    if (err != JF_OK && json != NULL)
+        fault_fail("%s: answered %s with a report", current, jf_err_code(err));
+    json_t *rows = json ? json_loads(json, 0, NULL) : NULL;
+    if (err == JF_OK && json_array_size(rows) != 2)
+        fault_fail("%s: the report is not one row per tenant: %s", current, json ? json : "NULL");
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        if (!json_is_object(json_object_get(row, "expiry")) ||
+            !json_is_object(json_object_get(row, "bonuses")) ||
+            !json_is_object(json_object_get(row, "tiers")))
+            fault_fail("%s: a row of the report lacks a section: %s", current, json);
+    }
+    json_decref(rows);
+    free(json);
+    /* Run again with nothing failing, it does the rest: no expired lot or
+     * overdue hold stays for the next call to find. */
+    if (jf_maintenance_run(f->te.eng, &json) != JF_OK)
+        fault_fail("%s: the run after it failed", current);
+    free(json);
+    if (n % VERIFY_EVERY == 0)
+        assert_verified(f);
+    return got > 0;
+}
+
+static void test_maintenance(void **state)
+{
+    fixture *f = *state;
+    for (int k = FAULT_ALLOC; k <= FAULT_IO; k++) {
+        for (int mode = 0; mode < 2; mode++) {
+            long n = 1;
+            while (maintenance_once(f, (fault_kind)k, n, mode == 1))
+                if (++n > 20000)
+                    fault_fail("test_maintenance: still reaching faults after 20000 %ss",
+                               kind_names[k]);
+            assert_verified(f);
+            printf("test_maintenance: %ld %ss rigged in turn (%s)\n", n - 1, kind_names[k],
+                   mode ? "each and every one after it" : "each alone");
+        }
+    }
+}
 
 int main(void)
 {
@@ -1002,8 +1307,22 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_member_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_campaign_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tiers_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tier_set, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earn_voids_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_holds_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_in_pays, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_referral_signup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_referral_purchase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_birthday_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_program_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_campaign_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tier_import, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tier_evaluate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_maintenance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_transactions, setup, teardown),
     };
