@@ -1260,21 +1260,145 @@ static bool maintenance_once(fixture *f, fault_kind k, long n, bool all_after)
     return got > 0;
 }
 
-static void test_maintenance(void **state)
+/* Runs once(f, kind, n, all_after) for n = 1, 2, ... until it no longer
+ * reaches the rigged call, for allocations then I/O calls, each alone and
+ * with every one after it: the loop of a case that is not one jf_call. */
+static void fault_loop_of(fixture *f, const char *name,
+                          bool (*once)(fixture *f, fault_kind k, long n, bool all_after))
 {
-    fixture *f = *state;
     for (int k = FAULT_ALLOC; k <= FAULT_IO; k++) {
         for (int mode = 0; mode < 2; mode++) {
             long n = 1;
-            while (maintenance_once(f, (fault_kind)k, n, mode == 1))
+            while (once(f, (fault_kind)k, n, mode == 1))
                 if (++n > 20000)
-                    fault_fail("test_maintenance: still reaching faults after 20000 %ss",
-                               kind_names[k]);
+                    fault_fail("%s: still reaching faults after 20000 %ss", name, kind_names[k]);
             assert_verified(f);
-            printf("test_maintenance: %ld %ss rigged in turn (%s)\n", n - 1, kind_names[k],
+#ifdef __SANITIZE_ADDRESS__
+            if (__lsan_do_recoverable_leak_check())
+                fail_msg("%s: memory leaked with %ss failing", name, kind_names[k]);
+#endif
+            printf("%s: %ld %ss rigged in turn (%s)\n", name, n - 1, kind_names[k],
                    mode ? "each and every one after it" : "each alone");
         }
     }
+}
+
+static void test_maintenance(void **state)
+{
+    fault_loop_of(*state, "test_maintenance", maintenance_once);
+}
+
+/* A burst of concurrent earns, half on member a and half on b, sent at once
+ * (jf_call) so that the writer takes them from its queue together, into one
+ * batch or into a commit held open for the flush before it: each one alone
+ * is applied or not, whatever its neighbours' fate. */
+#define BURST 8
+#define BURST_POINTS 10
+
+typedef struct burst {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left;
+    jf_result res[BURST];
+} burst;
+
+typedef struct burst_slot {
+    burst *b;
+    int i;
+} burst_slot;
+
+static void burst_done(void *arg, jf_result *res)
+{
+    burst_slot *s = arg;
+    pthread_mutex_lock(&s->b->mu);
+    s->b->res[s->i] = *res;
+    memset(res, 0, sizeof(*res));
+    s->b->left--;
+    pthread_cond_signal(&s->b->cv);
+    pthread_mutex_unlock(&s->b->mu);
+}
+
+/* Sends the burst with keys[i] and waits for every answer. */
+static void burst_send(fixture *f, burst *b, char keys[BURST][48])
+{
+    static const char body[] = "{\"points\":10}";
+    burst_slot slots[BURST];
+    b->left = BURST;
+    for (int i = 0; i < BURST; i++) {
+        slots[i] = (burst_slot){b, i};
+        jf_request req = {.op = JF_OP_EARN,
+                          .auth = &f->te.auth,
+                          .path_id = i % 2 ? f->b : f->a,
+                          .body = body,
+                          .body_len = sizeof(body) - 1,
+                          .idempotency_key = keys[i]};
+        jf_call(f->te.eng, &req, burst_done, &slots[i]);
+    }
+    pthread_mutex_lock(&b->mu);
+    while (b->left > 0)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static bool burst_once(fixture *f, fault_kind k, long n, bool all_after)
+{
+    burst b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    char keys[BURST][48];
+    for (int i = 0; i < BURST; i++)
+        snprintf(keys[i], sizeof(keys[i]), "burst-%d%s-%ld-%d", (int)k, all_after ? "all" : "one",
+                 n, i);
+    snprintf(current, sizeof(current), "test_burst, %s %ld failing%s", kind_names[k], n,
+             all_after ? " and every one after it" : "");
+    snap s0, s1, s2;
+    snap_take(f, NULL, &s0);
+    alarm(60);
+    jf_db_stmts_expire();
+    arm(k, n, all_after);
+    burst_send(f, &b, keys);
+    long got = disarm();
+    alarm(0);
+    int64_t applied[2] = {0, 0};
+    bool ok[BURST];
+    for (int i = 0; i < BURST; i++) {
+        jf_err err = b.res[i].err;
+        ok[i] = err == JF_OK;
+        if (!ok[i] && !err_is_system(err))
+            fault_fail("%s: earn %d answered %s (%s)", current, i, jf_err_code(err),
+                       b.res[i].detail);
+        if (ok[i] != (b.res[i].body != NULL))
+            fault_fail("%s: earn %d answered %s with%s a body", current, i, jf_err_code(err),
+                       b.res[i].body ? "" : "out");
+        applied[i % 2] += ok[i] ? BURST_POINTS : 0;
+        jf_result_deinit(&b.res[i]);
+    }
+    snap_take(f, NULL, &s1);
+    /* Each earn that failed left nothing, each that succeeded all of it. */
+    for (int m = 0; m < 2; m++)
+        if (s1.v[m][0] - s0.v[m][0] != applied[m])
+            fault_fail("%s: member %c gained %" PRId64 " points, its successful earns %" PRId64,
+                       current, "ab"[m], s1.v[m][0] - s0.v[m][0], applied[m]);
+    burst_send(f, &b, keys);
+    for (int i = 0; i < BURST; i++) {
+        if (b.res[i].err != JF_OK)
+            fault_fail("%s: earn %d's retry failed: %s", current, i, jf_err_code(b.res[i].err));
+        if (b.res[i].replayed != ok[i])
+            fault_fail("%s: earn %d %s, but its retry was %sreplayed", current, i,
+                       ok[i] ? "succeeded" : "failed", b.res[i].replayed ? "" : "not ");
+        jf_result_deinit(&b.res[i]);
+    }
+    snap_take(f, NULL, &s2);
+    for (int m = 0; m < 2; m++)
+        if (s2.v[m][0] - s0.v[m][0] != BURST / 2 * BURST_POINTS)
+            fault_fail("%s: member %c gained %" PRId64 " points after the retries", current,
+                       "ab"[m], s2.v[m][0] - s0.v[m][0]);
+    if (n % VERIFY_EVERY == 0)
+        assert_verified(f);
+    return got > 0;
+}
+
+static void test_burst(void **state)
+{
+    fault_loop_of(*state, "test_burst", burst_once);
 }
 
 int main(void)
@@ -1323,6 +1447,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tier_import, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tier_evaluate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_maintenance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_transactions, setup, teardown),
     };
