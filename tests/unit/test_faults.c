@@ -668,28 +668,48 @@ static bool fault_once(fixture *f, const fault_case *c, fault_kind k, long n, bo
     return got > 0;
 }
 
-static void fault_loop(fixture *f, const fault_case *c)
+/* Runs once(f, arg, kind, n, all_after) for n = 1, 2, ... until it no
+ * longer reaches the rigged call, for allocations then I/O calls, each alone
+ * and with every one after it. */
+static void fault_loop_of(fixture *f, const char *name,
+                          bool (*once)(fixture *f, void *arg, fault_kind k, long n, bool all_after),
+                          void *arg)
 {
     for (int k = FAULT_ALLOC; k <= FAULT_IO; k++) {
         for (int mode = 0; mode < 2; mode++) {
-            snap delta;
             long n = 1;
-            while (fault_once(f, c, (fault_kind)k, n, mode == 1, &delta)) {
-
-                n++;
-                if (n > 20000)
-                    fault_fail("%s: still reaching faults after 20000 %ss", c->name, kind_names[k]);
-            }
+            while (once(f, arg, (fault_kind)k, n, mode == 1))
+                if (++n > 20000)
+                    fault_fail("%s: still reaching faults after 20000 %ss", name, kind_names[k]);
             assert_verified(f);
 #ifdef __SANITIZE_ADDRESS__
             /* Under ASan, which of the loops leaked (the report has the stack). */
             if (__lsan_do_recoverable_leak_check())
-                fail_msg("%s: memory leaked with %ss failing", c->name, kind_names[k]);
+                fail_msg("%s: memory leaked with %ss failing", name, kind_names[k]);
 #endif
-            printf("%s: %ld %ss rigged in turn (%s)\n", c->name, n - 1, kind_names[k],
+            printf("%s: %ld %ss rigged in turn (%s)\n", name, n - 1, kind_names[k],
                    mode ? "each and every one after it" : "each alone");
         }
     }
+}
+
+/* A case's loop: fault_once, with the effect of each mode's first call as
+ * the reference of the calls after it. */
+typedef struct case_loop {
+    const fault_case *c;
+    snap delta;
+} case_loop;
+
+static bool case_once(fixture *f, void *arg, fault_kind k, long n, bool all_after)
+{
+    case_loop *l = arg;
+    return fault_once(f, l->c, k, n, all_after, &l->delta);
+}
+
+static void fault_loop(fixture *f, const fault_case *c)
+{
+    case_loop l = {.c = c};
+    fault_loop_of(f, c->name, case_once, &l);
 }
 
 /* ---- the operations ---- */
@@ -907,13 +927,19 @@ static void prep_tiers_put(fixture *f, int n, char *path_id, char *body, char *e
 /* A new member set to gold (the configuration put first): the reply carries
  * the member's tier history, up to JF_TIER_HISTORY_MAX changes of 30-odd
  * allocations each, which a member changed on every call would fill. */
-static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ext)
+/* The tier configuration, put once per case. */
+static void tiers_once(fixture *f)
 {
-    (void)ext;
     if (!f->ready) {
         json_decref(call_ok(f, JF_OP_TIER_CONFIG_PUT, NULL, TIERS));
         f->ready = true;
     }
+}
+
+static void prep_tier_set(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)ext;
+    tiers_once(f);
     char member_ext[32];
     snprintf(member_ext, sizeof(member_ext), "tier-%d-%d", n, ++f->keys);
     new_member(f, member_ext, path_id);
@@ -957,14 +983,20 @@ static void prep_holds_sweep(fixture *f, int n, char *path_id, char *body, char 
     snprintf(body, BODY_MAX, "{}");
 }
 
-/* Makes a live rule (once per case) and keeps its id in f->made_id. */
-static void rule_once(fixture *f, const char *rule)
+/* Makes what body describes with op (once per case) and keeps its id in
+ * f->made_id. */
+static void made_once(fixture *f, jf_op op, const char *body)
 {
     if (!f->ready) {
-        id_of(call_ok(f, JF_OP_RULE_CREATE, NULL, rule), "id", NULL, f->made_id,
-              sizeof(f->made_id));
+        id_of(call_ok(f, op, NULL, body), "id", NULL, f->made_id, sizeof(f->made_id));
         f->ready = true;
     }
+}
+
+/* A live rule, made once per case. */
+static void rule_once(fixture *f, const char *rule)
+{
+    made_once(f, JF_OP_RULE_CREATE, rule);
 }
 
 /* A check-in that pays: 5 points and, with a cycle of one day, the day-1
@@ -1086,42 +1118,39 @@ static void prep_rule_update(fixture *f, int n, char *path_id, char *body, char 
 static void prep_campaign_update(fixture *f, int n, char *path_id, char *body, char *ext)
 {
     (void)ext;
-    if (!f->ready) {
-        id_of(call_ok(f, JF_OP_CAMPAIGN_CREATE, NULL,
-                      "{\"name\":\"c\",\"starts_at\":\"2030-02-01T00:00:00Z\","
-                      "\"ends_at\":\"2030-03-01T00:00:00Z\"}"),
-              "id", NULL, f->made_id, sizeof(f->made_id));
-        f->ready = true;
-    }
+    made_once(f, JF_OP_CAMPAIGN_CREATE,
+              "{\"name\":\"c\",\"starts_at\":\"2030-02-01T00:00:00Z\","
+              "\"ends_at\":\"2030-03-01T00:00:00Z\"}");
     snprintf(path_id, 64, "%s", f->made_id);
     snprintf(body, BODY_MAX, "{\"name\":\"c %d-%d\",\"budget\":{\"max_points\":%d}}", n, ++f->keys,
              1000 + n);
 }
 
-/* A new member imported as gold. */
-static void prep_tier_import(fixture *f, int n, char *path_id, char *body, char *ext)
+/* An import of a new member (external id ext) as gold, reached at since
+ * (none: now). */
+static void tier_import_body(fixture *f, int n, char *ext, const char *since, char *body)
 {
-    (void)path_id;
-    if (!f->ready) {
-        json_decref(call_ok(f, JF_OP_TIER_CONFIG_PUT, NULL, TIERS));
-        f->ready = true;
-    }
+    tiers_once(f);
     char member[96], id[64];
     snprintf(ext, 64, "imp-%d-%d", n, ++f->keys);
     snprintf(member, sizeof(member), "{\"external_id\":\"%s\"}", ext);
     id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member), "id", NULL, id, sizeof(id));
-    snprintf(body, BODY_MAX, "{\"members\":[{\"member_id\":\"%s\",\"tier\":\"gold\"}]}", id);
+    snprintf(body, BODY_MAX, "{\"members\":[{\"member_id\":\"%s\",\"tier\":\"gold\"%s%s%s}]}", id,
+             since ? ",\"since\":\"" : "", since ? since : "", since ? "\"" : "");
+}
+
+static void prep_tier_import(fixture *f, int n, char *path_id, char *body, char *ext)
+{
+    (void)path_id;
+    tier_import_body(f, n, ext, NULL, body);
 }
 
 /* A new member imported as gold a year and a half ago without the growth to
  * keep it: the evaluation, due since its anniversary, takes it down. */
 static void prep_tier_evaluate(fixture *f, int n, char *path_id, char *body, char *ext)
 {
-    prep_tier_import(f, n, path_id, body, ext);
-    char *end = strstr(body, "\"gold\"");
-    assert_non_null(end);
-    snprintf(end, (size_t)(BODY_MAX - (end - body)),
-             "\"gold\",\"since\":\"2028-06-01T00:00:00Z\"}]}");
+    (void)path_id;
+    tier_import_body(f, n, ext, "2028-06-01T00:00:00Z", body);
     json_decref(call_ok(f, JF_OP_TIER_IMPORT, NULL, body));
     snprintf(body, BODY_MAX, "{}");
 }
@@ -1218,8 +1247,9 @@ SIMPLE(test_member_transactions, JF_OP_MEMBER_TRANSACTIONS, 'a', NULL)
  * overdue hold and an expired lot to work on.  It answers a system failure
  * with no report, or success with a whole one: one row per tenant, each
  * with its three sections. */
-static bool maintenance_once(fixture *f, fault_kind k, long n, bool all_after)
+static bool maintenance_once(fixture *f, void *arg, fault_kind k, long n, bool all_after)
 {
+    (void)arg;
     char path_id[64], body[BODY_MAX], ext[64];
     prep_expiry(f, (int)n, path_id, body, ext);
     overdue_hold(f);
@@ -1260,32 +1290,9 @@ static bool maintenance_once(fixture *f, fault_kind k, long n, bool all_after)
     return got > 0;
 }
 
-/* Runs once(f, kind, n, all_after) for n = 1, 2, ... until it no longer
- * reaches the rigged call, for allocations then I/O calls, each alone and
- * with every one after it: the loop of a case that is not one jf_call. */
-static void fault_loop_of(fixture *f, const char *name,
-                          bool (*once)(fixture *f, fault_kind k, long n, bool all_after))
-{
-    for (int k = FAULT_ALLOC; k <= FAULT_IO; k++) {
-        for (int mode = 0; mode < 2; mode++) {
-            long n = 1;
-            while (once(f, (fault_kind)k, n, mode == 1))
-                if (++n > 20000)
-                    fault_fail("%s: still reaching faults after 20000 %ss", name, kind_names[k]);
-            assert_verified(f);
-#ifdef __SANITIZE_ADDRESS__
-            if (__lsan_do_recoverable_leak_check())
-                fail_msg("%s: memory leaked with %ss failing", name, kind_names[k]);
-#endif
-            printf("%s: %ld %ss rigged in turn (%s)\n", name, n - 1, kind_names[k],
-                   mode ? "each and every one after it" : "each alone");
-        }
-    }
-}
-
 static void test_maintenance(void **state)
 {
-    fault_loop_of(*state, "test_maintenance", maintenance_once);
+    fault_loop_of(*state, "test_maintenance", maintenance_once, NULL);
 }
 
 /* A burst of concurrent earns, half on member a and half on b, sent at once
@@ -1340,8 +1347,9 @@ static void burst_send(fixture *f, burst *b, char keys[BURST][48])
     pthread_mutex_unlock(&b->mu);
 }
 
-static bool burst_once(fixture *f, fault_kind k, long n, bool all_after)
+static bool burst_once(fixture *f, void *arg, fault_kind k, long n, bool all_after)
 {
+    (void)arg;
     burst b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     char keys[BURST][48];
     for (int i = 0; i < BURST; i++)
@@ -1398,7 +1406,7 @@ static bool burst_once(fixture *f, fault_kind k, long n, bool all_after)
 
 static void test_burst(void **state)
 {
-    fault_loop_of(*state, "test_burst", burst_once);
+    fault_loop_of(*state, "test_burst", burst_once, NULL);
 }
 
 int main(void)
