@@ -33,6 +33,11 @@
 
 /* Nesting depth of request JSON: orders and metadata need three levels. */
 #define JF_JSON_DEPTH_MAX 8
+/* A parse's reserve (core/json.c): set aside per parsing thread, twice the
+ * text plus this, so that jansson's lexer never loses a byte when an
+ * allocation fails mid-token; the slack covers the values of the last chunk
+ * of text fed (1 KiB) and the lexer's starting buffers. */
+#define JF_JSON_RESERVE_SLACK_BYTES (64 * 1024)
 /* The JSON writer (src/core/jsonw.c) refuses trees deeper than this rather
  * than recurse into them: deeper than any the API builds or accepts. */
 #define JF_JSON_DUMP_DEPTH_MAX 64
