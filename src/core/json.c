@@ -82,10 +82,12 @@ static void json_free(void *p)
         reserve.used = 0;
 }
 
+static bool reserve_keyed;
+
 static void json_hooks_install(void)
 {
     json_set_alloc_funcs(json_alloc, json_free);
-    pthread_key_create(&reserve_key, reserve_release);
+    reserve_keyed = pthread_key_create(&reserve_key, reserve_release) == 0;
 }
 
 /* Makes the reserve hold at least the parse of len bytes needs; false when
@@ -102,7 +104,9 @@ static bool reserve_ready(size_t len)
     }
     free(reserve.base);
     reserve = (json_reserve){.base = p, .cap = need};
-    pthread_setspecific(reserve_key, p);
+    /* Freed with the thread (the key's destructor). */
+    if (reserve_keyed)
+        pthread_setspecific(reserve_key, p);
     return true;
 }
 
@@ -128,6 +132,9 @@ static size_t parse_feed_get(void *buf, size_t cap, void *arg)
  * NULL with the error in *e when the text is not JSON. */
 static json_t *json_parse(const char *text, size_t len, size_t flags, json_error_t *e, bool *failed)
 {
+    /* The hooks and the reserve's key, in a process that has not opened an
+     * engine yet (a unit test, the CLI). */
+    jf_json_init();
     bool failed_before = json_alloc_failed;
     json_alloc_failed = false;
     json_t *v = NULL;
