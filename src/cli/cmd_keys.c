@@ -68,10 +68,11 @@ static int keys_create(const keys_args *a)
         return cli_missing("keys", "--role ROLE");
     if (jf_role_parse(a->role) == JF_ROLE_NONE)
         return cli_fail("keys: unknown role '%s' (admin, operator, pos or readonly)", a->role);
-    json_t *b = json_pack("{s:s}", "role", a->role);
-    if (b && a->name)
-        json_object_set_new(b, "name", json_string(a->name));
-    char *body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+    /* Packed whole or not at all, and dumped whole or not at all: a key
+     * must not be made without the name asked for. */
+    json_t *b = a->name ? json_pack("{s:s, s:s}", "role", a->role, "name", a->name)
+                        : json_pack("{s:s}", "role", a->role);
+    char *body = b ? jf_json_dumps_whole(b, JSON_COMPACT) : NULL;
     json_decref(b);
     if (!body)
         return cli_fail("keys: out of memory");

@@ -55,9 +55,12 @@ int cmd_tiers(int argc, char **argv)
                             JF_BODY_BYTES_MAX);
         op = JF_OP_TIER_CONFIG_PUT;
     } else if (strcmp(action, "evaluate") == 0) {
+        /* Without its as_of, the evaluation would run as of now. */
         json_t *b = as_of ? json_pack("{ss}", "as_of", as_of) : json_object();
-        body = json_dumps(b, JSON_COMPACT);
+        body = b ? jf_json_dumps_whole(b, JSON_COMPACT) : NULL;
         json_decref(b);
+        if (body == NULL)
+            return cli_fail("tiers: out of memory");
         op = JF_OP_TIER_EVALUATE;
     } else if (strcmp(action, "show") != 0) {
         return cli_fail("tiers: unknown action '%s' (show, set, member or evaluate)", action);
