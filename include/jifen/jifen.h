@@ -264,6 +264,17 @@ jf_err jf_verify(jf_engine *eng, char **json, int64_t *violations);
 struct json_t;
 char *jf_json_dumps_whole(const struct json_t *v, size_t flags);
 
+/*
+ * json_loads(text, flags, NULL), or NULL when one of jansson's allocations
+ * failed inside it, as well as for NULL text or text that is not JSON.
+ * jansson 2.14's lexer drops a byte when growing its token buffer fails
+ * (akheron/jansson#362) and may then read past that buffer or abort the
+ * process; this parse never lets it (core/json.c, the parse reserve).  For
+ * the engine's stored text and the CLI's reading of the engine's answers;
+ * the caller owns the tree.
+ */
+struct json_t *jf_json_loads_whole(const char *text, size_t flags);
+
 /* A latency histogram, not cumulative: bucket i counts times in
  * (2^(i-1) * 50 us, 2^i * 50 us]; the last bucket also counts slower ones. */
 #define JF_LATENCY_BUCKETS 14

@@ -200,7 +200,7 @@ int cmd_tenants(int argc, char **argv)
     char *text = NULL;
     jf_err err = jf_tenant_list(eng, &text);
     int rc = CLI_EXIT_OK;
-    json_t *list = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *list = text ? jf_json_loads_whole(text, 0) : NULL;
     if (err != JF_OK)
         rc = cli_fail("cannot list tenants: %s", jf_err_message(err));
     else if (json || !json_is_array(list))

@@ -83,7 +83,7 @@ static int keys_create(const keys_args *a)
     if (rc == CLI_EXIT_OK && a->json) {
         cli_print_json_line(res.body ? res.body : "{}");
     } else if (rc == CLI_EXIT_OK) {
-        json_t *k = json_loads(res.body ? res.body : "{}", 0, NULL);
+        json_t *k = jf_json_loads_whole(res.body ? res.body : "{}", 0);
         printf("Created key %s (role %s) for tenant %s.\n"
                "API key (shown once; store it now, only its hash is kept):\n  %s\n",
                str_field(k, "id"), str_field(k, "role"), a->tenant, str_field(k, "api_key"));
@@ -113,7 +113,7 @@ static int keys_list_or_revoke(const keys_args *a, bool revoke)
     memset(&res, 0, sizeof res);
     int rc = run_op(a, revoke ? JF_OP_KEY_REVOKE : JF_OP_KEY_LIST, revoke ? a->key_id : NULL, NULL,
                     &res);
-    json_t *j = (rc == CLI_EXIT_OK && res.body) ? json_loads(res.body, 0, NULL) : NULL;
+    json_t *j = (rc == CLI_EXIT_OK && res.body) ? jf_json_loads_whole(res.body, 0) : NULL;
     if (rc == CLI_EXIT_OK && (a->json || !json_is_object(j)))
         cli_print_json_line(res.body ? res.body : "{}");
     else if (rc == CLI_EXIT_OK && revoke)

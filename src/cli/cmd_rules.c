@@ -51,7 +51,7 @@ static int rules_print(const rules_args *a, jf_op op, const char *id, const char
     jf_result res;
     memset(&res, 0, sizeof res);
     int rc = cli_tenant_call("rules", a->db, a->tenant, op, id, body, &res);
-    json_t *j = (rc == CLI_EXIT_OK && res.body) ? json_loads(res.body, 0, NULL) : NULL;
+    json_t *j = (rc == CLI_EXIT_OK && res.body) ? jf_json_loads_whole(res.body, 0) : NULL;
     if (rc == CLI_EXIT_OK && (a->json || op != JF_OP_RULE_LIST || !json_is_object(j))) {
         cli_print_json_line(res.body ? res.body : "{}");
     } else if (rc == CLI_EXIT_OK) {

@@ -93,7 +93,7 @@ int cmd_verify(int argc, char **argv)
     int64_t violations = 0;
     jf_err err = jf_verify(eng, &text, &violations);
     int rc = violations > 0 ? CLI_EXIT_VIOLATIONS : CLI_EXIT_OK;
-    json_t *rep = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *rep = text ? jf_json_loads_whole(text, 0) : NULL;
     if (err != JF_OK)
         rc = cli_fail("verify: cannot check %s: %s", db, jf_err_message(err));
     else if (json || !json_is_object(rep))
@@ -159,7 +159,7 @@ int cmd_expire(int argc, char **argv)
     char *text = NULL;
     jf_err err = jf_maintenance_run(eng, &text);
     int rc = CLI_EXIT_OK;
-    json_t *totals = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *totals = text ? jf_json_loads_whole(text, 0) : NULL;
     if (err != JF_OK)
         rc = cli_fail("expire: %s", jf_err_message(err));
     else if (json || !(json_is_object(totals) || json_is_array(totals)))

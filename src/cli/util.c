@@ -202,8 +202,7 @@ int cli_fail_result(const jf_result *res)
 
 void cli_print_json_line(const char *json)
 {
-    json_error_t e;
-    json_t *j = json_loads(json, JSON_DECODE_ANY, &e);
+    json_t *j = jf_json_loads_whole(json, JSON_DECODE_ANY);
     /* Out of memory, jansson's dump may leave a key out (jifen.h,
      * jf_json_dumps_whole): the engine's own text then, as it came. */
     char *s = j ? jf_json_dumps_whole(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;

@@ -266,10 +266,9 @@ void jf_hex(const uint8_t *bytes, size_t n, char *out);
  * one jansson ignored; a body is never parsed into a shortened token, and a
  * failed allocation never aborts the process (json.c, the parse reserve). */
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out);
-/* Parses text the engine stored (rules, tier configurations, tags,
- * metadata) the same way, without the body's checks: NULL for NULL text,
- * text that is not JSON, or any failed allocation (noted for ctx_finish). */
-json_t *jf_json_loads_whole(const char *text);
+/* jf_json_loads_whole (jifen.h) parses the text the engine stored (rules,
+ * tier configurations, tags, metadata) the same way, and notes a failed
+ * allocation for ctx_finish. */
 /* Routes jansson's allocations through a hook that notes a failure, so that
  * jf_json_parse_body can tell a body it could not allocate from a malformed
  * one.  Process-wide (jansson's hooks are); jf_engine_open calls it once. */

@@ -222,11 +222,11 @@ char *jf_json_dumps_whole(const json_t *v, size_t flags)
     return s;
 }
 
-json_t *jf_json_loads_whole(const char *text)
+json_t *jf_json_loads_whole(const char *text, size_t flags)
 {
     json_error_t e;
     bool failed;
-    return text ? json_parse(text, strlen(text), 0, &e, &failed) : NULL;
+    return text ? json_parse(text, strlen(text), flags, &e, &failed) : NULL;
 }
 
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out)

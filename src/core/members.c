@@ -131,7 +131,7 @@ static jf_err member_json(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
     jf_json_set(o, "name", jf_json_text(jf_db_text(st, 2)));
     jf_json_set(o, "phone", jf_json_text(jf_db_text(st, 3)));
     jf_json_set(o, "birthday", jf_json_text(jf_db_text(st, 4)));
-    jf_json_set(o, "tags", jf_json_loads_whole(jf_db_text(st, 5)));
+    jf_json_set(o, "tags", jf_json_loads_whole(jf_db_text(st, 5), 0));
     jf_json_set(o, "status", json_string(jf_db_text(st, 6)));
     char code[JF_REFERRAL_CODE_LEN + 1];
     jf_referral_code(jf_referral_key(ctx->eng), sqlite3_column_int64(st, 10), code);

@@ -79,7 +79,7 @@ static jf_err rule_json(jf_ctx *ctx, const char *id, bool versions, json_t **out
         o = json_object();
         jf_json_set(o, "id", json_string(id));
         jf_json_set(o, "version", json_integer(sqlite3_column_int64(st, 0)));
-        json_t *body = jf_json_loads_whole(jf_db_text(st, 1));
+        json_t *body = jf_json_loads_whole(jf_db_text(st, 1), 0);
         json_object_update(o, body);
         json_decref(body);
         jf_json_set(o, "created_at", jf_json_time_value(sqlite3_column_int64(st, 2)));
@@ -546,7 +546,7 @@ static jf_err facts_member(jf_ctx *ctx, const char *member_id, int64_t need, jf_
     if (st == NULL)
         return JF_ERR_IO;
     if (jf_db_step(st) == SQLITE_ROW) {
-        *tags = jf_json_loads_whole(jf_db_text(st, 0) ? jf_db_text(st, 0) : "[]");
+        *tags = jf_json_loads_whole(jf_db_text(st, 0) ? jf_db_text(st, 0) : "[]", 0);
         if (jf_db_text(st, 1)) {
             jf_str_copy(birthday, bsize, jf_db_text(st, 1));
             f->birthday = birthday;

@@ -485,7 +485,7 @@ static jf_err import_run(jf_ctx *ctx)
 static jf_err event_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 {
     (void)ctx;
-    json_t *data = jf_json_loads_whole(jf_db_text(st, 3));
+    json_t *data = jf_json_loads_whole(jf_db_text(st, 3), 0);
     *out =
         json_pack("{ss ss so so so}", "id", jf_db_text(st, 1), "type", jf_db_text(st, 2),
                   "member_id", jf_json_text(jf_db_text(st, 4)), "data", data ? data : json_null(),

@@ -241,7 +241,7 @@ json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points)
     jf_json_set(o, "channel", jf_json_text(t->channel));
     jf_json_set(o, "store_id", jf_json_text(t->store_id));
     jf_json_set(o, "actor", json_string(t->actor));
-    jf_json_set(o, "metadata", t->metadata ? jf_json_loads_whole(t->metadata) : json_null());
+    jf_json_set(o, "metadata", t->metadata ? jf_json_loads_whole(t->metadata, 0) : json_null());
     jf_json_set(o, "created_at", jf_json_time_value(t->created_at));
     return o;
 }
@@ -299,7 +299,7 @@ void jf_tx_view_text(jf_jtext *b, const jf_chain_tx *t, int64_t reversed_points)
     JF_JT_KEY(b, "actor");
     jf_jt_str(b, t->actor);
     JF_JT_KEY(b, "metadata");
-    json_t *meta = t->metadata ? jf_json_loads_whole(t->metadata) : NULL;
+    json_t *meta = t->metadata ? jf_json_loads_whole(t->metadata, 0) : NULL;
     jf_jt_json(b, meta);
     json_decref(meta);
     JF_JT_KEY(b, "created_at");

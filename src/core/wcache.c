@@ -373,7 +373,7 @@ json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char 
                             int64_t version, const char *text)
 {
     json_t *body = jf_wcache_body_get(c, tenant, kind, id, version);
-    if (body == NULL && text != NULL && (body = jf_json_loads_whole(text)) != NULL)
+    if (body == NULL && text != NULL && (body = jf_json_loads_whole(text, 0)) != NULL)
         jf_wcache_body_put(c, tenant, kind, id, version, body);
     return body;
 }

@@ -54,7 +54,7 @@ static bool parse_rigged(const char *text, const json_t *want, long n, bool all_
     arm(FAULT_ALLOC, n, all_after);
     jf_err err = JF_OK;
     if (stored)
-        got = jf_json_loads_whole(text);
+        got = jf_json_loads_whole(text, 0);
     else
         err = jf_json_parse_body(&ctx, text, strlen(text), &got);
     long failed = disarm();
