@@ -806,14 +806,22 @@ static void prep_check_in(fixture *f, int n, char *path_id, char *body, char *ex
     snprintf(body, BODY_MAX, "{}");
 }
 
+/* Member a earns an order of 10,000 fen with a new id (prefix, n and a
+ * key count) in path_id; lines is "" or the order's "lines" member with its
+ * leading comma. */
+static void order_earned(fixture *f, const char *prefix, int n, char *path_id, const char *lines)
+{
+    char earn[320];
+    snprintf(path_id, 64, "%s-%d-%d", prefix, n, ++f->keys);
+    snprintf(earn, sizeof(earn),
+             "{\"order\":{\"id\":\"%s\",\"amount\":10000,\"currency\":\"CNY\"%s}}", path_id, lines);
+    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
+}
+
 static void prep_refund(fixture *f, int n, char *path_id, char *body, char *ext)
 {
     (void)ext;
-    char earn[160];
-    snprintf(path_id, 64, "r-%d-%d", n, ++f->keys);
-    snprintf(earn, sizeof(earn),
-             "{\"order\":{\"id\":\"%s\",\"amount\":10000,\"currency\":\"CNY\"}}", path_id);
-    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
+    order_earned(f, "r", n, path_id, "");
     /* The whole order: its lot closes, and member a's open lots (which a
      * clawback sorts) stay as many from call to call. */
     snprintf(body, BODY_MAX, "{\"amount\":10000}");
@@ -1065,23 +1073,19 @@ static void prep_birthday_sweep(fixture *f, int n, char *path_id, char *body, ch
     snprintf(body, BODY_MAX, "{}");
 }
 
+/* The two lines of prep_refund_lines' order, and of its refund. */
+#define REFUND_LINES                                                                               \
+    "\"lines\":[{\"sku\":\"tea\",\"amount\":6000,\"quantity\":2},"                                 \
+    "{\"sku\":\"cake\",\"amount\":4000,\"quantity\":1}]"
+
 /* An order of two lines, then a refund of both lines by SKU: the whole
  * order, so that its lot closes and member a's open lots, which a clawback
  * sorts, stay as many from call to call (as in prep_refund). */
 static void prep_refund_lines(fixture *f, int n, char *path_id, char *body, char *ext)
 {
     (void)ext;
-    char earn[320];
-    snprintf(path_id, 64, "rl-%d-%d", n, ++f->keys);
-    snprintf(earn, sizeof(earn),
-             "{\"order\":{\"id\":\"%s\",\"amount\":10000,\"currency\":\"CNY\",\"lines\":["
-             "{\"sku\":\"tea\",\"amount\":6000,\"quantity\":2},"
-             "{\"sku\":\"cake\",\"amount\":4000,\"quantity\":1}]}}",
-             path_id);
-    json_decref(call_ok(f, JF_OP_EARN, f->a, earn));
-    snprintf(body, BODY_MAX,
-             "{\"lines\":[{\"sku\":\"tea\",\"amount\":6000,\"quantity\":2},"
-             "{\"sku\":\"cake\",\"amount\":4000,\"quantity\":1}]}");
+    order_earned(f, "rl", n, path_id, "," REFUND_LINES);
+    snprintf(body, BODY_MAX, "{" REFUND_LINES "}");
 }
 
 static void prep_program_update(fixture *f, int n, char *path_id, char *body, char *ext)
