@@ -124,7 +124,7 @@ bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harnes
 bench-memory: build ## RSS with 1M members / 10M transactions, restart time (about 20 min).
 	python3 bench/memory.py $(BENCH_ARGS)
 
-bench-batchsim: build ## An earn's writes by commit grouping: rows, sorted rows, a journal (about 7 min).
+bench-batchsim: build ## An earn's writes by commit grouping, statements and rows (about 15 min).
 	python3 bench/batchsim.py $(BENCH_ARGS)
 
 # Fuzzing (tests/fuzz/README.md): the harnesses linked with clang's libFuzzer, ASan and UBSan

@@ -25,6 +25,18 @@
  *                 a rowid table; the key stays in memory until its row is
  *                 written (the acknowledgement path of a journal design)
  *   journal-keys  the record and the idempotency row
+ *   rows-multi    the rows in arrival order, but each table's rows of a
+ *                 commit in multi-row INSERTs of up to 32 (fewer statements,
+ *                 the same rows)
+ *   rows-without-ids, rows-without-postings, rows-without-responses,
+ *   rows-without-all
+ *                 fewer rows: what an earn costs without the transactions'
+ *                 and the lots' UNIQUE(tenant_id, id) indexes, without its
+ *                 two postings rows (their accounts held as two columns of
+ *                 the transaction instead), without its stored reply, or
+ *                 without all three.  The transactions and lots go to copies
+ *                 of those tables (batchsim_tx, batchsim_lots, made at start
+ *                 outside the timing) that differ only in what is left out.
  *
  * Prints one JSON object: CPU time and wall time per earn (the commit's
  * fdatasync included, as the thread saw it) and WAL frames per earn.  The WAL
@@ -61,8 +73,7 @@ static const unsigned char hash[32];
 
 static sqlite3 *db;
 static int wal_frames_last;
-static sqlite3_stmt *st_lot_entry, *st_tx_entry, *st_balance, *st_tx, *st_posting, *st_lot,
-    *st_reply, *st_key, *st_journal;
+static sqlite3_stmt *st_lot_entry, *st_tx_entry, *st_balance, *st_journal;
 
 static void die(const char *what)
 {
@@ -105,22 +116,175 @@ static double seconds(clockid_t clock)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* What a mode writes for an earn besides its member rows and its key. */
+typedef struct shape {
+    bool copies;    /* transactions and lots go to batchsim_tx and batchsim_lots */
+    bool ids;       /* those copies keep their UNIQUE(tenant_id, id) indexes */
+    bool postings;  /* two postings rows; else their accounts in the transaction */
+    bool responses; /* the stored reply */
+    bool multi;     /* each table's rows of a commit in multi-row INSERTs */
+} shape;
+
+static shape shape_of(const char *mode)
+{
+    shape sh = {false, true, true, true, false};
+    sh.multi = strcmp(mode, "rows-multi") == 0;
+    if (strncmp(mode, "rows-without-", 13) == 0) {
+        const char *what = mode + 13;
+        bool all = strcmp(what, "all") == 0;
+        sh.copies = true;
+        sh.ids = !(all || strcmp(what, "ids") == 0);
+        sh.postings = !(all || strcmp(what, "postings") == 0);
+        sh.responses = !(all || strcmp(what, "responses") == 0);
+    }
+    return sh;
+}
+
+/* The copies of transactions and lots that the rows-without modes write:
+ * the same columns and rows, the transaction with two more (the accounts of
+ * its postings when those are not written), and the id indexes only when
+ * the mode keeps them. */
+static void copies_make(const shape *sh)
+{
+    exec("CREATE TABLE batchsim_tx(tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+         " id TEXT NOT NULL, type TEXT NOT NULL, member_id TEXT, counterparty_id TEXT,"
+         " points INTEGER NOT NULL, delta INTEGER NOT NULL, reverses TEXT, hold_id TEXT,"
+         " order_id TEXT, order_amount INTEGER, order_currency TEXT, reason TEXT, note TEXT,"
+         " channel TEXT, store_id TEXT, actor TEXT NOT NULL, metadata TEXT, idem_key TEXT,"
+         " created_at INTEGER NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+         " debit TEXT, credit TEXT, PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
+         "INSERT INTO batchsim_tx SELECT tenant_id, seq, id, type, member_id, counterparty_id,"
+         " points, delta, reverses, hold_id, order_id, order_amount, order_currency, reason,"
+         " note, channel, store_id, actor, metadata, idem_key, created_at, prev_hash, hash,"
+         " NULL, NULL FROM transactions;"
+         "CREATE TABLE batchsim_lots(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+         " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+         " amount INTEGER NOT NULL, remaining INTEGER NOT NULL, available_at INTEGER NOT NULL,"
+         " expires_at INTEGER, expired_tx_seq INTEGER, created_at INTEGER NOT NULL,"
+         " closed INTEGER NOT NULL DEFAULT 0, expired_amount INTEGER) STRICT;"
+         "INSERT INTO batchsim_lots SELECT seq, tenant_id, id, member_id, tx_seq, amount,"
+         " remaining, available_at, expires_at, expired_tx_seq, created_at, closed,"
+         " expired_amount FROM lots");
+    if (sh->ids)
+        exec("CREATE UNIQUE INDEX batchsim_tx_id ON batchsim_tx(tenant_id, id);"
+             "CREATE UNIQUE INDEX batchsim_lots_id ON batchsim_lots(tenant_id, id)");
+    exec("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/* The appended tables' statements: a head and one row's values, so that a
+ * statement of k rows repeats the values k times.  Parameters are bound in
+ * order by the bind_* functions below, the same for one row or many. */
+enum { T_TX, T_POSTING, T_LOT, T_REPLY, T_KEY, T_COUNT };
+#define MULTI_ROWS 32
+
+static const char *const heads[T_COUNT] = {
+    "INSERT INTO %s(tenant_id, seq, id, type, member_id, points, delta, actor, idem_key,"
+    " created_at, prev_hash, hash%s) VALUES",
+    "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at) VALUES",
+    "INSERT INTO %s(tenant_id, id, member_id, tx_seq, amount, remaining, available_at,"
+    " expires_at, created_at) VALUES",
+    "INSERT INTO responses(tenant_id, body) VALUES",
+    "INSERT INTO idempotency(tenant_id, key, op, request_hash, created, response_seq, tx_id,"
+    " created_at) VALUES",
+};
+static const char *const values[T_COUNT] = {
+    "(1,?,?,'earn',?,?,?,'key_bench',?,?,?,?%s)",
+    "(1,?,?,?,?,?)",
+    "(1,?,?,?,?,?,?,NULL,?)",
+    "(1,?)",
+    "(1,?,'points.earn',?,1,?,?,?)",
+};
+static sqlite3_stmt *stmts[T_COUNT][MULTI_ROWS + 1];
+
+static sqlite3_stmt *stmt_rows(const shape *sh, int table, int rows)
+{
+    if (stmts[table][rows])
+        return stmts[table][rows];
+    char head[512], one[128], sql[16384];
+    const char *tx = sh->copies ? "batchsim_tx" : "transactions";
+    const char *lots = sh->copies ? "batchsim_lots" : "lots";
+    if (table == T_TX) {
+        snprintf(head, sizeof head, heads[table], tx, sh->copies ? ", debit, credit" : "");
+        snprintf(one, sizeof one, values[table], sh->copies ? ",?,?" : "");
+    } else {
+        snprintf(head, sizeof head, heads[table], lots);
+        snprintf(one, sizeof one, "%s", values[table]);
+    }
+    int len = snprintf(sql, sizeof sql, "%s", head);
+    for (int i = 0; i < rows; i++)
+        len += snprintf(sql + len, sizeof sql - (size_t)len, "%s%s", i ? "," : "", one);
+    return stmts[table][rows] = prepare(sql);
+}
+
+static int bind_tx(sqlite3_stmt *s, int c, const shape *sh, const earn *e)
+{
+    sqlite3_bind_int64(s, c++, e->seq);
+    sqlite3_bind_text(s, c++, e->tx_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, c++, e->member_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, e->points);
+    sqlite3_bind_int64(s, c++, e->points);
+    sqlite3_bind_text(s, c++, e->key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, e->time_ms);
+    sqlite3_bind_blob(s, c++, hash, sizeof hash, SQLITE_STATIC);
+    sqlite3_bind_blob(s, c++, hash, sizeof hash, SQLITE_STATIC);
+    /* The copy's two more columns: the accounts, NULL while postings rows
+     * carry them. */
+    if (!sh->copies)
+        return c;
+    if (sh->postings) {
+        sqlite3_bind_null(s, c++);
+        sqlite3_bind_null(s, c++);
+    } else {
+        sqlite3_bind_text(s, c++, "program:issuance", -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, c++, "member:m:points", -1, SQLITE_STATIC);
+    }
+    return c;
+}
+
+static int bind_posting(sqlite3_stmt *s, int c, const earn *e, int n)
+{
+    sqlite3_bind_int64(s, c++, e->seq);
+    sqlite3_bind_int64(s, c++, n);
+    sqlite3_bind_text(s, c++, n ? "member:m:points" : "program:issuance", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, n ? e->points : -e->points);
+    sqlite3_bind_int64(s, c++, e->time_ms);
+    return c;
+}
+
+static int bind_lot(sqlite3_stmt *s, int c, const earn *e)
+{
+    sqlite3_bind_text(s, c++, e->lot_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, c++, e->member_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, e->seq);
+    sqlite3_bind_int64(s, c++, e->points);
+    sqlite3_bind_int64(s, c++, e->points);
+    sqlite3_bind_int64(s, c++, e->time_ms);
+    sqlite3_bind_int64(s, c++, e->time_ms);
+    return c;
+}
+
+static int bind_reply(sqlite3_stmt *s, int c)
+{
+    sqlite3_bind_text(s, c++, reply, -1, SQLITE_STATIC);
+    return c;
+}
+
+static int bind_key(sqlite3_stmt *s, int c, const earn *e)
+{
+    sqlite3_bind_text(s, c++, e->key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, c++, hash, sizeof hash, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, e->seq);
+    sqlite3_bind_text(s, c++, e->tx_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, c++, e->time_ms);
+    return c;
+}
+
 static void prepare_all(void)
 {
     st_lot_entry = prepare("INSERT INTO member_state VALUES(?1,1,0,9223372036854775807,?2,?3,?4)");
     st_tx_entry = prepare("INSERT INTO member_state VALUES(?1,2,?2,?3,0,?2+?3,0)");
     st_balance = prepare("UPDATE member_state SET value = value + ?1 WHERE member_seq = ?2 AND"
                          " kind = 0 AND key1 = 0 AND key2 = 0 AND key3 = 0 AND key4 = 0");
-    st_tx = prepare("INSERT INTO transactions(tenant_id, seq, id, type, member_id, points, delta,"
-                    " actor, idem_key, created_at, prev_hash, hash)"
-                    " VALUES(1,?1,?2,'earn',?3,?4,?4,'key_bench',?5,?6,?7,?7)");
-    st_posting = prepare("INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at)"
-                         " VALUES(1,?,?,?,?,?)");
-    st_lot = prepare("INSERT INTO lots(tenant_id, id, member_id, tx_seq, amount, remaining,"
-                     " available_at, expires_at, created_at) VALUES(1,?1,?2,?3,?4,?4,?5,NULL,?5)");
-    st_reply = prepare("INSERT INTO responses(tenant_id, body) VALUES(1,?)");
-    st_key = prepare("INSERT INTO idempotency(tenant_id, key, op, request_hash, created,"
-                     " response_seq, tx_id, created_at) VALUES(1,?1,'points.earn',?2,1,?3,?4,?5)");
     st_journal = prepare("INSERT INTO batchsim_journal(seq, rec) VALUES(?,?)");
 }
 
@@ -140,43 +304,34 @@ static void write_member_rows(const earn *e)
     run(st_balance);
 }
 
-static void write_appended_rows(const earn *e)
+/* Rows es[0..n) of one appended table, in statements of up to rows_max. */
+static void write_table(const shape *sh, int table, earn *const *es, int n, int rows_max)
 {
-    sqlite3_bind_int64(st_tx, 1, e->seq);
-    sqlite3_bind_text(st_tx, 2, e->tx_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st_tx, 3, e->member_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st_tx, 4, e->points);
-    sqlite3_bind_text(st_tx, 5, e->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st_tx, 6, e->time_ms);
-    sqlite3_bind_blob(st_tx, 7, hash, sizeof hash, SQLITE_STATIC);
-    run(st_tx);
-    for (int n = 0; n < 2; n++) {
-        sqlite3_bind_int64(st_posting, 1, e->seq);
-        sqlite3_bind_int64(st_posting, 2, n);
-        sqlite3_bind_text(st_posting, 3, n ? "member:m:points" : "program:issuance", -1,
-                          SQLITE_STATIC);
-        sqlite3_bind_int64(st_posting, 4, n ? e->points : -e->points);
-        sqlite3_bind_int64(st_posting, 5, e->time_ms);
-        run(st_posting);
+    for (int first = 0; first < n; first += rows_max) {
+        int rows = n - first < rows_max ? n - first : rows_max;
+        for (int posting = 0; posting < (table == T_POSTING ? 2 : 1); posting++) {
+            sqlite3_stmt *s = stmt_rows(sh, table, rows);
+            for (int i = first, c = 1; i < first + rows; i++) {
+                const earn *e = es[i];
+                c = table == T_TX        ? bind_tx(s, c, sh, e)
+                    : table == T_POSTING ? bind_posting(s, c, e, posting)
+                    : table == T_LOT     ? bind_lot(s, c, e)
+                    : table == T_REPLY   ? bind_reply(s, c)
+                                         : bind_key(s, c, e);
+            }
+            run(s);
+        }
     }
-    sqlite3_bind_text(st_lot, 1, e->lot_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st_lot, 2, e->member_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st_lot, 3, e->seq);
-    sqlite3_bind_int64(st_lot, 4, e->points);
-    sqlite3_bind_int64(st_lot, 5, e->time_ms);
-    run(st_lot);
-    sqlite3_bind_text(st_reply, 1, reply, -1, SQLITE_STATIC);
-    run(st_reply);
 }
 
-static void write_key_row(const earn *e)
+static void write_appended_rows(const shape *sh, earn *const *es, int n, int rows_max)
 {
-    sqlite3_bind_text(st_key, 1, e->key, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st_key, 2, hash, sizeof hash, SQLITE_STATIC);
-    sqlite3_bind_int64(st_key, 3, e->seq);
-    sqlite3_bind_text(st_key, 4, e->tx_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st_key, 5, e->time_ms);
-    run(st_key);
+    write_table(sh, T_TX, es, n, rows_max);
+    if (sh->postings)
+        write_table(sh, T_POSTING, es, n, rows_max);
+    write_table(sh, T_LOT, es, n, rows_max);
+    if (sh->responses)
+        write_table(sh, T_REPLY, es, n, rows_max);
 }
 
 /* A compact record: the earn's fields (member, points, time, key, hash) and
@@ -205,32 +360,37 @@ static int by_key(const void *a, const void *b)
     return strcmp((*(earn *const *)a)->key, (*(earn *const *)b)->key);
 }
 
-static void write_batch(const char *mode, earn *es, earn **order, int n)
+static void write_batch(const char *mode, const shape *sh, earn **order, int n)
 {
-    if (strcmp(mode, "rows") == 0) {
-        for (int i = 0; i < n; i++) {
-            write_member_rows(&es[i]);
-            write_appended_rows(&es[i]);
-            write_key_row(&es[i]);
-        }
+    if (sh->multi) {
+        for (int i = 0; i < n; i++)
+            write_member_rows(order[i]);
+        write_appended_rows(sh, order, n, MULTI_ROWS);
+        write_table(sh, T_KEY, order, n, MULTI_ROWS);
         return;
     }
     if (strcmp(mode, "rows-sorted") == 0) {
-        for (int i = 0; i < n; i++)
-            write_appended_rows(&es[i]);
+        write_appended_rows(sh, order, n, 1);
         qsort(order, (size_t)n, sizeof(*order), by_member);
         for (int i = 0; i < n; i++)
             write_member_rows(order[i]);
         qsort(order, (size_t)n, sizeof(*order), by_key);
-        for (int i = 0; i < n; i++)
-            write_key_row(order[i]);
+        write_table(sh, T_KEY, order, n, 1);
+        return;
+    }
+    if (strncmp(mode, "rows", 4) == 0) {
+        for (int i = 0; i < n; i++) {
+            write_member_rows(order[i]);
+            write_appended_rows(sh, &order[i], 1, 1);
+            write_table(sh, T_KEY, &order[i], 1, 1);
+        }
         return;
     }
     bool keys = strcmp(mode, "journal-keys") == 0;
     for (int i = 0; i < n; i++) {
-        write_journal_record(&es[i]);
+        write_journal_record(order[i]);
         if (keys)
-            write_key_row(&es[i]);
+            write_table(sh, T_KEY, &order[i], 1, 1);
     }
 }
 
@@ -281,7 +441,8 @@ static void earn_make(earn *e, const members *m, int64_t seq, int64_t time_ms)
 static int usage(void)
 {
     fprintf(stderr, "usage: batchsim --db FILE --mode rows|rows-sorted|journal|journal-keys"
-                    " [--batch N (25)] [--count N (100000)] [--seed N (1)]\n"
+                    "|rows-multi|rows-without-ids|rows-without-postings|rows-without-responses"
+                    "|rows-without-all [--batch N (25)] [--count N (100000)] [--seed N (1)]\n"
                     "Writes --count earns' rows into FILE (a copy of a jifen database:"
                     " it is changed), --batch per commit, and prints the cost per earn"
                     " as JSON.\n");
@@ -306,7 +467,15 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    static const char *const modes[] = {"rows", "rows-sorted", "journal", "journal-keys"};
+    static const char *const modes[] = {"rows",
+                                        "rows-sorted",
+                                        "journal",
+                                        "journal-keys",
+                                        "rows-multi",
+                                        "rows-without-ids",
+                                        "rows-without-postings",
+                                        "rows-without-responses",
+                                        "rows-without-all"};
     bool known = false;
     for (size_t i = 0; mode && i < sizeof modes / sizeof modes[0]; i++)
         known = known || strcmp(mode, modes[i]) == 0;
@@ -322,6 +491,9 @@ int main(int argc, char **argv)
     sqlite3_wal_hook(db, on_wal, NULL);
     members m;
     members_load(&m);
+    shape sh = shape_of(mode);
+    if (sh.copies)
+        copies_make(&sh);
     prepare_all();
     earn *es = calloc((size_t)batch, sizeof(*es));
     earn **order = calloc((size_t)batch, sizeof(*order));
@@ -338,7 +510,7 @@ int main(int argc, char **argv)
         }
         double cpu0 = seconds(CLOCK_THREAD_CPUTIME_ID), wall0 = seconds(CLOCK_MONOTONIC);
         exec("BEGIN IMMEDIATE");
-        write_batch(mode, es, order, n);
+        write_batch(mode, &sh, order, n);
         exec("COMMIT");
         cpu += seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0;
         wall += seconds(CLOCK_MONOTONIC) - wall0;
