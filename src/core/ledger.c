@@ -356,6 +356,29 @@ static jf_err earn_order_points(jf_ctx *ctx, const char *member_id, jf_award *aw
     return JF_OK;
 }
 
+/* Why an order earned what the program's base rate gives, naming the
+ * program's cap when it took some. */
+static void base_rate_explain(const jf_ctx *ctx, int64_t points, char *why, size_t len)
+{
+    const jf_args *a = ctx->args;
+    /* earn_order_points computed the rate once already, so it does not fail. */
+    int64_t rated = points;
+    if (!jf_rate_apply_floor(a->order_amount, ctx->prog.earn_points, ctx->prog.earn_per_amount,
+                             &rated) ||
+        rated < points)
+        rated = points;
+    char cap[160] = "";
+    if (rated > points)
+        snprintf(cap, sizeof cap,
+                 "; capped from %lld to %lld by the program's max_points_per_order %lld",
+                 (long long)rated, (long long)points, (long long)ctx->prog.max_points_per_order);
+    snprintf(why, len,
+             "Program base rate: %lld points per %lld of order amount %lld (floor) => %lld "
+             "points%s.",
+             (long long)ctx->prog.earn_points, (long long)ctx->prog.earn_per_amount,
+             (long long)a->order_amount, (long long)rated, cap);
+}
+
 /* The answer of a dry run: the awards, their total, nothing written. */
 static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool ruled,
                                  int64_t points, int64_t growth)
@@ -364,11 +387,7 @@ static jf_err earn_dry_run_reply(jf_ctx *ctx, const jf_award *aw, size_t n, bool
     json_t *awards = jf_awards_array(aw, ruled ? n : 0);
     if (!ruled && a->has_order && !a->has_points) {
         char why[JF_EXPLANATION_LEN_MAX];
-        snprintf(why, sizeof why,
-                 "Program base rate: %lld points per %lld of order amount %lld (floor) => %lld "
-                 "points.",
-                 (long long)ctx->prog.earn_points, (long long)ctx->prog.earn_per_amount,
-                 (long long)a->order_amount, (long long)points);
+        base_rate_explain(ctx, points, why, sizeof why);
         json_array_append_new(awards, json_pack("{snsnsIsssI}", "rule_id", "rule_version", "points",
                                                 (json_int_t)points, "explanation", why, "growth",
                                                 (json_int_t)growth));

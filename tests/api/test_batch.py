@@ -103,6 +103,55 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(r.code, "invalid_request")
         self.assertEqual(H.points_of(self.a, m["id"])["available"], 0)
 
+    def test_malformed_operations_fail_alone(self):
+        # Each malformed operation gets its own 400 with a stable code, changes nothing,
+        # and does not stop the well-formed operations around it.
+        m = H.create_member(self.a)
+        good = op("earn", m["id"], {"points": 7})
+        cases = [
+            ("not an object", ["earn", m["id"]], "invalid_field"),
+            ("unknown field", dict(op("earn", m["id"], {"points": 1}), extra=1),
+             "unknown_field"),
+            ("no op", {"id": m["id"], "idempotency_key": "b-no-op", "body": {"points": 1}},
+             "invalid_field"),
+            ("op not a string", dict(op("earn", m["id"], {"points": 1}), op=1), "invalid_field"),
+            ("no id", {"op": "earn", "idempotency_key": "b-no-id", "body": {"points": 1}},
+             "missing_field"),
+            ("empty id", op("earn", "", {"points": 1}), "missing_field"),
+            ("id too long", op("earn", "m" * 200, {"points": 1}), "missing_field"),
+            ("no key", {"op": "earn", "id": m["id"], "body": {"points": 1}},
+             "idempotency_key_required"),
+            ("key not a string", dict(op("earn", m["id"], {"points": 1}), idempotency_key=5),
+             "idempotency_key_required"),
+            ("empty key", dict(op("earn", m["id"], {"points": 1}), idempotency_key=""),
+             "invalid_idempotency_key"),
+            ("key with a tab", op("earn", m["id"], {"points": 1}, key="a\tb"),
+             "invalid_idempotency_key"),
+            ("key not ASCII", op("earn", m["id"], {"points": 1}, key="积分"),
+             "invalid_idempotency_key"),
+            ("key too long", op("earn", m["id"], {"points": 1}, key="k" * 129),
+             "invalid_idempotency_key"),
+            ("body not an object", op("earn", m["id"], [1]), "invalid_field"),
+        ]
+        r = self.batch([good] + [c[1] for c in cases] + [op("earn", m["id"], {"points": 5})])
+        self.assertEqual(r.status, 200, r)
+        res = r.body["results"]
+        self.assertEqual(len(res), len(cases) + 2)
+        self.assertEqual((res[0]["status"], res[-1]["status"]), (201, 201))
+        for (what, _, code), got in zip(cases, res[1:-1]):
+            self.assertEqual((got["status"], got.get("error", {}).get("code")), (400, code),
+                             (what, got))
+        self.assertEqual((r.body["succeeded"], r.body["failed"]), (2, len(cases)))
+        self.assertEqual(H.points_of(self.a, m["id"])["available"], 12)
+        txs = self.a.get("/v1/members/%s/transactions" % m["id"]).body["data"]
+        self.assertEqual(sorted(t["points"] for t in txs), [5, 7])
+        # A body without "operations", or with operations that are not an array,
+        # is refused whole.
+        for body in ({}, {"operations": {"0": good}}, {"operations": "x"}):
+            r = self.a.post("/v1/batch", body)
+            self.assertEqual((r.status, r.code), (400, "invalid_field"), body)
+        self.assertEqual(H.points_of(self.a, m["id"])["available"], 12)
+
     def test_thousand_operations(self):
         members = [H.create_member(self.a)["id"] for _ in range(10)]
         ops = [op("earn", members[i % 10], {"points": 1}) for i in range(1000)]

@@ -97,6 +97,44 @@ class RefundTests(unittest.TestCase):
         # Another tenant cannot see or refund the order.
         self.assertEqual(self.env.admin2.get("/v1/orders/E1").status, 404)
 
+    def test_malformed_refunds_change_nothing(self):
+        # Each malformed body is a 400 with a stable code, on an order that exists, and the
+        # order and the member are as before; the same order then refunds normally.
+        H.check_ok(H.earn(self.c, self.m, order={"id": "V1", "amount": 10000, "currency": "CNY",
+                                                 "lines": [{"sku": "A", "amount": 10000}]}),
+                   201, "earn")
+        before = H.check_ok(self.c.get("/v1/orders/V1"), 200, "order")
+        line = {"sku": "A", "amount": 1}
+        money_max = 2 ** 53 - 1
+        cases = [
+            ({"lines": line}, "invalid_field"),
+            ({"lines": []}, "invalid_field"),
+            ({"lines": [line] * 501}, "invalid_field"),
+            ({"lines": ["A"]}, "invalid_field"),
+            ({"lines": [dict(line, colour="red")]}, "unknown_field"),
+            ({"lines": [{"amount": 1}]}, "missing_field"),
+            ({"lines": [{"sku": "A"}]}, "missing_field"),
+            ({"lines": [{"sku": 7, "amount": 1}]}, "invalid_field"),
+            ({"lines": [{"sku": "S" * 65, "amount": 1}]}, "invalid_field"),
+            ({"lines": [dict(line, amount=0)]}, "invalid_field"),
+            ({"lines": [dict(line, amount=money_max + 1)]}, "amount_out_of_range"),
+            ({"lines": [dict(line, quantity=0)]}, "invalid_field"),
+            ({"lines": [dict(line, amount=money_max), dict(line, amount=1)]},
+             "amount_out_of_range"),
+            ({"amount": "10"}, "invalid_field"),
+            ({"amount": money_max + 1}, "amount_out_of_range"),
+            ({"amount": 1, "colour": "red"}, "unknown_field"),
+        ]
+        for body, code in cases:
+            r = self.c.post("/v1/orders/V1/refund", body, idem=True)
+            self.assertEqual((r.status, r.body.get("code")), (400, code), (body, r))
+        r = self.c.post("/v1/orders/%s/refund" % ("O" * 129), {"amount": 1}, idem=True)
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(H.check_ok(self.c.get("/v1/orders/V1"), 200, "order"), before)
+        self.assertEqual(available(self.c, self.m), 100)
+        b = refund(self.c, "V1", {"lines": [{"sku": "A", "amount": 5000}]})
+        self.assertEqual(b["points"]["available"], 50)
+
     def test_lines_claw_back_what_each_line_earned(self):
         H.check_ok(self.c.post("/v1/rules", RATE), 201, "rate")
         H.check_ok(self.c.post("/v1/rules", TEA_BONUS), 201, "tea")

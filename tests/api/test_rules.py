@@ -281,6 +281,29 @@ class EarnRulesTests(unittest.TestCase):
         r = self.c.post("/v1/members/%s/earn" % self.m["id"], {"order": o2}, idem=None)
         self.assertEqual(r.body["code"], "idempotency_key_required", r)
 
+    def test_program_cap_on_the_base_rate(self):
+        # With no live purchase rule the program's base rate computes an order's points,
+        # and the program's cap applies to it as to rules (openapi: "rules and base rate").
+        archive_all(self.c)
+        H.program_patch(self.c, {"max_points_per_order": 30})
+        b = H.check_ok(self.c.post("/v1/members/%s/earn" % self.m["id"],
+                                   {"order": order("o-base-dry", amount=10000),
+                                    "dry_run": True}), 200, "")
+        self.assertEqual(b["total_points"], 30, b)
+        self.assertEqual([a["points"] for a in b["awards"]], [30], b)
+        self.assertIn("=> 100 points; capped from 100 to 30 by the program's "
+                      "max_points_per_order 30.", b["awards"][0]["explanation"])
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-base-cap", amount=10000)),
+                       201, "")
+        self.assertEqual((b["transaction"]["points"], b["points"]["available"]), (30, 30))
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-base-under", amount=2999)),
+                       201, "")
+        self.assertEqual(b["transaction"]["points"], 29)
+        H.program_patch(self.c, {"max_points_per_order": None})
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-base-free", amount=10000)),
+                       201, "")
+        self.assertEqual((b["transaction"]["points"], b["points"]["available"]), (100, 159))
+
     def test_program_cap_and_exclusive(self):
         H.program_patch(self.c, {"max_points_per_order": 50})
         b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-cap", amount=4000)), 201, "")
