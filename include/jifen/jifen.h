@@ -224,7 +224,8 @@ jf_err jf_auth_bearer(jf_engine *eng, const char *authorization, jf_auth *out);
 
 /* Creates a tenant with a default program and an admin key.  Writes the
  * public tenant id ("ten_...") and the new key (shown this once) into the
- * caller's buffers. */
+ * caller's buffers.  JF_ERR_INVALID_FIELD, and no tenant, when the name is
+ * empty or longer than JF_NAME_LEN_MAX bytes. */
 jf_err jf_tenant_create(jf_engine *eng, const char *name, char *tenant_id, size_t tenant_id_len,
                         char *api_key, size_t api_key_len);
 
@@ -238,8 +239,8 @@ jf_err jf_tenant_list(jf_engine *eng, char **json);
 /* Runs the hold sweep, expiry, the birthday bonus job and the tier
  * evaluations due for every tenant now (the CLI's `expire`).  Writes a JSON
  * array into *json (malloc'd), one element per tenant: {"tenant_id",
- * "expiry": {"expired_points", "lots", "members"}, "bonuses":
- * {"birthday_members"}, "tiers": {"evaluated", ...}}. */
+ * "holds": {"voided_holds"}, "expiry": {"expired_points", "lots",
+ * "members"}, "bonuses": {"birthday_members"}, "tiers": {"evaluated", ...}}. */
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
 /* Checks the database file (F1, SQLite's quick_check) and, when it is sound,

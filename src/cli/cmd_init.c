@@ -131,7 +131,10 @@ int cmd_init(int argc, char **argv)
     if (err == JF_OK && strcmp(rules, "none") != 0)
         rules_rc = create_sample_rules(eng, tenant_id, rules);
     /* The key is printed even if a sample rule failed: it is shown only once. */
-    if (err != JF_OK) {
+    if (err == JF_ERR_INVALID_FIELD) {
+        rc = cli_fail("cannot create tenant '%s': a tenant's name is 1 to %d bytes", tenant,
+                      JF_NAME_LEN_MAX);
+    } else if (err != JF_OK) {
         rc = cli_fail("cannot create tenant '%s': %s", tenant, jf_err_message(err));
     } else if (json) {
         print_init_json(tenant_id, api_key);

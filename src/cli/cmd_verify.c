@@ -112,11 +112,14 @@ static const char expire_usage[] =
     "\n"
     "Expires every lot that is due, voids every overdue hold and grants the\n"
     "birthday bonuses due today (docs/RULES.md), in every tenant, at the\n"
-    "current time; prints the totals.  Running it again at once does nothing\n"
-    "more.  A running server does the same every --expiry-interval seconds.\n"
+    "current time, and runs the tier evaluations due (docs/TIERS.md); prints\n"
+    "one line of totals per tenant (holds.voided_holds, expiry.expired_points,\n"
+    "expiry.lots, expiry.members, bonuses.birthday_members, tiers.*).  Running\n"
+    "it again at once does nothing more.  A running server does the same every\n"
+    "--expiry-interval seconds.\n"
     "\n"
     "  --db FILE  the SQLite database\n"
-    "  --json     print the totals as one JSON object\n";
+    "  --json     print the totals as one JSON array, an object per tenant\n";
 
 /* One line per tenant (the engine answers an array of per-tenant totals) or
  * one line for a single object. */

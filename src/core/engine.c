@@ -1490,7 +1490,7 @@ static jf_err maintenance_tenant(jf_engine *eng, int64_t tenant, const char *pub
 {
     jf_jt_raw(b, "{\"tenant_id\":");
     jf_jt_str(b, public_id);
-    jf_err err = maintenance_step(eng, JF_OP_HOLDS_SWEEP, tenant, b, NULL);
+    jf_err err = maintenance_step(eng, JF_OP_HOLDS_SWEEP, tenant, b, "holds");
     if (err == JF_OK)
         err = maintenance_step(eng, JF_OP_EXPIRY_RUN, tenant, b, "expiry");
     if (err == JF_OK)

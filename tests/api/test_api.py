@@ -1356,6 +1356,34 @@ class LedgerTests(unittest.TestCase, Checks):
         # spec.md hold statuses: open|captured|voided|expired; the deadline makes it expired
         self.assertEqual(g["status"], "expired", "status of a hold voided at its deadline")
 
+    def test_more_overdue_holds_than_one_sweep_slice(self):
+        # The sweep voids overdue holds 64 at a time; 130 due at once (two full slices and
+        # a partial one) are all voided by one clock move, each by its own transaction,
+        # while a hold with a later deadline stays open.
+        t0 = self.set_clock(T2030)
+        m = self.funded(200)
+        for _ in range(130):
+            self.assertPointsResult(self.c.post("/v1/members/%s/holds" % m["id"],
+                                                {"points": 1, "ttl_seconds": 60}, idem=True),
+                                    "hold", 1)
+        late = self.assertPointsResult(self.c.post("/v1/members/%s/holds" % m["id"],
+                                                   {"points": 5, "ttl_seconds": 3600},
+                                                   idem=True), "hold", 5)["hold"]
+        p = self.pts(m["id"])
+        self.assertEqual((p["available"], p["held"]), (65, 135))
+        self.set_clock(t0 + 61000)
+        p = self.pts(m["id"])
+        self.assertEqual((p["balance"], p["available"], p["held"]), (195, 195, 5))
+        open_holds = self.assertList(self.c.get("/v1/members/%s/holds" % m["id"],
+                                                params={"status": "open", "limit": 1000}))
+        self.assertEqual([h["id"] for h in open_holds["data"]], [late["id"]])
+        voids = [t for t in self.assertList(self.c.get(
+                 "/v1/members/%s/transactions" % m["id"], params={"limit": 1000}))["data"]
+                 if t["type"] == "void"]
+        self.assertEqual((len(voids), {t["actor"] for t in voids}), (130, {"system"}))
+        rc, rep = self.env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_void_after_lot_expired_restores_into_new_due_lot(self):
         t0 = self.set_clock(T2030)
         m = self.member()

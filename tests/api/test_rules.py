@@ -107,6 +107,82 @@ class RulesCrudTests(unittest.TestCase):
         self.assertEqual([v["version"] for v in got["versions"]], list(range(102, 2, -1)))
         self.assertEqual(r["versions"], got["versions"])
 
+    @staticmethod
+    def more_invalid_rules():
+        """Each refusal of the rule validator that the cases above do not reach."""
+        checkin = {"name": "c", "trigger": "check_in", "effect": {"type": "check_in",
+                                                                   "points": 5}}
+        referral = {"name": "r", "trigger": "referral",
+                    "effect": {"type": "referral", "on": "signup", "referrer_points": 100}}
+        bonus = TEA_BONUS["effect"]
+
+        def cond(c):
+            return dict(RATE, conditions=c)
+
+        return [
+            ([RATE], "invalid_json", "JSON object"),
+            (cond([1]), "invalid_field", "'conditions' must be an object"),
+            (cond({"hours": "09:00-12:00"}), "invalid_field", "must be an object"),
+            (cond({"hours": {"from": "10:00", "to": "10:00"}}), "invalid_field", "not be empty"),
+            (cond({"hours": {"from": "24:30", "to": "10:00"}}), "invalid_field", "HH:MM"),
+            (cond({"dates": {}}), "invalid_field", "'conditions.dates' must be an object"),
+            (cond({"dates": {"from": "2026-02-30"}}), "invalid_field", "YYYY-MM-DD"),
+            (cond({"dates": {"from": "2026-12-01", "to": "2026-11-01"}}), "invalid_field",
+             "after"),
+            (cond({"days_of_week": []}), "invalid_field", "1 to 7 days"),
+            (cond({"days_of_week": [1, 2, 3, 4, 5, 6, 7, 1]}), "invalid_field", "1 to 7 days"),
+            (cond({"include": {}}), "invalid_field", "skus, categories or labels"),
+            (cond({"exclude": ["TEA"]}), "invalid_field", "skus, categories or labels"),
+            (cond({"include": {"skus": []}}), "invalid_field", "array of 1 to"),
+            (cond({"include": {"skus": [""]}}), "invalid_field", "Each element"),
+            (cond({"member_tags_any": ["vip", 3]}), "invalid_field", "Each element"),
+            (cond({"purchase_number": {"first": True, "nth": 2}}), "invalid_field",
+             "purchase_number"),
+            (cond({"purchase_number": {"first": False}}), "invalid_field", "must be true"),
+            (cond({"purchase_number": {"nth": 0}}), "invalid_field", "nth"),
+            (cond({"birthday": "year"}), "invalid_field", "birthday"),
+            (dict(checkin, conditions={"channels": ["pos"]}), "invalid_field",
+             "purchase rules"),
+            (dict(TEA_BONUS, effect=dict(bonus, bonuses={"sku": "TEA"})), "invalid_field",
+             "'effect.bonuses' must be an array"),
+            (dict(TEA_BONUS, effect=dict(bonus, bonuses=["TEA"])), "invalid_field",
+             "holds objects"),
+            (dict(TEA_BONUS, effect=dict(bonus, bonuses=[{"points": 5}])), "missing_field",
+             "sku"),
+            (dict(RATE, effect=dict(RATE["effect"], exclude_points_paid="yes")),
+             "invalid_field", "exclude_points_paid"),
+            (dict(RATE, effect={"type": "check_in", "points": 5}), "invalid_field",
+             "Check-in rules"),
+            (dict(checkin, effect={"type": "rate", "points": 1, "per_amount": 100}),
+             "invalid_field", "Check-in rules"),
+            (dict(checkin, effect={"type": "check_in", "points": 5, "streak_bonus": {}}),
+             "invalid_field", "streak_bonus"),
+            (dict(checkin, effect={"type": "check_in", "points": 5, "streak_bonus": [7]}),
+             "invalid_field", "holds objects"),
+            (dict(referral, trigger="purchase"), "invalid_field", "Referral rules"),
+            (dict(RATE, trigger="referral"), "invalid_field", "Referral rules"),
+            (dict(referral, effect={"type": "referral", "on": "login",
+                                    "referrer_points": 1}), "invalid_field", "effect.on"),
+            (dict(referral, effect={"type": "referral", "on": "signup"}), "missing_field",
+             "referrer_points or referee_points"),
+            (dict(RATE, trigger="signup"), "invalid_field", "'fixed' effect only"),
+            (dict(DOUBLE_WED, effect=dict(DOUBLE_WED["effect"], rounding="up")),
+             "invalid_field", "rounding"),
+            (dict(RATE, effect={"type": "points"}), "invalid_field", "effect.type"),
+            (dict(RATE, effect=None), "invalid_field", "'effect' must be an object"),
+            (dict(RATE, limits=[]), "invalid_field", "'limits' must be an object"),
+            (dict(RATE, limits={"per_member": 5}), "invalid_field", "must be an object"),
+            (dict(RATE, event="survey"), "invalid_field", "only for trigger"),
+            (dict(RATE, exclusive="yes"), "invalid_field", "exclusive"),
+            (dict(RATE, starts_at="2027-01-02T00:00:00Z", ends_at="2027-01-01T00:00:00Z"),
+             "invalid_field", "before"),
+            (dict(RATE, growth=2), "invalid_field", "'growth' must be"),
+            (dict(RATE, growth={"factor_num": 1, "fixed": 5}), "invalid_field", "either"),
+            (dict(RATE, growth={}), "invalid_field", "either"),
+            (dict(RATE, growth={"fixed": 5, "factor_den": 2}), "invalid_field",
+             "goes with 'factor_num'"),
+        ]
+
     def test_validation_errors_are_precise(self):
         cases = [
             (dict(RATE, colour="red"), "unknown_field", "colour"),
@@ -136,10 +212,12 @@ class RulesCrudTests(unittest.TestCase):
              "invalid_field", "period"),
             (dict(RATE, limits={"budget": {}}), "missing_field", "max_points"),
             (dict(RATE, status="paused"), "invalid_field", "status"),
-        ]
+        ] + self.more_invalid_rules()
+        before = rule_ids(self.c)
         for body, code, part in cases:
             with self.subTest(body=body):
                 self.assertProblem(self.c.post("/v1/rules", body), 400, code, part)
+        self.assertEqual(rule_ids(self.c), before, "a refused rule was stored")
         m = H.create_member(self.c)
         bad = order("o1", [{"sku": "A", "amount": 100}], amount=99)
         self.assertProblem(H.earn(self.c, m["id"], order=bad), 400, "invalid_field", "sum")
