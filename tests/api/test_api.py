@@ -551,6 +551,8 @@ class SharedServerTests(unittest.TestCase, Checks):
         hl = self.assertList(self.ro.get("/v1/members/%s/holds" % m["id"],
                                          params={"status": "all"}))
         self.assertEqual([x["id"] for x in hl["data"]], [h["id"]])
+        self.assertProblem(self.ro.get("/v1/members/%s/holds" % m["id"],
+                                       params={"status": "captured"}), 400, "invalid_request")
         # hold -> void
         r = c.post("/v1/members/%s/holds" % m["id"], {"points": 30}, idem=True)
         h2 = self.assertPointsResult(r, "hold", 30)["hold"]
@@ -644,6 +646,18 @@ class SharedServerTests(unittest.TestCase, Checks):
                            400, "invalid_field")
         self.assertProblem(c.patch("/v1/program", {"currency": "cny"}), 400, "invalid_field")
         self.assertProblem(c.patch("/v1/program", {"nonsense": 1}), 400, "unknown_field")
+        for body, code in [({"earn_rate": 100}, "invalid_field"),
+                           ({"earn_rate": {"points": 1, "per_amount": 100, "x": 1}},
+                            "unknown_field"),
+                           ({"expiry": "never"}, "invalid_field"),
+                           ({"expiry": {"policy": "never", "months": 1}}, "unknown_field"),
+                           ({"expiry": {"policy": "days_after_earn", "months": 1}},
+                            "unknown_field"),
+                           ({"expiry": {"policy": "end_of_month", "days": 30}},
+                            "unknown_field"),
+                           ({"expiry": {"policy": "end_of_quarter"}}, "missing_field"),
+                           ({"expiry": {"days": 30}}, "missing_field")]:
+            self.assertProblem(c.patch("/v1/program", body), 400, code)
         p = self.ro.get("/v1/program").body
         self.assertEqual(p["earn_rate"], {"points": 1, "per_amount": 100})
         self.assertEqual(p["expiry"], {"policy": "never"})

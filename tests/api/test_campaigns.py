@@ -107,7 +107,8 @@ class CampaignTests(unittest.TestCase):
 
     def test_validation(self):
         for body in ({}, {"name": "x", "status": "live"},
-                     {"name": "x", "budget": {}},
+                     {"name": "x", "budget": {}}, {"name": "x", "budget": 1000},
+                     {"name": "x", "budget": {"max_points": 1, "max_euros": 1}},
                      {"name": "x", "starts_at": "2027-01-02T00:00:00Z",
                       "ends_at": "2027-01-01T00:00:00Z"}):
             with self.subTest(body=body):
@@ -115,7 +116,19 @@ class CampaignTests(unittest.TestCase):
         _, op = self.env.key("operator")
         self.assertEqual(op.post("/v1/campaigns", {"name": "x"}).status, 403)
         self.assertEqual(op.get("/v1/campaigns").status, 200)
+        self.assertEqual(H.check_ok(self.c.get("/v1/campaigns"), 200, "list")["data"], [])
         cmp = H.check_ok(self.c.post("/v1/campaigns", {"name": "x"}), 201, "c")
+        # A campaign that has started cannot go back to draft; a draft may stay one.
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "draft"}), 200, "d")
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "active"}), 200, "a")
+        r = self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "draft"})
+        self.assertEqual((r.status, r.body.get("code")), (400, "invalid_request"), r)
+        self.assertIn("back to draft", r.body.get("detail", ""), r)
+        H.check_ok(self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "paused"}), 200, "p")
+        r = self.c.patch("/v1/campaigns/%s" % cmp["id"], {"status": "draft"})
+        self.assertEqual((r.status, r.body.get("code")), (400, "invalid_request"), r)
+        self.assertEqual(H.check_ok(self.c.get("/v1/campaigns/%s" % cmp["id"]), 200,
+                                    "get")["status"], "paused")
         rule = H.check_ok(self.c.post("/v1/rules", review_rule(cmp["id"])), 201, "r")
         r = self.c.put("/v1/rules/%s" % rule["id"], review_rule(None))
         self.assertEqual(r.status, 400, r)

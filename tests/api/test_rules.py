@@ -121,6 +121,7 @@ class RulesCrudTests(unittest.TestCase):
 
         return [
             ([RATE], "invalid_json", "JSON object"),
+            (dict(RATE, description="d" * 17000), "invalid_field", "16384 bytes of JSON"),
             (cond([1]), "invalid_field", "'conditions' must be an object"),
             (cond({"hours": "09:00-12:00"}), "invalid_field", "must be an object"),
             (cond({"hours": {"from": "10:00", "to": "10:00"}}), "invalid_field", "not be empty"),
@@ -182,6 +183,24 @@ class RulesCrudTests(unittest.TestCase):
             (dict(RATE, growth={"fixed": 5, "factor_den": 2}), "invalid_field",
              "goes with 'factor_num'"),
         ]
+
+    def test_live_rules_per_trigger_are_bounded(self):
+        # At most 64 active or draft rules of one trigger (limits.h JF_RULES_ACTIVE_MAX): the
+        # 65th is refused until one is archived; other triggers are not affected.
+        archive_all(self.c)
+        ids = [create_rule(self.c, {"name": "e%d" % i, "trigger": "event", "event": "e%d" % i,
+                                    "status": "draft" if i % 2 else "active",
+                                    "effect": {"type": "fixed", "points": 1}})["id"]
+               for i in range(64)]
+        extra = {"name": "one more", "trigger": "event", "event": "x",
+                 "effect": {"type": "fixed", "points": 1}}
+        self.assertProblem(self.c.post("/v1/rules", extra), 400, "invalid_request",
+                           "archive one first")
+        create_rule(self.c, RATE)
+        H.check_ok(self.c.post("/v1/rules/%s/archive" % ids[0]), 200, "archive")
+        create_rule(self.c, extra)
+        self.assertProblem(self.c.post("/v1/rules", extra), 400, "invalid_request",
+                           "archive one first")
 
     def test_validation_errors_are_precise(self):
         cases = [

@@ -220,6 +220,27 @@ class ConfigTests(TierTestCase):
                                                 "transaction_id", "actor", "until", "at"}, v)
         self.assertEqual(set(v["if_evaluated_now"]), {"decision", "tier", "explanation"}, v)
 
+    def test_perks_and_rewards_are_kept_and_shown_to_members(self):
+        # docs/TIERS.md: benefits.perks ([{"en", "zh"}], zh optional) and benefits.rewards
+        # (reward ids) are stored with the configuration and shown in the member's tier.
+        benefits = {"earn_multiplier": {"num": 3, "den": 2},
+                    "perks": [{"en": "Free shipping", "zh": "包邮"}, {"en": "Lounge"}],
+                    "rewards": ["rwd_lounge", "r" * 31]}
+        self.put_tiers(tiers_body(gold_benefits=benefits))
+        got = H.check_ok(self.c.get("/v1/tiers"), 200, "get")
+        gold = [t for t in got["tiers"] if t["code"] == "gold"][0]
+        self.assertEqual((gold["benefits"]["perks"], gold["benefits"]["rewards"]),
+                         (benefits["perks"], benefits["rewards"]))
+        m = self.member()
+        silver = self.view(m)["tier"]
+        self.assertEqual((silver["code"], silver.get("benefits", {}).get("perks")),
+                         ("silver", None))
+        self.earn(m, points=1, growth=1000)
+        tier = self.view(m)["tier"]
+        self.assertEqual(tier["code"], "gold")
+        self.assertEqual((tier["benefits"]["perks"], tier["benefits"]["rewards"]),
+                         (benefits["perks"], benefits["rewards"]))
+
     def test_validation_codes(self):
         def with_tiers(fn):
             b = tiers_body()
@@ -260,6 +281,32 @@ class ConfigTests(TierTestCase):
             ("missing name", with_tiers(lambda ts: ts[1].pop("name")), "missing_field"),
             ("bad downgrade", tiers_body(downgrade="two_levels"), "invalid_field"),
             ("bad evaluation", tiers_body(evaluation="weekly"), "invalid_field"),
+            ("window not an object", tiers_body(window="lifetime"), "invalid_field"),
+            ("months without rolling_months",
+             tiers_body(window={"type": "lifetime", "months": 12}), "invalid_field"),
+            ("benefits not an object", tiers_body(gold_benefits=["perks"]), "invalid_field"),
+            ("perks not an array",
+             tiers_body(gold_benefits={"perks": {"en": "x"}}), "invalid_field"),
+            ("21 perks", tiers_body(gold_benefits={"perks": [{"en": "p%d" % i}
+                                                             for i in range(21)]}),
+             "invalid_field"),
+            ("perk not an object", tiers_body(gold_benefits={"perks": ["x"]}), "invalid_field"),
+            ("perk without en", tiers_body(gold_benefits={"perks": [{"zh": "包邮"}]}),
+             "missing_field"),
+            ("perk field", tiers_body(gold_benefits={"perks": [{"en": "x", "fr": "x"}]}),
+             "unknown_field"),
+            ("perk too long", tiers_body(gold_benefits={"perks": [{"en": "x" * 501}]}),
+             "invalid_field"),
+            ("rewards not an array",
+             tiers_body(gold_benefits={"rewards": "rwd_lounge"}), "invalid_field"),
+            ("51 rewards", tiers_body(gold_benefits={"rewards": ["rwd_%d" % i
+                                                                 for i in range(51)]}),
+             "invalid_field"),
+            ("empty reward id", tiers_body(gold_benefits={"rewards": [""]}), "invalid_field"),
+            ("reward id not a string", tiers_body(gold_benefits={"rewards": [7]}),
+             "invalid_field"),
+            ("reward id too long", tiers_body(gold_benefits={"rewards": ["r" * 32]}),
+             "invalid_field"),
         ]
         for what, body, code in cases:
             with self.subTest(what=what):
@@ -704,6 +751,9 @@ class ManualTierTests(TierTestCase):
         self.assertProblem(op.put("/v1/members/%s/tier" % m1,
                                   {"tier": "diamond", "until": H.fmt_time(until)}),
                            400, "missing_field")
+        for past in (T0, T0 - DAY):
+            self.assertProblem(op.put("/v1/members/%s/tier" % m1,
+                                      dict(body, until=H.fmt_time(past))), 400, "invalid_field")
         self.assertEqual(self.history(m1), [])
         for mid in (m1, m2):
             H.check_ok(op.put("/v1/members/%s/tier" % mid, body), 200, "manual diamond")
@@ -825,6 +875,13 @@ class ImportTests(TierTestCase):
                               {"member_id": m4, "tier": "platinum"}]),
             ("downgrading good entry first", [{"member_id": m1, "tier": "silver"},
                                               {"member_id": m4, "tier": "platinum"}]),
+            ("since in the future", [{"member_id": m3, "tier": "gold"},
+                                     {"member_id": m4, "tier": "gold",
+                                      "since": H.fmt_time(T0 + DAY)}]),
+            ("entry not an object", [{"member_id": m3, "tier": "gold"}, "m4"]),
+            ("both ids", [{"member_id": m3, "tier": "gold"},
+                          {"member_id": m4, "external_id": ext2, "tier": "gold"}]),
+            ("neither id", [{"member_id": m3, "tier": "gold"}, {"tier": "gold"}]),
         ]
         for what, entries in bad_batches:
             with self.subTest(what=what):
