@@ -7,10 +7,12 @@
  * table's key order, or when an earn is acknowledged on one compact journal
  * record and its rows are written later.
  *
- * It writes the rows jifen's writer writes for an earn (its lot's and its
- * transaction's entries in member_state, the member's balance, the
- * transaction, two postings, the lot, the stored reply and the idempotency
- * record), with the same statements, into a copy of a jifen database (bench/
+ * It writes the rows jifen's writer wrote for an earn until schema version
+ * 16 (its lot's and its transaction's entries in member_state, the member's
+ * balance, the transaction, two postings, the lot, the stored reply and the
+ * idempotency record; since version 16 the postings are in the transaction's
+ * row, as in rows-without-postings below), with the same statements, into a
+ * copy of a jifen database (bench/
  * batchsim.py gives it the benchmark's seeded 100,000-member one), on one
  * connection in WAL mode with synchronous=FULL, committing every --batch
  * earns.  Members are uniform at random, idempotency keys random like
@@ -18,7 +20,8 @@
  * reads, checks and replies are not here, only its writes.
  *
  * Modes:
- *   rows          each earn's rows in arrival order (what the writer does now)
+ *   rows          each earn's rows in arrival order (what the writer did
+ *                 before schema version 16)
  *   rows-sorted   the same rows, each table's in key order within the commit
  *                 (what a materializer applying a journal in bulk would do)
  *   journal       one record per earn, its fields and its reply, appended to
@@ -180,7 +183,7 @@ enum { T_TX, T_POSTING, T_LOT, T_REPLY, T_KEY, T_COUNT };
 static const char *const heads[T_COUNT] = {
     "INSERT INTO %s(tenant_id, seq, id, type, member_id, points, delta, actor, idem_key,"
     " created_at, prev_hash, hash%s) VALUES",
-    "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at) VALUES",
+    "INSERT INTO %s(tenant_id, tx_seq, n, account, amount, created_at) VALUES",
     "INSERT INTO %s(tenant_id, id, member_id, tx_seq, amount, remaining, available_at,"
     " expires_at, created_at) VALUES",
     "INSERT INTO responses(tenant_id, body) VALUES",
@@ -195,6 +198,10 @@ static const char *const values[T_COUNT] = {
     "(1,?,'points.earn',?,1,?,?,?)",
 };
 static sqlite3_stmt *stmts[T_COUNT][MULTI_ROWS + 1];
+/* Where postings rows go: the postings table, renamed posting_rows when
+ * jifen's schema version 16 moved a transaction's postings into its row
+ * (so on such a database the row modes write what the writer did before). */
+static const char *posting_table = "postings";
 
 static sqlite3_stmt *stmt_rows(const shape *sh, int table, int rows)
 {
@@ -206,6 +213,9 @@ static sqlite3_stmt *stmt_rows(const shape *sh, int table, int rows)
     if (table == T_TX) {
         snprintf(head, sizeof head, heads[table], tx, sh->copies ? ", debit, credit" : "");
         snprintf(one, sizeof one, values[table], sh->copies ? ",?,?" : "");
+    } else if (table == T_POSTING) {
+        snprintf(head, sizeof head, heads[table], posting_table);
+        snprintf(one, sizeof one, "%s", values[table]);
     } else {
         snprintf(head, sizeof head, heads[table], lots);
         snprintf(one, sizeof one, "%s", values[table]);
@@ -491,6 +501,10 @@ int main(int argc, char **argv)
     sqlite3_wal_hook(db, on_wal, NULL);
     members m;
     members_load(&m);
+    sqlite3_stmt *renamed = prepare("SELECT 1 FROM sqlite_master WHERE name = 'posting_rows'");
+    if (sqlite3_step(renamed) == SQLITE_ROW)
+        posting_table = "posting_rows";
+    sqlite3_finalize(renamed);
     shape sh = shape_of(mode);
     if (sh.copies)
         copies_make(&sh);

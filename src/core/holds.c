@@ -328,9 +328,13 @@ static jf_err member_holds(jf_ctx *ctx)
     bool open_only = false;
     if ((err = jf_param_open_only(ctx, &open_only)) != JF_OK)
         return err;
+    /* The member's holds by their index, then sorted: by the primary key's
+     * order (tx_seq) the planner walked every hold of the tenant after the
+     * cursor (tests/api/test_query_plans.py). */
     sqlite3_stmt *st =
         jf_db_query(ctx->db,
-                    HOLD_COLUMNS " WHERE tenant_id=? AND member_id=? AND tx_seq>?"
+                    HOLD_COLUMNS " INDEXED BY holds_member WHERE tenant_id=? AND member_id=? AND"
+                                 " tx_seq>?"
                                  " AND (? = 0 OR status = 'open') ORDER BY tx_seq"
                                  " LIMIT ?",
                     "IsIiI", ctx->auth->tenant, m.id, cursor, open_only ? 1 : 0, limit + 1);

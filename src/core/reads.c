@@ -16,11 +16,14 @@ static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char 
     snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
     /* Every posting to a member's account is in a transaction of which the
      * member is the member or the counterparty. */
-    return jf_db_int(ctx->db, out, 0,
-                     "SELECT SUM(p.amount) FROM postings p WHERE p.tenant_id=?1 AND p.tx_seq IN"
-                     " (SELECT seq FROM member_txs WHERE tenant_id=?1 AND member_id=?2)"
-                     " AND p.account=?3 AND p.created_at <= ?4",
-                     "IssI", ctx->auth->tenant, member_id, account, as_of);
+    return jf_db_int(
+        ctx->db, out, 0,
+        "SELECT SUM(" JF_SQL_POSTED(
+            "t", "?3") ") FROM transactions t"
+                       " WHERE t.tenant_id=?1 AND t.seq IN"
+                       " (SELECT seq FROM member_txs WHERE tenant_id=?1 AND member_id=?2)"
+                       " AND t.created_at <= ?4",
+        "IssI", ctx->auth->tenant, member_id, account, as_of);
 }
 
 /* Lots as they stood at as_of: remaining = amount − consumptions up to

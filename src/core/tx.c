@@ -86,19 +86,37 @@ void jf_tx_deinit(jf_tx *tx)
     tx->metadata = NULL;
 }
 
+/* The transaction's row with its postings in it (schema.c, version 16:
+ * slots p0..p5 and posting_count).  An unused slot's account and amount are
+ * NULL: NULLIF makes NULL of the 0 bound for it, since no posting is 0 (a
+ * posting that summed to 0 would leave its account beside a NULL amount,
+ * which the table's CHECK refuses, as the postings table did before). */
+_Static_assert(JF_TX_POSTINGS_MAX == 6, "the transactions table has six posting slots");
+
 static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, const uint8_t *hash)
 {
+    const char *acct[JF_TX_POSTINGS_MAX] = {NULL};
+    int64_t amount[JF_TX_POSTINGS_MAX] = {0};
+    for (int i = 0; i < tx->posting_count; i++) {
+        acct[i] = tx->postings[i].account;
+        amount[i] = tx->postings[i].amount;
+    }
     return jf_db_run(
         ctx->db,
         "INSERT INTO transactions(tenant_id, seq, id, type, member_id, counterparty_id, points,"
         " delta, reverses, hold_id, order_id, order_amount, order_currency, reason, note, channel,"
-        " store_id, actor, metadata, idem_key, created_at, prev_hash, hash)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        "IIssssIIsssIssssssssIbb", ctx->auth->tenant, tx->seq, tx->id, tx->type, tx->member_id,
-        tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id, tx->order_id,
-        tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency, tx->reason,
-        tx->note, tx->channel, tx->store_id, tx->actor, tx->metadata, tx->idem_key, ctx->now_ms,
-        prev, JF_HASH_BYTES, hash, JF_HASH_BYTES);
+        " store_id, actor, metadata, idem_key, created_at, prev_hash, hash, posting_count,"
+        " p0_account, p0_amount, p1_account, p1_amount, p2_account, p2_amount, p3_account,"
+        " p3_amount, p4_account, p4_amount, p5_account, p5_amount)"
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULLIF(?,0),?,NULLIF(?,0),"
+        "?,NULLIF(?,0),?,NULLIF(?,0),?,NULLIF(?,0),?,NULLIF(?,0))",
+        "IIssssIIsssIssssssssIbbisIsIsIsIsIsI", ctx->auth->tenant, tx->seq, tx->id, tx->type,
+        tx->member_id, tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id,
+        tx->order_id, tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency,
+        tx->reason, tx->note, tx->channel, tx->store_id, tx->actor, tx->metadata, tx->idem_key,
+        ctx->now_ms, prev, JF_HASH_BYTES, hash, JF_HASH_BYTES, tx->posting_count, acct[0],
+        amount[0], acct[1], amount[1], acct[2], amount[2], acct[3], amount[3], acct[4], amount[4],
+        acct[5], amount[5]);
 }
 
 /* The entry of tx for member_id, with what a tier window sums (db.h,
@@ -137,22 +155,17 @@ static jf_err tx_insert_entries(jf_ctx *ctx, const jf_tx *tx)
     return err;
 }
 
-static jf_err tx_apply_posting(jf_ctx *ctx, jf_tx *tx, int n)
+/* Moves posting n's account balance (the posting itself is in the
+ * transaction's row). */
+static jf_err tx_apply_balance(jf_ctx *ctx, jf_tx *tx, int n)
 {
     const jf_posting *p = &tx->postings[n];
-    jf_err err =
-        jf_db_run(ctx->db,
-                  "INSERT INTO postings(tenant_id, tx_seq, n, account, amount, created_at)"
-                  " VALUES(?,?,?,?,?,?)",
-                  "IIisII", ctx->auth->tenant, tx->seq, n, p->account, p->amount, ctx->now_ms);
-    if (err != JF_OK)
-        return err;
     int64_t balance = 0;
     /* Program accounts are shared by every write of the tenant: the batch
      * keeps them in memory and writes each once (hot.c). */
     if (strncmp(p->account, "program:", 8) == 0)
         return jf_hot_account_add(ctx, p->account, p->amount, &balance);
-    err = jf_account_add(ctx, p->account, p->amount, &balance);
+    jf_err err = jf_account_add(ctx, p->account, p->amount, &balance);
     tx->stored[n] = balance;
     if (err == JF_OK && balance < 0 && strstr(p->account, ":held"))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Held balance of %s would be negative.", p->account);
@@ -203,7 +216,7 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
     if (err == JF_OK)
         err = tx_insert_entries(ctx, tx);
     for (int i = 0; err == JF_OK && i < tx->posting_count; i++)
-        err = tx_apply_posting(ctx, tx, i);
+        err = tx_apply_balance(ctx, tx, i);
     jf_chain_head next = {.seq = tx->seq, .time_max = tx->time_max};
     memcpy(next.hash, hash, JF_HASH_BYTES);
     return err == JF_OK ? jf_hot_chain_set(ctx, &next) : err;

@@ -56,13 +56,31 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
     return JF_OK;
 }
 
+/* The sum of a transaction row's posting slots (unused ones are NULL). */
+#define SLOTS_SUM                                                                                  \
+    "(COALESCE(p0_amount, 0) + COALESCE(p1_amount, 0) + COALESCE(p2_amount, 0) +"                  \
+    " COALESCE(p3_amount, 0) + COALESCE(p4_amount, 0) + COALESCE(p5_amount, 0))"
+
 static jf_err check_sums(verifier *v, int64_t t)
 {
     jf_err err =
         check_rows(v, "I1", "postings of transaction do not sum to zero",
-                   "SELECT 'seq ' || tx_seq, SUM(amount), 0 FROM postings WHERE tenant_id=?"
+                   "SELECT 'seq ' || tx_seq, SUM(amount), 0 FROM posting_rows WHERE tenant_id=?"
                    " GROUP BY tx_seq HAVING SUM(amount) <> 0",
                    t);
+    /* Since version 16 a transaction's postings are in its row; a row never
+     * has both (the slots' CHECK keeps posting_count to the slots in use). */
+    if (err == JF_OK)
+        err = check_rows(v, "I1", "postings of transaction do not sum to zero",
+                         "SELECT 'seq ' || seq, " SLOTS_SUM ", 0 FROM transactions WHERE"
+                         " tenant_id=? AND posting_count > 0 AND " SLOTS_SUM " <> 0",
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "I1", "transaction has postings both in its row and as rows",
+                         "SELECT 'seq ' || t.seq, t.posting_count, 0 FROM transactions t WHERE"
+                         " t.tenant_id=? AND t.posting_count > 0 AND EXISTS (SELECT 1 FROM"
+                         " posting_rows r WHERE r.tenant_id = t.tenant_id AND r.tx_seq = t.seq)",
+                         t);
     if (err == JF_OK)
         err = check_rows(v, "I2", "account balance differs from its postings",
                          "WITH s(account, total) AS (SELECT account, SUM(amount) FROM postings"
@@ -241,11 +259,22 @@ static jf_err check_reversals(verifier *v, int64_t t)
     return err;
 }
 
-static int load_postings(verifier *v, int64_t tenant, int64_t seq, jf_posting *p, int max)
+/* The postings of the chain's current row st: its slots (columns 22 on,
+ * schema version 16), or its rows in posting_rows when it was written
+ * before.  Returns how many there are (more than max are counted, not
+ * copied). */
+static int load_postings(verifier *v, int64_t tenant, sqlite3_stmt *row, jf_posting *p, int max)
 {
+    int count = sqlite3_column_int(row, 22);
+    for (int i = 0; i < count && i < JF_TX_POSTINGS_MAX && i < max; i++) {
+        jf_str_copy(p[i].account, sizeof(p[i].account), jf_db_text(row, 23 + 2 * i));
+        p[i].amount = sqlite3_column_int64(row, 24 + 2 * i);
+    }
+    if (count > 0)
+        return count;
     sqlite3_stmt *st = jf_db_query(
-        v->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
-        "II", tenant, seq);
+        v->db, "SELECT account, amount FROM posting_rows WHERE tenant_id=? AND tx_seq=? ORDER BY n",
+        "II", tenant, sqlite3_column_int64(row, 0));
     int n = 0;
     while (st && jf_db_step(st) == SQLITE_ROW) {
         if (n < max) {
@@ -284,7 +313,7 @@ static bool chain_link(verifier *v, int64_t tenant, sqlite3_stmt *st, const uint
     c.metadata = jf_db_text(st, 17);
     c.idem_key = jf_db_text(st, 18);
     c.created_at = sqlite3_column_int64(st, 19);
-    int n = load_postings(v, tenant, c.seq, postings, JF_TX_POSTINGS_MAX + 1);
+    int n = load_postings(v, tenant, st, postings, JF_TX_POSTINGS_MAX + 1);
     c.postings = postings;
     c.posting_count = n > JF_TX_POSTINGS_MAX + 1 ? JF_TX_POSTINGS_MAX + 1 : n;
     jf_chain_hash(prev, &c, hash);
@@ -302,8 +331,9 @@ static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int6
         v->db,
         "SELECT seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"
         " order_id, order_amount, order_currency, reason, note, channel, store_id, actor,"
-        " metadata, idem_key, created_at, prev_hash, hash FROM transactions WHERE tenant_id=?"
-        " ORDER BY seq",
+        " metadata, idem_key, created_at, prev_hash, hash, posting_count, p0_account, p0_amount,"
+        " p1_account, p1_amount, p2_account, p2_amount, p3_account, p3_amount, p4_account,"
+        " p4_amount, p5_account, p5_amount FROM transactions WHERE tenant_id=? ORDER BY seq",
         "I", tenant);
     if (st == NULL)
         return JF_ERR_IO;
@@ -461,6 +491,18 @@ static jf_err check_refunds(verifier *v, int64_t t)
 /* T1: growth is never negative and each reversal of an earn takes back at
  * most the growth the earn gave.  T2: a member's tier is one of the current
  * configuration and matches the last recorded change (docs/TIERS.md). */
+/* T1: the earns whose reversals took back more growth than they gave (each
+ * earn's growth goes to its member's growth account). */
+#define GROWTH_OF_E "('member:' || e.member_id || ':growth')"
+#define GROWTH_TAKEN "-SUM(" JF_SQL_POSTED("r", GROWTH_OF_E) ")"
+#define GROWTH_TAKEN_OVER                                                                          \
+    "SELECT e.id, " GROWTH_TAKEN                                                                   \
+    ", " JF_SQL_POSTED("e", GROWTH_OF_E) " AS g"                                                   \
+                                         " FROM transactions e JOIN transactions r ON "            \
+                                         "r.tenant_id = e.tenant_id AND r.reverses = e.id"         \
+                                         " WHERE e.tenant_id = ? AND e.type = 'earn' GROUP BY "    \
+                                         "e.id HAVING " GROWTH_TAKEN " > g"
+
 static jf_err check_tiers(verifier *v, int64_t t)
 {
     jf_err err = check_rows(v, "T1", "growth account below zero",
@@ -469,14 +511,7 @@ static jf_err check_tiers(verifier *v, int64_t t)
                             t);
     if (err == JF_OK)
         err = check_rows(v, "T1", "reversals took back more growth than the earn gave",
-                         "SELECT e.id, -SUM(p.amount), (SELECT COALESCE(SUM(q.amount), 0) FROM"
-                         " postings q WHERE q.tenant_id = e.tenant_id AND q.tx_seq = e.seq AND"
-                         " q.account LIKE 'member:%:growth') AS g FROM transactions e JOIN"
-                         " transactions r ON r.tenant_id = e.tenant_id AND r.reverses = e.id JOIN"
-                         " postings p ON p.tenant_id = r.tenant_id AND p.tx_seq = r.seq AND"
-                         " p.account LIKE 'member:%:growth' WHERE e.tenant_id = ? AND e.type ="
-                         " 'earn' GROUP BY e.id HAVING -SUM(p.amount) > g",
-                         t);
+                         GROWTH_TAKEN_OVER, t);
     if (err == JF_OK)
         err = check_rows(v, "T2", "member's tier differs from its last tier change",
                          "SELECT m.id || ' holds ' || COALESCE(m.tier, 'no tier'), 0, 0 FROM"

@@ -42,6 +42,23 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
  * window (tiers.c).  These are the same as SQL over the transaction t, the
  * member m and tm, JF_TX_TIME_MAX_SELECT's rows, for the upgrade and for verify (S1);
  * tx.c writes them from memory. */
+/* What the transaction row t posts to the account acct (SQL expressions):
+ * its slots' amounts for that account (schema version 16), or for a
+ * transaction written before, the sum of its rows in posting_rows.  A query
+ * that sums postings per transaction uses this instead of the view
+ * `postings`, whose union the planner cannot search by a column of another
+ * table: through the view it read every posting of the tenant
+ * (tests/api/test_query_plans.py). */
+#define JF_SQL_POSTED(t, acct)                                                                     \
+    "(CASE WHEN " t ".posting_count > 0 THEN"                                                      \
+    " CASE WHEN " t ".p0_account = " acct " THEN " t ".p0_amount ELSE 0 END +"                     \
+    " CASE WHEN " t ".p1_account = " acct " THEN " t ".p1_amount ELSE 0 END +"                     \
+    " CASE WHEN " t ".p2_account = " acct " THEN " t ".p2_amount ELSE 0 END +"                     \
+    " CASE WHEN " t ".p3_account = " acct " THEN " t ".p3_amount ELSE 0 END +"                     \
+    " CASE WHEN " t ".p4_account = " acct " THEN " t ".p4_amount ELSE 0 END +"                     \
+    " CASE WHEN " t ".p5_account = " acct " THEN " t ".p5_amount ELSE 0 END"                       \
+    " ELSE COALESCE((SELECT SUM(pr.amount) FROM posting_rows pr WHERE pr.tenant_id = " t           \
+    ".tenant_id AND pr.tx_seq = " t ".seq AND pr.account = " acct "), 0) END)"
 #define JF_TX_TIME_MAX_SELECT                                                                      \
     "SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY tenant_id ORDER BY seq) AS tmax"    \
     " FROM transactions"
@@ -53,6 +70,11 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
     "(tm.tmax * 2 + CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_id IS NOT NULL"   \
     " THEN 1 ELSE 0 END)"
 #define JF_TX_ENTRY_VALUE_SQL                                                                      \
+    "CASE WHEN t.member_id = m.id THEN " JF_SQL_POSTED(                                            \
+        "t", "('member:' || m.id || ':growth')") " ELSE 0 END"
+/* The same as the upgrade to version 11 computed it, when every posting was
+ * a row of the postings table (schema.c). */
+#define JF_TX_ENTRY_VALUE_V11_SQL                                                                  \
     "CASE WHEN t.member_id = m.id THEN COALESCE((SELECT SUM(g.amount) FROM postings g"             \
     " WHERE g.tenant_id = t.tenant_id AND g.tx_seq = t.seq"                                        \
     " AND g.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"

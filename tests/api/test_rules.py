@@ -525,12 +525,41 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 16 back to version 15: each posting a row
+# of the postings table again (those in their transaction's row moved out), no
+# posting slots, no index of members in seq order.
+UNDO_V16 = (
+    "INSERT INTO posting_rows(tenant_id, tx_seq, n, account, amount, created_at)"
+    " SELECT tenant_id, tx_seq, n, account, amount, created_at FROM postings"
+    " WHERE (tenant_id, tx_seq) IN (SELECT tenant_id, seq FROM transactions"
+    " WHERE posting_count > 0);"
+    "DROP VIEW postings;"
+    "DROP TRIGGER posting_slots_no_delete; DROP TRIGGER posting_slots_no_update;"
+    "DROP TABLE posting_slots;"
+    "ALTER TABLE posting_rows RENAME TO postings;"
+    "ALTER TABLE transactions DROP COLUMN posting_count;"
+    "ALTER TABLE transactions DROP COLUMN p0_account;"
+    "ALTER TABLE transactions DROP COLUMN p0_amount;"
+    "ALTER TABLE transactions DROP COLUMN p1_account;"
+    "ALTER TABLE transactions DROP COLUMN p1_amount;"
+    "ALTER TABLE transactions DROP COLUMN p2_account;"
+    "ALTER TABLE transactions DROP COLUMN p2_amount;"
+    "ALTER TABLE transactions DROP COLUMN p3_account;"
+    "ALTER TABLE transactions DROP COLUMN p3_amount;"
+    "ALTER TABLE transactions DROP COLUMN p4_account;"
+    "ALTER TABLE transactions DROP COLUMN p4_amount;"
+    "ALTER TABLE transactions DROP COLUMN p5_account;"
+    "ALTER TABLE transactions DROP COLUMN p5_amount;"
+    "DROP INDEX members_page;"
+    "UPDATE meta SET value = '15' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 15 back to version 14: no referral key
@@ -686,7 +715,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -741,7 +770,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -829,7 +858,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -873,7 +902,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
@@ -914,7 +943,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -960,7 +989,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1033,7 +1062,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1069,7 +1098,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1129,7 +1158,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1158,7 +1187,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1170,6 +1199,59 @@ class MigrationTests(unittest.TestCase):
         r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
                        "refund")
         self.assertEqual(r["points"]["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+    def test_v15_postings_stay_rows_and_new_ones_go_in_the_row(self):
+        """Version 16 keeps a transaction's postings in its own row; those written
+        before stay rows of posting_rows, and reads, reversals (growth taken back)
+        and verify see both alike."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        H.check_ok(a.put("/v1/tiers", {"basis": "growth", "window": {"type": "lifetime"},
+                                       "tiers": [{"code": "silver", "name": "Silver",
+                                                  "threshold": 0},
+                                                 {"code": "gold", "name": "Gold",
+                                                  "threshold": 150}]}), 200, "tiers")
+        m, n = H.create_member(a)["id"], H.create_member(a)["id"]
+        old = H.check_ok(H.earn(a, m, 100, growth=100), 201, "earn before")["transaction"]["id"]
+        moved = H.check_ok(a.post("/v1/members/%s/transfer" % m, {"to_member_id": n,
+                                                                   "points": 30}, idem=True),
+                           201, "transfer before")["transaction"]["id"]
+        before = {t: H.check_ok(a.get("/v1/transactions/" + t), 200, t)["postings"]
+                  for t in (old, moved)}
+        self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V16)
+        self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
+        self.restart_upgrading(env, db, 15)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+            self.assertEqual(db.execute("SELECT count(*) FROM posting_rows").fetchone()[0], 6)
+            self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
+        finally:
+            db.close()
+        for t, postings in before.items():
+            self.assertEqual(H.check_ok(a.get("/v1/transactions/" + t), 200, t)["postings"],
+                             postings)
+        new = H.check_ok(H.earn(a, m, 80, growth=80), 201, "earn after")
+        self.assertEqual(new["tier_upgrade"]["to"], "gold", new)  # 100 + 80 growth
+        rev = H.check_ok(a.post("/v1/transactions/%s/reverse" % old, {"points": 50},
+                                idem=True), 201, "reverse an old earn")["transaction"]["id"]
+        got = {p["account"]: p["amount"] for p in
+               H.check_ok(a.get("/v1/transactions/" + rev), 200, "rev")["postings"]}
+        self.assertEqual(got["member:%s:growth" % m], -50, got)
+        db = sqlite3.connect(env.db)
+        try:
+            counts = dict(db.execute("SELECT id, posting_count FROM transactions"))
+            self.assertEqual((counts[old], counts[moved]), (0, 0))
+            self.assertEqual((counts[new["transaction"]["id"]], counts[rev]), (4, 4))
+            self.assertEqual(db.execute("SELECT count(*) FROM posting_rows").fetchone()[0], 6)
+        finally:
+            db.close()
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
@@ -1195,7 +1277,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V15)
+        db.executescript(UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

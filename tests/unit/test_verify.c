@@ -177,6 +177,16 @@ static int remove_files(const char *dir, const char *path)
 
 /* Builds the clean ledger in a new directory and checks that verify finds
  * nothing in it (the group's setup). */
+/* Fails unless verify finds nothing in the database at path. */
+static void expect_clean(const char *path, const char *what)
+{
+    char *report = NULL;
+    int64_t n = verify_count(path, &report);
+    if (n != 0)
+        fail_msg("%s has violations: %s", what, report);
+    free(report);
+}
+
 static int make_clean_ledger(void **state)
 {
     (void)state;
@@ -184,11 +194,7 @@ static int make_clean_ledger(void **state)
     assert_non_null(mkdtemp(clean_dir));
     snprintf(clean_path, sizeof(clean_path), "%s/v.db", clean_dir);
     build_ledger(clean_path);
-    char *report = NULL;
-    int64_t n = verify_count(clean_path, &report);
-    if (n != 0)
-        fail_msg("the clean ledger has violations: %s", report);
-    free(report);
+    expect_clean(clean_path, "the clean ledger");
     return 0;
 }
 
@@ -282,12 +288,46 @@ static void expect_violation(const char *sql, const char *invariant)
     expect_violations(sql, one);
 }
 
+/* A posting in its transaction's row (schema version 16). */
 static void test_edited_posting(void **state)
 {
     (void)state;
-    expect_violation("DROP TRIGGER postings_no_update;"
-                     "UPDATE postings SET amount = amount + 1 WHERE n = 0 AND tx_seq = 1;",
+    expect_violation("DROP TRIGGER transactions_no_update;"
+                     "UPDATE transactions SET p0_amount = p0_amount + 1 WHERE seq = 1;",
                      "I1");
+}
+
+/* Transaction 1 as a database from before schema version 16 holds it: its
+ * postings as rows of posting_rows, none in its row. */
+#define TX1_AS_ROWS                                                                                \
+    "DROP TRIGGER transactions_no_update;"                                                         \
+    "INSERT INTO posting_rows SELECT * FROM postings WHERE tx_seq = 1;"                            \
+    "UPDATE transactions SET posting_count = 0, p0_account = NULL, p0_amount = NULL,"              \
+    " p1_account = NULL, p1_amount = NULL WHERE seq = 1;"
+
+/* A ledger with postings in both places, as an upgraded database has them,
+ * is clean; the tampering cases below start from it. */
+static void test_postings_as_rows_are_clean(void **state)
+{
+    (void)state;
+    copy_ledger();
+    tamper(TX1_AS_ROWS);
+    expect_clean(db_path, "a ledger with postings as rows");
+}
+
+static void test_edited_posting_row(void **state)
+{
+    (void)state;
+    expect_violation(TX1_AS_ROWS "DROP TRIGGER postings_no_update;"
+                                 "UPDATE posting_rows SET amount = amount + 1 WHERE n = 0;",
+                     "I1");
+}
+
+/* A transaction's postings both in its row and as rows. */
+static void test_postings_in_both_places(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO posting_rows SELECT * FROM postings WHERE tx_seq = 1;", "I1");
 }
 
 static void test_edited_points(void **state)
@@ -624,10 +664,16 @@ static void test_tier_without_any_change(void **state)
 static void test_growth_reversed_beyond_earn(void **state)
 {
     (void)state;
-    expect_violation("DROP TRIGGER postings_no_update; UPDATE postings SET amount = amount - 30"
-                     " WHERE account LIKE '%:growth' AND tx_seq = (SELECT seq FROM transactions"
-                     " WHERE idem_key = 'k4');",
-                     "T1");
+    expect_violation(
+        "DROP TRIGGER transactions_no_update; UPDATE transactions SET"
+        " p0_amount = p0_amount - CASE WHEN p0_account LIKE '%:growth' THEN 30 ELSE 0 END,"
+        " p1_amount = p1_amount - CASE WHEN p1_account LIKE '%:growth' THEN 30 ELSE 0 END,"
+        " p2_amount = p2_amount - CASE WHEN p2_account LIKE '%:growth' THEN 30 ELSE 0 END,"
+        " p3_amount = p3_amount - CASE WHEN p3_account LIKE '%:growth' THEN 30 ELSE 0 END,"
+        " p4_amount = p4_amount - CASE WHEN p4_account LIKE '%:growth' THEN 30 ELSE 0 END,"
+        " p5_amount = p5_amount - CASE WHEN p5_account LIKE '%:growth' THEN 30 ELSE 0 END"
+        " WHERE idem_key = 'k4';",
+        "T1");
 }
 
 static void test_edited_rule_usage(void **state)
@@ -878,13 +924,13 @@ static void test_check_in_without_earn(void **state)
 }
 
 /* The symptom of SQLite's WAL-reset race: a table's pages hold another
- * table's records.  Pointing postings at member_state's tree makes it. */
+ * table's records.  Pointing posting_rows at member_state's tree makes it. */
 static void test_pages_of_another_tree(void **state)
 {
     (void)state;
     expect_violation("PRAGMA writable_schema = ON;"
                      "UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema"
-                     " WHERE name = 'member_state') WHERE name = 'postings';",
+                     " WHERE name = 'member_state') WHERE name = 'posting_rows';",
                      "F1");
 }
 
@@ -927,6 +973,9 @@ int main(void)
     rig_sqlite_allocator();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_edited_posting, remove_ledger),
+        cmocka_unit_test_teardown(test_postings_as_rows_are_clean, remove_ledger),
+        cmocka_unit_test_teardown(test_edited_posting_row, remove_ledger),
+        cmocka_unit_test_teardown(test_postings_in_both_places, remove_ledger),
         cmocka_unit_test_teardown(test_edited_points, remove_ledger),
         cmocka_unit_test_teardown(test_deleted_transaction, remove_ledger),
         cmocka_unit_test_teardown(test_edited_hash, remove_ledger),
