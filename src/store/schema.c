@@ -883,7 +883,8 @@ static jf_err schema_v15(jf_db *db)
  * its postings in one place or the other: posting_count is 0 for the old
  * ones).  The view `postings` shows both as before, one row per posting,
  * for reads and for anyone querying the database by hand.  No row is
- * copied, so the upgrade takes no time whatever the size.
+ * copied; SQLite tests the new columns' CHECKs on every transaction there
+ * is, which with the index below took 4.7 s on 1.1 million transactions.
  *
  * Also an index of each tenant's members in seq order: a page of the member
  * list (members.c) sorted every member of the tenant to find the first
