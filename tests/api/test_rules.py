@@ -525,12 +525,35 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 17 back to version 16: lots with their
+# UNIQUE(tenant_id, id) index again (the table copied).
+UNDO_V17 = (
+    "CREATE TABLE lots_v16(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
+    " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
+    " amount INTEGER NOT NULL CHECK(amount > 0),"
+    " remaining INTEGER NOT NULL CHECK(remaining >= 0 AND remaining <= amount),"
+    " available_at INTEGER NOT NULL, expires_at INTEGER, expired_tx_seq INTEGER,"
+    " created_at INTEGER NOT NULL, closed INTEGER NOT NULL DEFAULT 0"
+    "  CHECK(closed = (remaining = 0 OR expired_tx_seq IS NOT NULL)),"
+    " expired_amount INTEGER CHECK(expired_amount > 0), UNIQUE(tenant_id, id)) STRICT;"
+    "INSERT INTO lots_v16 SELECT seq, tenant_id, id, member_id, tx_seq, amount, remaining,"
+    " available_at, expires_at, expired_tx_seq, created_at, closed, expired_amount FROM lots;"
+    "DROP TRIGGER lots_no_delete; DROP TABLE lots; ALTER TABLE lots_v16 RENAME TO lots;"
+    "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
+    "CREATE INDEX lots_pending ON lots(tenant_id, member_id, available_at, expires_at,"
+    " remaining) WHERE remaining > 0 AND expired_tx_seq IS NULL AND available_at > created_at;"
+    "CREATE TRIGGER lots_no_delete BEFORE DELETE ON lots"
+    " BEGIN SELECT RAISE(ABORT, 'lots are never deleted'); END;"
+    "UPDATE meta SET value = '16' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 16 back to version 15: each posting a row
@@ -715,7 +738,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -770,7 +793,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -858,7 +881,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -902,7 +925,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
@@ -943,7 +966,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -989,7 +1012,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1062,7 +1085,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1098,7 +1121,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1158,7 +1181,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1187,7 +1210,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1199,6 +1222,39 @@ class MigrationTests(unittest.TestCase):
         r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
                        "refund")
         self.assertEqual(r["points"]["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+    def test_v16_lots_copied_without_their_id_index(self):
+        """Version 17 copies lots into a table without UNIQUE(tenant_id, id): every lot,
+        its seq (which consumptions name) and its state are kept."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m = H.create_member(a)["id"]
+        for points in (40, 25, 10):
+            H.check_ok(H.earn(a, m, points), 201, "earn")
+        H.check_ok(H.redeem(a, m, 50), 201, "redeem across two lots")
+        lots = H.check_ok(a.get("/v1/members/%s/lots" % m), 200, "lots")["data"]
+        env.server.stop()
+        unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                  " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V17)
+        self.assertEqual(db.execute(unique).fetchone()[0], 1)
+        rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
+        self.restart_upgrading(env, db, 16)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+            self.assertEqual(db.execute(unique).fetchone()[0], 0)
+            self.assertEqual(db.execute("SELECT * FROM lots ORDER BY seq").fetchall(), rows)
+        finally:
+            db.close()
+        self.assertEqual(H.check_ok(a.get("/v1/members/%s/lots" % m), 200, "lots")["data"],
+                         lots)
+        H.check_ok(H.redeem(a, m, 20), 201, "redeem after")
+        self.assertEqual(H.points_of(a, m)["available"], 5)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
@@ -1224,7 +1280,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16)
+        db.executescript(UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1277,7 +1333,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:
