@@ -488,21 +488,19 @@ static jf_err check_refunds(verifier *v, int64_t t)
     return err;
 }
 
-/* T1: growth is never negative and each reversal of an earn takes back at
- * most the growth the earn gave.  T2: a member's tier is one of the current
- * configuration and matches the last recorded change (docs/TIERS.md). */
 /* T1: the earns whose reversals took back more growth than they gave (each
  * earn's growth goes to its member's growth account). */
 #define GROWTH_OF_E "('member:' || e.member_id || ':growth')"
+#define GROWTH_GIVEN JF_SQL_POSTED("e", GROWTH_OF_E)
 #define GROWTH_TAKEN "-SUM(" JF_SQL_POSTED("r", GROWTH_OF_E) ")"
 #define GROWTH_TAKEN_OVER                                                                          \
-    "SELECT e.id, " GROWTH_TAKEN                                                                   \
-    ", " JF_SQL_POSTED("e", GROWTH_OF_E) " AS g"                                                   \
-                                         " FROM transactions e JOIN transactions r ON "            \
-                                         "r.tenant_id = e.tenant_id AND r.reverses = e.id"         \
-                                         " WHERE e.tenant_id = ? AND e.type = 'earn' GROUP BY "    \
-                                         "e.id HAVING " GROWTH_TAKEN " > g"
+    "SELECT e.id, " GROWTH_TAKEN ", " GROWTH_GIVEN " AS g FROM transactions e"                     \
+    " JOIN transactions r ON r.tenant_id = e.tenant_id AND r.reverses = e.id"                      \
+    " WHERE e.tenant_id = ? AND e.type = 'earn' GROUP BY e.id HAVING " GROWTH_TAKEN " > g"
 
+/* T1: growth is never negative and each reversal of an earn takes back at
+ * most the growth the earn gave.  T2: a member's tier is one of the current
+ * configuration and matches the last recorded change (docs/TIERS.md). */
 static jf_err check_tiers(verifier *v, int64_t t)
 {
     jf_err err = check_rows(v, "T1", "growth account below zero",

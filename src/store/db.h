@@ -29,19 +29,6 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
  * INT64_MAX, after every real time, so a member's lots sort expiring first. */
 #define JF_NEVER_SQL "9223372036854775807"
 
-/* A transaction's entry in member_state (kind 2, key1 its seq; schema.c,
- * version 11) carries what a tier window sums, so the sums read the
- * member's own range and nothing else: key2 the transaction's created_at,
- * key3 its order amount when it is the member's earn with an order
- * currency, key4 twice the tenant's latest transaction time up to this one
- * (tenants.tx_time_max as it was after it) plus 1 when it is the member's
- * earn with an order id, value the member's growth in it; a counterparty's
- * entry has 0 in key3 and value and no order flag.  The latest time never
- * decreases along seq, even if the clock stepped back, so a scan of a
- * member's entries from the newest stops exactly where it falls before a
- * window (tiers.c).  These are the same as SQL over the transaction t, the
- * member m and tm, JF_TX_TIME_MAX_SELECT's rows, for the upgrade and for verify (S1);
- * tx.c writes them from memory. */
 /* What the transaction row t posts to the account acct (SQL expressions):
  * its slots' amounts for that account (schema version 16), or for a
  * transaction written before, the sum of its rows in posting_rows.  A query
@@ -59,6 +46,20 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
     " CASE WHEN " t ".p5_account = " acct " THEN " t ".p5_amount ELSE 0 END"                       \
     " ELSE COALESCE((SELECT SUM(pr.amount) FROM posting_rows pr WHERE pr.tenant_id = " t           \
     ".tenant_id AND pr.tx_seq = " t ".seq AND pr.account = " acct "), 0) END)"
+
+/* A transaction's entry in member_state (kind 2, key1 its seq; schema.c,
+ * version 11) carries what a tier window sums, so the sums read the
+ * member's own range and nothing else: key2 the transaction's created_at,
+ * key3 its order amount when it is the member's earn with an order
+ * currency, key4 twice the tenant's latest transaction time up to this one
+ * (tenants.tx_time_max as it was after it) plus 1 when it is the member's
+ * earn with an order id, value the member's growth in it; a counterparty's
+ * entry has 0 in key3 and value and no order flag.  The latest time never
+ * decreases along seq, even if the clock stepped back, so a scan of a
+ * member's entries from the newest stops exactly where it falls before a
+ * window (tiers.c).  These are the same as SQL over the transaction t, the
+ * member m and tm, JF_TX_TIME_MAX_SELECT's rows, for the upgrade and for verify (S1);
+ * tx.c writes them from memory. */
 #define JF_TX_TIME_MAX_SELECT                                                                      \
     "SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY tenant_id ORDER BY seq) AS tmax"    \
     " FROM transactions"
@@ -69,9 +70,9 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
 #define JF_TX_ENTRY_KEY4_SQL                                                                       \
     "(tm.tmax * 2 + CASE WHEN t.member_id = m.id AND t.type = 'earn' AND t.order_id IS NOT NULL"   \
     " THEN 1 ELSE 0 END)"
+#define JF_TX_ENTRY_GROWTH_SQL JF_SQL_POSTED("t", "('member:' || m.id || ':growth')")
 #define JF_TX_ENTRY_VALUE_SQL                                                                      \
-    "CASE WHEN t.member_id = m.id THEN " JF_SQL_POSTED(                                            \
-        "t", "('member:' || m.id || ':growth')") " ELSE 0 END"
+    "CASE WHEN t.member_id = m.id THEN " JF_TX_ENTRY_GROWTH_SQL " ELSE 0 END"
 /* The same as the upgrade to version 11 computed it, when every posting was
  * a row of the postings table (schema.c). */
 #define JF_TX_ENTRY_VALUE_V11_SQL                                                                  \

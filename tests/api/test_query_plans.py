@@ -56,10 +56,11 @@ STRING = r'"(?:[^"\\]|\\.)*"'
 TOKEN = r'%s|\w+' % STRING
 
 
-def string_macros(src):
+def string_macros(src, known=None):
     """#define NAME "..." OTHER "..." (possibly over several lines; OTHER a
-    macro of the same kind defined before): NAME -> text."""
-    out = {}
+    macro of the same kind defined before, here or in known): NAME -> text,
+    known's included."""
+    out = dict(known or {})
     for m in re.finditer(r'^#define (\w+)[ \t]+(?:\\\n\s*)?((?:(?:%s)[ \t]*(?:\\\n\s*)?)+)$'
                          % TOKEN, src, re.M):
         parts = re.findall(TOKEN, m.group(2))
@@ -104,8 +105,7 @@ def statements(path):
     with open(os.path.join(H.REPO, "src", "store", "db.h")) as f:
         header = f.read()
     src = expand_calls(src, dict(function_macros(header), **function_macros(src)))
-    macros = string_macros(expand_calls(header, function_macros(header)))
-    macros.update(string_macros(src))
+    macros = string_macros(src, string_macros(expand_calls(header, function_macros(header))))
     names = "|".join(sorted(map(re.escape, macros), key=len, reverse=True)) or "(?!)"
     piece = r'(?:%s|\b(?:%s)\b)' % (STRING, names)
     for m in re.finditer(r'%s(?:\s*%s)*' % (piece, piece), src):
