@@ -187,6 +187,10 @@ typedef struct jf_engine_options {
      * JF_WAL_RESTART_FRAMES).  Lower saves disk and page cache, costs
      * throughput; at least JF_WAL_RESTART_FRAMES_MIN. */
     int wal_restart_frames;
+    /* Checkpoint every this many milliseconds (0 = JF_CHECKPOINT_INTERVAL_MS;
+     * JF_CHECKPOINT_INTERVAL_MS_MIN to _MAX).  Longer copies fewer pages;
+     * the latency tail grows (limits.h). */
+    int checkpoint_interval_ms;
 } jf_engine_options;
 
 /* Opens (creating and migrating when needed) the database and starts the

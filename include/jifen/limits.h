@@ -152,8 +152,17 @@
 #define JF_MEMBER_GEN_SLOTS 65536
 
 /* The checkpointer copies the WAL into the database this often, off the
- * writer's path; short enough that the WAL stays small under full load. */
+ * writer's path (`jifen serve --checkpoint-interval` sets it from _MIN to
+ * _MAX).  Each pass copies the newest version of every page changed since
+ * the last, so longer intervals copy a page changed several times once:
+ * 1,000 ms wrote 35-60% fewer pages and served 5% more earns at 64
+ * connections, but the checkpointer then lags at the WAL's restart
+ * threshold, the writer copies the rest itself (a forced restart) and W1's
+ * p99 at 14,000 earns/s went from 7.4 to 13.3 ms (docs/PERFORMANCE.md,
+ * since 37834ac). */
 #define JF_CHECKPOINT_INTERVAL_MS 100
+#define JF_CHECKPOINT_INTERVAL_MS_MIN 10
+#define JF_CHECKPOINT_INTERVAL_MS_MAX 60000
 /* How often a checkpoint pass looks whether the two commits it waits for
  * have come (engine.c, the WAL-reset guard): this often for its first ten
  * looks, ten times less often after; it waits at most the interval above. */

@@ -39,6 +39,7 @@ static int loop_wait_from_env(void)
 static const char serve_usage[] =
     "usage: jifen serve --db FILE [--listen HOST:PORT] [--test-clock] [--threads N]\n"
     "                   [--access-log FILE|-|off] [--expiry-interval SECONDS]\n"
+    "                   [--wal-restart-frames N] [--checkpoint-interval MS]\n"
     "\n"
     "Serves the HTTP/JSON API until SIGTERM or SIGINT, then stops accepting,\n"
     "finishes in-flight requests and exits 0.  Prints one line when ready:\n"
@@ -57,12 +58,17 @@ static const char serve_usage[] =
     "  --wal-restart-frames N    start the write-ahead log again from its head past N\n"
     "                            pages (4 KiB each; default 65536 = 256 MiB, 1024 to\n"
     "                            4194304).  Lower saves disk and page cache and costs\n"
-    "                            write throughput\n";
+    "                            write throughput\n"
+    "  --checkpoint-interval MS  how often the write-ahead log is copied into the\n"
+    "                            database (default 100, 10 to 60000).  Longer writes\n"
+    "                            fewer pages to the disk, but the writer then copies\n"
+    "                            more itself at each restart of the log, which\n"
+    "                            lengthens the latency tail\n";
 
 typedef struct serve_args {
-    const char *db, *listen, *threads, *access_log, *expiry, *wal_frames;
+    const char *db, *listen, *threads, *access_log, *expiry, *wal_frames, *ckpt;
     bool test_clock;
-    long threads_n, expiry_s, wal_frames_n;
+    long threads_n, expiry_s, wal_frames_n, ckpt_ms;
 } serve_args;
 
 static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
@@ -77,8 +83,9 @@ static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
         {"--expiry-interval", &a->expiry, NULL},
         {"--test-clock", NULL, &a->test_clock},
         {"--wal-restart-frames", &a->wal_frames, NULL},
+        {"--checkpoint-interval", &a->ckpt, NULL},
     };
-    cli_parse_result pr = cli_parse("serve", argc, argv, opts, 7, pos, 0, &pos_n);
+    cli_parse_result pr = cli_parse("serve", argc, argv, opts, 8, pos, 0, &pos_n);
     *help = pr == CLI_PARSE_HELP;
     if (pr != CLI_PARSE_OK)
         return pr == CLI_PARSE_HELP ? CLI_EXIT_OK : CLI_EXIT_ERROR;
@@ -97,6 +104,11 @@ static int parse_serve(int argc, char **argv, serve_args *a, bool *help)
                                          JF_WAL_RESTART_FRAMES_MAX, &a->wal_frames_n))
         return cli_fail("serve: --wal-restart-frames must be a number from %d to %d",
                         JF_WAL_RESTART_FRAMES_MIN, JF_WAL_RESTART_FRAMES_MAX);
+    a->ckpt_ms = 0;
+    if (a->ckpt && !cli_parse_long(a->ckpt, JF_CHECKPOINT_INTERVAL_MS_MIN,
+                                   JF_CHECKPOINT_INTERVAL_MS_MAX, &a->ckpt_ms))
+        return cli_fail("serve: --checkpoint-interval must be a number from %d to %d (ms)",
+                        JF_CHECKPOINT_INTERVAL_MS_MIN, JF_CHECKPOINT_INTERVAL_MS_MAX);
     return CLI_EXIT_OK;
 }
 
@@ -144,6 +156,7 @@ static int run_server(const serve_args *a, FILE *log, const sigset_t *set)
         .test_clock = a->test_clock,
         .expiry_interval_s = (int)a->expiry_s,
         .wal_restart_frames = (int)a->wal_frames_n,
+        .checkpoint_interval_ms = (int)a->ckpt_ms,
     };
     if (cli_open_with(&eo, &eng) != JF_OK)
         return CLI_EXIT_ERROR;

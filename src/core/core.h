@@ -142,6 +142,7 @@ struct jf_engine {
     _Atomic uint64_t wal_restarts, wal_restarts_forced;
     _Atomic uint64_t memory_trims; /* idle trims of the heap (engine.c, ckpt_idle_trim) */
     int wal_restart_frames;        /* JF_WAL_RESTART_FRAMES unless the options say otherwise */
+    int ckpt_interval_ms;          /* JF_CHECKPOINT_INTERVAL_MS unless the options say otherwise */
     /* The WAL-reset guard (engine.c): no checkpoint runs while
      * a commit starts the WAL again. */
     pthread_mutex_t ckpt_mu;      /* held for each checkpoint and each change of the guard */

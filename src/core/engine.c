@@ -1548,8 +1548,8 @@ static void ckpt_wait(jf_engine *eng, long us)
     pthread_cond_timedwait(&eng->cv_sched, &eng->mu, &until);
 }
 
-/* Waits until `target` commits have written to the WAL, at most
- * JF_CHECKPOINT_INTERVAL_MS, or until stopped.  It looks every
+/* Waits until `target` commits have written to the WAL, at most the
+ * checkpoint interval, or until stopped.  It looks every
  * JF_CHECKPOINT_POLL_US at first, ten times less often once the writes seem
  * to have stopped, so an idle server wakes rarely. */
 static void ckpt_wait_commits(jf_engine *eng, uint64_t target)
@@ -1559,7 +1559,7 @@ static void ckpt_wait_commits(jf_engine *eng, uint64_t target)
     pthread_mutex_lock(&eng->mu);
     int64_t waited = 0;
     while (!eng->stopping && atomic_load(&eng->wal_commits) < target &&
-           (waited = jf_elapsed_us(&t0)) < JF_CHECKPOINT_INTERVAL_MS * 1000L)
+           (waited = jf_elapsed_us(&t0)) < eng->ckpt_interval_ms * 1000L)
         ckpt_wait(eng, waited < 10 * JF_CHECKPOINT_POLL_US ? JF_CHECKPOINT_POLL_US
                                                            : 10 * JF_CHECKPOINT_POLL_US);
     pthread_mutex_unlock(&eng->mu);
@@ -1653,8 +1653,9 @@ static void ckpt_idle_trim(jf_engine *eng, idle_trim *t, uint64_t commits)
 }
 
 /* Copies the WAL into the database file from its own connection every
- * JF_CHECKPOINT_INTERVAL_MS, so the writer's COMMIT never pays for a
- * checkpoint (the writer's automatic checkpoint is off).  PASSIVE never
+ * checkpoint interval (JF_CHECKPOINT_INTERVAL_MS unless the options say
+ * otherwise), so the writer's COMMIT never pays for a checkpoint (the
+ * writer's automatic checkpoint is off).  PASSIVE never
  * blocks the writer or readers; a later pass finishes what a reader held.
  * Once the WAL is due for a restart it runs passes back to back until the
  * writer can restart it cheaply (writer_wal_restart), as long as each pass
@@ -1679,7 +1680,7 @@ static void *ckpt_main(void *arg)
     pthread_mutex_lock(&eng->mu);
     while (guarded && !eng->stopping) {
         if (!behind)
-            ckpt_wait(eng, JF_CHECKPOINT_INTERVAL_MS * 1000L);
+            ckpt_wait(eng, eng->ckpt_interval_ms * 1000L);
         if (eng->stopping)
             break;
         /* Fewer than two commits since the last pass: a pass would only wait
@@ -1795,6 +1796,14 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
                      JF_WAL_RESTART_FRAMES_MIN, JF_WAL_RESTART_FRAMES_MAX);
         return JF_ERR_INVALID_REQUEST;
     }
+    if (opts->checkpoint_interval_ms != 0 &&
+        (opts->checkpoint_interval_ms < JF_CHECKPOINT_INTERVAL_MS_MIN ||
+         opts->checkpoint_interval_ms > JF_CHECKPOINT_INTERVAL_MS_MAX)) {
+        if (errbuf)
+            snprintf(errbuf, errbuf_len, "the checkpoint interval must be %d to %d ms",
+                     JF_CHECKPOINT_INTERVAL_MS_MIN, JF_CHECKPOINT_INTERVAL_MS_MAX);
+        return JF_ERR_INVALID_REQUEST;
+    }
     jf_engine *eng = calloc(1, sizeof(*eng));
     if (eng == NULL || (eng->db_path = strdup(opts->db_path)) == NULL) {
         free(eng);
@@ -1806,6 +1815,8 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     eng->interval_s = opts->expiry_interval_s;
     eng->wal_restart_frames =
         opts->wal_restart_frames ? opts->wal_restart_frames : JF_WAL_RESTART_FRAMES;
+    eng->ckpt_interval_ms =
+        opts->checkpoint_interval_ms ? opts->checkpoint_interval_ms : JF_CHECKPOINT_INTERVAL_MS;
     pthread_mutex_init(&eng->mu, NULL);
     pthread_mutex_init(&eng->idem_mu, NULL);
     pthread_mutex_init(&eng->pool_mu, NULL);

@@ -1,12 +1,14 @@
 """The operator's commands that other tests do not reach: `jifen tenants` (table and
 JSON), `jifen init` refusing a bad tenant name without adding a tenant, `jifen expire`
-(due lots and overdue holds of every tenant, once), `jifen keys list`, and `--help` of
-every command.
+(due lots and overdue holds of every tenant, once), `jifen keys list`, `jifen serve`
+refusing tuning options out of range, and `--help` of every command.
 Run: python3 tests/api/test_cli.py"""
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import unittest
 
@@ -83,6 +85,26 @@ class TenantTests(unittest.TestCase):
         rc, _, err = H.run_cli(["no-such-command"])
         self.assertNotEqual(rc, 0)
         self.assertTrue(err.strip())
+
+
+class ServeOptionTests(unittest.TestCase):
+    """`jifen serve` refuses a tuning option out of its range before it opens anything."""
+
+    def test_serve_refuses_tuning_options_out_of_range(self):
+        d = tempfile.mkdtemp(prefix="jifen-serve-")
+        self.addCleanup(shutil.rmtree, d, True)
+        db = os.path.join(d, "never.db")
+        bad = [("--checkpoint-interval", v, "10 to 60000") for v in ["9", "60001", "1s", ""]]
+        bad += [("--wal-restart-frames", v, "1024 to 4194304") for v in ["1023", "4194305"]]
+        for opt, value, rng in bad:
+            rc, out, err = H.run_cli(["serve", "--db", db, "--listen", "127.0.0.1:0", opt, value])
+            self.assertEqual(rc, 2, (opt, value, out, err))
+            self.assertIn(opt, err)
+            self.assertIn(rng, err)
+            self.assertFalse(os.path.exists(db), (opt, value))
+        rc, out, _ = H.run_cli(["serve", "--help"])
+        self.assertEqual(rc, 0)
+        self.assertIn("--checkpoint-interval MS", out)
 
 
 class ExpireCommandTests(unittest.TestCase):

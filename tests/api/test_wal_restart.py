@@ -19,6 +19,9 @@ guard: SQLite's WAL-reset race needs a commit that starts the WAL again,
 which only a fully copied WAL allows, while a checkpoint begins): read off
 the WAL index (the -shm file), the frames copied stay below the frames in the
 WAL while earns run and after they stop.
+Both hold with the checkpoint interval at its extremes too (--checkpoint-interval 2000
+and 10): rare passes leave the copying to the writer's restarts, frequent ones start
+many more passes beside its commits.
 The soak (`make soak`, SOAK_SECONDS, default 600; skipped otherwise) writes
 for that long at the smallest threshold, batches and single earns together,
 so the WAL restarts thousands of times beside the checkpointer; then no
@@ -54,9 +57,12 @@ def earn_op(mid, points):
 
 
 class WalRestartTests(unittest.TestCase):
+    CHECKPOINT_ARGS = []
+
     def setUp(self):
         self.env = H.start_env(self, test_clock=False,
-                               extra_args=["--wal-restart-frames", str(THRESHOLD_FRAMES)])
+                               extra_args=["--wal-restart-frames", str(THRESHOLD_FRAMES)]
+                               + self.CHECKPOINT_ARGS)
         self.a = self.env.admin
         self.members = [H.create_member(self.a)["id"] for _ in range(MEMBERS)]
         self.sent = {m: 0 for m in self.members}
@@ -152,6 +158,14 @@ class WalRestartTests(unittest.TestCase):
         H.log("killed under load; %d unanswered requests re-sent" % len(pending))
 
 
+class WalRestartRareCheckpointTests(WalRestartTests):
+    """The same with a checkpoint every 2 s (--checkpoint-interval): the
+    checkpointer lags far behind the batches, so the writer copies what it
+    has not, and the WAL must stay bounded all the same."""
+
+    CHECKPOINT_ARGS = ["--checkpoint-interval", "2000"]
+
+
 class WalSoakTests(WalRestartTests):
     """Long: `make soak` (SOAK_SECONDS)."""
 
@@ -222,8 +236,10 @@ def wal_index(db):
 
 
 class WalResetGuardTests(unittest.TestCase):
+    CHECKPOINT_ARGS = []
+
     def setUp(self):
-        self.env = H.start_env(self, test_clock=False)
+        self.env = H.start_env(self, test_clock=False, extra_args=self.CHECKPOINT_ARGS)
         self.a = self.env.admin
 
     def assert_wal_not_all_copied(self, samples, seconds):
@@ -255,6 +271,13 @@ class WalResetGuardTests(unittest.TestCase):
         # The checkpointer did copy (the test would pass without one otherwise).
         self.assertGreater(copied_seen, 0)
         self.assertGreater(H.metric(self.a, "jifen_checkpoint_seconds_count"), 0)
+
+
+class WalResetGuardFrequentCheckpointTests(WalResetGuardTests):
+    """The same with the shortest checkpoint interval (10 ms): passes start
+    ten times as often, and none may copy the whole WAL."""
+
+    CHECKPOINT_ARGS = ["--checkpoint-interval", "10"]
 
 
 if __name__ == "__main__":
