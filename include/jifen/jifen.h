@@ -248,7 +248,7 @@ jf_err jf_tenant_list(jf_engine *eng, char **json);
 jf_err jf_maintenance_run(jf_engine *eng, char **json);
 
 /* Checks the database file (F1, SQLite's quick_check) and, when it is sound,
- * the invariants of docs/LEDGER.md on the whole database: I1..I7, I10, S1,
+ * the invariants of docs/LEDGER.md on the whole database: I1..I7, I10, S1, S2,
  * A1..A3, R1..R3 and G1 (docs/RULES.md), T1 and T2 (docs/TIERS.md).  Writes
  * a JSON report into *json (malloc'd): {"ok": bool, "violation_count": N,
  * "tenants": [{"id", "transactions", "chain_head"}],

@@ -244,12 +244,12 @@
  * 7.4 and 6.4 s with one (the writer had waited a quarter of the time). */
 #define JF_HELD_SLICES_MAX 1
 #define JF_EXPIRY_SLICE_US 2000
-/* A slice finds its members among this many of the earliest due lots, then
- * expires each member's due lots together, and scans again while it has
- * budget and time: the scan costs 0.5 to 0.7 us per lot, and a slice of
- * 2 ms gets through 10 to 100 members (W6: 10 lots a member, 256 lots a scan
+/* A slice takes this many of the earliest due members (member_due, schema
+ * version 18), expires each member's due lots together, and scans again
+ * while it has budget and time: a slice of 2 ms gets through 10 to 100
+ * members (W6: 10 lots a member; a scan of 256 lots, before version 18,
  * spent 131 us per slice, most of it on members left for later slices). */
-#define JF_EXPIRY_SCAN_LOTS 64
+#define JF_EXPIRY_SCAN_MEMBERS 64
 
 /* Holds void themselves after this long unless the request says otherwise;
  * no hold lives longer than the maximum. */

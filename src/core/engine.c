@@ -1408,11 +1408,10 @@ static int sched_tenants(jf_engine *eng, const char *sql, const char *fmt, int64
 static const char sched_holds_sql[] =
     "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM holds h WHERE"
     " h.tenant_id = t.id AND h.status = 'open' AND h.expires_at <= ?) ORDER BY t.id";
-/* Lots past their expiry. */
+/* Members with lots past their expiry (or an entry left early, lots.c). */
 static const char sched_expiry_sql[] =
-    "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM lots l WHERE"
-    " l.tenant_id = t.id AND l.expires_at <= ? AND l.remaining > 0 AND"
-    " l.expired_tx_seq IS NULL AND l.expires_at IS NOT NULL) ORDER BY t.id";
+    "SELECT t.id FROM tenants t WHERE EXISTS (SELECT 1 FROM member_due d WHERE"
+    " d.tenant_id = t.id AND d.due_at <= ?) ORDER BY t.id";
 /* A live birthday rule: the daily bonus job's work. */
 static const char sched_bonus_sql[] = "SELECT DISTINCT tenant_id FROM rules WHERE"
                                       " trigger='birthday' AND status='active' ORDER BY tenant_id";

@@ -7,7 +7,8 @@
  * million due lots never hold the writer for long; because it picks lots by
  * state, running it again (or resuming after a crash) expires nothing twice.
  *
- * Members come up in the order of their earliest due lot.  Taking lots in
+ * Members come up in the order of their due entries (member_due, lots.c),
+ * at or before their earliest due lot.  Taking lots in
  * plain expiry order instead made one transaction per lot whenever lots of
  * one expiry date belong to many members (a transaction costs several times
  * a lot), which is the usual case: a campaign's or a year's points expire
@@ -20,46 +21,29 @@
 #include "ledger.h"
 #include "tz.h"
 
-#define DUE_WHERE                                                                                  \
-    " tenant_id=?1 AND expires_at <= ?2 AND remaining > 0 AND expired_tx_seq IS NULL"              \
-    " AND expires_at IS NOT NULL"
-
-/* Whether id is among ids[0..n); seen is an open-addressing set of indexes
- * into ids (2 * JF_EXPIRY_SCAN_LOTS slots, -1 when free) that id joins when
- * it is not. */
-static bool member_seen(char (*ids)[JF_ID_LEN_MAX], int n, int *seen, const char *id)
+/* The next JF_EXPIRY_SCAN_MEMBERS members with something due, earliest
+ * first, with the due_at of their entries; *rows is how many were read. */
+static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int64_t *dues, int *n, int *rows)
 {
-    enum { SLOTS = 2 * JF_EXPIRY_SCAN_LOTS };
-    for (uint64_t i = jf_hash_str(JF_HASH_STR_SEED, id) % SLOTS;; i = (i + 1) % SLOTS) {
-        if (seen[i] < 0) {
-            seen[i] = n;
-            return false;
-        }
-        if (strcmp(ids[seen[i]], id) == 0)
-            return true;
-    }
-}
-
-/* The members owning the next JF_EXPIRY_SCAN_LOTS due lots, in the order
- * of their earliest; *rows is how many lots were looked at. */
-static jf_err due_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int *n, int *rows)
-{
-    int seen[2 * JF_EXPIRY_SCAN_LOTS];
-    memset(seen, -1, sizeof(seen));
     sqlite3_stmt *st = jf_db_query(
-        ctx->db, "SELECT member_id FROM lots WHERE" DUE_WHERE " ORDER BY expires_at LIMIT ?3",
-        "III", ctx->auth->tenant, ctx->now_ms, (int64_t)JF_EXPIRY_SCAN_LOTS);
+        ctx->db,
+        "SELECT m.id, d.due_at FROM member_due d JOIN members m ON m.seq = d.member_seq"
+        " WHERE d.tenant_id = ?1 AND d.due_at <= ?2 ORDER BY d.due_at, d.member_seq LIMIT ?3",
+        "III", ctx->auth->tenant, ctx->now_ms, (int64_t)JF_EXPIRY_SCAN_MEMBERS);
     if (st == NULL)
         return JF_ERR_IO;
     *n = *rows = 0;
-    while (*rows < JF_EXPIRY_SCAN_LOTS && jf_db_step(st) == SQLITE_ROW) {
+    int rc = SQLITE_DONE;
+    while (*rows < JF_EXPIRY_SCAN_MEMBERS && (rc = jf_db_step(st)) == SQLITE_ROW) {
         (*rows)++;
         const char *id = jf_db_text(st, 0);
-        if (strlen(id) < JF_ID_LEN_MAX && !member_seen(ids, *n, seen, id))
-            jf_str_copy(ids[(*n)++], JF_ID_LEN_MAX, id);
+        if (strlen(id) >= JF_ID_LEN_MAX)
+            continue;
+        dues[*n] = sqlite3_column_int64(st, 1);
+        jf_str_copy(ids[(*n)++], JF_ID_LEN_MAX, id);
     }
     sqlite3_reset(st);
-    return JF_OK;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
 }
 
 /* Expires lots[0..n) of member_id, worth sum points, in one transaction. */
@@ -83,21 +67,36 @@ static jf_err expire_member(jf_ctx *ctx, const char *member_id, const jf_due_lot
     return err;
 }
 
-/* Expires the due lots of ids[0..members) in turn while the slice has
- * budget (lots) and time; *cut when the time ran out, or when a member has
- * more due lots than the budget left and the slice already expired some:
- * that member is left whole for a later slice, so that the run counts it
- * once and gives it one transaction.  Only a member with more due lots than
- * a whole slice is split; it counts with its last part. */
-static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int members, jf_due_lot *lots,
-                             int *budget, const struct timespec *t0, bool *cut)
+/* The members of one scan and their entries' due_at. */
+typedef struct due_scan {
+    char (*ids)[JF_ID_LEN_MAX];
+    int64_t *dues;
+    int n;
+} due_scan;
+
+/* Expires the due lots of the scan's members in turn while the slice has
+ * budget (lots) and time, and moves each member's due entry on once its due
+ * lots are gone; *moved counts the entries that had nothing due (left early
+ * by a redeem) and were only moved.  *cut when the time ran out, or when a
+ * member has more due lots than the budget left and the slice already
+ * expired some: that member is left whole for a later slice, so that the run
+ * counts it once and gives it one transaction.  Only a member with more due
+ * lots than a whole slice is split; it counts with its last part. */
+static jf_err expiry_members(jf_ctx *ctx, const due_scan *sc, jf_due_lot *lots, int *budget,
+                             int *moved, const struct timespec *t0, bool *cut)
 {
     jf_err err = JF_OK;
-    for (int i = 0; err == JF_OK && i < members && 0 < *budget && !*cut; i++) {
+    for (int i = 0; err == JF_OK && i < sc->n && 0 < *budget && !*cut; i++) {
         int n = 0;
         int64_t points = 0;
-        err = jf_lots_due(ctx, ids[i], *budget + 1, lots, &n, &points);
-        if (err != JF_OK || n == 0)
+        err = jf_lots_due(ctx, sc->ids[i], *budget + 1, lots, &n, &points);
+        if (err == JF_OK && n == 0) {
+            err = jf_due_advance(ctx, sc->ids[i], sc->dues[i]);
+            (*moved)++;
+            *cut = jf_elapsed_us(t0) > JF_EXPIRY_SLICE_US;
+            continue;
+        }
+        if (err != JF_OK)
             continue;
         bool more = n > *budget;
         if (more && *budget < JF_EXPIRY_SLICE_LOTS) {
@@ -106,7 +105,9 @@ static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int member
         }
         if (more)
             points -= lots[--n].remaining;
-        err = expire_member(ctx, ids[i], lots, n, points);
+        err = expire_member(ctx, sc->ids[i], lots, n, points);
+        if (err == JF_OK && !more)
+            err = jf_due_advance(ctx, sc->ids[i], sc->dues[i]);
         *budget -= n;
         ctx->acc[0] += points;
         ctx->acc[1] += n;
@@ -119,11 +120,11 @@ static jf_err expiry_members(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], int member
 /* One slice: members in turn until JF_EXPIRY_SLICE_LOTS lots or
  * JF_EXPIRY_SLICE_US of work; sets ctx->again when there may be more.  Its
  * members come from short scans, another whenever the last one's members
- * are done: a scan reads each lot's row (a random page), and one long scan
- * per slice read four times the lots the slice then had time for. */
-static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], jf_due_lot *lots)
+ * are done: one long scan per slice read four times the lots the slice then
+ * had time for. */
+static jf_err expiry_slice(jf_ctx *ctx, due_scan *sc, jf_due_lot *lots)
 {
-    int budget = JF_EXPIRY_SLICE_LOTS;
+    int budget = JF_EXPIRY_SLICE_LOTS, moved = 0;
     /* A slice also ends after JF_EXPIRY_SLICE_US of work, so that traffic
      * queued behind it waits at most about that long. */
     struct timespec t0;
@@ -131,29 +132,31 @@ static jf_err expiry_slice(jf_ctx *ctx, char (*ids)[JF_ID_LEN_MAX], jf_due_lot *
     bool cut = false, full = true;
     jf_err err = JF_OK;
     while (err == JF_OK && budget > 0 && !cut && full) {
-        int members = 0, rows = 0, before = budget;
-        err = due_members(ctx, ids, &members, &rows);
-        full = rows == JF_EXPIRY_SCAN_LOTS;
+        int rows = 0, before = budget, moved_before = moved;
+        err = due_members(ctx, sc->ids, sc->dues, &sc->n, &rows);
+        full = rows == JF_EXPIRY_SCAN_MEMBERS;
         if (err == JF_OK)
-            err = expiry_members(ctx, ids, members, lots, &budget, &t0, &cut);
-        /* A scan whose members had nothing to expire would find the same
-         * again. */
-        if (budget == before)
+            err = expiry_members(ctx, sc, lots, &budget, &moved, &t0, &cut);
+        /* A scan that neither expired nor moved anything would find the
+         * same again. */
+        if (budget == before && moved == moved_before)
             break;
     }
-    /* A slice that expired nothing is the last, whatever it looked at:
-     * the next one would find the same. */
-    ctx->again = budget < JF_EXPIRY_SLICE_LOTS && (cut || budget == 0 || full);
+    /* A slice that changed nothing is the last, whatever it looked at: the
+     * next one would find the same. */
+    ctx->again = (budget < JF_EXPIRY_SLICE_LOTS || moved > 0) && (cut || budget == 0 || full);
     return err;
 }
 
 static jf_err expiry_run(jf_ctx *ctx)
 {
-    char(*ids)[JF_ID_LEN_MAX] = malloc(sizeof(*ids) * JF_EXPIRY_SCAN_LOTS);
+    due_scan sc = {.ids = malloc(sizeof(*sc.ids) * JF_EXPIRY_SCAN_MEMBERS),
+                   .dues = malloc(sizeof(*sc.dues) * JF_EXPIRY_SCAN_MEMBERS)};
     /* One more than a slice takes: whether a member has more (expiry_members). */
     jf_due_lot *lots = malloc(sizeof(*lots) * (JF_EXPIRY_SLICE_LOTS + 1));
-    jf_err err = ids && lots ? expiry_slice(ctx, ids, lots) : JF_ERR_NOMEM;
-    free(ids);
+    jf_err err = sc.ids && sc.dues && lots ? expiry_slice(ctx, &sc, lots) : JF_ERR_NOMEM;
+    free(sc.ids);
+    free(sc.dues);
     free(lots);
     if (err != JF_OK)
         return err;
@@ -180,12 +183,13 @@ static jf_err expiry_forecast(jf_ctx *ctx)
         return err;
     offset = offset < 0 ? 0 : offset;
     int64_t total_points = 0, total_lots = 0;
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db,
-        "SELECT member_id, SUM(remaining), count(*), MIN(expires_at) FROM lots"
-        " WHERE tenant_id=? AND expires_at <= ? AND remaining > 0 AND expired_tx_seq IS NULL"
-        " AND expires_at IS NOT NULL GROUP BY member_id ORDER BY member_id",
-        "II", ctx->auth->tenant, until);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT m.id, SUM(s.value), count(*), MIN(s.key2) FROM member_due d"
+                    " JOIN members m ON m.seq = d.member_seq JOIN member_state s ON s.member_seq ="
+                    " d.member_seq AND s.kind = 1 AND s.key1 = 0 AND s.key2 <= ?2"
+                    " WHERE d.tenant_id = ?1 AND d.due_at <= ?2 GROUP BY m.id ORDER BY m.id",
+                    "II", ctx->auth->tenant, until);
     if (st == NULL)
         return JF_ERR_IO;
     json_t *data = json_array();

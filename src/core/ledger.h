@@ -136,6 +136,10 @@ jf_err jf_lots_due(jf_ctx *ctx, const char *member_id, int max, jf_due_lot *out,
  * and its entry. */
 jf_err jf_lots_expire(jf_ctx *ctx, int64_t tx_seq, const char *member_id, const jf_due_lot *lots,
                       int n);
+/* Moves member_id's due entry (lots.c; schema version 18), now at `was`,
+ * to the expiry of its earliest open lot, or removes it when no open lot
+ * expires: the expiry, once it has expired what was due by now. */
+jf_err jf_due_advance(jf_ctx *ctx, const char *member_id, int64_t was);
 jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_t amount,
                      int64_t available_at, int64_t expires_at, int64_t *lot_seq);
 /* Consumes amount from spendable lots, earliest expiring first.  The caller

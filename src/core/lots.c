@@ -92,16 +92,110 @@ typedef struct lot_entry {
     int64_t closed, expires_key, available_at, seq, remaining;
 } lot_entry;
 
+/* ---- the member's due entry (schema.c, version 18) ----
+ *
+ * A member with an open lot that expires has one row in member_due,
+ * (tenant, due_at, member seq), and its due row in member_state (kind 0,
+ * key1 JF_DUE_KEY) holds the same due_at, no later than that lot's expiry.
+ * A lot that opens (made, or given points back after it closed) moves the
+ * entry earlier when it expires first; the expiry moves it on to the
+ * member's earliest open lot, or removes it, once it has expired what was due
+ * (jf_due_advance).  A redeem that empties the earliest lot leaves it early,
+ * which costs the expiry one look.  `jifen verify` checks both (D1). */
+
+#define DUE_ROW                                                                                    \
+    " member_seq = ? AND kind = 0 AND key1 = " JF_DUE_KEY_SQL " AND key2 = 0 AND key3 = 0"         \
+    " AND key4 = 0"
+
+static jf_err due_read(jf_ctx *ctx, int64_t m, int64_t *due, bool *has)
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT value FROM member_state WHERE" DUE_ROW, "I", m);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc = jf_db_step(st);
+    *has = rc == SQLITE_ROW;
+    if (*has)
+        *due = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
+}
+
+/* Moves member m's entry from `was` (none when !had) to `due` (none when
+ * negative), and its due row with it. */
+static jf_err due_move(jf_ctx *ctx, int64_t m, bool had, int64_t was, int64_t due)
+{
+    int64_t t = ctx->auth->tenant;
+    jf_err err = JF_OK;
+    if (had)
+        err = jf_db_run(
+            ctx->db, "DELETE FROM member_due WHERE tenant_id = ? AND due_at = ? AND member_seq = ?",
+            "III", t, was, m);
+    if (err == JF_OK && had && jf_db_changes(ctx->db) != 1)
+        err = jf_fail(ctx, JF_ERR_INTERNAL, "Member %lld has no due entry at %lld.", (long long)m,
+                      (long long)was);
+    if (err == JF_OK && due >= 0)
+        err = jf_db_run(ctx->db, "INSERT INTO member_due VALUES(?,?,?)", "III", t, due, m);
+    if (err != JF_OK)
+        return err;
+    if (due < 0)
+        return jf_db_run(ctx->db, "DELETE FROM member_state WHERE" DUE_ROW, "I", m);
+    return had ? jf_db_run(ctx->db, "UPDATE member_state SET value = ? WHERE" DUE_ROW, "II", due, m)
+               : jf_db_run(ctx->db,
+                           "INSERT INTO member_state VALUES(?, 0, " JF_DUE_KEY_SQL ", 0, 0, 0, ?)",
+                           "II", m, due);
+}
+
+/* An open lot of member m expires at `expires` (INT64_MAX: never): the
+ * member's entry is due no later. */
+static jf_err due_note(jf_ctx *ctx, int64_t m, int64_t expires)
+{
+    if (expires == INT64_MAX)
+        return JF_OK;
+    int64_t was = 0;
+    bool had = false;
+    jf_err err = due_read(ctx, m, &was, &had);
+    if (err != JF_OK || (had && was <= expires))
+        return err;
+    return due_move(ctx, m, had, was, expires);
+}
+
+jf_err jf_due_advance(jf_ctx *ctx, const char *member_id, int64_t was)
+{
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
+    if (err != JF_OK)
+        return err;
+    /* The open entries sort by expiry: the first is the earliest. */
+    sqlite3_stmt *st = jf_db_query(ctx->db,
+                                   "SELECT key2 FROM member_state WHERE member_seq = ?"
+                                   " AND kind = 1 AND key1 = 0 ORDER BY key2 LIMIT 1",
+                                   "I", m);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc = jf_db_step(st);
+    int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : INT64_MAX;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return JF_ERR_IO;
+    int64_t due = next == INT64_MAX ? -1 : next;
+    if (due == was)
+        return JF_OK;
+    jf_member_written(ctx, m);
+    return due_move(ctx, m, true, was, due);
+}
+
 static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
 {
     int64_t m = 0;
     jf_err err = jf_member_seq(ctx, e->member_id, &m);
     if (err == JF_OK)
         jf_member_written(ctx, m);
-    return err == JF_OK
-               ? jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,1,?,?,?,?,?)", "IIIIII", m,
-                           e->closed, e->expires_key, e->available_at, e->seq, e->remaining)
-               : err;
+    if (err == JF_OK)
+        err = jf_db_run(ctx->db, "INSERT INTO member_state VALUES(?,1,?,?,?,?,?)", "IIIIII", m,
+                        e->closed, e->expires_key, e->available_at, e->seq, e->remaining);
+    /* An entry inserted open is a lot made, or one given points back after
+     * it closed. */
+    return err == JF_OK && !e->closed ? due_note(ctx, m, e->expires_key) : err;
 }
 
 /* The entry of e's lot had closed = was_closed; it now says e. */

@@ -226,6 +226,42 @@ static jf_err check_state(verifier *v, int64_t t)
     return err;
 }
 
+/* S2's statements.  s is a member's due row in member_state (db.h,
+ * JF_DUE_KEY). */
+#define DUE_ROW                                                                                    \
+    " AND s.kind = 0 AND s.key1 = " JF_DUE_KEY_SQL " AND s.key2 = 0 AND s.key3 = 0 AND s.key4 = 0"
+#define DUE_MISSING                                                                                \
+    "WITH e(member_id, first) AS (SELECT member_id, MIN(expires_at) FROM lots"                     \
+    " WHERE tenant_id = ?1 AND remaining > 0 AND expired_tx_seq IS NULL"                           \
+    " AND expires_at IS NOT NULL GROUP BY member_id)"                                              \
+    " SELECT e.member_id, e.first, s.value FROM e JOIN members m ON m.tenant_id = ?1"              \
+    " AND m.id = e.member_id LEFT JOIN member_state s ON s.member_seq = m.seq" DUE_ROW             \
+    " WHERE s.value IS NULL OR s.value > e.first"
+#define DUE_UNNAMED                                                                                \
+    "SELECT 'member seq ' || d.member_seq, d.due_at, s.value FROM member_due d"                    \
+    " LEFT JOIN members m ON m.seq = d.member_seq"                                                 \
+    " LEFT JOIN member_state s ON s.member_seq = d.member_seq" DUE_ROW                             \
+    " WHERE d.tenant_id = ?1 AND (m.tenant_id IS NOT ?1 OR s.value IS NOT d.due_at)"
+#define DUE_ALONE                                                                                  \
+    "SELECT m.id, s.value, 0 FROM members m JOIN member_state s ON s.member_seq = m.seq" DUE_ROW   \
+    " WHERE m.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM member_due d"                           \
+    " WHERE d.tenant_id = ?1 AND d.due_at = s.value AND d.member_seq = m.seq)"
+
+/* S2: every member with an open lot that expires has one due entry
+ * (member_due), at or before that lot's expiry, and its due row says the
+ * same; no entry or row without the other (schema.c, version 18). */
+static jf_err check_due(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(
+        v, "S2", "member with a lot that expires and no due entry at or before it", DUE_MISSING, t);
+    if (err == JF_OK)
+        err = check_rows(v, "S2", "due entry that its member's due row does not name", DUE_UNNAMED,
+                         t);
+    if (err == JF_OK)
+        err = check_rows(v, "S2", "due row without its due entry", DUE_ALONE, t);
+    return err;
+}
+
 static jf_err check_reversals(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
@@ -540,6 +576,8 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, 
         err = check_lots(v, tenant);
     if (err == JF_OK)
         err = check_state(v, tenant);
+    if (err == JF_OK)
+        err = check_due(v, tenant);
     if (err == JF_OK)
         err = check_reversals(v, tenant);
     if (err == JF_OK)

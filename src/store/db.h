@@ -28,6 +28,11 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
 /* member_state's key for a lot that never expires (schema.c, version 7):
  * INT64_MAX, after every real time, so a member's lots sort expiring first. */
 #define JF_NEVER_SQL "9223372036854775807"
+/* The key1 of a member's due row in member_state (kind 0, beside its accounts
+ * 0 points, 1 growth and 2 held): the due_at of its entry in member_due
+ * (schema.c, version 18; src/core/lots.c). */
+#define JF_DUE_KEY 3
+#define JF_DUE_KEY_SQL "3"
 
 /* What the transaction row t posts to the account acct (SQL expressions):
  * its slots' amounts for that account (schema version 16), or for a

@@ -211,8 +211,8 @@ class BatchTests(unittest.TestCase):
         self.assertEqual(H.points_of(self.a, big)["balance"], 0)
 
     def test_expiry_of_many_members_in_short_scans(self):
-        """A slice scans for due members 64 lots at a time
-        (JF_EXPIRY_SCAN_LOTS) and scans again while it has budget: 300
+        """A slice scans for due members 64 at a time
+        (JF_EXPIRY_SCAN_MEMBERS) and scans again while it has budget: 300
         members with one due lot each and 20 with three (one of them not yet
         due) all expire, one transaction per member, each lot once, and the
         points expired are what they held."""

@@ -525,12 +525,27 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 18
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 18 back to version 17: lots in the
+# lots_due index again, no due entries (member_due and the members' due rows
+# in member_state), and member_accounts over every kind 0 row.
+UNDO_V18 = (
+    "DELETE FROM member_state WHERE kind = 0 AND key1 = 3;"
+    "DROP TABLE member_due;"
+    "CREATE INDEX lots_due ON lots(tenant_id, expires_at)"
+    " WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL;"
+    "DROP VIEW member_accounts;"
+    "CREATE VIEW member_accounts AS SELECT m.tenant_id AS tenant_id, m.id AS member_id,"
+    " s.key1 AS account, s.value AS balance FROM members m JOIN member_state s"
+    " ON s.member_seq = m.seq WHERE s.kind = 0;"
+    "UPDATE meta SET value = '17' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 17 back to version 16: lots with their
@@ -738,7 +753,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -793,7 +808,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -832,7 +847,7 @@ class MigrationTests(unittest.TestCase):
                              [1, 1, 1])
             self.assertEqual(sorted(r[0] for r in db.execute(
                 "SELECT name FROM sqlite_master WHERE tbl_name = 'lots' AND type = 'index'"
-                " AND sql IS NOT NULL")), ["lots_due", "lots_pending"])
+                " AND sql IS NOT NULL")), ["lots_pending"])  # lots_due gone in version 18
             with self.assertRaises(sqlite3.IntegrityError):
                 db.execute("UPDATE lots SET closed = 0")
         finally:
@@ -881,7 +896,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -925,7 +940,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
                                    " BETWEEN -2147483648 AND 2147483647").fetchone()[0] >= 2)
@@ -966,7 +981,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1012,7 +1027,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1085,7 +1100,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1121,7 +1136,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1181,7 +1196,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1210,7 +1225,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1222,6 +1237,57 @@ class MigrationTests(unittest.TestCase):
         r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
                        "refund")
         self.assertEqual(r["points"]["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+    def test_v17_due_entries_built_from_the_lots(self):
+        """Version 18 gives each member with an open lot that expires one due entry at
+        its earliest such lot (an emptied lot, a lot that never expires and an expired
+        one do not count), drops lots_due, and the expiry then finds the members by
+        their entries: what was due expires, once, and the rest later."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        day = 86400000
+        t0 = H.clock_now(a)
+        at = lambda d: H.fmt_time(t0 + d * day)  # noqa: E731
+        m, n, k, z = (H.create_member(a)["id"] for _ in range(4))
+        H.check_ok(H.earn(a, m, 10, expires_at=at(5)), 201, "m: 10 on day 5")
+        H.check_ok(H.earn(a, m, 20, expires_at=at(9)), 201, "m: 20 on day 9")
+        H.check_ok(H.earn(a, n, 7, expires_at=at(3)), 201, "n: 7 on day 3")
+        H.check_ok(H.earn(a, n, 8, expires_at=at(12)), 201, "n: 8 on day 12")
+        H.check_ok(H.redeem(a, n, 7), 201, "n spends the lot of day 3")
+        H.check_ok(H.earn(a, k, 4, expires_at=at(1)), 201, "k: 4 on day 1")
+        H.check_ok(H.earn(a, z, 6), 201, "z: points that never expire")
+        H.clock_set(a, t0 + 2 * day)
+        H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V18)
+        self.restart_upgrading(env, db, 17)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+            self.assertEqual(db.execute("SELECT count(*) FROM sqlite_master WHERE name ="
+                                        " 'lots_due'").fetchone()[0], 0)
+            got = dict(db.execute("SELECT m.id, d.due_at FROM member_due d JOIN members m"
+                                  " ON m.seq = d.member_seq").fetchall())
+            rows = dict(db.execute("SELECT m.id, s.value FROM member_state s JOIN members m"
+                                   " ON m.seq = s.member_seq WHERE s.kind = 0 AND s.key1 = 3"
+                                   ).fetchall())
+        finally:
+            db.close()
+        self.assertEqual(got, {m: t0 + 5 * day, n: t0 + 12 * day})
+        self.assertEqual(rows, got)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        H.clock_set(a, t0 + 10 * day)
+        r = H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "expiry on day 10")
+        self.assertEqual((r["lots"], r["expired_points"]), (2, 30))
+        self.assertEqual([H.points_of(a, x)["balance"] for x in (m, n, k, z)], [0, 8, 0, 6])
+        H.clock_set(a, t0 + 13 * day)
+        r = H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "expiry on day 13")
+        self.assertEqual((r["lots"], r["expired_points"]), (1, 8))
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
@@ -1240,7 +1306,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17)
+        db.executescript(UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1280,7 +1346,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1333,7 +1399,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

@@ -150,6 +150,9 @@ static void build_ledger(const char *path)
     run(eng, &auth, JF_OP_CHECK_IN, d, "k15", "{}", NULL);
     run(eng, &auth, JF_OP_CLOCK_SET, NULL, NULL, "{\"now\":\"2099-01-02T00:00:00Z\"}", NULL);
     run(eng, &auth, JF_OP_EXPIRY_RUN, NULL, NULL, "{}", NULL);
+    /* Points of a that expire later: a due entry (S2). */
+    run(eng, &auth, JF_OP_EARN, a, "k16", "{\"points\":8,\"expires_at\":\"2100-01-01T00:00:00Z\"}",
+        NULL);
     jf_engine_free(eng);
 }
 
@@ -610,6 +613,38 @@ static void test_entry_of_no_member(void **state)
     expect_violation("INSERT INTO member_state SELECT 1 << 40, 0, 0, 0, 0, 0, 0;", "S1");
 }
 
+/* A member's due entry (member_due, schema version 18) and its due row in
+ * member_state, each check on its own: an entry later than the member's
+ * earliest lot that expires (both moved), an entry the row does not name, a
+ * row without its entry, and the row gone. */
+static void test_due_entry_late(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE member_due SET due_at = due_at + 1;"
+                     "UPDATE member_state SET value = value + 1 WHERE kind = 0 AND key1 = 3;",
+                     "S2");
+}
+
+static void test_due_entry_extra(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO member_due SELECT tenant_id, due_at - 1, member_seq"
+                     " FROM member_due LIMIT 1;",
+                     "S2");
+}
+
+static void test_due_entry_missing(void **state)
+{
+    (void)state;
+    expect_violation("DELETE FROM member_due;", "S2");
+}
+
+static void test_due_row_missing(void **state)
+{
+    (void)state;
+    expect_violation("DELETE FROM member_state WHERE kind = 0 AND key1 = 3;", "S2");
+}
+
 /* A transaction entry carries the member's growth in it (schema v11), which
  * a tier window sums: an entry that says otherwise than the postings is
  * caught. */
@@ -1009,6 +1044,10 @@ int main(void)
         cmocka_unit_test_teardown(test_missing_counterparty_entry, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_of_another_member, remove_ledger),
         cmocka_unit_test_teardown(test_entry_of_no_member, remove_ledger),
+        cmocka_unit_test_teardown(test_due_entry_late, remove_ledger),
+        cmocka_unit_test_teardown(test_due_entry_extra, remove_ledger),
+        cmocka_unit_test_teardown(test_due_entry_missing, remove_ledger),
+        cmocka_unit_test_teardown(test_due_row_missing, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
         cmocka_unit_test_teardown(test_tenant_latest_time, remove_ledger),
         cmocka_unit_test_teardown(test_entry_latest_time, remove_ledger),
