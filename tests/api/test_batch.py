@@ -177,6 +177,31 @@ class BatchTests(unittest.TestCase):
         ts = H.list_all(self.a, "/v1/members/%s/transactions" % mid, {})
         return sorted(t["points"] for t in ts if t["type"] == "expire")
 
+    def test_expiry_moves_on_past_a_lot_a_redeem_emptied(self):
+        """A member's due entry (schema version 18) stays at its earliest lot that
+        expires when a redeem empties that lot: on that lot's day the expiry finds
+        nothing due for the member, expires nothing, and moves the entry on; the
+        forecast counts only the lot left, which expires on its day, once."""
+        day = 86400000
+        t0 = H.clock_now(self.a)
+        m = H.create_member(self.a)["id"]
+        for points, d in ((10, 3), (20, 9)):
+            H.check_ok(H.earn(self.a, m, points, expires_at=H.fmt_time(t0 + d * day)), 201,
+                       "earn")
+        H.check_ok(H.redeem(self.a, m, 10), 201, "redeem the lot of day 3")
+        H.clock_set(self.a, t0 + 4 * day)
+        self.expire_all()
+        self.assertEqual(self.expires(m), [])
+        rows = [r for r in H.list_all(self.a, "/v1/expiry/forecast",
+                                      {"until": H.fmt_time(t0 + 10 * day)})
+                if r["member_id"] == m]
+        self.assertEqual([(r["points"], r["lots"], H.parse_time(r["earliest_expires_at"]))
+                          for r in rows], [(20, 1, t0 + 9 * day)])
+        H.clock_set(self.a, t0 + 10 * day)
+        self.expire_all()
+        self.assertEqual(self.expires(m), [20])
+        self.assertEqual(H.points_of(self.a, m)["balance"], 0)
+
     def test_expiry_one_transaction_per_member_across_slices(self):
         """Expiry takes each member's due lots together: one `expire`
         transaction per member, even when a thousand other lots come between
