@@ -415,6 +415,16 @@ static void test_edited_balance(void **state)
     expect_violation("UPDATE member_state SET value = value + 5 WHERE kind = 0;", "I2");
 }
 
+/* A member's account with a second balance row, the two summing to its
+ * postings: only the count of rows sees it. */
+static void test_balance_with_two_rows(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO accounts SELECT tenant_id, 'member:' || member_id || ':points', 0"
+                     " FROM member_accounts WHERE account = 0 LIMIT 1;",
+                     "I2");
+}
+
 static void test_edited_lot(void **state)
 {
     (void)state;
@@ -639,10 +649,21 @@ static void test_due_entry_missing(void **state)
     expect_violation("DELETE FROM member_due;", "S2");
 }
 
+/* Row and entry both gone: only the first check sees it. */
 static void test_due_row_missing(void **state)
 {
     (void)state;
-    expect_violation("DELETE FROM member_state WHERE kind = 0 AND key1 = 3;", "S2");
+    expect_violation(
+        "DELETE FROM member_state WHERE kind = 0 AND key1 = 3; DELETE FROM member_due;", "S2");
+}
+
+/* An entry and a due row, agreeing, of no member of the tenant. */
+static void test_due_entry_of_no_member(void **state)
+{
+    (void)state;
+    expect_violation("INSERT INTO member_state VALUES(1 << 40, 0, 3, 0, 0, 0, 5);"
+                     "INSERT INTO member_due SELECT id, 5, 1 << 40 FROM tenants;",
+                     "S2");
 }
 
 /* A transaction entry carries the member's growth in it (schema v11), which
@@ -1020,6 +1041,7 @@ int main(void)
         cmocka_unit_test_teardown(test_head_count, remove_ledger),
         cmocka_unit_test_teardown(test_head_hash, remove_ledger),
         cmocka_unit_test_teardown(test_edited_balance, remove_ledger),
+        cmocka_unit_test_teardown(test_balance_with_two_rows, remove_ledger),
         cmocka_unit_test_teardown(test_edited_lot, remove_ledger),
         cmocka_unit_test_teardown(test_lots_differ_from_points, remove_ledger),
         cmocka_unit_test_teardown(test_consumption_of_missing_lot, remove_ledger),
@@ -1048,6 +1070,7 @@ int main(void)
         cmocka_unit_test_teardown(test_due_entry_extra, remove_ledger),
         cmocka_unit_test_teardown(test_due_entry_missing, remove_ledger),
         cmocka_unit_test_teardown(test_due_row_missing, remove_ledger),
+        cmocka_unit_test_teardown(test_due_entry_of_no_member, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
         cmocka_unit_test_teardown(test_tenant_latest_time, remove_ledger),
         cmocka_unit_test_teardown(test_entry_latest_time, remove_ledger),
