@@ -399,11 +399,12 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
 }
 
 /* A member's accounts and due lots are one range of member_state: the
- * accounts (kind 0: key1 0 points, 1 growth, 2 held) sort first, then the
- * open lots (kind 1, key1 = closed = 0) by expires_key, so
- * (kind, key1, key2) <= (1, 0, now) holds exactly the accounts and the open
- * lots due by now.  One range read replaced three subqueries (the two
- * accounts and the due sum), a third of this read's cost, on every write. */
+ * accounts (kind 0: key1 0 points, 1 growth, 2 held; 3 is the due row,
+ * which points_state skips) sort first, then the open lots (kind 1, key1 =
+ * closed = 0) by expires_key, so (kind, key1, key2) <= (1, 0, now) holds
+ * exactly the accounts, the due row and the open lots due by now.  One
+ * range read replaced three subqueries (the two accounts and the due sum),
+ * a third of this read's cost, on every write. */
 #define POINTS_STATE                                                                               \
     "SELECT kind, key1, value FROM member_state WHERE member_seq = ?1"                             \
     " AND (kind, key1, key2) <= (1, 0, ?2)"
