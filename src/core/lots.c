@@ -101,7 +101,7 @@ typedef struct lot_entry {
  * entry earlier when it expires first; the expiry moves it on to the
  * member's earliest open lot, or removes it, once it has expired what was due
  * (jf_due_advance).  A redeem that empties the earliest lot leaves it early,
- * which costs the expiry one look.  `jifen verify` checks both (D1). */
+ * which costs the expiry one look.  `jifen verify` checks both (S2). */
 
 #define DUE_ROW                                                                                    \
     " member_seq = ? AND kind = 0 AND key1 = " JF_DUE_KEY_SQL " AND key2 = 0 AND key3 = 0"         \
@@ -121,7 +121,7 @@ static jf_err due_read(jf_ctx *ctx, int64_t m, int64_t *due, bool *has)
 }
 
 /* Moves member m's entry from `was` (none when !had) to `due` (none when
- * negative), and its due row with it. */
+ * INT64_MAX, the key of a lot that never expires), and its due row with it. */
 static jf_err due_move(jf_ctx *ctx, int64_t m, bool had, int64_t was, int64_t due)
 {
     int64_t t = ctx->auth->tenant;
@@ -133,11 +133,11 @@ static jf_err due_move(jf_ctx *ctx, int64_t m, bool had, int64_t was, int64_t du
     if (err == JF_OK && had && jf_db_changes(ctx->db) != 1)
         err = jf_fail(ctx, JF_ERR_INTERNAL, "Member %lld has no due entry at %lld.", (long long)m,
                       (long long)was);
-    if (err == JF_OK && due >= 0)
+    if (err == JF_OK && due != INT64_MAX)
         err = jf_db_run(ctx->db, "INSERT INTO member_due VALUES(?,?,?)", "III", t, due, m);
     if (err != JF_OK)
         return err;
-    if (due < 0)
+    if (due == INT64_MAX)
         return jf_db_run(ctx->db, "DELETE FROM member_state WHERE" DUE_ROW, "I", m);
     return had ? jf_db_run(ctx->db, "UPDATE member_state SET value = ? WHERE" DUE_ROW, "II", due, m)
                : jf_db_run(ctx->db,
@@ -177,11 +177,10 @@ jf_err jf_due_advance(jf_ctx *ctx, const char *member_id, int64_t was)
     sqlite3_reset(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return JF_ERR_IO;
-    int64_t due = next == INT64_MAX ? -1 : next;
-    if (due == was)
+    if (next == was)
         return JF_OK;
     jf_member_written(ctx, m);
-    return due_move(ctx, m, true, was, due);
+    return due_move(ctx, m, true, was, next);
 }
 
 static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
