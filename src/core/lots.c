@@ -107,24 +107,12 @@ typedef struct lot_entry {
     " member_seq = ? AND kind = 0 AND key1 = " JF_DUE_KEY_SQL " AND key2 = 0 AND key3 = 0"         \
     " AND key4 = 0"
 
-static jf_err due_read(jf_ctx *ctx, int64_t m, int64_t *due, bool *has)
-{
-    sqlite3_stmt *st = jf_db_query(ctx->db, "SELECT value FROM member_state WHERE" DUE_ROW, "I", m);
-    if (st == NULL)
-        return JF_ERR_IO;
-    int rc = jf_db_step(st);
-    *has = rc == SQLITE_ROW;
-    if (*has)
-        *due = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
-}
-
-/* Moves member m's entry from `was` (none when !had) to `due` (none when
- * INT64_MAX, the key of a lot that never expires), and its due row with it. */
-static jf_err due_move(jf_ctx *ctx, int64_t m, bool had, int64_t was, int64_t due)
+/* Moves member m's entry from `was` to `due`, and its due row with it;
+ * INT64_MAX (the key of a lot that never expires) is no entry. */
+static jf_err due_move(jf_ctx *ctx, int64_t m, int64_t was, int64_t due)
 {
     int64_t t = ctx->auth->tenant;
+    bool had = was != INT64_MAX;
     jf_err err = JF_OK;
     if (had)
         err = jf_db_run(
@@ -151,36 +139,26 @@ static jf_err due_note(jf_ctx *ctx, int64_t m, int64_t expires)
 {
     if (expires == INT64_MAX)
         return JF_OK;
-    int64_t was = 0;
-    bool had = false;
-    jf_err err = due_read(ctx, m, &was, &had);
-    if (err != JF_OK || (had && was <= expires))
-        return err;
-    return due_move(ctx, m, had, was, expires);
+    int64_t was = INT64_MAX;
+    jf_err err =
+        jf_db_int(ctx->db, &was, INT64_MAX, "SELECT value FROM member_state WHERE" DUE_ROW, "I", m);
+    return err != JF_OK || was <= expires ? err : due_move(ctx, m, was, expires);
 }
 
 jf_err jf_due_advance(jf_ctx *ctx, const char *member_id, int64_t was)
 {
-    int64_t m = 0;
+    int64_t m = 0, next = INT64_MAX;
     jf_err err = jf_member_seq(ctx, member_id, &m);
-    if (err != JF_OK)
-        return err;
     /* The open entries sort by expiry: the first is the earliest. */
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT key2 FROM member_state WHERE member_seq = ?"
-                                   " AND kind = 1 AND key1 = 0 ORDER BY key2 LIMIT 1",
-                                   "I", m);
-    if (st == NULL)
-        return JF_ERR_IO;
-    int rc = jf_db_step(st);
-    int64_t next = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : INT64_MAX;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return JF_ERR_IO;
-    if (next == was)
-        return JF_OK;
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, &next, INT64_MAX,
+                        "SELECT key2 FROM member_state WHERE member_seq = ?"
+                        " AND kind = 1 AND key1 = 0 ORDER BY key2 LIMIT 1",
+                        "I", m);
+    if (err != JF_OK || next == was)
+        return err;
     jf_member_written(ctx, m);
-    return due_move(ctx, m, true, was, next);
+    return due_move(ctx, m, was, next);
 }
 
 static jf_err lot_entry_insert(jf_ctx *ctx, const lot_entry *e)
