@@ -1781,6 +1781,18 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
     return JF_OK;
 }
 
+/* Whether an engine option, set (not 0), lies outside min..max; then says
+ * so in errbuf ("the <what> must be <min> to <max> <unit>"). */
+static bool option_refused(int value, int min, int max, const char *what, const char *unit,
+                           char *errbuf, size_t errbuf_len)
+{
+    if (value == 0 || (value >= min && value <= max))
+        return false;
+    if (errbuf)
+        snprintf(errbuf, errbuf_len, "the %s must be %d to %d %s", what, min, max, unit);
+    return true;
+}
+
 jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errbuf,
                       size_t errbuf_len)
 {
@@ -1788,21 +1800,13 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     if (sodium_init() < 0)
         return JF_ERR_INTERNAL;
     jf_json_init();
-    if (opts->wal_restart_frames != 0 && (opts->wal_restart_frames < JF_WAL_RESTART_FRAMES_MIN ||
-                                          opts->wal_restart_frames > JF_WAL_RESTART_FRAMES_MAX)) {
-        if (errbuf)
-            snprintf(errbuf, errbuf_len, "the WAL restart threshold must be %d to %d frames",
-                     JF_WAL_RESTART_FRAMES_MIN, JF_WAL_RESTART_FRAMES_MAX);
+    if (option_refused(opts->wal_restart_frames, JF_WAL_RESTART_FRAMES_MIN,
+                       JF_WAL_RESTART_FRAMES_MAX, "WAL restart threshold", "frames", errbuf,
+                       errbuf_len) ||
+        option_refused(opts->checkpoint_interval_ms, JF_CHECKPOINT_INTERVAL_MS_MIN,
+                       JF_CHECKPOINT_INTERVAL_MS_MAX, "checkpoint interval", "ms", errbuf,
+                       errbuf_len))
         return JF_ERR_INVALID_REQUEST;
-    }
-    if (opts->checkpoint_interval_ms != 0 &&
-        (opts->checkpoint_interval_ms < JF_CHECKPOINT_INTERVAL_MS_MIN ||
-         opts->checkpoint_interval_ms > JF_CHECKPOINT_INTERVAL_MS_MAX)) {
-        if (errbuf)
-            snprintf(errbuf, errbuf_len, "the checkpoint interval must be %d to %d ms",
-                     JF_CHECKPOINT_INTERVAL_MS_MIN, JF_CHECKPOINT_INTERVAL_MS_MAX);
-        return JF_ERR_INVALID_REQUEST;
-    }
     jf_engine *eng = calloc(1, sizeof(*eng));
     if (eng == NULL || (eng->db_path = strdup(opts->db_path)) == NULL) {
         free(eng);
