@@ -38,11 +38,31 @@ jf_err jf_cmd_validate(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
 /* Applies one command (writer thread; engine.c says when it takes a
  * savepoint); true when a sliced job wants to run again. */
 bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd);
+const jf_op_impl *jf_op_impl_of(jf_op op);
+
+/* idem.c: idempotency keys. */
 bool jf_idem_key_valid(const char *key);
 jf_err jf_request_hash(jf_cmd *cmd);
 jf_err jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key);
 void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key);
-const jf_op_impl *jf_op_impl_of(jf_op op);
+/* What a key's record keeps of its answer: the answer whole, or, when it is
+ * {"transaction": T, "points": P} for the transaction the write made, only
+ * P's three numbers, T and P rebuilt on a replay (idem.c). */
+typedef struct jf_idem_form {
+    bool rebuilt;
+    int64_t available, pending, held; /* P, when rebuilt */
+} jf_idem_form;
+/* The form of the answer ctx holds before ctx_finish renders it. */
+jf_idem_form jf_idem_form_of(const jf_ctx *ctx);
+/* Looks cmd's key up (writer thread, ctx the command's): *found when the
+ * key is known; then cmd->res holds its answer (res.body malloc'd,
+ * res.replayed set), or the error JF_ERR_IDEMPOTENCY_KEY_REUSED when the
+ * request differs, JF_ERR_CORRUPT when the answer cannot be had.  Never runs
+ * the command. */
+jf_err jf_idem_lookup(jf_ctx *ctx, jf_cmd *cmd, bool *found);
+/* Records cmd's key with its answer cmd->res in form f; tx_id (NULL for
+ * none) is the transaction the write made.  After ctx_finish. */
+jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_form *f);
 
 /* batch.c */
 jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd);

@@ -120,6 +120,7 @@ void jf_key_cache_put(jf_key_cache *kc, uint64_t epoch, const char *id,
 struct jf_engine {
     char *db_path;
     bool test_clock;
+    bool check_replies; /* JIFEN_CHECK_REPLIES: each rebuilt answer is checked as stored (idem.c) */
     _Atomic int64_t test_now_ms;
     jf_db wdb;
     bool has_writer;
@@ -245,6 +246,10 @@ typedef struct jf_op_impl {
     jf_validate_fn validate; /* writes only; may be NULL */
     jf_handler_fn run;       /* read, or the writer's apply */
 } jf_op_impl;
+
+/* engine.c: an answer {"transaction": tx, then rest's keys} as text
+ * (malloc'd); NULL when memory ran out. */
+char *jf_reply_join(const char *tx, json_t *rest, size_t *len);
 
 /* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -118,53 +118,6 @@ void jf_read_release(jf_engine *eng, jf_db *db)
     }
 }
 
-/* ---- idempotency keys in flight ---- */
-
-static size_t inflight_bucket(int64_t tenant, const char *key)
-{
-    return jf_hash_str((uint64_t)tenant * 0x9e3779b97f4a7c15ull, key) % JF_INFLIGHT_BUCKETS;
-}
-
-/* Registers the key: JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT when it already is,
- * JF_ERR_NOMEM when the entry cannot be made (the key is then not in flight,
- * and a retry must not be told it is). */
-jf_err jf_inflight_add(jf_engine *eng, int64_t tenant, const char *key)
-{
-    size_t b = inflight_bucket(tenant, key);
-    jf_err err = JF_ERR_IDEMPOTENCY_KEY_IN_FLIGHT;
-    pthread_mutex_lock(&eng->idem_mu);
-    jf_inflight *e = eng->inflight[b];
-    while (e && !(e->tenant == tenant && strcmp(e->key, key) == 0))
-        e = e->next;
-    if (e == NULL) {
-        e = calloc(1, sizeof(*e));
-        err = e ? JF_OK : JF_ERR_NOMEM;
-    }
-    if (err == JF_OK) {
-        e->tenant = tenant;
-        jf_str_copy(e->key, sizeof(e->key), key);
-        e->next = eng->inflight[b];
-        eng->inflight[b] = e;
-    }
-    pthread_mutex_unlock(&eng->idem_mu);
-    return err;
-}
-
-void jf_inflight_remove(jf_engine *eng, int64_t tenant, const char *key)
-{
-    size_t b = inflight_bucket(tenant, key);
-    pthread_mutex_lock(&eng->idem_mu);
-    for (jf_inflight **pp = &eng->inflight[b]; *pp; pp = &(*pp)->next) {
-        if ((*pp)->tenant == tenant && strcmp((*pp)->key, key) == 0) {
-            jf_inflight *e = *pp;
-            *pp = e->next;
-            free(e);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&eng->idem_mu);
-}
-
 /* ---- commands ---- */
 
 void jf_cmd_free(jf_cmd *cmd)
@@ -187,38 +140,6 @@ static void cmd_finish(jf_cmd *cmd)
     jf_cmd_free(cmd);
 }
 
-bool jf_idem_key_valid(const char *key)
-{
-    size_t n = strlen(key);
-    if (n < 1 || n > JF_IDEM_KEY_LEN_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
-            return false;
-    return true;
-}
-
-/* The request fingerprint that a replay must match: op, path id, canonical
- * body.  JF_ERR_NOMEM when the canonical body cannot be made: a fingerprint
- * without it would refuse the request's own retry as another request. */
-jf_err jf_request_hash(jf_cmd *cmd)
-{
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, JF_HASH_BYTES);
-    const char *op = jf_op_name(cmd->op);
-    crypto_generichash_update(&st, (const uint8_t *)op, strlen(op) + 1);
-    const char *pid = cmd->path_id ? cmd->path_id : "";
-    crypto_generichash_update(&st, (const uint8_t *)pid, strlen(pid) + 1);
-    size_t n = 0;
-    char *canon = jf_json_dump_sorted(cmd->body, &n);
-    if (canon == NULL)
-        return JF_ERR_NOMEM;
-    crypto_generichash_update(&st, (const uint8_t *)canon, n);
-    free(canon);
-    crypto_generichash_final(&st, cmd->req_hash, JF_HASH_BYTES);
-    return JF_OK;
-}
-
 static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_auth *auth,
                      char *detail)
 {
@@ -233,20 +154,19 @@ static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_
     jf_json_alloc_reset();
 }
 
-/* {"transaction": reply_tx, then ctx->out's keys}. */
-static char *reply_with_tx(const jf_ctx *ctx, size_t *len)
+char *jf_reply_join(const char *tx, json_t *rest, size_t *len)
 {
     size_t n = 0;
-    char *rest = jf_json_dump(ctx->out, &n);
-    if (rest == NULL)
+    char *text = jf_json_dump(rest, &n);
+    if (text == NULL)
         return NULL;
     jf_jtext b = {0};
     jf_jt_raw(&b, "{\"transaction\":");
-    jf_jt_raw(&b, ctx->reply_tx);
+    jf_jt_raw(&b, tx);
     jf_jt_raw(&b, n > 2 ? "," : "}");
     if (n > 2)
-        jf_jt_raw(&b, rest + 1); /* the keys and the closing brace */
-    free(rest);
+        jf_jt_raw(&b, text + 1); /* the keys and the closing brace */
+    free(text);
     return jf_jt_take(&b, len);
 }
 
@@ -280,7 +200,7 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     } else if (err == JF_OK) {
         /* No ctx->out: json_object() failed before the handler ran. */
         res->body = ctx->out == NULL ? NULL
-                    : ctx->reply_tx  ? reply_with_tx(ctx, &res->body_len)
+                    : ctx->reply_tx  ? jf_reply_join(ctx->reply_tx, ctx->out, &res->body_len)
                                      : jf_json_dump(ctx->out, &res->body_len);
         if (res->body == NULL)
             err = JF_ERR_NOMEM;
@@ -302,60 +222,6 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
 }
 
 /* ---- the writer ---- */
-
-/* Looks the key up; on a match fills the result with the stored answer. */
-static jf_err idem_lookup(jf_db *db, jf_cmd *cmd, bool *found)
-{
-    *found = false;
-    sqlite3_stmt *st = jf_db_query(
-        db,
-        "SELECT i.op, i.request_hash, i.created, r.body FROM idempotency i JOIN responses r"
-        " ON r.seq = i.response_seq WHERE i.tenant_id=? AND i.key=?",
-        "Is", cmd->auth.tenant, cmd->idem_key);
-    if (st == NULL)
-        return JF_ERR_IO;
-    jf_err err = JF_OK;
-    int rc = jf_db_step(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        err = JF_ERR_IO; /* not "no such key": the command must not run */
-    if (rc == SQLITE_ROW) {
-        *found = true;
-        const void *h = sqlite3_column_blob(st, 1);
-        if (strcmp(jf_db_text(st, 0), jf_op_name(cmd->op)) != 0 ||
-            sqlite3_column_bytes(st, 1) != JF_HASH_BYTES ||
-            sodium_memcmp(h, cmd->req_hash, JF_HASH_BYTES) != 0) {
-            err = JF_ERR_IDEMPOTENCY_KEY_REUSED;
-            snprintf(cmd->res.detail, sizeof(cmd->res.detail),
-                     "Idempotency-Key '%s' was first used with another request.", cmd->idem_key);
-        } else {
-            cmd->res.body = strdup(jf_db_text(st, 3));
-            cmd->res.body_len = cmd->res.body ? strlen(cmd->res.body) : 0;
-            cmd->res.created = sqlite3_column_int(st, 2) != 0;
-            cmd->res.replayed = true;
-            err = cmd->res.body ? JF_OK : JF_ERR_NOMEM;
-        }
-    }
-    sqlite3_reset(st);
-    return err;
-}
-
-/* Stores the response and the key that names it, with the id of the
- * transaction it created (if any) so that verify can tie keys to
- * transactions (I5).  Responses are appended apart from the keys (schema.c,
- * version 8): a key row stays small wherever a client's key sorts. */
-static jf_err idem_store(jf_db *db, jf_cmd *cmd, const char *tx_id, int64_t now)
-{
-    jf_err err = jf_db_run(db, "INSERT INTO responses(tenant_id, body) VALUES(?,?)", "Is",
-                           cmd->auth.tenant, cmd->res.body);
-    if (err != JF_OK)
-        return err;
-    return jf_db_run(db,
-                     "INSERT INTO idempotency(tenant_id, key, op, request_hash, created,"
-                     " response_seq, tx_id, created_at) VALUES(?,?,?,?,?,?,?,?)",
-                     "IssbiIsI", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
-                     cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0,
-                     sqlite3_last_insert_rowid(db->h), tx_id, now);
-}
 
 /* The command's program row, read once per batch attempt while only points
  * operations run (they read it and never change it).  Any other command
@@ -423,7 +289,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
     }
     jf_hot_cmd_begin(eng->hot);
     bool found = false;
-    if (cmd->idem_key && (err = idem_lookup(db, cmd, &found)) == JF_OK && found) {
+    if (cmd->idem_key && (err = jf_idem_lookup(&ctx, cmd, &found)) == JF_OK && found) {
         if (sp)
             jf_db_run(db, "RELEASE cmd", "");
         return false;
@@ -446,6 +312,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
             : json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
     if (tid)
         jf_str_copy(tx_id, sizeof(tx_id), tid);
+    jf_idem_form form = jf_idem_form_of(&ctx);
     err = ctx_finish(&ctx, err, &cmd->res);
     if (err == JF_OK && cmd->args.dry_run) {
         /* Whatever a dry run touched (overdue holds voided on the way) is
@@ -460,7 +327,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         return false;
     }
     if (err == JF_OK && cmd->idem_key && !again)
-        err = idem_store(db, cmd, tx_id[0] ? tx_id : NULL, ctx.now_ms);
+        err = jf_idem_store(&ctx, cmd, tx_id[0] ? tx_id : NULL, &form);
     if (err != JF_OK) {
         /* A failed statement may have made SQLite roll the whole transaction
          * back: then the batch's earlier commands are gone too. */
@@ -1814,6 +1681,7 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     }
     eng->wal_fd = -1;
     eng->test_clock = opts->test_clock;
+    eng->check_replies = getenv("JIFEN_CHECK_REPLIES") != NULL; /* idem.c */
     atomic_store(&eng->test_now_ms, real_now_ms());
     eng->interval_s = opts->expiry_interval_s;
     eng->wal_restart_frames =

@@ -89,6 +89,11 @@ void jf_tx_deinit(jf_tx *tx);
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out);
 /* The same reply's text, appended to b (whole, closed). */
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b);
+/* The reply's text of the stored transaction id, as the write that made it
+ * rendered it (reversed_points 0, an earn's awards), appended to b (whole,
+ * closed): a replay's rebuilt answer (idem.c).  JF_ERR_NOT_FOUND when there
+ * is no such transaction. */
+jf_err jf_tx_stored_reply_text(jf_ctx *ctx, const char *id, jf_jtext *b);
 /* A transaction's view as a tree, and its text in the same bytes, the
  * object left open for more keys (tx.c). */
 json_t *jf_tx_view_json(const jf_chain_tx *t, int64_t reversed_points);

@@ -431,6 +431,33 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     return JF_OK;
 }
 
+jf_err jf_tx_stored_reply_text(jf_ctx *ctx, const char *id, jf_jtext *b)
+{
+    sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=?1 AND id=?2", "Is",
+                                   ctx->auth->tenant, id);
+    if (st == NULL)
+        return JF_ERR_IO;
+    int rc = jf_db_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? JF_ERR_NOT_FOUND : JF_ERR_IO;
+    }
+    int64_t seq = sqlite3_column_int64(st, 0);
+    bool is_earn = strcmp(jf_db_text(st, 2), "earn") == 0;
+    jf_chain_tx t = tx_row_view(st);
+    jf_tx_view_text(b, &t, 0);
+    sqlite3_reset(st);
+    json_t *awards = NULL;
+    jf_err err = is_earn ? jf_awards_json(ctx, seq, &awards) : JF_OK;
+    if (awards) {
+        JF_JT_KEY(b, "awards");
+        jf_jt_json(b, awards);
+        json_decref(awards);
+    }
+    jf_jt_raw(b, "}");
+    return err == JF_OK && b->failed ? JF_ERR_NOMEM : err;
+}
+
 jf_err jf_tx_row(jf_ctx *ctx, sqlite3_stmt *st, json_t **out)
 {
     (void)ctx;

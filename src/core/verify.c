@@ -293,8 +293,8 @@ static jf_err check_reversals(verifier *v, int64_t t)
     if (err == JF_OK)
         err = check_rows(v, "I5", "idempotency key without its stored response",
                          "SELECT i.key, i.response_seq, 0 FROM idempotency i WHERE i.tenant_id ="
-                         " ?1 AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.seq ="
-                         " i.response_seq AND r.tenant_id = i.tenant_id)",
+                         " ?1 AND i.response_seq <> -1 AND NOT EXISTS (SELECT 1 FROM responses r"
+                         " WHERE r.seq = i.response_seq AND r.tenant_id = i.tenant_id)",
                          t);
     return err;
 }

@@ -17,7 +17,7 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 18
+#define JF_SCHEMA_VERSION 19
 
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
@@ -1003,6 +1003,26 @@ static const char schema_v18[] =
     " ON s.member_seq = m.seq WHERE s.kind = 0 AND s.key1 < " JF_DUE_KEY_SQL ";"
     "UPDATE meta SET value = '18' WHERE key = 'schema_version';";
 
+/*
+ * Version 19: the answer of an earn, a redeem or an adjust is rebuilt on a
+ * replay instead of stored (src/core/idem.c).  Such a key's row has
+ * response_seq -1 (format 1) and keeps the member's points after the write in
+ * after_available, after_pending and after_held; the answer's transaction is
+ * its own row.  A stored answer was about 430 bytes and a statement per
+ * write (docs/PERFORMANCE.md, since commit 0e83ab5).  Keys given out before
+ * keep their stored answers; the columns are added without copying the
+ * table.
+ */
+static const char schema_v19[] =
+    "ALTER TABLE idempotency ADD COLUMN after_available INTEGER;"
+    "ALTER TABLE idempotency ADD COLUMN after_pending INTEGER;"
+    "ALTER TABLE idempotency ADD COLUMN after_held INTEGER CHECK(CASE WHEN response_seq > 0"
+    " THEN after_available IS NULL AND after_pending IS NULL AND after_held IS NULL"
+    " ELSE response_seq = -1 AND tx_id IS NOT NULL AND after_available IS NOT NULL"
+    " AND after_pending IS NOT NULL AND after_held IS NOT NULL AND after_available >= 0"
+    " AND after_pending >= 0 AND after_held >= 0 END);"
+    "UPDATE meta SET value = '19' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -1074,5 +1094,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 17;
     if (err == JF_OK && version == 17 && (err = migrate_step(db, schema_v18)) == JF_OK)
         version = 18;
+    if (err == JF_OK && version == 18 && (err = migrate_step(db, schema_v19)) == JF_OK)
+        version = 19;
     return err;
 }

@@ -525,12 +525,41 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 18
+SCHEMA_VERSION = 19
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 19 back to version 18: every answer
+# stored whole, those that were kept as points only given a stand-in body
+# {"rebuilt": key} (version 18 cannot rebuild them), and no after_ columns.
+UNDO_V19 = (
+    "DROP TRIGGER idempotency_no_update;"
+    "INSERT INTO responses(tenant_id, body) SELECT tenant_id, '{\"rebuilt\":\"' || key || '\"}'"
+    " FROM idempotency WHERE response_seq = -1 ORDER BY tenant_id, key;"
+    "UPDATE idempotency SET response_seq = (SELECT r.seq FROM responses r WHERE r.tenant_id ="
+    " idempotency.tenant_id AND r.body = '{\"rebuilt\":\"' || idempotency.key || '\"}'),"
+    " after_available = NULL, after_pending = NULL, after_held = NULL WHERE response_seq = -1;"
+    "ALTER TABLE idempotency DROP COLUMN after_held;"
+    "ALTER TABLE idempotency DROP COLUMN after_pending;"
+    "ALTER TABLE idempotency DROP COLUMN after_available;"
+    "CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency"
+    " BEGIN SELECT RAISE(ABORT, 'idempotency records are immutable'); END;"
+    "UPDATE meta SET value = '18' WHERE key = 'schema_version';")
+
+
+def undo_v19(db, answers=None):
+    """UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
+    in place of their stand-ins, as version 18 would have stored them."""
+    db.executescript(UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    for key, raw in (answers or {}).items():
+        db.execute("UPDATE responses SET body = ? WHERE body = ?",
+                   (raw.decode(), '{"rebuilt":"%s"}' % key))
+    db.executescript("CREATE TRIGGER responses_no_update BEFORE UPDATE ON responses"
+                     " BEGIN SELECT RAISE(ABORT, 'responses are immutable'); END;")
 
 
 # Takes a database of schema version 18 back to version 17: lots in the
@@ -753,7 +782,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -808,7 +837,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -896,7 +925,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -940,6 +969,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 15), 201, "redeem")
         env.server.stop()
         db = sqlite3.connect(env.db)
+        undo_v19(db, {"mig-k1": first.raw})
         db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8)
         db.commit()
         self.assertTrue(db.execute("SELECT count(*) FROM idempotency WHERE created_at"
@@ -981,7 +1011,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1027,7 +1057,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1100,7 +1130,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1136,7 +1166,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1196,7 +1226,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1225,7 +1255,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1237,6 +1267,46 @@ class MigrationTests(unittest.TestCase):
         r = H.check_ok(a.post("/v1/orders/V14/refund", {"amount": 10000}, idem=True), 201,
                        "refund")
         self.assertEqual(r["points"]["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
+    def test_v18_stored_answers_kept(self):
+        """Version 19 keeps the answers stored before it: their keys replay them byte
+        for byte; writes after it keep an earn's or a redeem's answer as points only
+        (response_seq -1), and both kinds of key replay and verify."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m = H.create_member(a)["id"]
+        old = [(H.idem_key("e"), "earn", {"points": 50}), (H.idem_key("r"), "redeem",
+                                                           {"points": 20})]
+        first = {}
+        for key, op, body in old:
+            r = a.post("/v1/members/%s/%s" % (m, op), body, idem=key)
+            self.assertEqual(r.status, 201, r)
+            first[key] = r.raw
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        undo_v19(db, first)
+        self.restart_upgrading(env, db, 18)
+        new_key = H.idem_key("n")
+        again_new = H.check_ok(H.earn(a, m, 5, idem=new_key), 201, "earn after")
+        for key, op, body in old:
+            r = a.post("/v1/members/%s/%s" % (m, op), body, idem=key)
+            self.assertEqual((r.status, r.raw), (201, first[key]), op)
+            self.assertTrue(r.replayed)
+        r = H.earn(a, m, 5, idem=new_key)
+        self.assertEqual(r.body, again_new)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+            seqs = dict(db.execute("SELECT key, response_seq FROM idempotency").fetchall())
+        finally:
+            db.close()
+        self.assertGreater(seqs[old[0][0]], 0)
+        self.assertGreater(seqs[old[1][0]], 0)
+        self.assertEqual(seqs[new_key], -1)
+        self.assertEqual(H.points_of(a, m)["available"], 35)
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
@@ -1263,7 +1333,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18)
+        db.executescript(UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1306,7 +1376,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1346,7 +1416,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1399,7 +1469,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:
