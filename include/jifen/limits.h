@@ -158,7 +158,7 @@
  * 1,000 ms wrote 35-60% fewer pages and served 5% more earns at 64
  * connections, but the checkpointer then lags at the WAL's restart
  * threshold, the writer copies the rest itself (a forced restart) and W1's
- * p99 at 14,000 earns/s went from 7.4 to 13.3 ms (docs/PERFORMANCE.md,
+ * p99 at 14,000 earns/s went from 7.4 to 13.3 ms (docs/PERFORMANCE-HISTORY.md,
  * since 37834ac). */
 #define JF_CHECKPOINT_INTERVAL_MS 100
 #define JF_CHECKPOINT_INTERVAL_MS_MIN 10
@@ -205,7 +205,7 @@
  * the writer's time with 32 MiB under W1, 4% with this.  Pages not cached are
  * read through the memory map or the WAL, which costs less than the scan
  * saves.  A page-cache wrapper that skips the scan, with 32 or 64 MiB, was
- * tried and measured no faster (docs/PERFORMANCE.md, since 780b866). */
+ * tried and measured no faster (docs/PERFORMANCE-HISTORY.md, since 780b866). */
 #define JF_DB_WRITER_CACHE_KIB 8192
 /* Pages one writer transaction may keep dirty in memory before SQLite
  * spills them to the WAL mid-transaction (PRAGMA cache_spill; 64 MiB of

@@ -15,7 +15,7 @@
 
 /* The encoding is gathered in a buffer and hashed in a few large updates:
  * one update per field, and snprintf per integer, were a twentieth of the
- * writer's time per earn (docs/PERFORMANCE.md, "Since commit 7b7e6c9"). */
+ * writer's time per earn (docs/PERFORMANCE-HISTORY.md, "Since commit 7b7e6c9"). */
 typedef struct {
     crypto_generichash_state st;
     size_t len;

@@ -10,7 +10,7 @@
  * never changes, rendered as the write rendered it (nothing reversed yet),
  * and P from the three numbers the key's row keeps.  The stored copy was
  * about 430 bytes and one more statement per write, the largest row a write
- * made (docs/PERFORMANCE.md, since commit 0e83ab5).
+ * made (docs/PERFORMANCE-HISTORY.md, since commit 0e83ab5).
  *
  * The rebuilt form is format 1 (response_seq -1): the transaction's
  * rendering as jf_tx_view_text writes it today.  That rendering must not

@@ -5,7 +5,7 @@
  * fraction of its cost.
  *
  * Why our own: every write's reply is dumped on the writer thread, and
- * json_dumps was a tenth of the writer's time in W1 (docs/PERFORMANCE.md,
+ * json_dumps was a tenth of the writer's time in W1 (docs/PERFORMANCE-HISTORY.md,
  * "Since commit 7b7e6c9").  It hands every fragment to a callback, checks
  * each array and object for cycles by formatting its address into a
  * hashtable entry (a malloc and a free per container), formats integers

@@ -231,7 +231,7 @@ static jf_err consumption_add(jf_ctx *ctx, const jf_tx *tx, int64_t lot_seq, int
                   "IIIII", ctx->auth->tenant, tx->seq, lot_seq, amount, ctx->now_ms);
     /* The update, then a read of the row: UPDATE ... RETURNING would run
      * through an ephemeral table opened and closed on every execution
-     * (docs/PERFORMANCE.md, since 780b866), and the row's page is in the
+     * (docs/PERFORMANCE-HISTORY.md, since 780b866), and the row's page is in the
      * cache already. */
     if (err == JF_OK)
         err = jf_db_run(ctx->db,

@@ -876,7 +876,7 @@ static jf_err schema_v15(jf_db *db)
 /* Version 16: a transaction's postings in its own row.  Until now each
  * posting was a row of its own table, two or more B-tree inserts per
  * transaction beside the transaction's: without them the writer did about a
- * tenth more earns per second at 256 connections (docs/PERFORMANCE.md, since
+ * tenth more earns per second at 256 connections (docs/PERFORMANCE-HISTORY.md, since
  * commit f3b1885).  A transaction now holds up to six postings (ledger.h,
  * JF_TX_POSTINGS_MAX) in p0..p5 with posting_count; the rows written before
  * stay where they are, in the table renamed posting_rows (a transaction has
@@ -940,7 +940,7 @@ static const char schema_v16[] =
  * lot up by its id (a lot is reached through its member, its transaction or
  * its due date; tests/api/test_query_plans.py would see one that did), yet
  * each lot cost an insert into that index: the writer did 3.4% more earns per
- * second at 256 connections without it (docs/PERFORMANCE.md, since commit
+ * second at 256 connections without it (docs/PERFORMANCE-HISTORY.md, since commit
  * a498ca6).  Lot ids stay unique as they are made (jf_id_new_ordered: the time
  * and 80 random bits).  The table is copied, which takes a few seconds per
  * million lots, once. */
@@ -974,7 +974,7 @@ static const char schema_v17[] =
  * Version 18: one due entry per member instead of one per lot.  `lots_due`
  * indexed every open lot that expires, so every earn inserted into it and
  * every expired lot deleted from it, a random page of it when a member's lots
- * lie apart (0.6 us of the expiry's 4.8 per lot; docs/PERFORMANCE.md, since
+ * lie apart (0.6 us of the expiry's 4.8 per lot; docs/PERFORMANCE-HISTORY.md, since
  * commit 37834ac).  The expiry asks only which members have something due,
  * and a member's own entries in member_state list its lots by expiry, so
  * `member_due` holds one row per member that has an open lot that expires:
@@ -1009,7 +1009,7 @@ static const char schema_v18[] =
  * response_seq -1 (format 1) and keeps the member's points after the write in
  * after_available, after_pending and after_held; the answer's transaction is
  * its own row.  A stored answer was about 430 bytes and a statement per
- * write (docs/PERFORMANCE.md, since commit 0e83ab5).  Keys given out before
+ * write (docs/PERFORMANCE-HISTORY.md, since commit 0e83ab5).  Keys given out before
  * keep their stored answers; the columns are added without copying the
  * table.
  */
