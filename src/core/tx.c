@@ -431,6 +431,16 @@ jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out)
     return JF_OK;
 }
 
+/* The "awards" key of an earn's reply (none when awards is NULL); takes awards. */
+static void awards_text(jf_jtext *b, json_t *awards)
+{
+    if (awards == NULL)
+        return;
+    JF_JT_KEY(b, "awards");
+    jf_jt_json(b, awards);
+    json_decref(awards);
+}
+
 jf_err jf_tx_stored_reply_text(jf_ctx *ctx, const char *id, jf_jtext *b)
 {
     sqlite3_stmt *st = jf_db_query(ctx->db, TX_COLUMNS " WHERE tenant_id=?1 AND id=?2", "Is",
@@ -449,11 +459,7 @@ jf_err jf_tx_stored_reply_text(jf_ctx *ctx, const char *id, jf_jtext *b)
     sqlite3_reset(st);
     json_t *awards = NULL;
     jf_err err = is_earn ? jf_awards_json(ctx, seq, &awards) : JF_OK;
-    if (awards) {
-        JF_JT_KEY(b, "awards");
-        jf_jt_json(b, awards);
-        json_decref(awards);
-    }
+    awards_text(b, awards);
     jf_jt_raw(b, "}");
     return err == JF_OK && b->failed ? JF_ERR_NOMEM : err;
 }
@@ -535,10 +541,8 @@ jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
             award_text(b, &ctx->awarded[i]);
         }
         jf_jt_raw(b, "]");
-    } else if (awards) {
-        JF_JT_KEY(b, "awards");
-        jf_jt_json(b, awards);
-        json_decref(awards);
+    } else {
+        awards_text(b, awards);
     }
     jf_jt_raw(b, "}");
     return err == JF_OK && b->failed ? JF_ERR_NOMEM : err;
