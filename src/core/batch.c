@@ -135,11 +135,18 @@ jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd)
 }
 
 /* Appends one operation's result: its stored body, or its problem. */
-static void result_write(FILE *f, const jf_cmd *sub)
+static void result_write(jf_jtext *b, const jf_cmd *sub)
 {
     if (sub->res.err == JF_OK) {
-        fprintf(f, "{\"status\":%d,\"replayed\":%s,\"body\":%s}", sub->res.created ? 201 : 200,
-                sub->res.replayed ? "true" : "false", sub->res.body ? sub->res.body : "null");
+        jf_jt_raw(b, sub->res.created ? "{\"status\":201,\"replayed\":"
+                                      : "{\"status\":200,\"replayed\":");
+        jf_jt_raw(b, sub->res.replayed ? "true,\"body\":" : "false,\"body\":");
+        if (sub->res.body)
+            jf_jt_rawn(b, sub->res.body,
+                       sub->res.body_len ? sub->res.body_len : strlen(sub->res.body));
+        else
+            jf_jt_raw(b, "null");
+        jf_jt_raw(b, "}");
         return;
     }
     jf_err err = sub->res.err;
@@ -149,9 +156,11 @@ static void result_write(FILE *f, const jf_cmd *sub)
                           jf_err_http_status(err), "code", jf_err_code(err));
     json_object_set_new(p, "detail",
                         json_string(sub->res.detail[0] ? sub->res.detail : jf_err_message(err)));
-    char *text = jf_json_dump(p, NULL);
-    fprintf(f, "{\"status\":%d,\"error\":%s}", jf_err_http_status(err), text ? text : "null");
-    free(text);
+    jf_jt_raw(b, "{\"status\":");
+    jf_jt_int(b, jf_err_http_status(err));
+    jf_jt_raw(b, ",\"error\":");
+    jf_jt_json(b, p);
+    jf_jt_raw(b, "}");
     json_decref(p);
 }
 
@@ -185,32 +194,36 @@ bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd)
 {
     if (batch_slice(eng, cmd))
         return true;
-    size_t ok = 0;
-    for (size_t i = 0; i < cmd->sub_count; i++)
+    /* The answer is rendered once the batch is durable, off this thread:
+     * with 1,000 results it was a tenth of the writer's time in W5. */
+    cmd->res.err = JF_OK;
+    return false;
+}
+
+void jf_batch_render(jf_cmd *cmd)
+{
+    if (cmd->res.err != JF_OK || cmd->res.body != NULL)
+        return;
+    size_t ok = 0, bytes = 64;
+    for (size_t i = 0; i < cmd->sub_count; i++) {
         ok += cmd->subs[i]->res.err == JF_OK;
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL) {
-        cmd->res.err = JF_ERR_NOMEM;
-        return false;
+        bytes += 64 + cmd->subs[i]->res.body_len;
     }
-    fprintf(f, "{\"succeeded\":%zu,\"failed\":%zu,\"results\":[", ok, cmd->sub_count - ok);
+    jf_jtext b = {0};
+    jf_jt_reserve(&b, bytes);
+    jf_jt_raw(&b, "{\"succeeded\":");
+    jf_jt_int(&b, (int64_t)ok);
+    jf_jt_raw(&b, ",\"failed\":");
+    jf_jt_int(&b, (int64_t)(cmd->sub_count - ok));
+    jf_jt_raw(&b, ",\"results\":[");
     for (size_t i = 0; i < cmd->sub_count; i++) {
         if (i)
-            fputc(',', f);
-        result_write(f, cmd->subs[i]);
+            jf_jt_raw(&b, ",");
+        result_write(&b, cmd->subs[i]);
     }
-    fputs("]}", f);
-    if (fclose(f) != 0) {
-        free(buf);
+    jf_jt_raw(&b, "]}");
+    if ((cmd->res.body = jf_jt_take(&b, &cmd->res.body_len)) == NULL)
         cmd->res.err = JF_ERR_NOMEM;
-        return false;
-    }
-    cmd->res.err = JF_OK;
-    cmd->res.body = buf;
-    cmd->res.body_len = len;
-    return false;
 }
 
 void jf_batch_release(jf_engine *eng, jf_cmd *cmd)

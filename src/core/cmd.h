@@ -67,11 +67,17 @@ jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_
 /* batch.c */
 jf_err jf_batch_prepare(jf_engine *eng, const jf_request *req, jf_cmd *cmd);
 /* Applies the batch's next slice (writer thread); true when operations
- * remain for a later slice, false when it is done and answered in cmd->res.
- * cmd->acc[0] counts the operations applied so far. */
+ * remain for a later slice, false when it is done: cmd->res.err is then
+ * JF_OK and the body is left to jf_batch_render.  cmd->acc[0] counts the
+ * operations applied so far. */
 bool jf_batch_apply(jf_engine *eng, jf_cmd *cmd);
 /* The most operations the batch's next slice applies. */
 size_t jf_batch_slice_ops(const jf_cmd *cmd);
+/* Writes a finished batch's answer, its operations' results in order, into
+ * cmd->res.body (JF_ERR_NOMEM in cmd->res when memory runs out).  Does
+ * nothing to a batch that failed or already has a body.  Runs off the
+ * writer thread, once the batch is durable (jf_writer_finish). */
+void jf_batch_render(jf_cmd *cmd);
 void jf_batch_release(jf_engine *eng, jf_cmd *cmd);
 
 /* engine.c: releases a command's idempotency keys, answers and frees it. */

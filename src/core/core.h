@@ -316,7 +316,8 @@ void jf_jt_str(jf_jtext *b, const char *s); /* as jf_json_text(s) dumps */
 void jf_jt_int(jf_jtext *b, int64_t v);
 void jf_jt_json(jf_jtext *b, const json_t *v); /* as jf_json_dump(v); NULL is null */
 char *jf_jt_take(jf_jtext *b, size_t *len);
-void jf_jt_time(jf_jtext *b, int64_t ms); /* as jf_json_time_value(ms) dumps (json.c) */
+void jf_jt_reserve(jf_jtext *b, size_t n); /* room for n more bytes: one realloc for many */
+void jf_jt_time(jf_jtext *b, int64_t ms);  /* as jf_json_time_value(ms) dumps (json.c) */
 /* A key after an object's first, as literal text: the names need no escape
  * (test_tx_view.c compares every renderer that uses it with its tree). */
 #define JF_JT_KEY(b, k) jf_jt_rawn((b), ",\"" k "\":", sizeof(",\"" k "\":") - 1)

@@ -703,8 +703,10 @@ void jf_writer_finish(jf_engine *eng, jf_cmd *c)
         jf_key_cache_bump(eng->keys);
     if (c->idem_key)
         jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
-    if (c->op == JF_OP_BATCH)
+    if (c->op == JF_OP_BATCH) {
+        jf_batch_render(c);
         jf_batch_release(eng, c);
+    }
     cmd_finish(c);
 }
 

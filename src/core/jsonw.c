@@ -311,6 +311,11 @@ void jf_jt_json(jf_jtext *b, const json_t *v)
         jw_value(b, v, 0);
 }
 
+void jf_jt_reserve(jf_jtext *b, size_t n)
+{
+    jw_reserve(b, n);
+}
+
 char *jf_jt_take(jf_jtext *b, size_t *len)
 {
     if (!jw_reserve(b, 0)) {
