@@ -197,6 +197,15 @@
 /* WAL bytes collected before one write (src/store/walbuf.c): a commit's
  * frames go out together unless they exceed this. */
 #define JF_WAL_BUFFER_BYTES (1024 * 1024)
+/* Address space each connection maps of a WAL to read it without a system
+ * call per page (src/store/walbuf.c, wal_read): only pages read take memory,
+ * and they are the page cache's.  A WAL reaches about
+ * 2 * JF_WAL_RESTART_FRAMES frames of 4 KiB pages (540 MiB) before the
+ * writer restarts it; reads past the map go to the file. */
+#define JF_WAL_MAP_BYTES ((size_t)4 << 30)
+/* WAL files one process maps at a time (one per database it has open: the
+ * server has one; a test may have a few).  Past it, reads go to the file. */
+#define JF_WAL_MAPS_MAX 16
 /* The writer's page cache (SQLite cache_size, KiB).  Smaller than the
  * readers' (db.c, 32 MiB) on purpose: when a B-tree rebalances, SQLite parks
  * a page at the number of the lock page (1 GiB / page size) for a moment, and
@@ -305,6 +314,8 @@ _Static_assert((JF_MEMBER_GEN_SLOTS & (JF_MEMBER_GEN_SLOTS - 1)) == 0,
                "member generation slots are a power of two");
 _Static_assert(JF_WCACHE_DIRTY_MAX >= JF_BATCH_COMMANDS_MAX,
                "a batch that writes one member per command keeps the table");
+_Static_assert(2ull * JF_WAL_RESTART_FRAMES * (4096 + 24) + 32 <= JF_WAL_MAP_BYTES,
+               "a WAL of 4 KiB pages is restarted before it outgrows its map");
 _Static_assert(JF_WAL_RESTART_LAG_FRAMES < JF_WAL_RESTART_FRAMES_MIN,
                "the lag is a part of the WAL");
 _Static_assert(JF_WAL_RESTART_FRAMES_MIN <= JF_WAL_RESTART_FRAMES &&

@@ -1,6 +1,7 @@
 /*
  * A SQLite VFS shim that writes each commit's WAL frames with one pwrite
- * instead of two per page (see walbuf.h).
+ * instead of two per page, and reads WAL frames through a memory map
+ * instead of a pread each (see walbuf.h).
  *
  * SQLite writes a WAL frame as two calls, the 24-byte frame header and then
  * the page, so a commit of 200 pages costs 400 system calls, each taking
@@ -27,6 +28,9 @@
  *   has pending; a failure there cannot be returned and aborts, as a failed
  *   WAL flush does in PostgreSQL.
  *
+ * - Reads of a WAL are copies from a map of it that every connection of
+ *   the process shares (wal_read says why that is safe).
+ *
  * Two things concern database files rather than the WAL:
  * - A connection can ask for its writes to be paced (jf_walbuf_pace, used
  *   by the checkpointer): every so many bytes they are written back to the
@@ -43,6 +47,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "jifen/limits.h"
@@ -53,22 +59,39 @@ typedef struct walbuf_file {
     sqlite3_file *real; /* the wrapped file, allocated right after this struct */
     bool is_wal;
     unsigned char *buf;
-    size_t len;             /* pending bytes in buf */
-    sqlite3_int64 off;      /* file offset of buf[0] */
-    bool commit_next;       /* the next write is a commit frame's page: flush after it */
-    bool failed;            /* a flush failed since the last commit: that commit must fail */
-    const char *name;       /* valid until xClose (SQLite's promise) */
-    int pace_fd;            /* database files whose writes are paced: -1 if not */
-    size_t pace_bytes;      /* write back after this many bytes written */
-    size_t unpaced;         /* bytes written since the last write-back */
-    sqlite3_int64 map_size; /* file size at the last unmap let through: -1 if none */
-    sqlite3_int64 chunk;    /* SQLITE_FCNTL_CHUNK_SIZE of a database file; 0 if none */
+    size_t len;              /* pending bytes in buf */
+    sqlite3_int64 off;       /* file offset of buf[0] */
+    bool commit_next;        /* the next write is a commit frame's page: flush after it */
+    bool failed;             /* a flush failed since the last commit: that commit must fail */
+    const char *name;        /* valid until xClose (SQLite's promise) */
+    int pace_fd;             /* database files whose writes are paced: -1 if not */
+    size_t pace_bytes;       /* write back after this many bytes written */
+    size_t unpaced;          /* bytes written since the last write-back */
+    sqlite3_int64 map_size;  /* file size at the last unmap let through: -1 if none */
+    sqlite3_int64 chunk;     /* SQLITE_FCNTL_CHUNK_SIZE of a database file; 0 if none */
+    struct wal_map *map;     /* the WAL's map for reads (wal_read); NULL if none yet */
+    bool map_failed;         /* none could be had: reads go to the file */
+    sqlite3_int64 map_known; /* the WAL's size when last asked: reads below come from map */
 } walbuf_file;
+
+/* A WAL mapped for reading, shared by every connection of the process to
+ * it: each connection's own map would fault every page in again and count
+ * it again in the resident size.  Found by the file's identity, which stays
+ * the file's while the map holds it. */
+typedef struct wal_map {
+    dev_t dev;
+    ino_t ino;
+    const unsigned char *base;
+    int refs; /* 0: the slot is free */
+} wal_map;
+static wal_map wal_maps[JF_WAL_MAPS_MAX];
+static pthread_mutex_t wal_maps_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static sqlite3_vfs walbuf_vfs;
 static sqlite3_vfs *real_vfs;
 static sqlite3_io_methods walbuf_methods[4]; /* one per iVersion of the wrapped methods */
-static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_maps_kept, stat_grows;
+static _Atomic unsigned long long stat_writes, stat_flushes, stat_paces, stat_maps_kept, stat_grows,
+    stat_map_reads;
 
 /* The file with bytes pending in this thread, if any: at most one, since a
  * thread writes one WAL at a time and switching flushes the other. */
@@ -181,10 +204,64 @@ static int shim_write(sqlite3_file *f, const void *data, int n, sqlite3_int64 of
     return buffer_write(p, data, n, off);
 }
 
+/* Finds or makes the map of fd's file; NULL when the table is full or the
+ * map cannot be made (the reads then go to the file). */
+static wal_map *wal_map_get(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    wal_map *m = NULL, *free_slot = NULL;
+    pthread_mutex_lock(&wal_maps_mu);
+    for (size_t i = 0; i < JF_WAL_MAPS_MAX && m == NULL; i++) {
+        wal_map *w = &wal_maps[i];
+        if (w->refs > 0 && w->dev == st.st_dev && w->ino == st.st_ino)
+            m = w;
+        else if (w->refs == 0 && free_slot == NULL)
+            free_slot = w;
+    }
+    if (m == NULL && free_slot) {
+        void *base = mmap(NULL, JF_WAL_MAP_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+        if (base != MAP_FAILED) {
+            *free_slot = (wal_map){.dev = st.st_dev, .ino = st.st_ino, .base = base};
+            m = free_slot;
+        }
+    }
+    if (m)
+        m->refs++;
+    pthread_mutex_unlock(&wal_maps_mu);
+    return m;
+}
+
+/* Maps a WAL for reading, through a descriptor of our own that is closed at
+ * once (the map keeps the file; SQLite holds no POSIX lock on a WAL, whose
+ * locks are in the -shm file, so closing it releases none).  Past the
+ * file's end the map is only address space. */
+static void wal_map_open(walbuf_file *p)
+{
+    int fd = p->name ? open(p->name, O_RDONLY | O_CLOEXEC) : -1;
+    p->map = fd >= 0 ? wal_map_get(fd) : NULL;
+    if (fd >= 0)
+        close(fd);
+    p->map_failed = p->map == NULL;
+}
+
+static void wal_unmap(walbuf_file *p)
+{
+    if (p->map == NULL)
+        return;
+    pthread_mutex_lock(&wal_maps_mu);
+    if (--p->map->refs == 0)
+        munmap((void *)p->map->base, JF_WAL_MAP_BYTES);
+    pthread_mutex_unlock(&wal_maps_mu);
+    p->map = NULL;
+}
+
 static int shim_close(sqlite3_file *f)
 {
     walbuf_file *p = (walbuf_file *)f;
     int rc = flush(p);
+    wal_unmap(p);
     int rc2 = p->real->pMethods->xClose(p->real);
     if (p->pace_fd >= 0)
         close(p->pace_fd);
@@ -203,15 +280,48 @@ static int shim_close(sqlite3_file *f)
             return frc_;                                                                           \
     } while (0)
 
+/* A read of a WAL: a copy from its map instead of a pread.  SQLite reads a
+ * WAL's frames a page at a time (the writer's pages that its cache let go,
+ * a reader's pages newer than the database file, and every frame the
+ * checkpointer copies), and each pread cost a system call, a page-cache
+ * lookup and the kernel's copy.  The map shares the page cache with the
+ * writes, so it shows them as pread would.  SQLite reads only frames that a
+ * read lock or the checkpoint lock keeps in the file (the WAL is restarted
+ * or truncated only when no one uses them), and a read past the size last
+ * asked of the file asks again, so no copy touches the map past the file's
+ * end.  Anything else (past the map, a map that failed) is read as before. */
+static int wal_read(walbuf_file *p, void *buf, int n, sqlite3_int64 off)
+{
+    sqlite3_int64 end = off + n;
+    if (p->map == NULL && !p->map_failed)
+        wal_map_open(p);
+    if (p->map && off >= 0 && end <= (sqlite3_int64)JF_WAL_MAP_BYTES) {
+        if (end > p->map_known && p->real->pMethods->xFileSize(p->real, &p->map_known) != SQLITE_OK)
+            p->map_known = 0;
+        if (end <= p->map_known) {
+            memcpy(buf, p->map->base + off, (size_t)n);
+            atomic_fetch_add_explicit(&stat_map_reads, 1, memory_order_relaxed);
+            return SQLITE_OK;
+        }
+    }
+    return p->real->pMethods->xRead(p->real, buf, n, off);
+}
+
 static int shim_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
     FLUSH_OR_RETURN(f);
+    walbuf_file *p = (walbuf_file *)f;
+    if (p->is_wal)
+        return wal_read(p, buf, n, off);
     return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
 }
 
 static int shim_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
     FLUSH_OR_RETURN(f);
+    walbuf_file *p = (walbuf_file *)f;
+    if (p->map_known > size)
+        p->map_known = size;
     return REAL(f)->pMethods->xTruncate(REAL(f), size);
 }
 
@@ -449,6 +559,7 @@ void jf_walbuf_stats(jf_walbuf_stat *out)
     out->flushes = atomic_load(&stat_flushes);
     out->paces = atomic_load(&stat_paces);
     out->maps_kept = atomic_load(&stat_maps_kept);
+    out->map_reads = atomic_load(&stat_map_reads);
     out->grows = atomic_load(&stat_grows);
 }
 

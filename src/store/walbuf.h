@@ -3,10 +3,11 @@
  * hands each commit's frames to the kernel in one write instead of two per
  * page.  What reaches the file, and when it is visible to other connections
  * and to fsync, is exactly what SQLite would have written (walbuf.c says
- * how).  It also paces checkpoint writes (jf_walbuf_pace) and keeps a
- * database file's memory map across read transactions while the file's size
- * is unchanged.  Open connections with it by name:
- * sqlite3_open_v2(..., vfs).
+ * how).  It reads WAL frames through a memory map of the WAL that the
+ * process's connections share, rather than a system call each.  It also
+ * paces checkpoint writes (jf_walbuf_pace) and keeps a database file's memory
+ * map across read transactions while the file's size is unchanged.  Open
+ * connections with it by name: sqlite3_open_v2(..., vfs).
  */
 #ifndef JF_WALBUF_H
 #define JF_WALBUF_H
@@ -24,6 +25,7 @@ typedef struct jf_walbuf_stat {
     unsigned long long paces;     /* paced write-backs of database files */
     unsigned long long maps_kept; /* memory maps kept at a read transaction's start */
     unsigned long long grows;     /* writes of zeros that grew a database file (grow) */
+    unsigned long long map_reads; /* WAL reads served from the WAL's map (wal_read) */
 } jf_walbuf_stat;
 void jf_walbuf_stats(jf_walbuf_stat *out);
 

@@ -6,7 +6,9 @@
  * a commit whose WAL write fails is refused and changes nothing; and a
  * paced checkpoint writes the database back as it copies; a checkpoint
  * grows the database a chunk at a time in large writes; a reader's memory
- * map is kept while the file's size is unchanged and shows every commit.
+ * map is kept while the file's size is unchanged and shows every commit;
+ * and WAL frames are read through a map of the WAL that shows every commit,
+ * a WAL restarted in place and a WAL truncated and grown again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -252,6 +254,52 @@ static void test_reader_map_kept_while_size_unchanged(void **state)
     jf_db_close(&w);
 }
 
+/* Rows newer than the database file are read from WAL frames, through the
+ * reader's map of the WAL: each commit shows (the map shares the page cache
+ * with the writes), also once the WAL restarts from its head and its frames
+ * are written over, and once a checkpoint truncates it to nothing and it
+ * grows again (the map is then longer than the file; the reads stay inside
+ * it, or this test would die of SIGBUS). */
+static void test_wal_reads_come_from_the_map(void **state)
+{
+    (void)state;
+    jf_db w, r;
+    open_db(&w);
+    open_db(&r);
+    jf_walbuf_stat s0, s1;
+    int64_t rows, bad;
+    int next = 0;
+    for (int round = 0; round < 3; round++) {
+        jf_walbuf_stats(&s0);
+        for (int i = 0; i < 20; i++) {
+            insert_rows(&w, next, next + 5, true);
+            next += 5;
+            check_rows(&r, &rows, &bad);
+            assert_int_equal(rows, next);
+            assert_int_equal(bad, 0);
+        }
+        jf_walbuf_stats(&s1);
+        printf("# round %d: %llu WAL reads from the map\n", round, s1.map_reads - s0.map_reads);
+        assert_true(s1.map_reads - s0.map_reads >= 20);
+        /* Rows rewritten in place: the same pages, new content in new frames. */
+        assert_int_equal(jf_db_run(&w, "UPDATE t SET v = v WHERE k % 2 = 0", ""), JF_OK);
+        check_rows(&r, &rows, &bad);
+        assert_int_equal(bad, 0);
+        int log = -1, copied = -1;
+        int mode = round == 0 ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_TRUNCATE;
+        assert_int_equal(sqlite3_wal_checkpoint_v2(w.h, NULL, mode, &log, &copied), SQLITE_OK);
+        if (mode == SQLITE_CHECKPOINT_TRUNCATE) {
+            char wal[160];
+            struct stat st;
+            snprintf(wal, sizeof wal, "%s-wal", path);
+            assert_int_equal(stat(wal, &st), 0);
+            assert_int_equal(st.st_size, 0);
+        }
+    }
+    jf_db_close(&r);
+    jf_db_close(&w);
+}
+
 static void test_other_connection_sees_each_commit(void **state)
 {
     (void)state;
@@ -353,6 +401,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_is_few_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_connection_sees_each_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_reads_come_from_the_map, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_writes_are_paced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_grows_the_file_in_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_follows_the_file_size, setup, teardown),
