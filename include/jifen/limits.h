@@ -197,10 +197,10 @@
 /* WAL bytes collected before one write (src/store/walbuf.c): a commit's
  * frames go out together unless they exceed this. */
 #define JF_WAL_BUFFER_BYTES (1024 * 1024)
-/* Address space each connection maps of a WAL to read it without a system
- * call per page (src/store/walbuf.c, wal_read): only pages read take memory,
- * and they are the page cache's.  A WAL reaches about
- * 2 * JF_WAL_RESTART_FRAMES frames of 4 KiB pages (540 MiB) before the
+/* Address space the process maps of each WAL, once for all its connections,
+ * to read it without a system call per page (src/store/walbuf.c, wal_read):
+ * only pages read take memory, and they are the page cache's.  A WAL reaches
+ * about 2 * JF_WAL_RESTART_FRAMES frames of 4 KiB pages (540 MiB) before the
  * writer restarts it; reads past the map go to the file. */
 #define JF_WAL_MAP_BYTES ((size_t)4 << 30)
 /* WAL files one process maps at a time (one per database it has open: the
