@@ -318,6 +318,9 @@ typedef struct jf_engine_stats {
     /* Paced write-backs of checkpoint copies to the disk in this process
      * (one per JF_CHECKPOINT_PACE_BYTES copied). */
     uint64_t checkpoint_writebacks;
+    /* WAL frames this process read through its map of the WAL rather than
+     * a system call (the writer, the readers, the checkpointer). */
+    uint64_t wal_map_reads;
     /* Batches rolled back and run again because a command without a
      * savepoint failed after writing (a rare refusal; see engine.c). */
     uint64_t batches_redone;

@@ -1801,4 +1801,5 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);
     out->checkpoint_writebacks = vfs.paces;
+    out->wal_map_reads = vfs.map_reads;
 }

@@ -249,7 +249,10 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# HELP jifen_checkpoint_writebacks_total Paced write-backs of checkpoint copies"
             " to the disk.\n"
             "# TYPE jifen_checkpoint_writebacks_total counter\n"
-            "jifen_checkpoint_writebacks_total %llu\n",
+            "jifen_checkpoint_writebacks_total %llu\n"
+            "# HELP jifen_wal_map_reads_total WAL frames read through the process's map of the"
+            " WAL instead of a system call.\n"
+            "# TYPE jifen_wal_map_reads_total counter\njifen_wal_map_reads_total %llu\n",
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
             (unsigned long long)st.commands_held, (unsigned long long)st.job_slices_held,
@@ -257,7 +260,7 @@ static void render_engine(FILE *f, jf_engine *eng)
             (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_starts,
             (unsigned long long)st.wal_starts_during_checkpoint,
             (unsigned long long)st.wal_restarts_forced, (long long)st.warm_members, st.warm_seconds,
-            (unsigned long long)st.checkpoint_writebacks);
+            (unsigned long long)st.checkpoint_writebacks, (unsigned long long)st.wal_map_reads);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };
     double batch_les[BATCH_N], lat_les[JF_LATENCY_BUCKETS];
     for (int i = 0; i < BATCH_N; i++)

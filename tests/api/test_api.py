@@ -271,6 +271,26 @@ class SharedServerTests(unittest.TestCase, Checks):
             time.sleep(0.1)
         self.assertGreater(writebacks(), before)
 
+    def test_metrics_wal_frames_read_through_the_map(self):
+        """The checkpointer reads the frames it copies through the process's
+        map of the WAL (src/store/walbuf.c, wal_read), counted by
+        jifen_wal_map_reads_total."""
+        c = self.env.client(None)
+
+        def map_reads():
+            m = re.search(r"(?m)^jifen_wal_map_reads_total (\d+)$", c.get("/metrics").body)
+            self.assertTrue(m, "jifen_wal_map_reads_total")
+            return int(m.group(1))
+
+        # As above: writes go on until a checkpoint pass has copied some.
+        before = map_reads()
+        deadline = time.monotonic() + 20
+        while map_reads() == before and time.monotonic() < deadline:
+            for _ in range(10):
+                self.funded(10)
+            time.sleep(0.1)
+        self.assertGreater(map_reads(), before)
+
     # ---------------------------------------------------------------- members
 
     def test_member_create_shape(self):
