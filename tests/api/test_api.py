@@ -250,46 +250,36 @@ class SharedServerTests(unittest.TestCase, Checks):
                            before["jifen_writer_commit_seconds"])
         self.assertGreater(after["jifen_wal_flush_seconds"], before["jifen_wal_flush_seconds"])
 
-    def test_metrics_checkpoint_writes_are_paced(self):
-        """The checkpointer's copies reach the disk in paced write-backs
-        (src/store/walbuf.c), counted by jifen_checkpoint_writebacks_total."""
+    def counter_grows_with_writes(self, name):
+        """Writes until /metrics counter `name` grows (within 20 s): a
+        checkpoint pass leaves the newest commits to the next (engine.c, the
+        WAL-reset guard), so nothing is copied once writes stop.  40 of
+        these are well over JF_CHECKPOINT_PACE_BYTES."""
         c = self.env.client(None)
 
-        def writebacks():
-            m = re.search(r"(?m)^jifen_checkpoint_writebacks_total (\d+)$", c.get("/metrics").body)
-            self.assertTrue(m, "jifen_checkpoint_writebacks_total")
+        def value():
+            m = re.search(r"(?m)^%s (\d+)$" % name, c.get("/metrics").body)
+            self.assertTrue(m, name)
             return int(m.group(1))
 
-        # Writes go on until one shows: a pass leaves the newest commits to
-        # the next (engine.c, the WAL-reset guard), so nothing is copied once
-        # they stop.  40 of these are well over JF_CHECKPOINT_PACE_BYTES.
-        before = writebacks()
+        before = value()
         deadline = time.monotonic() + 20
-        while writebacks() == before and time.monotonic() < deadline:
+        while value() == before and time.monotonic() < deadline:
             for _ in range(10):
                 self.funded(10)
             time.sleep(0.1)
-        self.assertGreater(writebacks(), before)
+        self.assertGreater(value(), before)
+
+    def test_metrics_checkpoint_writes_are_paced(self):
+        """The checkpointer's copies reach the disk in paced write-backs
+        (src/store/walbuf.c), counted by jifen_checkpoint_writebacks_total."""
+        self.counter_grows_with_writes("jifen_checkpoint_writebacks_total")
 
     def test_metrics_wal_frames_read_through_the_map(self):
         """The checkpointer reads the frames it copies through the process's
         map of the WAL (src/store/walbuf.c, wal_read), counted by
         jifen_wal_map_reads_total."""
-        c = self.env.client(None)
-
-        def map_reads():
-            m = re.search(r"(?m)^jifen_wal_map_reads_total (\d+)$", c.get("/metrics").body)
-            self.assertTrue(m, "jifen_wal_map_reads_total")
-            return int(m.group(1))
-
-        # As above: writes go on until a checkpoint pass has copied some.
-        before = map_reads()
-        deadline = time.monotonic() + 20
-        while map_reads() == before and time.monotonic() < deadline:
-            for _ in range(10):
-                self.funded(10)
-            time.sleep(0.1)
-        self.assertGreater(map_reads(), before)
+        self.counter_grows_with_writes("jifen_wal_map_reads_total")
 
     # ---------------------------------------------------------------- members
 
