@@ -255,7 +255,7 @@ static void test_reader_map_kept_while_size_unchanged(void **state)
 }
 
 /* Rows newer than the database file are read from WAL frames, through the
- * reader's map of the WAL: each commit shows (the map shares the page cache
+ * process's map of the WAL: each commit shows (the map shares the page cache
  * with the writes), also once the WAL restarts from its head and its frames
  * are written over, and once a checkpoint truncates it to nothing and it
  * grows again (the map is then longer than the file; the reads stay inside
