@@ -200,6 +200,14 @@ struct jf_engine {
     _Atomic uint64_t member_gen[JF_MEMBER_GEN_SLOTS];
 };
 
+/* A member's points now.  Derived from the points balance (which equals the
+ * open lots' remaining minus debt, I4) and the few lots that are pending or
+ * due, so the cost does not grow with the member's history (jf_lots_points,
+ * ledger.h). */
+typedef struct jf_points {
+    int64_t balance, held, debt, due, pending, available;
+} jf_points;
+
 /* The context a handler runs in. */
 typedef struct jf_ctx {
     jf_engine *eng;
@@ -225,10 +233,12 @@ typedef struct jf_ctx {
     int64_t awarded_tx_seq;
     struct jf_award *awarded;
     size_t awarded_n;
-    /* The answer's "transaction" as text (ledger.c, points_result_text), put
-     * before ctx->out's keys by ctx_finish; NULL when it is in ctx->out. */
+    /* The answer's "transaction" as text (ledger.c, points_result_text) and
+     * the member's points after it, written by ctx_finish before ctx->out's
+     * keys; NULL when the transaction is in ctx->out. */
     char *reply_tx;
     char reply_tx_id[JF_ID_LEN_MAX];
+    jf_points reply_points;
     /* The whole answer as text (jf_list_rows_text), used by ctx_finish
      * instead of ctx->out; NULL otherwise. */
     char *reply_body;
@@ -247,9 +257,10 @@ typedef struct jf_op_impl {
     jf_handler_fn run;       /* read, or the writer's apply */
 } jf_op_impl;
 
-/* engine.c: an answer {"transaction": tx, then rest's keys} as text
- * (malloc'd); NULL when memory ran out. */
-char *jf_reply_join(const char *tx, json_t *rest, size_t *len);
+/* engine.c: an answer {"transaction": tx, "points": p, then rest's keys}
+ * as text (malloc'd), the points' keys in jf_points_json's order; rest may
+ * be NULL.  NULL when memory ran out. */
+char *jf_points_reply_text(const char *tx, const jf_points *p, json_t *rest, size_t *len);
 
 /* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -117,23 +117,15 @@ jf_err jf_request_hash(jf_cmd *cmd)
 
 jf_idem_form jf_idem_form_of(const jf_ctx *ctx)
 {
-    /* P must be jf_points_json's object, its keys in its order: the
-     * rebuilt answer renders P with it. */
-    static const char *const keys[] = {"available", "pending", "held"};
+    /* Only the answer ctx_finish writes as {"transaction": T, "points": P}
+     * and nothing more: the rebuilt answer writes the same with
+     * jf_points_reply_text. */
+    const jf_points *p = &ctx->reply_points;
     jf_idem_form f = {0};
-    int64_t v[3];
-    json_t *p = json_object_get(ctx->out, "points");
-    if (ctx->reply_tx == NULL || ctx->reply_tx_id[0] == '\0' || json_object_size(ctx->out) != 1 ||
-        json_object_size(p) != 3)
+    if (ctx->reply_tx == NULL || ctx->reply_tx_id[0] == '\0' || json_object_size(ctx->out) != 0)
         return f;
-    void *it = json_object_iter(p);
-    for (int i = 0; i < 3; i++, it = json_object_iter_next(p, it)) {
-        json_t *n = json_object_iter_value(it);
-        if (strcmp(json_object_iter_key(it), keys[i]) != 0 || !json_is_integer(n))
-            return f;
-        v[i] = json_integer_value(n);
-    }
-    f = (jf_idem_form){.rebuilt = true, .available = v[0], .pending = v[1], .held = v[2]};
+    f = (jf_idem_form){
+        .rebuilt = true, .available = p->available, .pending = p->pending, .held = p->held};
     return f;
 }
 
@@ -144,13 +136,11 @@ static jf_err reply_rebuild_v1(jf_ctx *ctx, const char *tx_id, const jf_idem_for
 {
     jf_jtext b = {0};
     jf_points p = {.available = f->available, .pending = f->pending, .held = f->held};
-    json_t *rest = json_object();
     jf_err err = jf_tx_stored_reply_text(ctx, tx_id ? tx_id : "", &b);
     char *tx = err == JF_OK ? jf_jt_take(&b, NULL) : NULL;
-    if (err == JF_OK && (tx == NULL || rest == NULL ||
-                         json_object_set_new(rest, "points", jf_points_json(&p)) != 0))
+    if (err == JF_OK && tx == NULL)
         err = JF_ERR_NOMEM;
-    if (err == JF_OK && (res->body = jf_reply_join(tx, rest, &res->body_len)) == NULL)
+    if (err == JF_OK && (res->body = jf_points_reply_text(tx, &p, NULL, &res->body_len)) == NULL)
         err = JF_ERR_NOMEM;
     if (err == JF_ERR_NOT_FOUND) {
         snprintf(res->detail, sizeof(res->detail),
@@ -160,7 +150,6 @@ static jf_err reply_rebuild_v1(jf_ctx *ctx, const char *tx_id, const jf_idem_for
     }
     free(b.p);
     free(tx);
-    json_decref(rest);
     return err;
 }
 

@@ -76,28 +76,26 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id, m->birthday) : err;
 }
 
-/* The same answer with the transaction rendered as text from memory, for
- * ctx_finish (engine.c) to put first: building its tree and dumping it was
- * a tenth of the writer's time per earn. */
+/* The same answer with the transaction rendered as text from memory and
+ * the points kept as numbers, for ctx_finish (engine.c) to write first:
+ * building the transaction's tree and dumping it was a tenth of the
+ * writer's time per earn. */
 static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *member_id,
                                  const jf_points *known)
 {
     jf_jtext b = {0};
-    json_t *pts = NULL;
     jf_err err = jf_tx_reply_text(ctx, mem_tx, &b);
     if (err == JF_OK && known)
-        pts = jf_points_json(known);
+        ctx->reply_points = *known;
     else if (err == JF_OK)
-        err = jf_member_points_json(ctx, member_id, &pts);
+        err = jf_lots_points(ctx, member_id, &ctx->reply_points);
     if (err == JF_OK && (ctx->reply_tx = jf_jt_take(&b, NULL)) == NULL)
         err = JF_ERR_NOMEM;
     if (err != JF_OK) {
         free(b.p);
-        json_decref(pts);
         return err;
     }
     jf_str_copy(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), mem_tx->id);
-    json_object_set_new(ctx->out, "points", pts);
     ctx->created = true;
     return JF_OK;
 }

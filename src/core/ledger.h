@@ -116,12 +116,7 @@ jf_err jf_lot_row_text(jf_ctx *ctx, sqlite3_stmt *st, jf_jtext *b);
 /* Renders a stored transaction; details adds postings, consumptions, hash. */
 jf_err jf_tx_json(jf_ctx *ctx, const char *id, bool details, json_t **out);
 
-/* A member's points now.  Derived from the points balance (which equals the
- * open lots' remaining minus debt, I4) and the few lots that are pending or
- * due, so the cost does not grow with the member's history. */
-typedef struct jf_points {
-    int64_t balance, held, debt, due, pending, available;
-} jf_points;
+/* A member's points now (jf_points, core.h). */
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *out);
 /* GET /members/{id}/points's answer (reads.c): written as text, and as the
  * tree it replaced (test_tx_view's reference for the same bytes). */

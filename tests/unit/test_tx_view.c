@@ -9,7 +9,8 @@
  * metadata that does not parse), and a seeded random test over many views
  * (SEED=n replays a run; the seed is printed).  Lists of transactions are
  * written as text too (jf_list_rows_text) and compared with the tree's
- * pages the same way, below.
+ * pages the same way, below, and so are a member's points and a write's
+ * answer around its transaction (jf_points_reply_text).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +28,18 @@
 #include "tmpdb.h"
 #include "seed.h"
 
+/* The tree's text and the text written directly are the same; frees both. */
+static void assert_same_text(char *want, char *got)
+{
+    assert_non_null(want);
+    assert_non_null(got);
+    if (strcmp(want, got) != 0)
+        fprintf(stderr, "tree: %s\ntext: %s\n", want, got);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+}
+
 static void assert_same_view(const jf_chain_tx *t, int64_t reversed_points)
 {
     json_t *tree = jf_tx_view_json(t, reversed_points);
@@ -37,14 +50,8 @@ static void assert_same_view(const jf_chain_tx *t, int64_t reversed_points)
     jf_jt_raw(&b, "}");
     size_t len = 0;
     char *got = jf_jt_take(&b, &len);
-    assert_non_null(want);
-    assert_non_null(got);
-    if (strcmp(want, got) != 0)
-        fprintf(stderr, "tree: %s\ntext: %s\n", want, got);
-    assert_string_equal(got, want);
-    assert_int_equal(len, strlen(want));
-    free(want);
-    free(got);
+    assert_int_equal(len, got ? strlen(got) : 0);
+    assert_same_text(want, got);
 }
 
 static void test_every_field_null(void **state)
@@ -384,14 +391,47 @@ static void test_points_answers(void **state)
         json_decref(tree);
         jf_jtext b = {0};
         jf_points_answer_text(&b, member, as_of, &p);
-        char *got = jf_jt_take(&b, NULL);
-        assert_non_null(want);
-        assert_non_null(got);
-        if (strcmp(want, got) != 0)
-            fprintf(stderr, "tree: %s\ntext: %s\n", want, got);
-        assert_string_equal(got, want);
-        free(want);
-        free(got);
+        assert_same_text(want, jf_jt_take(&b, NULL));
+    }
+}
+
+/* ---- a write's answer: jf_points_reply_text against its tree ----
+ *
+ * {"transaction": T, "points": P, ...}: T is text already (above); P and the
+ * keys after it were a tree that the writer dumped and joined to T. */
+
+/* The answer as the tree and the join wrote it before the points were text. */
+static char *reply_by_tree(const char *tx, const jf_points *p, json_t *more)
+{
+    json_t *rest = json_object();
+    json_object_set_new(rest, "points", jf_points_json(p));
+    if (more)
+        json_object_update(rest, more);
+    char *text = jf_json_dump(rest, NULL);
+    json_decref(rest);
+    assert_non_null(text);
+    size_t n = strlen(tx) + strlen(text) + 32;
+    char *out = malloc(n);
+    assert_non_null(out);
+    snprintf(out, n, "{\"transaction\":%s,%s", tx, text + 1);
+    free(text);
+    return out;
+}
+
+static void test_write_answers(void **state)
+{
+    (void)state;
+    unsigned seed = test_seed("test_tx_view (write answers)");
+    const char *tx = "{\"id\":\"txn_1\",\"type\":\"earn\",\"points\":5}";
+    for (int i = 0; i < 2000; i++) {
+        jf_points p = {.pending = random_i64(&seed),
+                       .available = random_i64(&seed),
+                       .held = random_i64(&seed)};
+        json_t *more = i % 3 == 0 ? NULL : json_object();
+        if (i % 3 == 2)
+            json_object_set_new(more, "to_points", jf_points_json(&p));
+        assert_same_text(reply_by_tree(tx, &p, more), jf_points_reply_text(tx, &p, more, NULL));
+        json_decref(more);
     }
 }
 
@@ -402,7 +442,7 @@ int main(void)
         cmocka_unit_test(test_text_jansson_refuses), cmocka_unit_test(test_random_views),
         cmocka_unit_test(test_list_pages),           cmocka_unit_test(test_list_random_rows),
         cmocka_unit_test(test_lots_statuses),        cmocka_unit_test(test_lots_random_rows),
-        cmocka_unit_test(test_points_answers),
+        cmocka_unit_test(test_points_answers),       cmocka_unit_test(test_write_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
