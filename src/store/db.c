@@ -255,14 +255,19 @@ void jf_db_close(jf_db *db)
     memset(db, 0, sizeof(*db));
 }
 
-static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
+static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql, int bound)
 {
     size_t h = ((uintptr_t)sql >> 3) % JF_DB_STMT_CACHE;
     for (size_t n = 0; n < JF_DB_STMT_CACHE; n++) {
         jf_db_stmt_slot *slot = &db->cache[(h + n) % JF_DB_STMT_CACHE];
         if (slot->sql == sql) {
             sqlite3_reset(slot->stmt);
-            sqlite3_clear_bindings(slot->stmt);
+            /* Stale bindings are cleared unless every parameter is bound
+             * again (a bind releases the value it replaces): clearing all
+             * of an insert's 35 was about 1% of the writer's instructions
+             * per write. */
+            if (bound < sqlite3_bind_parameter_count(slot->stmt))
+                sqlite3_clear_bindings(slot->stmt);
             return slot->stmt;
         }
         if (slot->sql == NULL) {
@@ -287,7 +292,8 @@ static sqlite3_stmt *db_prepare_cached(jf_db *db, const char *sql)
  * step and reset the statement before they return (jf_db_run, jf_db_int),
  * while the caller's values are alive; jf_db_query hands the statement back
  * to be stepped later, so it binds copies.  A statement's stale bindings
- * are never read: db_prepare_cached clears them before its next use. */
+ * are never read: db_prepare_cached clears them before its next use unless
+ * that use binds every parameter again. */
 static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap, sqlite3_destructor_type keep)
 {
     int rc = SQLITE_OK;
@@ -323,7 +329,7 @@ static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap, sqlite3_destru
 static sqlite3_stmt *db_query_v(jf_db *db, const char *sql, const char *fmt, va_list ap,
                                 sqlite3_destructor_type keep)
 {
-    sqlite3_stmt *st = db_prepare_cached(db, sql);
+    sqlite3_stmt *st = db_prepare_cached(db, sql, fmt ? (int)strlen(fmt) : 0);
     if (st == NULL)
         return NULL;
     int rc = db_bind(st, fmt, ap, keep);
