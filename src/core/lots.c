@@ -377,7 +377,7 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
 
 /* A member's accounts and due lots are one range of member_state: the
  * accounts (kind 0: key1 0 points, 1 growth, 2 held; 3 is the due row,
- * which points_state skips) sort first, then the open lots (kind 1, key1 =
+ * which points_row skips) sort first, then the open lots (kind 1, key1 =
  * closed = 0) by expires_key, so (kind, key1, key2) <= (1, 0, now) holds
  * exactly the accounts, the due row and the open lots due by now.  One
  * range read replaced three subqueries (the two accounts and the due sum),
@@ -385,65 +385,60 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
 #define POINTS_STATE                                                                               \
     "SELECT kind, key1, value FROM member_state WHERE member_seq = ?1"                             \
     " AND (kind, key1, key2) <= (1, 0, ?2)"
-/* The debt (POINTS_DEBT, or ?4) and the pending lots.  The pending lots'
+/* The same statement reads the pending lots (a row of kind -1) and, when
+ * the writer's cache does not hold the member's debt, the debt (kind -2):
+ * one statement instead of two on every write.  The pending lots'
  * `available_at > created_at` is implied (now >= created_at) and lets the
  * lots_pending index serve it. */
-#define POINTS_DEBT "SELECT (SELECT debt FROM members WHERE tenant_id = ?1 AND id = ?2)"
 #define POINTS_PENDING                                                                             \
-    ", (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?1 AND member_id = ?2"                   \
-    "  AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?3"                         \
-    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?3))"
+    " UNION ALL SELECT -1, 0, (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?3"               \
+    "  AND member_id = ?4 AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?2"      \
+    "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?2))"
+#define POINTS_DEBT                                                                                \
+    " UNION ALL SELECT -2, 0, (SELECT debt FROM members WHERE tenant_id = ?3 AND id = ?4)"
 
-static jf_err points_state(jf_ctx *ctx, const char *member_id, jf_points *p)
+/* One row of the points' statement into p. */
+static void points_row(jf_points *p, int64_t kind, int64_t key1, int64_t value)
 {
-    int64_t m = 0;
-    jf_err err = jf_member_seq(ctx, member_id, &m);
-    if (err != JF_OK)
-        return err;
-    sqlite3_stmt *st = jf_db_query(ctx->db, POINTS_STATE, "II", m, ctx->now_ms);
-    if (st == NULL)
-        return JF_ERR_IO;
-    int rc;
-    while ((rc = jf_db_step(st)) == SQLITE_ROW) {
-        int64_t kind = sqlite3_column_int64(st, 0), key1 = sqlite3_column_int64(st, 1);
-        int64_t value = sqlite3_column_int64(st, 2);
-        if (kind == 1)
-            p->due += value;
-        else if (key1 == 0)
-            p->balance = value;
-        else if (key1 == 2)
-            p->held = value;
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? JF_OK : JF_ERR_IO;
+    if (kind == -2)
+        p->debt = value;
+    else if (kind == -1)
+        p->pending = value;
+    else if (kind == 1)
+        p->due += value;
+    else if (key1 == 0)
+        p->balance = value;
+    else if (key1 == 2)
+        p->held = value;
 }
 
 jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
 {
     *p = (jf_points){0};
-    jf_err err = points_state(ctx, member_id, p);
+    int64_t m = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &m);
     if (err != JF_OK)
         return err;
     /* The writer's cache holds a member's debt exactly while no write of the
      * batch touched the row (wcache.c); reading it again would fetch the
      * member's row, a random page once its cache is warm. */
-    jf_member m;
-    sqlite3_stmt *st = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &m)
-                           ? jf_db_query(ctx->db, "SELECT ?4" POINTS_PENDING, "IsII",
-                                         ctx->auth->tenant, member_id, ctx->now_ms, m.debt)
-                           : jf_db_query(ctx->db, POINTS_DEBT POINTS_PENDING, "IsI",
-                                         ctx->auth->tenant, member_id, ctx->now_ms);
+    jf_member kept;
+    bool cached = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &kept);
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db, cached ? POINTS_STATE POINTS_PENDING : POINTS_STATE POINTS_PENDING POINTS_DEBT,
+        "IIIs", m, ctx->now_ms, ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
-    err = JF_ERR_IO;
-    if (jf_db_step(st) == SQLITE_ROW) {
-        p->debt = sqlite3_column_int64(st, 0);
-        p->pending = sqlite3_column_int64(st, 1);
-        p->available = p->balance + p->debt - p->due - p->pending;
-        err = JF_OK;
-    }
+    p->debt = cached ? kept.debt : 0;
+    int rc;
+    while ((rc = jf_db_step(st)) == SQLITE_ROW)
+        points_row(p, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                   sqlite3_column_int64(st, 2));
     sqlite3_reset(st);
-    return err;
+    if (rc != SQLITE_DONE)
+        return JF_ERR_IO;
+    p->available = p->balance + p->debt - p->due - p->pending;
+    return JF_OK;
 }
 
 /* Takes amount from the lots in lv, in order, recording each piece. */
