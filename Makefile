@@ -114,12 +114,17 @@ power-loss: build ## Power cuts: POWERCUT_CYCLES cycles (default 100) of writes,
 
 # Benchmarks (bench/README.md).  `bench` is long and installs PostgreSQL and
 # Redis; `bench-smoke` takes seconds, installs nothing and skips what is absent.
-.PHONY: bench bench-smoke bench-memory bench-batchsim
+.PHONY: bench bench-smoke bench-memory bench-batchsim bench-instructions
 bench: build ## Side-by-side benchmark vs PostgreSQL/SQLite/Redis (long; not in CI).
 	python3 bench/run.py $(BENCH_ARGS)
 
 bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harness alive).
 	python3 bench/run.py --smoke $(BENCH_ARGS)
+
+bench-instructions: build ## The writer's instructions per earn and per batch operation (callgrind, about a minute).
+	@command -v valgrind >/dev/null || ./scripts/install-deps.sh valgrind
+	$(MAKE) -s -C bench
+	python3 bench/instructions.py $(BENCH_ARGS)
 
 bench-memory: build ## RSS with 1M members / 10M transactions, restart time (about 20 min).
 	python3 bench/memory.py $(BENCH_ARGS)

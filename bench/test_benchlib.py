@@ -5,6 +5,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
+import instructions  # noqa: E402
 
 
 def run(name, steal):
@@ -66,6 +67,23 @@ class WalMetricsTests(unittest.TestCase):
     def test_missing_counter_or_reading_gives_none(self):
         self.assertIsNone(B.parse_wal_metrics("jifen_wal_restarts_total 1\n"))
         self.assertIsNone(B.wal_delta(None, B.parse_wal_metrics(METRICS)))
+
+
+
+class CallgrindTotalTests(unittest.TestCase):
+    HEAD = "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
+
+    def test_summary_line_is_the_total(self):
+        text = self.HEAD + "summary: 390083285\n\nfn=(1) main\n0 12\n\ntotals: 390083285\n"
+        self.assertEqual(instructions.callgrind_total(text), 390083285)
+
+    def test_totals_line_when_no_summary(self):
+        text = self.HEAD + "fn=(1) main\n0 12\n\ntotals: 77\n"
+        self.assertEqual(instructions.callgrind_total(text), 77)
+
+    def test_a_cost_line_is_never_taken_for_the_total(self):
+        with self.assertRaises(ValueError):
+            instructions.callgrind_total(self.HEAD + "fn=(1) main\n0 12\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The writer's instructions per operation, counted by callgrind.
+
+Why: on the benchmark's host the same binary scatters 15-20% between runs
+(docs/PERFORMANCE.md), which hides a change of a few percent in throughput,
+and the VM exposes no hardware counters to `perf stat`.  An instruction count
+is the same from run to run within about 1%, so a change to the writer's
+path can be measured on its own: this script runs `jifen serve` under
+`valgrind --tool=callgrind`, counting only inside one function of the writer
+(`--toggle-collect`), drives a fixed number of operations through the load
+generator, and divides the count by the operations.
+
+Two functions are counted, in separate runs:
+  jf_writer_apply  one command applied: its statements, rules, hash chain and
+                   reply (the same however commits group the commands);
+  writer_batch     the whole writer: the commands and the commits, whose share
+                   depends on how many commands a commit carries, which under
+                   valgrind's slowdown is far fewer than at full speed (the
+                   batch endpoint's slices end at their time limit), so this
+                   figure overstates the commit's part.
+
+Usage: python3 bench/instructions.py [--jifen-bin build/jifen] [--members N]
+           [--earns N] [--batches N] [--out FILE]
+`make bench-instructions` runs it with the defaults (about a minute).
+Instruction counts are not time: cache misses, the kernel and the other
+threads are not in them.  Report them beside timed runs, not instead.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchlib as B  # noqa: E402
+
+LOADGEN = os.path.join(HERE, "build", "loadgen")
+FUNCTIONS = ("jf_writer_apply", "writer_batch")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jifen-bin", default=os.path.join(ROOT, "build", "jifen"))
+    ap.add_argument("--members", type=int, default=10000,
+                    help="members seeded (each earns once before the counted runs)")
+    ap.add_argument("--earns", type=int, default=3000, help="earns counted (16 connections)")
+    ap.add_argument("--batches", type=int, default=5,
+                    help="batches of 1,000 earns counted (2 connections)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "instructions.json"))
+    return ap.parse_args(argv)
+
+
+def callgrind_total(text):
+    """The event total of a callgrind output file: its `summary:` line, else
+    its `totals:` line (older versions write one of the two)."""
+    for key in ("summary", "totals"):
+        m = re.search(r"^%s:\s+(\d+)" % key, text, re.M)
+        if m:
+            return int(m.group(1))
+    raise ValueError("no summary or totals line in the callgrind output")
+
+
+def serve(argv, log):
+    p = B.start(argv, "jifen", stop_signal=signal.SIGINT, stdout=subprocess.PIPE, stderr=log)
+    line = B.wait_line(p, "jifen listening on", 120)
+    return p, int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+
+
+def loadgen(port, key, args, timeout=900):
+    argv = [LOADGEN, "--port", str(port), "--api-key", key] + [str(a) for a in args]
+    r = B.run(argv, timeout, check=False)
+    if r.returncode not in (0, 1):
+        raise B.BenchError(f"loadgen exited {r.returncode}: {r.stderr[-400:]}")
+    return json.loads(r.stdout)
+
+
+def build_base(bin_, work, members):
+    """A database with `members` members, each holding one lot (the state the
+    counted earns meet), and its admin key."""
+    db = os.path.join(work, "base.db")
+    init = B.run([bin_, "init", "--db", db, "--tenant", "bench", "--json"], 60)
+    key = json.loads(init.stdout)["api_key"]
+    mfile = os.path.join(work, "members.txt")
+    with open(os.path.join(work, "serve.log"), "ab") as log:
+        p, port = serve([bin_, "serve", "--db", db, "--listen", "127.0.0.1:0"], log)
+        try:
+            res = loadgen(port, key, ["--workload", "seed", "--count", members, "--conns", 16,
+                                      "--prefix", "m", "--out", mfile])
+            if res["ok"] != members:
+                raise B.BenchError(f"seeded {res['ok']} of {members} members")
+            per = next(b for b in range(min(1000, members), 0, -1) if members % b == 0)
+            loadgen(port, key, ["--workload", "batch", "--batch", per, "--count", members // per,
+                                "--conns", 2, "--sequential", "--members", mfile,
+                                "--prefix", "seed"])
+        finally:
+            B.stop(p, timeout=60)
+    return db, key, mfile
+
+
+def counted_run(bin_, base, key, mfile, work, function, workload):
+    """Instructions inside `function` per operation of one workload, on a
+    fresh copy of the base."""
+    db = os.path.join(work, "run.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.remove(db + suffix)
+    B.copy_db(base, db)
+    out = os.path.join(work, "callgrind.out")
+    argv = ["valgrind", "--tool=callgrind", f"--toggle-collect={function}",
+            f"--callgrind-out-file={out}", bin_, "serve", "--db", db, "--listen", "127.0.0.1:0"]
+    with open(os.path.join(work, "valgrind.log"), "ab") as log:
+        p, port = serve(argv, log)
+        try:
+            res = loadgen(port, key, workload["args"] + ["--members", mfile, "--prefix",
+                                                         f"r{time.monotonic_ns()}"])
+        finally:
+            rc = B.stop(p, timeout=300)
+    if rc not in (0, None):
+        raise B.BenchError(f"jifen under valgrind exited {rc} (see {work}/valgrind.log)")
+    with open(out) as f:
+        total = callgrind_total(f.read())
+    ops = res["ops"]
+    if ops <= 0 or (workload["name"] == "earn" and res.get("ok") != ops):
+        raise B.BenchError(f"{workload['name']}: {res.get('ok')} of {ops} operations succeeded")
+    return {"function": function, "workload": workload["name"], "ops": ops,
+            "instructions": total, "per_op": round(total / ops)}
+
+
+def main(argv):
+    cfg = parse_args(argv)
+    for tool in ("valgrind", "callgrind_annotate"):
+        if shutil.which(tool) is None:
+            print(f"instructions: {tool} is not installed (apt-get install valgrind)",
+                  file=sys.stderr)
+            return 2
+    if not os.access(LOADGEN, os.X_OK) or not os.access(cfg.jifen_bin, os.X_OK):
+        print("instructions: build first (make build; make -C bench)", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="jifen-instructions-")
+    B.register_dir(work)
+    workloads = [
+        {"name": "earn", "args": ["--workload", "earn", "--conns", 16, "--count", cfg.earns]},
+        {"name": "batch1000", "args": ["--workload", "batch", "--batch", 1000, "--conns", 2,
+                                       "--count", cfg.batches]},
+    ]
+    try:
+        B.log(f"seeding {cfg.members} members")
+        base, key, mfile = build_base(cfg.jifen_bin, work, cfg.members)
+        rows = []
+        for function in FUNCTIONS:
+            for wl in workloads:
+                r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl)
+                B.log(f"{r['function']:16s} {r['workload']:10s} {r['ops']:7d} ops  "
+                      f"{r['per_op']:9,d} instructions per op")
+                rows.append(r)
+    finally:
+        B.teardown()
+    doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "jifen_bin": cfg.jifen_bin, "members": cfg.members, "results": rows}
+    os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
+    with open(cfg.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"results: {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
