@@ -4,20 +4,24 @@
 Why: on the benchmark's host the same binary scatters 15-20% between runs
 (docs/PERFORMANCE.md), which hides a change of a few percent in throughput,
 and the VM exposes no hardware counters to `perf stat`.  An instruction count
-is the same from run to run within about 1%, so a change to the writer's
+is the same from run to run within about 2%, so a change to the writer's
 path can be measured on its own: this script runs `jifen serve` under
 `valgrind --tool=callgrind`, counting only inside one function of the writer
 (`--toggle-collect`), drives a fixed number of operations through the load
 generator, and divides the count by the operations.
 
-Two functions are counted, in separate runs:
+Three functions are counted, in separate runs:
   jf_writer_apply  one command applied: its statements, rules, hash chain and
                    reply (the same however commits group the commands);
   writer_batch     the whole writer: the commands and the commits, whose share
                    depends on how many commands a commit carries, which under
                    valgrind's slowdown is far fewer than at full speed (the
                    batch endpoint's slices end at their time limit), so this
-                   figure overstates the commit's part.
+                   figure overstates the commit's part;
+  MHD_run          the HTTP threads' work in user space (libmicrohttpd, the
+                   request's JSON, validation, the API key, the response),
+                   earns only: the kernel's part of a request (the sockets,
+                   most of an HTTP thread's time) is not counted.
 
 Usage: python3 bench/instructions.py [--jifen-bin build/jifen] [--members N]
            [--earns N] [--batches N] [--out FILE]
@@ -42,7 +46,7 @@ sys.path.insert(0, HERE)
 import benchlib as B  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "build", "loadgen")
-FUNCTIONS = ("jf_writer_apply", "writer_batch")
+FUNCTIONS = ("jf_writer_apply", "writer_batch", "MHD_run")
 
 
 def parse_args(argv):
@@ -155,7 +159,7 @@ def main(argv):
         base, key, mfile = build_base(cfg.jifen_bin, work, cfg.members)
         rows = []
         for function in FUNCTIONS:
-            for wl in workloads:
+            for wl in workloads if function != "MHD_run" else workloads[:1]:
                 r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl)
                 B.log(f"{r['function']:16s} {r['workload']:10s} {r['ops']:7d} ops  "
                       f"{r['per_op']:9,d} instructions per op")
