@@ -139,11 +139,10 @@ def counted_run(bin_, base, key, mfile, work, function, workload):
 
 def main(argv):
     cfg = parse_args(argv)
-    for tool in ("valgrind", "callgrind_annotate"):
-        if shutil.which(tool) is None:
-            print(f"instructions: {tool} is not installed (apt-get install valgrind)",
-                  file=sys.stderr)
-            return 2
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed (apt-get install valgrind)",
+              file=sys.stderr)
+        return 2
     if not os.access(LOADGEN, os.X_OK) or not os.access(cfg.jifen_bin, os.X_OK):
         print("instructions: build first (make build; make -C bench)", file=sys.stderr)
         return 2
