@@ -24,7 +24,7 @@ Three functions are counted, in separate runs:
                    most of an HTTP thread's time) is not counted.
 
 Usage: python3 bench/instructions.py [--jifen-bin build/jifen] [--members N]
-           [--earns N] [--batches N] [--out FILE]
+           [--earns N] [--batches N] [--out FILE] [--keep DIR]
 `make bench-instructions` runs it with the defaults (about a minute).
 Instruction counts are not time: cache misses, the kernel and the other
 threads are not in them.  Report them beside timed runs, not instead.
@@ -58,6 +58,9 @@ def parse_args(argv):
     ap.add_argument("--batches", type=int, default=5,
                     help="batches of 1,000 earns counted (2 connections)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "instructions.json"))
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep each run's callgrind output as DIR/FUNCTION-WORKLOAD.out "
+                         "(for callgrind_annotate --inclusive=yes)")
     return ap.parse_args(argv)
 
 
@@ -108,7 +111,7 @@ def build_base(bin_, work, members):
     return db, key, mfile
 
 
-def counted_run(bin_, base, key, mfile, work, function, workload):
+def counted_run(bin_, base, key, mfile, work, function, workload, keep=None):
     """Instructions inside `function` per operation of one workload, on a
     fresh copy of the base."""
     db = os.path.join(work, "run.db")
@@ -130,6 +133,9 @@ def counted_run(bin_, base, key, mfile, work, function, workload):
         raise B.BenchError(f"jifen under valgrind exited {rc} (see {work}/valgrind.log)")
     with open(out) as f:
         total = callgrind_total(f.read())
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(out, os.path.join(keep, f"{function}-{workload['name']}.out"))
     ops = res["ops"]
     if ops <= 0 or (workload["name"] == "earn" and res.get("ok") != ops):
         raise B.BenchError(f"{workload['name']}: {res.get('ok')} of {ops} operations succeeded")
@@ -159,7 +165,7 @@ def main(argv):
         rows = []
         for function in FUNCTIONS:
             for wl in workloads if function != "MHD_run" else workloads[:1]:
-                r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl)
+                r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl, cfg.keep)
                 B.log(f"{r['function']:16s} {r['workload']:10s} {r['ops']:7d} ops  "
                       f"{r['per_op']:9,d} instructions per op")
                 rows.append(r)
