@@ -338,6 +338,14 @@ typedef struct jf_engine_stats {
      * long each took (malloc_trim holds an arena's lock while it runs). */
     uint64_t memory_trims;
     jf_latency_hist memory_trim;
+    /* The writer's filter of stored idempotency keys (src/core/idemfilter.c):
+     * whether it answers now, the keys in it and its size, the keys it found
+     * absent without a lookup, the filters built and forgotten (another
+     * process wrote, or it filled up), and the last build's time. */
+    bool idem_filter_ready;
+    uint64_t idem_filter_keys, idem_filter_bytes, idem_lookups_skipped;
+    uint64_t idem_filter_builds, idem_filter_forgets;
+    double idem_filter_build_seconds;
 } jf_engine_stats;
 
 void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out);

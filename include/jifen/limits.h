@@ -144,6 +144,14 @@
  * instead of queueing without bound. */
 #define JF_QUEUE_COMMANDS_MAX 65536
 
+/* The idempotency-key filter (src/core/idemfilter.c): bits per key it is
+ * sized for (about 1% of absent keys then still need their lookup), the
+ * fewest keys it is sized for, and how many keys the writer stores before
+ * it builds one (a short CLI command never scans the table). */
+#define JF_IDEM_FILTER_BITS_PER_KEY 10
+#define JF_IDEM_FILTER_KEYS_MIN (1u << 20)
+#define JF_IDEM_FILTER_WRITES_MIN 256
+
 /* Slots of the table that tells a read of a member's points, transactions or
  * lots which commit last changed that member (syncer.c, jf_member_written):
  * the read waits for that commit's flush instead of the latest commit's.

@@ -80,6 +80,7 @@ typedef struct jf_cmd jf_cmd;
 /* hot.c: chain heads and program accounts kept by the writer for one batch. */
 typedef struct jf_hot jf_hot;
 typedef struct jf_wcache jf_wcache;
+typedef struct jf_idem_filter jf_idem_filter;
 
 /* A latency histogram filled by one thread and read by /metrics
  * (jf_latency_hist in jifen.h is its snapshot). */
@@ -91,6 +92,8 @@ typedef struct jf_hist {
 void jf_hist_since(jf_hist *h, const struct timespec *t0);
 /* Microseconds since *t0 (CLOCK_MONOTONIC). */
 int64_t jf_elapsed_us(const struct timespec *t0);
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t jf_mono_ms(void);
 
 /* FNV-1a over s, continued from h (start with JF_HASH_STR_SEED, or mix a
  * number such as the tenant into it): the one string hash of the in-memory
@@ -175,8 +178,9 @@ struct jf_engine {
     uint64_t s_gen;          /* highest commit generation handed over */
     struct jf_read_wait *r_head;
     /* reads answered after the flush they wait for */
-    jf_hot *hot;       /* writer thread only; NULL without a writer */
-    jf_wcache *wcache; /* writer thread only; NULL without a writer */
+    jf_hot *hot;           /* writer thread only; NULL without a writer */
+    jf_wcache *wcache;     /* writer thread only; NULL without a writer */
+    jf_idem_filter *idemf; /* the stored keys (idemfilter.c); NULL without a writer */
     /* The referral key (referral.h), read once at open; referral_keyed is
      * false for a database whose codes predate keys. */
     uint8_t referral_key[16];
@@ -452,6 +456,32 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
  * *balance is the new balance.  JF_ERR_POINTS_OVERFLOW when the balance
  * leaves the points range (the failed command's writes are undone). */
 jf_err jf_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);
+
+/* --- idemfilter.c: which idempotency keys the database may hold ---
+ * A filter the writer asks before looking a key up, kept exact enough by
+ * the protocol in the file comment: it never calls a stored key absent.
+ * Every function accepts NULL (no filter: every key is looked up). */
+/* NULL without memory.  Builds nothing until the writer has stored
+ * JF_IDEM_FILTER_WRITES_MIN keys; then a thread of its own scans the table. */
+jf_idem_filter *jf_idem_filter_new(const char *db_path);
+/* Stops the builder.  Call after the writer thread has ended. */
+void jf_idem_filter_free(jf_idem_filter *f);
+/* Writer thread, at each batch's start inside its write transaction, with
+ * SQLite's data version read there: another process's write forgets the
+ * filter (and builds it again). */
+void jf_idem_filter_batch_begin(jf_idem_filter *f, int64_t data_version);
+/* Writer thread: true only when no key (tenant, key) is stored. */
+bool jf_idem_filter_absent(jf_idem_filter *f, int64_t tenant, const char *key);
+/* Writer thread: the key was just stored (its batch may still roll back). */
+void jf_idem_filter_add(jf_idem_filter *f, int64_t tenant, const char *key);
+typedef struct jf_idem_filter_stats {
+    bool ready;               /* answering absences now */
+    uint64_t keys, bytes;     /* in the current filter (0 when none) */
+    uint64_t lookups_skipped; /* keys found absent without a lookup */
+    uint64_t builds, forgets; /* filters built, and forgotten */
+    double build_seconds;     /* the last build */
+} jf_idem_filter_stats;
+void jf_idem_filter_stats_get(jf_idem_filter *f, jf_idem_filter_stats *out);
 
 /* --- wcache.c: member rows and hold deadlines the writer keeps between batches ---
  * Writer thread only; every function accepts a NULL table (not the writer).

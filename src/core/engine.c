@@ -395,7 +395,7 @@ static void hist_get(jf_hist *h, jf_latency_hist *out)
     out->sum_us = atomic_load(&h->sum_us);
 }
 
-static int64_t mono_ms(void)
+int64_t jf_mono_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -425,7 +425,7 @@ static void writer_unpark_now(jf_engine *eng)
 static void writer_unpark(jf_engine *eng)
 {
     jf_cmd *j = eng->jobs_head;
-    if (j == NULL || (eng->q_head != NULL && mono_ms() - j->parked_ms < JF_JOB_WAIT_MAX_MS))
+    if (j == NULL || (eng->q_head != NULL && jf_mono_ms() - j->parked_ms < JF_JOB_WAIT_MAX_MS))
         return;
     writer_unpark_now(eng);
 }
@@ -535,7 +535,7 @@ static void writer_requeue(jf_engine *eng, jf_cmd *cmd)
 {
     pthread_mutex_lock(&eng->mu);
     cmd->next = NULL;
-    cmd->parked_ms = mono_ms();
+    cmd->parked_ms = jf_mono_ms();
     if (eng->jobs_tail)
         eng->jobs_tail->next = cmd;
     else
@@ -752,6 +752,7 @@ static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
         eng->prog_valid = false;
     eng->prog_data_version = data_version;
     jf_wcache_batch_begin(eng->wcache, data_version);
+    jf_idem_filter_batch_begin(eng->idemf, data_version);
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         if (err != JF_OK)
@@ -1516,7 +1517,7 @@ typedef struct idle_trim {
  * malloc_trim holds each arena's lock while it walks it. */
 static void ckpt_idle_trim(jf_engine *eng, idle_trim *t, uint64_t commits)
 {
-    int64_t now = mono_ms();
+    int64_t now = jf_mono_ms();
     if (commits != t->commits || eng->writer_busy || eng->q_head || eng->jobs_head) {
         t->commits = commits;
         t->pending = true;
@@ -1648,6 +1649,8 @@ static jf_err engine_start_writer(jf_engine *eng, char *errbuf, size_t errlen)
         return err;
     if ((eng->hot = jf_hot_new(JF_HOT_ROWS_MAX)) == NULL || (eng->wcache = jf_wcache_new()) == NULL)
         return JF_ERR_NOMEM;
+    /* Without memory for it every key is looked up, as before it existed. */
+    eng->idemf = jf_idem_filter_new(eng->db_path);
     sqlite3_wal_hook(eng->wdb.h, wal_hook, eng);
     if ((err = jf_syncer_start(eng)) != JF_OK)
         return err;
@@ -1765,6 +1768,7 @@ void jf_engine_free(jf_engine *eng)
     jf_db_close(&eng->wdb);
     jf_hot_free(eng->hot);
     jf_wcache_free(eng->wcache);
+    jf_idem_filter_free(eng->idemf);
     for (int i = 0; i < eng->pool_n; i++) {
         jf_db_close(eng->pool[i]);
         free(eng->pool[i]);
@@ -1813,6 +1817,15 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->job_slices_held = atomic_load(&eng->job_slices_held);
     out->reads_held = atomic_load(&eng->reads_held);
     out->memory_trims = atomic_load(&eng->memory_trims);
+    jf_idem_filter_stats fs;
+    jf_idem_filter_stats_get(eng->idemf, &fs);
+    out->idem_filter_ready = fs.ready;
+    out->idem_filter_keys = fs.keys;
+    out->idem_filter_bytes = fs.bytes;
+    out->idem_lookups_skipped = fs.lookups_skipped;
+    out->idem_filter_builds = fs.builds;
+    out->idem_filter_forgets = fs.forgets;
+    out->idem_filter_build_seconds = fs.build_seconds;
     jf_walbuf_stat vfs;
     jf_walbuf_stats(&vfs);
     out->checkpoint_writebacks = vfs.paces;

@@ -179,6 +179,12 @@ static jf_err idem_answer(jf_ctx *ctx, sqlite3_stmt *st, jf_cmd *cmd)
 jf_err jf_idem_lookup(jf_ctx *ctx, jf_cmd *cmd, bool *found)
 {
     *found = false;
+    /* A batch run again after a failure looks every key up: a key the filter
+     * wrongly called absent failed on the table's key the first time. */
+    jf_engine *eng = ctx->eng;
+    if (ctx->db == &eng->wdb && !eng->careful &&
+        jf_idem_filter_absent(eng->idemf, cmd->auth.tenant, cmd->idem_key))
+        return JF_OK;
     sqlite3_stmt *st = jf_db_query(
         ctx->db,
         "SELECT i.op, i.request_hash, i.created, i.response_seq, r.body, i.tx_id,"
@@ -232,7 +238,7 @@ static jf_err idem_check(jf_ctx *ctx, const jf_cmd *cmd, const char *tx_id, cons
  * apart from the keys (schema.c, version 8): a key row stays small wherever
  * a client's key sorts.  A key names the transaction it made (if any) so
  * that verify can tie keys to transactions (I5). */
-jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_form *f)
+static jf_err idem_insert(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_form *f)
 {
     jf_db *db = ctx->db;
     if (f->rebuilt && tx_id) {
@@ -256,4 +262,12 @@ jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_
                      "IssbiIsI", cmd->auth.tenant, cmd->idem_key, jf_op_name(cmd->op),
                      cmd->req_hash, JF_HASH_BYTES, cmd->res.created ? 1 : 0,
                      sqlite3_last_insert_rowid(db->h), tx_id, ctx->now_ms);
+}
+
+jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_form *f)
+{
+    jf_err err = idem_insert(ctx, cmd, tx_id, f);
+    if (err == JF_OK && ctx->db == &ctx->eng->wdb)
+        jf_idem_filter_add(ctx->eng->idemf, cmd->auth.tenant, cmd->idem_key);
+    return err;
 }

@@ -202,6 +202,35 @@ static void render_memory(FILE *f, const jf_engine_stats *st)
                 anon * 1024);
 }
 
+/* The writer's filter of stored idempotency keys (src/core/idemfilter.c). */
+static void render_idem_filter(FILE *f, const jf_engine_stats *st)
+{
+    fprintf(f,
+            "# HELP jifen_idem_filter_ready 1 while the writer's filter of stored idempotency"
+            " keys answers (a key it calls absent is not looked up).\n"
+            "# TYPE jifen_idem_filter_ready gauge\njifen_idem_filter_ready %d\n"
+            "# HELP jifen_idem_filter_keys Keys in the filter.\n"
+            "# TYPE jifen_idem_filter_keys gauge\njifen_idem_filter_keys %llu\n"
+            "# HELP jifen_idem_filter_bytes Memory of the filter.\n"
+            "# TYPE jifen_idem_filter_bytes gauge\njifen_idem_filter_bytes %llu\n"
+            "# HELP jifen_idem_lookups_skipped_total Idempotency keys the filter found absent,"
+            " so that the writer did not look them up.\n"
+            "# TYPE jifen_idem_lookups_skipped_total counter\n"
+            "jifen_idem_lookups_skipped_total %llu\n"
+            "# HELP jifen_idem_filter_builds_total Filters built from the stored keys.\n"
+            "# TYPE jifen_idem_filter_builds_total counter\njifen_idem_filter_builds_total %llu\n"
+            "# HELP jifen_idem_filter_forgets_total Filters forgotten because another process"
+            " wrote the database or the filter filled up.\n"
+            "# TYPE jifen_idem_filter_forgets_total counter\n"
+            "jifen_idem_filter_forgets_total %llu\n"
+            "# HELP jifen_idem_filter_build_seconds Time the last build took.\n"
+            "# TYPE jifen_idem_filter_build_seconds gauge\njifen_idem_filter_build_seconds %.6f\n",
+            st->idem_filter_ready ? 1 : 0, (unsigned long long)st->idem_filter_keys,
+            (unsigned long long)st->idem_filter_bytes, (unsigned long long)st->idem_lookups_skipped,
+            (unsigned long long)st->idem_filter_builds, (unsigned long long)st->idem_filter_forgets,
+            st->idem_filter_build_seconds);
+}
+
 static void render_engine(FILE *f, jf_engine *eng)
 {
     jf_engine_stats st = {0};
@@ -298,6 +327,7 @@ static void render_engine(FILE *f, jf_engine *eng)
                                 JF_LATENCY_BUCKETS, h->count, (double)h->sum_us / 1e6);
     }
     render_memory(f, &st);
+    render_idem_filter(f, &st);
 }
 
 char *srv_metrics_render(srv_metrics *m, jf_engine *eng, const srv_loops *loops, size_t *len)

@@ -6,6 +6,7 @@ Run: python3 tests/api/test_idempotency.py"""
 import json
 import os
 import sys
+import time
 import unittest
 import uuid
 
@@ -257,6 +258,69 @@ PINNED_V1 = (
     '"points":5,"explanation":"Rule \'tea bonus\' v1: SKU bonuses per unit => 5 points,'
     ' 5 growth.","growth":5}]},"points":{"available":17,"pending":0,"held":0}}')
 
+
+
+class KeyFilterTests(unittest.TestCase):
+    """The writer's filter of stored keys (src/core/idemfilter.c), from
+    outside: once it answers (`jifen_idem_filter_ready`), a new key skips its
+    lookup and every stored key is still replayed, including after another
+    process (the CLI) wrote the database, which makes the writer forget the
+    filter rather than fail a replay's first attempt and run its batch again
+    (`jifen_writer_batches_redone_total` stays)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = H.Env()
+        cls.addClassCleanup(cls.env.close)
+        cls.a = cls.env.admin
+
+    def batch(self, ops):
+        r = self.a.post("/v1/batch", {"operations": ops})
+        H.check_ok(r, 200, "batch")
+        self.assertEqual([x["status"] for x in r.body["results"]], [201] * len(ops))
+        return r.body["results"]
+
+    def earns(self, mid, n):
+        return [{"op": "earn", "id": mid, "idempotency_key": "f-" + uuid.uuid4().hex,
+                 "body": {"points": 5}} for _ in range(n)]
+
+    def metric(self, name):
+        return H.metric(self.a, "jifen_" + name)
+
+    def wait_ready(self, mid):
+        """Writes until the filter answers: it is built on a thread of its
+        own and put to use as the writer's batches start."""
+        deadline = time.monotonic() + 30
+        while self.metric("idem_filter_ready") != 1 and time.monotonic() < deadline:
+            H.check_ok(H.earn(self.a, mid, 1), 201, "earn")
+            time.sleep(0.02)
+        self.assertEqual(self.metric("idem_filter_ready"), 1)
+
+    def assert_replayed(self, ops, first, mid):
+        before = H.points_of(self.a, mid)["available"]
+        again = self.batch(ops)
+        self.assertTrue(all(x["replayed"] for x in again))
+        self.assertEqual([x["body"] for x in again], [x["body"] for x in first])
+        self.assertEqual(H.points_of(self.a, mid)["available"], before)
+
+    def test_replays_while_the_filter_answers_and_after_another_process_wrote(self):
+        m = H.create_member(self.a)
+        ops = self.earns(m["id"], 300)
+        first = self.batch(ops)
+        self.wait_ready(m["id"])
+        redone = self.metric("writer_batches_redone_total")
+        self.assert_replayed(ops, first, m["id"])
+        skipped = self.metric("idem_lookups_skipped_total")
+        self.batch(self.earns(m["id"], 100))
+        self.assertGreaterEqual(self.metric("idem_lookups_skipped_total") - skipped, 100)
+        forgets = self.metric("idem_filter_forgets_total")
+        H.init_tenant(self.env.db, "other-" + uuid.uuid4().hex[:8])
+        self.assert_replayed(ops, first, m["id"])
+        self.assertEqual(self.metric("idem_filter_forgets_total"), forgets + 1)
+        self.wait_ready(m["id"])
+        self.assert_replayed(ops, first, m["id"])
+        self.assertEqual(self.metric("writer_batches_redone_total"), redone)
+        self.assertGreater(self.metric("idem_filter_keys"), 400)
 
 
 class RebuiltAnswerTests(unittest.TestCase):

@@ -26,6 +26,9 @@
  *
  * The checkpointer's calls are left alone: it retries a failed pass on its
  * own, and its timer would make the count of calls differ from run to run.
+ * So are those of the thread that builds the idempotency-key filter
+ * (src/core/idemfilter.c): a build that fails only leaves every key to be
+ * looked up, and when it runs depends on the writer's batches.
  * Every other thread of the engine (the writer, the syncer) and the calling
  * thread count.  The syncer's fdatasync of the WAL is not a VFS call (a
  * failed one stops the server: tests/api/test_io_faults.py).
@@ -60,10 +63,11 @@
 
 /* ---- the rigged allocator (rigged_alloc.h), and SQLite's ---- */
 
-/* All but the checkpointer's (the file's opening paragraph). */
-static bool not_checkpointer(const char *name)
+/* All but the checkpointer's and the idempotency-key filter's builder's
+ * (the file's opening paragraph). */
+static bool counted_thread(const char *name)
 {
-    return strcmp(name, "jifen-ckpt") != 0;
+    return strcmp(name, "jifen-ckpt") != 0 && strcmp(name, "jifen-keyfilter") != 0;
 }
 
 /* ---- a statement's preparation counts as one allocation ----
@@ -306,7 +310,7 @@ static void io_vfs_install(void)
 static void allocators_install(void)
 {
     rig_prepare();
-    rig_thread_takes_part = not_checkpointer;
+    rig_thread_takes_part = counted_thread;
     const char *prep = getenv("FAULT_PREPARE_ALLOCS");
     prepare_allocs_all = prep && strcmp(prep, "all") == 0;
     static const sqlite3_mem_methods methods = {sq_malloc,  sq_free, sq_realloc,  sq_size,
