@@ -358,9 +358,9 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     jf_err err = jf_db_run(ctx->db,
                            "INSERT INTO lots(tenant_id, id, member_id, tx_seq, amount, remaining,"
                            " available_at, expires_at, created_at)"
-                           " VALUES(?,?,?,?,?,?,?,NULLIF(?,-1),?)",
-                           "IssIIIIII", ctx->auth->tenant, id, member_id, tx->seq, amount, amount,
-                           available_at, expires_at < 0 ? (int64_t)-1 : expires_at, ctx->now_ms);
+                           " VALUES(?,?,?,?,?,?,?,?,?)",
+                           "IssIIIINI", ctx->auth->tenant, id, member_id, tx->seq, amount, amount,
+                           available_at, expires_at, ctx->now_ms);
     if (err != JF_OK)
         return err;
     lot_entry e = {.closed = 0,

@@ -88,7 +88,7 @@ void jf_tx_deinit(jf_tx *tx)
 
 /* The transaction's row with its postings in it (schema.c, version 16:
  * slots p0..p5 and posting_count).  An unused slot's account and amount are
- * NULL: NULLIF makes NULL of the 0 bound for it, since no posting is 0 (a
+ * NULL: 'Z' binds NULL for the 0 passed for it, since no posting is 0 (a
  * posting that summed to 0 would leave its account beside a NULL amount,
  * which the table's CHECK refuses, as the postings table did before). */
 _Static_assert(JF_TX_POSTINGS_MAX == 6, "the transactions table has six posting slots");
@@ -108,9 +108,8 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         " store_id, actor, metadata, idem_key, created_at, prev_hash, hash, posting_count,"
         " p0_account, p0_amount, p1_account, p1_amount, p2_account, p2_amount, p3_account,"
         " p3_amount, p4_account, p4_amount, p5_account, p5_amount)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULLIF(?,0),?,NULLIF(?,0),"
-        "?,NULLIF(?,0),?,NULLIF(?,0),?,NULLIF(?,0),?,NULLIF(?,0))",
-        "IIssssIIsssIssssssssIbbisIsIsIsIsIsI", ctx->auth->tenant, tx->seq, tx->id, tx->type,
+        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "IIssssIIsssIssssssssIbbisZsZsZsZsZsZ", ctx->auth->tenant, tx->seq, tx->id, tx->type,
         tx->member_id, tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id,
         tx->order_id, tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency,
         tx->reason, tx->note, tx->channel, tx->store_id, tx->actor, tx->metadata, tx->idem_key,

@@ -319,6 +319,13 @@ static int db_bind(sqlite3_stmt *st, const char *fmt, va_list ap, sqlite3_destru
         case 'n':
             rc = sqlite3_bind_null(st, i);
             break;
+        case 'Z':
+        case 'N': {
+            int64_t v = va_arg(ap, int64_t);
+            bool null = *fmt == 'Z' ? v == 0 : v < 0;
+            rc = null ? sqlite3_bind_null(st, i) : sqlite3_bind_int64(st, i, v);
+            break;
+        }
         default:
             return SQLITE_MISUSE;
         }

@@ -4,7 +4,10 @@
  * query reads as one line at its call site.
  *
  * Format letters for jf_db_query/jf_db_run: 'I' int64_t, 'i' int, 's' const
- * char * (NULL binds SQL NULL), 'b' blob (const void *, int length), 'n' NULL.
+ * char * (NULL binds SQL NULL), 'b' blob (const void *, int length), 'n' NULL,
+ * 'Z' int64_t that binds NULL when it is 0 (a posting's amount, never 0) and
+ * 'N' int64_t that binds NULL when it is negative (a lot's expiry when it has
+ * none).  The last two spare an SQL NULLIF, a function call per row.
  * A statement returned by jf_db_query stays owned by the cache; it is reset
  * at its next use, so finish stepping it before issuing the same SQL again.
  */
