@@ -322,7 +322,8 @@ static jf_err earn_order_check(jf_ctx *ctx)
                        ctx->prog.currency);
     int64_t seen = 0;
     jf_err err = jf_db_int(ctx->db, &seen, 0,
-                           "SELECT count(*) FROM transactions WHERE tenant_id=? AND order_id=?"
+                           "SELECT count(*) FROM transactions INDEXED BY tx_order WHERE"
+                           " tenant_id=? AND order_id=?"
                            " AND type='earn'",
                            "Is", ctx->auth->tenant, a->order_id);
     if (err == JF_OK && seen)

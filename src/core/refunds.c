@@ -164,7 +164,8 @@ static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
         "SELECT id, member_id, points, CASE WHEN order_currency IS NULL THEN 0 ELSE order_amount"
         " END, COALESCE(order_currency, ''), (SELECT COALESCE(SUM(r.points), 0) FROM"
         " transactions r INDEXED BY tx_reverses WHERE r.tenant_id = t.tenant_id AND r.reverses"
-        " = t.id) FROM transactions t WHERE tenant_id=? AND order_id=? AND type='earn'",
+        " = t.id) FROM transactions t INDEXED BY tx_order WHERE tenant_id=? AND order_id=? AND"
+        " type='earn'",
         "Is", ctx->auth->tenant, order_id);
     if (st == NULL)
         return JF_ERR_IO;
@@ -275,9 +276,9 @@ static jf_err order_paid_each(jf_ctx *ctx, const char *order_id, paid_fn fn, voi
         ctx->db,
         "SELECT p.id, p.points, (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED"
         " BY tx_reverses WHERE r.tenant_id = ?1 AND r.reverses = p.id) FROM (SELECT t.seq,"
-        " t.id, t.points FROM transactions t INDEXED BY tx_order_redeem WHERE t.tenant_id = ?1"
+        " t.id, t.points FROM transactions t INDEXED BY tx_order WHERE t.tenant_id = ?1"
         " AND t.type = 'redeem' AND t.order_id = ?2 UNION ALL SELECT c.seq, c.id, c.points"
-        " FROM transactions h INDEXED BY tx_order_hold JOIN transactions c INDEXED BY"
+        " FROM transactions h INDEXED BY tx_order JOIN transactions c INDEXED BY"
         " tx_hold_capture ON c.tenant_id = ?1 AND c.type = 'capture' AND c.hold_id = h.id"
         " WHERE h.tenant_id = ?1 AND h.type = 'hold' AND h.order_id = ?2) p ORDER BY p.seq",
         "Is", ctx->auth->tenant, order_id);

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import unittest
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jifen_harness as H  # noqa: E402
@@ -525,12 +526,25 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 19
+SCHEMA_VERSION = 20
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 20 back to version 19: an order's earn,
+# redeems and holds in three partial indexes again.
+UNDO_V20 = (
+    "DROP INDEX tx_order;"
+    "CREATE UNIQUE INDEX tx_order_earn ON transactions(tenant_id, order_id)"
+    " WHERE type = 'earn' AND order_id IS NOT NULL;"
+    "CREATE INDEX tx_order_redeem ON transactions(tenant_id, order_id)"
+    " WHERE type = 'redeem' AND order_id IS NOT NULL;"
+    "CREATE INDEX tx_order_hold ON transactions(tenant_id, order_id)"
+    " WHERE type = 'hold' AND order_id IS NOT NULL;"
+    "UPDATE meta SET value = '19' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 19 back to version 18: every answer
@@ -552,9 +566,9 @@ UNDO_V19 = (
 
 
 def undo_v19(db, answers=None):
-    """UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
+    """UNDO_V20 and UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
     in place of their stand-ins, as version 18 would have stored them."""
-    db.executescript(UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    db.executescript(UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
     for key, raw in (answers or {}).items():
         db.execute("UPDATE responses SET body = ? WHERE body = ?",
                    (raw.decode(), '{"rebuilt":"%s"}' % key))
@@ -773,6 +787,47 @@ class MigrationTests(unittest.TestCase):
         self.assertIn("upgrading the database from schema version %d to %d"
                       % (from_version, SCHEMA_VERSION), env.server.stderr_tail())
 
+    def test_v19_store_gets_one_order_index(self):
+        """Version 20 puts an order's earn, redeems and holds in one index
+        (tx_order) instead of three: a refund by order still finds what paid for
+        it, an order still earns once (the engine refuses a second earn, and the
+        index refuses a second earn row written past it), and `jifen verify`
+        passes."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        m = H.create_member(a)["id"]
+        order = {"id": "o-" + uuid.uuid4().hex, "amount": 5000, "currency": "CNY"}
+        earned = H.check_ok(a.post("/v1/members/%s/earn" % m, {"order": order}, idem=True),
+                            201, "order earn")
+        H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V20)
+        self.restart_upgrading(env, db, 19)
+        db = sqlite3.connect(env.db)
+        try:
+            names = {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'tx_order%'")}
+            self.assertEqual(names, {"tx_order"})
+            with self.assertRaises(sqlite3.IntegrityError):
+                db.execute("INSERT INTO transactions(tenant_id, seq, id, type, order_id, points,"
+                           " delta, actor, created_at, prev_hash, hash) SELECT tenant_id,"
+                           " seq + 1000, id || 'x', 'earn', order_id, 1, 1, 'a', 0, x'',"
+                           " x'' FROM transactions WHERE id = ?",
+                           (earned["transaction"]["id"],))
+        finally:
+            db.rollback()
+            db.close()
+        again = a.post("/v1/members/%s/earn" % m, {"order": order}, idem=True)
+        self.assertEqual((again.status, again.code), (409, "order_already_earned"), again)
+        H.check_ok(H.redeem(a, m, 10, order={"id": order["id"]}), 201, "a second redeem")
+        r = a.post("/v1/orders/%s/refund" % order["id"], {"amount": 5000}, idem=True)
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(H.points_of(a, m)["available"], 0)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_v1_store_migrates_to_v2(self):
         """A database of schema version 1 (before rules) gains the rule tables (v2), the
         refund and check-in tables (v3) and the tier tables (v4) on open."""
@@ -782,7 +837,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -837,7 +892,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -925,7 +980,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -1011,7 +1066,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1057,7 +1112,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1130,7 +1185,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1166,7 +1221,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1226,7 +1281,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1255,12 +1310,16 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
         try:
-            self.assertEqual(len(db.execute(names).fetchall()), 4)
+            # The order's two indexes are one since version 20 (tx_order).
+            self.assertEqual(sorted(r[0] for r in db.execute(names)),
+                             ["members_birthday", "tx_hold_capture"])
+            self.assertEqual(db.execute("SELECT count(*) FROM sqlite_master WHERE name ="
+                                        " 'tx_order'").fetchone()[0], 1)
             self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
         finally:
             db.close()
@@ -1333,7 +1392,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1376,7 +1435,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1416,7 +1475,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1469,7 +1528,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

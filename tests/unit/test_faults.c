@@ -358,6 +358,7 @@ typedef struct fixture {
     bool ready;           /* what a case's prep sets up once is there */
     char code[16];        /* member a's referral code, once a case needs it */
     char made_id[64];     /* the rule or campaign a case updates */
+    char born[64];        /* test_birthday_sweep's member of the last call */
     jf_auth other;        /* an admin of another tenant (overdue_hold) */
 } fixture;
 
@@ -1059,12 +1060,17 @@ static void prep_referral_purchase(fixture *f, int n, char *path_id, char *body,
 }
 
 /* A member created two days before its birthday, then the day comes: the
- * daily job pays it the birthday rule's 10 points. */
+ * daily job pays it the birthday rule's 10 points.  The member of the call
+ * before is frozen first: the clock moves three days a call, so a loop of
+ * more than 122 calls would meet its birthday again a year on, and pay it
+ * as well. */
 static void prep_birthday_sweep(fixture *f, int n, char *path_id, char *body, char *ext)
 {
     (void)path_id;
     rule_once(f, "{\"name\":\"bd\",\"trigger\":\"birthday\","
                  "\"effect\":{\"type\":\"fixed\",\"points\":10}}");
+    if (f->born[0])
+        json_decref(call_ok(f, JF_OP_MEMBER_UPDATE, f->born, "{\"status\":\"frozen\"}"));
     f->day++;
     clock_at(f, 2);
     time_t t = (time_t)1893456000 + (time_t)(f->day + 2) * 86400;
@@ -1074,7 +1080,7 @@ static void prep_birthday_sweep(fixture *f, int n, char *path_id, char *body, ch
     strftime(birthday, sizeof(birthday), "1992-%m-%d", &tm);
     snprintf(ext, 64, "bd-%d-%d", n, ++f->keys);
     snprintf(member, sizeof(member), "{\"external_id\":\"%s\",\"birthday\":\"%s\"}", ext, birthday);
-    json_decref(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member));
+    id_of(call_ok(f, JF_OP_MEMBER_CREATE, NULL, member), "id", NULL, f->born, sizeof f->born);
     f->day += 2;
     clock_at(f, 10);
     snprintf(body, BODY_MAX, "{}");
