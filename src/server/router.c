@@ -15,6 +15,7 @@
  * not the member "external".
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,44 +136,90 @@ static bool seg_is_param(const seg *s)
 typedef struct route_pat {
     seg segs[SEGMENTS_MAX];
     int n;
+    int param; /* the index of the {param} segment, or -1 */
 } route_pat;
 
+/* The routes with n segments, in table order: a path is only tried against
+ * patterns of its own length: 20 of the 54 for an earn. */
+typedef struct route_bucket {
+    int routes[ROUTE_COUNT];
+    int n;
+} route_bucket;
+
 static route_pat route_pats[ROUTE_COUNT];
+static route_bucket route_buckets[SEGMENTS_MAX + 1];
 static pthread_once_t route_pats_once = PTHREAD_ONCE_INIT;
+
+/* The index of pattern segment {param}, or -1; a table with two in one
+ * pattern is a bug, stopped at the first request. */
+static int pattern_param(const char *pattern, const seg *segs, int n)
+{
+    int param = -1;
+    for (int i = 0; i < n; i++) {
+        if (!seg_is_param(&segs[i]))
+            continue;
+        if (param >= 0) {
+            fprintf(stderr, "jifen: route %s has two {param} segments\n", pattern);
+            abort();
+        }
+        param = i;
+    }
+    return param;
+}
 
 static void route_pats_split(void)
 {
-    for (int i = 0; i < ROUTE_COUNT; i++)
-        route_pats[i].n = split_path(routes[i].pattern, route_pats[i].segs);
+    for (int i = 0; i < ROUTE_COUNT; i++) {
+        route_pat *rp = &route_pats[i];
+        rp->n = split_path(routes[i].pattern, rp->segs);
+        rp->param = pattern_param(routes[i].pattern, rp->segs, rp->n);
+        if (rp->n > 0) {
+            route_bucket *b = &route_buckets[rp->n];
+            b->routes[b->n++] = i;
+        }
+    }
 }
 
 /*
- * Tries one pattern, split once, against the path segments.  Returns -1
- * when it does not match, else a specificity score: one bit per literal
- * segment, the leftmost segment in the highest bit, so that comparing
- * scores compares literal positions from the left.  *param gets the index
- * of the {param} segment in the path (or -1).
+ * Tries one pattern, split once, against the path segments (as many as the
+ * pattern has).  Returns -1 when it does not match, else a specificity
+ * score: one bit per literal segment, the leftmost segment in the highest
+ * bit, so that comparing scores compares literal positions from the left.
+ * On a match *param gets the index of the {param} segment (or -1).  The
+ * segments are compared from the last: patterns of one length mostly differ
+ * there ("/v1/members/{id}/earn", ".../redeem"), and all share the first.
  */
-static int pattern_score(const route_pat *rp, const seg *path, int path_n, int *param)
+static int pattern_score(const route_pat *rp, const seg *path, int *param)
 {
-    const seg *pat = rp->segs;
-    int n = rp->n;
-    if (n != path_n)
-        return -1;
     int score = 0;
-    *param = -1;
-    for (int i = 0; i < n; i++) {
-        if (seg_is_param(&pat[i])) {
+    for (int i = rp->n - 1; i >= 0; i--) {
+        const seg *pat = &rp->segs[i];
+        if (i == rp->param) {
             if (path[i].len == 0)
                 return -1;
-            *param = i;
             continue;
         }
-        if (pat[i].len != path[i].len || memcmp(pat[i].s, path[i].s, pat[i].len) != 0)
+        if (pat->len != path[i].len || memcmp(pat->s, path[i].s, pat->len) != 0)
             return -1;
         score |= 1 << (SEGMENTS_MAX - 1 - i);
     }
+    *param = rp->param;
     return score;
+}
+
+/* A quick test before pattern_score: whether the path's last segment is as
+ * long as the pattern's, when that is a literal.  It turns most patterns of
+ * the path's length away without a call (four in five for an earn). */
+static bool last_len_fits(const route_pat *rp, const seg *path)
+{
+    int last = rp->n - 1;
+    return last == rp->param || rp->segs[last].len == path[last].len;
+}
+
+/* Whether route i is served: the test-clock routes only with the test clock. */
+static bool route_visible(int i, bool test_clock)
+{
+    return !(routes[i].flags & SRV_ROUTE_TEST_CLOCK) || test_clock;
 }
 
 /* HEAD is answered as GET (the daemon drops the body). */
@@ -237,23 +284,23 @@ bool srv_percent_decode(const char *src, size_t len, char *dst)
     return true;
 }
 
-/* Scans the table: the best route with this method, and the Allow list of
- * every route whose pattern matches the path whatever its method. */
+/* The best route with this method among those of the path's length.
+ * *path_known says whether any route, of whatever method, matches the path. */
 static int best_route(const char *method, const seg *path, int path_n, bool test_clock,
-                      srv_match *m, int *param_seg, bool *path_known)
+                      int *param_seg, bool *path_known)
 {
     int best = -1, best_score = -1;
     *path_known = false;
     pthread_once(&route_pats_once, route_pats_split);
-    for (int i = 0; i < ROUTE_COUNT; i++) {
-        if ((routes[i].flags & SRV_ROUTE_TEST_CLOCK) && !test_clock)
+    const route_bucket *b = &route_buckets[path_n];
+    for (int k = 0; k < b->n; k++) {
+        int i = b->routes[k], param;
+        if (!route_visible(i, test_clock) || !last_len_fits(&route_pats[i], path))
             continue;
-        int param;
-        int score = pattern_score(&route_pats[i], path, path_n, &param);
+        int score = pattern_score(&route_pats[i], path, &param);
         if (score < 0)
             continue;
         *path_known = true;
-        allow_add(m->allow, sizeof m->allow, routes[i].method);
         if (method_matches(routes[i].method, method) && score > best_score) {
             best = i;
             best_score = score;
@@ -261,6 +308,18 @@ static int best_route(const char *method, const seg *path, int path_n, bool test
         }
     }
     return best;
+}
+
+/* For a 405: the methods of every route whose pattern matches the path, in
+ * table order.  Built only then, as no other answer carries it. */
+static void allow_list(const seg *path, int path_n, bool test_clock, char *allow, size_t cap)
+{
+    const route_bucket *b = &route_buckets[path_n];
+    for (int k = 0; k < b->n; k++) {
+        int i = b->routes[k], param;
+        if (route_visible(i, test_clock) && pattern_score(&route_pats[i], path, &param) >= 0)
+            allow_add(allow, cap, routes[i].method);
+    }
 }
 
 srv_match_status srv_route_match(const char *method, const char *path, bool test_clock,
@@ -275,7 +334,9 @@ srv_match_status srv_route_match(const char *method, const char *path, bool test
         return SRV_MATCH_NOT_FOUND;
     int param = -1;
     bool known;
-    int best = best_route(method, segs, n, test_clock, m, &param, &known);
+    int best = best_route(method, segs, n, test_clock, &param, &known);
+    if (best < 0 && known)
+        allow_list(segs, n, test_clock, m->allow, sizeof m->allow);
     if (best < 0)
         return known ? SRV_MATCH_BAD_METHOD : SRV_MATCH_NOT_FOUND;
     if (param >= 0) {

@@ -51,7 +51,7 @@ typedef enum srv_match_status {
 typedef struct srv_match {
     int route;      /* index into the table, or -1 */
     char *path_id;  /* percent-decoded {param}, malloc'd (caller frees), or NULL */
-    char allow[64]; /* for 405: the methods the path accepts, "GET, POST" */
+    char allow[64]; /* for 405: the methods the path accepts, "GET, POST"; else "" */
 } srv_match;
 
 /* Number of routes, and route i (0 <= i < srv_route_count()). */
