@@ -310,6 +310,11 @@
  * 32 KiB memset per request.  A request whose line and headers exceed about
  * this much is answered 431. */
 #define JF_HTTP_CONNECTION_MEMORY_BYTES (8 * 1024)
+/* Finished requests' memory each HTTP loop keeps for its next ones
+ * (src/server/loop.c, srv_loop_req_take), at about 1 KiB each: enough for
+ * the requests a loop has in flight at once to come and go without malloc,
+ * which for a block of that size bypasses glibc's per-thread cache. */
+#define JF_HTTP_SPARE_REQUESTS 64
 /* Longest client-supplied X-Request-Id echoed; a longer or unprintable one
  * is replaced by a generated id. */
 #define JF_REQUEST_ID_LEN_MAX 64

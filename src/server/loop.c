@@ -115,6 +115,9 @@ struct srv_loop {
     uint64_t accept_resume_ms; /* accepting paused until then (monotonic); 0 = not paused */
     pthread_t thread;
     bool running;
+    /* Finished requests' memory, kept for the next ones (srv_loop_req_take). */
+    srv_req *spare[JF_HTTP_SPARE_REQUESTS];
+    int spare_n;
 };
 
 struct srv_loops {
@@ -131,6 +134,21 @@ static _Thread_local srv_loop *current_loop;
 srv_loop *srv_loop_current(void)
 {
     return current_loop;
+}
+
+srv_req *srv_loop_req_take(void)
+{
+    srv_loop *l = current_loop;
+    return l && l->spare_n > 0 ? l->spare[--l->spare_n] : NULL;
+}
+
+bool srv_loop_req_keep(srv_req *r)
+{
+    srv_loop *l = current_loop;
+    if (!l || l->spare_n == JF_HTTP_SPARE_REQUESTS)
+        return false;
+    l->spare[l->spare_n++] = r;
+    return true;
 }
 
 void srv_loop_wake(srv_loop *l)
@@ -601,6 +619,8 @@ void srv_loops_stop(srv_loops *ls)
         inbox_drop(l);
         if (l->daemon)
             MHD_stop_daemon(l->daemon); /* unwatches its connections (srv_loop_notify) */
+        while (l->spare_n > 0)
+            free(l->spare[--l->spare_n]);
         if (l->watch_ep >= 0)
             close(l->watch_ep);
         if (l->ep >= 0)

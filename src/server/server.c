@@ -158,9 +158,12 @@ static void set_request_id(srv_req *r)
 static srv_req *req_new(jf_server *s, struct MHD_Connection *conn, const char *url,
                         const char *method)
 {
-    srv_req *r = calloc(1, sizeof *r);
+    srv_req *r = srv_loop_req_take();
+    if (!r)
+        r = malloc(sizeof *r);
     if (!r)
         return NULL;
+    memset(r, 0, sizeof *r);
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
         free(r);
         return NULL;
@@ -185,7 +188,8 @@ static void req_free(srv_req *r)
     free(r->match.path_id);
     free(r->body);
     pthread_mutex_destroy(&r->mu);
-    free(r);
+    if (!srv_loop_req_keep(r))
+        free(r);
     atomic_fetch_sub(&s->active, 1);
 }
 

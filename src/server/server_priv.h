@@ -88,6 +88,17 @@ enum MHD_Result srv_respond_result(srv_req *r, jf_result *res);
 /* The loop running on this thread: the one whose daemon called us. */
 srv_loop *srv_loop_current(void);
 
+/* Each loop keeps the memory of finished srv_reqs for its next requests
+ * (up to JF_HTTP_SPARE_REQUESTS): a calloc (which in glibc bypasses the
+ * per-thread cache) and a free of one were about 1,300 instructions a
+ * request.  srv_loop_req_take returns such memory, not zeroed, or NULL when
+ * this thread is no loop's or its loop has none; srv_loop_req_keep takes r
+ * (its mutex destroyed) and returns true, or returns false and leaves r to
+ * the caller to free.  Only a loop's thread finds a loop, so from any other
+ * thread both are no-ops. */
+srv_req *srv_loop_req_take(void);
+bool srv_loop_req_keep(srv_req *r);
+
 /* Wakes loop l to run its daemon: after MHD_resume_connection from another
  * thread (a daemon without a thread of its own has no wake-up of its own).
  * Any thread; cheap when a wake-up is already pending. */
