@@ -51,6 +51,16 @@
 
 #include "server_priv.h"
 
+/* Under AddressSanitizer a kept request is poisoned until it is taken
+ * again, so that a use after req_free is still reported as it was when
+ * req_free freed it. */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#endif
+
 /* Connections one loop accepts per wake-up before it lets its daemon run. */
 #define ACCEPT_BATCH 16
 /* When accept fails for want of descriptors or memory, the listening socket
@@ -139,7 +149,11 @@ srv_loop *srv_loop_current(void)
 srv_req *srv_loop_req_take(void)
 {
     srv_loop *l = current_loop;
-    return l && l->spare_n > 0 ? l->spare[--l->spare_n] : NULL;
+    if (!l || l->spare_n == 0)
+        return NULL;
+    srv_req *r = l->spare[--l->spare_n];
+    ASAN_UNPOISON_MEMORY_REGION(r, sizeof *r);
+    return r;
 }
 
 bool srv_loop_req_keep(srv_req *r)
@@ -147,8 +161,19 @@ bool srv_loop_req_keep(srv_req *r)
     srv_loop *l = current_loop;
     if (!l || l->spare_n == JF_HTTP_SPARE_REQUESTS)
         return false;
+    ASAN_POISON_MEMORY_REGION(r, sizeof *r);
     l->spare[l->spare_n++] = r;
     return true;
+}
+
+/* Frees the requests a stopped loop kept. */
+static void spare_free(srv_loop *l)
+{
+    while (l->spare_n > 0) {
+        srv_req *r = l->spare[--l->spare_n];
+        ASAN_UNPOISON_MEMORY_REGION(r, sizeof *r);
+        free(r);
+    }
 }
 
 void srv_loop_wake(srv_loop *l)
@@ -619,8 +644,7 @@ void srv_loops_stop(srv_loops *ls)
         inbox_drop(l);
         if (l->daemon)
             MHD_stop_daemon(l->daemon); /* unwatches its connections (srv_loop_notify) */
-        while (l->spare_n > 0)
-            free(l->spare[--l->spare_n]);
+        spare_free(l);
         if (l->watch_ep >= 0)
             close(l->watch_ep);
         if (l->ep >= 0)
