@@ -63,7 +63,11 @@ static const char serve_usage[] =
     "                            database (default 100, 10 to 60000).  Longer writes\n"
     "                            fewer pages to the disk, but the writer then copies\n"
     "                            more itself at each restart of the log, which\n"
-    "                            lengthens the latency tail\n";
+    "                            lengthens the latency tail\n"
+    "\n"
+    "Environment:\n"
+    "  JIFEN_IDEM_FILTER=0       look every idempotency key up: no in-memory filter\n"
+    "                            of the stored keys (README, \"Operating it\")\n";
 
 typedef struct serve_args {
     const char *db, *listen, *threads, *access_log, *expiry, *wal_frames, *ckpt;
