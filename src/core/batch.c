@@ -166,7 +166,12 @@ static void result_write(jf_jtext *b, const jf_cmd *sub)
 
 /* The operations of this slice: from cmd->acc[0] (where the last slice
  * ended; engine.c restores it when a batch runs again) up to the slice's
- * limits.  True when operations remain. */
+ * limits.  True when operations remain.  A slice run again after a failure
+ * (eng->careful) is not cut by time: it must reach at least as far as the
+ * attempt that failed, or the operation that failed would run again in a
+ * later slice without its savepoint, fail again and send its batch round
+ * once more (seen under ThreadSanitizer, where one operation can outlast
+ * JF_BATCH_SLICE_US). */
 static bool batch_slice(jf_engine *eng, jf_cmd *cmd)
 {
     struct timespec t0;
@@ -175,7 +180,7 @@ static bool batch_slice(jf_engine *eng, jf_cmd *cmd)
     for (; i < end; i++) {
         if (cmd->subs[i]->claimed)
             jf_writer_apply(eng, cmd->subs[i]);
-        if (jf_elapsed_us(&t0) > JF_BATCH_SLICE_US) {
+        if (!eng->careful && jf_elapsed_us(&t0) > JF_BATCH_SLICE_US) {
             i++;
             break;
         }
