@@ -23,6 +23,9 @@ struct jf_cmd {
     jf_done_fn done;
     void *done_ctx;
     jf_result res;
+    /* res's body as data until jf_writer_finish renders it (tx.c), off the
+     * writer; NULL when res holds the body (or an error). */
+    struct jf_reply_draft *draft;
     int64_t acc[JF_CMD_ACC_N]; /* running totals of a sliced job */
     int64_t parked_ms;         /* when a sliced job was parked for its next slice */
     struct jf_cmd **subs;      /* a batch's operations */

@@ -241,6 +241,9 @@ typedef struct jf_ctx {
      * the member's points after it, written by ctx_finish before ctx->out's
      * keys; NULL when the transaction is in ctx->out. */
     char *reply_tx;
+    /* Or the same answer as data, rendered off the writer (tx.c,
+     * jf_reply_draft_new); NULL when reply_tx or ctx->out holds it. */
+    struct jf_reply_draft *reply_draft;
     char reply_tx_id[JF_ID_LEN_MAX];
     jf_points reply_points;
     /* The whole answer as text (jf_list_rows_text), used by ctx_finish
@@ -265,6 +268,17 @@ typedef struct jf_op_impl {
  * as text (malloc'd), the points' keys in jf_points_json's order; rest may
  * be NULL.  NULL when memory ran out. */
 char *jf_points_reply_text(const char *tx, const jf_points *p, json_t *rest, size_t *len);
+/* An answer kept as data until it is rendered (tx.c; made by
+ * jf_reply_draft_new, ledger.h). */
+typedef struct jf_reply_draft jf_reply_draft;
+/* The answer's text, byte for byte what jf_tx_reply_text and
+ * jf_points_reply_text write, with rest's keys after "points" (rest may be
+ * NULL); malloc'd, NULL when memory ran out.  Any thread: it never touches
+ * the database.  The first rendering without rest allocates nothing: it
+ * writes into the memory the draft reserved (tx.c). */
+char *jf_reply_draft_render(jf_reply_draft *d, json_t *rest, size_t *len);
+/* NULL is a no-op. */
+void jf_reply_draft_free(jf_reply_draft *d);
 
 /* Sets ctx->detail with printf formatting and returns err: `return jf_fail(ctx, ...)`. */
 jf_err jf_fail(jf_ctx *ctx, jf_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -328,6 +342,12 @@ typedef struct jf_jtext {
 void jf_jt_raw(jf_jtext *b, const char *s); /* appended as it is */
 void jf_jt_rawn(jf_jtext *b, const char *s, size_t n);
 void jf_jt_str(jf_jtext *b, const char *s); /* as jf_json_text(s) dumps */
+/* The most bytes jf_jt_str(b, s) appends when it needs no memory of its
+ * own (ASCII text, or NULL); 0 for other text, which jansson escapes. */
+size_t jf_jt_str_max(const char *s);
+/* What jf_points_reply_text writes after the transaction: the points, then
+ * rest_text's keys (a dumped object, or NULL), and the closing brace. */
+void jf_points_reply_end(jf_jtext *b, const jf_points *p, const char *rest_text);
 void jf_jt_int(jf_jtext *b, int64_t v);
 void jf_jt_json(jf_jtext *b, const json_t *v); /* as jf_json_dump(v); NULL is null */
 char *jf_jt_take(jf_jtext *b, size_t *len);

@@ -120,6 +120,43 @@ void jf_read_release(jf_engine *eng, jf_db *db)
 
 /* ---- commands ---- */
 
+/* Frees cmd's answer, rendered or not, and resets its result. */
+static void cmd_result_drop(jf_cmd *cmd)
+{
+    jf_result_deinit(&cmd->res);
+    jf_reply_draft_free(cmd->draft);
+    cmd->draft = NULL;
+}
+
+/* Frees cmd's answer, rendered or not, and keeps the rest of its result. */
+static void cmd_body_drop(jf_cmd *cmd)
+{
+    free(cmd->res.body);
+    cmd->res.body = NULL;
+    jf_reply_draft_free(cmd->draft);
+    cmd->draft = NULL;
+}
+
+/* Writes the answer the writer left as data (cmd->draft), now that its
+ * commit is durable: out of memory here answers out_of_memory, and a retry
+ * with the key replays the answer. */
+static void cmd_render(jf_cmd *cmd)
+{
+    if (cmd->draft == NULL)
+        return;
+    if (cmd->res.err == JF_OK && cmd->res.body == NULL) {
+        cmd->res.body = jf_reply_draft_render(cmd->draft, NULL, &cmd->res.body_len);
+        if (cmd->res.body == NULL) {
+            cmd->res.err = JF_ERR_NOMEM;
+            cmd->res.created = false;
+            snprintf(cmd->res.detail, sizeof(cmd->res.detail),
+                     "The server ran out of memory; try again.");
+        }
+    }
+    jf_reply_draft_free(cmd->draft);
+    cmd->draft = NULL;
+}
+
 void jf_cmd_free(jf_cmd *cmd)
 {
     if (cmd == NULL)
@@ -127,7 +164,7 @@ void jf_cmd_free(jf_cmd *cmd)
     free(cmd->path_id);
     free(cmd->idem_key);
     json_decref(cmd->body);
-    jf_result_deinit(&cmd->res);
+    cmd_result_drop(cmd);
     for (size_t i = 0; i < cmd->sub_count; i++)
         jf_cmd_free(cmd->subs[i]);
     free(cmd->subs);
@@ -158,6 +195,23 @@ static void ctx_init(jf_ctx *ctx, jf_engine *eng, jf_db *db, jf_op op, const jf_
  * tree, its dump and the walk of it for the key's record were about 3% of the
  * writer's time per earn (docs/PERFORMANCE-HISTORY.md, since commit 64a9f9a).
  * The bytes are the tree's dump's (tests/api/test_idempotency.py pins them). */
+void jf_points_reply_end(jf_jtext *b, const jf_points *p, const char *rest_text)
+{
+    jf_jt_raw(b, ",\"points\":{\"available\":");
+    jf_jt_int(b, p->available);
+    JF_JT_KEY(b, "pending");
+    jf_jt_int(b, p->pending);
+    JF_JT_KEY(b, "held");
+    jf_jt_int(b, p->held);
+    jf_jt_raw(b, "}");
+    if (rest_text != NULL) {
+        jf_jt_raw(b, ",");
+        jf_jt_raw(b, rest_text + 1); /* rest's keys and the closing brace */
+    } else {
+        jf_jt_raw(b, "}");
+    }
+}
+
 char *jf_points_reply_text(const char *tx, const jf_points *p, json_t *rest, size_t *len)
 {
     bool more = rest != NULL && json_object_size(rest) > 0;
@@ -167,19 +221,7 @@ char *jf_points_reply_text(const char *tx, const jf_points *p, json_t *rest, siz
     jf_jtext b = {0};
     jf_jt_raw(&b, "{\"transaction\":");
     jf_jt_raw(&b, tx);
-    jf_jt_raw(&b, ",\"points\":{\"available\":");
-    jf_jt_int(&b, p->available);
-    JF_JT_KEY(&b, "pending");
-    jf_jt_int(&b, p->pending);
-    JF_JT_KEY(&b, "held");
-    jf_jt_int(&b, p->held);
-    jf_jt_raw(&b, "}");
-    if (text != NULL) {
-        jf_jt_raw(&b, ",");
-        jf_jt_raw(&b, text + 1); /* rest's keys and the closing brace */
-    } else {
-        jf_jt_raw(&b, "}");
-    }
+    jf_points_reply_end(&b, p, text);
     free(text);
     return jf_jt_take(&b, len);
 }
@@ -189,7 +231,7 @@ char *jf_points_reply_text(const char *tx, const jf_points *p, json_t *rest, siz
  * unless the handler answered a system failure itself: a handler that took a
  * failed lookup for "no row" answered a business result (not found) for what
  * was an I/O error or an allocation failure. */
-static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
+static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res, jf_reply_draft **draft)
 {
     jf_err failed = ctx->db ? jf_db_failure() : JF_OK;
     if (failed == JF_OK && jf_json_alloc_failed())
@@ -207,10 +249,19 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
                                         : ctx->db->errmsg);
         err = failed;
     }
+    bool alone = ctx->out != NULL && json_object_size(ctx->out) == 0;
     if (err == JF_OK && ctx->reply_body) {
         res->body = ctx->reply_body;
         res->body_len = ctx->reply_body_len;
         ctx->reply_body = NULL;
+    } else if (err == JF_OK && ctx->reply_draft && alone && draft) {
+        *draft = ctx->reply_draft; /* rendered by jf_writer_finish */
+        ctx->reply_draft = NULL;
+    } else if (err == JF_OK && ctx->reply_draft) {
+        res->body =
+            ctx->out ? jf_reply_draft_render(ctx->reply_draft, ctx->out, &res->body_len) : NULL;
+        if (res->body == NULL)
+            err = JF_ERR_NOMEM;
     } else if (err == JF_OK) {
         /* No ctx->out: json_object() failed before the handler ran. */
         res->body = ctx->out == NULL ? NULL
@@ -224,6 +275,8 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res)
     ctx->out = NULL;
     free(ctx->reply_tx);
     ctx->reply_tx = NULL;
+    jf_reply_draft_free(ctx->reply_draft);
+    ctx->reply_draft = NULL;
     free(ctx->reply_body);
     ctx->reply_body = NULL;
     free(ctx->awarded);
@@ -322,13 +375,13 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         jf_str_copy(cmd->res.detail, sizeof(cmd->res.detail), db->errmsg);
     char tx_id[JF_ID_LEN_MAX] = "";
     const char *tid =
-        ctx.reply_tx
+        ctx.reply_tx || ctx.reply_draft
             ? ctx.reply_tx_id
             : json_string_value(json_object_get(json_object_get(ctx.out, "transaction"), "id"));
     if (tid)
         jf_str_copy(tx_id, sizeof(tx_id), tid);
     jf_idem_form form = jf_idem_form_of(&ctx);
-    err = ctx_finish(&ctx, err, &cmd->res);
+    err = ctx_finish(&ctx, err, &cmd->res, &cmd->draft);
     if (err == JF_OK && cmd->args.dry_run) {
         /* Whatever a dry run touched (overdue holds voided on the way) is
          * undone: it answers exactly what a real run would, and writes nothing.
@@ -354,8 +407,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
         jf_wcache_rollback(eng->wcache);
-        free(cmd->res.body);
-        cmd->res.body = NULL;
+        cmd_body_drop(cmd);
         cmd->res.err = err;
         again = false;
     }
@@ -569,8 +621,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
         again[i] = false;
-        free(c->res.body);
-        c->res.body = NULL;
+        cmd_body_drop(c);
         c->res.replayed = false;
         c->res.err = JF_ERR_IO;
         snprintf(c->res.detail, sizeof(c->res.detail), "The commit failed; nothing was written.");
@@ -718,7 +769,10 @@ void jf_writer_finish(jf_engine *eng, jf_cmd *c)
         jf_key_cache_bump(eng->keys);
     if (c->idem_key)
         jf_inflight_remove(eng, c->auth.tenant, c->idem_key);
+    cmd_render(c);
     if (c->op == JF_OP_BATCH) {
+        for (size_t i = 0; c->res.err == JF_OK && i < c->sub_count; i++)
+            cmd_render(c->subs[i]);
         jf_batch_render(c);
         jf_batch_release(eng, c);
     }
@@ -767,12 +821,12 @@ static jf_err writer_apply_all(jf_engine *eng, jf_cmd *batch, bool *again)
  * (its operations' either), a sliced job's totals as they were. */
 static void cmd_unapply(jf_cmd *c, const int64_t acc_before[JF_CMD_ACC_N])
 {
-    jf_result_deinit(&c->res);
+    cmd_result_drop(c);
     memcpy(c->acc, acc_before, sizeof(c->acc));
     /* A batch's earlier slices are committed; their results stay. */
     for (size_t i = c->op == JF_OP_BATCH ? (size_t)acc_before[0] : 0; i < c->sub_count; i++)
         if (c->subs[i]->claimed)
-            jf_result_deinit(&c->subs[i]->res);
+            cmd_result_drop(c->subs[i]);
 }
 
 /* A command failed after writing without a savepoint (jf_writer_apply):
@@ -841,8 +895,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
             atomic_fetch_add(&eng->job_slices_held, 1);
         }
         if (slice) {
-            free(job->res.body);
-            job->res.body = NULL;
+            cmd_body_drop(job);
             again[ji] = writer_apply_one(eng, job);
             if (eng->poisoned)
                 err = writer_redo(eng, batch, again, acc);
@@ -870,8 +923,7 @@ static void writer_batch(jf_engine *eng, jf_cmd *batch, size_t n, size_t room)
         next = c->next;
         c->next = NULL;
         if (again[i]) {
-            free(c->res.body);
-            c->res.body = NULL;
+            cmd_body_drop(c);
             writer_requeue(eng, c);
             continue;
         }
@@ -1030,7 +1082,7 @@ static void call_read(jf_engine *eng, const jf_request *req, jf_done_fn done, vo
         jf_db_run(db, "COMMIT", "");
     }
     uint64_t want = read_wants(eng, &ctx, req);
-    ctx_finish(&ctx, err, &res);
+    ctx_finish(&ctx, err, &res, NULL);
     jf_read_release(eng, db);
     /* Nothing not yet on disk is shown (syncer.c). */
     jf_syncer_answer_read(eng, want, &res, done, done_ctx);

@@ -20,6 +20,7 @@
  * tests set it) every rebuilt record is rebuilt once as it is stored and
  * compared with the answer it replaces.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,7 +123,8 @@ jf_idem_form jf_idem_form_of(const jf_ctx *ctx)
      * jf_points_reply_text. */
     const jf_points *p = &ctx->reply_points;
     jf_idem_form f = {0};
-    if (ctx->reply_tx == NULL || ctx->reply_tx_id[0] == '\0' || json_object_size(ctx->out) != 0)
+    if ((ctx->reply_tx == NULL && ctx->reply_draft == NULL) || ctx->reply_tx_id[0] == '\0' ||
+        json_object_size(ctx->out) != 0)
         return f;
     f = (jf_idem_form){
         .rebuilt = true, .available = p->available, .pending = p->pending, .held = p->held};
@@ -217,19 +219,26 @@ jf_err jf_idem_lookup(jf_ctx *ctx, jf_cmd *cmd, bool *found)
 /* JIFEN_CHECK_REPLIES: the record just stored rebuilds the answer given. */
 static jf_err idem_check(jf_ctx *ctx, const jf_cmd *cmd, const char *tx_id, const jf_idem_form *f)
 {
+    /* An answer the syncer will render (cmd->draft) is rendered here too,
+     * by the same function. */
+    size_t len = cmd->res.body_len;
+    char *drafted = cmd->draft ? jf_reply_draft_render(cmd->draft, NULL, &len) : NULL;
+    const char *given = cmd->draft ? drafted : cmd->res.body;
+    if (given == NULL)
+        return JF_ERR_NOMEM;
     jf_result again = {0};
     jf_err err = reply_rebuild_v1(ctx, tx_id, f, &again);
-    bool same = err == JF_OK && again.body_len == cmd->res.body_len &&
-                memcmp(again.body, cmd->res.body, again.body_len) == 0;
+    bool same = err == JF_OK && again.body_len == len && memcmp(again.body, given, len) == 0;
     if (err == JF_OK && !same) {
         fprintf(stderr,
                 "jifen: assertion failed: the answer of Idempotency-Key '%s' rebuilds otherwise\n"
                 "  given:   %s\n  rebuilt: %s\n",
-                cmd->idem_key, cmd->res.body, again.body);
+                cmd->idem_key, given, again.body);
         err = jf_fail(ctx, JF_ERR_INTERNAL, "The answer of '%s' would replay otherwise.",
                       cmd->idem_key);
     }
     free(again.body);
+    free(drafted);
     return err;
 }
 
@@ -252,6 +261,8 @@ static jf_err idem_insert(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_
             f->held);
         return err == JF_OK && ctx->eng->check_replies ? idem_check(ctx, cmd, tx_id, f) : err;
     }
+    /* Only an answer of the rebuilt form is left as a draft (ctx_finish). */
+    assert(cmd->draft == NULL);
     jf_err err = jf_db_run(db, "INSERT INTO responses(tenant_id, body) VALUES(?,?)", "Is",
                            cmd->auth.tenant, cmd->res.body);
     if (err != JF_OK)

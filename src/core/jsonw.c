@@ -298,6 +298,16 @@ void jf_jt_str(jf_jtext *b, const char *s)
         jw_put(b, "null", 4);
 }
 
+size_t jf_jt_str_max(const char *s)
+{
+    if (s == NULL)
+        return 4; /* null */
+    size_t n = strlen(s);
+    if (jw_is_plain(s, n))
+        return n + 2;
+    return jw_is_ascii(s, n) ? 6 * n + 2 : 0; /* each byte at most \u00XX */
+}
+
 void jf_jt_int(jf_jtext *b, int64_t v)
 {
     jw_int(b, v);

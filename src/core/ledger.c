@@ -76,6 +76,14 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
     return err == JF_OK ? jf_bonus_birthday_due(ctx, m->id, m->birthday) : err;
 }
 
+/* ctx holds mem_tx's answer (as text or as data): a write that created it. */
+static jf_err points_result_taken(jf_ctx *ctx, const jf_tx *mem_tx)
+{
+    jf_str_copy(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), mem_tx->id);
+    ctx->created = true;
+    return JF_OK;
+}
+
 /* The same answer with the transaction rendered as text from memory and
  * the points kept as numbers, for ctx_finish (engine.c) to write first:
  * building the transaction's tree and dumping it was a tenth of the
@@ -83,21 +91,25 @@ jf_err jf_member_writable(jf_ctx *ctx, const char *id, jf_member *m)
 static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *member_id,
                                  const jf_points *known)
 {
-    jf_jtext b = {0};
-    jf_err err = jf_tx_reply_text(ctx, mem_tx, &b);
-    if (err == JF_OK && known)
+    jf_err err = JF_OK;
+    if (known)
         ctx->reply_points = *known;
-    else if (err == JF_OK)
+    else
         err = jf_lots_points(ctx, member_id, &ctx->reply_points);
+    /* Kept as data for the syncer to render once the commit is durable: the
+     * rendering was about 4% of the writer's instructions per earn. */
+    if (err == JF_OK && (ctx->reply_draft = jf_reply_draft_new(ctx, mem_tx, &ctx->reply_points)))
+        return points_result_taken(ctx, mem_tx);
+    jf_jtext b = {0};
+    if (err == JF_OK)
+        err = jf_tx_reply_text(ctx, mem_tx, &b);
     if (err == JF_OK && (ctx->reply_tx = jf_jt_take(&b, NULL)) == NULL)
         err = JF_ERR_NOMEM;
     if (err != JF_OK) {
         free(b.p);
         return err;
     }
-    jf_str_copy(ctx->reply_tx_id, sizeof(ctx->reply_tx_id), mem_tx->id);
-    ctx->created = true;
-    return JF_OK;
+    return points_result_taken(ctx, mem_tx);
 }
 
 /* The answer {"transaction": ..., "points": ...} for the member after the
@@ -107,7 +119,8 @@ static jf_err points_result_text(jf_ctx *ctx, const jf_tx *mem_tx, const char *m
 static jf_err points_result_known(jf_ctx *ctx, const jf_tx *mem_tx, const char *tx_id,
                                   const char *member_id, const jf_points *known)
 {
-    if (mem_tx && ctx->reply_tx == NULL && json_object_size(ctx->out) == 0)
+    if (mem_tx && ctx->reply_tx == NULL && ctx->reply_draft == NULL &&
+        json_object_size(ctx->out) == 0)
         return points_result_text(ctx, mem_tx, member_id, known);
     json_t *tx = NULL, *pts = NULL;
     jf_err err = mem_tx ? jf_tx_reply_json(ctx, mem_tx, &tx) : jf_tx_json(ctx, tx_id, false, &tx);

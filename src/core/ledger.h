@@ -89,6 +89,13 @@ void jf_tx_deinit(jf_tx *tx);
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out);
 /* The same reply's text, appended to b (whole, closed). */
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b);
+/* An answer {"transaction": T, "points": P} for a transaction this command
+ * just committed, kept as data so that the syncer renders it once the commit
+ * is durable (jf_writer_finish), not the writer: T's fields copied into one
+ * block, the earn's awards taken from ctx (ctx->awarded is NULL after), P the
+ * member's points after it.  NULL when memory ran out or when T's awards
+ * must be read back from the database (the caller then renders it now). */
+jf_reply_draft *jf_reply_draft_new(jf_ctx *ctx, const jf_tx *tx, const jf_points *p);
 /* The reply's text of the stored transaction id, as the write that made it
  * rendered it (reversed_points 0, an earn's awards), appended to b (whole,
  * closed): a replay's rebuilt answer (idem.c).  JF_ERR_NOT_FOUND when there

@@ -6,6 +6,8 @@
  * account balance is updated by exactly its postings (I2), and the new chain
  * head must extend the previous one by exactly one sequence number (I7).
  */
+#include <assert.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -523,28 +525,184 @@ static void award_text(jf_jtext *b, const jf_award *w)
     jf_jt_raw(b, "}");
 }
 
+/* An earn's "awards" from a copy of them ("[]" for none, as jansson dumps
+ * an empty array). */
+static void awards_kept_text(jf_jtext *b, const jf_award *w, size_t n)
+{
+    JF_JT_KEY(b, "awards");
+    jf_jt_raw(b, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            jf_jt_raw(b, ",");
+        award_text(b, &w[i]);
+    }
+    jf_jt_raw(b, "]");
+}
+
+/* The awards this command wrote for tx are rendered from its copy
+ * (jf_awards_write); others are read back by reply_awards. */
+static bool awards_kept(const jf_ctx *ctx, const jf_tx *tx)
+{
+    return ctx->awarded_tx_seq == tx->seq && ctx->awarded_n > 0 && strcmp(tx->type, "earn") == 0;
+}
+
 jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
 {
     jf_chain_tx t = tx_view(ctx, tx);
-    /* The awards this command wrote are rendered from its copy
-     * (jf_awards_write); others are read back by reply_awards. */
-    bool kept =
-        ctx->awarded_tx_seq == tx->seq && ctx->awarded_n > 0 && strcmp(tx->type, "earn") == 0;
+    bool kept = awards_kept(ctx, tx);
     json_t *awards = NULL;
     jf_err err = kept ? JF_OK : reply_awards(ctx, tx, &awards);
     jf_tx_view_text(b, &t, 0);
-    if (kept) {
-        JF_JT_KEY(b, "awards");
-        for (size_t i = 0; i < ctx->awarded_n; i++) {
-            jf_jt_raw(b, i ? "," : "[");
-            award_text(b, &ctx->awarded[i]);
-        }
-        jf_jt_raw(b, "]");
-    } else {
+    if (kept)
+        awards_kept_text(b, ctx->awarded, ctx->awarded_n);
+    else
         awards_text(b, awards);
-    }
     jf_jt_raw(b, "}");
     return err == JF_OK && b->failed ? JF_ERR_NOMEM : err;
+}
+
+/* ---- answers rendered off the writer ---- */
+
+/* A draft's text is written into memory the writer reserved for it, so that
+ * rendering it, once the commit is durable, cannot run out of memory: an
+ * answer that failed after its write would tell the client it failed when
+ * it did not (test_faults' burst holds every failed earn to having left
+ * nothing).  Drafts are therefore made only of what jf_jt_str writes without
+ * memory of its own (ASCII text) and without metadata, which is parsed to be
+ * written; any other answer is rendered on the writer as before. */
+struct jf_reply_draft {
+    jf_chain_tx view; /* its strings point into text; no metadata, no postings */
+    jf_points points;
+    bool has_awards; /* an earn's: its awards, "[]" when award_n is 0 */
+    jf_award *awards;
+    size_t award_n;
+    jf_jtext out; /* reserved for the answer; taken by the first rendering */
+    char text[];  /* the view's strings, each with its NUL */
+};
+
+enum {
+    VIEW_STRINGS = 13,
+    /* The answer's keys and punctuation (about 310 bytes), its seven
+     * numbers (at most 21 bytes each), its time (28) and its metadata
+     * (null), with room to spare; its strings are counted apart.  An earn's
+     * answer then fits the first 1,024 bytes a jf_jtext takes. */
+    DRAFT_FIXED_BYTES = 560,
+    DRAFT_AWARD_FIXED_BYTES = 120,
+};
+
+/* The view's string fields that the answer shows (metadata aside), for
+ * copying them in one block. */
+static void view_strings(jf_chain_tx *v, const char **f[VIEW_STRINGS])
+{
+    const char **all[VIEW_STRINGS] = {&v->id,       &v->type,    &v->member_id, &v->counterparty_id,
+                                      &v->reverses, &v->hold_id, &v->order_id,  &v->order_currency,
+                                      &v->reason,   &v->note,    &v->channel,   &v->store_id,
+                                      &v->actor};
+    memcpy(f, all, sizeof(all));
+}
+
+/* The most bytes of the answer's text, or 0 when some of it would need
+ * memory to be written (text other than ASCII, metadata). */
+static size_t draft_out_max(const jf_chain_tx *v, const char **const f[VIEW_STRINGS],
+                            const jf_award *w, size_t award_n)
+{
+    if (v->metadata)
+        return 0;
+    size_t out = DRAFT_FIXED_BYTES;
+    for (int i = 0; i < VIEW_STRINGS; i++) {
+        size_t m = jf_jt_str_max(*f[i]);
+        if (m == 0)
+            return 0;
+        out += m;
+    }
+    for (size_t i = 0; i < award_n; i++) {
+        size_t r = jf_jt_str_max(w[i].rule_id), e = jf_jt_str_max(w[i].explanation);
+        if (r == 0 || e == 0)
+            return 0;
+        out += DRAFT_AWARD_FIXED_BYTES + r + e;
+    }
+    return out;
+}
+
+jf_reply_draft *jf_reply_draft_new(jf_ctx *ctx, const jf_tx *tx, const jf_points *p)
+{
+    bool earn = strcmp(tx->type, "earn") == 0, kept = awards_kept(ctx, tx);
+    /* An earn's awards this command did not keep a copy of are read back
+     * from the database, which only the writer can do. */
+    if (earn && ctx->awarded_tx_seq == tx->seq && ctx->awarded_n == 0)
+        return NULL;
+    jf_chain_tx v = tx_view(ctx, tx);
+    v.postings = NULL; /* what the answer does not show */
+    v.posting_count = 0;
+    v.idem_key = NULL;
+    const char **f[VIEW_STRINGS];
+    view_strings(&v, f);
+    size_t out = draft_out_max(&v, f, ctx->awarded, kept ? ctx->awarded_n : 0), bytes = 0;
+    if (out == 0)
+        return NULL;
+    for (int i = 0; i < VIEW_STRINGS; i++)
+        bytes += *f[i] ? strlen(*f[i]) + 1 : 0;
+    jf_reply_draft *d = malloc(sizeof(*d) + bytes);
+    if (d == NULL)
+        return NULL;
+    *d = (jf_reply_draft){.view = v, .points = *p, .has_awards = earn};
+    jf_jt_reserve(&d->out, out);
+    if (d->out.failed) {
+        free(d);
+        return NULL;
+    }
+    view_strings(&d->view, f);
+    char *at = d->text;
+    for (int i = 0; i < VIEW_STRINGS; i++) {
+        if (*f[i] == NULL)
+            continue;
+        size_t n = strlen(*f[i]) + 1;
+        memcpy(at, *f[i], n);
+        *f[i] = at;
+        at += n;
+    }
+    assert(at == d->text + bytes);
+    if (kept) {
+        d->awards = ctx->awarded; /* taken: ctx_finish frees what ctx still holds */
+        d->award_n = ctx->awarded_n;
+        ctx->awarded = NULL;
+        ctx->awarded_n = 0;
+    }
+    return d;
+}
+
+char *jf_reply_draft_render(jf_reply_draft *d, json_t *rest, size_t *len)
+{
+    bool more = rest != NULL && json_object_size(rest) > 0;
+    char *rest_text = more ? jf_json_dump(rest, NULL) : NULL;
+    if (more && rest_text == NULL)
+        return NULL;
+    jf_jtext b = {0};
+    if (!more) { /* the reserved memory holds it all: nothing is allocated */
+        b = d->out;
+        d->out = (jf_jtext){0};
+    }
+    const char *reserved = b.p;
+    jf_jt_raw(&b, "{\"transaction\":");
+    jf_tx_view_text(&b, &d->view, 0);
+    if (d->has_awards)
+        awards_kept_text(&b, d->awards, d->award_n);
+    jf_jt_raw(&b, "}");
+    jf_points_reply_end(&b, &d->points, rest_text);
+    free(rest_text);
+    /* The bound held: writing into the reserved memory allocated nothing. */
+    assert(reserved == NULL || b.p == reserved);
+    (void)reserved;
+    return jf_jt_take(&b, len);
+}
+
+void jf_reply_draft_free(jf_reply_draft *d)
+{
+    if (d == NULL)
+        return;
+    free(d->awards);
+    free(d->out.p);
+    free(d);
 }
 
 jf_err jf_tx_reply_json(jf_ctx *ctx, const jf_tx *tx, json_t **out)

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "ledger.h"
+#include "rules.h"
 #include "tmpdb.h"
 #include "seed.h"
 
@@ -435,14 +436,175 @@ static void test_write_answers(void **state)
     }
 }
 
+/* ---- a write's answer left as data: jf_reply_draft_render ----
+ *
+ * The writer keeps a write's answer as a draft that the syncer renders once
+ * the commit is durable; its bytes must be those jf_tx_reply_text and
+ * jf_points_reply_text write on the writer, after the transaction the draft
+ * was made from is gone (its strings overwritten here). */
+
+static void random_awards(unsigned *seed, jf_ctx *ctx)
+{
+    ctx->awarded_n = (size_t)(rand_r(seed) % 4);
+    ctx->awarded = ctx->awarded_n ? calloc(ctx->awarded_n, sizeof(jf_award)) : NULL;
+    char text[64];
+    for (size_t i = 0; i < ctx->awarded_n; i++) {
+        jf_award *w = &ctx->awarded[i];
+        const char *rule = random_text(seed, text, sizeof(text));
+        snprintf(w->rule_id, sizeof(w->rule_id), "%s", rule ? rule : "rule_1");
+        w->rule_version = rand_r(seed) % 9 + 1;
+        w->points = random_i64(seed);
+        w->growth = rand_r(seed) % 1000;
+        const char *why = random_text(seed, text, sizeof(text));
+        snprintf(w->explanation, sizeof(w->explanation), "%s", why ? why : "");
+    }
+}
+
+/* s with every byte past ASCII made an 'a'. */
+static void ascii_from(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            *s = 'a';
+}
+
+/* A transaction of random fields and its writer's context: an earn of this
+ * command's awards, an earn without any, or another type. */
+static void random_write(unsigned *seed, char text[14][64], jf_tx *tx, jf_ctx *ctx,
+                         const char *const *metadata, size_t n_metadata)
+{
+    static const char *const types[] = {"earn", "redeem", "adjust", "reverse"};
+    jf_chain_tx v = random_view(seed, text, metadata, n_metadata);
+    *tx = (jf_tx){.seq = rand_r(seed) % 100 + 1,
+                  .type = types[rand_r(seed) % 4],
+                  .member_id = v.member_id,
+                  .counterparty_id = v.counterparty_id,
+                  .points = v.points,
+                  .delta = v.delta,
+                  .reverses = v.reverses,
+                  .hold_id = v.hold_id,
+                  .order_id = v.order_id,
+                  .order_currency = v.order_currency,
+                  .order_amount = rand_r(seed) % 3 ? v.order_amount : -1,
+                  .reason = v.reason,
+                  .note = v.note,
+                  .channel = v.channel,
+                  .store_id = v.store_id,
+                  .actor = v.actor,
+                  .metadata = v.metadata ? strdup(v.metadata) : NULL};
+    snprintf(tx->id, sizeof(tx->id), "%s", v.id ? v.id : "txn_1");
+    ctx->now_ms = v.created_at;
+    ctx->awarded_tx_seq = rand_r(seed) % 2 ? tx->seq : 0;
+    random_awards(seed, ctx);
+    if (rand_r(seed) % 2) { /* ASCII only, no metadata: what a draft is made of */
+        for (int i = 0; i < 14; i++)
+            ascii_from(text[i]);
+        ascii_from(tx->id);
+        for (size_t i = 0; i < ctx->awarded_n; i++) {
+            ascii_from(ctx->awarded[i].rule_id);
+            ascii_from(ctx->awarded[i].explanation);
+        }
+        free(tx->metadata);
+        tx->metadata = NULL;
+    }
+    /* Awards written but none kept are read back: only the writer does. */
+    if (strcmp(tx->type, "earn") == 0 && ctx->awarded_tx_seq == tx->seq && ctx->awarded_n == 0)
+        ctx->awarded_tx_seq = 0;
+}
+
+static bool is_ascii(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return false;
+    return true;
+}
+
+/* The strings of a random write are all ASCII, and its awards' when its
+ * answer shows them. */
+static bool ascii_only(const jf_tx *tx, const jf_ctx *ctx)
+{
+    const char *f[] = {tx->id,       tx->type,    tx->member_id, tx->counterparty_id,
+                       tx->reverses, tx->hold_id, tx->order_id,  tx->order_currency,
+                       tx->reason,   tx->note,    tx->channel,   tx->store_id,
+                       tx->actor,    tx->idem_key};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        if (!is_ascii(f[i]))
+            return false;
+    bool shown = strcmp(tx->type, "earn") == 0 && ctx->awarded_tx_seq == tx->seq;
+    for (size_t i = 0; shown && i < ctx->awarded_n; i++)
+        if (!is_ascii(ctx->awarded[i].rule_id) || !is_ascii(ctx->awarded[i].explanation))
+            return false;
+    return true;
+}
+
+static void test_drafts(void **state)
+{
+    (void)state;
+    static const char *const metadata[] = {NULL, "{}", "{\"k\":\"v\",\"n\":-1}", "[1,\"积\"]",
+                                           "{\"x\":1.25e-7}"};
+    unsigned seed = test_seed("test_tx_view (drafts)");
+    jf_auth auth = {.tenant = 1};
+    char text[14][64];
+    int drafts = 0;
+    for (int i = 0; i < 3000; i++) {
+        jf_ctx ctx = {.auth = &auth};
+        jf_tx tx;
+        random_write(&seed, text, &tx, &ctx, metadata, sizeof(metadata) / sizeof(metadata[0]));
+        jf_points p = {.pending = random_i64(&seed),
+                       .available = random_i64(&seed),
+                       .held = random_i64(&seed)};
+        json_t *more = i % 4 == 0 ? json_pack("{si}", "to_points", 7) : NULL;
+        jf_jtext b = {0};
+        assert_int_equal(jf_tx_reply_text(&ctx, &tx, &b), JF_OK);
+        char *tx_text = jf_jt_take(&b, NULL);
+        assert_non_null(tx_text);
+        char *want = jf_points_reply_text(tx_text, &p, more, NULL);
+        free(tx_text);
+        /* Text other than ASCII, and metadata, are written on the writer. */
+        bool plain = tx.metadata == NULL && ascii_only(&tx, &ctx);
+        jf_reply_draft *d = jf_reply_draft_new(&ctx, &tx, &p);
+        assert_int_equal(d != NULL, plain);
+        drafts += plain;
+        if (d == NULL) {
+            free(want);
+            free(ctx.awarded);
+            free(tx.metadata);
+            json_decref(more);
+            continue;
+        }
+        bool kept = strcmp(tx.type, "earn") == 0 && ctx.awarded_tx_seq == tx.seq;
+        if (kept) /* the draft took them */
+            assert_null(ctx.awarded);
+        free(ctx.awarded);
+        free(tx.metadata);
+        memset(&tx, 'x', sizeof(tx));
+        memset(text, 'x', sizeof(text));
+        size_t len = 0;
+        char *got = jf_reply_draft_render(d, more, &len);
+        assert_int_equal(len, got ? strlen(got) : 0);
+        assert_same_text(want, got);
+        jf_reply_draft_free(d);
+        json_decref(more);
+    }
+    printf("test_drafts: %d of 3000 answers drafted\n", drafts);
+    assert_true(drafts > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_field_null),     cmocka_unit_test(test_every_field_set),
-        cmocka_unit_test(test_text_jansson_refuses), cmocka_unit_test(test_random_views),
-        cmocka_unit_test(test_list_pages),           cmocka_unit_test(test_list_random_rows),
-        cmocka_unit_test(test_lots_statuses),        cmocka_unit_test(test_lots_random_rows),
-        cmocka_unit_test(test_points_answers),       cmocka_unit_test(test_write_answers),
+        cmocka_unit_test(test_every_field_null),
+        cmocka_unit_test(test_every_field_set),
+        cmocka_unit_test(test_text_jansson_refuses),
+        cmocka_unit_test(test_random_views),
+        cmocka_unit_test(test_list_pages),
+        cmocka_unit_test(test_list_random_rows),
+        cmocka_unit_test(test_lots_statuses),
+        cmocka_unit_test(test_lots_random_rows),
+        cmocka_unit_test(test_points_answers),
+        cmocka_unit_test(test_write_answers),
+        cmocka_unit_test(test_drafts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
