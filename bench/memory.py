@@ -13,7 +13,9 @@ Reported (printed and bench/results/memory.json): members and transactions
 reached, build rate, VmRSS / VmHWM of the server after the build, database
 size on disk, bytes per transaction, shutdown time, the time of SQLite's
 quick_check on the file (apart from the shutdown), restart time to the ready
-line and to the first answered read and write, and VmRSS after the restart.
+line and to the first answered read and write, and VmRSS after the restart;
+then, once 300 more earns made the writer ask for its idempotency-key filter
+(and an earn every 0.1 s kept the writer's batches going), when it was ready, its build time, keys and bytes, and VmRSS with it.
 Anonymous memory is reported right after the build and again once the server
 has trimmed its heap after a second without writes (rss_anon_kib_idle).
 
@@ -150,6 +152,51 @@ def restart(jf, db):
     out["first_write_status"] = status
     out["vmrss_kib_restarted"] = status_kib(jf.proc.pid, "VmRSS")
     out.update(rss_split(jf.proc.pid, "restarted"))
+    out.update(filter_after_restart(jf, member, t))
+    return out
+
+
+def metric_values(jf, names):
+    """The named gauges and counters of /metrics (unlabelled ones)."""
+    found = {}
+    for line in jf.metrics_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in names:
+            found[parts[0]] = float(parts[1])
+    return found
+
+
+FILTER_METRICS = ("jifen_idem_filter_ready", "jifen_idem_filter_keys",
+                  "jifen_idem_filter_bytes", "jifen_idem_filter_build_seconds")
+
+
+def filter_after_restart(jf, member, t0, wait_s=120.0):
+    """The idempotency-key filter after a restart: the writer asks for it
+    once JF_IDEM_FILTER_WRITES_MIN (256) keys were stored, and a thread of
+    its own builds it from every stored key while the server answers.  Sends
+    300 earns in one batch, waits for the filter, and reports when it was
+    ready (from the restart), its build time, keys and bytes, and the
+    resident memory with it.  The writer hands the filter on at the start of
+    its batches, so an earn goes every 0.1 s until it is ready."""
+    ops = [{"op": "earn", "id": member, "idempotency_key": f"filter-{time.time_ns()}-{i}",
+            "body": {"points": 1}} for i in range(300)]
+    status, _ = jf.http("POST", "/v1/batch", {"operations": ops}, timeout=120)
+    out = {"filter_batch_status": status}
+    m = {}
+    while time.monotonic() - t0 < wait_s:
+        m = metric_values(jf, FILTER_METRICS)
+        if m.get("jifen_idem_filter_ready") == 1:
+            break
+        jf.http("POST", f"/v1/members/{member}/earn", {"points": 1},
+                idem=f"filter-tick-{time.time_ns()}")
+        time.sleep(0.1)
+    out["filter_ready"] = m.get("jifen_idem_filter_ready") == 1
+    out["filter_ready_s"] = round(time.monotonic() - t0, 3)
+    out["filter_build_s"] = m.get("jifen_idem_filter_build_seconds")
+    out["filter_keys"] = int(m.get("jifen_idem_filter_keys", 0))
+    out["filter_bytes"] = int(m.get("jifen_idem_filter_bytes", 0))
+    out["vmrss_kib_filter_ready"] = status_kib(jf.proc.pid, "VmRSS")
+    out.update(rss_split(jf.proc.pid, "filter_ready"))
     return out
 
 

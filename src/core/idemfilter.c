@@ -251,6 +251,12 @@ static void *builder_main(void *arg)
     pthread_setname_np(pthread_self(), "jifen-keyfilter");
     jf_db db;
     bool open = jf_db_open(&db, f->db_path, true) == JF_OK;
+    /* The scan reads every key once: through pread and a small page cache
+     * rather than the connection's memory map, so that the pages it read do
+     * not stay counted in the server's resident memory (a restart with
+     * 10,000,000 keys showed 940 MB of the map resident after the build). */
+    if (open && jf_db_exec(&db, "PRAGMA mmap_size=0; PRAGMA cache_size=-2048") != JF_OK)
+        open = false;
     pthread_mutex_lock(&f->mu);
     for (;;) {
         while (!f->stopping && f->state != F_REQUESTED)
