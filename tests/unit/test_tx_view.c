@@ -460,12 +460,12 @@ static void random_awards(unsigned *seed, jf_ctx *ctx)
     }
 }
 
-/* s with every byte past ASCII made an 'a'. */
-static void ascii_from(char *s)
+/* The text in s[cap] with every byte past ASCII made an 'a'. */
+static void ascii_from(char *s, size_t cap)
 {
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80)
-            *s = 'a';
+    for (size_t i = 0; i < cap && s[i]; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            s[i] = 'a';
 }
 
 /* A transaction of random fields and its writer's context: an earn of this
@@ -498,11 +498,11 @@ static void random_write(unsigned *seed, char text[14][64], jf_tx *tx, jf_ctx *c
     random_awards(seed, ctx);
     if (rand_r(seed) % 2) { /* ASCII only, no metadata: what a draft is made of */
         for (int i = 0; i < 14; i++)
-            ascii_from(text[i]);
-        ascii_from(tx->id);
+            ascii_from(text[i], sizeof(text[i]));
+        ascii_from(tx->id, sizeof(tx->id));
         for (size_t i = 0; i < ctx->awarded_n; i++) {
-            ascii_from(ctx->awarded[i].rule_id);
-            ascii_from(ctx->awarded[i].explanation);
+            ascii_from(ctx->awarded[i].rule_id, sizeof(ctx->awarded[i].rule_id));
+            ascii_from(ctx->awarded[i].explanation, sizeof(ctx->awarded[i].explanation));
         }
         free(tx->metadata);
         tx->metadata = NULL;
@@ -550,6 +550,7 @@ static void test_drafts(void **state)
     for (int i = 0; i < 3000; i++) {
         jf_ctx ctx = {.auth = &auth};
         jf_tx tx;
+        memset(text, 0, sizeof(text)); /* the last round overwrote them, ends and all */
         random_write(&seed, text, &tx, &ctx, metadata, sizeof(metadata) / sizeof(metadata[0]));
         jf_points p = {.pending = random_i64(&seed),
                        .available = random_i64(&seed),
