@@ -576,18 +576,20 @@ struct jf_reply_draft {
     bool has_awards; /* an earn's: its awards, "[]" when award_n is 0 */
     jf_award *awards;
     size_t award_n;
-    jf_jtext out; /* reserved for the answer; taken by the first rendering */
-    char text[];  /* the view's strings, each with its NUL */
+    jf_jtext out;   /* reserved for the answer; taken by the first rendering */
+    size_t out_max; /* the bound it was reserved for */
+    char text[];    /* the view's strings, each with its NUL */
 };
 
 enum {
     VIEW_STRINGS = 13,
-    /* The answer's keys and punctuation (about 310 bytes), its seven
-     * numbers (at most 21 bytes each), its time (28) and its metadata
-     * (null), with room to spare; its strings are counted apart.  An earn's
-     * answer then fits the first 1,024 bytes a jf_jtext takes. */
-    DRAFT_FIXED_BYTES = 560,
-    DRAFT_AWARD_FIXED_BYTES = 120,
+    /* The answer's keys and punctuation (304 bytes with the order's and the
+     * awards' keys and "null" for the metadata), its seven numbers and its
+     * quoted time; its strings are counted apart.  An earn's answer then
+     * fits the first 1,024 bytes a jf_jtext takes. */
+    DRAFT_FIXED_BYTES = 320 + 7 * JF_I64_DEC_MAX + JF_TIME_BUF + 2,
+    /* An award's keys and punctuation (64 bytes) and its three numbers. */
+    DRAFT_AWARD_FIXED_BYTES = 70 + 3 * JF_I64_DEC_MAX,
 };
 
 /* The view's string fields that the answer shows (metadata aside), for
@@ -645,7 +647,7 @@ jf_reply_draft *jf_reply_draft_new(jf_ctx *ctx, const jf_tx *tx, const jf_points
     jf_reply_draft *d = malloc(sizeof(*d) + bytes);
     if (d == NULL)
         return NULL;
-    *d = (jf_reply_draft){.view = v, .points = *p, .has_awards = earn};
+    *d = (jf_reply_draft){.view = v, .points = *p, .has_awards = earn, .out_max = out};
     jf_jt_reserve(&d->out, out);
     if (d->out.failed) {
         free(d);
@@ -691,7 +693,7 @@ char *jf_reply_draft_render(jf_reply_draft *d, json_t *rest, size_t *len)
     jf_points_reply_end(&b, &d->points, rest_text);
     free(rest_text);
     /* The bound held: writing into the reserved memory allocated nothing. */
-    assert(reserved == NULL || b.p == reserved);
+    assert(reserved == NULL || (b.p == reserved && b.len <= d->out_max));
     (void)reserved;
     return jf_jt_take(&b, len);
 }
