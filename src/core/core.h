@@ -342,8 +342,8 @@ typedef struct jf_jtext {
 void jf_jt_raw(jf_jtext *b, const char *s); /* appended as it is */
 void jf_jt_rawn(jf_jtext *b, const char *s, size_t n);
 void jf_jt_str(jf_jtext *b, const char *s); /* as jf_json_text(s) dumps */
-/* The most bytes jf_jt_str(b, s) appends when it needs no memory of its
- * own (ASCII text, or NULL); 0 for other text, which jansson escapes. */
+/* The most bytes jf_jt_str(b, s) appends (it needs no memory of its own but
+ * the buffer's). */
 size_t jf_jt_str_max(const char *s);
 /* What jf_points_reply_text writes after the transaction: the points, then
  * rest_text's keys (a dumped object, or NULL), and the closing brace. */

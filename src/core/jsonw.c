@@ -13,16 +13,18 @@
  * point.  Our trees are built by our own code (no cycles) and nearly all
  * of their text is ASCII, so this walks the tree into one growing buffer,
  * copies ASCII runs whole and writes integers by hand.  What it does not
- * do as fast it leaves to jansson, so the bytes stay the same: a string
- * with any byte >= 0x80 (jansson validates it and refuses invalid UTF-8)
- * and a real (jansson's own shortest round-trip formatting) are dumped by
- * json_dumps itself.  tests/unit/test_jsonw.c compares the two on random
- * trees.
+ * do as fast it leaves to jansson, so the bytes stay the same: a real
+ * (jansson's own shortest round-trip formatting) is dumped by json_dumps
+ * itself.  Text other than ASCII is checked as jansson checks UTF-8 and
+ * copied as jansson copies it (it was dumped by jansson until the 38th
+ * session: a json_t and a dump, two allocations, per string).
+ * tests/unit/test_jsonw.c compares the two on random trees.
  *
  * The same writer, piece by piece (jf_jt_*), renders a write's answer from
  * the writer's own structs without building a tree at all (tx.c,
  * jf_tx_view_text; test_tx_view.c compares it with the tree's dump).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,10 +84,11 @@ static void jw_jansson(jsonw_buf *b, const json_t *v)
     free(s);
 }
 
-/* An ASCII string quoted and escaped as jansson escapes it: the short
- * forms for \b \f \n \r \t, \u00XX (upper-case hex) for the other control
- * characters, and nothing else but '"' and '\\'. */
-static void jw_ascii(jsonw_buf *b, const char *s, size_t n)
+/* A UTF-8 string quoted and escaped as jansson escapes it without
+ * JSON_ENSURE_ASCII: the short forms for \b \f \n \r \t, \u00XX (upper-case
+ * hex) for the other control characters, and nothing else but '"' and '\\';
+ * every other byte, those of multi-byte sequences too, as it is. */
+static void jw_escaped(jsonw_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     jw_char(b, '"');
@@ -108,11 +111,55 @@ static void jw_ascii(jsonw_buf *b, const char *s, size_t n)
     jw_char(b, '"');
 }
 
-static bool jw_is_ascii(const char *s, size_t n)
+/* The bytes of a UTF-8 sequence that starts with c (jansson's
+ * utf8_check_first): 0 for a continuation byte, an overlong lead (0xC0,
+ * 0xC1) or a lead past U+10FFFF (0xF5 and up). */
+static size_t jw_utf8_first(unsigned char c)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0x80)
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2)
+        return 0;
+    if (c < 0xE0)
+        return 2;
+    if (c < 0xF0)
+        return 3;
+    return c < 0xF5 ? 4 : 0;
+}
+
+/* Whether the n-byte sequence at s is one code point as jansson accepts it
+ * (utf8_check_full): continuation bytes, no overlong form, no surrogate
+ * half, nothing past U+10FFFF. */
+static bool jw_utf8_full(const unsigned char *s, size_t n)
+{
+    static const unsigned char lead_mask[] = {0, 0, 0x1F, 0x0F, 0x07};
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t v = s[0] & lead_mask[n];
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
             return false;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    return v >= least[n] && v <= 0x10FFFF && (v < 0xD800 || v > 0xDFFF);
+}
+
+/* Whether s is text json_stringn accepts: jansson's own check
+ * (utf8_check_string) is not part of its API, and the bytes we write must
+ * be the ones it would (test_jsonw.c and test_tx_view.c compare them on
+ * random text, invalid sequences included). */
+static bool jw_is_utf8(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = jw_utf8_first(u[i]);
+        if (k == 0 || k > n - i || !jw_utf8_full(u + i, k))
+            return false;
+        i += k;
+    }
     return true;
 }
 
@@ -137,37 +184,33 @@ static void jw_plain(jsonw_buf *b, const char *s, size_t n)
     b->len += n + 2;
 }
 
-/* s quoted: by hand when ASCII, else by jansson, from str when the caller
- * has it as a json_t.  False, writing nothing, for text jansson refuses as
- * UTF-8. */
-static bool jw_quoted(jsonw_buf *b, const char *s, size_t n, const json_t *str)
+/* s quoted as jansson quotes it, allocating nothing but the buffer's
+ * growth.  False, writing nothing, for text jansson refuses as UTF-8. */
+static bool jw_quoted(jsonw_buf *b, const char *s, size_t n)
 {
     if (jw_is_plain(s, n)) {
         jw_plain(b, s, n);
         return true;
     }
-    if (jw_is_ascii(s, n)) {
-        jw_ascii(b, s, n);
-        return true;
-    }
-    json_t *own = str ? NULL : json_stringn(s, n);
-    if (str == NULL && own == NULL)
+    if (!jw_is_utf8(s, n))
         return false;
-    jw_jansson(b, str ? str : own);
-    json_decref(own);
+    jw_escaped(b, s, n);
     return true;
 }
 
 static void jw_string(jsonw_buf *b, const json_t *str)
 {
-    jw_quoted(b, json_string_value(str), json_string_length(str), str);
+    /* json_dumps fails on a string that is not UTF-8 (only
+     * json_string_nocheck makes one). */
+    if (!jw_quoted(b, json_string_value(str), json_string_length(str)))
+        b->failed = true;
 }
 
 static void jw_value(jsonw_buf *b, const json_t *v, int depth);
 
 static void jw_key(jsonw_buf *b, const char *k, size_t kn)
 {
-    if (!jw_quoted(b, k, kn, NULL))
+    if (!jw_quoted(b, k, kn))
         b->failed = true;
 }
 
@@ -294,7 +337,7 @@ void jf_jt_rawn(jf_jtext *b, const char *s, size_t n)
 void jf_jt_str(jf_jtext *b, const char *s)
 {
     /* As jf_json_text: NULL, and text json_string refuses, are null. */
-    if (s == NULL || !jw_quoted(b, s, strlen(s), NULL))
+    if (s == NULL || !jw_quoted(b, s, strlen(s)))
         jw_put(b, "null", 4);
 }
 
@@ -305,7 +348,7 @@ size_t jf_jt_str_max(const char *s)
     size_t n = strlen(s);
     if (jw_is_plain(s, n))
         return n + 2;
-    return jw_is_ascii(s, n) ? 6 * n + 2 : 0; /* each byte at most \u00XX */
+    return jw_is_utf8(s, n) ? 6 * n + 2 : 4; /* each byte at most \u00XX; else null */
 }
 
 void jf_jt_int(jf_jtext *b, int64_t v)

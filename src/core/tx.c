@@ -567,9 +567,9 @@ jf_err jf_tx_reply_text(jf_ctx *ctx, const jf_tx *tx, jf_jtext *b)
  * rendering it, once the commit is durable, cannot run out of memory: an
  * answer that failed after its write would tell the client it failed when
  * it did not (test_faults' burst holds every failed earn to having left
- * nothing).  Drafts are therefore made only of what jf_jt_str writes without
- * memory of its own (ASCII text) and without metadata, which is parsed to be
- * written; any other answer is rendered on the writer as before. */
+ * nothing).  jf_jt_str writes any text without memory of its own; metadata
+ * is parsed to be written, so an answer with metadata is rendered on the
+ * writer as before. */
 struct jf_reply_draft {
     jf_chain_tx view; /* its strings point into text; no metadata, no postings */
     jf_points points;
@@ -604,25 +604,18 @@ static void view_strings(jf_chain_tx *v, const char **f[VIEW_STRINGS])
 }
 
 /* The most bytes of the answer's text, or 0 when some of it would need
- * memory to be written (text other than ASCII, metadata). */
+ * memory to be written (metadata). */
 static size_t draft_out_max(const jf_chain_tx *v, const char **const f[VIEW_STRINGS],
                             const jf_award *w, size_t award_n)
 {
     if (v->metadata)
         return 0;
     size_t out = DRAFT_FIXED_BYTES;
-    for (int i = 0; i < VIEW_STRINGS; i++) {
-        size_t m = jf_jt_str_max(*f[i]);
-        if (m == 0)
-            return 0;
-        out += m;
-    }
-    for (size_t i = 0; i < award_n; i++) {
-        size_t r = jf_jt_str_max(w[i].rule_id), e = jf_jt_str_max(w[i].explanation);
-        if (r == 0 || e == 0)
-            return 0;
-        out += DRAFT_AWARD_FIXED_BYTES + r + e;
-    }
+    for (int i = 0; i < VIEW_STRINGS; i++)
+        out += jf_jt_str_max(*f[i]);
+    for (size_t i = 0; i < award_n; i++)
+        out +=
+            DRAFT_AWARD_FIXED_BYTES + jf_jt_str_max(w[i].rule_id) + jf_jt_str_max(w[i].explanation);
     return out;
 }
 
