@@ -18,4 +18,12 @@ static inline unsigned test_seed(const char *name)
     return seed;
 }
 
+/* Pieces of random text for the JSON writers' tests (test_jsonw.c,
+ * test_tx_view.c), all valid UTF-8: ASCII, quotes, a backslash, control
+ * characters, multi-byte text and the edges jansson accepts (U+10FFFF,
+ * U+2028, U+00A9). */
+#define TEST_TEXT_PIECES                                                                           \
+    "a", "Z", "0", " ", "\"", "\\", "/", "\n", "\t", "\x01", "\x7f", "é", "积", "😀",               \
+        "\xf4\x8f\xbf\xbf", "\xe2\x80\xa8", "\xc2\xa9"
+
 #endif

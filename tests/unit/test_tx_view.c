@@ -108,33 +108,10 @@ static const char *random_text(unsigned *seed, char *buf, size_t cap)
      * surrogate half, past U+10FFFF, cut short, a lone continuation byte, a
      * five-byte form's lead) and the edges it accepts (U+10FFFF, U+FFFF,
      * U+2028). */
-    static const char *const pieces[] = {"a",
-                                         "Z",
-                                         "0",
-                                         " ",
-                                         "\"",
-                                         "\\",
-                                         "/",
-                                         "\n",
-                                         "_",
-                                         "\t",
-                                         "\x01",
-                                         "\x7f",
-                                         "é",
-                                         "积",
-                                         "😀",
-                                         "\xff",
-                                         "\xc0\x80",
-                                         "\xed\xa0\x80",
-                                         "\xf4\x90\x80\x80",
-                                         "\xe7\xa7",
-                                         "\x80",
-                                         "\xe0\x9f\xbf",
-                                         "\xf4\x8f\xbf\xbf",
-                                         "\xef\xbf\xbf",
-                                         "\xe2\x80\xa8",
-                                         "\xc2\xa9",
-                                         "\xf8\x90\x80\x80"};
+    static const char *const pieces[] = {
+        TEST_TEXT_PIECES,   "_",        "\xff", "\xc0\x80",     "\xed\xa0\x80",
+        "\xf4\x90\x80\x80", "\xe7\xa7", "\x80", "\xe0\x9f\xbf", "\xef\xbf\xbf",
+        "\xf8\x90\x80\x80"};
     if (rand_r(seed) % 4 == 0)
         return NULL;
     buf[0] = '\0';
