@@ -16,9 +16,10 @@
  * do as fast it leaves to jansson, so the bytes stay the same: a real
  * (jansson's own shortest round-trip formatting) is dumped by json_dumps
  * itself.  Text other than ASCII is checked as jansson checks UTF-8 and
- * copied as jansson copies it (it was dumped by jansson until the 38th
- * session: a json_t and a dump, two allocations, per string).
- * tests/unit/test_jsonw.c compares the two on random trees.
+ * copied as jansson copies it (it used to be dumped by jansson: a json_t and
+ * a dump, two allocations, per string; docs/PERFORMANCE-HISTORY.md, "Since
+ * commit 1d39995").  tests/unit/test_jsonw.c compares the two on random
+ * trees.
  *
  * The same writer, piece by piece (jf_jt_*), renders a write's answer from
  * the writer's own structs without building a tree at all (tx.c,
