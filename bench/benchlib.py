@@ -199,14 +199,22 @@ WAL_METRICS = {"jifen_wal_restarts_total": "restarts",
                "jifen_wal_restart_seconds_sum": "restart_s"}
 
 
-def parse_wal_metrics(text):
-    """{"restarts", "forced", "restart_s"} from jifen's /metrics text; None
-    when any of them is missing."""
+def parse_metrics(text, names):
+    """{name: value} of the unlabelled samples of jifen's /metrics text whose
+    name is in names (those absent are left out)."""
     out = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0] in WAL_METRICS:
-            out[WAL_METRICS[parts[0]]] = float(parts[1])
+        if len(parts) == 2 and parts[0] in names:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def parse_wal_metrics(text):
+    """{"restarts", "forced", "restart_s"} from jifen's /metrics text; None
+    when any of them is missing."""
+    found = parse_metrics(text, WAL_METRICS)
+    out = {WAL_METRICS[k]: v for k, v in found.items()}
     return out if len(out) == len(WAL_METRICS) else None
 
 

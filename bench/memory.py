@@ -119,10 +119,8 @@ def idle_rss(jf, wait_s=10.0):
     requests freed: jifen trims its heap after a second without writes
     (jifen_memory_trims_total); waits for the trim, at most wait_s."""
     def trims():
-        for line in jf.metrics_text().splitlines():
-            if line.startswith("jifen_memory_trims_total "):
-                return int(line.split()[1])
-        return None
+        return B.parse_metrics(jf.metrics_text(), ("jifen_memory_trims_total",)).get(
+            "jifen_memory_trims_total")
     before, t0 = trims(), time.monotonic()
     while before is not None and trims() == before and time.monotonic() - t0 < wait_s:
         time.sleep(0.2)
@@ -156,16 +154,6 @@ def restart(jf, db):
     return out
 
 
-def metric_values(jf, names):
-    """The named gauges and counters of /metrics (unlabelled ones)."""
-    found = {}
-    for line in jf.metrics_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in names:
-            found[parts[0]] = float(parts[1])
-    return found
-
-
 FILTER_METRICS = ("jifen_idem_filter_ready", "jifen_idem_filter_keys",
                   "jifen_idem_filter_bytes", "jifen_idem_filter_build_seconds")
 
@@ -184,7 +172,7 @@ def filter_after_restart(jf, member, t0, wait_s=120.0):
     out = {"filter_batch_status": status}
     m = {}
     while time.monotonic() - t0 < wait_s:
-        m = metric_values(jf, FILTER_METRICS)
+        m = B.parse_metrics(jf.metrics_text(), FILTER_METRICS)
         if m.get("jifen_idem_filter_ready") == 1:
             break
         jf.http("POST", f"/v1/members/{member}/earn", {"points": 1},

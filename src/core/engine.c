@@ -120,14 +120,6 @@ void jf_read_release(jf_engine *eng, jf_db *db)
 
 /* ---- commands ---- */
 
-/* Frees cmd's answer, rendered or not, and resets its result. */
-static void cmd_result_drop(jf_cmd *cmd)
-{
-    jf_result_deinit(&cmd->res);
-    jf_reply_draft_free(cmd->draft);
-    cmd->draft = NULL;
-}
-
 /* Frees cmd's answer, rendered or not, and keeps the rest of its result. */
 static void cmd_body_drop(jf_cmd *cmd)
 {
@@ -135,6 +127,13 @@ static void cmd_body_drop(jf_cmd *cmd)
     cmd->res.body = NULL;
     jf_reply_draft_free(cmd->draft);
     cmd->draft = NULL;
+}
+
+/* Frees cmd's answer, rendered or not, and resets its result. */
+static void cmd_result_drop(jf_cmd *cmd)
+{
+    cmd_body_drop(cmd);
+    jf_result_deinit(&cmd->res);
 }
 
 /* Writes the answer the writer left as data (cmd->draft), now that its

@@ -635,8 +635,11 @@ jf_reply_draft *jf_reply_draft_new(jf_ctx *ctx, const jf_tx *tx, const jf_points
     size_t out = draft_out_max(&v, f, ctx->awarded, kept ? ctx->awarded_n : 0), bytes = 0;
     if (out == 0)
         return NULL;
-    for (int i = 0; i < VIEW_STRINGS; i++)
-        bytes += *f[i] ? strlen(*f[i]) + 1 : 0;
+    size_t len[VIEW_STRINGS];
+    for (int i = 0; i < VIEW_STRINGS; i++) {
+        len[i] = *f[i] ? strlen(*f[i]) + 1 : 0;
+        bytes += len[i];
+    }
     jf_reply_draft *d = malloc(sizeof(*d) + bytes);
     if (d == NULL)
         return NULL;
@@ -651,10 +654,9 @@ jf_reply_draft *jf_reply_draft_new(jf_ctx *ctx, const jf_tx *tx, const jf_points
     for (int i = 0; i < VIEW_STRINGS; i++) {
         if (*f[i] == NULL)
             continue;
-        size_t n = strlen(*f[i]) + 1;
-        memcpy(at, *f[i], n);
+        memcpy(at, *f[i], len[i]);
         *f[i] = at;
-        at += n;
+        at += len[i];
     }
     assert(at == d->text + bytes);
     if (kept) {

@@ -491,23 +491,22 @@ static jf_err check_refunds(verifier *v, int64_t t)
     err = check_rows(
         v, "R1", "refunds exceed the order's amount or lines",
         "SELECT r.order_id, SUM(r.amount), (SELECT x.order_amount FROM transactions x"
-        " INDEXED BY tx_order WHERE x.tenant_id = r.tenant_id AND x.order_id = r.order_id AND "
-        "x.type ="
-        " 'earn') AS a FROM refunds r WHERE r.tenant_id = ? GROUP BY r.order_id"
+        " INDEXED BY tx_order WHERE x.tenant_id = r.tenant_id AND x.order_id = r.order_id"
+        " AND x.type = 'earn') AS a FROM refunds r WHERE r.tenant_id = ? GROUP BY r.order_id"
         " HAVING a IS NULL OR SUM(r.amount) > a OR SUM(r.amount) <> (SELECT"
         " SUM(l.amount) FROM refund_lines l INDEXED BY refund_lines_order WHERE l.tenant_id ="
         " r.tenant_id AND"
         " l.order_id = r.order_id)",
         t);
     if (err == JF_OK)
-        err = check_rows(v, "R2", "refunds claw back more than the order earned",
-                         "SELECT r.order_id, SUM(r.clawback_points), (SELECT x.points FROM"
-                         " transactions x INDEXED BY tx_order WHERE x.tenant_id = r.tenant_id AND"
-                         " x.order_id ="
-                         " r.order_id AND x.type = 'earn') AS e FROM refunds r WHERE"
-                         " r.tenant_id = ? GROUP BY r.order_id HAVING e IS NULL OR"
-                         " SUM(r.clawback_points) > e",
-                         t);
+        err =
+            check_rows(v, "R2", "refunds claw back more than the order earned",
+                       "SELECT r.order_id, SUM(r.clawback_points), (SELECT x.points FROM"
+                       " transactions x INDEXED BY tx_order WHERE x.tenant_id = r.tenant_id"
+                       " AND x.order_id = r.order_id AND x.type = 'earn') AS e FROM refunds r WHERE"
+                       " r.tenant_id = ? GROUP BY r.order_id HAVING e IS NULL OR"
+                       " SUM(r.clawback_points) > e",
+                       t);
     if (err == JF_OK)
         err = check_rows(v, "G1", "check-in or bonus grant differs from its earn",
                          "SELECT g.member_id, g.points, COALESCE(x.points, 0) FROM (SELECT"
