@@ -45,8 +45,17 @@
 /* Idempotency-Key: 1..128 printable ASCII characters (API.md). */
 #define JF_IDEM_KEY_LEN_MAX 128
 
-/* Identifiers we generate: a prefix ("mem_", "txn_") and 20 hex digits. */
+/* Identifiers we generate: a prefix ("mem_", "txn_") and 20 to 24 hex digits. */
 #define JF_ID_LEN_MAX 32
+
+/* A transaction id (src/store/txid.h) enciphers its tenant and seq in 64
+ * bits: about a million tenants in one database, and 1.7e13 transactions
+ * each (eleven years at 50,000 a second).  A tenant past them can make no
+ * transaction (internal_error); neither is near. */
+#define JF_TXID_TENANT_BITS 20
+#define JF_TXID_SEQ_BITS 44
+#define JF_TXID_TENANT_MAX ((INT64_C(1) << JF_TXID_TENANT_BITS) - 1)
+#define JF_TXID_SEQ_MAX ((INT64_C(1) << JF_TXID_SEQ_BITS) - 1)
 
 /* Strings a client may store. */
 #define JF_EXTERNAL_ID_LEN_MAX 128

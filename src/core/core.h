@@ -124,6 +124,7 @@ struct jf_engine {
     char *db_path;
     bool test_clock;
     bool check_replies; /* JIFEN_CHECK_REPLIES: each rebuilt answer is checked as stored (idem.c) */
+    bool old_txids; /* JIFEN_TEST_OLD_TXIDS: transaction ids of before schema version 21 (tx.c) */
     _Atomic int64_t test_now_ms;
     jf_db wdb;
     bool has_writer;

@@ -1757,6 +1757,7 @@ jf_err jf_engine_open(const jf_engine_options *opts, jf_engine **out, char *errb
     eng->wal_fd = -1;
     eng->test_clock = opts->test_clock;
     eng->check_replies = getenv("JIFEN_CHECK_REPLIES") != NULL; /* idem.c */
+    eng->old_txids = getenv("JIFEN_TEST_OLD_TXIDS") != NULL;    /* tx.c */
     atomic_store(&eng->test_now_ms, real_now_ms());
     eng->interval_s = opts->expiry_interval_s;
     eng->wal_restart_frames =

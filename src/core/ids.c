@@ -1,13 +1,14 @@
 /*
- * Identifiers: a type prefix and 20 random hex digits ("mem_", "txn_",
- * "lot_", "key_", "ten_").  80 random bits make collisions negligible for any
+ * Identifiers: a type prefix and 20 random hex digits ("mem_", "lot_",
+ * "key_", "ten_").  80 random bits make collisions negligible for any
  * one tenant's lifetime; the UNIQUE constraints catch one if it ever happens.
  *
- * Journal rows (transactions, lots) get time-ordered ids instead: 11 hex
- * digits of milliseconds, 8 of a counter and 4 drawn once per process
- * (ordered_init), so a batch's inserts land at
- * the end of the id index rather than on a random page each, which keeps
- * the pages one commit writes few.
+ * Journal rows (lots, refunds, tier events) get time-ordered ids instead: 11
+ * hex digits of milliseconds, 8 of a counter and 4 drawn once per process
+ * (ordered_init), so a batch's inserts land at the end of an id index
+ * rather than on a random page each, which keeps the pages one commit
+ * writes few.  Transactions had them too until schema version 21; theirs now
+ * carry their seq (src/store/txid.h).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 #include <sodium.h>
 
 #include "core.h"
+#include "txid.h"
 
 void jf_hex(const uint8_t *bytes, size_t n, char *out)
 {
@@ -35,16 +37,6 @@ void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX])
     randombytes_buf(raw, sizeof(raw));
     jf_hex(raw, sizeof(raw), hex);
     snprintf(out, JF_ID_LEN_MAX, "%s%s", prefix, hex);
-}
-
-/* v's last `digits` hex digits, zero-padded, lower case (as %0*llx when v
- * fits them). */
-static char *hex_fixed(char *p, uint64_t v, int digits)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--, v >>= 4)
-        p[i] = hex[v & 15];
-    return p + digits;
 }
 
 /* The random parts of this process's ordered ids, drawn once: a random
@@ -84,6 +76,6 @@ void jf_id_new_ordered(const char *prefix, int64_t now_ms, char out[JF_ID_LEN_MA
         return;
     }
     memcpy(out, prefix, plen);
-    char *p = hex_fixed(hex_fixed(out + plen, ms, 11), n, 8);
+    char *p = jf_hex_fixed(jf_hex_fixed(out + plen, ms, 11), n, 8);
     memcpy(p, ordered.suffix, 5); /* its 4 digits and the terminator */
 }

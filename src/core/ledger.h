@@ -71,6 +71,9 @@ void jf_tx_deinit(jf_tx *tx);
     " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"               \
     " WHERE r.tenant_id = t.tenant_id AND r.reverses = t.id)"
 #define TX_COLUMNS TX_SELECT " FROM transactions t"
+/* The transaction t of the tenant ?1 whose id is ?2: its primary key
+ * through the id (db.h, JF_TX_SEQ_SQL), and the id compared. */
+#define TX_BY_ID " WHERE t.tenant_id = ?1 AND t.seq = " JF_TX_SEQ_SQL("?1", "?2") " AND t.id = ?2"
 /* A member's transactions t, as member or counterparty, through the member's
  * entries s in member_state; bind the tenant and the member as ?1 and ?2. */
 #define MEMBER_TXS                                                                                 \

@@ -5,11 +5,10 @@
 #include <ctype.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #include "ledger.h"
 #include "referral.h"
 #include "rules.h"
+#include "txid.h"
 
 #define CODE_BITS 39
 #define CODE_MASK ((UINT64_C(1) << CODE_BITS) - 1)
@@ -21,7 +20,6 @@ static const char alphabet[] = "23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 
 _Static_assert(sizeof alphabet - 1 == 31, "31 unambiguous characters");
 _Static_assert(JF_REFERRAL_CODE_LEN == 8, "31^8 > 2^39");
-_Static_assert(JF_REFERRAL_KEY_BYTES == crypto_shorthash_KEYBYTES, "SipHash-2-4's key");
 
 /* The inverse of CODE_MUL modulo 2^64 (Newton's iteration doubles the
  * correct low bits each step: 3, 6, 12, 24, 48, 96). */
@@ -34,52 +32,20 @@ static uint64_t mul_inverse(void)
     return x;
 }
 
-/* The keyed permutation: a 4-round Feistel network on 40 bits (two halves
- * of 20), each round's function SipHash-2-4 under the key (libsodium's
- * crypto_shorthash) of the round and the half, and cycle-walking down to
- * 39 bits: a value of 2^39 or more is enciphered again until it falls
- * below, which ends because the value it started from is below.  Four
- * rounds with a pseudorandom function make a pseudorandom permutation
- * (Luby-Rackoff), so without the key a code tells nothing of the member's
- * number, and a made-up code names a member with the odds of members to
- * 2^39.  Written here because no packaged library offers format-preserving
- * encryption; SipHash itself is libsodium's. */
+/* The keyed permutation: txid.h's Feistel network on 40 bits (two halves
+ * of 20), and cycle-walking down to 39 bits: a value of 2^39 or more is
+ * enciphered again until it falls below, which ends because the value it
+ * started from is below.  Without the key a code tells nothing of the
+ * member's number, and a made-up code names a member with the odds of
+ * members to 2^39. */
 #define HALF_BITS 20
-#define HALF_MASK ((UINT64_C(1) << HALF_BITS) - 1)
-
-static uint64_t feistel_round(const uint8_t key[JF_REFERRAL_KEY_BYTES], int round, uint64_t half)
-{
-    uint8_t in[5] = {(uint8_t)round, (uint8_t)half, (uint8_t)(half >> 8), (uint8_t)(half >> 16)};
-    uint8_t out[crypto_shorthash_BYTES];
-    crypto_shorthash(out, in, sizeof in, key);
-    uint64_t v = 0;
-    for (int i = 0; i < 3; i++)
-        v |= (uint64_t)out[i] << (8 * i);
-    return v & HALF_MASK;
-}
-
-static uint64_t feistel(const uint8_t key[JF_REFERRAL_KEY_BYTES], uint64_t v, bool inverse)
-{
-    uint64_t l = v >> HALF_BITS, r = v & HALF_MASK;
-    for (int i = 0; i < 4; i++) {
-        if (!inverse) {
-            uint64_t t = l ^ feistel_round(key, i, r);
-            l = r;
-            r = t;
-        } else {
-            uint64_t t = r ^ feistel_round(key, 3 - i, l);
-            r = l;
-            l = t;
-        }
-    }
-    return l << HALF_BITS | r;
-}
+_Static_assert(JF_REFERRAL_KEY_BYTES == JF_TXID_KEY_BYTES, "the same permutation's key");
 
 static uint64_t keyed(const uint8_t key[JF_REFERRAL_KEY_BYTES], uint64_t v, bool inverse)
 {
     assert(v <= CODE_MASK);
     do
-        v = feistel(key, v, inverse);
+        v = jf_feistel(key, v, HALF_BITS, inverse);
     while (v > CODE_MASK);
     return v;
 }

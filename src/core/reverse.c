@@ -25,7 +25,7 @@ static jf_err orig_load(jf_ctx *ctx, const char *id, orig_tx *o)
                     "SELECT seq, id, type, member_id, counterparty_id, points, delta, hold_id,"
                     " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"
                     "  WHERE r.tenant_id = t.tenant_id"
-                    "  AND r.reverses = t.id) FROM transactions t WHERE tenant_id=? AND id=?",
+                    "  AND r.reverses = t.id) FROM transactions t" TX_BY_ID,
                     "Is", ctx->auth->tenant, id ? id : "");
     if (st == NULL)
         return JF_ERR_IO;

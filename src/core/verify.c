@@ -262,6 +262,55 @@ static jf_err check_due(verifier *v, int64_t t)
     return err;
 }
 
+/* The transaction x of tenant whose id is id (SQL expressions): its primary
+ * key through the id (db.h), as the engine finds it. */
+#define X_BY_ID(tenant, id)                                                                        \
+    "x.tenant_id = " tenant " AND x.seq = " JF_TX_SEQ_SQL(tenant, id) " AND x.id = " id
+/* The seq the transaction t's own id leads to; the transaction that an
+ * idempotency key i, a check-in or bonus grant g, a refund's k names. */
+#define ID_SEQ JF_TX_SEQ_SQL("?1", "t.id")
+#define KEY_TX X_BY_ID("?1", "i.tx_id")
+#define GRANT_TX X_BY_ID("g.tenant_id", "g.tx_id")
+#define REFUND_TX X_BY_ID("k.tenant_id", "k.tx_id")
+/* G1: grants g with points whose earn x differs, or without points and
+ * with an earn. */
+#define GRANT_DIFFERS                                                                              \
+    "SELECT g.member_id, g.points, COALESCE(x.points, 0) FROM (SELECT"                             \
+    " tenant_id, member_id, points, tx_id FROM checkins UNION ALL SELECT"                          \
+    " tenant_id, member_id, points, tx_id FROM bonus_grants) g LEFT JOIN transactions x"           \
+    " ON " GRANT_TX " AND x.type = 'earn' AND x.member_id = g.member_id WHERE g.tenant_id = ?"     \
+    " AND ((g.tx_id IS NULL) <> (g.points = 0) OR (g.tx_id IS NOT NULL"                            \
+    " AND COALESCE(x.points, -1) <> g.points))"
+/* R3: refunds r whose reverse transactions x do not add up to them. */
+#define REFUND_DIFFERS                                                                             \
+    "SELECT r.id, r.clawback_points + r.returned_points, (SELECT"                                  \
+    " COALESCE(SUM(x.points), 0) FROM refund_transactions k JOIN transactions x"                   \
+    " ON " REFUND_TX " AND x.type = 'reverse' AND x.points = k.points"                             \
+    " WHERE k.tenant_id = r.tenant_id AND k.refund_id = r.id) AS s FROM refunds r"                 \
+    " WHERE r.tenant_id = ? AND s <> r.clawback_points + r.returned_points"
+
+/* I5's ids: a transaction's id is its own, since schema version 21 by
+ * construction instead of by an index (src/store/txid.h): an id names its
+ * tenant and seq, or it is an older one, which tx_old_ids maps to its row;
+ * the lookup by id (JF_TX_SEQ_SQL) finds every transaction and nothing
+ * else. */
+static jf_err check_ids(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(v, "I5", "transaction id that does not lead to its transaction",
+                            "SELECT t.id, t.seq, 0 FROM transactions t WHERE t.tenant_id = ?1"
+                            " AND " ID_SEQ " IS NOT t.seq",
+                            t);
+    if (err == JF_OK)
+        err =
+            check_rows(v, "I5", "older transaction id without its transaction",
+                       "SELECT o.id, o.seq, 0 FROM tx_old_ids o WHERE o.tenant_id = ?1"
+                       " AND (jf_tx_seq(o.tenant_id, o.id) IS NOT NULL OR NOT EXISTS (SELECT 1 FROM"
+                       " transactions t WHERE t.tenant_id = ?1 AND t.seq = o.seq"
+                       " AND t.id = o.id))",
+                       t);
+    return err;
+}
+
 static jf_err check_reversals(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
@@ -285,10 +334,12 @@ static jf_err check_reversals(verifier *v, int64_t t)
                          " AND idem_key IS NOT NULL GROUP BY idem_key HAVING count(*) > 1",
                          t);
     if (err == JF_OK)
+        err = check_ids(v, t);
+    if (err == JF_OK)
         err = check_rows(v, "I5", "stored response names a transaction that lacks its key",
                          "SELECT i.key, 0, 0 FROM idempotency i WHERE i.tenant_id = ?1 AND"
                          " i.tx_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions x"
-                         " WHERE x.tenant_id = ?1 AND x.id = i.tx_id AND x.idem_key = i.key)",
+                         " WHERE " KEY_TX " AND x.idem_key = i.key)",
                          t);
     if (err == JF_OK)
         err = check_rows(v, "I5", "idempotency key without its stored response",
@@ -508,24 +559,10 @@ static jf_err check_refunds(verifier *v, int64_t t)
                        " SUM(r.clawback_points) > e",
                        t);
     if (err == JF_OK)
-        err = check_rows(v, "G1", "check-in or bonus grant differs from its earn",
-                         "SELECT g.member_id, g.points, COALESCE(x.points, 0) FROM (SELECT"
-                         " tenant_id, member_id, points, tx_id FROM checkins UNION ALL SELECT"
-                         " tenant_id, member_id, points, tx_id FROM bonus_grants) g LEFT JOIN"
-                         " transactions x ON x.tenant_id = g.tenant_id AND x.id = g.tx_id AND"
-                         " x.type = 'earn' AND x.member_id = g.member_id WHERE g.tenant_id = ?"
-                         " AND ((g.tx_id IS NULL) <> (g.points = 0) OR (g.tx_id IS NOT NULL"
-                         " AND COALESCE(x.points, -1) <> g.points))",
-                         t);
+        err =
+            check_rows(v, "G1", "check-in or bonus grant differs from its earn", GRANT_DIFFERS, t);
     if (err == JF_OK)
-        err = check_rows(v, "R3", "refund and its reverse transactions differ",
-                         "SELECT r.id, r.clawback_points + r.returned_points, (SELECT"
-                         " COALESCE(SUM(x.points), 0) FROM refund_transactions k JOIN transactions"
-                         " x ON x.tenant_id = k.tenant_id AND x.id = k.tx_id AND x.type ="
-                         " 'reverse' AND x.points = k.points WHERE k.tenant_id = r.tenant_id AND"
-                         " k.refund_id = r.id) AS s FROM refunds r WHERE r.tenant_id = ? AND"
-                         " s <> r.clawback_points + r.returned_points",
-                         t);
+        err = check_rows(v, "R3", "refund and its reverse transactions differ", REFUND_DIFFERS, t);
     return err;
 }
 

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
 #include "db.h"
 #include "walbuf.h"
 
@@ -167,6 +169,24 @@ static void kept_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_value(ctx, argv[0]);
 }
 
+/* SQL function jf_tx_seq(tenant, id): the seq the transaction id names in
+ * that tenant under the connection's key (txid.h), or NULL for an id
+ * without one, another tenant's, or an unkeyed connection.  JF_TX_SEQ_SQL
+ * looks the older ids up. */
+static void tx_seq_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    const jf_db *db = sqlite3_user_data(ctx);
+    const char *id = (const char *)sqlite3_value_text(argv[1]);
+    int64_t tenant = 0, seq = 0;
+    if (db->txid_keyed && id &&
+        jf_txid_parse(db->txid_key, id, (size_t)sqlite3_value_bytes(argv[1]), &tenant, &seq) &&
+        tenant == sqlite3_value_int64(argv[0]))
+        sqlite3_result_int64(ctx, seq);
+    else
+        sqlite3_result_null(ctx);
+}
+
 int jf_db_chunk_bytes(int64_t file_bytes)
 {
     int chunk = JF_DB_CHUNK_BYTES_MIN;
@@ -190,7 +210,10 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
     sqlite3_busy_timeout(db->h, 10000);
     profile_attach(db->h);
     if (sqlite3_create_function(db->h, "jf_kept", 1, SQLITE_UTF8 | SQLITE_DIRECTONLY, db, kept_fn,
-                                NULL, NULL) != SQLITE_OK)
+                                NULL, NULL) != SQLITE_OK ||
+        sqlite3_create_function(db->h, "jf_tx_seq", 2,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_DIRECTONLY, db,
+                                tx_seq_fn, NULL, NULL) != SQLITE_OK)
         goto fail;
     if (sqlite3_exec(db->h, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
@@ -217,10 +240,44 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
                      " PRAGMA mmap_size=1073741824",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
+    /* A new database has no meta table yet: it is keyed once upgraded. */
+    if (jf_db_txid_key_load(db) == JF_ERR_CORRUPT) {
+        db_set_error(db, "the database's transaction id key is damaged");
+        return JF_ERR_CORRUPT;
+    }
     return JF_OK;
 fail:
     db_set_error(db, "cannot configure database");
     return JF_ERR_IO;
+}
+
+jf_err jf_db_txid_key_load(jf_db *db)
+{
+    db->txid_keyed = false;
+    int64_t has_meta = 0;
+    jf_err err = jf_db_int(db, &has_meta, 0,
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
+                           " name = 'meta'",
+                           "");
+    sqlite3_stmt *st = err == JF_OK && has_meta
+                           ? jf_db_query(db, "SELECT value FROM meta WHERE key = 'txid_key'", "")
+                           : NULL;
+    if (st == NULL)
+        return err;
+    int rc = jf_db_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *hex = jf_db_text(st, 0);
+        size_t n = 0;
+        db->txid_keyed = hex && strlen(hex) == 2 * JF_TXID_KEY_BYTES &&
+                         sodium_hex2bin(db->txid_key, sizeof db->txid_key, hex, strlen(hex), NULL,
+                                        &n, NULL) == 0 &&
+                         n == sizeof db->txid_key;
+        err = db->txid_keyed ? JF_OK : JF_ERR_CORRUPT;
+    } else if (rc != SQLITE_DONE) {
+        err = JF_ERR_IO;
+    }
+    sqlite3_reset(st);
+    return err;
 }
 
 /* Finalizes every cached statement and empties the cache. */

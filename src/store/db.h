@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "jifen/errors.h"
+#include "txid.h"
 
 /* One slot per SQL literal of the core (about 160 today); a full cache fails
  * the query, so keep this well above their number. */
@@ -88,6 +89,18 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
     " WHERE g.tenant_id = t.tenant_id AND g.tx_seq = t.seq"                                        \
     " AND g.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
 
+/* The seq of the tenant's transaction whose id is the SQL expression id, for
+ * `t.seq = JF_TX_SEQ_SQL(...)`, a lookup of the primary key: the seq the id
+ * names in that tenant (txid.h; jf_tx_seq(tenant, id) is registered on
+ * every connection by jf_db_open and deciphers under the connection's
+ * txid_key), or for an id made before schema version 21 its entry in
+ * tx_old_ids.  NULL when neither knows it.  The caller still compares the
+ * row's id with id: an id of the new form names a seq whatever its time
+ * digits say. */
+#define JF_TX_SEQ_SQL(tenant, id)                                                                  \
+    "COALESCE(jf_tx_seq(" tenant ", " id "), (SELECT o.seq FROM tx_old_ids o"                      \
+    " WHERE o.tenant_id = " tenant " AND o.id = " id "))"
+
 /* Whether a rule version's body (a column or expression of JSON text) has a
  * per-member limit: the schema's upgrade, the rule store and verify (A3)
  * decide with it which rules' awards award_caps holds (schema version 12). */
@@ -100,7 +113,9 @@ typedef struct jf_db_stmt_slot {
 
 typedef struct jf_db {
     sqlite3 *h;
-    int64_t kept;      /* the value jf_kept(x) last saw in a statement (jf_db_open) */
+    int64_t kept;    /* the value jf_kept(x) last saw in a statement (jf_db_open) */
+    bool txid_keyed; /* txid_key holds the database's key (jf_db_txid_key_load) */
+    uint8_t txid_key[JF_TXID_KEY_BYTES];
     uint64_t stmt_gen; /* the statement generation the cache belongs to (jf_db_stmts_renew) */
     jf_db_stmt_slot cache[JF_DB_STMT_CACHE];
     char errmsg[256];
@@ -116,6 +131,14 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly);
  * within JF_DB_CHUNK_BYTES_MIN..MAX.  A new database starts at 1 MiB instead
  * of 32, and a large one still grows rarely. */
 int jf_db_chunk_bytes(int64_t file_bytes);
+
+/* Reads the database's transaction id key (meta 'txid_key', schema version
+ * 21) into db, for jf_tx_seq and the writer's new ids.  A database without
+ * one (not yet upgraded, or no database yet) leaves db unkeyed: jf_tx_seq
+ * then names nothing, and the writer makes no transaction.  jf_db_open and
+ * jf_db_migrate call it; returns JF_ERR_CORRUPT for a key that is not 32
+ * hex digits, JF_ERR_IO when it cannot be read. */
+jf_err jf_db_txid_key_load(jf_db *db);
 
 /* Finalizes every cached statement and closes.  Safe on a zeroed db. */
 void jf_db_close(jf_db *db);

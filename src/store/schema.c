@@ -17,8 +17,17 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 20
+#define JF_SCHEMA_VERSION 21
 
+/* The transactions' columns after id and type, as version 1 made them and
+ * version 21's copy keeps them. */
+#define TX_COLUMNS_V1_REST                                                                         \
+    " member_id TEXT, counterparty_id TEXT, points INTEGER NOT NULL CHECK(points >= 0),"           \
+    " delta INTEGER NOT NULL,"                                                                     \
+    " reverses TEXT, hold_id TEXT, order_id TEXT, order_amount INTEGER, order_currency TEXT,"      \
+    " reason TEXT, note TEXT, channel TEXT, store_id TEXT, actor TEXT NOT NULL, metadata TEXT,"    \
+    " idem_key TEXT, created_at INTEGER NOT NULL,"                                                 \
+    " prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
 static const char schema_v1[] =
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
     "CREATE TABLE tenants("
@@ -54,13 +63,7 @@ static const char schema_v1[] =
     "CREATE TABLE transactions("
     " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
     " type TEXT NOT NULL CHECK(type IN ('earn','redeem','adjust','transfer','hold','capture',"
-    "'void','expire','reverse')),"
-    " member_id TEXT, counterparty_id TEXT, points INTEGER NOT NULL CHECK(points >= 0),"
-    " delta INTEGER NOT NULL,"
-    " reverses TEXT, hold_id TEXT, order_id TEXT, order_amount INTEGER, order_currency TEXT,"
-    " reason TEXT, note TEXT, channel TEXT, store_id TEXT, actor TEXT NOT NULL, metadata TEXT,"
-    " idem_key TEXT, created_at INTEGER NOT NULL,"
-    " prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+    "'void','expire','reverse'))," TX_COLUMNS_V1_REST
     " PRIMARY KEY(tenant_id, seq), UNIQUE(tenant_id, id)) STRICT, WITHOUT ROWID;"
     "CREATE INDEX tx_member ON transactions(tenant_id, member_id, seq);"
     "CREATE INDEX tx_counterparty ON transactions(tenant_id, counterparty_id, seq)"
@@ -890,6 +893,16 @@ static jf_err schema_v15(jf_db *db)
  * list (members.c) sorted every member of the tenant to find the first
  * rows after its cursor (tests/api/test_query_plans.py found it once that
  * test saw statements built from macros). */
+/* Every posting, one row each, from both places (versions 16 and 21). */
+#define POSTINGS_VIEW                                                                              \
+    "CREATE VIEW postings(tenant_id, tx_seq, n, account, amount, created_at) AS"                   \
+    " SELECT tenant_id, tx_seq, n, account, amount, created_at FROM posting_rows"                  \
+    " UNION ALL SELECT t.tenant_id, t.seq, s.n,"                                                   \
+    " CASE s.n WHEN 0 THEN t.p0_account WHEN 1 THEN t.p1_account WHEN 2 THEN t.p2_account"         \
+    " WHEN 3 THEN t.p3_account WHEN 4 THEN t.p4_account WHEN 5 THEN t.p5_account END,"             \
+    " CASE s.n WHEN 0 THEN t.p0_amount WHEN 1 THEN t.p1_amount WHEN 2 THEN t.p2_amount"            \
+    " WHEN 3 THEN t.p3_amount WHEN 4 THEN t.p4_amount WHEN 5 THEN t.p5_amount END,"                \
+    " t.created_at FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;"
 static const char schema_v16[] =
     "ALTER TABLE postings RENAME TO posting_rows;"
     "ALTER TABLE transactions ADD COLUMN p0_account TEXT;"
@@ -924,15 +937,7 @@ static const char schema_v16[] =
     "CREATE TRIGGER posting_slots_no_delete BEFORE DELETE ON posting_slots"
     " BEGIN SELECT RAISE(ABORT, 'posting slots are fixed'); END;"
     "CREATE TRIGGER posting_slots_no_update BEFORE UPDATE ON posting_slots"
-    " BEGIN SELECT RAISE(ABORT, 'posting slots are fixed'); END;"
-    "CREATE VIEW postings(tenant_id, tx_seq, n, account, amount, created_at) AS"
-    " SELECT tenant_id, tx_seq, n, account, amount, created_at FROM posting_rows"
-    " UNION ALL SELECT t.tenant_id, t.seq, s.n,"
-    " CASE s.n WHEN 0 THEN t.p0_account WHEN 1 THEN t.p1_account WHEN 2 THEN t.p2_account"
-    " WHEN 3 THEN t.p3_account WHEN 4 THEN t.p4_account WHEN 5 THEN t.p5_account END,"
-    " CASE s.n WHEN 0 THEN t.p0_amount WHEN 1 THEN t.p1_amount WHEN 2 THEN t.p2_amount"
-    " WHEN 3 THEN t.p3_amount WHEN 4 THEN t.p4_amount WHEN 5 THEN t.p5_amount END,"
-    " t.created_at FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;"
+    " BEGIN SELECT RAISE(ABORT, 'posting slots are fixed'); END;" POSTINGS_VIEW
     "CREATE INDEX members_page ON members(tenant_id, seq);"
     "UPDATE meta SET value = '16' WHERE key = 'schema_version';";
 
@@ -1039,6 +1044,103 @@ static const char schema_v20[] =
     " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
     "UPDATE meta SET value = '20' WHERE key = 'schema_version';";
 
+/*
+ * Version 21: transactions without UNIQUE(tenant_id, id).  An id made since
+ * enciphers its tenant and seq under the database's key, meta 'txid_key'
+ * (src/store/txid.h), so a lookup by id is a lookup of the primary key and
+ * the index of ids went: it cost every transaction an insert into a second
+ * B-tree, about 6,000 of the writer's instructions per earn
+ * (docs/PERFORMANCE-HISTORY.md, since commit 505f4a9).  The ids given out
+ * before keep their form and are found through tx_old_ids, which holds
+ * every id that does not name its own row; `jifen verify` checks that every
+ * id leads to its row and nothing else (I5).  The table is copied, once:
+ * about as long as version 17's copy of the lots.
+ */
+#define TX_COLUMNS_V21                                                                             \
+    "tenant_id, seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"      \
+    " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"   \
+    " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"        \
+    " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"            \
+    " p5_amount, posting_count"
+#define POSTING_SLOT_CHECK(n, below)                                                               \
+    " AND (p" n "_account IS NULL) = (posting_count <= " below ")"                                 \
+    " AND (p" n "_amount IS NULL) = (posting_count <= " below ")"
+static const char schema_v21_sql[] =
+    "CREATE TABLE tx_old_ids(tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO tx_old_ids SELECT tenant_id, id, seq FROM transactions"
+    " WHERE jf_tx_seq(tenant_id, id) IS NOT seq ORDER BY tenant_id, id;"
+    "CREATE TABLE transactions_v21("
+    " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
+    " type TEXT NOT NULL CHECK(type = 'earn' OR type = 'redeem' OR type = 'adjust'"
+    " OR type = 'transfer' OR type = 'hold' OR type = 'capture' OR type = 'void'"
+    " OR type = 'expire' OR type = 'reverse')," TX_COLUMNS_V1_REST
+    " p0_account TEXT, p0_amount INTEGER CHECK(p0_amount <> 0),"
+    " p1_account TEXT, p1_amount INTEGER CHECK(p1_amount <> 0),"
+    " p2_account TEXT, p2_amount INTEGER CHECK(p2_amount <> 0),"
+    " p3_account TEXT, p3_amount INTEGER CHECK(p3_amount <> 0),"
+    " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"
+    " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"
+    " posting_count INTEGER NOT NULL DEFAULT 0"
+    " CHECK(posting_count >= 0 AND posting_count <= 6" POSTING_SLOT_CHECK(
+        "0", "0") POSTING_SLOT_CHECK("1", "1") POSTING_SLOT_CHECK("2", "2")
+        POSTING_SLOT_CHECK("3", "3") POSTING_SLOT_CHECK("4", "4") POSTING_SLOT_CHECK(
+            "5",
+            "5") "),"
+                 " PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
+                 "INSERT INTO transactions_v21(" TX_COLUMNS_V21 ") SELECT " TX_COLUMNS_V21
+                 " FROM transactions ORDER BY tenant_id, seq;"
+                 "DROP VIEW postings;"
+                 "DROP TABLE transactions;"
+                 "ALTER TABLE transactions_v21 RENAME TO transactions;"
+                 "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS "
+                 "NOT NULL;"
+                 "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
+                 " WHERE type = 'capture' AND hold_id IS NOT NULL;"
+                 "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"
+                 " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
+                 "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
+                 " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+                 "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
+                 " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+                 "CREATE TRIGGER tx_old_ids_no_update BEFORE UPDATE ON tx_old_ids"
+                 " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;"
+                 "CREATE TRIGGER tx_old_ids_no_delete BEFORE DELETE ON tx_old_ids"
+                 " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;" POSTINGS_VIEW
+                 "UPDATE meta SET value = '21' WHERE key = 'schema_version';";
+#undef POSTING_SLOT_CHECK
+#undef TX_COLUMNS_V1_REST
+#undef TX_COLUMNS_V21
+#undef POSTINGS_VIEW
+
+/* The key first, kept if the database has one (a database taken back to
+ * version 20 by the tests keeps the ids made under it), and read into db so
+ * that the copy's jf_tx_seq knows which ids name their row. */
+static jf_err schema_v21_steps(jf_db *db)
+{
+    uint8_t key[JF_TXID_KEY_BYTES];
+    char hex[2 * JF_TXID_KEY_BYTES + 1];
+    randombytes_buf(key, sizeof key);
+    sodium_bin2hex(hex, sizeof hex, key, sizeof key);
+    jf_err err =
+        jf_db_run(db, "INSERT OR IGNORE INTO meta(key, value) VALUES('txid_key', ?)", "s", hex);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(hex, sizeof hex);
+    if (err == JF_OK)
+        err = jf_db_txid_key_load(db);
+    if (err == JF_OK && !db->txid_keyed)
+        err = JF_ERR_CORRUPT;
+    return err == JF_OK ? jf_db_exec(db, schema_v21_sql) : err;
+}
+
+static jf_err schema_v21(jf_db *db)
+{
+    jf_err err = jf_db_exec(db, "BEGIN IMMEDIATE");
+    if (err == JF_OK && (err = schema_v21_steps(db)) != JF_OK)
+        jf_db_exec(db, "ROLLBACK");
+    return err == JF_OK ? jf_db_exec(db, "COMMIT") : err;
+}
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -1114,5 +1216,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 19;
     if (err == JF_OK && version == 19 && (err = migrate_step(db, schema_v20)) == JF_OK)
         version = 20;
+    if (err == JF_OK && version == 20 && (err = schema_v21(db)) == JF_OK)
+        version = 21;
     return err;
 }

@@ -526,12 +526,65 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 20
+SCHEMA_VERSION = 21
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 21 back to version 20: transactions with
+# UNIQUE(tenant_id, id) again and no tx_old_ids (the postings view is made
+# again over the new table, as version 16 made it).
+UNDO_V21 = (
+    "DROP VIEW postings;"
+    "CREATE TABLE transactions_v20("
+    " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
+    " type TEXT NOT NULL CHECK(type = 'earn' OR type = 'redeem' OR type = 'adjust'"
+    " OR type = 'transfer' OR type = 'hold' OR type = 'capture' OR type = 'void'"
+    " OR type = 'expire' OR type = 'reverse'),"
+    " member_id TEXT, counterparty_id TEXT, points INTEGER NOT NULL CHECK(points >= 0),"
+    " delta INTEGER NOT NULL, reverses TEXT, hold_id TEXT, order_id TEXT, order_amount INTEGER,"
+    " order_currency TEXT, reason TEXT, note TEXT, channel TEXT, store_id TEXT,"
+    " actor TEXT NOT NULL, metadata TEXT, idem_key TEXT, created_at INTEGER NOT NULL,"
+    " prev_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+    " p0_account TEXT, p0_amount INTEGER CHECK(p0_amount <> 0),"
+    " p1_account TEXT, p1_amount INTEGER CHECK(p1_amount <> 0),"
+    " p2_account TEXT, p2_amount INTEGER CHECK(p2_amount <> 0),"
+    " p3_account TEXT, p3_amount INTEGER CHECK(p3_amount <> 0),"
+    " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"
+    " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"
+    " posting_count INTEGER NOT NULL DEFAULT 0 CHECK(posting_count >= 0 AND posting_count <= 6"
+    " AND (p0_account IS NULL) = (posting_count <= 0) AND (p0_amount IS NULL) = (posting_count <= 0)"
+    " AND (p1_account IS NULL) = (posting_count <= 1) AND (p1_amount IS NULL) = (posting_count <= 1)"
+    " AND (p2_account IS NULL) = (posting_count <= 2) AND (p2_amount IS NULL) = (posting_count <= 2)"
+    " AND (p3_account IS NULL) = (posting_count <= 3) AND (p3_amount IS NULL) = (posting_count <= 3)"
+    " AND (p4_account IS NULL) = (posting_count <= 4) AND (p4_amount IS NULL) = (posting_count <= 4)"
+    " AND (p5_account IS NULL) = (posting_count <= 5) AND (p5_amount IS NULL) = (posting_count <= 5)),"
+    " PRIMARY KEY(tenant_id, seq), UNIQUE(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO transactions_v20 SELECT * FROM transactions;"
+    "DROP TABLE transactions;"
+    "ALTER TABLE transactions_v20 RENAME TO transactions;"
+    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS NOT NULL;"
+    "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
+    " WHERE type = 'capture' AND hold_id IS NOT NULL;"
+    "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"
+    " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
+    "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE VIEW postings(tenant_id, tx_seq, n, account, amount, created_at) AS"
+    " SELECT tenant_id, tx_seq, n, account, amount, created_at FROM posting_rows"
+    " UNION ALL SELECT t.tenant_id, t.seq, s.n,"
+    " CASE s.n WHEN 0 THEN t.p0_account WHEN 1 THEN t.p1_account WHEN 2 THEN t.p2_account"
+    " WHEN 3 THEN t.p3_account WHEN 4 THEN t.p4_account WHEN 5 THEN t.p5_account END,"
+    " CASE s.n WHEN 0 THEN t.p0_amount WHEN 1 THEN t.p1_amount WHEN 2 THEN t.p2_amount"
+    " WHEN 3 THEN t.p3_amount WHEN 4 THEN t.p4_amount WHEN 5 THEN t.p5_amount END,"
+    " t.created_at FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;"
+    "DROP TABLE tx_old_ids;"
+    "UPDATE meta SET value = '20' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 20 back to version 19: an order's earn,
@@ -568,7 +621,7 @@ UNDO_V19 = (
 def undo_v19(db, answers=None):
     """UNDO_V20 and UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
     in place of their stand-ins, as version 18 would have stored them."""
-    db.executescript(UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
     for key, raw in (answers or {}).items():
         db.execute("UPDATE responses SET body = ? WHERE body = ?",
                    (raw.decode(), '{"rebuilt":"%s"}' % key))
@@ -803,7 +856,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20)
+        db.executescript(UNDO_V21 + UNDO_V20)
         self.restart_upgrading(env, db, 19)
         db = sqlite3.connect(env.db)
         try:
@@ -828,6 +881,87 @@ class MigrationTests(unittest.TestCase):
         rc, rep = env.verify()
         self.assertEqual(rc, 0, rep)
 
+    def test_v20_store_keeps_its_transaction_ids(self):
+        """Version 21 drops the index of transaction ids: an id made since
+        carries its seq, and the ids given out before are kept in tx_old_ids.
+        A v20 database (its ids made the old way, JIFEN_TEST_OLD_TXIDS) answers
+        every old id as before after the upgrade: reads, a replayed key, a
+        reversal by id, a refund; new ids have the new form; a made-up id of
+        the new form is 404; and `jifen verify` passes, and fails when an old
+        id's entry is missing."""
+        import sqlite3
+        env = H.start_env(self, env={"JIFEN_TEST_OLD_TXIDS": "1"})
+        a = env.admin
+        m, n = H.create_member(a)["id"], H.create_member(a)["id"]
+        order = {"id": "o-" + uuid.uuid4().hex, "amount": 5000, "currency": "CNY"}
+        key = H.idem_key()
+        first = a.post("/v1/members/%s/earn" % m, {"points": 300}, idem=key)
+        self.assertEqual(first.status, 201, first)
+        earned = H.check_ok(a.post("/v1/members/%s/earn" % m, {"order": order}, idem=True),
+                            201, "order earn")
+        H.check_ok(H.redeem(a, m, 20), 201, "redeem")
+        H.check_ok(a.post("/v1/members/%s/transfer" % m, {"to_member_id": n, "points": 30},
+                          idem=True), 201, "transfer")
+        part = H.check_ok(a.post("/v1/transactions/%s/reverse" % first.body["transaction"]["id"],
+                                 {"points": 50}, idem=True), 201, "reverse part")
+        ids = [x["id"] for x in H.list_all(a, "/v1/members/%s/transactions" % m)]
+        self.assertEqual(len(ids), 5)
+        for i in ids:
+            self.assertEqual(len(i), 27, i)  # "txn_" and 23 hex digits, as before
+        before = {i: H.check_ok(a.get("/v1/transactions/%s" % i), 200) for i in ids}
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V21)
+        env.server.env = None
+        self.restart_upgrading(env, db, 20)
+        db = sqlite3.connect(env.db)
+        try:
+            old = dict(db.execute("SELECT id, seq FROM tx_old_ids"))
+            self.assertEqual(old, dict(db.execute("SELECT id, seq FROM transactions")))
+            self.assertLessEqual(set(ids), set(old))
+            self.assertEqual(db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE tbl_name = 'transactions'"
+                " AND name LIKE 'sqlite_autoindex%'").fetchone()[0], 0)
+        finally:
+            db.close()
+        for i in ids:
+            self.assertEqual(H.check_ok(a.get("/v1/transactions/%s" % i), 200), before[i], i)
+        again = a.post("/v1/members/%s/earn" % m, {"points": 300}, idem=key)
+        self.assertEqual((again.status, again.raw), (first.status, first.raw))
+        self.assertTrue(again.replayed)
+        r = a.post("/v1/orders/%s/refund" % order["id"], {"amount": 5000}, idem=True)
+        self.assertEqual(r.status, 201, r)
+        rest = H.check_ok(a.post("/v1/transactions/%s/reverse" % first.body["transaction"]["id"],
+                                 {"points": 100}, idem=True), 201, "reverse more")
+        self.assertEqual(rest["transaction"]["points"], 100)
+        self.assertEqual(H.check_ok(a.get("/v1/transactions/%s" % first.body["transaction"]["id"]),
+                                    200)["reversed_points"], 150)
+        self.assertEqual(rest["transaction"]["reverses"], first.body["transaction"]["id"])
+        self.assertEqual(len(rest["transaction"]["id"]), 28)
+        self.assertNotIn(rest["transaction"]["id"], ids)
+        over = a.post("/v1/transactions/%s/reverse" % part["transaction"]["id"], {}, idem=True)
+        self.assertEqual((over.status, over.code), (422, "not_reversible"), over)
+        new = H.check_ok(H.earn(a, m, 7), 201, "earn after")["transaction"]["id"]
+        self.assertEqual(H.check_ok(a.get("/v1/transactions/%s" % new), 200)["points"], 7)
+        # Other digits of time: the same tenant and seq, but not that
+        # transaction's id.
+        forged = new[:4] + ("0" if new[4] != "0" else "1") + new[5:]
+        self.assertEqual(a.get("/v1/transactions/%s" % forged).status, 404)
+        self.assertEqual(a.get("/v1/transactions/%s" % (new[:-1] + "z")).status, 404)
+        self.assertEqual(a.get("/v1/transactions/%s" % earned["transaction"]["id"]).status, 200)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        try:
+            db.executescript("DROP TRIGGER tx_old_ids_no_delete;"
+                             "DELETE FROM tx_old_ids WHERE id = '%s';" % ids[0])
+        finally:
+            db.close()
+        rc, rep = env.verify()
+        self.assertEqual(rc, 1, rep)
+        self.assertIn("transaction id that does not lead to its transaction", str(rep))
+
     def test_v1_store_migrates_to_v2(self):
         """A database of schema version 1 (before rules) gains the rule tables (v2), the
         refund and check-in tables (v3) and the tier tables (v4) on open."""
@@ -837,7 +971,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -892,7 +1026,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -980,7 +1114,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -1066,7 +1200,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1112,7 +1246,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1185,7 +1319,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1221,7 +1355,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1281,7 +1415,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1310,7 +1444,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1392,7 +1526,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1435,7 +1569,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1475,7 +1609,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1528,7 +1662,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:
