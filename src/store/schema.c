@@ -893,6 +893,22 @@ static jf_err schema_v15(jf_db *db)
  * list (members.c) sorted every member of the tenant to find the first
  * rows after its cursor (tests/api/test_query_plans.py found it once that
  * test saw statements built from macros). */
+/* The slots in use are exactly the first posting_count (versions 16 and 21). */
+#define POSTING_COUNT_CHECK                                                                        \
+    " CHECK(posting_count >= 0 AND posting_count <= 6"                                             \
+    " AND (p0_account IS NULL) = (posting_count <= 0)"                                             \
+    " AND (p0_amount IS NULL) = (posting_count <= 0)"                                              \
+    " AND (p1_account IS NULL) = (posting_count <= 1)"                                             \
+    " AND (p1_amount IS NULL) = (posting_count <= 1)"                                              \
+    " AND (p2_account IS NULL) = (posting_count <= 2)"                                             \
+    " AND (p2_amount IS NULL) = (posting_count <= 2)"                                              \
+    " AND (p3_account IS NULL) = (posting_count <= 3)"                                             \
+    " AND (p3_amount IS NULL) = (posting_count <= 3)"                                              \
+    " AND (p4_account IS NULL) = (posting_count <= 4)"                                             \
+    " AND (p4_amount IS NULL) = (posting_count <= 4)"                                              \
+    " AND (p5_account IS NULL) = (posting_count <= 5)"                                             \
+    " AND (p5_amount IS NULL) = (posting_count <= 5)"                                              \
+    ")"
 /* Every posting, one row each, from both places (versions 16 and 21). */
 #define POSTINGS_VIEW                                                                              \
     "CREATE VIEW postings(tenant_id, tx_seq, n, account, amount, created_at) AS"                   \
@@ -917,21 +933,8 @@ static const char schema_v16[] =
     "ALTER TABLE transactions ADD COLUMN p4_amount INTEGER CHECK(p4_amount <> 0);"
     "ALTER TABLE transactions ADD COLUMN p5_account TEXT;"
     "ALTER TABLE transactions ADD COLUMN p5_amount INTEGER CHECK(p5_amount <> 0);"
-    "ALTER TABLE transactions ADD COLUMN posting_count INTEGER NOT NULL DEFAULT 0"
-    " CHECK(posting_count >= 0 AND posting_count <= 6"
-    " AND (p0_account IS NULL) = (posting_count <= 0)"
-    " AND (p0_amount IS NULL) = (posting_count <= 0)"
-    " AND (p1_account IS NULL) = (posting_count <= 1)"
-    " AND (p1_amount IS NULL) = (posting_count <= 1)"
-    " AND (p2_account IS NULL) = (posting_count <= 2)"
-    " AND (p2_amount IS NULL) = (posting_count <= 2)"
-    " AND (p3_account IS NULL) = (posting_count <= 3)"
-    " AND (p3_amount IS NULL) = (posting_count <= 3)"
-    " AND (p4_account IS NULL) = (posting_count <= 4)"
-    " AND (p4_amount IS NULL) = (posting_count <= 4)"
-    " AND (p5_account IS NULL) = (posting_count <= 5)"
-    " AND (p5_amount IS NULL) = (posting_count <= 5)"
-    ");"
+    "ALTER TABLE transactions ADD COLUMN posting_count INTEGER NOT NULL"
+    " DEFAULT 0" POSTING_COUNT_CHECK ";"
     "CREATE TABLE posting_slots(n INTEGER PRIMARY KEY) STRICT;"
     "INSERT INTO posting_slots(n) VALUES(0),(1),(2),(3),(4),(5);"
     "CREATE TRIGGER posting_slots_no_delete BEFORE DELETE ON posting_slots"
@@ -1062,9 +1065,6 @@ static const char schema_v20[] =
     " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"        \
     " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"            \
     " p5_amount, posting_count"
-#define POSTING_SLOT_CHECK(n, below)                                                               \
-    " AND (p" n "_account IS NULL) = (posting_count <= " below ")"                                 \
-    " AND (p" n "_amount IS NULL) = (posting_count <= " below ")"
 static const char schema_v21_sql[] =
     "CREATE TABLE tx_old_ids(tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
     " seq INTEGER NOT NULL, PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
@@ -1081,34 +1081,29 @@ static const char schema_v21_sql[] =
     " p3_account TEXT, p3_amount INTEGER CHECK(p3_amount <> 0),"
     " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"
     " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"
-    " posting_count INTEGER NOT NULL DEFAULT 0"
-    " CHECK(posting_count >= 0 AND posting_count <= 6" POSTING_SLOT_CHECK(
-        "0", "0") POSTING_SLOT_CHECK("1", "1") POSTING_SLOT_CHECK("2", "2")
-        POSTING_SLOT_CHECK("3", "3") POSTING_SLOT_CHECK("4", "4") POSTING_SLOT_CHECK(
-            "5",
-            "5") "),"
-                 " PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
-                 "INSERT INTO transactions_v21(" TX_COLUMNS_V21 ") SELECT " TX_COLUMNS_V21
-                 " FROM transactions ORDER BY tenant_id, seq;"
-                 "DROP VIEW postings;"
-                 "DROP TABLE transactions;"
-                 "ALTER TABLE transactions_v21 RENAME TO transactions;"
-                 "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS "
-                 "NOT NULL;"
-                 "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
-                 " WHERE type = 'capture' AND hold_id IS NOT NULL;"
-                 "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"
-                 " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
-                 "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
-                 " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
-                 "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
-                 " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
-                 "CREATE TRIGGER tx_old_ids_no_update BEFORE UPDATE ON tx_old_ids"
-                 " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;"
-                 "CREATE TRIGGER tx_old_ids_no_delete BEFORE DELETE ON tx_old_ids"
-                 " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;" POSTINGS_VIEW
-                 "UPDATE meta SET value = '21' WHERE key = 'schema_version';";
-#undef POSTING_SLOT_CHECK
+    " posting_count INTEGER NOT NULL DEFAULT 0" POSTING_COUNT_CHECK ","
+    " PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO transactions_v21(" TX_COLUMNS_V21 ") SELECT " TX_COLUMNS_V21
+    " FROM transactions ORDER BY tenant_id, seq;"
+    "DROP VIEW postings;"
+    "DROP TABLE transactions;"
+    "ALTER TABLE transactions_v21 RENAME TO transactions;"
+    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses)"
+    " WHERE reverses IS NOT NULL;"
+    "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
+    " WHERE type = 'capture' AND hold_id IS NOT NULL;"
+    "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"
+    " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
+    "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "CREATE TRIGGER tx_old_ids_no_update BEFORE UPDATE ON tx_old_ids"
+    " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;"
+    "CREATE TRIGGER tx_old_ids_no_delete BEFORE DELETE ON tx_old_ids"
+    " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;" POSTINGS_VIEW
+    "UPDATE meta SET value = '21' WHERE key = 'schema_version';";
+#undef POSTING_COUNT_CHECK
 #undef TX_COLUMNS_V1_REST
 #undef TX_COLUMNS_V21
 #undef POSTINGS_VIEW
