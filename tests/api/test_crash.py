@@ -103,11 +103,13 @@ class CrashTest(unittest.TestCase):
 
     # ---------------------------------------------------------------- phases
 
-    def write_and_kill(self, env, members, wseeds, delay, cycle, sigterm=False, faults=False):
+    def write_and_kill(self, env, members, wseeds, delay, cycle, sigterm=False, faults=False,
+                       until=None):
         """Runs the writers, then after delay kills the server with SIGKILL (or stops it
         with SIGTERM, which must exit 0).  With faults, a 500 io_error is a request the
         server says it did not write ("failed"), and the server may stop by itself (a
-        failed flush stops it).  Returns every request sent."""
+        failed flush stops it).  With until, the kill also waits (10 s at most) for
+        until() to be true.  Returns every request sent."""
         stop = threading.Event()
         lists = [[] for _ in range(WRITERS)]
         errors = []
@@ -170,6 +172,9 @@ class CrashTest(unittest.TestCase):
         deadline = time.time() + 10
         while time.time() < deadline and not any(
                 r.state == "acked" for lst in lists for r in lst[:1]):
+            time.sleep(0.01)
+        # and for what the caller waits for (a fault reached on a loaded machine)
+        while until is not None and time.time() < deadline and not until():
             time.sleep(0.01)
         if sigterm:
             rc = env.server.stop()

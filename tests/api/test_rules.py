@@ -883,7 +883,8 @@ class MigrationTests(unittest.TestCase):
 
     def test_v20_store_keeps_its_transaction_ids(self):
         """Version 21 drops the index of transaction ids: an id made since
-        carries its seq, and the ids given out before are kept in tx_old_ids.
+        enciphers its tenant and seq, and the ids given out before are kept in
+        tx_old_ids.
         A v20 database (its ids made the old way, JIFEN_TEST_OLD_TXIDS) answers
         every old id as before after the upgrade: reads, a replayed key, a
         reversal by id, a refund; new ids have the new form; a made-up id of

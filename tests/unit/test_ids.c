@@ -117,6 +117,14 @@ static int64_t rand_below(unsigned *seed, int64_t n)
     return (int64_t)(r % (uint64_t)n);
 }
 
+/* A lower-case hex digit other than c. */
+static char other_hex_digit(char c, unsigned *seed)
+{
+    static const char hex[] = "0123456789abcdef";
+    int64_t v = strchr(hex, c) - hex;
+    return hex[(v + 1 + rand_below(seed, 15)) % 16];
+}
+
 /* A transaction id is "txn_", the second as %08x and the enciphered tenant
  * and seq as %016llx; it reads back to them under its key, and to nothing
  * else under another key or with any digit of its block changed. */
@@ -152,9 +160,7 @@ static void test_txids(void **state)
          * another tenant and seq, or none.  In the time: the same. */
         memcpy(bad, id, sizeof(bad));
         size_t at = 4 + (size_t)rand_below(&seed, JF_TXID_LEN - 4);
-        bad[at] = "0123456789abcdef"[(strchr("0123456789abcdef", bad[at]) - "0123456789abcdef" + 1 +
-                                      rand_below(&seed, 15)) %
-                                     16];
+        bad[at] = other_hex_digit(bad[at], &seed);
         bool parsed = jf_txid_parse(key, bad, strlen(bad), &t, &s);
         if (at < 4 + JF_TXID_TIME_DIGITS)
             assert_true(parsed && t == tenant && s == seq);
