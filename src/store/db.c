@@ -240,10 +240,14 @@ jf_err jf_db_open(jf_db *db, const char *path, bool readonly)
                      " PRAGMA mmap_size=1073741824",
                      NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
-    /* A new database has no meta table yet: it is keyed once upgraded. */
-    if (jf_db_txid_key_load(db) == JF_ERR_CORRUPT) {
-        db_set_error(db, "the database's transaction id key is damaged");
-        return JF_ERR_CORRUPT;
+    /* A new database has no meta table yet: it is keyed once upgraded.  A
+     * key that cannot be read fails the open: a connection without it would
+     * answer "not found" for every transaction made since version 21. */
+    jf_err kerr = jf_db_txid_key_load(db);
+    if (kerr != JF_OK) {
+        db_set_error(db, kerr == JF_ERR_CORRUPT ? "the database's transaction id key is damaged"
+                                                : "cannot read the transaction id key");
+        return kerr;
     }
     return JF_OK;
 fail:

@@ -1,7 +1,10 @@
 /*
  * The store's binding letters (src/store/db.h): 'Z' binds NULL for 0 and 'N'
  * for a negative number, every other value as itself, so that the hot
- * inserts need no SQL NULLIF (a function call per row).
+ * inserts need no SQL NULLIF (a function call per row).  And the
+ * transaction id key each connection reads (jf_db_txid_key_load): none on a
+ * new database, the same on every connection once upgraded, and a damaged
+ * one refuses the open.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -64,10 +67,47 @@ static void test_null_letters(void **state)
     }
 }
 
+static int64_t tx_seq_of(jf_db *db, int64_t tenant, const char *id)
+{
+    int64_t seq = -1;
+    assert_int_equal(jf_db_int(db, &seq, -1, "SELECT jf_tx_seq(?, ?)", "Is", tenant, id), JF_OK);
+    return seq;
+}
+
+static void test_txid_key(void **state)
+{
+    (void)state;
+    tmpdb *t = tmpdb_open("db-key");
+    assert_non_null(t);
+    assert_false(t->db.txid_keyed); /* a new file: no meta table yet */
+    assert_int_equal(jf_db_migrate(&t->db), JF_OK);
+    assert_true(t->db.txid_keyed);
+    uint8_t key[JF_TXID_KEY_BYTES];
+    memcpy(key, t->db.txid_key, sizeof key);
+    char id[JF_ID_LEN_MAX];
+    assert_true(jf_txid_make(key, 3, 77, 1764720000123, id));
+    assert_int_equal(tx_seq_of(&t->db, 3, id), 77);
+    assert_int_equal(tx_seq_of(&t->db, 4, id), -1); /* another tenant's: NULL */
+    /* Another connection reads the same key. */
+    jf_db other;
+    assert_int_equal(jf_db_open(&other, t->path, true), JF_OK);
+    assert_true(other.txid_keyed);
+    assert_memory_equal(other.txid_key, key, sizeof key);
+    assert_int_equal(tx_seq_of(&other, 3, id), 77);
+    jf_db_close(&other);
+    /* A damaged key refuses the open instead of answering "not found". */
+    assert_int_equal(jf_db_exec(&t->db, "UPDATE meta SET value = 'zz' WHERE key = 'txid_key'"),
+                     JF_OK);
+    assert_int_equal(jf_db_open(&other, t->path, true), JF_ERR_CORRUPT);
+    jf_db_close(&other);
+    assert_true(tmpdb_close(t));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_null_letters, setup, teardown),
+        cmocka_unit_test(test_txid_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
