@@ -37,9 +37,13 @@
  *                 and the lots' UNIQUE(tenant_id, id) indexes, without its
  *                 two postings rows (their accounts held as two columns of
  *                 the transaction instead), without its stored reply, or
- *                 without all three.  The transactions and lots go to copies
- *                 of those tables (batchsim_tx, batchsim_lots, made at start
- *                 outside the timing) that differ only in what is left out.
+ *                 without all three.
+ * Every rows mode writes the transactions and lots to copies of those tables
+ * (batchsim_tx, batchsim_lots, made at start outside the timing) as they
+ * were before jifen's schema version 21 (transactions keyed by (tenant_id,
+ * seq) WITHOUT ROWID, both with UNIQUE(tenant_id, id)), that differ only in
+ * what a rows-without mode leaves out; jifen's own transactions table is a
+ * rowid table since version 22.
  *
  * Prints one JSON object: CPU time and wall time per earn (the commit's
  * fdatasync included, as the thread saw it) and WAL frames per earn.  The WAL
@@ -121,7 +125,7 @@ static double seconds(clockid_t clock)
 
 /* What a mode writes for an earn besides its member rows and its key. */
 typedef struct shape {
-    bool copies;    /* transactions and lots go to batchsim_tx and batchsim_lots */
+    bool copies;    /* transactions and lots go to batchsim_tx and batchsim_lots (rows modes) */
     bool ids;       /* those copies keep their UNIQUE(tenant_id, id) indexes */
     bool postings;  /* two postings rows; else their accounts in the transaction */
     bool responses; /* the stored reply */
@@ -132,10 +136,10 @@ static shape shape_of(const char *mode)
 {
     shape sh = {false, true, true, true, false};
     sh.multi = strcmp(mode, "rows-multi") == 0;
+    sh.copies = strncmp(mode, "rows", 4) == 0;
     if (strncmp(mode, "rows-without-", 13) == 0) {
         const char *what = mode + 13;
         bool all = strcmp(what, "all") == 0;
-        sh.copies = true;
         sh.ids = !(all || strcmp(what, "ids") == 0);
         sh.postings = !(all || strcmp(what, "postings") == 0);
         sh.responses = !(all || strcmp(what, "responses") == 0);
@@ -508,12 +512,6 @@ int main(int argc, char **argv)
     shape sh = shape_of(mode);
     if (sh.copies)
         copies_make(&sh);
-    /* Schema version 21 dropped the transactions' id index (a transaction id
-     * names its row since); the row modes write what the writer did before,
-     * so on such a database it is made again, outside the timing. */
-    else
-        exec("CREATE UNIQUE INDEX IF NOT EXISTS batchsim_transactions_id"
-             " ON transactions(tenant_id, id)");
     prepare_all();
     earn *es = calloc((size_t)batch, sizeof(*es));
     earn **order = calloc((size_t)batch, sizeof(*order));

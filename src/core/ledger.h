@@ -71,19 +71,20 @@ void jf_tx_deinit(jf_tx *tx);
     " (SELECT COALESCE(SUM(r.points), 0) FROM transactions r INDEXED BY tx_reverses"               \
     " WHERE r.tenant_id = t.tenant_id AND r.reverses = t.id)"
 #define TX_COLUMNS TX_SELECT " FROM transactions t"
+/* The key (db.h, JF_TX_KEY_SQL) of the tenant ?1's transaction of seq ?2,
+ * of its transaction whose id is ?2 (JF_TX_SEQ_SQL), and of its transaction
+ * of seq s.key1 (a member's entry in member_state). */
+#define TX_KEY_PARAMS JF_TX_KEY_SQL("?1", "?2")
+#define TX_KEY_OF_ID JF_TX_KEY_SQL("?1", JF_TX_SEQ_SQL("?1", "?2"))
+#define TX_KEY_OF_ENTRY JF_TX_KEY_SQL("?1", "s.key1")
 /* The transaction t of the tenant ?1 whose id is ?2: its primary key
- * through the id (db.h, JF_TX_SEQ_SQL), and the id compared. */
-#define TX_BY_ID " WHERE t.tenant_id = ?1 AND t.seq = " JF_TX_SEQ_SQL("?1", "?2") " AND t.id = ?2"
+ * through the id, and the id compared. */
+#define TX_BY_ID " WHERE t.txkey = " TX_KEY_OF_ID " AND t.id = ?2"
 /* A member's transactions t, as member or counterparty, through the member's
- * entries s in member_state; bind the tenant and the member as ?1 and ?2. */
-#define MEMBER_TXS                                                                                 \
-    " FROM member_txs s CROSS JOIN transactions t ON t.tenant_id = s.tenant_id"                    \
-    " AND t.seq = s.seq WHERE s.tenant_id = ?1 AND s.member_id = ?2"
-/* The same through the member's seq (jf_member_seq), without the view's
- * lookup of the member: bind the tenant and the member's seq as ?1 and ?2;
- * s.key1 is the transaction's seq. */
+ * entries s in member_state: bind the tenant and the member's seq
+ * (jf_member_seq) as ?1 and ?2; s.key1 is the transaction's seq. */
 #define MEMBER_TXS_BY_SEQ                                                                          \
-    " FROM member_state s CROSS JOIN transactions t ON t.tenant_id = ?1 AND t.seq = s.key1"        \
+    " FROM member_state s CROSS JOIN transactions t ON t.txkey = " TX_KEY_OF_ENTRY                 \
     " WHERE s.member_seq = ?2 AND s.kind = 2"
 
 /* Renders a transaction this command just committed from memory, exactly as

@@ -9,6 +9,14 @@
 #include "ledger.h"
 #include "tz.h"
 
+/* The keys (db.h, JF_TX_KEY_SQL) of the transactions a statement reads: the
+ * tenant ?1's transaction of a member's entry (seq), the transaction that
+ * expired the lot l and the one that made it, and the tenant's first key. */
+#define MEMBER_TX_KEY JF_TX_KEY_SQL("?1", "seq")
+#define LOT_EXPIRY_KEY JF_TX_KEY_SQL("l.tenant_id", "l.expired_tx_seq")
+#define LOT_EARN_KEY JF_TX_KEY_SQL("l.tenant_id", "l.tx_seq")
+#define TENANT_FIRST_KEY JF_TX_KEY_SQL("?1", "0")
+
 static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char *kind,
                                  int64_t as_of, int64_t *out)
 {
@@ -16,14 +24,13 @@ static jf_err account_balance_at(jf_ctx *ctx, const char *member_id, const char 
     snprintf(account, sizeof(account), "member:%s:%s", member_id, kind);
     /* Every posting to a member's account is in a transaction of which the
      * member is the member or the counterparty. */
-    return jf_db_int(
-        ctx->db, out, 0,
-        "SELECT SUM(" JF_SQL_POSTED(
-            "t", "?3") ") FROM transactions t"
-                       " WHERE t.tenant_id=?1 AND t.seq IN"
-                       " (SELECT seq FROM member_txs WHERE tenant_id=?1 AND member_id=?2)"
-                       " AND t.created_at <= ?4",
-        "IssI", ctx->auth->tenant, member_id, account, as_of);
+    return jf_db_int(ctx->db, out, 0,
+                     "SELECT SUM(" JF_SQL_POSTED("t", "?3") ") FROM transactions t WHERE t.txkey IN"
+                                                            " (SELECT " MEMBER_TX_KEY
+                                                            " FROM member_txs"
+                                                            " WHERE tenant_id=?1 AND member_id=?2)"
+                                                            " AND t.created_at <= ?4",
+                     "IssI", ctx->auth->tenant, member_id, account, as_of);
 }
 
 /* Lots as they stood at as_of: remaining = amount − consumptions up to
@@ -40,8 +47,8 @@ static jf_err lots_at(jf_ctx *ctx, const char *member_id, int64_t as_of, int64_t
         " COALESCE(SUM(r), 0)"
         " FROM (SELECT l.available_at, l.expires_at, l.amount - COALESCE((SELECT SUM(c.amount)"
         "   FROM consumptions c WHERE c.lot_seq = l.seq AND c.created_at <= ?1), 0)"
-        "   - COALESCE((SELECT l.expired_amount FROM transactions x WHERE x.tenant_id = l.tenant_id"
-        "   AND x.seq = l.expired_tx_seq AND x.created_at <= ?1), 0) AS r"
+        "   - COALESCE((SELECT l.expired_amount FROM transactions x WHERE x.txkey = " LOT_EXPIRY_KEY
+        "   AND x.created_at <= ?1), 0) AS r"
         "   FROM member_lots s JOIN lots l ON l.seq = s.seq WHERE s.tenant_id = ?2"
         "   AND s.member_id = ?3 AND l.created_at <= ?1)",
         "IIs", as_of, ctx->auth->tenant, member_id);
@@ -165,6 +172,14 @@ static jf_err member_transactions(jf_ctx *ctx)
     return err == JF_OK ? member_tx_page(ctx, m.id, NULL, limit, cursor) : err;
 }
 
+/* The seq a page of the tenant's transactions ends before: the cursor, or
+ * past the last seq there can be when there is none (or a larger one), so
+ * that JF_TX_KEY_SQL of it stays within the tenant's keys. */
+static int64_t tx_seq_before(int64_t cursor)
+{
+    return cursor < 0 || cursor > JF_TXID_SEQ_MAX ? JF_TXID_SEQ_MAX + 1 : cursor;
+}
+
 static jf_err transaction_list(jf_ctx *ctx)
 {
     int64_t limit, cursor;
@@ -176,9 +191,9 @@ static jf_err transaction_list(jf_ctx *ctx)
         return member_tx_page(ctx, member_id, type, limit, cursor);
     sqlite3_stmt *st =
         jf_db_query(ctx->db,
-                    TX_COLUMNS " WHERE tenant_id = ?1 AND seq < ?2 AND (?3 IS NULL OR type = ?3)"
-                               " ORDER BY seq DESC LIMIT ?4",
-                    "IIsI", ctx->auth->tenant, cursor < 0 ? INT64_MAX : cursor, type, limit + 1);
+                    TX_COLUMNS " WHERE t.txkey >= " TENANT_FIRST_KEY " AND t.txkey < " TX_KEY_PARAMS
+                               " AND (?3 IS NULL OR type = ?3) ORDER BY t.txkey DESC LIMIT ?4",
+                    "IIsI", ctx->auth->tenant, tx_seq_before(cursor), type, limit + 1);
     return jf_list_rows_text(ctx, st, limit, 0, jf_tx_row_text);
 }
 
@@ -262,7 +277,7 @@ static jf_err member_lots(jf_ctx *ctx)
         ctx->db,
         "SELECT l.id, t.id, l.amount, l.remaining, l.available_at, l.expires_at,"
         " l.expired_tx_seq, l.created_at FROM member_state s CROSS JOIN lots l ON l.seq = s.key4"
-        " LEFT JOIN transactions t ON t.tenant_id = l.tenant_id AND t.seq = l.tx_seq"
+        " LEFT JOIN transactions t ON t.txkey = " LOT_EARN_KEY
         " WHERE s.member_seq = ? AND s.kind = 1 AND (? = 0 OR s.key1 = 0)"
         " ORDER BY s.key2, s.key3, s.key4 LIMIT ? OFFSET ?",
         "IiII", m.seq, open_only ? 1 : 0, limit + 1, offset < 0 ? 0 : offset);

@@ -87,7 +87,7 @@ static jf_err growth_of(jf_ctx *ctx, const orig_tx *o, int64_t *given, int64_t *
     snprintf(account, sizeof account, "member:%s:growth", o->member_id);
     jf_err err = jf_db_int(ctx->db, given, 0,
                            "SELECT " JF_SQL_POSTED("t", "?3") " FROM transactions t"
-                                                              " WHERE t.tenant_id=?1 AND t.seq=?2",
+                                                              " WHERE t.txkey = " TX_KEY_PARAMS,
                            "IIs", ctx->auth->tenant, o->seq, account);
     if (err == JF_OK)
         err = jf_db_int(

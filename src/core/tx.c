@@ -128,12 +128,13 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
     }
     return jf_db_run(
         ctx->db,
-        "INSERT INTO transactions(tenant_id, seq, id, type, member_id, counterparty_id, points,"
+        "INSERT INTO transactions(txkey, id, type, member_id, counterparty_id, points,"
         " delta, reverses, hold_id, order_id, order_amount, order_currency, reason, note, channel,"
         " store_id, actor, metadata, idem_key, created_at, prev_hash, hash, posting_count,"
         " p0_account, p0_amount, p1_account, p1_amount, p2_account, p2_amount, p3_account,"
         " p3_amount, p4_account, p4_amount, p5_account, p5_amount)"
-        " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " VALUES(" TX_KEY_PARAMS ",?3,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+        "?,?,?)",
         "IIssssIIsssIssssssssIbbisZsZsZsZsZsZ", ctx->auth->tenant, tx->seq, tx->id, tx->type,
         tx->member_id, tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id,
         tx->order_id, tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency,
@@ -382,7 +383,7 @@ static sqlite3_stmt *tx_consumptions(jf_ctx *ctx, int64_t seq, bool is_expire)
         return jf_db_query(ctx->db,
                            "SELECT l.id, l.expired_amount FROM transactions x JOIN member_lots s"
                            " ON s.tenant_id = x.tenant_id AND s.member_id = x.member_id"
-                           " JOIN lots l ON l.seq = s.seq WHERE x.tenant_id=?1 AND x.seq=?2"
+                           " JOIN lots l ON l.seq = s.seq WHERE x.txkey = " TX_KEY_PARAMS
                            " AND s.closed = 1 AND l.expired_tx_seq=?2"
                            " ORDER BY s.expires_key, s.available_at, s.seq",
                            "II", ctx->auth->tenant, seq);
@@ -395,9 +396,11 @@ static sqlite3_stmt *tx_consumptions(jf_ctx *ctx, int64_t seq, bool is_expire)
 static jf_err tx_details(jf_ctx *ctx, int64_t seq, bool is_expire, json_t *o)
 {
     json_t *postings = json_array(), *cons = json_array();
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db, "SELECT account, amount FROM postings WHERE tenant_id=? AND tx_seq=? ORDER BY n",
-        "II", ctx->auth->tenant, seq);
+    sqlite3_stmt *st =
+        jf_db_query(ctx->db,
+                    "SELECT account, amount FROM postings WHERE tenant_id=?1 AND tx_seq=?2"
+                    " AND tx_key = " TX_KEY_PARAMS " ORDER BY n",
+                    "II", ctx->auth->tenant, seq);
     while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(postings, json_pack("{sssI}", "account", jf_db_text(st, 0), "amount",
                                                   (json_int_t)sqlite3_column_int64(st, 1)));

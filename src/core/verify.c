@@ -56,6 +56,23 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
     return JF_OK;
 }
 
+/* The transactions t (x, o, e, or the table by its name) of the tenant ?1,
+ * a range of their key (db.h, JF_TX_OF_TENANT_SQL): a condition on the
+ * virtual tenant_id would read every tenant's; and the postings' the same
+ * by the view's tx_key. */
+#define T_OF_TENANT JF_TX_OF_TENANT_SQL("t.txkey", "?1")
+#define X_OF_TENANT JF_TX_OF_TENANT_SQL("x.txkey", "?1")
+#define O_OF_TENANT JF_TX_OF_TENANT_SQL("o.txkey", "?1")
+#define E_OF_TENANT JF_TX_OF_TENANT_SQL("e.txkey", "?1")
+#define TABLE_OF_TENANT JF_TX_OF_TENANT_SQL("transactions.txkey", "?1")
+#define POSTINGS_OF_TENANT JF_TX_OF_TENANT_SQL("tx_key", "?1")
+/* The key (db.h, JF_TX_KEY_SQL) of the transaction that expired the lot l,
+ * that made the consumption c, of the member entry s, of the old id o. */
+#define LOT_EXPIRY_KEY JF_TX_KEY_SQL("l.tenant_id", "l.expired_tx_seq")
+#define CONSUMPTION_KEY JF_TX_KEY_SQL("c.tenant_id", "c.tx_seq")
+#define ENTRY_KEY JF_TX_KEY_SQL("s.tenant_id", "s.seq")
+#define OLD_ID_KEY JF_TX_KEY_SQL("?1", "o.seq")
+
 /* The sum of a transaction row's posting slots (unused ones are NULL). */
 #define SLOTS_SUM                                                                                  \
     "(COALESCE(p0_amount, 0) + COALESCE(p1_amount, 0) + COALESCE(p2_amount, 0) +"                  \
@@ -71,7 +88,8 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
     " UNION ALL " MEMBER_ACCOUNT_NAME " FROM member_accounts WHERE tenant_id = ?1),"               \
     " x(account, balance, total, rows) AS (SELECT account, SUM(balance), SUM(total), SUM(n)"       \
     " FROM (SELECT account, balance, 0 AS total, 1 AS n FROM a UNION ALL"                          \
-    " SELECT account, 0, amount, 0 FROM postings WHERE tenant_id = ?1) GROUP BY account)"          \
+    " SELECT account, 0, amount, 0 FROM postings WHERE tenant_id = ?1 AND " POSTINGS_OF_TENANT     \
+    ") GROUP BY account)"                                                                          \
     " SELECT account, balance, total FROM x WHERE balance <> total OR rows <> 1"
 
 static jf_err check_sums(verifier *v, int64_t t)
@@ -85,15 +103,17 @@ static jf_err check_sums(verifier *v, int64_t t)
      * has both (the slots' CHECK keeps posting_count to the slots in use). */
     if (err == JF_OK)
         err = check_rows(v, "I1", "postings of transaction do not sum to zero",
-                         "SELECT 'seq ' || seq, " SLOTS_SUM ", 0 FROM transactions WHERE"
-                         " tenant_id=? AND posting_count > 0 AND " SLOTS_SUM " <> 0",
+                         "SELECT 'seq ' || t.seq, " SLOTS_SUM
+                         ", 0 FROM transactions t WHERE " T_OF_TENANT
+                         " AND posting_count > 0 AND " SLOTS_SUM " <> 0",
                          t);
     if (err == JF_OK)
-        err = check_rows(v, "I1", "transaction has postings both in its row and as rows",
-                         "SELECT 'seq ' || t.seq, t.posting_count, 0 FROM transactions t WHERE"
-                         " t.tenant_id=? AND t.posting_count > 0 AND EXISTS (SELECT 1 FROM"
-                         " posting_rows r WHERE r.tenant_id = t.tenant_id AND r.tx_seq = t.seq)",
-                         t);
+        err = check_rows(
+            v, "I1", "transaction has postings both in its row and as rows",
+            "SELECT 'seq ' || t.seq, t.posting_count, 0 FROM transactions t WHERE " T_OF_TENANT
+            " AND t.posting_count > 0 AND EXISTS (SELECT 1 FROM"
+            " posting_rows r WHERE r.tenant_id = t.tenant_id AND r.tx_seq = t.seq)",
+            t);
     if (err == JF_OK)
         err = check_rows(v, "I2", "account balance differs from its postings", BALANCES_DIFFER, t);
     if (err == JF_OK)
@@ -139,7 +159,7 @@ static jf_err check_lots(verifier *v, int64_t t)
                          " WHERE l.tenant_id = ? AND ((l.expired_tx_seq IS NULL) <>"
                          " (l.expired_amount IS NULL) OR (l.expired_tx_seq IS NOT NULL AND"
                          " (l.remaining <> 0 OR NOT EXISTS (SELECT 1 FROM transactions x WHERE"
-                         " x.tenant_id = l.tenant_id AND x.seq = l.expired_tx_seq AND"
+                         " x.txkey = " LOT_EXPIRY_KEY " AND"
                          " x.type = 'expire' AND x.member_id = l.member_id))))",
                          t);
     if (err == JF_OK)
@@ -148,7 +168,7 @@ static jf_err check_lots(verifier *v, int64_t t)
                          " FROM lots WHERE tenant_id = ?1 AND expired_tx_seq IS NOT NULL"
                          " GROUP BY expired_tx_seq)"
                          " SELECT x.id, x.points, COALESCE(e.total, 0) AS lost FROM transactions x"
-                         " LEFT JOIN e ON e.seq = x.seq WHERE x.tenant_id = ?1"
+                         " LEFT JOIN e ON e.seq = x.seq WHERE " X_OF_TENANT
                          " AND x.type = 'expire' AND x.points <> lost",
                          t);
     /* Since schema version 13 an expiry consumes nothing: a consumption by
@@ -156,7 +176,7 @@ static jf_err check_lots(verifier *v, int64_t t)
     if (err == JF_OK)
         err = check_rows(v, "I10", "lot consumed by an expiry",
                          "SELECT l.id, c.amount, c.tx_seq FROM consumptions c JOIN transactions x"
-                         " ON x.tenant_id = c.tenant_id AND x.seq = c.tx_seq JOIN lots l"
+                         " ON x.txkey = " CONSUMPTION_KEY " JOIN lots l"
                          " ON l.seq = c.lot_seq WHERE c.tenant_id = ? AND x.type = 'expire'",
                          t);
     return err;
@@ -168,9 +188,10 @@ static jf_err check_lots(verifier *v, int64_t t)
  * by the member's seq alone, the planner scanned every member of the tenant
  * for each transaction. */
 #define ENTRY_DIFFERS                                                                              \
-    "WITH tm AS (" JF_TX_TIME_MAX_SELECT " WHERE tenant_id = ?1)"                                  \
+    "WITH tm AS (SELECT txkey, max(created_at) OVER (ORDER BY txkey) AS tmax"                      \
+    " FROM transactions WHERE " TABLE_OF_TENANT ")"                                                \
     " SELECT m.id || ' seq ' || t.seq, s.key2, t.created_at FROM tm JOIN transactions t"           \
-    " ON t.tenant_id = tm.tenant_id AND t.seq = tm.seq JOIN members m"                             \
+    " ON t.txkey = tm.txkey JOIN members m"                                                        \
     " ON m.tenant_id = t.tenant_id AND m.id IN (t.member_id, t.counterparty_id)"                   \
     " JOIN member_state s ON s.member_seq = m.seq AND s.kind = 2 AND s.key1 = t.seq"               \
     " WHERE s.key2 IS NOT " JF_TX_ENTRY_KEY2_SQL " OR s.key3 IS NOT " JF_TX_ENTRY_KEY3_SQL         \
@@ -200,8 +221,8 @@ static jf_err check_state(verifier *v, int64_t t)
                          t);
     if (err == JF_OK)
         err = check_rows(v, "S1", "transaction without its entries in member_state",
-                         "SELECT t.id, t.seq, 0 FROM transactions t WHERE t.tenant_id = ?1 AND"
-                         " ((t.member_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM member_txs s"
+                         "SELECT t.id, t.seq, 0 FROM transactions t WHERE " T_OF_TENANT
+                         " AND ((t.member_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM member_txs s"
                          " WHERE s.tenant_id = t.tenant_id AND s.member_id = t.member_id AND"
                          " s.seq = t.seq)) OR (t.counterparty_id IS NOT NULL AND NOT EXISTS"
                          " (SELECT 1 FROM member_txs s WHERE s.tenant_id = t.tenant_id AND"
@@ -210,19 +231,20 @@ static jf_err check_state(verifier *v, int64_t t)
     if (err == JF_OK)
         err = check_rows(v, "S1", "transaction entry in member_state without its transaction",
                          "SELECT s.member_id, s.seq, 0 FROM member_txs s WHERE s.tenant_id = ?1"
-                         " AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.tenant_id ="
-                         " s.tenant_id AND t.seq = s.seq AND (t.member_id = s.member_id OR"
+                         " AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.txkey = " ENTRY_KEY
+                         " AND (t.member_id = s.member_id OR"
                          " t.counterparty_id = s.member_id))",
                          t);
     if (err == JF_OK)
         err = check_rows(v, "S1", "transaction entry in member_state that differs from it",
                          ENTRY_DIFFERS, t);
     if (err == JF_OK)
-        err = check_rows(v, "S1", "tenant's latest transaction time differs from its transactions",
-                         "SELECT 'tx_time_max', e.tx_time_max, a.latest FROM tenants e, (SELECT"
-                         " COALESCE(max(created_at), 0) AS latest FROM transactions WHERE"
-                         " tenant_id = ?1) a WHERE e.id = ?1 AND e.tx_time_max IS NOT a.latest",
-                         t);
+        err = check_rows(
+            v, "S1", "tenant's latest transaction time differs from its transactions",
+            "SELECT 'tx_time_max', e.tx_time_max, a.latest FROM tenants e, (SELECT"
+            " COALESCE(max(created_at), 0) AS latest FROM transactions WHERE " TABLE_OF_TENANT
+            ") a WHERE e.id = ?1 AND e.tx_time_max IS NOT a.latest",
+            t);
     return err;
 }
 
@@ -265,7 +287,7 @@ static jf_err check_due(verifier *v, int64_t t)
 /* The transaction x of tenant whose id is id (SQL expressions): its primary
  * key through the id (db.h), as the engine finds it. */
 #define X_BY_ID(tenant, id)                                                                        \
-    "x.tenant_id = " tenant " AND x.seq = " JF_TX_SEQ_SQL(tenant, id) " AND x.id = " id
+    "x.txkey = " JF_TX_KEY_SQL(tenant, JF_TX_SEQ_SQL(tenant, id)) " AND x.id = " id
 /* The seq the transaction t's own id leads to; the transaction that an
  * idempotency key i, a check-in or bonus grant g, a refund's k names. */
 #define ID_SEQ JF_TX_SEQ_SQL("?1", "t.id")
@@ -297,7 +319,7 @@ static jf_err check_due(verifier *v, int64_t t)
 static jf_err check_ids(verifier *v, int64_t t)
 {
     jf_err err = check_rows(v, "I5", "transaction id that does not lead to its transaction",
-                            "SELECT t.id, t.seq, 0 FROM transactions t WHERE t.tenant_id = ?1"
+                            "SELECT t.id, t.seq, 0 FROM transactions t WHERE " T_OF_TENANT
                             " AND " ID_SEQ " IS NOT t.seq",
                             t);
     if (err == JF_OK)
@@ -305,8 +327,7 @@ static jf_err check_ids(verifier *v, int64_t t)
             check_rows(v, "I5", "older transaction id without its transaction",
                        "SELECT o.id, o.seq, 0 FROM tx_old_ids o WHERE o.tenant_id = ?1"
                        " AND (jf_tx_seq(o.tenant_id, o.id) IS NOT NULL OR NOT EXISTS (SELECT 1 FROM"
-                       " transactions t WHERE t.tenant_id = ?1 AND t.seq = o.seq"
-                       " AND t.id = o.id))",
+                       " transactions t WHERE t.txkey = " OLD_ID_KEY " AND t.id = o.id))",
                        t);
     return err;
 }
@@ -317,7 +338,7 @@ static jf_err check_reversals(verifier *v, int64_t t)
         v, "I6", "reversed more than the original",
         "SELECT o.id, o.points, (SELECT SUM(r.points) FROM transactions r INDEXED BY tx_reverses "
         "WHERE r.tenant_id ="
-        " o.tenant_id AND r.reverses = o.id) AS rev FROM transactions o WHERE o.tenant_id = ?"
+        " o.tenant_id AND r.reverses = o.id) AS rev FROM transactions o WHERE " O_OF_TENANT
         " AND rev > o.points",
         t);
     if (err == JF_OK)
@@ -330,7 +351,7 @@ static jf_err check_reversals(verifier *v, int64_t t)
                          t);
     if (err == JF_OK)
         err = check_rows(v, "I5", "idempotency key used by more than one transaction",
-                         "SELECT idem_key, count(*), 1 FROM transactions WHERE tenant_id = ?"
+                         "SELECT idem_key, count(*), 1 FROM transactions WHERE " TABLE_OF_TENANT
                          " AND idem_key IS NOT NULL GROUP BY idem_key HAVING count(*) > 1",
                          t);
     if (err == JF_OK)
@@ -424,7 +445,8 @@ static jf_err check_chain(verifier *v, int64_t tenant, const uint8_t *head, int6
         " order_id, order_amount, order_currency, reason, note, channel, store_id, actor,"
         " metadata, idem_key, created_at, prev_hash, hash, posting_count, p0_account, p0_amount,"
         " p1_account, p1_amount, p2_account, p2_amount, p3_account, p3_amount, p4_account,"
-        " p4_amount, p5_account, p5_amount FROM transactions WHERE tenant_id=? ORDER BY seq",
+        " p4_amount, p5_account, p5_amount FROM transactions t WHERE " T_OF_TENANT
+        " ORDER BY t.txkey",
         "I", tenant);
     if (st == NULL)
         return JF_ERR_IO;
@@ -512,7 +534,7 @@ static jf_err check_awards(verifier *v, int64_t t)
     err = check_rows(v, "A1", "awards do not sum to the transaction's points",
                      "SELECT x.id, x.points, (SELECT SUM(a.points) FROM awards a WHERE"
                      " a.tenant_id = x.tenant_id AND a.tx_seq = x.seq) AS s FROM transactions x"
-                     " WHERE x.tenant_id = ? AND s IS NOT NULL AND s <> x.points",
+                     " WHERE " X_OF_TENANT " AND s IS NOT NULL AND s <> x.points",
                      t);
     if (err == JF_OK)
         err = check_rows(v, "A1", "award and its lot differ",
@@ -577,7 +599,7 @@ static jf_err check_refunds(verifier *v, int64_t t)
     "SELECT e.id, " GROWTH_TAKEN ", " GROWTH_GIVEN " AS g FROM transactions e"                     \
     " JOIN transactions r INDEXED BY tx_reverses ON r.tenant_id = e.tenant_id"                     \
     " AND r.reverses = e.id"                                                                       \
-    " WHERE e.tenant_id = ? AND e.type = 'earn' GROUP BY e.id HAVING " GROWTH_TAKEN " > g"
+    " WHERE " E_OF_TENANT " AND e.type = 'earn' GROUP BY e.id HAVING " GROWTH_TAKEN " > g"
 
 /* T1: growth is never negative and each reversal of an earn takes back at
  * most the growth the earn gave.  T2: a member's tier is one of the current

@@ -67,8 +67,9 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
  * decreases along seq, even if the clock stepped back, so a scan of a
  * member's entries from the newest stops exactly where it falls before a
  * window (tiers.c).  These are the same as SQL over the transaction t, the
- * member m and tm, JF_TX_TIME_MAX_SELECT's rows, for the upgrade and for verify (S1);
- * tx.c writes them from memory. */
+ * member m and tm, JF_TX_TIME_MAX_SELECT's rows (verify's S1 the same for
+ * one tenant, by txkey since schema version 22), for the upgrade to version
+ * 11 and for verify; tx.c writes them from memory. */
 #define JF_TX_TIME_MAX_SELECT                                                                      \
     "SELECT tenant_id, seq, max(created_at) OVER (PARTITION BY tenant_id ORDER BY seq) AS tmax"    \
     " FROM transactions"
@@ -89,8 +90,36 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
     " WHERE g.tenant_id = t.tenant_id AND g.tx_seq = t.seq"                                        \
     " AND g.account = 'member:' || m.id || ':growth'), 0) ELSE 0 END"
 
+/* A transaction's rowid, txkey (schema version 22): the tenant shifted over
+ * the seq's JF_TXID_SEQ_BITS, plus the seq, as SQL over the expressions
+ * tenant and seq (a sum, not an or, so that seq JF_TXID_SEQ_MAX + 1 is the
+ * next tenant's first key, an exclusive bound); and the tenant and the seq
+ * of a txkey, the table's virtual columns.  A tenant of 2^19 or more
+ * has negative keys (its top bit is the sign's), which SQLite's shift
+ * carries into the tenant unless masked, and still one range each: its keys
+ * grow with the seq, and JF_TX_KEY_SQL(tenant, JF_TXID_SEQ_MAX + 1) is
+ * past its last key (the next tenant's first, or for tenant 2^19 - 1 a
+ * real number past every integer: SQLite's sum leaves the integers there;
+ * tests/unit/test_schema.c).  A statement finds a tenant's transaction by
+ * `t.txkey = JF_TX_KEY_SQL(tenant, seq)` and reads a tenant's transactions
+ * by JF_TX_OF_TENANT_SQL("t.txkey", tenant) (the view postings: tx_key): the
+ * planner searches by txkey, never by the virtual columns (tests/api/test_query_plans.py).  The seq
+ * always fits (jf_txid_make refuses a larger one before a transaction is written). */
+#define JF_SQL_STR_(x) #x
+#define JF_SQL_STR(x) JF_SQL_STR_(x)
+#define JF_TX_SEQ_BITS_SQL JF_SQL_STR(JF_TXID_SEQ_BITS)
+#define JF_TX_SEQ_MASK_SQL "((1 << " JF_TX_SEQ_BITS_SQL ") - 1)"
+#define JF_TX_KEY_SQL(tenant, seq) "(((" tenant ") << " JF_TX_SEQ_BITS_SQL ") + (" seq "))"
+#define JF_TX_TENANT_MASK_SQL "((1 << " JF_SQL_STR(JF_TXID_TENANT_BITS) ") - 1)"
+#define JF_TX_TENANT_OF_SQL(txkey)                                                                 \
+    "(((" txkey ") >> " JF_TX_SEQ_BITS_SQL ") & " JF_TX_TENANT_MASK_SQL ")"
+#define JF_TX_SEQ_OF_SQL(txkey) "((" txkey ") & " JF_TX_SEQ_MASK_SQL ")"
+#define JF_TX_OF_TENANT_SQL(txkey, tenant)                                                         \
+    txkey " BETWEEN " JF_TX_KEY_SQL(tenant, "0") " AND " JF_TX_KEY_SQL(tenant, JF_TX_SEQ_MASK_SQL)
+
 /* The seq of the tenant's transaction whose id is the SQL expression id, for
- * `t.seq = JF_TX_SEQ_SQL(...)`, a lookup of the primary key: the seq the id
+ * `t.txkey = JF_TX_KEY_SQL(tenant, JF_TX_SEQ_SQL(tenant, id))`, a lookup of
+ * the primary key: the seq the id
  * names in that tenant (txid.h; jf_tx_seq(tenant, id) is registered on
  * every connection by jf_db_open and deciphers under the connection's
  * txid_key), or for an id made before schema version 21 its entry in

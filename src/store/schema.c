@@ -17,7 +17,7 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 21
+#define JF_SCHEMA_VERSION 22
 
 /* The transactions' columns after id and type, as version 1 made them and
  * version 21's copy keeps them. */
@@ -1059,6 +1059,33 @@ static const char schema_v20[] =
  * id leads to its row and nothing else (I5).  The table is copied, once:
  * about as long as version 17's copy of the lots.
  */
+/* The transactions' indexes and triggers, as versions 21 and 22 make them
+ * again after the table's copy. */
+#define TX_INDEXES_TRIGGERS                                                                        \
+    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses)"                                \
+    " WHERE reverses IS NOT NULL;"                                                                 \
+    "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"                             \
+    " WHERE type = 'capture' AND hold_id IS NOT NULL;"                                             \
+    "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"                      \
+    " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"                  \
+    "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"                          \
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"                               \
+    "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"                          \
+    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+/* A transaction's type and its six posting slots, as versions 21 and 22
+ * define them. */
+#define TX_TYPE_COLUMN                                                                             \
+    " type TEXT NOT NULL CHECK(type = 'earn' OR type = 'redeem' OR type = 'adjust'"                \
+    " OR type = 'transfer' OR type = 'hold' OR type = 'capture' OR type = 'void'"                  \
+    " OR type = 'expire' OR type = 'reverse'),"
+#define TX_SLOT_COLUMNS                                                                            \
+    " p0_account TEXT, p0_amount INTEGER CHECK(p0_amount <> 0),"                                   \
+    " p1_account TEXT, p1_amount INTEGER CHECK(p1_amount <> 0),"                                   \
+    " p2_account TEXT, p2_amount INTEGER CHECK(p2_amount <> 0),"                                   \
+    " p3_account TEXT, p3_amount INTEGER CHECK(p3_amount <> 0),"                                   \
+    " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"                                   \
+    " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"                                   \
+    " posting_count INTEGER NOT NULL DEFAULT 0" POSTING_COUNT_CHECK
 #define TX_COLUMNS_V21                                                                             \
     "tenant_id, seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"      \
     " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"   \
@@ -1071,42 +1098,19 @@ static const char schema_v21_sql[] =
     "INSERT INTO tx_old_ids SELECT tenant_id, id, seq FROM transactions"
     " WHERE jf_tx_seq(tenant_id, id) IS NOT seq ORDER BY tenant_id, id;"
     "CREATE TABLE transactions_v21("
-    " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
-    " type TEXT NOT NULL CHECK(type = 'earn' OR type = 'redeem' OR type = 'adjust'"
-    " OR type = 'transfer' OR type = 'hold' OR type = 'capture' OR type = 'void'"
-    " OR type = 'expire' OR type = 'reverse')," TX_COLUMNS_V1_REST
-    " p0_account TEXT, p0_amount INTEGER CHECK(p0_amount <> 0),"
-    " p1_account TEXT, p1_amount INTEGER CHECK(p1_amount <> 0),"
-    " p2_account TEXT, p2_amount INTEGER CHECK(p2_amount <> 0),"
-    " p3_account TEXT, p3_amount INTEGER CHECK(p3_amount <> 0),"
-    " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"
-    " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"
-    " posting_count INTEGER NOT NULL DEFAULT 0" POSTING_COUNT_CHECK ","
+    " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1),"
+    " id TEXT NOT NULL," TX_TYPE_COLUMN TX_COLUMNS_V1_REST TX_SLOT_COLUMNS ","
     " PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
     "INSERT INTO transactions_v21(" TX_COLUMNS_V21 ") SELECT " TX_COLUMNS_V21
     " FROM transactions ORDER BY tenant_id, seq;"
     "DROP VIEW postings;"
     "DROP TABLE transactions;"
-    "ALTER TABLE transactions_v21 RENAME TO transactions;"
-    "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses)"
-    " WHERE reverses IS NOT NULL;"
-    "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
-    " WHERE type = 'capture' AND hold_id IS NOT NULL;"
-    "CREATE UNIQUE INDEX tx_order ON transactions(tenant_id, order_id, type,"
-    " (CASE WHEN type = 'earn' THEN 0 ELSE seq END)) WHERE order_id IS NOT NULL;"
-    "CREATE TRIGGER transactions_no_update BEFORE UPDATE ON transactions"
-    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
-    "CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions"
-    " BEGIN SELECT RAISE(ABORT, 'transactions are immutable'); END;"
+    "ALTER TABLE transactions_v21 RENAME TO transactions;" TX_INDEXES_TRIGGERS
     "CREATE TRIGGER tx_old_ids_no_update BEFORE UPDATE ON tx_old_ids"
     " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;"
     "CREATE TRIGGER tx_old_ids_no_delete BEFORE DELETE ON tx_old_ids"
     " BEGIN SELECT RAISE(ABORT, 'transaction ids are immutable'); END;" POSTINGS_VIEW
     "UPDATE meta SET value = '21' WHERE key = 'schema_version';";
-#undef POSTING_COUNT_CHECK
-#undef TX_COLUMNS_V1_REST
-#undef TX_COLUMNS_V21
-#undef POSTINGS_VIEW
 
 /* The key first, kept if the database has one (a database taken back to
  * version 20 by the tests keeps the ids made under it), and read into db so
@@ -1135,6 +1139,69 @@ static jf_err schema_v21(jf_db *db)
         jf_db_exec(db, "ROLLBACK");
     return err == JF_OK ? jf_db_exec(db, "COMMIT") : err;
 }
+
+/*
+ * Version 22: transactions as a table with a rowid, the rowid `txkey` being
+ * tenant << 44 | seq (JF_TX_KEY_SQL in db.h), exactly the block a
+ * transaction id enciphers (txid.h), with tenant_id and seq as virtual
+ * columns computed from it.  The table's key was (tenant_id, seq) WITHOUT
+ * ROWID: every earn appended to an index B-tree, which SQLite balances with
+ * its general split where a rowid table's append takes its quick path, and
+ * every search compared records where it now compares integers (3,500
+ * instructions of a 31,000-instruction row insert in a C program under
+ * callgrind; docs/PERFORMANCE-HISTORY.md, since commit 7ad03c3).  The
+ * planner cannot search by an expression's inverse, so every statement that
+ * finds a transaction by tenant and seq, or reads a tenant's transactions,
+ * names txkey (tests/api/test_query_plans.py fails a scan), and the view of
+ * postings gains tx_key for the same.  The table is copied, once.
+ */
+#define TX_COLUMNS_V22                                                                             \
+    "id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"                      \
+    " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"   \
+    " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"        \
+    " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"            \
+    " p5_amount, posting_count"
+/* The key, tenant and seq of a version 22 row (db.h). */
+#define TXKEY_OF_ROW JF_TX_KEY_SQL("tenant_id", "seq")
+#define TXKEY_OF_POSTING_ROW JF_TX_KEY_SQL("tenant_id", "tx_seq")
+#define TENANT_OF_TXKEY JF_TX_TENANT_OF_SQL("txkey")
+#define SEQ_OF_TXKEY JF_TX_SEQ_OF_SQL("txkey")
+static const char schema_v22[] =
+    "CREATE TABLE transactions_v22(txkey INTEGER PRIMARY KEY,"
+    " tenant_id INTEGER GENERATED ALWAYS AS (" TENANT_OF_TXKEY ") VIRTUAL,"
+    " seq INTEGER GENERATED ALWAYS AS (" SEQ_OF_TXKEY ") VIRTUAL CHECK(seq >= 1),"
+    " id TEXT NOT NULL," TX_TYPE_COLUMN TX_COLUMNS_V1_REST TX_SLOT_COLUMNS ") STRICT;"
+    "INSERT INTO transactions_v22(txkey, " TX_COLUMNS_V22 ") SELECT " TXKEY_OF_ROW
+    ", " TX_COLUMNS_V22 " FROM transactions ORDER BY tenant_id, seq;"
+    "DROP VIEW postings;"
+    "DROP TABLE transactions;"
+    "ALTER TABLE transactions_v22 RENAME TO transactions;" TX_INDEXES_TRIGGERS
+    /* A query of one transaction's postings names tx_key as well as
+     * (tenant_id, tx_seq): each side of the union takes its own key.  The
+     * unary plus keeps the planner from building an automatic index of the
+     * virtual tenant_id over every tenant's transactions instead of taking
+     * txkey's range (tests/api/test_query_plans.py). */
+    "CREATE VIEW postings(tenant_id, tx_seq, n, account, amount, created_at, tx_key) AS"
+    " SELECT tenant_id, tx_seq, n, account, amount, created_at, " TXKEY_OF_POSTING_ROW
+    " FROM posting_rows UNION ALL SELECT +t.tenant_id, +t.seq, s.n,"
+    " CASE s.n WHEN 0 THEN t.p0_account WHEN 1 THEN t.p1_account WHEN 2 THEN t.p2_account"
+    " WHEN 3 THEN t.p3_account WHEN 4 THEN t.p4_account WHEN 5 THEN t.p5_account END,"
+    " CASE s.n WHEN 0 THEN t.p0_amount WHEN 1 THEN t.p1_amount WHEN 2 THEN t.p2_amount"
+    " WHEN 3 THEN t.p3_amount WHEN 4 THEN t.p4_amount WHEN 5 THEN t.p5_amount END,"
+    " t.created_at, t.txkey FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;"
+    "UPDATE meta SET value = '22' WHERE key = 'schema_version';";
+#undef POSTING_COUNT_CHECK
+#undef TX_COLUMNS_V1_REST
+#undef TX_COLUMNS_V21
+#undef TX_COLUMNS_V22
+#undef TX_TYPE_COLUMN
+#undef TX_SLOT_COLUMNS
+#undef TXKEY_OF_ROW
+#undef TXKEY_OF_POSTING_ROW
+#undef TX_INDEXES_TRIGGERS
+#undef TENANT_OF_TXKEY
+#undef SEQ_OF_TXKEY
+#undef POSTINGS_VIEW
 
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
@@ -1213,5 +1280,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 20;
     if (err == JF_OK && version == 20 && (err = schema_v21(db)) == JF_OK)
         version = 21;
+    if (err == JF_OK && version == 21 && (err = migrate_step(db, schema_v22)) == JF_OK)
+        version = 22;
     return err;
 }

@@ -57,7 +57,10 @@ WHOLE_ON_PURPOSE = {
 STRING = r'"(?:[^"\\]|\\.)*"'
 
 
-TOKEN = r'%s|\w+' % STRING
+# A name is one token: without the \b, a name followed by something that is
+# not a token (a call's parenthesis) could be split anywhere, and the match
+# would try every split before it failed (exponential in the name's length).
+TOKEN = r'%s|\w+\b' % STRING
 
 
 def string_macros(src, known=None):
@@ -90,16 +93,32 @@ def expand_calls(src, fmacros):
     arg = r'(?:\s*(?:%s))+' % TOKEN
     for _ in range(4):  # a macro's body may call another
         for name, (params, body) in fmacros.items():
-            call = r'\b%s\(\s*(%s(?:\s*,%s)*)\s*\)' % (name, arg, arg)
+            # (not a macro's own definition, which names its parameters)
+            call = r'(?<!#define )\b%s\(\s*(%s(?:\s*,%s)*)\s*\)' % (name, arg, arg)
 
             def put(m, params=params, body=body):
-                args = [" ".join(re.findall(TOKEN, a)) for a in m.group(1).split(",")]
+                args = [[]]  # split at the commas between tokens, not those inside one
+                for t in re.findall(r'%s|,' % TOKEN, m.group(1)):
+                    if t == ",":
+                        args.append([])
+                    else:
+                        args[-1].append(t)
+                args = [" ".join(a) for a in args]
                 if len(args) != len(params):
                     return m.group(0)
                 given = dict(zip(params, args))
                 return " ".join(given.get(t, t) for t in body)
             src = re.sub(call, put, src)
     return src
+
+
+def stringified(text):
+    """text with each JF_SQL_STR(NAME) of an integer constant of limits.h
+    (db.h: a number put into SQL as the preprocessor does) as its string."""
+    with open(os.path.join(H.REPO, "include", "jifen", "limits.h")) as f:
+        ints = dict(re.findall(r'^#define (\w+) (\d+)$', f.read(), re.M))
+    return re.sub(r'\bJF_SQL_STR\((\w+)\)',
+                  lambda m: '"%s"' % ints[m.group(1)] if m.group(1) in ints else m.group(0), text)
 
 
 def statements(path):
@@ -112,8 +131,14 @@ def statements(path):
     for h in (os.path.join(H.REPO, "src", "store", "db.h"), os.path.join(SRC, "ledger.h")):
         with open(h) as f:
             header += f.read() + "\n"
+    header = stringified(header)
+    # A macro whose body calls another one is a plain one once that call is
+    # expanded (JF_TX_OF_TENANT_SQL calls JF_TX_KEY_SQL, verify.c's
+    # TX_OF_TENANT calls JF_TX_OF_TENANT_SQL).
+    header = expand_calls(header, function_macros(header))
+    src = expand_calls(src, function_macros(header))
     src = expand_calls(src, dict(function_macros(header), **function_macros(src)))
-    macros = string_macros(src, string_macros(expand_calls(header, function_macros(header))))
+    macros = string_macros(src, string_macros(header))
     names = "|".join(sorted(map(re.escape, macros), key=len, reverse=True)) or "(?!)"
     piece = r'(?:%s|\b(?:%s)\b)' % (STRING, names)
     for m in re.finditer(r'%s(?:\s*%s)*' % (piece, piece), src):
@@ -162,6 +187,19 @@ def table_names(sql, tables, views=None):
             del inner[m.group(1)]
             names |= table_names(views[m.group(1)], tables, inner)
     return names
+
+
+def every_tenant_steps(rows, sql, views=None):
+    """The plan's steps that read every tenant's transactions: the table's
+    key is tenant << 44 | seq since schema version 22 and its tenant_id a
+    virtual column, so a condition on tenant_id alone (rather than a range
+    of txkey, db.h's JF_TX_OF_TENANT_SQL) reads the whole table, and
+    `jifen verify`, which reads whole tenants, would read every tenant's
+    transactions once per tenant."""
+    names = table_names(sql, {"transactions"}, views)
+    return [r[2] for r in rows
+            if re.match(r"SCAN (\w+)", r[2]) and r[2].split()[1] in names
+            or re.match(r"SEARCH (\w+) USING AUTOMATIC", r[2]) and r[2].split()[1] in names]
 
 
 def whole_tenant_steps(rows, sql, tables, only_correlated, views=None):
@@ -228,8 +266,9 @@ class QueryPlanTest(unittest.TestCase):
                 planned += 1
                 if any(p in sql for p in WHOLE_ON_PURPOSE.get(name, [])):
                     continue
-                for step in whole_tenant_steps(rows, sql, self.tables, name == "verify.c",
-                                               self.views):
+                steps = whole_tenant_steps(rows, sql, self.tables, name == "verify.c", self.views)
+                steps += [s for s in every_tenant_steps(rows, sql, self.views) if s not in steps]
+                for step in steps:
                     found.append("%s:%d: %s\n    %s" % (name, line, step, sql[:160]))
         H.log("%d statements planned; %d not (built at run time or from function-like "
               "macros): %s" % (planned, len(unplanned), " ".join(unplanned)))
@@ -256,7 +295,19 @@ class QueryPlanTest(unittest.TestCase):
                " WHERE r.tenant_id=? AND r.reverses=? AND p.account=?")
         steps = whole_tenant_steps(plan(self.con, sql), sql, self.tables, False, self.views)
         self.assertIn("SEARCH posting_rows USING PRIMARY KEY (tenant_id=?)", steps)
-        self.assertIn("SEARCH t USING PRIMARY KEY (tenant_id=?)", steps)
+        # Since schema version 22, by tenant_id alone: every tenant's rows.
+        self.assertIn("SCAN t", steps)
+
+    def test_the_check_sees_every_tenant_read(self):
+        # A canary: verify's sums of a tenant's postings by tenant_id, as
+        # before schema version 22 (verify.c, I1), which now reads every
+        # tenant's transactions.
+        sql = ("SELECT seq, p0_amount FROM transactions WHERE tenant_id = ?"
+               " AND posting_count > 0")
+        self.assertEqual(every_tenant_steps(plan(self.con, sql), sql), ["SCAN transactions"])
+        sql = ("SELECT seq, p0_amount FROM transactions t WHERE"
+               " t.txkey BETWEEN (?1 << 44) AND (?1 << 44) + 5 AND posting_count > 0")
+        self.assertEqual(every_tenant_steps(plan(self.con, sql), sql), [])
 
 
 if __name__ == "__main__":

@@ -526,7 +526,7 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 21
+SCHEMA_VERSION = 22
 
 
 def meta_version(db):
@@ -534,12 +534,9 @@ def meta_version(db):
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
 
 
-# Takes a database of schema version 21 back to version 20: transactions with
-# UNIQUE(tenant_id, id) again and no tx_old_ids (the postings view is made
-# again over the new table, as version 16 made it).
-UNDO_V21 = (
-    "DROP VIEW postings;"
-    "CREATE TABLE transactions_v20("
+# The transactions table's columns as versions 20 and 21 defined them, and
+# what versions 16 to 21 made after it: indexes, triggers, the postings view.
+TX_V21_TABLE_COLUMNS = (
     " tenant_id INTEGER NOT NULL, seq INTEGER NOT NULL CHECK(seq >= 1), id TEXT NOT NULL,"
     " type TEXT NOT NULL CHECK(type = 'earn' OR type = 'redeem' OR type = 'adjust'"
     " OR type = 'transfer' OR type = 'hold' OR type = 'capture' OR type = 'void'"
@@ -561,11 +558,8 @@ UNDO_V21 = (
     " AND (p2_account IS NULL) = (posting_count <= 2) AND (p2_amount IS NULL) = (posting_count <= 2)"
     " AND (p3_account IS NULL) = (posting_count <= 3) AND (p3_amount IS NULL) = (posting_count <= 3)"
     " AND (p4_account IS NULL) = (posting_count <= 4) AND (p4_amount IS NULL) = (posting_count <= 4)"
-    " AND (p5_account IS NULL) = (posting_count <= 5) AND (p5_amount IS NULL) = (posting_count <= 5)),"
-    " PRIMARY KEY(tenant_id, seq), UNIQUE(tenant_id, id)) STRICT, WITHOUT ROWID;"
-    "INSERT INTO transactions_v20 SELECT * FROM transactions;"
-    "DROP TABLE transactions;"
-    "ALTER TABLE transactions_v20 RENAME TO transactions;"
+    " AND (p5_account IS NULL) = (posting_count <= 5) AND (p5_amount IS NULL) = (posting_count <= 5)),")
+TX_V21_AFTER_TABLE = (
     "CREATE INDEX tx_reverses ON transactions(tenant_id, reverses) WHERE reverses IS NOT NULL;"
     "CREATE INDEX tx_hold_capture ON transactions(tenant_id, hold_id)"
     " WHERE type = 'capture' AND hold_id IS NOT NULL;"
@@ -582,7 +576,43 @@ UNDO_V21 = (
     " WHEN 3 THEN t.p3_account WHEN 4 THEN t.p4_account WHEN 5 THEN t.p5_account END,"
     " CASE s.n WHEN 0 THEN t.p0_amount WHEN 1 THEN t.p1_amount WHEN 2 THEN t.p2_amount"
     " WHEN 3 THEN t.p3_amount WHEN 4 THEN t.p4_amount WHEN 5 THEN t.p5_amount END,"
-    " t.created_at FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;"
+    " t.created_at FROM transactions t JOIN posting_slots s ON s.n < t.posting_count;")
+
+
+# Takes a database of schema version 22 back to version 21: transactions
+# keyed by (tenant_id, seq) WITHOUT ROWID again, those two real columns, and
+# the postings view without tx_key.
+TX_V21_COLUMNS = (
+    "tenant_id, seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"
+    " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"
+    " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"
+    " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"
+    " p5_amount, posting_count")
+UNDO_V22 = (
+    "DROP VIEW postings;"
+    "CREATE TABLE transactions_v21("
+    + TX_V21_TABLE_COLUMNS +
+    " PRIMARY KEY(tenant_id, seq)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO transactions_v21(" + TX_V21_COLUMNS + ") SELECT " + TX_V21_COLUMNS +
+    " FROM transactions ORDER BY txkey;"
+    "DROP TABLE transactions;"
+    "ALTER TABLE transactions_v21 RENAME TO transactions;"
+    + TX_V21_AFTER_TABLE +
+    "UPDATE meta SET value = '21' WHERE key = 'schema_version';")
+
+
+# Takes a database of schema version 21 back to version 20: transactions with
+# UNIQUE(tenant_id, id) again and no tx_old_ids (the postings view is made
+# again over the new table, as version 16 made it).
+UNDO_V21 = (
+    "DROP VIEW postings;"
+    "CREATE TABLE transactions_v20("
+    + TX_V21_TABLE_COLUMNS +
+    " PRIMARY KEY(tenant_id, seq), UNIQUE(tenant_id, id)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO transactions_v20 SELECT * FROM transactions;"
+    "DROP TABLE transactions;"
+    "ALTER TABLE transactions_v20 RENAME TO transactions;"
+    + TX_V21_AFTER_TABLE +
     "DROP TABLE tx_old_ids;"
     "UPDATE meta SET value = '20' WHERE key = 'schema_version';")
 
@@ -621,7 +651,7 @@ UNDO_V19 = (
 def undo_v19(db, answers=None):
     """UNDO_V20 and UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
     in place of their stand-ins, as version 18 would have stored them."""
-    db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
     for key, raw in (answers or {}).items():
         db.execute("UPDATE responses SET body = ? WHERE body = ?",
                    (raw.decode(), '{"rebuilt":"%s"}' % key))
@@ -840,6 +870,73 @@ class MigrationTests(unittest.TestCase):
         self.assertIn("upgrading the database from schema version %d to %d"
                       % (from_version, SCHEMA_VERSION), env.server.stderr_tail())
 
+    def test_v21_store_gets_transactions_keyed_by_rowid(self):
+        """Version 22 keys transactions by a rowid, tenant << 44 | seq: every
+        transaction of two tenants reads the same after the upgrade, by id and
+        in every list, a replayed key answers the same bytes, reversals,
+        refunds and new writes work, and `jifen verify` passes; tenant_id and
+        seq are the rowid's halves."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        other = env.admin2
+        m, n = H.create_member(a)["id"], H.create_member(a)["id"]
+        o = H.create_member(other)["id"]
+        order = {"id": "o-" + uuid.uuid4().hex, "amount": 5000, "currency": "CNY"}
+        key = H.idem_key()
+        first = a.post("/v1/members/%s/earn" % m, {"points": 300}, idem=key)
+        self.assertEqual(first.status, 201, first)
+        H.check_ok(a.post("/v1/members/%s/earn" % m, {"order": order}, idem=True), 201, "order")
+        H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
+        H.check_ok(a.post("/v1/members/%s/transfer" % m, {"to_member_id": n, "points": 30},
+                          idem=True), 201, "transfer")
+        H.check_ok(a.post("/v1/transactions/%s/reverse" % first.body["transaction"]["id"],
+                          {"points": 50}, idem=True), 201, "reverse part")
+        for i in range(3):
+            H.check_ok(H.earn(other, o, 10 + i), 201, "other tenant's earn")
+        lists = {(c, p): H.list_all(c, p) for c, p in (
+            (a, "/v1/transactions"), (a, "/v1/members/%s/transactions" % m),
+            (a, "/v1/members/%s/transactions" % n), (other, "/v1/transactions"))}
+        self.assertEqual(len(lists[(a, "/v1/transactions")]), 5)
+        before = {(c, x["id"]): H.check_ok(c.get("/v1/transactions/%s" % x["id"]), 200)
+                  for (c, _), rows in lists.items() for x in rows}
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V22)
+        self.restart_upgrading(env, db, 21)
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(db.execute("SELECT count(*) FROM transactions WHERE"
+                                        " txkey <> (tenant_id << 44) + seq OR txkey <> rowid"
+                                        " OR seq < 1").fetchone()[0], 0)
+            self.assertEqual(db.execute("SELECT count(DISTINCT tenant_id), count(*)"
+                                        " FROM transactions").fetchone(), (2, 8))
+        finally:
+            db.close()
+        for (c, p), rows in lists.items():
+            self.assertEqual(H.list_all(c, p), rows, p)
+        for (c, i), body in before.items():
+            self.assertEqual(H.check_ok(c.get("/v1/transactions/%s" % i), 200), body, i)
+            # Another tenant's transaction is not found by this one.
+            stranger = other if c is a else a
+            self.assertEqual(stranger.get("/v1/transactions/%s" % i).status, 404)
+        again = a.post("/v1/members/%s/earn" % m, {"points": 300}, idem=key)
+        self.assertEqual((again.status, again.raw), (first.status, first.raw))
+        self.assertTrue(again.replayed)
+        r = a.post("/v1/orders/%s/refund" % order["id"], {"amount": 5000}, idem=True)
+        self.assertEqual(r.status, 201, r)
+        H.check_ok(a.post("/v1/transactions/%s/reverse" % first.body["transaction"]["id"],
+                          {"points": 100}, idem=True), 201, "reverse more")
+        self.assertEqual(H.check_ok(a.get("/v1/transactions/%s" % first.body["transaction"]["id"]),
+                                    200)["reversed_points"], 150)
+        new = H.check_ok(H.earn(other, o, 7), 201, "earn after")["transaction"]
+        self.assertEqual(H.list_all(other, "/v1/transactions")[0]["id"], new["id"])
+        page = H.check_ok(other.get("/v1/transactions?limit=2"), 200)
+        self.assertEqual([x["id"] for x in page["data"]],
+                         [x["id"] for x in H.list_all(other, "/v1/transactions")[:2]])
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_v19_store_gets_one_order_index(self):
         """Version 20 puts an order's earn, redeems and holds in one index
         (tx_order) instead of three: a refund by order still finds what paid for
@@ -856,7 +953,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20)
         self.restart_upgrading(env, db, 19)
         db = sqlite3.connect(env.db)
         try:
@@ -864,9 +961,9 @@ class MigrationTests(unittest.TestCase):
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'tx_order%'")}
             self.assertEqual(names, {"tx_order"})
             with self.assertRaises(sqlite3.IntegrityError):
-                db.execute("INSERT INTO transactions(tenant_id, seq, id, type, order_id, points,"
-                           " delta, actor, created_at, prev_hash, hash) SELECT tenant_id,"
-                           " seq + 1000, id || 'x', 'earn', order_id, 1, 1, 'a', 0, x'',"
+                db.execute("INSERT INTO transactions(txkey, id, type, order_id, points,"
+                           " delta, actor, created_at, prev_hash, hash) SELECT"
+                           " txkey + 1000, id || 'x', 'earn', order_id, 1, 1, 'a', 0, x'',"
                            " x'' FROM transactions WHERE id = ?",
                            (earned["transaction"]["id"],))
         finally:
@@ -912,7 +1009,7 @@ class MigrationTests(unittest.TestCase):
         before = {i: H.check_ok(a.get("/v1/transactions/%s" % i), 200) for i in ids}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21)
+        db.executescript(UNDO_V22 + UNDO_V21)
         env.server.env = None
         self.restart_upgrading(env, db, 20)
         db = sqlite3.connect(env.db)
@@ -972,7 +1069,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -1027,7 +1124,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -1115,7 +1212,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -1201,7 +1298,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1247,7 +1344,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1320,7 +1417,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1356,7 +1453,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1416,7 +1513,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1445,7 +1542,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1527,7 +1624,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1570,7 +1667,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1610,7 +1707,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1663,7 +1760,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

@@ -104,11 +104,56 @@ static void test_checks_still_refuse(void **state)
     for (int i = 0; i < 6; i++) {
         char sql[256];
         snprintf(sql, sizeof(sql),
-                 "INSERT INTO transactions(tenant_id, seq, id, type, points, delta, actor,"
-                 " created_at, prev_hash, hash) VALUES(1, 1, 't', '%s', 0, 0, 'a', 0, x'', x'')",
+                 "INSERT INTO transactions(txkey, id, type, points, delta, actor,"
+                 " created_at, prev_hash, hash) VALUES((1 << 44) + 1, 't', '%s', 0, 0, 'a', 0,"
+                 " x'', x'')",
                  types[i]);
         assert_int_equal(try_insert(&f->db, sql), i < 3 ? SQLITE_OK : SQLITE_CONSTRAINT_CHECK);
     }
+    /* Since version 22 the tenant and seq are the rowid's halves (db.h,
+     * JF_TX_KEY_SQL), and a seq of 0 is still refused. */
+    assert_int_equal(try_insert(&f->db, "INSERT INTO transactions(txkey, id, type, points, delta,"
+                                        " actor, created_at, prev_hash, hash) VALUES("
+                                        "(7 << 44) + 0, 't', 'earn', 0, 0, 'a', 0, x'', x'')"),
+                     SQLITE_CONSTRAINT_CHECK);
+    assert_int_equal(jf_db_exec(&f->db, "BEGIN"), JF_OK);
+    static const int64_t tenants[] = {1, (INT64_C(1) << 19) - 1, INT64_C(1) << 19,
+                                      JF_TXID_TENANT_MAX};
+    for (size_t i = 0; i < sizeof tenants / sizeof tenants[0]; i++)
+        for (int64_t seq = 1; seq <= JF_TXID_SEQ_MAX;
+             seq = seq == 1 ? 2 : JF_TXID_SEQ_MAX + seq - 2)
+            assert_int_equal(jf_db_run(&f->db,
+                                       "INSERT INTO transactions(txkey, id, type, points, delta,"
+                                       " actor, created_at, prev_hash, hash) VALUES(" JF_TX_KEY_SQL(
+                                           "?1", "?2") ", 't', 'earn', 0, 0, 'a', 0,"
+                                                       " x'', x'')",
+                                       "II", tenants[i], seq),
+                             JF_OK);
+    for (size_t i = 0; i < sizeof tenants / sizeof tenants[0]; i++) {
+        /* Its seqs 1, 2 and JF_TXID_SEQ_MAX, by its virtual columns, by its
+         * range and by the transaction list's bounds (reads.c). */
+        int64_t n = 0, sum = 0;
+        assert_int_equal(jf_db_int(&f->db, &n, 0,
+                                   "SELECT count(*) FROM transactions WHERE tenant_id = ?", "I",
+                                   tenants[i]),
+                         JF_OK);
+        assert_int_equal(n, 3);
+        assert_int_equal(jf_db_int(&f->db, &sum, 0,
+                                   "SELECT sum(seq) FROM transactions t WHERE " JF_TX_OF_TENANT_SQL(
+                                       "t.txkey", "?1") " AND tenant_id = ?1",
+                                   "I", tenants[i]),
+                         JF_OK);
+        assert_int_equal(sum, JF_TXID_SEQ_MAX + 3);
+        assert_int_equal(
+            jf_db_int(
+                &f->db, &n, 0,
+                "SELECT count(*) FROM transactions t WHERE t.txkey >= " JF_TX_KEY_SQL(
+                    "?1", "0") " AND t.txkey < " JF_TX_KEY_SQL("?1", "?2") " AND tenant_id = ?1",
+                "II", tenants[i], JF_TXID_SEQ_MAX + 1),
+            JF_OK);
+        assert_int_equal(n, 3);
+    }
+    assert_int_equal(jf_db_exec(&f->db, "ROLLBACK"), JF_OK);
 }
 
 int main(void)

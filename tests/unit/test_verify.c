@@ -304,7 +304,8 @@ static void test_edited_posting(void **state)
  * postings as rows of posting_rows, none in its row. */
 #define TX1_AS_ROWS                                                                                \
     "DROP TRIGGER transactions_no_update;"                                                         \
-    "INSERT INTO posting_rows SELECT * FROM postings WHERE tx_seq = 1;"                            \
+    "INSERT INTO posting_rows SELECT tenant_id, tx_seq, n, account, amount, created_at"            \
+    " FROM postings WHERE tx_seq = 1;"                                                             \
     "UPDATE transactions SET posting_count = 0, p0_account = NULL, p0_amount = NULL,"              \
     " p1_account = NULL, p1_amount = NULL WHERE seq = 1;"
 
@@ -330,7 +331,9 @@ static void test_edited_posting_row(void **state)
 static void test_postings_in_both_places(void **state)
 {
     (void)state;
-    expect_violation("INSERT INTO posting_rows SELECT * FROM postings WHERE tx_seq = 1;", "I1");
+    expect_violation("INSERT INTO posting_rows SELECT tenant_id, tx_seq, n, account, amount,"
+                     " created_at FROM postings WHERE tx_seq = 1;",
+                     "I1");
 }
 
 static void test_edited_points(void **state)
