@@ -267,6 +267,14 @@ class WalResetGuardTests(unittest.TestCase):
             H.check_ok(H.earn(self.a, members[i % len(members)], 5), 201, "earn")
             copied_seen += self.assert_wal_not_all_copied(samples, 0.03)
         copied_seen += self.assert_wal_not_all_copied(samples, 0.6)
+        # On a loaded machine (ctest -j2 beside other work) the samples can
+        # miss every pass that copied: go on earning and sampling until one
+        # is seen, for at most 10 s more (twice in CI runs, 0 of 1,179
+        # samples saw one).
+        deadline = time.monotonic() + 10
+        while copied_seen == 0 and time.monotonic() < deadline:
+            H.check_ok(H.earn(self.a, members[len(samples) % len(members)], 5), 201, "earn")
+            copied_seen += self.assert_wal_not_all_copied(samples, 0.05)
         H.log("WAL index sampled %d times; %d with frames copied" % (len(samples), copied_seen))
         # The checkpointer did copy (the test would pass without one otherwise).
         self.assertGreater(copied_seen, 0)
