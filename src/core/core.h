@@ -411,6 +411,9 @@ typedef struct jf_member {
     char id[JF_ID_LEN_MAX];
     char status[12];
     int64_t debt;
+    /* No earlier than the available_at of any open lot of the member made
+     * pending (lots.c, the pending mark; schema.c, version 23). */
+    int64_t pending_until;
     char birthday[16]; /* YYYY-MM-DD, or "" when not set */
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);

@@ -10,6 +10,7 @@
  * reversed transaction's own lots first, then others, then debt within the
  * program's floor; every credit pays outstanding debt first.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,36 @@ static jf_err member_debt_add(jf_ctx *ctx, const char *member_id, int64_t delta)
     jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
     return jf_db_run(ctx->db, "UPDATE members SET debt = debt + ? WHERE tenant_id=? AND id=?",
                      "IIs", delta, ctx->auth->tenant, member_id);
+}
+
+/* ---- the member's pending mark (schema.c, version 23) ----
+ *
+ * members.pending_until is no earlier than the available_at of every open
+ * lot of the member that was made pending (available_at > created_at), so a
+ * read of the member's points at a later time knows that nothing is pending
+ * without searching the lots' pending index: 3,500 of the writer's ~98,000
+ * instructions per earn of a program without pending points
+ * (docs/PERFORMANCE-HISTORY.md, since commit a5d9c29).  A new pending lot
+ * raises it to the first whole day (UTC) after its available_at, so a member
+ * who earns pending points every day moves it about once a day, not on
+ * every earn; it is never lowered (a lot emptied, reversed or expired
+ * early leaves it late, which costs only that search until it passes).
+ * `jifen verify` checks it (S3). */
+#define PENDING_MARK_STEP_MS INT64_C(86400000)
+
+static jf_err pending_mark(jf_ctx *ctx, const char *member_id, int64_t available_at)
+{
+    jf_member m;
+    jf_err err = jf_member_load(ctx, member_id, &m);
+    if (err != JF_OK || m.pending_until >= available_at)
+        return err;
+    int64_t step = PENDING_MARK_STEP_MS - available_at % PENDING_MARK_STEP_MS, until = INT64_MAX;
+    if (step <= 0 || __builtin_add_overflow(available_at, step, &until))
+        until = INT64_MAX;
+    assert(until > available_at || until == INT64_MAX);
+    jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
+    return jf_db_run(ctx->db, "UPDATE members SET pending_until = ? WHERE tenant_id=? AND id=?",
+                     "IIs", until, ctx->auth->tenant, member_id);
 }
 
 /* ---- a lot's entry in member_state (schema.c, versions 7, 8 and 10) ----
@@ -372,6 +403,8 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
     if (lot_seq)
         *lot_seq = e.seq;
     err = lot_entry_insert(ctx, &e);
+    if (err == JF_OK && available_at > ctx->now_ms)
+        err = pending_mark(ctx, member_id, available_at);
     return err == JF_OK ? debt_pay_from(ctx, tx, member_id, e.seq, amount) : err;
 }
 
@@ -389,7 +422,9 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
  * the writer's cache does not hold the member's debt, the debt (kind -2):
  * one statement instead of two on every write.  The pending lots'
  * `available_at > created_at` is implied (now >= created_at) and lets the
- * lots_pending index serve it. */
+ * lots_pending index serve it.  When the writer's cache holds the member
+ * and its pending mark has passed, nothing is pending and the statement
+ * reads member_state alone. */
 #define POINTS_PENDING                                                                             \
     " UNION ALL SELECT -1, 0, (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?3"               \
     "  AND member_id = ?4 AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?2"      \
@@ -424,9 +459,12 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
      * member's row, a random page once its cache is warm. */
     jf_member kept;
     bool cached = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &kept);
-    sqlite3_stmt *st = jf_db_query(
-        ctx->db, cached ? POINTS_STATE POINTS_PENDING : POINTS_STATE POINTS_PENDING POINTS_DEBT,
-        "IIIs", m, ctx->now_ms, ctx->auth->tenant, member_id);
+    sqlite3_stmt *st = cached && kept.pending_until <= ctx->now_ms
+                           ? jf_db_query(ctx->db, POINTS_STATE, "II", m, ctx->now_ms)
+                           : jf_db_query(ctx->db,
+                                         cached ? POINTS_STATE POINTS_PENDING
+                                                : POINTS_STATE POINTS_PENDING POINTS_DEBT,
+                                         "IIIs", m, ctx->now_ms, ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
     p->debt = cached ? kept.debt : 0;

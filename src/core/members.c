@@ -17,7 +17,7 @@
 
 /* The columns the writer keeps of a member (jf_member), after `first`
  * columns of st's row. */
-#define MEMBER_KEPT_COLUMNS "seq, id, status, debt, birthday"
+#define MEMBER_KEPT_COLUMNS "seq, id, status, debt, birthday, pending_until"
 
 static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
 {
@@ -27,6 +27,7 @@ static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
     out->debt = sqlite3_column_int64(st, first + 3);
     const char *birthday = jf_db_text(st, first + 4);
     jf_str_copy(out->birthday, sizeof(out->birthday), birthday ? birthday : "");
+    out->pending_until = sqlite3_column_int64(st, first + 5);
 }
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)

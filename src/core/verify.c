@@ -272,6 +272,15 @@ static jf_err check_state(verifier *v, int64_t t)
 /* S2: every member with an open lot that expires has one due entry
  * (member_due), at or before that lot's expiry, and its due row says the
  * same; no entry or row without the other (schema.c, version 18). */
+/* S3: an open lot made pending whose member's pending mark is earlier than
+ * its available_at (lots.c, the pending mark; schema version 23): a read of
+ * the member's points would miss it. */
+#define PENDING_UNMARKED                                                                           \
+    "SELECT l.id, l.available_at, m.pending_until FROM lots l INDEXED BY lots_pending"             \
+    " JOIN members m ON m.tenant_id = l.tenant_id AND m.id = l.member_id"                          \
+    " WHERE l.tenant_id = ?1 AND l.remaining > 0 AND l.expired_tx_seq IS NULL"                     \
+    " AND l.available_at > l.created_at AND m.pending_until < l.available_at"
+
 static jf_err check_due(verifier *v, int64_t t)
 {
     jf_err err = check_rows(
@@ -281,6 +290,9 @@ static jf_err check_due(verifier *v, int64_t t)
                          t);
     if (err == JF_OK)
         err = check_rows(v, "S2", "due row without its due entry", DUE_ALONE, t);
+    if (err == JF_OK)
+        err = check_rows(v, "S3", "pending lot later than its member's pending mark",
+                         PENDING_UNMARKED, t);
     return err;
 }
 

@@ -17,7 +17,7 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 22
+#define JF_SCHEMA_VERSION 23
 
 /* The transactions' columns after id and type, as version 1 made them and
  * version 21's copy keeps them. */
@@ -1203,6 +1203,22 @@ static const char schema_v22[] =
 #undef SEQ_OF_TXKEY
 #undef POSTINGS_VIEW
 
+/*
+ * Version 23: each member's pending mark, members.pending_until, no earlier
+ * than the available_at of any of its open lots that was made pending
+ * (src/core/lots.c, the pending mark): a read of the member's points after
+ * it searches no index for pending lots.  Set from the lots' pending index;
+ * 0 (nothing pending) for every other member.  The column is added without
+ * copying the table.
+ */
+static const char schema_v23[] =
+    "ALTER TABLE members ADD COLUMN pending_until INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE members SET pending_until = p.until FROM (SELECT tenant_id, member_id,"
+    " MAX(available_at) AS until FROM lots INDEXED BY lots_pending WHERE remaining > 0"
+    " AND expired_tx_seq IS NULL AND available_at > created_at GROUP BY tenant_id, member_id) p"
+    " WHERE members.tenant_id = p.tenant_id AND members.id = p.member_id;"
+    "UPDATE meta SET value = '23' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -1282,5 +1298,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 21;
     if (err == JF_OK && version == 21 && (err = migrate_step(db, schema_v22)) == JF_OK)
         version = 22;
+    if (err == JF_OK && version == 22 && (err = migrate_step(db, schema_v23)) == JF_OK)
+        version = 23;
     return err;
 }

@@ -526,12 +526,18 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 22
+SCHEMA_VERSION = 23
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 23 back to version 22: no pending marks.
+UNDO_V23 = (
+    "ALTER TABLE members DROP COLUMN pending_until;"
+    "UPDATE meta SET value = '22' WHERE key = 'schema_version';")
 
 
 # The transactions table's columns as versions 20 and 21 defined them, and
@@ -651,7 +657,7 @@ UNDO_V19 = (
 def undo_v19(db, answers=None):
     """UNDO_V20 and UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
     in place of their stand-ins, as version 18 would have stored them."""
-    db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
     for key, raw in (answers or {}).items():
         db.execute("UPDATE responses SET body = ? WHERE body = ?",
                    (raw.decode(), '{"rebuilt":"%s"}' % key))
@@ -870,6 +876,54 @@ class MigrationTests(unittest.TestCase):
         self.assertIn("upgrading the database from schema version %d to %d"
                       % (from_version, SCHEMA_VERSION), env.server.stderr_tail())
 
+    def test_v22_store_gets_pending_marks(self):
+        """Version 23 gives each member with pending lots its pending mark: the
+        points stay pending until their day, a redeem of them is refused until
+        then, `jifen verify` passes, and members without pending points get
+        none (0)."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        t0 = H.clock_set(a, 1900000000000)
+        H.program_patch(a, {"pending_days": 7})
+        m, n, o = (H.create_member(a)["id"] for _ in range(3))
+        H.check_ok(H.earn(a, m, 100), 201, "pending earn")
+        H.check_ok(H.earn(a, n, 40, pending_days=0), 201, "earn available at once")
+        H.check_ok(H.earn(a, o, 30, pending_days=3), 201, "earn pending for 3 days")
+        H.check_ok(H.redeem(a, o, 1), 422, "redeem of pending points")
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        db.executescript(UNDO_V23)
+        self.restart_upgrading(env, db, 22)
+        db = sqlite3.connect(env.db)
+        try:
+            marks = dict(db.execute("SELECT id, pending_until FROM members"))
+            until = dict(db.execute("SELECT member_id, MAX(available_at) FROM lots"
+                                    " WHERE available_at > created_at GROUP BY member_id"))
+        finally:
+            db.close()
+        self.assertEqual(until, {m: t0 + 7 * H.DAY_MS, o: t0 + 3 * H.DAY_MS})
+        self.assertEqual({k: v for k, v in marks.items() if v}, until)
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+        self.assertEqual(H.points_of(a, m)["pending"], 100)
+        self.assertEqual(H.points_of(a, n)["available"], 40)
+        self.assertEqual(H.redeem(a, m, 1).status, 422)
+        H.clock_set(a, t0 + 3 * H.DAY_MS)
+        H.check_ok(H.redeem(a, o, 30), 201, "redeem of o's points once available")
+        later = H.check_ok(H.earn(a, n, 5), 201, "a pending earn after the upgrade")
+        self.assertEqual((later["points"]["available"], later["points"]["pending"]), (40, 5))
+        self.assertEqual(H.redeem(a, n, 41).status, 422)
+        self.assertEqual(H.points_of(a, n)["pending"], 5)
+        H.clock_set(a, t0 + 7 * H.DAY_MS)
+        H.check_ok(H.redeem(a, m, 100), 201, "redeem of m's points once available")
+        self.assertEqual(H.points_of(a, n)["pending"], 5)
+        H.clock_set(a, t0 + 10 * H.DAY_MS)
+        p = H.points_of(a, n)
+        self.assertEqual((p["pending"], p["available"]), (0, 45))
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_v21_store_gets_transactions_keyed_by_rowid(self):
         """Version 22 keys transactions by a rowid, tenant << 44 | seq: every
         transaction of two tenants reads the same after the upgrade, by id and
@@ -902,7 +956,7 @@ class MigrationTests(unittest.TestCase):
                   for (c, _), rows in lists.items() for x in rows}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22)
+        db.executescript(UNDO_V23 + UNDO_V22)
         self.restart_upgrading(env, db, 21)
         db = sqlite3.connect(env.db)
         try:
@@ -953,7 +1007,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20)
         self.restart_upgrading(env, db, 19)
         db = sqlite3.connect(env.db)
         try:
@@ -1009,7 +1063,7 @@ class MigrationTests(unittest.TestCase):
         before = {i: H.check_ok(a.get("/v1/transactions/%s" % i), 200) for i in ids}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21)
         env.server.env = None
         self.restart_upgrading(env, db, 20)
         db = sqlite3.connect(env.db)
@@ -1069,7 +1123,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -1124,7 +1178,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -1212,7 +1266,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -1298,7 +1352,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1344,7 +1398,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1417,7 +1471,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1453,7 +1507,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1513,7 +1567,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1542,7 +1596,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1624,7 +1678,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1667,7 +1721,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1707,7 +1761,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1760,7 +1814,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

@@ -153,6 +153,8 @@ static void build_ledger(const char *path)
     /* Points of a that expire later: a due entry (S2). */
     run(eng, &auth, JF_OP_EARN, a, "k16", "{\"points\":8,\"expires_at\":\"2100-01-01T00:00:00Z\"}",
         NULL);
+    /* Points of a that are pending for a week: its pending mark (S3). */
+    run(eng, &auth, JF_OP_EARN, a, "k17", "{\"points\":6,\"pending_days\":7}", NULL);
     jf_engine_free(eng);
 }
 
@@ -652,6 +654,18 @@ static void test_due_entry_missing(void **state)
     expect_violation("DELETE FROM member_due;", "S2");
 }
 
+/* A member's pending mark earlier than its pending lot (schema v23): the
+ * mark the earn set, then one a millisecond short of the lot. */
+static void test_pending_mark_too_early(void **state)
+{
+    (void)state;
+    expect_violation("UPDATE members SET pending_until = 0;", "S3");
+    expect_violation("UPDATE members SET pending_until = (SELECT MAX(l.available_at) - 1 FROM lots l"
+                     " WHERE l.member_id = members.id AND l.available_at > l.created_at)"
+                     " WHERE pending_until > 0;",
+                     "S3");
+}
+
 /* Row and entry both gone: only the first check sees it. */
 static void test_due_row_missing(void **state)
 {
@@ -1074,6 +1088,7 @@ int main(void)
         cmocka_unit_test_teardown(test_due_entry_extra, remove_ledger),
         cmocka_unit_test_teardown(test_due_entry_missing, remove_ledger),
         cmocka_unit_test_teardown(test_due_row_missing, remove_ledger),
+        cmocka_unit_test_teardown(test_pending_mark_too_early, remove_ledger),
         cmocka_unit_test_teardown(test_due_entry_of_no_member, remove_ledger),
         cmocka_unit_test_teardown(test_transaction_entry_growth, remove_ledger),
         cmocka_unit_test_teardown(test_tenant_latest_time, remove_ledger),
