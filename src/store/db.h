@@ -102,9 +102,10 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
  * real number past every integer: SQLite's sum leaves the integers there;
  * tests/unit/test_schema.c).  A statement finds a tenant's transaction by
  * `t.txkey = JF_TX_KEY_SQL(tenant, seq)` and reads a tenant's transactions
- * by JF_TX_OF_TENANT_SQL("t.txkey", tenant) (the view postings: tx_key): the
- * planner searches by txkey, never by the virtual columns (tests/api/test_query_plans.py).  The seq
- * always fits (jf_txid_make refuses a larger one before a transaction is written). */
+ * by JF_TX_OF_TENANT_SQL("t.txkey", tenant) (the view postings: tx_key):
+ * the planner searches by txkey, never by the virtual columns
+ * (tests/api/test_query_plans.py).  The seq always fits (jf_txid_make
+ * refuses a larger one before a transaction is written). */
 #define JF_SQL_STR_(x) #x
 #define JF_SQL_STR(x) JF_SQL_STR_(x)
 #define JF_TX_SEQ_BITS_SQL JF_SQL_STR(JF_TXID_SEQ_BITS)
@@ -119,13 +120,12 @@ _Static_assert(JF_DB_CHUNK_BYTES_MIN <= JF_DB_CHUNK_BYTES_MAX, "chunk bounds in 
 
 /* The seq of the tenant's transaction whose id is the SQL expression id, for
  * `t.txkey = JF_TX_KEY_SQL(tenant, JF_TX_SEQ_SQL(tenant, id))`, a lookup of
- * the primary key: the seq the id
- * names in that tenant (txid.h; jf_tx_seq(tenant, id) is registered on
- * every connection by jf_db_open and deciphers under the connection's
- * txid_key), or for an id made before schema version 21 its entry in
- * tx_old_ids.  NULL when neither knows it.  The caller still compares the
- * row's id with id: an id of the new form names a seq whatever its time
- * digits say. */
+ * the primary key: the seq the id names in that tenant (txid.h;
+ * jf_tx_seq(tenant, id) is registered on every connection by jf_db_open and
+ * deciphers under the connection's txid_key), or for an id made before
+ * schema version 21 its entry in tx_old_ids.  NULL when neither knows it.
+ * The caller still compares the row's id with id: an id of the new form
+ * names a seq whatever its time digits say. */
 #define JF_TX_SEQ_SQL(tenant, id)                                                                  \
     "COALESCE(jf_tx_seq(" tenant ", " id "), (SELECT o.seq FROM tx_old_ids o"                      \
     " WHERE o.tenant_id = " tenant " AND o.id = " id "))"
