@@ -77,6 +77,8 @@ void jf_tx_deinit(jf_tx *tx);
 #define TX_KEY_PARAMS JF_TX_KEY_SQL("?1", "?2")
 #define TX_KEY_OF_ID JF_TX_KEY_SQL("?1", JF_TX_SEQ_SQL("?1", "?2"))
 #define TX_KEY_OF_ENTRY JF_TX_KEY_SQL("?1", "s.key1")
+/* The key of the transaction that expired the lot l (reads, verify). */
+#define LOT_EXPIRY_KEY JF_TX_KEY_SQL("l.tenant_id", "l.expired_tx_seq")
 /* The transaction t of the tenant ?1 whose id is ?2: its primary key
  * through the id, and the id compared. */
 #define TX_BY_ID " WHERE t.txkey = " TX_KEY_OF_ID " AND t.id = ?2"

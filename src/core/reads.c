@@ -11,9 +11,8 @@
 
 /* The keys (db.h, JF_TX_KEY_SQL) of the transactions a statement reads: the
  * tenant ?1's transaction of a member's entry (seq), the transaction that
- * expired the lot l and the one that made it, and the tenant's first key. */
+ * made the lot l, and the tenant's first key (LOT_EXPIRY_KEY: ledger.h). */
 #define MEMBER_TX_KEY JF_TX_KEY_SQL("?1", "seq")
-#define LOT_EXPIRY_KEY JF_TX_KEY_SQL("l.tenant_id", "l.expired_tx_seq")
 #define LOT_EARN_KEY JF_TX_KEY_SQL("l.tenant_id", "l.tx_seq")
 #define TENANT_FIRST_KEY JF_TX_KEY_SQL("?1", "0")
 

@@ -66,9 +66,9 @@ static jf_err check_rows(verifier *v, const char *inv, const char *what, const c
 #define E_OF_TENANT JF_TX_OF_TENANT_SQL("e.txkey", "?1")
 #define TABLE_OF_TENANT JF_TX_OF_TENANT_SQL("transactions.txkey", "?1")
 #define POSTINGS_OF_TENANT JF_TX_OF_TENANT_SQL("tx_key", "?1")
-/* The key (db.h, JF_TX_KEY_SQL) of the transaction that expired the lot l,
- * that made the consumption c, of the member entry s, of the old id o. */
-#define LOT_EXPIRY_KEY JF_TX_KEY_SQL("l.tenant_id", "l.expired_tx_seq")
+/* The key (db.h, JF_TX_KEY_SQL) of the transaction that made the
+ * consumption c, of the member entry s, of the old id o (and of the one
+ * that expired the lot l: ledger.h, LOT_EXPIRY_KEY). */
 #define CONSUMPTION_KEY JF_TX_KEY_SQL("c.tenant_id", "c.tx_seq")
 #define ENTRY_KEY JF_TX_KEY_SQL("s.tenant_id", "s.seq")
 #define OLD_ID_KEY JF_TX_KEY_SQL("?1", "o.seq")

@@ -1086,12 +1086,15 @@ static const char schema_v20[] =
     " p4_account TEXT, p4_amount INTEGER CHECK(p4_amount <> 0),"                                   \
     " p5_account TEXT, p5_amount INTEGER CHECK(p5_amount <> 0),"                                   \
     " posting_count INTEGER NOT NULL DEFAULT 0" POSTING_COUNT_CHECK
-#define TX_COLUMNS_V21                                                                             \
-    "tenant_id, seq, id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"      \
+/* The columns a copy of versions 21 and 22 carries over: all of them, and
+ * all but the key's (version 22's key is txkey, its tenant and seq virtual). */
+#define TX_COLUMNS_V22                                                                             \
+    "id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"                      \
     " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"   \
     " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"        \
     " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"            \
     " p5_amount, posting_count"
+#define TX_COLUMNS_V21 "tenant_id, seq, " TX_COLUMNS_V22
 static const char schema_v21_sql[] =
     "CREATE TABLE tx_old_ids(tenant_id INTEGER NOT NULL, id TEXT NOT NULL,"
     " seq INTEGER NOT NULL, PRIMARY KEY(tenant_id, id)) STRICT, WITHOUT ROWID;"
@@ -1155,12 +1158,6 @@ static jf_err schema_v21(jf_db *db)
  * names txkey (tests/api/test_query_plans.py fails a scan), and the view of
  * postings gains tx_key for the same.  The table is copied, once.
  */
-#define TX_COLUMNS_V22                                                                             \
-    "id, type, member_id, counterparty_id, points, delta, reverses, hold_id,"                      \
-    " order_id, order_amount, order_currency, reason, note, channel, store_id, actor, metadata,"   \
-    " idem_key, created_at, prev_hash, hash, p0_account, p0_amount, p1_account, p1_amount,"        \
-    " p2_account, p2_amount, p3_account, p3_amount, p4_account, p4_amount, p5_account,"            \
-    " p5_amount, posting_count"
 /* The key, tenant and seq of a version 22 row (db.h). */
 #define TXKEY_OF_ROW JF_TX_KEY_SQL("tenant_id", "seq")
 #define TXKEY_OF_POSTING_ROW JF_TX_KEY_SQL("tenant_id", "tx_seq")
