@@ -12,12 +12,12 @@ is built: test_verify first, then the other unit tests and the model test.
 
 The mutants, found in verify.c by the shapes it is written in (no C parser):
 
-- call: a call of a check function (check_*, not check_rows) deleted: the call expression
+- call: a call of a check function (check_*, not check_rows or check_rows_all) deleted: the call expression
   becomes `(0 ? call : JF_OK)`, so that the function stays referenced and the build's
   -Werror=unused-function holds.  Where the call also does something that is not a check
   (check_chain writes the chain head the report shows, check_file says whether the file is
   sound enough to read), that part is kept (CALL_KEEPS below).
-- rows: a check_rows call (one SQL query whose every row is a violation of the invariant it
+- rows: a check_rows or check_rows_all call (one SQL query whose every row is a violation of the invariant it
   names) deleted: the call becomes JF_OK.
 - violation: a direct violation() call that names an invariant (the checks that are C, not
   SQL: the hash chain, the file, member_state's entries of no member) deleted: the call
@@ -311,13 +311,15 @@ def find_mutants(text):
               for m in re.finditer(r"^#define\s+(\w+)\b", text, re.M)}
     mutants = []
 
-    # check_rows calls (rows), and the comparisons of their SQL (cmp).
-    for m in re.finditer(r"\bcheck_rows\(", text):
+    # check_rows calls (rows), and the comparisons of their SQL (cmp); check_rows_all's
+    # (a statement over every tenant) take no tenant after the SQL.
+    for m in re.finditer(r"\bcheck_rows(_all)?\(", text):
         if in_span(spans, m.start()) or function_at(funcs, m.start()) is None:
             continue  # a comment, or the definition
         close, args = call_args(text, m.end() - 1)
-        inv = literal_text(text, *args[1]) if len(args) == 5 else ""
-        what = literal_text(text, *args[2]) if len(args) == 5 else ""
+        nargs = 4 if m.group(1) else 5
+        inv = literal_text(text, *args[1]) if len(args) == nargs else ""
+        what = literal_text(text, *args[2]) if len(args) == nargs else ""
         if not re.fullmatch(r"[A-Z][0-9]+", inv) or not what:
             fail("a check_rows call without an invariant and a description at offset %d"
                  % m.start())
@@ -330,7 +332,7 @@ def find_mutants(text):
         mutants += comparisons(text, label, sql_start, sql_end)
 
     # Calls of the other check functions (call).
-    for m in re.finditer(r"\b(check_(?!rows\b)\w+)\(", text):
+    for m in re.finditer(r"\b(check_(?!rows(?:_all)?\b)\w+)\(", text):
         fn = function_at(funcs, m.start())
         if in_span(spans, m.start()) or fn is None:
             continue

@@ -6,6 +6,7 @@
  * back — an edited amount, a deleted row — not only what triggers would
  * have blocked.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,21 +40,39 @@ static void violation(verifier *v, const char *inv, const char *fmt, ...)
         json_array_append_new(v->violations, json_pack("{ssss}", "invariant", inv, "detail", buf));
 }
 
-/* Runs a query whose every row is a violation described by its columns. */
-static jf_err check_rows(verifier *v, const char *inv, const char *what, const char *sql,
-                         int64_t tenant)
+/* Reports each row of st as a violation described by its columns: of the
+ * tenant given, or, when tenant is negative (a statement over every
+ * tenant), of the tenant in the row's first column. */
+static jf_err report_rows(verifier *v, const char *inv, const char *what, sqlite3_stmt *st,
+                          int64_t tenant)
 {
-    sqlite3_stmt *st = jf_db_query(v->db, sql, "I", tenant);
     if (st == NULL)
         return JF_ERR_IO;
+    int c = tenant < 0 ? 1 : 0;
     while (jf_db_step(st) == SQLITE_ROW) {
-        const char *a = jf_db_text(st, 0);
-        violation(v, inv, "tenant %lld: %s: %s (%lld vs %lld)", (long long)tenant, what,
-                  a ? a : "?", (long long)sqlite3_column_int64(st, 1),
-                  (long long)sqlite3_column_int64(st, 2));
+        const char *a = jf_db_text(st, c);
+        violation(v, inv, "tenant %lld: %s: %s (%lld vs %lld)",
+                  (long long)(tenant < 0 ? sqlite3_column_int64(st, 0) : tenant), what, a ? a : "?",
+                  (long long)sqlite3_column_int64(st, c + 1),
+                  (long long)sqlite3_column_int64(st, c + 2));
     }
     sqlite3_reset(st);
     return JF_OK;
+}
+
+/* Runs a query of the tenant ?1 whose every row is a violation. */
+static jf_err check_rows(verifier *v, const char *inv, const char *what, const char *sql,
+                         int64_t tenant)
+{
+    assert(tenant >= 0);
+    return report_rows(v, inv, what, jf_db_query(v->db, sql, "I", tenant), tenant);
+}
+
+/* Runs a query over every tenant whose every row is a violation, its
+ * tenant first. */
+static jf_err check_rows_all(verifier *v, const char *inv, const char *what, const char *sql)
+{
+    return report_rows(v, inv, what, jf_db_query(v->db, sql, ""), -1);
 }
 
 /* The transactions t (x, o, e, or the table by its name) of the tenant ?1,
@@ -128,49 +147,14 @@ static jf_err check_sums(verifier *v, int64_t t)
     return err;
 }
 
-static jf_err check_lots(verifier *v, int64_t t)
+/* I4 and I10 by the consumptions of the tenant ?1. */
+static jf_err check_consumptions(verifier *v, int64_t t)
 {
-    jf_err err = check_rows(
-        v, "I4", "member lots minus debt differ from the points balance",
-        "WITH l(member_id, total) AS (SELECT member_id, SUM(remaining) FROM lots"
-        " WHERE tenant_id = ?1 GROUP BY member_id)"
-        " SELECT m.id, COALESCE(l.total, 0) - m.debt AS lots, COALESCE((SELECT balance FROM"
-        " member_accounts a WHERE a.tenant_id = m.tenant_id AND a.member_id = m.id AND"
-        " a.account = 0), 0) AS bal FROM members m LEFT JOIN l ON l.member_id = m.id"
-        " WHERE m.tenant_id = ?1 AND lots <> bal",
-        t);
-    if (err == JF_OK)
-        err = check_rows(v, "I4", "lot remaining differs from amount minus consumptions and expiry",
-                         "SELECT l.id, l.remaining, l.amount - COALESCE((SELECT SUM(c.amount)"
-                         " FROM consumptions c WHERE c.lot_seq = l.seq), 0)"
-                         " - COALESCE(l.expired_amount, 0) AS r FROM lots l"
-                         " WHERE l.tenant_id = ? AND (l.remaining <> r OR l.remaining < 0 OR"
-                         " l.remaining > l.amount)",
-                         t);
-    if (err == JF_OK)
-        err = check_rows(v, "I4", "consumption of a missing lot",
-                         "SELECT 'lot seq ' || c.lot_seq, c.amount, c.tx_seq FROM consumptions c"
-                         " WHERE c.tenant_id = ? AND NOT EXISTS (SELECT 1 FROM lots l"
-                         " WHERE l.seq = c.lot_seq)",
-                         t);
-    if (err == JF_OK)
-        err = check_rows(v, "I10", "lot expired but not emptied, or its expiry not recorded",
-                         "SELECT l.id, l.remaining, l.expired_amount FROM lots l"
-                         " WHERE l.tenant_id = ? AND ((l.expired_tx_seq IS NULL) <>"
-                         " (l.expired_amount IS NULL) OR (l.expired_tx_seq IS NOT NULL AND"
-                         " (l.remaining <> 0 OR NOT EXISTS (SELECT 1 FROM transactions x WHERE"
-                         " x.txkey = " LOT_EXPIRY_KEY " AND"
-                         " x.type = 'expire' AND x.member_id = l.member_id))))",
-                         t);
-    if (err == JF_OK)
-        err = check_rows(v, "I10", "expiry's points differ from what its lots lost",
-                         "WITH e(seq, total) AS (SELECT expired_tx_seq, SUM(expired_amount)"
-                         " FROM lots WHERE tenant_id = ?1 AND expired_tx_seq IS NOT NULL"
-                         " GROUP BY expired_tx_seq)"
-                         " SELECT x.id, x.points, COALESCE(e.total, 0) AS lost FROM transactions x"
-                         " LEFT JOIN e ON e.seq = x.seq WHERE " X_OF_TENANT
-                         " AND x.type = 'expire' AND x.points <> lost",
-                         t);
+    jf_err err = check_rows(v, "I4", "consumption of a missing lot",
+                            "SELECT 'lot seq ' || c.lot_seq, c.amount, c.tx_seq FROM consumptions c"
+                            " WHERE c.tenant_id = ? AND NOT EXISTS (SELECT 1 FROM lots l"
+                            " WHERE l.seq = c.lot_seq)",
+                            t);
     /* Since schema version 13 an expiry consumes nothing: a consumption by
      * one would expire its lot a second time. */
     if (err == JF_OK)
@@ -179,6 +163,80 @@ static jf_err check_lots(verifier *v, int64_t t)
                          " ON x.txkey = " CONSUMPTION_KEY " JOIN lots l"
                          " ON l.seq = c.lot_seq WHERE c.tenant_id = ? AND x.type = 'expire'",
                          t);
+    return err;
+}
+
+/* The checks driven by the lots run once over every tenant's, each row's
+ * tenant first: the lots table has no index that starts with the tenant
+ * (an earn would pay for one), so a statement per tenant would read every
+ * tenant's lots once per tenant.  I4: each member's lots minus its debt
+ * are its points balance, and each lot's remaining is its amount less its
+ * consumptions and its expiry.  I10: an expired lot is emptied by its
+ * expiry, and an expiry's points are what its lots lost.  S1: each lot has
+ * its entry in member_state.  S2: each member with an open lot that
+ * expires has a due entry at or before it. */
+#define LOTS_DIFFER_FROM_BALANCE                                                                   \
+    "WITH l(tenant_id, member_id, total) AS (SELECT tenant_id, member_id, SUM(remaining)"          \
+    " FROM lots GROUP BY tenant_id, member_id)"                                                    \
+    " SELECT m.tenant_id, m.id, COALESCE(l.total, 0) - m.debt AS lots, COALESCE((SELECT balance"   \
+    " FROM member_accounts a WHERE a.tenant_id = m.tenant_id AND a.member_id = m.id AND"           \
+    " a.account = 0), 0) AS bal FROM members m LEFT JOIN l ON l.tenant_id = m.tenant_id"           \
+    " AND l.member_id = m.id WHERE lots <> bal"
+#define LOT_REMAINING_DIFFERS                                                                      \
+    "SELECT l.tenant_id, l.id, l.remaining, l.amount - COALESCE((SELECT SUM(c.amount)"             \
+    " FROM consumptions c WHERE c.lot_seq = l.seq), 0) - COALESCE(l.expired_amount, 0) AS r"       \
+    " FROM lots l WHERE l.remaining <> r OR l.remaining < 0 OR l.remaining > l.amount"
+#define LOT_EXPIRY_UNRECORDED                                                                      \
+    "SELECT l.tenant_id, l.id, l.remaining, l.expired_amount FROM lots l"                          \
+    " WHERE (l.expired_tx_seq IS NULL) <> (l.expired_amount IS NULL) OR"                           \
+    " (l.expired_tx_seq IS NOT NULL AND (l.remaining <> 0 OR NOT EXISTS (SELECT 1"                 \
+    " FROM transactions x WHERE x.txkey = " LOT_EXPIRY_KEY " AND x.type = 'expire'"                \
+    " AND x.member_id = l.member_id)))"
+/* Every transaction read once, for its type: only expiries have lots. */
+#define EXPIRY_DIFFERS_FROM_LOTS                                                                   \
+    "WITH e(tenant_id, seq, total) AS (SELECT tenant_id, expired_tx_seq, SUM(expired_amount)"      \
+    " FROM lots WHERE expired_tx_seq IS NOT NULL GROUP BY tenant_id, expired_tx_seq)"              \
+    " SELECT x.tenant_id, x.id, x.points, COALESCE(e.total, 0) AS lost FROM transactions x"        \
+    " LEFT JOIN e ON e.tenant_id = x.tenant_id AND e.seq = x.seq"                                  \
+    " WHERE x.type = 'expire' AND x.points <> lost"
+#define LOT_ENTRY_MISSING                                                                          \
+    "SELECT l.tenant_id, l.id, l.remaining, l.closed FROM lots l WHERE NOT EXISTS"                 \
+    " (SELECT 1 FROM member_lots s WHERE s.tenant_id = l.tenant_id AND s.member_id ="              \
+    " l.member_id AND s.closed = l.closed AND s.expires_key = "                                    \
+    "COALESCE(l.expires_at, " JF_NEVER_SQL                                                         \
+    ") AND s.available_at = l.available_at AND s.seq = l.seq AND s.remaining ="                    \
+    " l.remaining)"
+/* s is a member's due row in member_state (db.h, JF_DUE_KEY). */
+#define DUE_ROW                                                                                    \
+    " AND s.kind = 0 AND s.key1 = " JF_DUE_KEY_SQL " AND s.key2 = 0 AND s.key3 = 0 AND s.key4 = 0"
+#define DUE_MISSING                                                                                \
+    "WITH e(tenant_id, member_id, first) AS (SELECT tenant_id, member_id, MIN(expires_at)"         \
+    " FROM lots WHERE remaining > 0 AND expired_tx_seq IS NULL AND expires_at IS NOT NULL"         \
+    " GROUP BY tenant_id, member_id)"                                                              \
+    " SELECT e.tenant_id, e.member_id, e.first, s.value FROM e JOIN members m"                     \
+    " ON m.tenant_id = e.tenant_id AND m.id = e.member_id LEFT JOIN member_state s"                \
+    " ON s.member_seq = m.seq" DUE_ROW " WHERE s.value IS NULL OR s.value > e.first"
+
+static jf_err check_lots_all(verifier *v)
+{
+    jf_err err = check_rows_all(v, "I4", "member lots minus debt differ from the points balance",
+                                LOTS_DIFFER_FROM_BALANCE);
+    if (err == JF_OK)
+        err = check_rows_all(v, "I4",
+                             "lot remaining differs from amount minus consumptions and expiry",
+                             LOT_REMAINING_DIFFERS);
+    if (err == JF_OK)
+        err = check_rows_all(v, "I10", "lot expired but not emptied, or its expiry not recorded",
+                             LOT_EXPIRY_UNRECORDED);
+    if (err == JF_OK)
+        err = check_rows_all(v, "I10", "expiry's points differ from what its lots lost",
+                             EXPIRY_DIFFERS_FROM_LOTS);
+    if (err == JF_OK)
+        err = check_rows_all(v, "S1", "lot without its entry in member_state", LOT_ENTRY_MISSING);
+    if (err == JF_OK)
+        err = check_rows_all(v, "S2",
+                             "member with a lot that expires and no due entry at or before it",
+                             DUE_MISSING);
     return err;
 }
 
@@ -203,22 +261,12 @@ static jf_err check_lots(verifier *v, int64_t t)
  * check_state_members). */
 static jf_err check_state(verifier *v, int64_t t)
 {
-    jf_err err = check_rows(
-        v, "S1", "lot without its entry in member_state",
-        "SELECT l.id, l.remaining, l.closed FROM lots l WHERE l.tenant_id = ?1 AND NOT EXISTS"
-        " (SELECT 1 FROM member_lots s WHERE s.tenant_id = l.tenant_id AND s.member_id ="
-        " l.member_id AND s.closed = l.closed AND s.expires_key = "
-        "COALESCE(l.expires_at, " JF_NEVER_SQL
-        ") AND s.available_at = l.available_at AND s.seq = l.seq AND s.remaining ="
-        " l.remaining)",
-        t);
-    if (err == JF_OK)
-        err = check_rows(v, "S1", "lot entry in member_state without its lot",
-                         "SELECT s.member_id || ' lot seq ' || s.seq, s.remaining, s.closed FROM"
-                         " member_lots s WHERE s.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM"
-                         " lots l WHERE l.seq = s.seq AND l.tenant_id = s.tenant_id AND"
-                         " l.member_id = s.member_id)",
-                         t);
+    jf_err err = check_rows(v, "S1", "lot entry in member_state without its lot",
+                            "SELECT s.member_id || ' lot seq ' || s.seq, s.remaining, s.closed FROM"
+                            " member_lots s WHERE s.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM"
+                            " lots l WHERE l.seq = s.seq AND l.tenant_id = s.tenant_id AND"
+                            " l.member_id = s.member_id)",
+                            t);
     if (err == JF_OK)
         err = check_rows(v, "S1", "transaction without its entries in member_state",
                          "SELECT t.id, t.seq, 0 FROM transactions t WHERE " T_OF_TENANT
@@ -248,17 +296,8 @@ static jf_err check_state(verifier *v, int64_t t)
     return err;
 }
 
-/* S2's statements.  s is a member's due row in member_state (db.h,
- * JF_DUE_KEY). */
-#define DUE_ROW                                                                                    \
-    " AND s.kind = 0 AND s.key1 = " JF_DUE_KEY_SQL " AND s.key2 = 0 AND s.key3 = 0 AND s.key4 = 0"
-#define DUE_MISSING                                                                                \
-    "WITH e(member_id, first) AS (SELECT member_id, MIN(expires_at) FROM lots"                     \
-    " WHERE tenant_id = ?1 AND remaining > 0 AND expired_tx_seq IS NULL"                           \
-    " AND expires_at IS NOT NULL GROUP BY member_id)"                                              \
-    " SELECT e.member_id, e.first, s.value FROM e JOIN members m ON m.tenant_id = ?1"              \
-    " AND m.id = e.member_id LEFT JOIN member_state s ON s.member_seq = m.seq" DUE_ROW             \
-    " WHERE s.value IS NULL OR s.value > e.first"
+/* S2's statements by the tenant's due entries and members (DUE_MISSING, by
+ * the lots, is in check_lots_all). */
 #define DUE_UNNAMED                                                                                \
     "SELECT 'member seq ' || d.member_seq, d.due_at, s.value FROM member_due d"                    \
     " LEFT JOIN members m ON m.seq = d.member_seq"                                                 \
@@ -269,9 +308,6 @@ static jf_err check_state(verifier *v, int64_t t)
     " WHERE m.tenant_id = ?1 AND NOT EXISTS (SELECT 1 FROM member_due d"                           \
     " WHERE d.tenant_id = ?1 AND d.due_at = s.value AND d.member_seq = m.seq)"
 
-/* S2: every member with an open lot that expires has one due entry
- * (member_due), at or before that lot's expiry, and its due row says the
- * same; no entry or row without the other (schema.c, version 18). */
 /* S3: an open lot made pending whose member's pending mark is earlier than
  * its available_at (lots.c, the pending mark; schema version 23): a read of
  * the member's points would miss it. */
@@ -281,13 +317,14 @@ static jf_err check_state(verifier *v, int64_t t)
     " WHERE l.tenant_id = ?1 AND l.remaining > 0 AND l.expired_tx_seq IS NULL"                     \
     " AND l.available_at > l.created_at AND m.pending_until < l.available_at"
 
+/* S2: every member with an open lot that expires has one due entry
+ * (member_due), at or before that lot's expiry (check_lots_all), and its
+ * due row says the same; no entry or row without the other (schema.c,
+ * version 18).  S3 as above. */
 static jf_err check_due(verifier *v, int64_t t)
 {
-    jf_err err = check_rows(
-        v, "S2", "member with a lot that expires and no due entry at or before it", DUE_MISSING, t);
-    if (err == JF_OK)
-        err = check_rows(v, "S2", "due entry that its member's due row does not name", DUE_UNNAMED,
-                         t);
+    jf_err err =
+        check_rows(v, "S2", "due entry that its member's due row does not name", DUE_UNNAMED, t);
     if (err == JF_OK)
         err = check_rows(v, "S2", "due row without its due entry", DUE_ALONE, t);
     if (err == JF_OK)
@@ -645,7 +682,7 @@ static jf_err verify_tenant(verifier *v, int64_t tenant, const char *public_id, 
     if (err == JF_OK)
         err = check_sums(v, tenant);
     if (err == JF_OK)
-        err = check_lots(v, tenant);
+        err = check_consumptions(v, tenant);
     if (err == JF_OK)
         err = check_state(v, tenant);
     if (err == JF_OK)
@@ -746,6 +783,8 @@ static jf_err verify_all(verifier *v)
     for (size_t i = 0; err == JF_OK && i < n; i++)
         err = verify_tenant(v, rows[i].id, rows[i].public_id, rows[i].head, rows[i].seq);
     free(rows);
+    if (err == JF_OK)
+        err = check_lots_all(v);
     return err == JF_OK ? check_state_members(v) : err;
 }
 
