@@ -425,19 +425,26 @@ jf_err jf_lot_create(jf_ctx *ctx, const jf_tx *tx, const char *member_id, int64_
  * lots_pending index serve it.  When the writer's cache holds the member
  * and its pending mark has passed, nothing is pending and the statement
  * reads member_state alone. */
-#define POINTS_PENDING                                                                             \
-    " UNION ALL SELECT -1, 0, (SELECT SUM(remaining) FROM lots WHERE tenant_id = ?3"               \
+#define PENDING_SUM                                                                                \
+    "(SELECT SUM(remaining) FROM lots WHERE tenant_id = ?3"                                        \
     "  AND member_id = ?4 AND remaining > 0 AND expired_tx_seq IS NULL AND available_at > ?2"      \
     "  AND available_at > created_at AND (expires_at IS NULL OR expires_at > ?2))"
+#define POINTS_PENDING " UNION ALL SELECT -1, 0, " PENDING_SUM
+/* Otherwise the member's row gives its debt and its pending mark, and the
+ * pending lots are searched only while the mark has not passed (schema
+ * version 23): for a member the writer's cache does not hold, and on every
+ * read of a member's points. */
 #define POINTS_DEBT                                                                                \
-    " UNION ALL SELECT -2, 0, (SELECT debt FROM members WHERE tenant_id = ?3 AND id = ?4)"
+    " UNION ALL SELECT -2, debt, CASE WHEN pending_until > ?2 THEN " PENDING_SUM " END"            \
+    " FROM members WHERE tenant_id = ?3 AND id = ?4"
 
 /* One row of the points' statement into p. */
 static void points_row(jf_points *p, int64_t kind, int64_t key1, int64_t value)
 {
-    if (kind == -2)
-        p->debt = value;
-    else if (kind == -1)
+    if (kind == -2) {
+        p->debt = key1;
+        p->pending = value;
+    } else if (kind == -1)
         p->pending = value;
     else if (kind == 1)
         p->due += value;
@@ -459,12 +466,11 @@ jf_err jf_lots_points(jf_ctx *ctx, const char *member_id, jf_points *p)
      * member's row, a random page once its cache is warm. */
     jf_member kept;
     bool cached = jf_wcache_member_get(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id, &kept);
-    sqlite3_stmt *st = cached && kept.pending_until <= ctx->now_ms
-                           ? jf_db_query(ctx->db, POINTS_STATE, "II", m, ctx->now_ms)
-                           : jf_db_query(ctx->db,
-                                         cached ? POINTS_STATE POINTS_PENDING
-                                                : POINTS_STATE POINTS_PENDING POINTS_DEBT,
-                                         "IIIs", m, ctx->now_ms, ctx->auth->tenant, member_id);
+    sqlite3_stmt *st =
+        cached && kept.pending_until <= ctx->now_ms
+            ? jf_db_query(ctx->db, POINTS_STATE, "II", m, ctx->now_ms)
+            : jf_db_query(ctx->db, cached ? POINTS_STATE POINTS_PENDING : POINTS_STATE POINTS_DEBT,
+                          "IIIs", m, ctx->now_ms, ctx->auth->tenant, member_id);
     if (st == NULL)
         return JF_ERR_IO;
     p->debt = cached ? kept.debt : 0;
