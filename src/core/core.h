@@ -255,6 +255,9 @@ typedef struct jf_ctx {
      * write resolves its member four or five times. */
     int64_t seq_memo;
     char seq_memo_id[JF_ID_LEN_MAX];
+    /* What this command read of tiers (tiers.c), NULL until it reads;
+     * freed by ctx_finish. */
+    struct jf_tier_memo *tier_memo;
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);

@@ -3,10 +3,57 @@
  * record of every change (docs/TIERS.md).  The HTTP operations and the
  * evaluation job are in tiers_ops.c.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "ledger.h"
 #include "tiers.h"
+
+/* What a command read of tiers, kept until it ends (ctx_finish calls
+ * jf_tier_memo_clear): an order earn loads the configuration and the
+ * member's tier once for its tier bonus and again for the upgrade after it,
+ * about 23,000 of its writer's 335,000 instructions the second time
+ * (docs/PERFORMANCE-HISTORY.md, "Since commit 762cf30").  The configuration
+ * changes only by tiers_ops.c's config_put and a member's tier only by
+ * jf_tier_record, which clear what they change. */
+struct jf_tier_memo {
+    bool cfg_known, cfg_found;
+    jf_tier_config cfg; /* holds a reference to cfg.body when found */
+    bool member_known;
+    char member_id[JF_ID_LEN_MAX];
+    jf_member_tier member;
+};
+
+/* The command's memo, made on first use; NULL when memory ran out (then
+ * nothing is kept and every load reads). */
+static jf_tier_memo *memo_of(jf_ctx *ctx)
+{
+    if (ctx->tier_memo == NULL)
+        ctx->tier_memo = calloc(1, sizeof(*ctx->tier_memo));
+    return ctx->tier_memo;
+}
+
+static void memo_forget_config(jf_tier_memo *m)
+{
+    if (m->cfg_known && m->cfg_found)
+        jf_tier_config_free(&m->cfg);
+    m->cfg_known = false;
+}
+
+void jf_tier_memo_clear(jf_ctx *ctx)
+{
+    if (ctx->tier_memo == NULL)
+        return;
+    memo_forget_config(ctx->tier_memo);
+    free(ctx->tier_memo);
+    ctx->tier_memo = NULL;
+}
+
+void jf_tier_memo_config_changed(jf_ctx *ctx)
+{
+    if (ctx->tier_memo)
+        memo_forget_config(ctx->tier_memo);
+}
 
 /* ---- configuration ---- */
 
@@ -273,7 +320,36 @@ static void config_fill(jf_tier_config *cfg)
     }
 }
 
+/* The configuration as config_load read it, from the memo when this
+ * command read it before. */
+static jf_err config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found);
+
 jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
+{
+    jf_tier_memo *m = memo_of(ctx);
+    if (m && m->cfg_known) {
+        *found = m->cfg_found;
+        if (!m->cfg_found) {
+            memset(cfg, 0, sizeof(*cfg));
+            return JF_OK;
+        }
+        *cfg = m->cfg;
+        json_incref(cfg->body);
+        return JF_OK;
+    }
+    jf_err err = config_load(ctx, cfg, found);
+    if (err == JF_OK && m) {
+        m->cfg_known = true;
+        m->cfg_found = *found;
+        if (*found) {
+            m->cfg = *cfg;
+            json_incref(m->cfg.body);
+        }
+    }
+    return err;
+}
+
+static jf_err config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
 {
     memset(cfg, 0, sizeof(*cfg));
     *found = false;
@@ -321,6 +397,11 @@ int jf_tier_index(const jf_tier_config *cfg, const char *code)
 
 jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *out)
 {
+    jf_tier_memo *m = memo_of(ctx);
+    if (m && m->member_known && strcmp(m->member_id, member_id) == 0) {
+        *out = m->member;
+        return JF_OK;
+    }
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    "SELECT tier, tier_since, tier_eval_at, tier_manual,"
                                    " tier_override_until FROM members WHERE tenant_id=? AND id=?",
@@ -338,6 +419,11 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
         err = JF_OK;
     }
     sqlite3_reset(st);
+    if (err == JF_OK && m && strlen(member_id) < sizeof(m->member_id)) {
+        memcpy(m->member_id, member_id, strlen(member_id) + 1);
+        m->member = *out;
+        m->member_known = true;
+    }
     return err;
 }
 
@@ -511,6 +597,8 @@ jf_err jf_tier_record(jf_ctx *ctx, const jf_tier_config *cfg, const char *member
 {
     const char *from = mv->from >= 0 ? cfg->tiers[mv->from].code : NULL;
     const char *to = mv->to >= 0 ? cfg->tiers[mv->to].code : NULL;
+    if (ctx->tier_memo)
+        ctx->tier_memo->member_known = false; /* whichever member it held */
     char id[JF_ID_LEN_MAX];
     jf_id_new_ordered("tch_", ctx->now_ms, id);
     jf_err err = jf_db_run(ctx->db,

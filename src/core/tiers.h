@@ -30,6 +30,9 @@ typedef enum jf_tier_window {
     JF_WINDOW_ROLLING
 } jf_tier_window;
 
+/* What a command read of tiers (tiers.c); jf_ctx holds it. */
+typedef struct jf_tier_memo jf_tier_memo;
+
 typedef struct jf_tier_config {
     int64_t version, created_at;
     json_t *body; /* owned: the normalized configuration */
@@ -47,6 +50,11 @@ typedef struct jf_tier_config {
  * (and cfg then needs no free). */
 jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found);
 void jf_tier_config_free(jf_tier_config *cfg);
+/* Forgets what the command read of tiers (jf_tier_config_load and
+ * jf_member_tier_load keep it for the rest of the command): every command
+ * at its end, and after it changes the configuration. */
+void jf_tier_memo_clear(jf_ctx *ctx);
+void jf_tier_memo_config_changed(jf_ctx *ctx);
 /* Index of code in cfg, -1 when absent (or code NULL). */
 int jf_tier_index(const jf_tier_config *cfg, const char *code);
 

@@ -519,6 +519,28 @@ class UpgradeTests(TierTestCase):
         self.assertEqual([(h["kind"], h["from"], h["to"]) for h in v["history"]],
                          [("upgrade", "silver", "diamond")], v)
 
+    def test_two_upgrades_in_one_order_earn(self):
+        # A referee's first order upgrades it to gold, and its referral
+        # reward in the same request to diamond: the second upgrade starts
+        # from the first one's tier (what the command read of the member's
+        # tier is forgotten when a tier change is recorded, tiers.c).
+        self.put_tiers(tiers_body())
+        rule = {"name": "referee first purchase", "trigger": "referral",
+                "effect": {"type": "referral", "on": "first_purchase", "referee_points": 10},
+                "growth": {"fixed": 5000}}
+        H.check_ok(self.c.post("/v1/rules", rule), 201, "rule")
+        a = H.create_member(self.c)
+        r = H.create_member(self.c, referral_code=a["referral_code"])["id"]
+        # A frozen referrer gets nothing, so nothing is read of it between
+        # the referee's two upgrades.
+        H.check_ok(self.c.patch("/v1/members/%s" % a["id"], {"status": "frozen"}), 200, "freeze")
+        # 1,000 base points and growth: gold's threshold exactly.
+        self.earn(r, order={"id": "two-up", "amount": 100000, "currency": "CNY"})
+        self.assertEqual(self.growth(r), {"window": 6000, "lifetime": 6000})
+        self.assertEqual([(h["kind"], h["from"], h["to"]) for h in reversed(self.history(r))],
+                         [("upgrade", "silver", "gold"), ("upgrade", "gold", "diamond")])
+        self.assertEqual(self.tier(r), "diamond")
+
     def test_no_tier_below_a_positive_lowest_threshold(self):
         self.put_tiers({"basis": "growth", "window": {"type": "lifetime"}, "tiers": [
             {"code": "bronze", "name": "Bronze", "threshold": 100},
