@@ -121,7 +121,7 @@ bench: build ## Side-by-side benchmark vs PostgreSQL/SQLite/Redis (long; not in 
 bench-smoke: build ## Seconds-long benchmark run on tiny sizes (keeps the harness alive).
 	python3 bench/run.py --smoke $(BENCH_ARGS)
 
-bench-instructions: build ## The writer's instructions per earn and per batch operation, the HTTP threads' per earn (callgrind, about a minute).
+bench-instructions: build ## The writer's instructions per earn, per batch operation and per order earn (W8), the HTTP threads' per earn and per order earn (callgrind, about three minutes).
 	@command -v valgrind >/dev/null || ./scripts/install-deps.sh valgrind
 	$(MAKE) -s -C bench
 	python3 bench/instructions.py $(BENCH_ARGS)

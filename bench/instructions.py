@@ -28,9 +28,14 @@ Three functions are counted, in separate runs:
                    earns only: the kernel's part of a request (the sockets,
                    most of an HTTP thread's time) is not counted.
 
+Workloads: earn (fixed points, W1's request), batch1000 (W5's), and orders
+(W8's: an order with two lines, on a second base whose program has `jifen
+init`'s sample rules active and three tiers on growth), the last for
+jf_writer_apply and MHD_run only.
+
 Usage: python3 bench/instructions.py [--jifen-bin build/jifen] [--members N]
            [--earns N] [--batches N] [--out FILE] [--keep DIR]
-`make bench-instructions` runs it with the defaults (about a minute).
+`make bench-instructions` runs it with the defaults (about three minutes).
 Instruction counts are not time: cache misses, the kernel and the other
 threads are not in them.  Report them beside timed runs, not instead.
 """
@@ -44,11 +49,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import benchlib as B  # noqa: E402
+from systems import RULES_TIERS  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "build", "loadgen")
 # Earns sent before the count starts (callgrind_control --zero): the
@@ -56,7 +63,10 @@ LOADGEN = os.path.join(HERE, "build", "loadgen")
 # first API-key lookup) and the idempotency-key filter's build are once per
 # process, not per operation.
 WARMUP_EARNS = 500
-FUNCTIONS = ("jf_writer_apply", "writer_batch", "MHD_run")
+# (function, workload) counted, in this order.
+RUNS = (("jf_writer_apply", "earn"), ("jf_writer_apply", "batch1000"),
+        ("writer_batch", "earn"), ("writer_batch", "batch1000"), ("MHD_run", "earn"),
+        ("jf_writer_apply", "orders"), ("MHD_run", "orders"))
 
 
 def parse_args(argv):
@@ -98,16 +108,32 @@ def loadgen(port, key, args, timeout=900):
     return json.loads(r.stdout)
 
 
-def build_base(bin_, work, members):
+def put_tiers(port, key):
+    """W8's three tiers on growth (bench/systems.py, RULES_TIERS)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/tiers", method="PUT",
+                                 data=json.dumps(RULES_TIERS).encode(),
+                                 headers={"Authorization": "Bearer " + key,
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        if r.status != 200:
+            raise B.BenchError(f"PUT /v1/tiers answered {r.status}")
+
+
+def build_base(bin_, work, members, rules=False):
     """A database with `members` members, each holding one lot (the state the
-    counted earns meet), and its admin key."""
+    counted earns meet), and its admin key; with rules, W8's program: `jifen
+    init`'s sample rules active and three tiers on growth."""
+    os.makedirs(work, exist_ok=True)
     db = os.path.join(work, "base.db")
-    init = B.run([bin_, "init", "--db", db, "--tenant", "bench", "--json"], 60)
+    init = B.run([bin_, "init", "--db", db, "--tenant", "bench", "--json"] +
+                 (["--rules", "active"] if rules else []), 60)
     key = json.loads(init.stdout)["api_key"]
     mfile = os.path.join(work, "members.txt")
     with open(os.path.join(work, "serve.log"), "ab") as log:
         p, port = serve([bin_, "serve", "--db", db, "--listen", "127.0.0.1:0"], log)
         try:
+            if rules:
+                put_tiers(port, key)
             res = loadgen(port, key, ["--workload", "seed", "--count", members, "--conns", 16,
                                       "--prefix", "m", "--out", mfile])
             if res["ok"] != members:
@@ -135,11 +161,14 @@ def counted_run(bin_, base, key, mfile, work, function, workload, keep=None):
     with open(os.path.join(work, "valgrind.log"), "ab") as log:
         p, port = serve(argv, log)
         try:
-            loadgen(port, key, ["--workload", "earn", "--conns", 16, "--count", WARMUP_EARNS,
-                                "--members", mfile, "--prefix", f"w{time.monotonic_ns()}"])
+            # (order earns warm up with orders: their statements are prepared
+            # once per process, as the plain earn's are)
+            warm = ["--workload", "earn", "--conns", 16] + workload.get("warm", [])
+            loadgen(port, key, warm + ["--count", WARMUP_EARNS, "--members", mfile,
+                                       "--prefix", f"w{time.monotonic_ns()}"])
             time.sleep(1)  # the filter's build ends on its own thread
-            loadgen(port, key, ["--workload", "earn", "--conns", 16, "--count", 50,
-                                "--members", mfile, "--prefix", f"v{time.monotonic_ns()}"])
+            loadgen(port, key, warm + ["--count", 50, "--members", mfile,
+                                       "--prefix", f"v{time.monotonic_ns()}"])
             B.run(["callgrind_control", "--zero", str(p.pid)], 120)
             res = loadgen(port, key, workload["args"] + ["--members", mfile, "--prefix",
                                                          f"r{time.monotonic_ns()}"])
@@ -153,7 +182,7 @@ def counted_run(bin_, base, key, mfile, work, function, workload, keep=None):
         os.makedirs(keep, exist_ok=True)
         shutil.copy(out, os.path.join(keep, f"{function}-{workload['name']}.out"))
     ops = res["ops"]
-    if ops <= 0 or (workload["name"] == "earn" and res.get("ok") != ops):
+    if ops <= 0 or (workload["name"] in ("earn", "orders") and res.get("ok") != ops):
         raise B.BenchError(f"{workload['name']}: {res.get('ok')} of {ops} operations succeeded")
     return {"function": function, "workload": workload["name"], "ops": ops,
             "instructions": total, "per_op": round(total / ops)}
@@ -174,17 +203,21 @@ def main(argv):
         {"name": "earn", "args": ["--workload", "earn", "--conns", 16, "--count", cfg.earns]},
         {"name": "batch1000", "args": ["--workload", "batch", "--batch", 1000, "--conns", 2,
                                        "--count", cfg.batches]},
+        {"name": "orders", "rules": True, "warm": ["--orders"],
+         "args": ["--workload", "earn", "--orders", "--conns", 16, "--count", cfg.earns]},
     ]
     try:
-        B.log(f"seeding {cfg.members} members")
-        base, key, mfile = build_base(cfg.jifen_bin, work, cfg.members)
+        B.log(f"seeding {cfg.members} members, twice (plain, and W8's rules and tiers)")
+        bases = {False: build_base(cfg.jifen_bin, os.path.join(work, "plain"), cfg.members),
+                 True: build_base(cfg.jifen_bin, os.path.join(work, "rules"), cfg.members, True)}
         rows = []
-        for function in FUNCTIONS:
-            for wl in workloads if function != "MHD_run" else workloads[:1]:
-                r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl, cfg.keep)
-                B.log(f"{r['function']:16s} {r['workload']:10s} {r['ops']:7d} ops  "
-                      f"{r['per_op']:9,d} instructions per op")
-                rows.append(r)
+        for function, wl in RUNS:
+            wl = next(w for w in workloads if w["name"] == wl)
+            base, key, mfile = bases[wl.get("rules", False)]
+            r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl, cfg.keep)
+            B.log(f"{r['function']:16s} {r['workload']:10s} {r['ops']:7d} ops  "
+                  f"{r['per_op']:9,d} instructions per op")
+            rows.append(r)
     finally:
         B.teardown()
     doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
