@@ -628,6 +628,30 @@ jf_err jf_tier_record(jf_ctx *ctx, const jf_tier_config *cfg, const char *member
 
 /* ---- upgrades at once ---- */
 
+/* Whether a window's growth of at most `most` could reach a tier above cur
+ * (by growth alone: the caller rules out spend and orders thresholds). */
+static bool growth_may_reach(const jf_tier_config *cfg, int cur, int64_t most)
+{
+    for (int i = cur + 1; i < cfg->n; i++)
+        if (most >= cfg->tiers[i].threshold)
+            return true;
+    return false;
+}
+
+/* The member's lifetime growth: its growth account's balance (member_state's
+ * row kind 0, key1 1: hot.c), 0 before its first growth. */
+static jf_err growth_balance(jf_ctx *ctx, const char *member_id, int64_t *out)
+{
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, out, 0,
+                        "SELECT value FROM member_state WHERE member_seq = ? AND kind = 0"
+                        " AND key1 = 1 AND key2 = 0 AND key3 = 0 AND key4 = 0",
+                        "I", seq);
+    return err;
+}
+
 jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_id)
 {
     jf_tier_config cfg;
@@ -642,6 +666,18 @@ jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_i
     /* A member in the top tier has nowhere to go up to, and the window's
      * metrics sum every transaction of the member in it: skip them. */
     if (err == JF_OK && cur == cfg.n - 1) {
+        jf_tier_config_free(&cfg);
+        return JF_OK;
+    }
+    /* Nor does a member whose lifetime growth is below every higher tier's
+     * threshold: the window's growth is at most that, since a reversal
+     * comes after its earn and takes back no more than it gave (T1), so
+     * what lies before the window adds up to zero or more.  The window's
+     * sums cost an order earn about 21,000 instructions. */
+    int64_t lifetime = 0;
+    if (err == JF_OK && !cfg.uses_spend &&
+        (err = growth_balance(ctx, member_id, &lifetime)) == JF_OK &&
+        !growth_may_reach(&cfg, cur, lifetime)) {
         jf_tier_config_free(&cfg);
         return JF_OK;
     }
