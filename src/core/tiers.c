@@ -514,21 +514,36 @@ static jf_err spend_net(jf_ctx *ctx, const char *member_id, jf_tier_metrics *m)
     return err;
 }
 
-jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *member_id,
-                          int64_t end, bool at_eval, bool all, jf_tier_metrics *out)
+/* The member's lifetime growth: its growth account's balance (member_state's
+ * row kind 0, key1 1: hot.c), 0 before its first growth.  Through the
+ * member's seq, which the command has usually resolved already (every
+ * caller has loaded the member), rather than the member_accounts view's
+ * lookup of the member. */
+static jf_err lifetime_growth(jf_ctx *ctx, const char *member_id, int64_t *out)
+{
+    int64_t seq = 0;
+    jf_err err = jf_member_seq(ctx, member_id, &seq);
+    if (err == JF_OK)
+        err = jf_db_int(ctx->db, out, 0,
+                        "SELECT value FROM member_state WHERE member_seq = ? AND kind = 0"
+                        " AND key1 = 1 AND key2 = 0 AND key3 = 0 AND key4 = 0",
+                        "I", seq);
+    return err;
+}
+
+/* jf_tier_metrics_at with the member's lifetime growth already read. */
+static jf_err metrics_with_lifetime(jf_ctx *ctx, const jf_tier_config *cfg, const char *member_id,
+                                    int64_t end, bool at_eval, bool all, int64_t lifetime,
+                                    jf_tier_metrics *out)
 {
     memset(out, 0, sizeof(*out));
     out->to = end;
     out->from = cfg->window == JF_WINDOW_LIFETIME  ? INT64_MIN
                 : cfg->window == JF_WINDOW_ROLLING ? shift_months(cfg->tz, end, -(int)cfg->months)
                                                    : year_start(cfg->tz, at_eval ? end - 1 : end);
-    jf_err err = jf_db_int(ctx->db, &out->lifetime, 0,
-                           "SELECT balance FROM member_accounts WHERE tenant_id=? AND member_id=?"
-                           " AND account = 1",
-                           "Is", ctx->auth->tenant, member_id);
+    out->lifetime = lifetime;
     bool spend = cfg->uses_spend || all;
-    if (err == JF_OK)
-        err = window_sums(ctx, member_id, out);
+    jf_err err = window_sums(ctx, member_id, out);
     /* A refund in the window of growth earned before it cannot make the
      * window's growth negative. */
     out->growth = out->growth < 0 ? 0 : out->growth;
@@ -537,6 +552,18 @@ jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *me
     else
         out->spend = out->orders = 0;
     return err;
+}
+
+jf_err jf_tier_metrics_at(jf_ctx *ctx, const jf_tier_config *cfg, const char *member_id,
+                          int64_t end, bool at_eval, bool all, jf_tier_metrics *out)
+{
+    int64_t lifetime = 0;
+    jf_err err = lifetime_growth(ctx, member_id, &lifetime);
+    if (err != JF_OK) {
+        memset(out, 0, sizeof(*out));
+        return err;
+    }
+    return metrics_with_lifetime(ctx, cfg, member_id, end, at_eval, all, lifetime, out);
 }
 
 static bool meets(const jf_tier *t, const jf_tier_metrics *m, int64_t growth_needed)
@@ -638,20 +665,6 @@ static bool growth_may_reach(const jf_tier_config *cfg, int cur, int64_t most)
     return false;
 }
 
-/* The member's lifetime growth: its growth account's balance (member_state's
- * row kind 0, key1 1: hot.c), 0 before its first growth. */
-static jf_err growth_balance(jf_ctx *ctx, const char *member_id, int64_t *out)
-{
-    int64_t seq = 0;
-    jf_err err = jf_member_seq(ctx, member_id, &seq);
-    if (err == JF_OK)
-        err = jf_db_int(ctx->db, out, 0,
-                        "SELECT value FROM member_state WHERE member_seq = ? AND kind = 0"
-                        " AND key1 = 1 AND key2 = 0 AND key3 = 0 AND key4 = 0",
-                        "I", seq);
-    return err;
-}
-
 jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_id)
 {
     jf_tier_config cfg;
@@ -673,17 +686,19 @@ jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_i
      * threshold: the window's growth is at most that, since a reversal
      * comes after its earn and takes back no more than it gave (T1), so
      * what lies before the window adds up to zero or more.  The window's
-     * sums cost an order earn about 21,000 instructions. */
+     * sums cost an order earn about 21,000 instructions.  The window's
+     * metrics take the lifetime growth read here. */
     int64_t lifetime = 0;
-    if (err == JF_OK && !cfg.uses_spend &&
-        (err = growth_balance(ctx, member_id, &lifetime)) == JF_OK &&
-        !growth_may_reach(&cfg, cur, lifetime)) {
+    if (err == JF_OK)
+        err = lifetime_growth(ctx, member_id, &lifetime);
+    if (err == JF_OK && !cfg.uses_spend && !growth_may_reach(&cfg, cur, lifetime)) {
         jf_tier_config_free(&cfg);
         return JF_OK;
     }
     /* The window includes this transaction (created now). */
     if (err == JF_OK)
-        err = jf_tier_metrics_at(ctx, &cfg, member_id, ctx->now_ms + 1, false, false, &m);
+        err = metrics_with_lifetime(ctx, &cfg, member_id, ctx->now_ms + 1, false, false, lifetime,
+                                    &m);
     int q = err == JF_OK ? jf_tier_qualified(&cfg, &m) : -1;
     if (err == JF_OK && q > cur) {
         char reason[200];
