@@ -270,13 +270,12 @@ struct json_t;
 char *jf_json_dumps_whole(const struct json_t *v, size_t flags);
 
 /*
- * json_loads(text, flags, NULL), or NULL when one of jansson's allocations
- * failed inside it, as well as for NULL text or text that is not JSON.
- * jansson 2.14's lexer drops a byte when growing its token buffer fails
- * (akheron/jansson#362) and may then read past that buffer or abort the
- * process; this parse never lets it (core/json.c, the parse reserve).  For
- * the engine's stored text and the CLI's reading of the engine's answers;
- * the caller owns the tree.
+ * The tree json_loads(text, flags, NULL) builds (flags 0 or JSON_DECODE_ANY),
+ * or NULL when an allocation failed on the way, as well as for NULL text,
+ * text that is not JSON and containers nested deeper than
+ * JF_JSON_DECODE_DEPTH_MAX.  Parsed by the engine's own reader
+ * (core/jsonr.c), not jansson's.  For the engine's stored text and the
+ * CLI's reading of the engine's answers; the caller owns the tree.
  */
 struct json_t *jf_json_loads_whole(const char *text, size_t flags);
 

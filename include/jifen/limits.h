@@ -33,14 +33,17 @@
 
 /* Nesting depth of request JSON: orders and metadata need three levels. */
 #define JF_JSON_DEPTH_MAX 8
-/* A parse's reserve (core/json.c): set aside per parsing thread, twice the
- * text plus this, so that jansson's lexer never loses a byte when an
- * allocation fails mid-token; the slack covers the values of the last chunk
- * of text fed (1 KiB) and the lexer's starting buffers. */
-#define JF_JSON_RESERVE_SLACK_BYTES (64 * 1024)
 /* The JSON writer (src/core/jsonw.c) refuses trees deeper than this rather
  * than recurse into them: deeper than any the API builds or accepts. */
 #define JF_JSON_DUMP_DEPTH_MAX 64
+/* The JSON reader (src/core/jsonr.c) refuses containers nested deeper than
+ * this, for the same reason: it reads back whatever the writer wrote (whose
+ * top container is its depth 0, the reader's 1), and every request body,
+ * whose own bound is checked after it (a batch's operations sit three
+ * levels down). */
+#define JF_JSON_DECODE_DEPTH_MAX (JF_JSON_DUMP_DEPTH_MAX + 1)
+_Static_assert(JF_JSON_DECODE_DEPTH_MAX >= JF_JSON_DEPTH_MAX + 3,
+               "the reader takes every body the API accepts");
 
 /* Idempotency-Key: 1..128 printable ASCII characters (API.md). */
 #define JF_IDEM_KEY_LEN_MAX 128

@@ -299,11 +299,34 @@ void jf_id_new(const char *prefix, char out[JF_ID_LEN_MAX]);
 void jf_id_new_ordered(const char *prefix, int64_t now_ms, char out[JF_ID_LEN_MAX]);
 void jf_hex(const uint8_t *bytes, size_t n, char *out);
 
+/* --- jsonr.c: JSON text to jansson values --- */
+typedef enum jf_json_fault {
+    JF_JSON_FAULT_NONE,
+    JF_JSON_FAULT_SYNTAX,    /* not JSON, or not what jansson takes (jsonr.c) */
+    JF_JSON_FAULT_DUPLICATE, /* a key twice in one object (JSON_REJECT_DUPLICATES) */
+    JF_JSON_FAULT_TOO_BIG,   /* an integer beyond json_int_t */
+    JF_JSON_FAULT_DEPTH,     /* containers nested deeper than JF_JSON_DECODE_DEPTH_MAX */
+    JF_JSON_FAULT_NOMEM,     /* an allocation failed */
+} jf_json_fault;
+typedef struct jf_json_read_error {
+    jf_json_fault fault;
+    size_t at;        /* the byte of the text where it was found */
+    int line, column; /* of that byte, both from 1; the column in bytes */
+    char text[96];    /* what was wrong, in English */
+} jf_json_read_error;
+/* The value json_loadb(text, len, flags, NULL) builds (flags: 0,
+ * JSON_REJECT_DUPLICATES, JSON_DECODE_ANY), refused where it refuses, and
+ * also when containers nest deeper than JF_JSON_DECODE_DEPTH_MAX.  NULL
+ * with *e saying why, including an allocation that failed (the partial
+ * tree is freed).  *depth (when not NULL) is the nesting of the deepest
+ * container read: 0 for a scalar, 1 for {} or [1].  The caller owns the
+ * tree.  Never reads outside text[0..len). */
+json_t *jf_json_read(const char *text, size_t len, size_t flags, int *depth, jf_json_read_error *e);
+
 /* --- json.c: strict decoding and encoding --- */
 /* Parses a request body strictly (duplicate keys refused, depth and size
- * bounded).  JF_ERR_NOMEM when any allocation failed during the parse, even
- * one jansson ignored; a body is never parsed into a shortened token, and a
- * failed allocation never aborts the process (json.c, the parse reserve). */
+ * bounded; jsonr.c).  JF_ERR_NOMEM when any allocation failed during the
+ * parse. */
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out);
 /* jf_json_loads_whole (jifen.h) parses the text the engine stored (rules,
  * tier configurations, tags, metadata) the same way, and notes a failed
@@ -333,6 +356,11 @@ json_t *jf_json_time_value(int64_t ms);            /* RFC 3339 string or null wh
 json_t *jf_json_text(const char *s);               /* string or null */
 char *jf_json_dump(json_t *v, size_t *len);        /* jsonw.c: compact, malloc'd */
 char *jf_json_dump_sorted(json_t *v, size_t *len); /* the same, keys in byte order */
+/* UTF-8 as jansson checks it (jsonw.c; the writer's and the reader's):
+ * the bytes of a sequence that starts with c, 0 for a byte no sequence
+ * starts with; whether the n bytes at s are one code point jansson takes. */
+size_t jf_json_utf8_first(unsigned char c);
+bool jf_json_utf8_full(const unsigned char *s, size_t n);
 /* JSON text written piece by piece, in the bytes jf_json_dump writes for the
  * same tree (jsonw.c): a reply rendered from the writer's own structs needs
  * no tree.  Zero-initialised; jf_jt_take hands the text over (NULL when

@@ -1403,10 +1403,10 @@ static void *sched_main(void *arg)
 
 /* Runs op for the tenant and appends its answer to the report as the
  * value of key (none when key is NULL).  The answer is the engine's own
- * JSON text, appended as it is: parsing it again would meet jansson 2.14's
- * lexer, which on a failed allocation drops a byte and may then abort or
- * read past its buffer (akheron/jansson#362; test_faults' test_maintenance
- * found it). */
+ * JSON text, appended as it is, not parsed again (when it was, jansson
+ * 2.14's lexer could abort the process on a failed allocation,
+ * akheron/jansson#362, which test_faults' test_maintenance found; bodies
+ * and stored text are now read by jsonr.c). */
 static jf_err maintenance_step(jf_engine *eng, jf_op op, int64_t tenant, jf_jtext *b,
                                const char *key)
 {

@@ -1,9 +1,9 @@
 /*
  * Strict JSON decoding of request bodies and small encoding helpers.
  *
- * Bodies are parsed by jansson with duplicate keys rejected; then each
- * handler names the fields it accepts, so an unknown or misspelt field is a
- * 400 rather than silently ignored.  Integers are checked against the points
+ * Bodies are parsed (jsonr.c, into jansson's values) with duplicate keys
+ * rejected; then each handler names the fields it accepts, so an unknown or
+ * misspelt field is a 400 rather than silently ignored.  Integers are checked against the points
  * range (±(2^53−1)) before any handler-specific bound.
  */
 #include <pthread.h>
@@ -15,148 +15,42 @@
 #include "tz.h"
 
 /* Whether one of jansson's allocations failed on this thread since the last
- * reset (jf_json_alloc_reset, as a command starts).  Its lexer reports some
- * such failures as a syntax error ("string or '}' expected"), which must not
- * reach a client as invalid_json when the body was sound, and hides others
- * (jf_json_parse_body); and a tree built with a failed json_string() or
- * json_object_set_new() silently lacks a field, which a stored version or a
- * reply must not (ctx_finish). */
+ * reset (jf_json_alloc_reset, as a command starts).  A tree built with a
+ * failed json_string() or json_object_set_new() silently lacks a field,
+ * which a stored version or a reply must not (ctx_finish), and json_dumps
+ * may still return text with a key left out (jf_json_dumps_whole). */
 static _Thread_local bool json_alloc_failed;
-
-/*
- * The parse reserve.  jansson 2.14's lexer ignores a failed growth of its
- * token buffer and drops the byte it was saving (akheron/jansson#362, open
- * since 2017; the fix, #747, is not merged, and Debian 12 ships 2.14).  When
- * that byte is a string's closing quote, or one it later takes back, the
- * lexer reads past the buffer or fails an assertion and aborts the process
- * (tests/unit/test_json_faults.c reproduces both).  So while this thread
- * parses (json_parse), an allocation that malloc refuses is served from a
- * block set aside before the parse instead, and noted as failed: the lexer
- * never loses a byte, and the parse's result is thrown away all the same
- * (out_of_memory).  After such a failure the parse is fed no more input
- * (parse_feed), so what it still allocates is bounded: the rest of the token
- * being read, which the buffer's growth by doubling keeps within twice the
- * text, and the values of the bytes already fed.  Blocks from the reserve
- * are never freed one by one; the reserve empties once all are.  It is kept
- * per thread, grown to the largest text the thread parsed, and freed with
- * the thread.  There is no packaged parser of our own to switch to, and
- * the bug is in jansson's lexer, not in how it is called.
- */
-typedef struct json_reserve {
-    unsigned char *base;
-    size_t cap, used, live;
-    bool on; /* a parse runs on this thread */
-} json_reserve;
-
-static _Thread_local json_reserve reserve;
-static pthread_key_t reserve_key;
-
-static void reserve_release(void *p)
-{
-    free(p);
-}
 
 static void *json_alloc(size_t n)
 {
     void *p = malloc(n);
-    if (p != NULL)
-        return p;
-    json_alloc_failed = true;
-    size_t need = (n + 15) & ~(size_t)15;
-    if (!reserve.on || reserve.base == NULL || need > reserve.cap - reserve.used)
-        return NULL;
-    p = reserve.base + reserve.used;
-    reserve.used += need;
-    reserve.live++;
+    if (p == NULL)
+        json_alloc_failed = true;
     return p;
 }
 
-static void json_free(void *p)
-{
-    unsigned char *b = p;
-    if (reserve.base == NULL || b < reserve.base || b >= reserve.base + reserve.cap) {
-        free(p);
-        return;
-    }
-    if (--reserve.live == 0)
-        reserve.used = 0;
-}
-
-static bool reserve_keyed;
-
 static void json_hooks_install(void)
 {
-    json_set_alloc_funcs(json_alloc, json_free);
-    reserve_keyed = pthread_key_create(&reserve_key, reserve_release) == 0;
+    json_set_alloc_funcs(json_alloc, free);
 }
 
-/* Makes the reserve hold at least the parse of len bytes needs; false when
- * it cannot (then the parse must not run: malloc is failing already). */
-static bool reserve_ready(size_t len)
+/* Parses text (len bytes) by jsonr.c; NULL and *failed when an allocation
+ * failed on the way (the tree, had there been one, is freed), NULL with the
+ * fault in *e when the text is not JSON. */
+static json_t *json_parse(const char *text, size_t len, size_t flags, jf_json_read_error *e,
+                          int *depth, bool *failed)
 {
-    size_t need = 2 * len + JF_JSON_RESERVE_SLACK_BYTES;
-    if (reserve.cap >= need)
-        return true;
-    unsigned char *p = malloc(need);
-    if (p == NULL) {
-        json_alloc_failed = true;
-        return false;
-    }
-    free(reserve.base);
-    reserve = (json_reserve){.base = p, .cap = need};
-    /* Freed with the thread (the key's destructor). */
-    if (reserve_keyed)
-        pthread_setspecific(reserve_key, p);
-    return true;
-}
-
-/* What json_parse feeds jansson: the text, in chunks, until a failure. */
-typedef struct parse_feed {
-    const char *text;
-    size_t len, at;
-} parse_feed;
-
-static size_t parse_feed_get(void *buf, size_t cap, void *arg)
-{
-    parse_feed *f = arg;
-    if (json_alloc_failed)
-        return (size_t)-1; /* stop reading: the parse is lost anyway */
-    size_t n = f->len - f->at < cap ? f->len - f->at : cap;
-    memcpy(buf, f->text + f->at, n);
-    f->at += n;
-    return n;
-}
-
-/* Parses text (len bytes) with the reserve; NULL and *failed when an
- * allocation failed on the way (the tree, had there been one, is freed),
- * NULL with the error in *e when the text is not JSON. */
-static json_t *json_parse(const char *text, size_t len, size_t flags, json_error_t *e, bool *failed)
-{
-    /* The hooks and the reserve's key, in a process that has not opened an
-     * engine yet (a unit test, the CLI). */
+    /* The hooks, in a process that has not opened an engine yet (a unit
+     * test, the CLI). */
     jf_json_init();
     bool failed_before = json_alloc_failed;
     json_alloc_failed = false;
-    json_t *v = NULL;
-    if (reserve_ready(len)) {
-        parse_feed f = {.text = text, .len = len};
-        reserve.on = true;
-        v = json_load_callback(parse_feed_get, &f, flags, e);
-        reserve.on = false;
-    }
-    *failed = json_alloc_failed;
+    json_t *v = jf_json_read(text, len, flags, depth, e);
+    *failed = json_alloc_failed || e->fault == JF_JSON_FAULT_NOMEM;
     json_alloc_failed = failed_before || *failed;
     if (*failed) {
-        /* Even a parse that succeeded may hold a shortened token: the
-         * failure may have been one jansson ignores. */
         json_decref(v);
         v = NULL;
-    }
-    /* Every block of the reserve went back with the parse's buffers and the
-     * tree: a parse that used it frees everything it made. */
-    if (reserve.live != 0) {
-        fprintf(stderr, "jifen: a JSON parse kept %zu reserve blocks\n", reserve.live);
-        abort();
     }
     return v;
 }
@@ -182,32 +76,6 @@ void jf_json_init(void)
     pthread_once(&once, json_hooks_install);
 }
 
-static int json_depth(json_t *v)
-{
-    int max = 0;
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *c;
-        json_object_foreach(v, k, c)
-        {
-            int d = json_depth(c);
-            max = d > max ? d : max;
-        }
-        return max + 1;
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *c;
-        json_array_foreach(v, i, c)
-        {
-            int d = json_depth(c);
-            max = d > max ? d : max;
-        }
-        return max + 1;
-    }
-    return 0;
-}
-
 char *jf_json_dumps_whole(const json_t *v, size_t flags)
 {
     bool failed_before = json_alloc_failed;
@@ -224,34 +92,32 @@ char *jf_json_dumps_whole(const json_t *v, size_t flags)
 
 json_t *jf_json_loads_whole(const char *text, size_t flags)
 {
-    json_error_t e;
+    jf_json_read_error e;
     bool failed;
-    return text ? json_parse(text, strlen(text), flags, &e, &failed) : NULL;
+    return text ? json_parse(text, strlen(text), flags, &e, NULL, &failed) : NULL;
 }
 
 jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **out)
 {
-    json_error_t e;
+    jf_json_read_error e;
     *out = NULL;
     bool bulk = ctx->op == JF_OP_BATCH || ctx->op == JF_OP_TIER_IMPORT;
     if (len > (bulk ? JF_BATCH_BODY_BYTES_MAX : JF_BODY_BYTES_MAX))
         return JF_ERR_PAYLOAD_TOO_LARGE;
     bool failed;
-    json_t *v = json_parse(text, len, JSON_REJECT_DUPLICATES, &e, &failed);
+    int depth = 0;
+    json_t *v = json_parse(text, len, JSON_REJECT_DUPLICATES, &e, &depth, &failed);
     if (failed)
         return JF_ERR_NOMEM;
-    if (v == NULL) {
-        if (json_error_code(&e) == json_error_out_of_memory)
-            return JF_ERR_NOMEM;
-        if (strstr(e.text, "duplicate"))
-            return jf_fail(ctx, JF_ERR_DUPLICATE_FIELD, "%s", e.text);
-        if (strstr(e.text, "too big"))
-            return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "%s", e.text);
+    if (v == NULL && e.fault == JF_JSON_FAULT_DUPLICATE)
+        return jf_fail(ctx, JF_ERR_DUPLICATE_FIELD, "%s", e.text);
+    if (v == NULL && e.fault == JF_JSON_FAULT_TOO_BIG)
+        return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "%s", e.text);
+    if (v == NULL && e.fault != JF_JSON_FAULT_DEPTH)
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "%s at line %d column %d", e.text, e.line,
                        e.column);
-    }
-    if (!json_is_object(v) ||
-        json_depth(v) > JF_JSON_DEPTH_MAX + (ctx->op == JF_OP_BATCH ? 3 : 0)) {
+    if (v == NULL || !json_is_object(v) ||
+        depth > JF_JSON_DEPTH_MAX + (ctx->op == JF_OP_BATCH ? 3 : 0)) {
         json_decref(v);
         return jf_fail(ctx, JF_ERR_INVALID_JSON, "The body must be a JSON object of depth <= %d.",
                        JF_JSON_DEPTH_MAX);

@@ -115,7 +115,7 @@ static void jw_escaped(jsonw_buf *b, const char *s, size_t n)
 /* The bytes of a UTF-8 sequence that starts with c (jansson's
  * utf8_check_first): 0 for a continuation byte, an overlong lead (0xC0,
  * 0xC1) or a lead past U+10FFFF (0xF5 and up). */
-static size_t jw_utf8_first(unsigned char c)
+size_t jf_json_utf8_first(unsigned char c)
 {
     if (c < 0x80)
         return 1;
@@ -131,7 +131,7 @@ static size_t jw_utf8_first(unsigned char c)
 /* Whether the n-byte sequence at s is one code point as jansson accepts it
  * (utf8_check_full): continuation bytes, no overlong form, no surrogate
  * half, nothing past U+10FFFF. */
-static bool jw_utf8_full(const unsigned char *s, size_t n)
+bool jf_json_utf8_full(const unsigned char *s, size_t n)
 {
     static const unsigned char lead_mask[] = {0, 0, 0x1F, 0x0F, 0x07};
     static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
@@ -156,8 +156,8 @@ static bool jw_is_utf8(const char *s, size_t n)
             i++;
             continue;
         }
-        size_t k = jw_utf8_first(u[i]);
-        if (k == 0 || k > n - i || !jw_utf8_full(u + i, k))
+        size_t k = jf_json_utf8_first(u[i]);
+        if (k == 0 || k > n - i || !jf_json_utf8_full(u + i, k))
             return false;
         i += k;
     }

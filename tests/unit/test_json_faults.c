@@ -5,11 +5,15 @@
  * and nothing, or, when no failure reached it, the same tree as without
  * any.  It never aborts and never reads past its buffers (the ASan build).
  *
- * What it guards: jansson 2.14's lexer drops a byte when growing its token
- * buffer fails (akheron/jansson#362), and when that byte is a string's
- * closing quote it reads past the buffer and aborts (json.c, the reserve).
- * The bodies below put a closing quote, an escape and a number's last digit
- * at each of the buffer's growth points (16, 32, 64, ... bytes of a token).
+ * Every body and stored text is read by src/core/jsonr.c, whose scratch
+ * buffer (an escaped string's bytes, a real's text) and whose jansson values
+ * are allocated as it goes: a failure at any of them must come back as
+ * out_of_memory with the partial tree freed.  The bodies below were made
+ * for jansson 2.14's lexer, which jsonr.c replaced: it dropped a byte when
+ * growing its token buffer failed (akheron/jansson#362) and then read past
+ * the buffer and aborted; they put a closing quote, an escape and a
+ * number's last digit at each of that buffer's growth points (16, 32, 64,
+ * ... bytes of a token), and serve the reader as well.
  */
 #include <setjmp.h>
 #include <stdarg.h>
