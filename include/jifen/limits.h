@@ -151,6 +151,10 @@ _Static_assert(JF_JSON_DECODE_DEPTH_MAX >= JF_JSON_DEPTH_MAX + 3,
 /* Sets of live rules the writer keeps (wcache.c): one per tenant, trigger,
  * event and drafts flag; a power of two. */
 #define JF_WCACHE_LIVE 64
+/* Tenants whose current tier configuration the writer keeps filled
+ * (wcache.c), one slot each by hash (about 1.2 KB a slot); a miss reads the
+ * row and fills it again. */
+#define JF_WCACHE_TIERS 64
 
 /* Commands waiting for the writer.  Beyond this, a request is answered 429
  * instead of queueing without bound. */

@@ -598,6 +598,19 @@ void jf_wcache_live_put(jf_wcache *c, int64_t tenant, const char *trigger, const
 /* A rule or a campaign was written: every kept set is forgotten, and none is
  * kept or served again before the next batch.  c may be NULL. */
 void jf_wcache_live_changed(jf_wcache *c);
+/* The tenant's current tier configuration as tiers.c filled it in the
+ * program's time zone tz: true with a copy in *cfg (its body a new
+ * reference, for jf_tier_config_free) and *found, which is false for a
+ * tenant without one; false when none is kept.  c may be NULL. */
+struct jf_tier_config;
+bool jf_wcache_tiers_get(jf_wcache *c, int64_t tenant, const char *tz, struct jf_tier_config *cfg,
+                         bool *found);
+/* Keeps a copy of cfg (when found) as the tenant's, filled in zone tz. */
+void jf_wcache_tiers_put(jf_wcache *c, int64_t tenant, const char *tz,
+                         const struct jf_tier_config *cfg, bool found);
+/* A tier configuration was written: every kept one is forgotten, and none is
+ * kept or served again before the next batch.  c may be NULL. */
+void jf_wcache_tiers_changed(jf_wcache *c);
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 
 /* --- auth.c --- */

@@ -15,7 +15,9 @@
  * about 23,000 of its writer's 335,000 instructions the second time
  * (docs/PERFORMANCE-HISTORY.md, "Since commit 762cf30").  The configuration
  * changes only by tiers_ops.c's config_put and a member's tier only by
- * jf_tier_record, which clear what they change. */
+ * jf_tier_record, which clear what they change.  Between commands the
+ * writer keeps the configuration too (wcache.c), so a command's first load
+ * reads no row either. */
 struct jf_tier_memo {
     bool cfg_known, cfg_found;
     jf_tier_config cfg; /* holds a reference to cfg.body when found */
@@ -49,10 +51,11 @@ void jf_tier_memo_clear(jf_ctx *ctx)
     ctx->tier_memo = NULL;
 }
 
-void jf_tier_memo_config_changed(jf_ctx *ctx)
+void jf_tier_config_changed(jf_ctx *ctx)
 {
     if (ctx->tier_memo)
         memo_forget_config(ctx->tier_memo);
+    jf_wcache_tiers_changed(jf_ctx_wcache(ctx));
 }
 
 /* ---- configuration ---- */
@@ -321,8 +324,19 @@ static void config_fill(jf_tier_config *cfg)
 }
 
 /* The configuration as config_load read it, from the memo when this
- * command read it before. */
+ * command read it before, else from what the writer keeps. */
 static jf_err config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found);
+
+static jf_err config_load_kept(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
+{
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    if (jf_wcache_tiers_get(wc, ctx->auth->tenant, ctx->prog.timezone, cfg, found))
+        return JF_OK;
+    jf_err err = config_load(ctx, cfg, found);
+    if (err == JF_OK)
+        jf_wcache_tiers_put(wc, ctx->auth->tenant, ctx->prog.timezone, cfg, *found);
+    return err;
+}
 
 jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
 {
@@ -337,7 +351,7 @@ jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found)
         json_incref(cfg->body);
         return JF_OK;
     }
-    jf_err err = config_load(ctx, cfg, found);
+    jf_err err = config_load_kept(ctx, cfg, found);
     if (err == JF_OK && m) {
         m->cfg_known = true;
         m->cfg_found = *found;
@@ -409,7 +423,7 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
     if (st == NULL)
         return JF_ERR_IO;
     memset(out, 0, sizeof(*out));
-    jf_err err = jf_fail(ctx, JF_ERR_NOT_FOUND, "No member '%s'.", member_id);
+    jf_err err = JF_ERR_NOT_FOUND;
     if (jf_db_step(st) == SQLITE_ROW) {
         jf_str_copy(out->code, sizeof out->code, jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
         out->since = jf_db_int_or(st, 1, -1);
@@ -419,7 +433,9 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
         err = JF_OK;
     }
     sqlite3_reset(st);
-    if (err == JF_OK && m && strlen(member_id) < sizeof(m->member_id)) {
+    if (err != JF_OK)
+        return jf_fail(ctx, err, "No member '%s'.", member_id);
+    if (m && strlen(member_id) < sizeof(m->member_id)) {
         memcpy(m->member_id, member_id, strlen(member_id) + 1);
         m->member = *out;
         m->member_known = true;

@@ -52,9 +52,12 @@ jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found);
 void jf_tier_config_free(jf_tier_config *cfg);
 /* Forgets what the command read of tiers (jf_tier_config_load and
  * jf_member_tier_load keep it for the rest of the command): every command
- * at its end, and after it changes the configuration. */
+ * at its end. */
 void jf_tier_memo_clear(jf_ctx *ctx);
-void jf_tier_memo_config_changed(jf_ctx *ctx);
+/* The command wrote a configuration: forgets the one its memo and the
+ * writer's cache (wcache.c) hold, and the writer keeps none before the
+ * batch ends. */
+void jf_tier_config_changed(jf_ctx *ctx);
 /* Index of code in cfg, -1 when absent (or code NULL). */
 int jf_tier_index(const jf_tier_config *cfg, const char *code);
 

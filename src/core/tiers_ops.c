@@ -87,7 +87,7 @@ static jf_err config_put(jf_ctx *ctx)
                       " VALUES(?,?,?,?,?)",
                       "IIssI", ctx->auth->tenant, version + 1, text, ctx->auth->actor, ctx->now_ms);
     free(text);
-    jf_tier_memo_config_changed(ctx);
+    jf_tier_config_changed(ctx);
     return err == JF_OK ? config_get(ctx) : err;
 }
 

@@ -42,6 +42,15 @@
  * campaign forgets them all, and none is kept or served until its batch
  * ends, so what is kept is committed state; any rollback forgets them too.
  *
+ * Tier configurations.  Every order earn of a tenant with tiers read its
+ * current configuration's row and filled its tiers from the body (a query
+ * and 37 lookups in it, about 13,000 instructions; twice before the
+ * command's memo, tiers.c), though it only changes when a new version is
+ * written.  The writer keeps each tenant's as filled, with the program's
+ * time zone it was filled in (a program whose zone changed misses).  A
+ * write of a configuration forgets them all and keeps none before its
+ * batch ends, as for live rules; any rollback forgets them too.
+ *
  * Another process may write the database between batches (the CLI): each
  * batch starts with SQLite's data version, and a change empties the table
  * and forgets the bounds and bodies.  Only the writer thread touches this.
@@ -50,6 +59,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "tiers.h"
 
 typedef struct member_slot {
     uint64_t gen; /* valid when equal to the table's generation */
@@ -73,6 +83,13 @@ typedef struct live_slot {
     jf_live_rule rows[JF_RULES_ACTIVE_MAX];
 } live_slot;
 
+typedef struct tiers_slot {
+    int64_t tenant; /* 0 when free */
+    bool found;     /* false: the tenant has no configuration */
+    char tz[JF_TIMEZONE_LEN_MAX + 1];
+    jf_tier_config cfg; /* when found; its body a reference of the table's own */
+} tiers_slot;
+
 typedef struct tenant_slot {
     int64_t tenant; /* 0 when free */
     bool known;
@@ -95,14 +112,17 @@ struct jf_wcache {
     bool bypass; /* the dirty set overflowed: no lookups until the batch ends */
     tenant_slot tenants[JF_WCACHE_TENANTS];
     body_slot bodies[JF_WCACHE_BODIES];
-    live_slot *live;        /* JF_WCACHE_LIVE slots */
-    uint64_t live_bypassed; /* the batch that wrote a rule or campaign */
+    live_slot *live;         /* JF_WCACHE_LIVE slots */
+    uint64_t live_bypassed;  /* the batch that wrote a rule or campaign */
+    tiers_slot *tiers;       /* JF_WCACHE_TIERS slots */
+    uint64_t tiers_bypassed; /* the batch that wrote a tier configuration */
 };
 
 _Static_assert((JF_WCACHE_MEMBERS & (JF_WCACHE_MEMBERS - 1)) == 0, "slots are a power of two");
 _Static_assert((JF_WCACHE_TENANTS & (JF_WCACHE_TENANTS - 1)) == 0, "slots are a power of two");
 _Static_assert((JF_WCACHE_BODIES & (JF_WCACHE_BODIES - 1)) == 0, "slots are a power of two");
 _Static_assert((JF_WCACHE_LIVE & (JF_WCACHE_LIVE - 1)) == 0, "slots are a power of two");
+_Static_assert((JF_WCACHE_TIERS & (JF_WCACHE_TIERS - 1)) == 0, "slots are a power of two");
 
 jf_wcache *jf_wcache_new(void)
 {
@@ -111,9 +131,11 @@ jf_wcache *jf_wcache_new(void)
         return NULL;
     c->members = calloc(JF_WCACHE_MEMBERS, sizeof(*c->members));
     c->live = calloc(JF_WCACHE_LIVE, sizeof(*c->live));
-    if (c->members == NULL || c->live == NULL) {
+    c->tiers = calloc(JF_WCACHE_TIERS, sizeof(*c->tiers));
+    if (c->members == NULL || c->live == NULL || c->tiers == NULL) {
         free(c->members);
         free(c->live);
+        free(c->tiers);
         free(c);
         return NULL;
     }
@@ -130,6 +152,16 @@ static void forget_bodies(jf_wcache *c)
     }
 }
 
+static void forget_tiers(jf_wcache *c)
+{
+    for (int i = 0; i < JF_WCACHE_TIERS; i++) {
+        tiers_slot *t = &c->tiers[i];
+        if (t->tenant != 0 && t->found)
+            jf_tier_config_free(&t->cfg);
+        t->tenant = 0;
+    }
+}
+
 static void forget_live(jf_wcache *c)
 {
     for (int i = 0; i < JF_WCACHE_LIVE; i++)
@@ -141,8 +173,10 @@ void jf_wcache_free(jf_wcache *c)
     if (c == NULL)
         return;
     forget_bodies(c);
+    forget_tiers(c);
     free(c->members);
     free(c->live);
+    free(c->tiers);
     free(c);
 }
 
@@ -167,6 +201,7 @@ void jf_wcache_batch_begin(jf_wcache *c, int64_t data_version)
         forget_bounds(c);
         forget_bodies(c);
         forget_live(c);
+        forget_tiers(c);
         c->data_version = data_version;
     }
 }
@@ -190,6 +225,7 @@ void jf_wcache_rollback(jf_wcache *c)
     forget_bounds(c);
     forget_bodies(c);
     forget_live(c);
+    forget_tiers(c);
 }
 
 /* The dirty set's slot for (tenant, id), whose member_hash is h: where it
@@ -429,4 +465,53 @@ void jf_wcache_live_changed(jf_wcache *c)
         return;
     forget_live(c);
     c->live_bypassed = c->batch;
+}
+
+/* The slot of a tenant's tier configuration; NULL while not kept. */
+static tiers_slot *tiers_find(jf_wcache *c, int64_t tenant)
+{
+    if (c == NULL || c->tiers_bypassed == c->batch)
+        return NULL;
+    uint64_t h = jf_hash_str(JF_HASH_STR_SEED ^ (uint64_t)tenant, "tiers");
+    return &c->tiers[h & (JF_WCACHE_TIERS - 1)];
+}
+
+bool jf_wcache_tiers_get(jf_wcache *c, int64_t tenant, const char *tz, jf_tier_config *cfg,
+                         bool *found)
+{
+    const tiers_slot *t = tiers_find(c, tenant);
+    if (t == NULL || t->tenant != tenant || strcmp(t->tz, tz) != 0)
+        return false;
+    *found = t->found;
+    memset(cfg, 0, sizeof(*cfg));
+    if (t->found) {
+        *cfg = t->cfg;
+        json_incref(cfg->body);
+    }
+    return true;
+}
+
+void jf_wcache_tiers_put(jf_wcache *c, int64_t tenant, const char *tz, const jf_tier_config *cfg,
+                         bool found)
+{
+    tiers_slot *t = tiers_find(c, tenant);
+    if (t == NULL || strlen(tz) >= sizeof t->tz)
+        return;
+    if (t->tenant != 0 && t->found)
+        jf_tier_config_free(&t->cfg);
+    t->tenant = tenant;
+    t->found = found;
+    jf_str_copy(t->tz, sizeof t->tz, tz);
+    if (found) {
+        t->cfg = *cfg;
+        json_incref(t->cfg.body);
+    }
+}
+
+void jf_wcache_tiers_changed(jf_wcache *c)
+{
+    if (c == NULL)
+        return;
+    forget_tiers(c);
+    c->tiers_bypassed = c->batch;
 }

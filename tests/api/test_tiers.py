@@ -755,6 +755,22 @@ class CalendarYearTests(TierTestCase):
         self.assertEqual(self.growth(e), {"window": 50, "lifetime": 150})
         self.assertTimeEq(self.view(e)["window"]["from"], new_year, "e's window from")
 
+    def test_a_new_zone_moves_the_next_evaluation(self):
+        """The writer keeps the filled configuration between requests
+        (wcache.c): after the program's zone changes, an upgrade is
+        scheduled at the new zone's new year, not the old one's."""
+        H.program_patch(self.c, {"timezone": "Asia/Shanghai"})
+        self.put_tiers(tiers_body(window={"type": "calendar_year"}, evaluation="period_end"))
+        a, b = self.member(), self.member()
+        self.earn(a, points=1, growth=1000)  # gold, its configuration kept
+        self.assertTimeEq(self.view(a)["next_evaluation_at"],
+                          H.parse_time("2028-12-31T16:00:00Z"), "a's (+08:00)")
+        H.program_patch(self.c, {"timezone": "America/New_York"})
+        self.earn(b, points=1, growth=1000)
+        self.assertEqual(self.tier(b), "gold")
+        self.assertTimeEq(self.view(b)["next_evaluation_at"],
+                          H.parse_time("2029-01-01T05:00:00Z"), "b's (-05:00)")
+
 
 # ================================================================ 6. manual tiers
 

@@ -6,7 +6,10 @@
  * (a new data version) empties it; hold bounds are lowered by new holds,
  * read again at most once per batch when passed, and forgotten on rollback;
  * parsed bodies are served by their exact key and forgotten on a rollback or
- * another process's write.
+ * another process's write; live rules and tier configurations are forgotten
+ * when one is written (and not kept again in that batch), on a rollback and
+ * on another process's write, and a configuration filled in another time
+ * zone is not served.
  * The engine-level checks (a frozen member, debt, an overdue hold seen by
  * the next write) are in tests/api.
  */
@@ -20,6 +23,7 @@
 #include <cmocka.h>
 
 #include "core.h"
+#include "tiers.h"
 
 static jf_member member(const char *id, int64_t debt)
 {
@@ -322,6 +326,59 @@ static void test_live_rules(void **state)
     jf_wcache_free(c);
 }
 
+/* A tenant's tier configuration: a copy with its own reference to the
+ * body, by tenant and the program's zone. */
+static void test_tier_configs(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    assert_non_null(c);
+    jf_tier_config cfg = {.version = 3, .n = 2, .body = json_pack("{s:i}", "v", 3)};
+    jf_tier_config got;
+    bool found = false;
+    assert_non_null(cfg.body);
+    jf_wcache_batch_begin(c, 1);
+    assert_false(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    jf_wcache_tiers_put(c, 1, "Asia/Shanghai", &cfg, true);
+    assert_int_equal(cfg.body->refcount, 2);
+    assert_true(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    assert_true(found);
+    assert_int_equal(got.version, 3);
+    assert_int_equal(got.n, 2);
+    assert_ptr_equal(got.body, cfg.body);
+    assert_int_equal(cfg.body->refcount, 3);
+    jf_tier_config_free(&got);
+    assert_false(jf_wcache_tiers_get(c, 1, "UTC", &got, &found));
+    assert_false(jf_wcache_tiers_get(c, 2, "Asia/Shanghai", &got, &found));
+    assert_false(jf_wcache_tiers_get(NULL, 1, "Asia/Shanghai", &got, &found));
+    jf_wcache_tiers_put(c, 2, "UTC", NULL, false); /* a tenant without one */
+    assert_true(jf_wcache_tiers_get(c, 2, "UTC", &got, &found));
+    assert_false(found);
+    assert_null(got.body);
+    /* A configuration written: none served or kept before the batch ends. */
+    jf_wcache_tiers_changed(c);
+    assert_int_equal(cfg.body->refcount, 1);
+    assert_false(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    jf_wcache_tiers_put(c, 1, "Asia/Shanghai", &cfg, true);
+    assert_false(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 1);
+    jf_wcache_tiers_put(c, 1, "Asia/Shanghai", &cfg, true);
+    assert_true(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    jf_tier_config_free(&got);
+    jf_wcache_rollback(c);
+    assert_false(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    jf_wcache_tiers_put(c, 1, "Asia/Shanghai", &cfg, true);
+    jf_wcache_batch_end(c);
+    jf_wcache_batch_begin(c, 2); /* another process wrote */
+    assert_false(jf_wcache_tiers_get(c, 1, "Asia/Shanghai", &got, &found));
+    assert_int_equal(cfg.body->refcount, 1);
+    jf_wcache_tiers_put(c, 1, "Asia/Shanghai", &cfg, true);
+    jf_wcache_free(c); /* lets its reference go */
+    assert_int_equal(cfg.body->refcount, 1);
+    jf_tier_config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_untracked_tenant_has_no_bound),
         cmocka_unit_test(test_bodies),
         cmocka_unit_test(test_live_rules),
+        cmocka_unit_test(test_tier_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
