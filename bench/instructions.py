@@ -34,7 +34,8 @@ init`'s sample rules active and three tiers on growth), the last for
 jf_writer_apply and MHD_run only.
 
 Usage: python3 bench/instructions.py [--jifen-bin build/jifen] [--members N]
-           [--earns N] [--batches N] [--out FILE] [--keep DIR]
+           [--earns N] [--batches N] [--order-lines N] [--only WORKLOAD]
+           [--out FILE] [--keep DIR]
 `make bench-instructions` runs it with the defaults (about three minutes).
 Instruction counts are not time: cache misses, the kernel and the other
 threads are not in them.  Report them beside timed runs, not instead.
@@ -77,11 +78,21 @@ def parse_args(argv):
     ap.add_argument("--earns", type=int, default=3000, help="earns counted (16 connections)")
     ap.add_argument("--batches", type=int, default=5,
                     help="batches of 1,000 earns counted (2 connections)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "instructions.json"))
+    ap.add_argument("--order-lines", type=int, default=2,
+                    help="lines of each order earn (W8's is 2); another count writes its own "
+                         "file unless --out names one")
+    ap.add_argument("--only", choices=("earn", "batch1000", "orders"),
+                    help="count this workload's runs alone")
+    ap.add_argument("--out")
     ap.add_argument("--keep", metavar="DIR",
                     help="keep each run's callgrind output as DIR/FUNCTION-WORKLOAD.out "
                          "(for callgrind_annotate --inclusive=yes)")
-    return ap.parse_args(argv)
+    cfg = ap.parse_args(argv)
+    if cfg.out is None:
+        name = "instructions.json" if cfg.order_lines == 2 else \
+            f"instructions-{cfg.order_lines}-lines.json"
+        cfg.out = os.path.join(HERE, "results", name)
+    return cfg
 
 
 def callgrind_total(text):
@@ -203,15 +214,21 @@ def main(argv):
         {"name": "earn", "args": ["--workload", "earn", "--conns", 16, "--count", cfg.earns]},
         {"name": "batch1000", "args": ["--workload", "batch", "--batch", 1000, "--conns", 2,
                                        "--count", cfg.batches]},
-        {"name": "orders", "rules": True, "warm": ["--orders"],
-         "args": ["--workload", "earn", "--orders", "--conns", 16, "--count", cfg.earns]},
+        {"name": "orders", "rules": True, "warm": ["--orders", "--order-lines", cfg.order_lines],
+         "args": ["--workload", "earn", "--orders", "--order-lines", cfg.order_lines,
+                  "--conns", 16, "--count", cfg.earns]},
     ]
     try:
         B.log(f"seeding {cfg.members} members, twice (plain, and W8's rules and tiers)")
-        bases = {False: build_base(cfg.jifen_bin, os.path.join(work, "plain"), cfg.members),
-                 True: build_base(cfg.jifen_bin, os.path.join(work, "rules"), cfg.members, True)}
+        runs = [r for r in RUNS if cfg.only in (None, r[1])]
+        bases = {}
+        for rules in sorted({next(w for w in workloads if w["name"] == r[1]).get("rules", False)
+                             for r in runs}):
+            bases[rules] = build_base(cfg.jifen_bin, os.path.join(work, "rules" if rules
+                                                                  else "plain"),
+                                      cfg.members, rules)
         rows = []
-        for function, wl in RUNS:
+        for function, wl in runs:
             wl = next(w for w in workloads if w["name"] == wl)
             base, key, mfile = bases[wl.get("rules", False)]
             r = counted_run(cfg.jifen_bin, base, key, mfile, work, function, wl, cfg.keep)
@@ -221,7 +238,8 @@ def main(argv):
     finally:
         B.teardown()
     doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "jifen_bin": cfg.jifen_bin, "members": cfg.members, "results": rows}
+           "jifen_bin": cfg.jifen_bin, "members": cfg.members,
+           "order_lines": cfg.order_lines, "results": rows}
     os.makedirs(os.path.dirname(cfg.out), exist_ok=True)
     with open(cfg.out, "w") as f:
         json.dump(doc, f, indent=1)

@@ -55,6 +55,9 @@
 #define CONN_ERRORS_MAX 1000
 #define DURATION_MAX_S 3600
 #define REFUSED_POINTS 1000000000000LL
+/* Lines of one --orders order at most (a till's receipt; jifen takes up to
+ * 500, JF_ORDER_LINES_MAX). */
+#define JF_LOADGEN_ORDER_LINES_MAX 100
 
 enum op { OP_EARN, OP_REDEEM, OP_TRANSFER, OP_POINTS, OP_HISTORY, OP_MEMBER, OP_BATCH, OP_HEALTHZ };
 enum workload { WL_EARN, WL_REDEEM, WL_TRANSFER, WL_READ, WL_SEED, WL_BATCH, WL_HEALTHZ };
@@ -82,7 +85,7 @@ typedef struct conn {
 typedef struct opts {
     const char *host, *proto, *workload, *members_file, *api_key, *prefix, *out_file;
     const char *expires_at, *sha_earn, *sha_redeem, *sha_transfer, *timeline_file;
-    int port, conns, hot, batch, points;
+    int port, conns, hot, batch, points, order_lines;
     double duration_s, warmup_s, rate;
     uint64_t nmembers, count, max_requests, seed;
     bool sequential, random_keys, orders;
@@ -268,18 +271,35 @@ static void http_request(conn *c, const char *method, const char *path, const ch
         out_printf(c, "\r\n");
 }
 
+/* Bytes an order's body takes at most: its head and each line's. */
+#define ORDER_HEAD_BYTES 256
+#define ORDER_LINE_BYTES 96
+
 /* --orders: the body of an earn computed by the tenant's rules from an order
- * of two lines (a drink and a food line, 10.00-209.99 CNY in all), whose id
- * is the request's idempotency key (an order earns once). */
+ * of --order-lines lines (2 by default: a drink and a food line, 10.00-209.99
+ * CNY in all; more alternate the two), whose id is the request's idempotency
+ * key (an order earns once).  n is at least order_bytes(). */
 static int order_body(char *out, size_t n, const char *key)
 {
-    unsigned drink = 1000 + rnd_below(10000), food = rnd_below(10000);
-    return snprintf(out, n,
-                    "{\"order\": {\"id\": \"%s\", \"amount\": %u, \"currency\": \"CNY\", "
-                    "\"channel\": \"pos\", \"lines\": [{\"sku\": \"TEA\", \"category\": "
-                    "\"drinks\", \"amount\": %u, \"quantity\": 1}, {\"sku\": \"CAKE\", "
-                    "\"category\": \"food\", \"amount\": %u}]}}",
-                    key, drink + food, drink, food);
+    unsigned amount[JF_LOADGEN_ORDER_LINES_MAX], total = 0;
+    for (int i = 0; i < O.order_lines; i++)
+        total += amount[i] = i % 2 == 0 ? 1000 + rnd_below(10000) : rnd_below(10000);
+    int len = snprintf(out, n,
+                       "{\"order\": {\"id\": \"%s\", \"amount\": %u, \"currency\": \"CNY\", "
+                       "\"channel\": \"pos\", \"lines\": [",
+                       key, total);
+    for (int i = 0; i < O.order_lines; i++)
+        len += snprintf(out + len, n - (size_t)len,
+                        i % 2 == 0 ? "%s{\"sku\": \"TEA\", \"category\": \"drinks\", "
+                                     "\"amount\": %u, \"quantity\": 1}"
+                                   : "%s{\"sku\": \"CAKE\", \"category\": \"food\", \"amount\": %u}",
+                        i ? ", " : "", amount[i]);
+    return len + snprintf(out + len, n - (size_t)len, "]}}");
+}
+
+static size_t order_bytes(void)
+{
+    return ORDER_HEAD_BYTES + (size_t)O.order_lines * ORDER_LINE_BYTES;
 }
 
 /* POST /v1/batch: {"operations": [{"op", "id", "idempotency_key", "body"}]}; the
@@ -288,7 +308,7 @@ static void http_batch(conn *c, const reqp *r)
 {
     static char *body;
     static size_t cap;
-    size_t need = (size_t)O.batch * (O.orders ? 520 : 260) + 64, len = 0;
+    size_t need = (size_t)O.batch * (O.orders ? 260 + order_bytes() : 260) + 64, len = 0;
     if (cap < need) {
         body = realloc(body, need);
         if (!body)
@@ -327,7 +347,14 @@ static void http_batch(conn *c, const reqp *r)
 
 static void encode_http(conn *c, const reqp *r)
 {
-    char path[256], body[512];
+    static char *body;
+    static size_t cap;
+    char path[256];
+    if (body == NULL) {
+        cap = 512 + (O.orders ? order_bytes() : 0);
+        if ((body = malloc(cap)) == NULL)
+            die("out of memory");
+    }
     const char *mid = WL == WL_SEED ? NULL : MEMBER_IDS[r->m];
     int n = 0;
     switch (r->op) {
@@ -336,22 +363,22 @@ static void encode_http(conn *c, const reqp *r)
         if (O.orders) {
             char key[160];
             idem_key(key, sizeof key, r->key);
-            n = order_body(body, sizeof body, key);
+            n = order_body(body, cap, key);
         } else if (O.expires_at)
-            n = snprintf(body, sizeof body, "{\"points\": %lld, \"expires_at\": \"%s\"}",
+            n = snprintf(body, cap, "{\"points\": %lld, \"expires_at\": \"%s\"}",
                          (long long)r->pts, O.expires_at);
         else
-            n = snprintf(body, sizeof body, "{\"points\": %lld}", (long long)r->pts);
+            n = snprintf(body, cap, "{\"points\": %lld}", (long long)r->pts);
         http_request(c, "POST", path, body, (size_t)n, r, true);
         break;
     case OP_REDEEM:
         snprintf(path, sizeof path, "/v1/members/%s/redeem", mid);
-        n = snprintf(body, sizeof body, "{\"points\": %lld}", (long long)r->pts);
+        n = snprintf(body, cap, "{\"points\": %lld}", (long long)r->pts);
         http_request(c, "POST", path, body, (size_t)n, r, true);
         break;
     case OP_TRANSFER:
         snprintf(path, sizeof path, "/v1/members/%s/transfer", mid);
-        n = snprintf(body, sizeof body, "{\"to_member_id\": \"%s\", \"points\": %lld}",
+        n = snprintf(body, cap, "{\"to_member_id\": \"%s\", \"points\": %lld}",
                      MEMBER_IDS[r->m2], (long long)r->pts);
         http_request(c, "POST", path, body, (size_t)n, r, true);
         break;
@@ -364,7 +391,7 @@ static void encode_http(conn *c, const reqp *r)
         http_request(c, "GET", path, NULL, 0, r, false);
         break;
     case OP_MEMBER:
-        n = snprintf(body, sizeof body, "{\"external_id\": \"%s-%llu\"}", O.prefix,
+        n = snprintf(body, cap, "{\"external_id\": \"%s-%llu\"}", O.prefix,
                      (unsigned long long)r->key);
         http_request(c, "POST", "/v1/members", body, (size_t)n, r, false);
         break;
@@ -978,6 +1005,7 @@ static const char usage[] =
     "  [--expires-at RFC3339] [--sha-earn S --sha-redeem S --sha-transfer S]\n"
     "  [--cpu-pid PID] [--seed N] [--points N (fixed earn amount)]\n"
     "  [--orders (earn and batch: an order with lines, points by the tenant's rules)]\n"
+    "  [--order-lines N (lines per order, 1..100; default 2)]\n"
     "  [--timeline FILE (per 100 ms of the window: answered, max latency in us)]\n"
     "SIGUSR1 ends the measurement window early.\n";
 
@@ -990,6 +1018,7 @@ static void parse_args(int argc, char **argv)
                .conns = 16,
                .duration_s = -1,
                .batch = 1000,
+               .order_lines = 2,
                .max_requests = 100000000ULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1030,6 +1059,7 @@ static void parse_args(int argc, char **argv)
         N_OPT("--hot", hot, (int)strtol(v, NULL, 10));
         N_OPT("--batch", batch, (int)strtol(v, NULL, 10));
         N_OPT("--points", points, (int)strtol(v, NULL, 10));
+        N_OPT("--order-lines", order_lines, (int)strtol(v, NULL, 10));
         N_OPT("--cpu-pid", cpu_pid, (int)strtol(v, NULL, 10));
         N_OPT("--duration", duration_s, strtod(v, NULL));
         N_OPT("--warmup", warmup_s, strtod(v, NULL));
@@ -1043,6 +1073,8 @@ static void parse_args(int argc, char **argv)
     }
     if (O.port <= 0 || O.port > 65535 || O.conns < 1 || O.conns > CONNS_MAX)
         die("bad --port or --conns (1..1024)");
+    if (O.order_lines < 1 || O.order_lines > JF_LOADGEN_ORDER_LINES_MAX)
+        die("bad --order-lines (1..100)");
     /* Without --duration: 5 s, or in count mode as long as the count takes. */
     if (O.duration_s < 0)
         O.duration_s = O.count ? DURATION_MAX_S : 5;
