@@ -3,8 +3,9 @@
  *
  * Bodies are parsed (jsonr.c, into jansson's values) with duplicate keys
  * rejected; then each handler names the fields it accepts, so an unknown or
- * misspelt field is a 400 rather than silently ignored.  Integers are checked against the points
- * range (±(2^53−1)) before any handler-specific bound.
+ * misspelt field is a 400 rather than silently ignored.  Integers are
+ * checked against the points range (±(2^53−1)) before any handler-specific
+ * bound.
  */
 #include <pthread.h>
 #include <stdio.h>
