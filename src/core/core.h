@@ -437,6 +437,12 @@ jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 /* The member row's fields the writer needs.  The writer keeps them between
  * batches (wcache.c): code that writes one of these columns (or creates a
  * member) calls jf_wcache_member_dirty first. */
+/* A member's tier as stored on its row (tiers.c). */
+typedef struct jf_member_tier {
+    char code[JF_TIER_CODE_LEN_MAX + 1];    /* "" when none is stored */
+    int64_t since, eval_at, override_until; /* -1 when absent */
+    bool manual;
+} jf_member_tier;
 typedef struct jf_member {
     int64_t seq;
     char id[JF_ID_LEN_MAX];
@@ -446,6 +452,7 @@ typedef struct jf_member {
      * pending (lots.c, the pending mark; schema.c, version 23). */
     int64_t pending_until;
     char birthday[16]; /* YYYY-MM-DD, or "" when not set */
+    jf_member_tier tier;
 } jf_member;
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out);
 /* syncer.c: notes that the writer's open commit changes member_seq's entries in

@@ -17,7 +17,9 @@
 
 /* The columns the writer keeps of a member (jf_member), after `first`
  * columns of st's row. */
-#define MEMBER_KEPT_COLUMNS "seq, id, status, debt, birthday, pending_until"
+#define MEMBER_KEPT_COLUMNS                                                                        \
+    "seq, id, status, debt, birthday, pending_until, tier, tier_since, tier_eval_at,"              \
+    " tier_manual, tier_override_until"
 
 static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
 {
@@ -28,6 +30,12 @@ static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
     const char *birthday = jf_db_text(st, first + 4);
     jf_str_copy(out->birthday, sizeof(out->birthday), birthday ? birthday : "");
     out->pending_until = sqlite3_column_int64(st, first + 5);
+    const char *tier = jf_db_text(st, first + 6);
+    jf_str_copy(out->tier.code, sizeof(out->tier.code), tier ? tier : "");
+    out->tier.since = jf_db_int_or(st, first + 7, -1);
+    out->tier.eval_at = jf_db_int_or(st, first + 8, -1);
+    out->tier.manual = sqlite3_column_int64(st, first + 9) != 0;
+    out->tier.override_until = jf_db_int_or(st, first + 10, -1);
 }
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)

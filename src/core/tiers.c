@@ -416,31 +416,17 @@ jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *o
         *out = m->member;
         return JF_OK;
     }
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT tier, tier_since, tier_eval_at, tier_manual,"
-                                   " tier_override_until FROM members WHERE tenant_id=? AND id=?",
-                                   "Is", ctx->auth->tenant, member_id);
-    if (st == NULL)
-        return JF_ERR_IO;
-    memset(out, 0, sizeof(*out));
-    jf_err err = JF_ERR_NOT_FOUND;
-    if (jf_db_step(st) == SQLITE_ROW) {
-        jf_str_copy(out->code, sizeof out->code, jf_db_text(st, 0) ? jf_db_text(st, 0) : "");
-        out->since = jf_db_int_or(st, 1, -1);
-        out->eval_at = jf_db_int_or(st, 2, -1);
-        out->override_until = jf_db_int_or(st, 4, -1);
-        out->manual = sqlite3_column_int64(st, 3) != 0;
-        err = JF_OK;
-    }
-    sqlite3_reset(st);
+    jf_member mb;
+    jf_err err = jf_member_load(ctx, member_id, &mb);
     if (err != JF_OK)
-        return jf_fail(ctx, err, "No member '%s'.", member_id);
+        return err;
+    *out = mb.tier;
     if (m && strlen(member_id) < sizeof(m->member_id)) {
         memcpy(m->member_id, member_id, strlen(member_id) + 1);
         m->member = *out;
         m->member_known = true;
     }
-    return err;
+    return JF_OK;
 }
 
 int jf_tier_effective(const jf_tier_config *cfg, const jf_member_tier *mt)
@@ -642,6 +628,8 @@ jf_err jf_tier_record(jf_ctx *ctx, const jf_tier_config *cfg, const char *member
     const char *to = mv->to >= 0 ? cfg->tiers[mv->to].code : NULL;
     if (ctx->tier_memo)
         ctx->tier_memo->member_known = false; /* whichever member it held */
+    /* The row's tier is part of what the writer's member cache keeps. */
+    jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
     char id[JF_ID_LEN_MAX];
     jf_id_new_ordered("tch_", ctx->now_ms, id);
     jf_err err = jf_db_run(ctx->db,

@@ -61,12 +61,8 @@ void jf_tier_config_changed(jf_ctx *ctx);
 /* Index of code in cfg, -1 when absent (or code NULL). */
 int jf_tier_index(const jf_tier_config *cfg, const char *code);
 
-/* A member's tier as stored. */
-typedef struct jf_member_tier {
-    char code[JF_TIER_CODE_LEN_MAX + 1];    /* "" when none is stored */
-    int64_t since, eval_at, override_until; /* -1 when absent */
-    bool manual;
-} jf_member_tier;
+/* A member's tier as stored (jf_member_tier, core.h): from the member's row
+ * as jf_member_load reads it, so the writer's member cache serves it. */
 jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *out);
 /* The member's tier index: the stored tier, else the lowest tier when its
  * threshold is 0, else -1 (no tier). */

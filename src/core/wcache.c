@@ -5,6 +5,8 @@
  * and asks whether the member has overdue holds to void first; both were a
  * statement on a random page each time (8 of the writer's ~100 us per W1
  * earn), though members change rarely and most tenants have no hold due.
+ * An order earn of a tenant with tiers also reads the member's tier, kept
+ * with the row (jf_tier_record marks the member dirty before it writes it).
  *
  * Member rows.  A two-way table: a member may sit in either slot of the pair
  * its hash picks, and a member that finds both taken by others replaces one
