@@ -135,9 +135,8 @@ _Static_assert(JF_JSON_DECODE_DEPTH_MAX >= JF_JSON_DEPTH_MAX + 3,
 /* The writer's memory between batches (src/core/wcache.c).  Member rows: a
  * direct-mapped table of this many slots (160 bytes each with the member's
  * tier, calloc'd so only the slots used take memory: 40 MiB at most); a
- * member that collides
- * replaces another, so the size bounds memory and the hit rate, never
- * correctness.  Members one batch may write before the table is bypassed
+ * member that collides replaces another, so the size bounds memory and the
+ * hit rate, never correctness.  Members one batch may write before the table is bypassed
  * for the rest of it.  Tenants whose open holds' earliest deadline is
  * remembered; beyond that a tenant's writes check its members' holds each
  * time, as without the table. */

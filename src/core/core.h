@@ -434,15 +434,15 @@ jf_err jf_reply_text(jf_ctx *ctx, jf_jtext *b, jf_err err);
 jf_err jf_param_open_only(jf_ctx *ctx, bool *open_only);
 
 /* --- members.c --- */
-/* The member row's fields the writer needs.  The writer keeps them between
- * batches (wcache.c): code that writes one of these columns (or creates a
- * member) calls jf_wcache_member_dirty first. */
 /* A member's tier as stored on its row (tiers.c). */
 typedef struct jf_member_tier {
     char code[JF_TIER_CODE_LEN_MAX + 1];    /* "" when none is stored */
     int64_t since, eval_at, override_until; /* -1 when absent */
     bool manual;
 } jf_member_tier;
+/* The member row's fields the writer needs.  The writer keeps them between
+ * batches (wcache.c): code that writes one of these columns (or creates a
+ * member) calls jf_wcache_member_dirty first. */
 typedef struct jf_member {
     int64_t seq;
     char id[JF_ID_LEN_MAX];

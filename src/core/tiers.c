@@ -9,21 +9,17 @@
 #include "ledger.h"
 #include "tiers.h"
 
-/* What a command read of tiers, kept until it ends (ctx_finish calls
- * jf_tier_memo_clear): an order earn loads the configuration and the
- * member's tier once for its tier bonus and again for the upgrade after it,
- * about 23,000 of its writer's 335,000 instructions the second time
- * (docs/PERFORMANCE-HISTORY.md, "Since commit 762cf30").  The configuration
- * changes only by tiers_ops.c's config_put and a member's tier only by
- * jf_tier_record, which clear what they change.  Between commands the
- * writer keeps the configuration too (wcache.c), so a command's first load
- * reads no row either. */
+/* What a command read of the tier configuration, kept until it ends
+ * (ctx_finish calls jf_tier_memo_clear): an order earn loads it once for its
+ * tier bonus and again for the upgrade after it (docs/PERFORMANCE-HISTORY.md,
+ * "Since commit 762cf30").  The configuration changes only by tiers_ops.c's
+ * config_put, which clears it.  Between commands the writer keeps the
+ * configuration too (wcache.c), so a command's first load reads no row
+ * either; the member's tier comes with the member's row, which the writer's
+ * member cache keeps (jf_member_tier_load). */
 struct jf_tier_memo {
     bool cfg_known, cfg_found;
     jf_tier_config cfg; /* holds a reference to cfg.body when found */
-    bool member_known;
-    char member_id[JF_ID_LEN_MAX];
-    jf_member_tier member;
 };
 
 /* The command's memo, made on first use; NULL when memory ran out (then
@@ -411,22 +407,11 @@ int jf_tier_index(const jf_tier_config *cfg, const char *code)
 
 jf_err jf_member_tier_load(jf_ctx *ctx, const char *member_id, jf_member_tier *out)
 {
-    jf_tier_memo *m = memo_of(ctx);
-    if (m && m->member_known && strcmp(m->member_id, member_id) == 0) {
-        *out = m->member;
-        return JF_OK;
-    }
     jf_member mb;
     jf_err err = jf_member_load(ctx, member_id, &mb);
-    if (err != JF_OK)
-        return err;
-    *out = mb.tier;
-    if (m && strlen(member_id) < sizeof(m->member_id)) {
-        memcpy(m->member_id, member_id, strlen(member_id) + 1);
-        m->member = *out;
-        m->member_known = true;
-    }
-    return JF_OK;
+    if (err == JF_OK)
+        *out = mb.tier;
+    return err;
 }
 
 int jf_tier_effective(const jf_tier_config *cfg, const jf_member_tier *mt)
@@ -626,8 +611,6 @@ jf_err jf_tier_record(jf_ctx *ctx, const jf_tier_config *cfg, const char *member
 {
     const char *from = mv->from >= 0 ? cfg->tiers[mv->from].code : NULL;
     const char *to = mv->to >= 0 ? cfg->tiers[mv->to].code : NULL;
-    if (ctx->tier_memo)
-        ctx->tier_memo->member_known = false; /* whichever member it held */
     /* The row's tier is part of what the writer's member cache keeps. */
     jf_wcache_member_dirty(jf_ctx_wcache(ctx), ctx->auth->tenant, member_id);
     char id[JF_ID_LEN_MAX];

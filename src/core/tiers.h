@@ -50,9 +50,8 @@ typedef struct jf_tier_config {
  * (and cfg then needs no free). */
 jf_err jf_tier_config_load(jf_ctx *ctx, jf_tier_config *cfg, bool *found);
 void jf_tier_config_free(jf_tier_config *cfg);
-/* Forgets what the command read of tiers (jf_tier_config_load and
- * jf_member_tier_load keep it for the rest of the command): every command
- * at its end. */
+/* Forgets the configuration the command read (jf_tier_config_load keeps
+ * it for the rest of the command): every command at its end. */
 void jf_tier_memo_clear(jf_ctx *ctx);
 /* The command wrote a configuration: forgets the one its memo and the
  * writer's cache (wcache.c) hold, and the writer keeps none before the
