@@ -24,7 +24,7 @@ static jf_err grant(jf_ctx *ctx, const char *member_id, const char *kind, const 
                            "Isss", ctx->auth->tenant, member_id, kind, period);
     if (err != JF_OK || done)
         return err;
-    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
+    jf_award *aw = jf_awards_new();
     err = aw ? jf_rules_awards(ctx, member_id, kind, NULL, NULL, aw, &n, &live) : JF_ERR_NOMEM;
     for (size_t i = 0; err == JF_OK && i < n; i++)
         if (!jf_points_add_checked(total, aw[i].points, &total))

@@ -81,7 +81,7 @@ static jf_err checkin_apply(jf_ctx *ctx)
     char today[DATE_LEN], yesterday[DATE_LEN], tx_id[JF_ID_LEN_MAX] = "";
     int64_t done = 0, streak = 0, total = 0;
     size_t n = 0, live = 0;
-    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
+    jf_award *aw = jf_awards_new();
     jf_err err = aw ? program_tz(ctx, &tz) : JF_ERR_NOMEM;
     if (err == JF_OK)
         err = jf_member_writable(ctx, ctx->path_id, &m);

@@ -487,9 +487,9 @@ static jf_err earn_apply(jf_ctx *ctx)
      * answered from its stored response whatever the time is now. */
     if (a->has_expires_at && a->expires_at <= ctx->now_ms)
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "'expires_at' must be in the future.");
-    /* Room for an order's awards (about 27 KB, zeroed): an earn of points
-     * alone has none, so it zeroes none. */
-    jf_award *aw = a->has_order ? calloc(JF_AWARDS_MAX, sizeof(*aw)) : NULL;
+    /* Room for an order's awards (about 27 KB): an earn of points alone has
+     * none. */
+    jf_award *aw = a->has_order ? jf_awards_new() : NULL;
     jf_err err = aw || !a->has_order ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
     if (err == JF_OK && a->has_order)
         err = earn_order_check(ctx);

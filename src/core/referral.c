@@ -94,7 +94,7 @@ static jf_err reward_one(jf_ctx *ctx, const char *member_id, const char *referee
     jf_err err = jf_member_load(ctx, member_id, &m);
     if (err != JF_OK || strcmp(m.status, "active") != 0)
         return err;
-    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
+    jf_award *aw = jf_awards_new();
     err = aw ? jf_rules_awards(ctx, m.id, "referral", NULL, &tf, aw, &n, &live) : JF_ERR_NOMEM;
     for (size_t i = 0; err == JF_OK && i < n; i++)
         if (!jf_points_add_checked(*points, aw[i].points, points))

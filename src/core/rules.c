@@ -942,6 +942,11 @@ static void apply_limits(const jf_rule_ref *ref, jf_award *a)
     }
 }
 
+jf_award *jf_awards_new(void)
+{
+    return malloc(JF_AWARDS_MAX * sizeof(jf_award));
+}
+
 static void award_init(jf_award *a, const jf_rule_ref *ref)
 {
     json_t *r = ref->rule, *v;

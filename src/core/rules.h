@@ -105,6 +105,12 @@ typedef struct jf_award {
 jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
                          const jf_rule_facts *facts, jf_award *awards, size_t *count);
 
+/* Room for JF_AWARDS_MAX awards, malloc'd (the caller frees it), NULL when
+ * memory ran out.  Not zeroed: every award jf_rules_evaluate and
+ * jf_rules_tier_awards count is set whole first, and zeroing the room (about
+ * 27 KB) cost an order earn more than its rules' evaluation. */
+jf_award *jf_awards_new(void);
+
 /* Appends the tier's earn multiplier award ("tier:<code>") and, on the
  * member's birthday, its birthday multiplier award ("tier:<code>:birthday")
  * to aw[0..*k): each adds (factor - 1) times the points of the rate awards,

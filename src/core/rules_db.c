@@ -786,7 +786,7 @@ static jf_err event_apply(jf_ctx *ctx)
     const jf_args *a = ctx->args;
     jf_member m;
     jf_tx tx;
-    jf_award *aw = calloc(JF_AWARDS_MAX, sizeof(*aw));
+    jf_award *aw = jf_awards_new();
     size_t n = 0, live = 0;
     int64_t total = 0;
     jf_err err = aw ? jf_member_writable(ctx, ctx->path_id, &m) : JF_ERR_NOMEM;
