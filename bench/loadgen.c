@@ -289,11 +289,12 @@ static int order_body(char *out, size_t n, const char *key)
                        "\"channel\": \"pos\", \"lines\": [",
                        key, total);
     for (int i = 0; i < O.order_lines; i++)
-        len += snprintf(out + len, n - (size_t)len,
-                        i % 2 == 0 ? "%s{\"sku\": \"TEA\", \"category\": \"drinks\", "
-                                     "\"amount\": %u, \"quantity\": 1}"
-                                   : "%s{\"sku\": \"CAKE\", \"category\": \"food\", \"amount\": %u}",
-                        i ? ", " : "", amount[i]);
+        len +=
+            snprintf(out + len, n - (size_t)len,
+                     i % 2 == 0 ? "%s{\"sku\": \"TEA\", \"category\": \"drinks\", "
+                                  "\"amount\": %u, \"quantity\": 1}"
+                                : "%s{\"sku\": \"CAKE\", \"category\": \"food\", \"amount\": %u}",
+                     i ? ", " : "", amount[i]);
     return len + snprintf(out + len, n - (size_t)len, "]}}");
 }
 
@@ -365,8 +366,8 @@ static void encode_http(conn *c, const reqp *r)
             idem_key(key, sizeof key, r->key);
             n = order_body(body, cap, key);
         } else if (O.expires_at)
-            n = snprintf(body, cap, "{\"points\": %lld, \"expires_at\": \"%s\"}",
-                         (long long)r->pts, O.expires_at);
+            n = snprintf(body, cap, "{\"points\": %lld, \"expires_at\": \"%s\"}", (long long)r->pts,
+                         O.expires_at);
         else
             n = snprintf(body, cap, "{\"points\": %lld}", (long long)r->pts);
         http_request(c, "POST", path, body, (size_t)n, r, true);
@@ -378,8 +379,8 @@ static void encode_http(conn *c, const reqp *r)
         break;
     case OP_TRANSFER:
         snprintf(path, sizeof path, "/v1/members/%s/transfer", mid);
-        n = snprintf(body, cap, "{\"to_member_id\": \"%s\", \"points\": %lld}",
-                     MEMBER_IDS[r->m2], (long long)r->pts);
+        n = snprintf(body, cap, "{\"to_member_id\": \"%s\", \"points\": %lld}", MEMBER_IDS[r->m2],
+                     (long long)r->pts);
         http_request(c, "POST", path, body, (size_t)n, r, true);
         break;
     case OP_POINTS:
