@@ -514,7 +514,7 @@ static jf_err earn_apply(jf_ctx *ctx)
     err = earn_credit(ctx, &tx, m.id, aw, n, ruled, points);
     jf_tx_post_growth(&tx, m.id, growth);
     if (err == JF_OK && a->has_order)
-        err = jf_order_lines_write(ctx, aw, n, ruled, points);
+        err = jf_order_lines_text(ctx, aw, n, ruled, points, &tx.order_lines);
     free(aw);
     err = jf_tx_complete(ctx, &tx, m.id, err);
     if (err == JF_OK && (growth > 0 || a->has_order))

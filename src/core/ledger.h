@@ -34,7 +34,8 @@ typedef struct jf_tx {
     const char *order_id, *order_currency;
     int64_t order_amount; /* -1 when there is no order amount */
     const char *reason, *note, *channel, *store_id, *actor, *idem_key;
-    char *metadata; /* JSON text, owned */
+    char *metadata;    /* JSON text, owned */
+    char *order_lines; /* an order earn's lines (jf_order_lines_text), owned */
     jf_posting postings[JF_TX_POSTINGS_MAX];
     /* After jf_tx_commit: each member posting's account balance as stored
      * after it (the upsert returns it); unset for program accounts. */

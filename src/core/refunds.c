@@ -110,13 +110,30 @@ static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule)
     return *rule ? JF_OK : JF_ERR_CORRUPT;
 }
 
-jf_err jf_order_lines_write(jf_ctx *ctx, const jf_award *aw, size_t count, bool ruled,
-                            int64_t points)
+/* One line of the stored text: [sku, amount, quantity, points], the sku
+ * null when the line has none (schema.c, version 24). */
+static void line_text(jf_jtext *b, json_t *l, int64_t points)
+{
+    json_t *q = json_object_get(l, "quantity");
+    jf_jt_raw(b, "[");
+    jf_jt_str(b, json_string_value(json_object_get(l, "sku")));
+    jf_jt_raw(b, ",");
+    jf_jt_int(b, (int64_t)json_integer_value(json_object_get(l, "amount")));
+    jf_jt_raw(b, ",");
+    jf_jt_int(b, q ? (int64_t)json_integer_value(q) : INT64_C(1));
+    jf_jt_raw(b, ",");
+    jf_jt_int(b, points);
+    jf_jt_raw(b, "]");
+}
+
+jf_err jf_order_lines_text(jf_ctx *ctx, const jf_award *aw, size_t count, bool ruled,
+                           int64_t points, char **text)
 {
     json_t *lines = json_object_get(ctx->args->order, "lines"), *l;
     size_t n = json_array_size(lines), i;
     int64_t sum[JF_ORDER_LINES_MAX] = {0}, total = 0;
     jf_err err = JF_OK;
+    *text = NULL;
     if (n == 0)
         return JF_OK;
     for (size_t k = 0; ruled && k < count && err == JF_OK; k++) {
@@ -127,21 +144,19 @@ jf_err jf_order_lines_write(jf_ctx *ctx, const jf_award *aw, size_t count, bool 
     }
     if (err == JF_OK && !ruled)
         err = lines_attribute(ctx, NULL, points, n, sum);
+    if (err != JF_OK)
+        return err;
+    jf_jtext b = {0};
     json_array_foreach(lines, i, l)
     {
-        json_t *q = json_object_get(l, "quantity");
+        jf_jt_raw(&b, i == 0 ? "[" : ",");
+        line_text(&b, l, sum[i]);
         total += sum[i];
-        if (err == JF_OK)
-            err = jf_db_run(ctx->db,
-                            "INSERT INTO order_lines(tenant_id, order_id, n, sku, amount,"
-                            " quantity, points) VALUES(?,?,?,?,?,?,?)",
-                            "IsIsIII", ctx->auth->tenant, ctx->args->order_id, (int64_t)i,
-                            json_string_value(json_object_get(l, "sku")),
-                            (int64_t)json_integer_value(json_object_get(l, "amount")),
-                            q ? (int64_t)json_integer_value(q) : INT64_C(1), sum[i]);
     }
-    assert(err != JF_OK || total == points);
-    return err;
+    jf_jt_raw(&b, "]");
+    assert(total == points);
+    *text = jf_jt_take(&b, NULL);
+    return *text ? JF_OK : JF_ERR_NOMEM;
 }
 
 /* ---- the state of an order ---- */
@@ -157,6 +172,45 @@ typedef struct order_state {
     int64_t quantity[JF_ORDER_LINES_MAX];
 } order_state;
 
+/* One stored line, [sku, amount, quantity, points], into o's line i; false
+ * when it is not one. */
+static bool line_parse(json_t *l, order_state *o, size_t i)
+{
+    json_t *sku = json_array_get(l, 0), *v[3];
+    for (size_t k = 0; k < 3; k++)
+        if (!json_is_integer(v[k] = json_array_get(l, k + 1)))
+            return false;
+    if (json_array_size(l) != 4 || !(json_is_null(sku) || json_is_string(sku)))
+        return false;
+    const char *text = json_string_value(sku); /* NULL for null */
+    jf_str_copy(o->skus[i], sizeof o->skus[i], text ? text : "");
+    o->lines[i].amount = json_integer_value(v[0]);
+    o->quantity[i] = json_integer_value(v[1]);
+    o->lines[i].points = json_integer_value(v[2]);
+    return o->lines[i].amount >= 0 && o->quantity[i] >= 1 && o->lines[i].points >= 0;
+}
+
+/* The lines an earn's row keeps since schema version 24 (jf_order_lines_text)
+ * into o. */
+static jf_err order_lines_parse(jf_ctx *ctx, const char *text, order_state *o)
+{
+    json_t *arr = jf_json_loads_whole(text, 0), *l;
+    size_t i;
+    bool ok = json_is_array(arr) && json_array_size(arr) >= 1 &&
+              json_array_size(arr) <= JF_ORDER_LINES_MAX;
+    json_array_foreach(arr, i, l)
+    {
+        if (ok)
+            ok = line_parse(l, o, i);
+    }
+    o->n = ok ? json_array_size(arr) : 0;
+    o->has_lines = ok;
+    json_decref(arr);
+    return ok ? JF_OK
+              : jf_fail(ctx, JF_ERR_CORRUPT, "The lines of order '%s' cannot be read.",
+                        ctx->path_id);
+}
+
 static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
 {
     sqlite3_stmt *st = jf_db_query(
@@ -164,8 +218,8 @@ static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
         "SELECT id, member_id, points, CASE WHEN order_currency IS NULL THEN 0 ELSE order_amount"
         " END, COALESCE(order_currency, ''), (SELECT COALESCE(SUM(r.points), 0) FROM"
         " transactions r INDEXED BY tx_reverses WHERE r.tenant_id = t.tenant_id AND r.reverses"
-        " = t.id) FROM transactions t INDEXED BY tx_order WHERE tenant_id=? AND order_id=? AND"
-        " type='earn'",
+        " = t.id), order_lines FROM transactions t INDEXED BY tx_order WHERE tenant_id=? AND"
+        " order_id=? AND type='earn'",
         "Is", ctx->auth->tenant, order_id);
     if (st == NULL)
         return JF_ERR_IO;
@@ -177,15 +231,21 @@ static jf_err order_earn_load(jf_ctx *ctx, const char *order_id, order_state *o)
         o->amount = sqlite3_column_int64(st, 3);
         jf_str_copy(o->currency, sizeof o->currency, jf_db_text(st, 4));
         o->earn_reversed = sqlite3_column_int64(st, 5);
-        err = JF_OK;
+        err = sqlite3_column_type(st, 6) == SQLITE_NULL
+                  ? JF_OK
+                  : order_lines_parse(ctx, jf_db_text(st, 6), o);
     }
     sqlite3_reset(st);
     return err;
 }
 
-/* The order's lines; an order earned without lines is one line. */
+/* The order's lines, from the earn's row (read by order_earn_load) or, for
+ * an order earned before schema version 24, from order_lines; an order
+ * earned without lines is one line. */
 static jf_err order_lines_load(jf_ctx *ctx, const char *order_id, order_state *o)
 {
+    if (o->has_lines)
+        return JF_OK;
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    "SELECT n, sku, amount, quantity, points FROM order_lines"
                                    " WHERE tenant_id=? AND order_id=? ORDER BY n",
@@ -524,12 +584,16 @@ static json_t *refund_row_json(sqlite3_stmt *st)
 static jf_err refund_details(jf_ctx *ctx, const char *id, json_t *o)
 {
     json_t *lines = json_array(), *txs = json_array();
-    sqlite3_stmt *st = jf_db_query(ctx->db,
-                                   "SELECT r.line_n, l.sku, r.amount, r.quantity FROM refund_lines"
-                                   " r LEFT JOIN order_lines l ON l.tenant_id = r.tenant_id AND"
-                                   " l.order_id = r.order_id AND l.n = r.line_n WHERE"
-                                   " r.tenant_id=? AND r.refund_id=? ORDER BY r.line_n",
-                                   "Is", ctx->auth->tenant, id);
+    /* A line's sku: in the earn's row since schema version 24, in
+     * order_lines before. */
+    sqlite3_stmt *st = jf_db_query(
+        ctx->db,
+        "SELECT r.line_n, COALESCE(l.sku, (SELECT json_extract(t.order_lines, '$[' || r.line_n"
+        " || '][0]') FROM transactions t INDEXED BY tx_order WHERE t.tenant_id = r.tenant_id"
+        " AND t.order_id = r.order_id AND t.type = 'earn')), r.amount, r.quantity FROM"
+        " refund_lines r LEFT JOIN order_lines l ON l.tenant_id = r.tenant_id AND l.order_id ="
+        " r.order_id AND l.n = r.line_n WHERE r.tenant_id=? AND r.refund_id=? ORDER BY r.line_n",
+        "Is", ctx->auth->tenant, id);
     while (st && jf_db_step(st) == SQLITE_ROW)
         json_array_append_new(lines, json_pack("{sIsosIso}", "line",
                                                (json_int_t)sqlite3_column_int64(st, 0), "sku",

@@ -56,14 +56,16 @@ bool jf_refund_clawback_target_ceil(const jf_refund_line *lines, size_t n, int64
 bool jf_refund_return_target_floor(int64_t paid, int64_t order_amount, int64_t refunded,
                                    int64_t *out);
 
-/* Writes the lines of an earned order with the points attributed to each
- * (the awards split over lines by jf_rule_line_weights, or `points` over
- * the line amounts when no rule ran).  Does nothing for an order without
+/* The lines of an earned order with the points attributed to each (the
+ * awards split over lines by jf_rule_line_weights, or `points` over the
+ * line amounts when no rule ran), as the JSON text the earn's transaction
+ * row keeps (schema.c, version 24): an array of [sku, amount, quantity,
+ * points].  *text is malloc'd, the caller's; NULL for an order without
  * lines.  Called by the earn on the writer, before its transaction is
- * finished. */
+ * committed.  Returns out_of_memory when the text cannot be made. */
 struct jf_award;
-jf_err jf_order_lines_write(jf_ctx *ctx, const struct jf_award *awards, size_t count, bool ruled,
-                            int64_t points);
+jf_err jf_order_lines_text(jf_ctx *ctx, const struct jf_award *awards, size_t count, bool ruled,
+                           int64_t points, char **text);
 
 extern const jf_op_impl jf_op_order_refund, jf_op_order_get;
 

@@ -95,7 +95,8 @@ void jf_tx_post(jf_tx *tx, const char *kind, const char *member_id, int64_t amou
 void jf_tx_deinit(jf_tx *tx)
 {
     free(tx->metadata);
-    tx->metadata = NULL;
+    free(tx->order_lines);
+    tx->metadata = tx->order_lines = NULL;
 }
 
 /* The transaction's row with its postings in it (schema.c, version 16:
@@ -132,16 +133,16 @@ static jf_err tx_insert_row(jf_ctx *ctx, const jf_tx *tx, const uint8_t *prev, c
         " delta, reverses, hold_id, order_id, order_amount, order_currency, reason, note, channel,"
         " store_id, actor, metadata, idem_key, created_at, prev_hash, hash, posting_count,"
         " p0_account, p0_amount, p1_account, p1_amount, p2_account, p2_amount, p3_account,"
-        " p3_amount, p4_account, p4_amount, p5_account, p5_amount)"
+        " p3_amount, p4_account, p4_amount, p5_account, p5_amount, order_lines)"
         " VALUES(" TX_KEY_PARAMS ",?3,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-        "?,?,?)",
-        "IIssssIIsssIssssssssIbbisZsZsZsZsZsZ", ctx->auth->tenant, tx->seq, tx->id, tx->type,
+        "?,?,?,?)",
+        "IIssssIIsssIssssssssIbbisZsZsZsZsZsZs", ctx->auth->tenant, tx->seq, tx->id, tx->type,
         tx->member_id, tx->counterparty_id, tx->points, tx->delta, tx->reverses, tx->hold_id,
         tx->order_id, tx->order_amount >= 0 ? tx->order_amount : (int64_t)0, tx->order_currency,
         tx->reason, tx->note, tx->channel, tx->store_id, tx->actor, tx->metadata, tx->idem_key,
         ctx->now_ms, prev, JF_HASH_BYTES, hash, JF_HASH_BYTES, tx->posting_count, acct[0],
         amount[0], acct[1], amount[1], acct[2], amount[2], acct[3], amount[3], acct[4], amount[4],
-        acct[5], amount[5]);
+        acct[5], amount[5], tx->order_lines);
 }
 
 /* The entry of tx for member_id, with what a tier window sums (db.h,

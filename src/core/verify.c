@@ -595,6 +595,36 @@ static jf_err check_awards(verifier *v, int64_t t)
     return err == JF_OK ? check_usage(v, t) : err;
 }
 
+/* L1: an order earn's lines, kept in its row since schema version 24
+ * (refunds.c, jf_order_lines_text), are a JSON array whose points add up
+ * to the earn's points and whose amounts add up to the order's amount;
+ * the rows of order_lines of an order earned before add up to its points.
+ * Refunds claw back by these lines (R2). */
+#define LINES_VALID "json_valid(x.order_lines) AND json_type(x.order_lines) = 'array'"
+#define LINES_SUM(k) "(SELECT SUM(j.value ->> " #k ") FROM json_each(x.order_lines) j)"
+#define LINES_DIFFER(k, what, when)                                                                \
+    "SELECT x.order_id, CASE WHEN " LINES_VALID                                                    \
+    " THEN " LINES_SUM(k) " END AS s, " what " FROM transactions x WHERE " X_OF_TENANT             \
+                          " AND x.order_lines IS NOT NULL AND " when " AND s IS NOT " what
+#define OLD_LINES_DIFFER                                                                           \
+    "SELECT x.order_id, (SELECT SUM(l.points) FROM order_lines l WHERE l.tenant_id = ?1"           \
+    " AND l.order_id = x.order_id) AS s, x.points FROM transactions x WHERE " X_OF_TENANT          \
+    " AND x.type = 'earn' AND x.order_id IS NOT NULL AND x.order_lines IS NULL"                    \
+    " AND s IS NOT NULL AND s <> x.points"
+
+static jf_err check_order_lines(verifier *v, int64_t t)
+{
+    jf_err err = check_rows(v, "L1", "an order's lines do not add up to its points",
+                            LINES_DIFFER(3, "x.points", "1"), t);
+    if (err == JF_OK)
+        err = check_rows(v, "L1", "an order's lines do not add up to its amount",
+                         LINES_DIFFER(1, "x.order_amount", "x.order_currency IS NOT NULL"), t);
+    if (err == JF_OK)
+        err = check_rows(v, "L1", "an order's lines do not add up to its points", OLD_LINES_DIFFER,
+                         t);
+    return err;
+}
+
 /* R1-R3 (docs/RULES.md, Refunds): an order's refunds never exceed its
  * amount, their clawbacks never exceed what it earned, and each refund's
  * points are exactly those of the reverse transactions it links.  G1: each
@@ -634,7 +664,7 @@ static jf_err check_refunds(verifier *v, int64_t t)
             check_rows(v, "G1", "check-in or bonus grant differs from its earn", GRANT_DIFFERS, t);
     if (err == JF_OK)
         err = check_rows(v, "R3", "refund and its reverse transactions differ", REFUND_DIFFERS, t);
-    return err;
+    return err == JF_OK ? check_order_lines(v, t) : err;
 }
 
 /* T1: the earns whose reversals took back more growth than they gave (each

@@ -17,7 +17,7 @@
 
 #include "db.h"
 
-#define JF_SCHEMA_VERSION 23
+#define JF_SCHEMA_VERSION 24
 
 /* The transactions' columns after id and type, as version 1 made them and
  * version 21's copy keeps them. */
@@ -1216,6 +1216,23 @@ static const char schema_v23[] =
     " WHERE members.tenant_id = p.tenant_id AND members.id = p.member_id;"
     "UPDATE meta SET value = '23' WHERE key = 'schema_version';";
 
+/*
+ * Version 24: an order earn's lines in its transaction's row, order_lines,
+ * as JSON text (an array of [sku, amount, quantity, points]; refunds.c,
+ * jf_order_lines_text), instead of a row each in the order_lines table.
+ * Each of those rows was an insert into a B-tree keyed by the order's text
+ * id, about 10,500 of the writer's instructions per line, where the text
+ * rides in a row the earn appends anyway (docs/PERFORMANCE-HISTORY.md,
+ * "Since commit 9f339c6").  Orders earned before keep their rows in
+ * order_lines, which refunds read when the earn's row has no lines (the
+ * transactions are immutable, so nothing is moved); nothing writes that
+ * table any more.  The column is added without copying the table.
+ */
+static const char schema_v24[] =
+    "ALTER TABLE transactions ADD COLUMN order_lines TEXT"
+    " CHECK(order_lines IS NULL OR (type = 'earn' AND order_id IS NOT NULL));"
+    "UPDATE meta SET value = '24' WHERE key = 'schema_version';";
+
 /* Runs one migration step in its own transaction. */
 static jf_err migrate_step(jf_db *db, const char *sql)
 {
@@ -1297,5 +1314,7 @@ jf_err jf_db_migrate(jf_db *db)
         version = 22;
     if (err == JF_OK && version == 22 && (err = migrate_step(db, schema_v23)) == JF_OK)
         version = 23;
+    if (err == JF_OK && version == 23 && (err = migrate_step(db, schema_v24)) == JF_OK)
+        version = 24;
     return err;
 }

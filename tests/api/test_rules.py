@@ -526,12 +526,23 @@ class CliTests(unittest.TestCase):
 
 
 # The schema version jifen upgrades a database to (src/store/schema.c).
-SCHEMA_VERSION = 23
+SCHEMA_VERSION = 24
 
 
 def meta_version(db):
     """The schema version a database's meta table records (text)."""
     return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+# Takes a database of schema version 24 back to version 23: an order earn's
+# lines back in order_lines, a row each, and not in its transaction's row.
+UNDO_V24 = (
+    "INSERT INTO order_lines(tenant_id, order_id, n, sku, amount, quantity, points)"
+    " SELECT t.tenant_id, t.order_id, j.key, j.value ->> 0, j.value ->> 1, j.value ->> 2,"
+    " j.value ->> 3 FROM transactions t, json_each(t.order_lines) j"
+    " WHERE t.order_lines IS NOT NULL;"
+    "ALTER TABLE transactions DROP COLUMN order_lines;"
+    "UPDATE meta SET value = '23' WHERE key = 'schema_version';")
 
 
 # Takes a database of schema version 23 back to version 22: no pending marks.
@@ -657,7 +668,7 @@ UNDO_V19 = (
 def undo_v19(db, answers=None):
     """UNDO_V20 and UNDO_V19, then the answers given ({key: the raw bytes first answered}) stored
     in place of their stand-ins, as version 18 would have stored them."""
-    db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
+    db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + "DROP TRIGGER responses_no_update;")
     for key, raw in (answers or {}).items():
         db.execute("UPDATE responses SET body = ? WHERE body = ?",
                    (raw.decode(), '{"rebuilt":"%s"}' % key))
@@ -876,6 +887,68 @@ class MigrationTests(unittest.TestCase):
         self.assertIn("upgrading the database from schema version %d to %d"
                       % (from_version, SCHEMA_VERSION), env.server.stderr_tail())
 
+    def test_v23_store_keeps_its_order_lines(self):
+        """Version 24 keeps an order earn's lines in its transaction's row.  An order
+        earned under version 23 keeps its rows in order_lines: after the upgrade it
+        shows the same lines and points, and refunds by line from them; an order
+        earned after writes no row there, and both verify."""
+        import sqlite3
+        env = H.start_env(self)
+        a = env.admin
+        archive_all(a)
+        create_rule(a, RATE)
+        create_rule(a, TEA_BONUS)
+        m = H.create_member(a)["id"]
+        lines = [{"sku": "TEA", "amount": 3000, "quantity": 2},
+                 {"sku": "CAKE", "amount": 6050}, {"sku": "\u8336", "amount": 1000}]
+        H.check_ok(H.earn(a, m, order=order("old", lines)), 201, "earn before")
+        before = H.check_ok(a.get("/v1/orders/old"), 200, "order before")
+        self.assertEqual([ln["points"] for ln in before["lines"]], [40, 60, 10])
+        env.server.stop()
+        db = sqlite3.connect(env.db)
+        self.assertEqual(db.execute("SELECT count(*) FROM order_lines").fetchone()[0], 0)
+        db.executescript(UNDO_V24)
+        self.assertEqual(db.execute("SELECT n, sku, amount, quantity, points FROM order_lines"
+                                    " ORDER BY n").fetchall(),
+                         [(0, "TEA", 3000, 2, 40), (1, "CAKE", 6050, 1, 60),
+                          (2, "\u8336", 1000, 1, 10)])
+        self.restart_upgrading(env, db, 23)
+        self.assertEqual(H.check_ok(a.get("/v1/orders/old"), 200, "order after"), before)
+        b = H.check_ok(a.post("/v1/orders/old/refund",
+                              {"lines": [{"sku": "TEA", "amount": 1500, "quantity": 1}]},
+                              idem=True), 201, "refund of the old order")
+        self.assertEqual(b["refund"]["clawback_points"], 20)
+        self.assertEqual(b["refund"]["lines"], [{"line": 0, "sku": "TEA", "amount": 1500,
+                                                 "quantity": 1}])
+        H.check_ok(H.earn(a, m, order=order("new", lines)), 201, "earn after")
+        after = H.check_ok(a.get("/v1/orders/new"), 200, "new order")
+        self.assertEqual([(ln["sku"], ln["points"]) for ln in after["lines"]],
+                         [("TEA", 40), ("CAKE", 60), ("\u8336", 10)])
+        b = H.check_ok(a.post("/v1/orders/new/refund",
+                              {"lines": [{"sku": "\u8336", "amount": 1000}]}, idem=True),
+                       201, "refund of the new order")
+        self.assertEqual(b["refund"]["clawback_points"], 10)
+        self.assertEqual(b["refund"]["lines"][0]["sku"], "\u8336")
+        self.assertEqual([[ln["sku"] for ln in r["lines"]] for r in
+                          H.check_ok(a.get("/v1/orders/new"), 200, "order")["refunds"]],
+                         [["\u8336"]])
+        db = sqlite3.connect(env.db)
+        try:
+            self.assertEqual(meta_version(db), str(SCHEMA_VERSION))
+            self.assertEqual(db.execute("SELECT count(*) FROM order_lines").fetchone()[0], 3)
+            rows = db.execute("SELECT order_id, order_lines FROM transactions"
+                              " WHERE order_lines IS NOT NULL").fetchall()
+            self.assertEqual(rows, [("new", '[["TEA",3000,2,40],["CAKE",6050,1,60],'
+                                            '["\u8336",1000,1,10]]')])
+            with self.assertRaises(sqlite3.IntegrityError):
+                db.execute("INSERT INTO transactions(txkey, id, type, points, delta, actor,"
+                           " created_at, prev_hash, hash, order_lines) VALUES(1 << 44 | 999999,"
+                           " 'x', 'redeem', 1, -1, 'a', 0, x'', x'', '[]')")
+        finally:
+            db.close()
+        rc, rep = env.verify()
+        self.assertEqual(rc, 0, rep)
+
     def test_v22_store_gets_pending_marks(self):
         """Version 23 gives each member with pending lots its pending mark: the
         points stay pending until their day, a redeem of them is refused until
@@ -893,7 +966,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, o, 1), 422, "redeem of pending points")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23)
+        db.executescript(UNDO_V24 + UNDO_V23)
         self.restart_upgrading(env, db, 22)
         db = sqlite3.connect(env.db)
         try:
@@ -956,7 +1029,7 @@ class MigrationTests(unittest.TestCase):
                   for (c, _), rows in lists.items() for x in rows}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22)
         self.restart_upgrading(env, db, 21)
         db = sqlite3.connect(env.db)
         try:
@@ -1007,7 +1080,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.redeem(a, m, 20, order={"id": order["id"]}), 201, "redeem for the order")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20)
         self.restart_upgrading(env, db, 19)
         db = sqlite3.connect(env.db)
         try:
@@ -1063,7 +1136,7 @@ class MigrationTests(unittest.TestCase):
         before = {i: H.check_ok(a.get("/v1/transactions/%s" % i), 200) for i in ids}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21)
         env.server.env = None
         self.restart_upgrading(env, db, 20)
         db = sqlite3.connect(env.db)
@@ -1123,7 +1196,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(env.admin, m["id"], 5), 201, "earn before")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7 +
                          "DROP TABLE tier_configs; DROP TABLE tier_changes; DROP TABLE events;"
                          "DROP INDEX members_tier_eval; DROP INDEX members_tier;"
@@ -1178,7 +1251,7 @@ class MigrationTests(unittest.TestCase):
         db = sqlite3.connect(env.db)
         seqs = dict(db.execute("SELECT id, seq FROM lots"))
         db.executescript(
-            UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
+            UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 + UNDO_V8 + UNDO_V7 +
             "CREATE TABLE lots_v5(seq INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,"
             " id TEXT NOT NULL, member_id TEXT NOT NULL, tx_seq INTEGER NOT NULL,"
             " amount INTEGER NOT NULL CHECK(amount > 0), remaining INTEGER NOT NULL"
@@ -1266,7 +1339,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(before[3], {"window": 70, "lifetime": 70})
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10 +
                          UNDO_V8 + UNDO_V7)
         db.commit()
         db.close()
@@ -1352,7 +1425,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(H.earn(a, m, 40), 201, "earn")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         undo_v9(db)
         self.assertGreaterEqual(db.execute("SELECT count(*) FROM sqlite_schema WHERE sql LIKE"
                                            " '%CHECK(kind IN (0, 1, 2))%'").fetchone()[0], 1)
@@ -1398,7 +1471,7 @@ class MigrationTests(unittest.TestCase):
         before = {m: state(m) for m in (m1, m2)}
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11 + UNDO_V10)
         entries = db.execute("SELECT count(*) FROM member_state").fetchone()[0]
         db.execute("INSERT INTO member_state VALUES(1, 'mem_nobody', 2, 1, 0, 0, 0, NULL)")
         db.commit()
@@ -1471,7 +1544,7 @@ class MigrationTests(unittest.TestCase):
         entries = db.execute(q).fetchall()
         growth = {r[5] for r in entries}
         self.assertTrue({25, 0}.issubset(growth) and min(growth) < 0, entries)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12 + UNDO_V11)
         self.restart_upgrading(env, db, 10)
         self.assertEqual(views(), before)
         db = sqlite3.connect(env.db)
@@ -1507,7 +1580,7 @@ class MigrationTests(unittest.TestCase):
         kept = [db.execute(q).fetchall() for q in tables]
         self.assertEqual(kept[0], sorted([(1, capped["id"], 30, 3), (1, budget["id"], 21, 3)]))
         self.assertEqual(len(kept[1]), 3, kept)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13 + UNDO_V12)
         self.restart_upgrading(env, db, 11)
         db = sqlite3.connect(env.db)
         try:
@@ -1567,7 +1640,7 @@ class MigrationTests(unittest.TestCase):
         kept_lots = db.execute(lots).fetchall()
         self.assertEqual(sorted(r[3] for r in kept_lots if r[3] is not None), sorted(lost))
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 0)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14 + UNDO_V13)
         self.assertEqual(db.execute(expiry_consumptions).fetchone()[0], 3)
         self.restart_upgrading(env, db, 12)
         db = sqlite3.connect(env.db)
@@ -1596,7 +1669,7 @@ class MigrationTests(unittest.TestCase):
         names = ("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN"
                  " ('tx_order_redeem', 'tx_order_hold', 'tx_hold_capture', 'members_birthday')")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15 + UNDO_V14)
         self.assertEqual(db.execute(names).fetchall(), [])
         self.restart_upgrading(env, db, 13)
         db = sqlite3.connect(env.db)
@@ -1678,7 +1751,7 @@ class MigrationTests(unittest.TestCase):
         H.check_ok(a.post("/v1/expiry/run", {}, idem=True), 200, "k's lot expires")
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18)
         self.restart_upgrading(env, db, 17)
         db = sqlite3.connect(env.db)
         try:
@@ -1721,7 +1794,7 @@ class MigrationTests(unittest.TestCase):
         unique = ("SELECT count(*) FROM sqlite_master WHERE type = 'index'"
                   " AND tbl_name = 'lots' AND name LIKE 'sqlite_autoindex_lots%'")
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17)
         self.assertEqual(db.execute(unique).fetchone()[0], 1)
         rows = db.execute("SELECT * FROM lots ORDER BY seq").fetchall()
         self.restart_upgrading(env, db, 16)
@@ -1761,7 +1834,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(before[old]), 4, before)  # points and growth, both sides
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16)
         self.assertEqual(db.execute("SELECT count(*) FROM postings").fetchone()[0], 6)
         self.restart_upgrading(env, db, 15)
         db = sqlite3.connect(env.db)
@@ -1814,7 +1887,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(linked["referred_by"], members[0]["id"])
         env.server.stop()
         db = sqlite3.connect(env.db)
-        db.executescript(UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
+        db.executescript(UNDO_V24 + UNDO_V23 + UNDO_V22 + UNDO_V21 + UNDO_V20 + UNDO_V19 + UNDO_V18 + UNDO_V17 + UNDO_V16 + UNDO_V15)
         self.restart_upgrading(env, db, 14)
         db = sqlite3.connect(env.db)
         try:

@@ -126,6 +126,11 @@ static void build_ledger(const char *path)
         "{\"order\":{\"id\":\"o5\",\"amount\":1000,\"currency\":\"CNY\"}}", NULL);
     run(eng, &auth, JF_OP_EARN, b, "k6",
         "{\"order\":{\"id\":\"o6\",\"amount\":2000,\"currency\":\"CNY\"}}", NULL);
+    /* An order with lines, which its earn's row keeps (L1). */
+    run(eng, &auth, JF_OP_EARN, a, "k5l",
+        "{\"order\":{\"id\":\"o8\",\"amount\":1500,\"currency\":\"CNY\",\"lines\":["
+        "{\"sku\":\"A\",\"amount\":1000},{\"sku\":\"B\",\"amount\":500,\"quantity\":2}]}}",
+        NULL);
     run(eng, &auth, JF_OP_MEMBER_CREATE, NULL, NULL, "{\"external_id\":\"c\"}", c);
     run(eng, &auth, JF_OP_EARN, c, "k7", "{\"points\":40,\"expires_at\":\"2099-01-01T00:00:00Z\"}",
         NULL);
@@ -1027,6 +1032,54 @@ static void test_refund_differs_from_reversals(void **state)
         "R3");
 }
 
+/* Order o8's lines, kept in its earn's row: a line's points or amount
+ * edited, or text that is not lines.  Then order o5, earned without lines:
+ * lines of it in order_lines, as a database from before schema version 24
+ * keeps them, that add up (clean) or do not. */
+#define O8_LINES_SET(path, change)                                                                 \
+    "DROP TRIGGER transactions_no_update; UPDATE transactions SET order_lines ="                   \
+    " json_set(order_lines, '" path "', (order_lines ->> '" path "')" change ")"                   \
+    " WHERE order_lines IS NOT NULL;"
+
+static void test_order_line_points(void **state)
+{
+    (void)state;
+    expect_violation(O8_LINES_SET("$[0][3]", " + 1"), "L1");
+}
+
+static void test_order_line_amount(void **state)
+{
+    (void)state;
+    expect_violation(O8_LINES_SET("$[1][1]", " - 1"), "L1");
+}
+
+static void test_order_lines_not_lines(void **state)
+{
+    (void)state;
+    expect_violation("DROP TRIGGER transactions_no_update; UPDATE transactions SET order_lines ="
+                     " '{\"lines\": 1}' WHERE order_lines IS NOT NULL;",
+                     "L1");
+}
+
+#define O5_LINE_ROW(points)                                                                        \
+    "INSERT INTO order_lines(tenant_id, order_id, n, sku, amount, quantity, points)"               \
+    " SELECT tenant_id, order_id, 0, 'S', order_amount, 1, " points " FROM transactions"           \
+    " WHERE order_id = 'o5' AND type = 'earn';"
+
+static void test_old_order_lines_are_clean(void **state)
+{
+    (void)state;
+    copy_ledger();
+    tamper(O5_LINE_ROW("points"));
+    expect_clean(db_path, "a ledger with an order's lines in order_lines");
+}
+
+static void test_old_order_lines(void **state)
+{
+    (void)state;
+    expect_violation(O5_LINE_ROW("points + 1"), "L1");
+}
+
 static void test_check_in_points(void **state)
 {
     (void)state;
@@ -1164,6 +1217,11 @@ int main(void)
         cmocka_unit_test_teardown(test_refund_of_unknown_order, remove_ledger),
         cmocka_unit_test_teardown(test_clawback_exceeds_earn, remove_ledger),
         cmocka_unit_test_teardown(test_refund_differs_from_reversals, remove_ledger),
+        cmocka_unit_test_teardown(test_order_line_points, remove_ledger),
+        cmocka_unit_test_teardown(test_order_line_amount, remove_ledger),
+        cmocka_unit_test_teardown(test_order_lines_not_lines, remove_ledger),
+        cmocka_unit_test_teardown(test_old_order_lines_are_clean, remove_ledger),
+        cmocka_unit_test_teardown(test_old_order_lines, remove_ledger),
         cmocka_unit_test_teardown(test_check_in_points, remove_ledger),
         cmocka_unit_test_teardown(test_check_in_without_earn, remove_ledger),
         cmocka_unit_test_teardown(test_pages_of_another_tree, remove_ledger),
