@@ -447,6 +447,7 @@ typedef struct jf_member {
     int64_t seq;
     char id[JF_ID_LEN_MAX];
     char status[12];
+    bool referred; /* referred_by is set (once, when the member is created) */
     int64_t debt;
     /* No earlier than the available_at of any open lot of the member made
      * pending (lots.c, the pending mark; schema.c, version 23). */

@@ -448,12 +448,18 @@ jf_err jf_member_purchases(jf_ctx *ctx, const char *member_id, int64_t max, int6
                         : err;
 }
 
-/* After an order earn: the member's first purchase rewards their referral
- * (docs/RULES.md, Referrals); the answer then shows the points after it. */
-static jf_err earn_first_purchase(jf_ctx *ctx, const char *member_id)
+/* After an order earn: the first purchase of a member who was referred
+ * rewards their referral (docs/RULES.md, Referrals); the answer then shows
+ * the points after it.  A member who was not referred has nothing to
+ * reward, and the purchases are not counted (m->referred, from the row the
+ * writer's cache keeps). */
+static jf_err earn_first_purchase(jf_ctx *ctx, const jf_member *m)
 {
+    const char *member_id = m->id;
     int64_t orders = 0, got = 0;
     json_t *pts = NULL;
+    if (!m->referred)
+        return JF_OK;
     /* Whether this is the only one: two are enough to tell. */
     jf_err err = jf_member_purchases(ctx, member_id, 2, &orders);
     if (err == JF_OK && orders == 1)
@@ -519,7 +525,7 @@ static jf_err earn_apply(jf_ctx *ctx)
     err = jf_tx_complete(ctx, &tx, m.id, err);
     if (err == JF_OK && (growth > 0 || a->has_order))
         err = jf_tier_after_growth(ctx, m.id, tx.id);
-    return err == JF_OK && a->has_order ? earn_first_purchase(ctx, m.id) : err;
+    return err == JF_OK && a->has_order ? earn_first_purchase(ctx, &m) : err;
 }
 
 /* ---- redeem ---- */

@@ -19,7 +19,7 @@
  * columns of st's row. */
 #define MEMBER_KEPT_COLUMNS                                                                        \
     "seq, id, status, debt, birthday, pending_until, tier, tier_since, tier_eval_at,"              \
-    " tier_manual, tier_override_until"
+    " tier_manual, tier_override_until, referred_by IS NOT NULL"
 
 static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
 {
@@ -36,6 +36,7 @@ static void member_kept_row(sqlite3_stmt *st, int first, jf_member *out)
     out->tier.eval_at = jf_db_int_or(st, first + 8, -1);
     out->tier.manual = sqlite3_column_int64(st, first + 9) != 0;
     out->tier.override_until = jf_db_int_or(st, first + 10, -1);
+    out->referred = sqlite3_column_int64(st, first + 11) != 0;
 }
 
 jf_err jf_member_load(jf_ctx *ctx, const char *id, jf_member *out)
