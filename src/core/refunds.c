@@ -88,11 +88,12 @@ bool jf_refund_return_target_floor(int64_t paid, int64_t order_amount, int64_t r
 
 /* ---- order lines, written by the earn ---- */
 
-/* Adds award `points` of rule (NULL: the base rate) split over the lines. */
-static jf_err lines_attribute(jf_ctx *ctx, json_t *rule, int64_t points, size_t n, int64_t *sum)
+/* Adds award `points` of rule (NULL: the base rate) split over the n lines. */
+static jf_err lines_attribute(jf_ctx *ctx, json_t *rule, int64_t points, const jf_order_line *lines,
+                              size_t n, int64_t *sum)
 {
     int64_t w[JF_ORDER_LINES_MAX], part[JF_ORDER_LINES_MAX];
-    jf_rule_line_weights(rule, ctx->args->order, w);
+    jf_rule_line_weights(rule, lines, n, w);
     if (!jf_split_largest_remainder(points, w, n, part))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Cannot attribute %lld points to %zu lines.",
                        (long long)points, n);
@@ -112,15 +113,14 @@ static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule)
 
 /* One line of the stored text: [sku, amount, quantity, points], the sku
  * null when the line has none (schema.c, version 24). */
-static void line_text(jf_jtext *b, json_t *l, int64_t points)
+static void line_text(jf_jtext *b, const jf_order_line *l, int64_t points)
 {
-    json_t *q = json_object_get(l, "quantity");
     jf_jt_raw(b, "[");
-    jf_jt_str(b, json_string_value(json_object_get(l, "sku")));
+    jf_jt_str(b, l->sku);
     jf_jt_raw(b, ",");
-    jf_jt_int(b, (int64_t)json_integer_value(json_object_get(l, "amount")));
+    jf_jt_int(b, l->amount);
     jf_jt_raw(b, ",");
-    jf_jt_int(b, q ? (int64_t)json_integer_value(q) : INT64_C(1));
+    jf_jt_int(b, l->quantity);
     jf_jt_raw(b, ",");
     jf_jt_int(b, points);
     jf_jt_raw(b, "]");
@@ -129,8 +129,8 @@ static void line_text(jf_jtext *b, json_t *l, int64_t points)
 jf_err jf_order_lines_text(jf_ctx *ctx, const jf_award *aw, size_t count, bool ruled,
                            int64_t points, char **text)
 {
-    json_t *lines = json_object_get(ctx->args->order, "lines"), *l;
-    size_t n = json_array_size(lines), i;
+    jf_order_line lines[JF_ORDER_LINES_MAX]; /* 24 KB, filled as far as the lines go */
+    size_t n = jf_order_lines_view(ctx->args->order, lines);
     int64_t sum[JF_ORDER_LINES_MAX] = {0}, total = 0;
     jf_err err = JF_OK;
     *text = NULL;
@@ -139,18 +139,17 @@ jf_err jf_order_lines_text(jf_ctx *ctx, const jf_award *aw, size_t count, bool r
     for (size_t k = 0; ruled && k < count && err == JF_OK; k++) {
         json_t *rule = NULL;
         if (aw[k].points > 0 && (err = award_rule_body(ctx, &aw[k], &rule)) == JF_OK)
-            err = lines_attribute(ctx, rule, aw[k].points, n, sum);
+            err = lines_attribute(ctx, rule, aw[k].points, lines, n, sum);
         json_decref(rule);
     }
     if (err == JF_OK && !ruled)
-        err = lines_attribute(ctx, NULL, points, n, sum);
+        err = lines_attribute(ctx, NULL, points, lines, n, sum);
     if (err != JF_OK)
         return err;
     jf_jtext b = {0};
-    json_array_foreach(lines, i, l)
-    {
+    for (size_t i = 0; i < n; i++) {
         jf_jt_raw(&b, i == 0 ? "[" : ",");
-        line_text(&b, l, sum[i]);
+        line_text(&b, &lines[i], sum[i]);
         total += sum[i];
     }
     jf_jt_raw(&b, "]");

@@ -687,54 +687,85 @@ static bool calendar_matches(json_t *c, const jf_rule_facts *f)
 
 /* ---- evaluation: order lines ---- */
 
-static bool selector_matches(json_t *sel, json_t *line)
+size_t jf_order_lines_view(json_t *order, jf_order_line *out)
 {
-    return str_in(json_object_get(sel, "skus"), json_string_value(json_object_get(line, "sku"))) ||
-           str_in(json_object_get(sel, "categories"),
-                  json_string_value(json_object_get(line, "category"))) ||
-           any_in(json_object_get(sel, "labels"), json_object_get(line, "labels"));
+    json_t *lines = json_object_get(order, "lines"), *l;
+    size_t i;
+    assert(json_array_size(lines) <= JF_ORDER_LINES_MAX);
+    json_array_foreach(lines, i, l)
+    {
+        json_t *q = json_object_get(l, "quantity");
+        out[i] = (jf_order_line){
+            .sku = json_string_value(json_object_get(l, "sku")),
+            .category = json_string_value(json_object_get(l, "category")),
+            .labels = json_object_get(l, "labels"),
+            .amount = json_integer_value(json_object_get(l, "amount")),
+            .quantity = q ? json_integer_value(q) : 1,
+            .never = json_is_true(json_object_get(l, "gift_card")) ||
+                     json_is_true(json_object_get(l, "shipping")),
+        };
+    }
+    return json_array_size(lines);
 }
 
-/* A line counts for a rule unless it is a gift card or shipping, or the
- * rule's include misses it, or its exclude hits it. */
-static bool line_eligible(json_t *c, json_t *line)
+/* A rule's include or exclude: the lists it names, looked up once per rule. */
+typedef struct selector {
+    bool given;
+    json_t *skus, *categories, *labels;
+} selector;
+
+static selector selector_of(json_t *c, const char *key)
 {
-    json_t *inc = json_object_get(c, "include"), *exc = json_object_get(c, "exclude");
-    if (json_is_true(json_object_get(line, "gift_card")) ||
-        json_is_true(json_object_get(line, "shipping")))
-        return false;
-    if (inc && !selector_matches(inc, line))
-        return false;
-    return exc == NULL || !selector_matches(exc, line);
+    json_t *sel = json_object_get(c, key);
+    return (selector){sel != NULL, json_object_get(sel, "skus"), json_object_get(sel, "categories"),
+                      json_object_get(sel, "labels")};
 }
 
-static int64_t line_quantity(json_t *line)
+static bool selector_matches(const selector *sel, const jf_order_line *l)
 {
-    json_t *q = json_object_get(line, "quantity");
-    return q ? json_integer_value(q) : 1;
+    return str_in(sel->skus, l->sku) || str_in(sel->categories, l->category) ||
+           any_in(sel->labels, l->labels);
+}
+
+/* The lines a rule's conditions c count: not gift cards or shipping, and
+ * those its include hits and its exclude misses. */
+typedef struct line_filter {
+    selector inc, exc;
+} line_filter;
+
+static line_filter line_filter_of(json_t *c)
+{
+    return (line_filter){selector_of(c, "include"), selector_of(c, "exclude")};
+}
+
+static bool line_eligible(const line_filter *lf, const jf_order_line *l)
+{
+    if (l->never)
+        return false;
+    if (lf->inc.given && !selector_matches(&lf->inc, l))
+        return false;
+    return !lf->exc.given || !selector_matches(&lf->exc, l);
 }
 
 /* Eligible amount and quantity of the order for a rule's conditions c.
  * Without lines the whole order is one line of quantity 1 (and a rule
  * that includes only some lines matches nothing). */
-static void order_eligible(json_t *c, json_t *order, int64_t *amount, int64_t *quantity)
+static void order_eligible(json_t *c, const jf_rule_facts *f, int64_t *amount, int64_t *quantity)
 {
-    json_t *lines = json_object_get(order, "lines"), *l;
-    size_t i;
     *amount = 0;
     *quantity = 0;
-    if (lines == NULL) {
+    if (f->line_count == 0) {
         if (json_object_get(c, "include") == NULL) {
-            *amount = json_integer_value(json_object_get(order, "amount"));
+            *amount = json_integer_value(json_object_get(f->order, "amount"));
             *quantity = 1;
         }
         return;
     }
-    json_array_foreach(lines, i, l)
-    {
-        if (line_eligible(c, l)) {
-            *amount += json_integer_value(json_object_get(l, "amount"));
-            *quantity += line_quantity(l);
+    line_filter lf = line_filter_of(c);
+    for (size_t i = 0; i < f->line_count; i++) {
+        if (line_eligible(&lf, &f->lines[i])) {
+            *amount += f->lines[i].amount;
+            *quantity += f->lines[i].quantity;
         }
     }
 }
@@ -777,7 +808,7 @@ static bool rule_fires(json_t *r, const jf_rule_facts *f, int64_t *amount, int64
         f->now_ms >= t)
         return false;
     if (f->order)
-        order_eligible(c, f->order, amount, quantity);
+        order_eligible(c, f, amount, quantity);
     if (c == NULL)
         return true;
     json_t *tags = json_object_get(c, "member_tags_any");
@@ -834,6 +865,13 @@ static bool checkin_points(json_t *e, int64_t streak, jf_award *a)
     return jf_points_add_checked(pts, bonus, &a->points);
 }
 
+/* Whether a bonus's sku is a line's (both validated strings; a line may
+ * have none). */
+static bool same_sku(const char *bonus, const char *line)
+{
+    return bonus && line && strcmp(bonus, line) == 0;
+}
+
 /* Points of a rate, fixed, sku_bonus or check_in effect; false on overflow. */
 static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t amount, jf_award *a)
 {
@@ -868,19 +906,20 @@ static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t 
                 rounding ? rounding : "floor");
         return apply_rounded(rounding, base, pts, per, &a->points);
     }
-    json_t *b, *l;
-    size_t i, j;
+    json_t *b;
+    size_t i;
     int64_t sum = 0;
+    line_filter lf = line_filter_of(c);
     json_array_foreach(json_object_get(e, "bonuses"), i, b)
     {
-        json_array_foreach(json_object_get(f->order, "lines"), j, l)
-        {
+        const char *sku = json_string_value(json_object_get(b, "sku"));
+        int64_t per = json_integer_value(json_object_get(b, "points"));
+        for (size_t j = 0; j < f->line_count; j++) {
+            const jf_order_line *l = &f->lines[j];
             int64_t add = 0;
-            if (!line_eligible(c, l) ||
-                !json_equal(json_object_get(b, "sku"), json_object_get(l, "sku")))
+            if (!line_eligible(&lf, l) || !same_sku(sku, l->sku))
                 continue;
-            if (__builtin_mul_overflow(json_integer_value(json_object_get(b, "points")),
-                                       line_quantity(l), &add) ||
+            if (__builtin_mul_overflow(per, l->quantity, &add) ||
                 !jf_points_add_checked(sum, add, &sum))
                 return false;
         }
@@ -1107,12 +1146,17 @@ bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, 
     return true;
 }
 
-jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const jf_rule_facts *f,
-                         jf_award *aw, size_t *count)
+jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
+                         const jf_rule_facts *given, jf_award *aw, size_t *count)
 {
     size_t k = 0, ref_of[JF_AWARDS_MAX];
     if (n > JF_RULES_ACTIVE_MAX)
         return jf_fail(ctx, JF_ERR_INTERNAL, "More than %d live rules.", JF_RULES_ACTIVE_MAX);
+    jf_order_line view[JF_ORDER_LINES_MAX]; /* 24 KB, filled as far as the lines go */
+    jf_rule_facts facts = *given;
+    const jf_rule_facts *f = &facts;
+    facts.lines = view;
+    facts.line_count = jf_order_lines_view(facts.order, view);
     for (size_t i = 0; i < n; i++) {
         int64_t amount, quantity;
         json_t *r = rules[i].rule, *e = json_object_get(r, "effect");
@@ -1160,32 +1204,28 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n, const 
 
 /* ---- per-line attribution (order refunds) ---- */
 
-void jf_rule_line_weights(json_t *rule, json_t *order, int64_t *w)
+void jf_rule_line_weights(json_t *rule, const jf_order_line *lines, size_t n, int64_t *w)
 {
-    json_t *lines = json_object_get(order, "lines"), *l, *b;
     json_t *c = rule ? json_object_get(rule, "conditions") : NULL;
-    json_t *e = rule ? json_object_get(rule, "effect") : NULL;
+    json_t *e = rule ? json_object_get(rule, "effect") : NULL, *b;
     const char *type = e ? json_string_value(json_object_get(e, "type")) : NULL;
-    size_t i, j;
-    json_array_foreach(lines, i, l)
-    {
+    line_filter lf = line_filter_of(c);
+    size_t j;
+    for (size_t i = 0; i < n; i++) {
+        const jf_order_line *l = &lines[i];
         w[i] = 0;
-        if (rule == NULL) {
-            w[i] = json_integer_value(json_object_get(l, "amount"));
+        if (rule != NULL && !line_eligible(&lf, l))
             continue;
-        }
-        if (!line_eligible(c, l))
-            continue;
-        if (type == NULL || strcmp(type, "sku_bonus") != 0) {
-            w[i] = json_integer_value(json_object_get(l, "amount"));
+        if (rule == NULL || type == NULL || strcmp(type, "sku_bonus") != 0) {
+            w[i] = l->amount;
             continue;
         }
         json_array_foreach(json_object_get(e, "bonuses"), j, b)
         {
             int64_t add = 0;
-            if (json_equal(json_object_get(b, "sku"), json_object_get(l, "sku")) &&
+            if (same_sku(json_string_value(json_object_get(b, "sku")), l->sku) &&
                 !__builtin_mul_overflow(json_integer_value(json_object_get(b, "points")),
-                                        line_quantity(l), &add))
+                                        l->quantity, &add))
                 w[i] = add > JF_POINTS_MAX - w[i] ? JF_POINTS_MAX : w[i] + add;
         }
     }

@@ -62,6 +62,22 @@ typedef struct jf_rule_ref {
 } jf_rule_ref;
 
 /* The facts rules are evaluated against.  order is NULL for an event. */
+/* One line of a validated order with the fields the rules read, looked up
+ * once for every rule that weighs it (jf_order_lines_view): a receipt's
+ * lines were looked up again by each rule, about 870 instructions a line
+ * and a rule.  The strings and labels are borrowed from the order. */
+typedef struct jf_order_line {
+    const char *sku, *category; /* NULL when the line has none */
+    json_t *labels;             /* array of strings, or NULL */
+    int64_t amount, quantity;
+    bool never; /* a gift card or shipping: no rule counts it */
+} jf_order_line;
+
+/* Fills out[0..n) with the view of order's lines (room for
+ * JF_ORDER_LINES_MAX) and returns n: 0 for an order without lines, or no
+ * order.  Pure. */
+size_t jf_order_lines_view(json_t *order, jf_order_line *out);
+
 typedef struct jf_rule_facts {
     const jf_tz *tz;
     int64_t now_ms;
@@ -79,6 +95,10 @@ typedef struct jf_rule_facts {
     const char *tier;         /* the member's tier code, or NULL for none */
     /* Purchases: the tier's multipliers (docs/TIERS.md), or NULL. */
     const struct jf_tier_bonus *tier_bonus;
+    /* The view of order's lines: set by jf_rules_evaluate, whatever the
+     * caller gave. */
+    const jf_order_line *lines;
+    size_t line_count;
 } jf_rule_facts;
 
 typedef struct jf_award {
@@ -127,14 +147,14 @@ bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, 
  * "month", "year" in tz) containing now_ms; INT64_MIN for "lifetime". */
 int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period);
 
-/* The weight of each line of order (order.lines[i], w[i]) in an award of
- * rule, used to attribute the award's points to lines so that a refund of a
- * line claws back what that line earned (docs/RULES.md, Refunds): the
- * eligible line amounts for rate, fixed and multiplier effects, the bonus
- * points of sku_bonus effects, and every line amount when rule is NULL (the
- * program's base rate or explicit points).  Lines a rule does not count
- * weigh 0.  w has room for every line.  Pure. */
-void jf_rule_line_weights(json_t *rule, json_t *order, int64_t *w);
+/* The weight of each line of an order (lines[i], its view by
+ * jf_order_lines_view, w[i]) in an award of rule, used to attribute the
+ * award's points to lines so that a refund of a line claws back what that
+ * line earned (docs/RULES.md, Refunds): the eligible line amounts for rate,
+ * fixed and multiplier effects, the bonus points of sku_bonus effects, and
+ * every line amount when rule is NULL (the program's base rate or explicit
+ * points).  Lines a rule does not count weigh 0.  w has room for n.  Pure. */
+void jf_rule_line_weights(json_t *rule, const jf_order_line *lines, size_t n, int64_t *w);
 
 /* True when the member's birthday ("YYYY-MM-DD") is the local date of
  * now_ms in tz; 29 February counts as 28 February in common years, as the

@@ -88,14 +88,20 @@ static void test_line_weights(void **state)
                              " {\"skus\": [\"CAKE\"]}}}",
                              0, NULL);
     int64_t w[3];
-    jf_rule_line_weights(NULL, order, w);
+    jf_order_line lines[JF_ORDER_LINES_MAX];
+    size_t n = jf_order_lines_view(order, lines);
+    assert_int_equal(n, 3);
+    assert_true(lines[0].quantity == 2 && lines[2].quantity == 1 && lines[1].never &&
+                !lines[0].never && strcmp(lines[2].sku, "CAKE") == 0 && !lines[0].category);
+    jf_rule_line_weights(NULL, lines, n, w);
     assert_true(w[0] == 3000 && w[1] == 10000 && w[2] == 6050);
-    jf_rule_line_weights(rate, order, w);
+    jf_rule_line_weights(rate, lines, n, w);
     assert_true(w[0] == 3000 && w[1] == 0 && w[2] == 6050);
-    jf_rule_line_weights(bonus, order, w);
+    jf_rule_line_weights(bonus, lines, n, w);
     assert_true(w[0] == 10 && w[1] == 0 && w[2] == 0);
-    jf_rule_line_weights(inc, order, w);
+    jf_rule_line_weights(inc, lines, n, w);
     assert_true(w[0] == 0 && w[1] == 0 && w[2] == 6050);
+    assert_int_equal(jf_order_lines_view(NULL, lines), 0);
     json_decref(order);
     json_decref(rate);
     json_decref(bonus);
