@@ -749,12 +749,13 @@ static bool line_eligible(const line_filter *lf, const jf_order_line *l)
 
 /* Eligible amount and quantity of the order for a rule's conditions c.
  * Without lines the whole order is one line of quantity 1 (and a rule
- * that includes only some lines matches nothing). */
+ * that includes only some lines matches nothing); an empty list of lines
+ * has nothing eligible. */
 static void order_eligible(json_t *c, const jf_rule_facts *f, int64_t *amount, int64_t *quantity)
 {
     *amount = 0;
     *quantity = 0;
-    if (f->line_count == 0) {
+    if (json_object_get(f->order, "lines") == NULL) {
         if (json_object_get(c, "include") == NULL) {
             *amount = json_integer_value(json_object_get(f->order, "amount"));
             *quantity = 1;

@@ -61,7 +61,6 @@ typedef struct jf_rule_ref {
     jf_rule_usage *campaign_used;
 } jf_rule_ref;
 
-/* The facts rules are evaluated against.  order is NULL for an event. */
 /* One line of a validated order with the fields the rules read, looked up
  * once for every rule that weighs it (jf_order_lines_view): a receipt's
  * lines were looked up again by each rule, about 870 instructions a line
@@ -78,6 +77,7 @@ typedef struct jf_order_line {
  * order.  Pure. */
 size_t jf_order_lines_view(json_t *order, jf_order_line *out);
 
+/* The facts rules are evaluated against.  order is NULL for an event. */
 typedef struct jf_rule_facts {
     const jf_tz *tz;
     int64_t now_ms;
@@ -127,8 +127,8 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
 
 /* Room for JF_AWARDS_MAX awards, malloc'd (the caller frees it), NULL when
  * memory ran out.  Not zeroed: every award jf_rules_evaluate and
- * jf_rules_tier_awards count is set whole first, and zeroing the room (about
- * 27 KB) cost an order earn more than its rules' evaluation. */
+ * jf_rules_tier_awards count is set whole first, so zeroing the room (about
+ * 27 KB, the whole of L1) on every order earn was wasted. */
 jf_award *jf_awards_new(void);
 
 /* Appends the tier's earn multiplier award ("tier:<code>") and, on the

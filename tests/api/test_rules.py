@@ -284,6 +284,19 @@ class EarnRulesTests(unittest.TestCase):
         rate2 = [a for a in b2["transaction"]["awards"] if a["rule_id"] == self.rate["id"]]
         self.assertEqual((rate2[0]["rule_version"], rate2[0]["points"]), (2, 5))
 
+    def test_an_empty_list_of_lines_has_nothing_eligible(self):
+        """An order sent with `"lines": []` has no line a rule can count (quantity 0),
+        unlike an order sent without lines, which is one line of quantity 1."""
+        archive_all(self.c)
+        create_rule(self.c, {"name": "one or more", "trigger": "purchase", "priority": 10,
+                             "conditions": {"min_quantity": 1},
+                             "effect": {"type": "fixed", "points": 9}})
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-empty", [])), 201, "earn")
+        self.assertEqual(b["transaction"]["points"], 0)
+        b = H.check_ok(H.earn(self.c, self.m["id"], order=order("o-none", amount=0)), 201,
+                       "earn without lines")
+        self.assertEqual(b["transaction"]["points"], 9)
+
     def test_purchase_number_counts_earlier_order_earns(self):
         """`purchase_number` compares the member's earlier order earns with nth − 1 (the
         count stops at the largest nth a live rule asks for): the first order earns the
