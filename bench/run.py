@@ -69,6 +69,8 @@ def parse_args(argv):
     ap.add_argument("--w6-rate", type=int,
                     help="W6's foreground in earns/s, the same in every run (default: half of"
                          " W1's maximum, measured on the W6 database before each run)")
+    ap.add_argument("--order-lines", type=int, default=2,
+                    help="lines of each W8 order earn (1-100; loadgen --order-lines)")
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--batch-conns", type=int, default=4)
     ap.add_argument("--out", help="results JSON (default bench/results/latest.json)")
@@ -115,7 +117,7 @@ def parse_args(argv):
     if not (1 <= a.runs <= 20 and 0.2 <= a.duration <= 600 and 0 <= a.warmup <= 60
             and 2 <= a.members <= 10_000_000 and 1 <= a.conns <= 1000
             and all(1 <= c <= 1000 for c in a.w1_conns) and 0 <= a.lots <= 20_000_000
-            and 0 <= a.steal_retries <= 10):
+            and 0 <= a.steal_retries <= 10 and 1 <= a.order_lines <= 100):
         ap.error("a size is out of range")
     a.strict = a.strict or smoke
     a.out = a.out or os.path.join(HERE, "results", "smoke.json" if smoke else "latest.json")
@@ -382,8 +384,10 @@ class Bench:
             self.workload("W7", {"kind": "read"},
                           [(f"W7 read80 c={cfg.conns}", cfg.conns, None)])
         if "W8" in wls and "jifen" in self.systems:
+            lines = "" if cfg.order_lines == 2 else f" {cfg.order_lines} lines"
             self.workload("W8", {"kind": "earn", "orders": True, "base": "rules"},
-                          [(f"W8 orders c={cfg.conns}", cfg.conns, None)], only=("jifen",))
+                          [(f"W8 orders{lines} c={cfg.conns}", cfg.conns, None)],
+                          only=("jifen",))
 
     def close(self):
         for name, sysobj in reversed(self.ordered()):

@@ -303,7 +303,7 @@ class Jifen:
         if wl.get("hot"):
             args += ["--hot", wl["hot"]]
         if wl.get("orders"):
-            args.append("--orders")
+            args += ["--orders", "--order-lines", self.cfg.order_lines]
         if wl["kind"] == "batch":
             args += ["--batch", self.cfg.batch_size]
         before = self.wal_counters()
