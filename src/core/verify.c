@@ -597,9 +597,10 @@ static jf_err check_awards(verifier *v, int64_t t)
 
 /* L1: an order earn's lines, kept in its row since schema version 24
  * (refunds.c, jf_order_lines_text), are a JSON array whose points add up
- * to the earn's points and whose amounts add up to the order's amount;
- * the rows of order_lines of an order earned before add up to its points.
- * Refunds claw back by these lines (R2). */
+ * to the earn's points and whose amounts add up to the order's amount
+ * when it has one (an earn of explicit points may send lines without
+ * the amount, stored as 0); the rows of order_lines of an order earned
+ * before add up to its points.  Refunds claw back by these lines (R2). */
 #define LINES_VALID "json_valid(x.order_lines) AND json_type(x.order_lines) = 'array'"
 #define LINES_SUM(k) "(SELECT SUM(j.value ->> " #k ") FROM json_each(x.order_lines) j)"
 #define LINES_DIFFER(k, what, when)                                                                \
@@ -618,7 +619,9 @@ static jf_err check_order_lines(verifier *v, int64_t t)
                             LINES_DIFFER(3, "x.points", "1"), t);
     if (err == JF_OK)
         err = check_rows(v, "L1", "an order's lines do not add up to its amount",
-                         LINES_DIFFER(1, "x.order_amount", "x.order_currency IS NOT NULL"), t);
+                         LINES_DIFFER(1, "x.order_amount",
+                                      "x.order_currency IS NOT NULL AND x.order_amount > 0"),
+                         t);
     if (err == JF_OK)
         err = check_rows(v, "L1", "an order's lines do not add up to its points", OLD_LINES_DIFFER,
                          t);

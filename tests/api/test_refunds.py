@@ -162,6 +162,17 @@ class RefundTests(unittest.TestCase):
         self.assertEqual(b["refund"]["clawback_points"], 80)
         self.assertEqual(available(self.c, self.m), 0)
 
+    def test_explicit_points_with_lines_and_no_amount(self):
+        """An earn of explicit points may send an order's lines and currency without its
+        amount: the points are split over the lines by their amounts, and `jifen verify`
+        (the tearDown) stays clean, the order's stored amount being 0."""
+        b = H.check_ok(H.earn(self.c, self.m, points=7, order={
+            "id": "PL", "currency": "CNY",
+            "lines": [{"sku": "A", "amount": 300}, {"sku": "B", "amount": 400}]}), 201, "earn")
+        self.assertEqual(b["transaction"]["points"], 7)
+        o = H.check_ok(self.c.get("/v1/orders/PL"), 200, "order")
+        self.assertEqual([ln["points"] for ln in o["lines"]], [3, 4])
+
     def test_points_paid_are_returned_floor_and_settle_exactly(self):
         H.check_ok(H.earn(self.c, self.m, points=1000), 201, "seed points")
         H.check_ok(H.redeem(self.c, self.m, 333, order={"id": "P1"}), 201, "redeem")
