@@ -524,7 +524,7 @@ static jf_err earn_apply(jf_ctx *ctx)
     free(aw);
     err = jf_tx_complete(ctx, &tx, m.id, err);
     if (err == JF_OK && (growth > 0 || a->has_order))
-        err = jf_tier_after_growth(ctx, m.id, tx.id);
+        err = jf_tier_after_growth(ctx, m.id, &tx);
     return err == JF_OK && a->has_order ? earn_first_purchase(ctx, &m) : err;
 }
 

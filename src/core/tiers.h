@@ -100,9 +100,13 @@ jf_err jf_tier_record(jf_ctx *ctx, const jf_tier_config *cfg, const char *member
                       const jf_tier_move *mv);
 
 /* After a write that added growth (or earned from an order) for member_id
- * in transaction tx_id: when the window now qualifies for a higher tier the
- * member moves up in this same transaction.  A no-op without tiers. */
-jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const char *tx_id);
+ * in transaction tx, committed (jf_tx_commit): when the window now
+ * qualifies for a higher tier the member moves up in this same
+ * transaction.  The member's lifetime growth is the balance tx stored for
+ * its growth posting, read from the database only when tx has none.  A
+ * no-op without tiers. */
+struct jf_tx;
+jf_err jf_tier_after_growth(jf_ctx *ctx, const char *member_id, const struct jf_tx *tx);
 
 /* Rule facts: the member's tier code ("" for none) and, for purchases, the
  * multipliers of its benefits. */
@@ -115,7 +119,6 @@ jf_err jf_tier_bonus_load(jf_ctx *ctx, const char *member_id, jf_tier_bonus *out
 
 /* Posts growth g (> 0 credits, < 0 takes back) to the member's growth
  * account against program:growth_issuance. */
-struct jf_tx;
 void jf_tx_post_growth(struct jf_tx *tx, const char *member_id, int64_t g);
 
 /* A tier change row as JSON (history). */
