@@ -586,6 +586,18 @@ void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id,
  * NULL when text does not parse.  c may be NULL (not the writer): parses. */
 json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char *id,
                             int64_t version, const char *text);
+/* What a caller derived from a kept body (a rule's plan, rules.c) and left
+ * with it by jf_wcache_body_derive: NULL unless body is the very body kept
+ * for that key and something was left.  Valid until the next call on c;
+ * it may point into the body, so a caller copying it keeps its own
+ * reference to the body.  c may be NULL. */
+const void *jf_wcache_body_derived(jf_wcache *c, int64_t tenant, char kind, const char *id,
+                                   int64_t version, const json_t *body);
+/* Leaves derived (malloc'd, freed with free() when the body goes; taken
+ * over in every case) with the body kept for that key when that is body;
+ * otherwise frees it at once. */
+void jf_wcache_body_derive(jf_wcache *c, int64_t tenant, char kind, const char *id, int64_t version,
+                           const json_t *body, void *derived);
 /* The table when ctx runs on the writer's connection, else NULL. */
 /* One rule a trigger of a tenant fires, as rules_db.c's live query found it
  * before the campaigns' windows are applied. */

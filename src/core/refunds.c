@@ -88,12 +88,13 @@ bool jf_refund_return_target_floor(int64_t paid, int64_t order_amount, int64_t r
 
 /* ---- order lines, written by the earn ---- */
 
-/* Adds award `points` of rule (NULL: the base rate) split over the n lines. */
-static jf_err lines_attribute(jf_ctx *ctx, json_t *rule, int64_t points, const jf_order_line *lines,
-                              size_t n, int64_t *sum)
+/* Adds award `points` of the rule planned by p (NULL: the base rate) split
+ * over the n lines. */
+static jf_err lines_attribute(jf_ctx *ctx, const jf_rule_plan *p, int64_t points,
+                              const jf_order_line *lines, size_t n, int64_t *sum)
 {
     int64_t w[JF_ORDER_LINES_MAX], part[JF_ORDER_LINES_MAX];
-    jf_rule_line_weights(rule, lines, n, w);
+    jf_rule_line_weights(p, lines, n, w);
     if (!jf_split_largest_remainder(points, w, n, part))
         return jf_fail(ctx, JF_ERR_INTERNAL, "Cannot attribute %lld points to %zu lines.",
                        (long long)points, n);
@@ -102,12 +103,14 @@ static jf_err lines_attribute(jf_ctx *ctx, json_t *rule, int64_t points, const j
     return JF_OK;
 }
 
-static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule)
+/* The award's rule (a reference, NULL for the base rate or a tier
+ * multiplier, which every line weighs) and its plan. */
+static jf_err award_rule_body(jf_ctx *ctx, const jf_award *a, json_t **rule, jf_rule_plan *plan)
 {
     *rule = NULL;
     if (strchr(a->rule_id, ':'))
-        return JF_OK; /* the base rate or a tier multiplier: weighted by every line */
-    *rule = jf_rule_body(ctx, a->rule_id, a->rule_version);
+        return JF_OK;
+    *rule = jf_rule_body_plan(ctx, a->rule_id, a->rule_version, plan);
     return *rule ? JF_OK : JF_ERR_CORRUPT;
 }
 
@@ -138,8 +141,9 @@ jf_err jf_order_lines_text(jf_ctx *ctx, const jf_award *aw, size_t count, bool r
         return JF_OK;
     for (size_t k = 0; ruled && k < count && err == JF_OK; k++) {
         json_t *rule = NULL;
-        if (aw[k].points > 0 && (err = award_rule_body(ctx, &aw[k], &rule)) == JF_OK)
-            err = lines_attribute(ctx, rule, aw[k].points, lines, n, sum);
+        jf_rule_plan plan;
+        if (aw[k].points > 0 && (err = award_rule_body(ctx, &aw[k], &rule, &plan)) == JF_OK)
+            err = lines_attribute(ctx, rule ? &plan : NULL, aw[k].points, lines, n, sum);
         json_decref(rule);
     }
     if (err == JF_OK && !ruled)

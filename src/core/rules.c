@@ -657,32 +657,110 @@ static bool any_in(json_t *a, json_t *values)
     return false;
 }
 
-/* Days, hours, dates and birthday in the program's zone. */
-static bool calendar_matches(json_t *c, const jf_rule_facts *f)
+/* ---- evaluation: the plan of a rule ---- */
+
+static jf_rule_selector selector_of(json_t *c, const char *key)
 {
+    json_t *sel = json_object_get(c, key);
+    return (jf_rule_selector){sel != NULL, json_object_get(sel, "skus"),
+                              json_object_get(sel, "categories"), json_object_get(sel, "labels")};
+}
+
+/* The time r names at key (RFC 3339), else none. */
+static int64_t plan_time(json_t *r, const char *key, int64_t none)
+{
+    int64_t t = 0;
+    const char *s = json_string_value(json_object_get(r, key));
+    return s && jf_time_parse_rfc3339(s, &t) ? t : none;
+}
+
+static void plan_conditions(json_t *c, jf_rule_plan *p)
+{
+    json_t *hours = json_object_get(c, "hours"), *dates = json_object_get(c, "dates");
+    p->tags_any = json_object_get(c, "member_tags_any");
+    p->tiers_any = json_object_get(c, "member_tiers_any");
+    p->days_of_week = json_object_get(c, "days_of_week");
+    p->amount_min = json_object_get(c, "amount_min");
+    p->amount_max = json_object_get(c, "amount_max");
+    p->min_quantity = json_object_get(c, "min_quantity");
+    p->channels = json_object_get(c, "channels");
+    p->stores = json_object_get(c, "stores");
+    p->purchase_number = json_object_get(c, "purchase_number");
+    p->nth = json_object_get(p->purchase_number, "nth");
+    p->has_hours = hours != NULL;
+    hhmm_parse(json_string_value(json_object_get(hours, "from")), &p->hours_from);
+    hhmm_parse(json_string_value(json_object_get(hours, "to")), &p->hours_to);
+    p->has_dates = dates != NULL;
+    p->dates_from = json_string_value(json_object_get(dates, "from"));
+    p->dates_to = json_string_value(json_object_get(dates, "to"));
+    p->birthday = json_string_value(json_object_get(c, "birthday"));
+    p->include = selector_of(c, "include");
+    p->exclude = selector_of(c, "exclude");
+}
+
+static void plan_effect(json_t *e, jf_rule_plan *p)
+{
+    p->type = json_string_value(json_object_get(e, "type"));
+    p->multiplier = p->type && strcmp(p->type, "multiplier") == 0;
+    p->points = json_object_get(e, "points");
+    p->per_amount = json_object_get(e, "per_amount");
+    p->bonuses = json_object_get(e, "bonuses");
+    p->factor_num = json_object_get(e, "factor_num");
+    p->factor_den = json_object_get(e, "factor_den");
+    p->rounding = json_string_value(json_object_get(e, "rounding"));
+    p->exclude_points_paid = json_is_true(json_object_get(e, "exclude_points_paid"));
+}
+
+void jf_rule_plan_init(json_t *rule, jf_rule_plan *out)
+{
+    jf_rule_plan *p = out;
+    memset(p, 0, sizeof(*p));
+    p->conditions = json_object_get(rule, "conditions");
+    p->effect = json_object_get(rule, "effect");
+    p->limits = json_object_get(rule, "limits");
+    p->starts_at = plan_time(rule, "starts_at", INT64_MIN);
+    p->ends_at = plan_time(rule, "ends_at", INT64_MAX);
+    p->exclusive = json_is_true(json_object_get(rule, "exclusive"));
+    plan_conditions(p->conditions, p);
+    plan_effect(p->effect, p);
+    p->max_points_per_order = json_object_get(p->limits, "max_points_per_order");
+    p->per_member = json_object_get(p->limits, "per_member");
+    p->budget = json_object_get(p->limits, "budget");
+    p->period = json_string_value(json_object_get(p->per_member, "period"));
+    p->pending_days = json_object_get(rule, "pending_days");
+    p->expires_in_days = json_object_get(rule, "expires_in_days");
+    p->group = json_string_value(json_object_get(rule, "group"));
+    p->name = json_string_value(json_object_get(rule, "name"));
+    p->growth = json_object_get(rule, "growth");
+    p->growth_fixed = json_object_get(p->growth, "fixed");
+    p->growth_num = json_object_get(p->growth, "factor_num");
+    p->growth_den = json_object_get(p->growth, "factor_den");
+    assert(p->type != NULL); /* validated: every rule has an effect of a type */
+}
+
+/* Days, hours, dates and birthday in the program's zone. */
+static bool calendar_matches(const jf_rule_plan *p, const jf_rule_facts *f)
+{
+    if (!p->days_of_week && !p->has_hours && !p->has_dates && !p->birthday)
+        return true;
     jf_civil now;
     jf_tz_to_civil(f->tz, f->now_ms, &now);
-    json_t *v;
-    if ((v = json_object_get(c, "days_of_week")) && !int_in(v, now.wday == 0 ? 7 : now.wday))
+    if (p->days_of_week && !int_in(p->days_of_week, now.wday == 0 ? 7 : now.wday))
         return false;
-    if ((v = json_object_get(c, "hours"))) {
-        int from = 0, to = 0, m = now.hour * 60 + now.minute;
-        hhmm_parse(json_string_value(json_object_get(v, "from")), &from);
-        hhmm_parse(json_string_value(json_object_get(v, "to")), &to);
+    if (p->has_hours) {
+        int from = p->hours_from, to = p->hours_to, m = now.hour * 60 + now.minute;
         bool in = from < to ? (m >= from && m < to) : (m >= from || m < to);
         if (!in)
             return false;
     }
-    if ((v = json_object_get(c, "dates"))) {
+    if (p->has_dates) {
         char today[16];
         snprintf(today, sizeof today, "%04d-%02d-%02d", now.year, now.month, now.day);
-        const char *from = json_string_value(json_object_get(v, "from"));
-        const char *to = json_string_value(json_object_get(v, "to"));
-        if ((from && strcmp(today, from) < 0) || (to && strcmp(today, to) > 0))
+        if ((p->dates_from && strcmp(today, p->dates_from) < 0) ||
+            (p->dates_to && strcmp(today, p->dates_to) > 0))
             return false;
     }
-    v = json_object_get(c, "birthday");
-    return v == NULL || birthday_matches(json_string_value(v), f->birthday, &now);
+    return p->birthday == NULL || birthday_matches(p->birthday, f->birthday, &now);
 }
 
 /* ---- evaluation: order lines ---- */
@@ -708,119 +786,89 @@ size_t jf_order_lines_view(json_t *order, jf_order_line *out)
     return json_array_size(lines);
 }
 
-/* A rule's include or exclude: the lists it names, looked up once per rule. */
-typedef struct selector {
-    bool given;
-    json_t *skus, *categories, *labels;
-} selector;
-
-static selector selector_of(json_t *c, const char *key)
-{
-    json_t *sel = json_object_get(c, key);
-    return (selector){sel != NULL, json_object_get(sel, "skus"), json_object_get(sel, "categories"),
-                      json_object_get(sel, "labels")};
-}
-
-static bool selector_matches(const selector *sel, const jf_order_line *l)
+static bool selector_matches(const jf_rule_selector *sel, const jf_order_line *l)
 {
     return str_in(sel->skus, l->sku) || str_in(sel->categories, l->category) ||
            any_in(sel->labels, l->labels);
 }
 
-/* The lines a rule's conditions c count: not gift cards or shipping, and
- * those its include hits and its exclude misses. */
-typedef struct line_filter {
-    selector inc, exc;
-} line_filter;
-
-static line_filter line_filter_of(json_t *c)
-{
-    return (line_filter){selector_of(c, "include"), selector_of(c, "exclude")};
-}
-
-static bool line_eligible(const line_filter *lf, const jf_order_line *l)
+/* The lines a rule counts: not gift cards or shipping, and those its
+ * include hits and its exclude misses. */
+static bool line_eligible(const jf_rule_plan *p, const jf_order_line *l)
 {
     if (l->never)
         return false;
-    if (lf->inc.given && !selector_matches(&lf->inc, l))
+    if (p->include.given && !selector_matches(&p->include, l))
         return false;
-    return !lf->exc.given || !selector_matches(&lf->exc, l);
+    return !p->exclude.given || !selector_matches(&p->exclude, l);
 }
 
 /* Eligible amount and quantity of the order for a rule's conditions c.
  * Without lines the whole order is one line of quantity 1 (and a rule
  * that includes only some lines matches nothing); an empty list of lines
  * has nothing eligible. */
-static void order_eligible(json_t *c, const jf_rule_facts *f, int64_t *amount, int64_t *quantity)
+static void order_eligible(const jf_rule_plan *p, const jf_rule_facts *f, int64_t *amount,
+                           int64_t *quantity)
 {
     *amount = 0;
     *quantity = 0;
-    if (json_object_get(f->order, "lines") == NULL) {
-        if (json_object_get(c, "include") == NULL) {
-            *amount = json_integer_value(json_object_get(f->order, "amount"));
+    if (!f->has_lines) {
+        if (!p->include.given) {
+            *amount = f->order_amount;
             *quantity = 1;
         }
         return;
     }
-    line_filter lf = line_filter_of(c);
     for (size_t i = 0; i < f->line_count; i++) {
-        if (line_eligible(&lf, &f->lines[i])) {
+        if (line_eligible(p, &f->lines[i])) {
             *amount += f->lines[i].amount;
             *quantity += f->lines[i].quantity;
         }
     }
 }
 
-static bool order_matches(json_t *c, const jf_rule_facts *f, int64_t amount, int64_t quantity)
+static bool order_matches(const jf_rule_plan *p, const jf_rule_facts *f, int64_t amount,
+                          int64_t quantity)
 {
-    json_t *v;
-    if ((v = json_object_get(c, "amount_min")) && amount < json_integer_value(v))
+    if (p->amount_min && amount < json_integer_value(p->amount_min))
         return false;
-    if ((v = json_object_get(c, "amount_max")) && amount > json_integer_value(v))
+    if (p->amount_max && amount > json_integer_value(p->amount_max))
         return false;
-    if ((v = json_object_get(c, "min_quantity")) && quantity < json_integer_value(v))
+    if (p->min_quantity && quantity < json_integer_value(p->min_quantity))
         return false;
-    if ((v = json_object_get(c, "channels")) && !str_in(v, f->channel))
+    if (p->channels && !str_in(p->channels, f->channel))
         return false;
-    if ((v = json_object_get(c, "stores")) && !str_in(v, f->store_id))
+    if (p->stores && !str_in(p->stores, f->store_id))
         return false;
-    if ((json_object_get(c, "include") || json_object_get(c, "exclude")) && quantity == 0)
+    if ((p->include.given || p->exclude.given) && quantity == 0)
         return false;
-    if ((v = json_object_get(c, "purchase_number"))) {
-        json_t *nth = json_object_get(v, "nth");
-        int64_t want = nth ? json_integer_value(nth) - 1 : 0;
+    if (p->purchase_number) {
+        int64_t want = p->nth ? json_integer_value(p->nth) - 1 : 0;
         if (f->purchases_before != want)
             return false;
     }
     return true;
 }
 
-/* Whether rule r fires now; *amount and *quantity: its eligible part of the order. */
-static bool rule_fires(json_t *r, const jf_rule_facts *f, int64_t *amount, int64_t *quantity)
+/* Whether the rule of plan p fires now; *amount and *quantity: its
+ * eligible part of the order. */
+static bool rule_fires(const jf_rule_plan *p, const jf_rule_facts *f, int64_t *amount,
+                       int64_t *quantity)
 {
-    json_t *c = json_object_get(r, "conditions");
-    int64_t t;
-    const char *s;
     *amount = *quantity = 0;
-    if ((s = json_string_value(json_object_get(r, "starts_at"))) && jf_time_parse_rfc3339(s, &t) &&
-        f->now_ms < t)
-        return false;
-    if ((s = json_string_value(json_object_get(r, "ends_at"))) && jf_time_parse_rfc3339(s, &t) &&
-        f->now_ms >= t)
+    if (f->now_ms < p->starts_at || f->now_ms >= p->ends_at)
         return false;
     if (f->order)
-        order_eligible(c, f, amount, quantity);
-    if (c == NULL)
+        order_eligible(p, f, amount, quantity);
+    if (p->conditions == NULL)
         return true;
-    json_t *tags = json_object_get(c, "member_tags_any");
-    if (tags && !(f->tags && any_in(tags, f->tags)))
+    if (p->tags_any && !(f->tags && any_in(p->tags_any, f->tags)))
         return false;
-    json_t *tiers = json_object_get(c, "member_tiers_any");
-    if (tiers && !(f->tier && str_in(tiers, f->tier)))
+    if (p->tiers_any && !(f->tier && str_in(p->tiers_any, f->tier)))
         return false;
-    if (!calendar_matches(c, f))
+    if (!calendar_matches(p, f))
         return false;
-    return f->order == NULL || order_matches(c, f, *amount, *quantity);
+    return f->order == NULL || order_matches(p, f, *amount, *quantity);
 }
 
 /* ---- evaluation: effects and limits ---- */
@@ -874,10 +922,12 @@ static bool same_sku(const char *bonus, const char *line)
 }
 
 /* Points of a rate, fixed, sku_bonus or check_in effect; false on overflow. */
-static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t amount, jf_award *a)
+static bool effect_points(const jf_rule_plan *p, const jf_rule_facts *f, int64_t amount,
+                          jf_award *a)
 {
-    const char *type = json_string_value(json_object_get(e, "type"));
-    int64_t pts = json_integer_value(json_object_get(e, "points"));
+    json_t *e = p->effect;
+    const char *type = p->type;
+    int64_t pts = json_integer_value(p->points);
     if (strcmp(type, "fixed") == 0) {
         a->points = pts;
         explain(a, "fixed %lld points", (long long)pts);
@@ -896,11 +946,10 @@ static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t 
         return true;
     }
     if (strcmp(type, "rate") == 0) {
-        int64_t per = json_integer_value(json_object_get(e, "per_amount")), base = amount;
-        const char *rounding = json_string_value(json_object_get(e, "rounding"));
-        if (json_is_true(json_object_get(e, "exclude_points_paid")))
-            base -=
-                jf_min_i64(base, json_integer_value(json_object_get(f->order, "paid_with_points")));
+        int64_t per = json_integer_value(p->per_amount), base = amount;
+        const char *rounding = p->rounding;
+        if (p->exclude_points_paid)
+            base -= jf_min_i64(base, f->paid_with_points);
         a->is_rate = true;
         explain(a, "%lld point%s per %lld of eligible amount %lld (%s)", (long long)pts,
                 pts == 1 ? "" : "s", (long long)per, (long long)base,
@@ -910,15 +959,14 @@ static bool effect_points(json_t *e, const jf_rule_facts *f, json_t *c, int64_t 
     json_t *b;
     size_t i;
     int64_t sum = 0;
-    line_filter lf = line_filter_of(c);
-    json_array_foreach(json_object_get(e, "bonuses"), i, b)
+    json_array_foreach(p->bonuses, i, b)
     {
         const char *sku = json_string_value(json_object_get(b, "sku"));
         int64_t per = json_integer_value(json_object_get(b, "points"));
         for (size_t j = 0; j < f->line_count; j++) {
             const jf_order_line *l = &f->lines[j];
             int64_t add = 0;
-            if (!line_eligible(&lf, l) || !same_sku(sku, l->sku))
+            if (!line_eligible(p, l) || !same_sku(sku, l->sku))
                 continue;
             if (__builtin_mul_overflow(per, l->quantity, &add) ||
                 !jf_points_add_checked(sum, add, &sum))
@@ -955,19 +1003,18 @@ static void clip(jf_award *a, json_t *cap, int64_t used_points, int64_t used_awa
 
 static void apply_limits(const jf_rule_ref *ref, jf_award *a)
 {
-    json_t *l = json_object_get(ref->rule, "limits"), *pm = json_object_get(l, "per_member");
-    json_t *per_order = json_object_get(l, "max_points_per_order");
+    const jf_rule_plan *p = &ref->plan;
+    json_t *pm = p->per_member, *per_order = p->max_points_per_order;
     if (per_order && a->points > json_integer_value(per_order)) {
         explain(a, "; capped from %lld to %lld by the rule's max_points_per_order",
                 (long long)a->points, (long long)json_integer_value(per_order));
         a->points = json_integer_value(per_order);
     }
-    char what[64];
-    snprintf(what, sizeof what, "the per-member %s limit",
-             pm ? json_string_value(json_object_get(pm, "period")) : "");
+    char what[64] = "";
+    if (pm)
+        snprintf(what, sizeof what, "the per-member %s limit", p->period);
     clip(a, pm, ref->used.member_points, ref->used.member_awards, what);
-    clip(a, json_object_get(l, "budget"), ref->used.budget_points, ref->used.budget_awards,
-         "the rule's budget");
+    clip(a, p->budget, ref->used.budget_points, ref->used.budget_awards, "the rule's budget");
     if (ref->campaign_used == NULL)
         return;
     /* The campaign's budget is shared by its rules: what this award takes is
@@ -989,16 +1036,15 @@ jf_award *jf_awards_new(void)
 
 static void award_init(jf_award *a, const jf_rule_ref *ref)
 {
-    json_t *r = ref->rule, *v;
+    const jf_rule_plan *p = &ref->plan;
     memset(a, 0, sizeof(*a));
     jf_str_copy(a->rule_id, sizeof a->rule_id, ref->id);
     a->rule_version = ref->version;
-    a->pending_days = (v = json_object_get(r, "pending_days")) ? json_integer_value(v) : -1;
-    a->expires_in_days = (v = json_object_get(r, "expires_in_days")) ? json_integer_value(v) : -1;
-    a->group = json_string_value(json_object_get(r, "group"));
-    a->per_member = json_object_get(json_object_get(r, "limits"), "per_member") != NULL;
-    explain(a, "Rule '%s' v%lld: ", json_string_value(json_object_get(r, "name")),
-            (long long)ref->version);
+    a->pending_days = p->pending_days ? json_integer_value(p->pending_days) : -1;
+    a->expires_in_days = p->expires_in_days ? json_integer_value(p->expires_in_days) : -1;
+    a->group = p->group;
+    a->per_member = p->per_member != NULL;
+    explain(a, "Rule '%s' v%lld: ", p->name, (long long)ref->version);
 }
 
 /* Within each best-of group, among awards of one kind (multipliers or
@@ -1031,10 +1077,10 @@ static bool multipliers_apply(const jf_rule_ref *rules, const size_t *ref_of, jf
     for (size_t i = 0; i < n; i++) {
         if (!aw[i].is_multiplier)
             continue;
-        json_t *e = json_object_get(rules[ref_of[i]].rule, "effect"), *d;
-        int64_t num = json_integer_value(json_object_get(e, "factor_num"));
-        int64_t den = (d = json_object_get(e, "factor_den")) ? json_integer_value(d) : 1;
-        const char *rounding = json_string_value(json_object_get(e, "rounding"));
+        const jf_rule_plan *p = &rules[ref_of[i]].plan;
+        int64_t num = json_integer_value(p->factor_num);
+        int64_t den = p->factor_den ? json_integer_value(p->factor_den) : 1;
+        const char *rounding = p->rounding;
         explain(&aw[i], "x%lld/%lld of the base award %lld adds", (long long)num, (long long)den,
                 (long long)base);
         if (!apply_rounded(rounding, base, num - den, den, &aw[i].points))
@@ -1067,17 +1113,15 @@ static bool order_cap_apply(jf_award *aw, size_t n, int64_t cap)
 /* Growth an award gives: the rule's "growth", else its points for a
  * purchase rule and nothing for other triggers; 0 on overflow (the
  * factor is bounded, so only absurd points overflow). */
-static int64_t award_growth(json_t *rule, const jf_rule_facts *f, const jf_award *a)
+static int64_t award_growth(const jf_rule_plan *p, const jf_rule_facts *f, const jf_award *a)
 {
-    json_t *g = json_object_get(rule, "growth"), *v;
     int64_t out = 0;
-    if (g == NULL)
+    if (p->growth == NULL)
         return f->order ? a->points : 0;
-    if ((v = json_object_get(g, "fixed")))
-        return json_integer_value(v);
-    v = json_object_get(g, "factor_den");
-    if (!jf_rate_apply_floor(a->points, json_integer_value(json_object_get(g, "factor_num")),
-                             v ? json_integer_value(v) : 1, &out))
+    if (p->growth_fixed)
+        return json_integer_value(p->growth_fixed);
+    if (!jf_rate_apply_floor(a->points, json_integer_value(p->growth_num),
+                             p->growth_den ? json_integer_value(p->growth_den) : 1, &out))
         return 0;
     return out;
 }
@@ -1158,25 +1202,27 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
     const jf_rule_facts *f = &facts;
     facts.lines = view;
     facts.line_count = jf_order_lines_view(facts.order, view);
+    facts.has_lines = json_object_get(facts.order, "lines") != NULL;
+    facts.order_amount = json_integer_value(json_object_get(facts.order, "amount"));
+    facts.paid_with_points = json_integer_value(json_object_get(facts.order, "paid_with_points"));
     for (size_t i = 0; i < n; i++) {
         int64_t amount, quantity;
-        json_t *r = rules[i].rule, *e = json_object_get(r, "effect");
-        if (!rule_fires(r, f, &amount, &quantity))
+        const jf_rule_plan *p = &rules[i].plan;
+        if (!rule_fires(p, f, &amount, &quantity))
             continue;
         award_init(&aw[k], &rules[i]);
         ref_of[k] = i;
-        aw[k].is_multiplier =
-            strcmp(json_string_value(json_object_get(e, "type")), "multiplier") == 0;
+        aw[k].is_multiplier = p->multiplier;
         if (!aw[k].is_multiplier) {
-            if (!effect_points(e, f, json_object_get(r, "conditions"), amount, &aw[k]))
+            if (!effect_points(p, f, amount, &aw[k]))
                 return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Rule '%s' overflows.", rules[i].id);
             aw[k].raw_points = aw[k].points;
-            if (aw[k].points == 0 && !has_fixed_growth(r))
+            if (aw[k].points == 0 && !(p->growth_fixed && json_integer_value(p->growth_fixed) > 0))
                 continue; /* nothing to award: as if it had not fired */
             apply_limits(&rules[i], &aw[k]);
         }
         k++;
-        if (json_is_true(json_object_get(r, "exclusive")))
+        if (p->exclusive)
             break;
     }
     resolve_groups(aw, k, false);
@@ -1186,7 +1232,7 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
         return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "The awards exceed the points range.");
     size_t kept = 0;
     for (size_t i = 0; i < k; i++) {
-        aw[i].growth = i < ruled ? award_growth(rules[ref_of[i]].rule, f, &aw[i]) : 0;
+        aw[i].growth = i < ruled ? award_growth(&rules[ref_of[i]].plan, f, &aw[i]) : 0;
         if (aw[i].raw_points == 0 && aw[i].growth == 0)
             continue;
         explain(&aw[i], " => %lld points", (long long)aw[i].points);
@@ -1205,23 +1251,20 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
 
 /* ---- per-line attribution (order refunds) ---- */
 
-void jf_rule_line_weights(json_t *rule, const jf_order_line *lines, size_t n, int64_t *w)
+void jf_rule_line_weights(const jf_rule_plan *p, const jf_order_line *lines, size_t n, int64_t *w)
 {
-    json_t *c = rule ? json_object_get(rule, "conditions") : NULL;
-    json_t *e = rule ? json_object_get(rule, "effect") : NULL, *b;
-    const char *type = e ? json_string_value(json_object_get(e, "type")) : NULL;
-    line_filter lf = line_filter_of(c);
+    json_t *b;
     size_t j;
     for (size_t i = 0; i < n; i++) {
         const jf_order_line *l = &lines[i];
         w[i] = 0;
-        if (rule != NULL && !line_eligible(&lf, l))
+        if (p != NULL && !line_eligible(p, l))
             continue;
-        if (rule == NULL || type == NULL || strcmp(type, "sku_bonus") != 0) {
+        if (p == NULL || p->type == NULL || strcmp(p->type, "sku_bonus") != 0) {
             w[i] = l->amount;
             continue;
         }
-        json_array_foreach(json_object_get(e, "bonuses"), j, b)
+        json_array_foreach(p->bonuses, j, b)
         {
             int64_t add = 0;
             if (same_sku(json_string_value(json_object_get(b, "sku")), l->sku) &&

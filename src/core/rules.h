@@ -49,10 +49,54 @@ typedef struct jf_rule_usage {
     int64_t member_points, member_awards, budget_points, budget_awards;
 } jf_rule_usage;
 
+/* A rule's include or exclude (conditions): the lists it names. */
+typedef struct jf_rule_selector {
+    bool given;
+    json_t *skus, *categories, *labels;
+} jf_rule_selector;
+
+/*
+ * What evaluation reads of a validated rule body, looked up by name once
+ * (jf_rule_plan_init) instead of at every evaluation: the writer keeps a
+ * rule version's plan with its parsed body (rules_db.c), and looking the
+ * fields up again cost an order earn of three rules about 12,000
+ * instructions, most of them jansson hashing the same names.  Objects and
+ * values are borrowed from the body (NULL when absent) and live as long as
+ * a reference to it; the window and the hours are parsed.
+ */
+typedef struct jf_rule_plan {
+    json_t *conditions, *effect, *limits;
+    int64_t starts_at, ends_at; /* INT64_MIN, INT64_MAX when not given */
+    bool exclusive;
+    /* conditions */
+    json_t *tags_any, *tiers_any, *days_of_week, *amount_min, *amount_max, *min_quantity;
+    json_t *channels, *stores, *purchase_number, *nth;
+    bool has_hours, has_dates;
+    int hours_from, hours_to;                     /* minutes of the day */
+    const char *dates_from, *dates_to, *birthday; /* NULL when not given */
+    jf_rule_selector include, exclude;
+    /* effect */
+    const char *type;
+    bool multiplier, exclude_points_paid;
+    json_t *points, *per_amount, *bonuses, *factor_num, *factor_den;
+    const char *rounding;
+    /* limits */
+    json_t *max_points_per_order, *per_member, *budget;
+    const char *period; /* per_member's */
+    /* the award */
+    json_t *pending_days, *expires_in_days;
+    const char *group, *name;
+    json_t *growth, *growth_fixed, *growth_num, *growth_den;
+} jf_rule_plan;
+
+/* Fills *out from a validated rule body.  Pure. */
+void jf_rule_plan_init(json_t *rule, jf_rule_plan *out);
+
 typedef struct jf_rule_ref {
     const char *id;
     int64_t version;
-    json_t *rule; /* a validated rule body (borrowed) */
+    json_t *rule;      /* a validated rule body (borrowed) */
+    jf_rule_plan plan; /* of rule (jf_rule_plan_init) */
     jf_rule_usage used;
     /* The rule's campaign: its budget {"max_points", "max_awards"} and what
      * all the campaign's rules awarded (budget_* fields), shared by the refs
@@ -95,10 +139,13 @@ typedef struct jf_rule_facts {
     const char *tier;         /* the member's tier code, or NULL for none */
     /* Purchases: the tier's multipliers (docs/TIERS.md), or NULL. */
     const struct jf_tier_bonus *tier_bonus;
-    /* The view of order's lines: set by jf_rules_evaluate, whatever the
-     * caller gave. */
+    /* The view of order's lines, and whether it has a list of them (an
+     * empty one counts), its amount and its paid_with_points: set by
+     * jf_rules_evaluate, whatever the caller gave. */
     const jf_order_line *lines;
     size_t line_count;
+    bool has_lines;
+    int64_t order_amount, paid_with_points;
 } jf_rule_facts;
 
 typedef struct jf_award {
@@ -148,13 +195,13 @@ bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, 
 int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period);
 
 /* The weight of each line of an order (lines[i], its view by
- * jf_order_lines_view, w[i]) in an award of rule, used to attribute the
+ * jf_order_lines_view, w[i]) in an award of the rule planned by p, used to attribute the
  * award's points to lines so that a refund of a line claws back what that
  * line earned (docs/RULES.md, Refunds): the eligible line amounts for rate,
  * fixed and multiplier effects, the bonus points of sku_bonus effects, and
- * every line amount when rule is NULL (the program's base rate or explicit
+ * every line amount when p is NULL (the program's base rate or explicit
  * points).  Lines a rule does not count weigh 0.  w has room for n.  Pure. */
-void jf_rule_line_weights(json_t *rule, const jf_order_line *lines, size_t n, int64_t *w);
+void jf_rule_line_weights(const jf_rule_plan *p, const jf_order_line *lines, size_t n, int64_t *w);
 
 /* True when the member's birthday ("YYYY-MM-DD") is the local date of
  * now_ms in tz; 29 February counts as 28 February in common years, as the
@@ -187,6 +234,10 @@ struct jf_tx;
 /* A rule version's body, a new reference: the writer's parsed copy
  * (wcache.c), else its row's; NULL when there is no such version. */
 json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version);
+/* The same, with its plan in *plan: the one the writer keeps with the
+ * body (wcache.c), else made now (and kept, on the writer).  *plan points
+ * into the body: it is valid while the returned reference is held. */
+json_t *jf_rule_body_plan(jf_ctx *ctx, const char *id, int64_t version, jf_rule_plan *plan);
 jf_err jf_awards_write(jf_ctx *ctx, const struct jf_tx *tx, const char *member_id,
                        const jf_award *awards, size_t count);
 

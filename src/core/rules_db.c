@@ -395,24 +395,23 @@ static jf_err campaigns_usage(jf_ctx *ctx, live_rules *lr)
  * (award_caps), and in all (rule_usage), as far as its limits ask. */
 static jf_err usage_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, jf_rule_ref *ref)
 {
-    json_t *l = json_object_get(ref->rule, "limits"), *pm = json_object_get(l, "per_member");
+    const jf_rule_plan *p = &ref->plan;
     jf_err err = JF_OK;
     for (int pass = 0; pass < 2 && err == JF_OK; pass++) {
-        if ((pass == 0 && !pm) || (pass == 1 && !json_object_get(l, "budget")))
+        if ((pass == 0 && !p->per_member) || (pass == 1 && !p->budget))
             continue;
         sqlite3_stmt *st =
-            pass == 0 ? jf_db_query(
-                            ctx->db,
-                            "SELECT COALESCE(SUM(points), 0), count(CASE WHEN points > 0"
-                            " THEN 1 END) FROM award_caps WHERE tenant_id=? AND rule_id=? AND"
-                            " member_id=? AND created_at >= ?",
-                            "IssI", ctx->auth->tenant, ref->id, member_id,
-                            jf_rule_period_start_ms(
-                                tz, ctx->now_ms, json_string_value(json_object_get(pm, "period"))))
-                      : jf_db_query(ctx->db,
-                                    "SELECT points, awards FROM rule_usage WHERE tenant_id=? AND"
-                                    " rule_id=?",
-                                    "Is", ctx->auth->tenant, ref->id);
+            pass == 0
+                ? jf_db_query(ctx->db,
+                              "SELECT COALESCE(SUM(points), 0), count(CASE WHEN points > 0"
+                              " THEN 1 END) FROM award_caps WHERE tenant_id=? AND rule_id=? AND"
+                              " member_id=? AND created_at >= ?",
+                              "IssI", ctx->auth->tenant, ref->id, member_id,
+                              jf_rule_period_start_ms(tz, ctx->now_ms, p->period))
+                : jf_db_query(ctx->db,
+                              "SELECT points, awards FROM rule_usage WHERE tenant_id=? AND"
+                              " rule_id=?",
+                              "Is", ctx->auth->tenant, ref->id);
         if (st == NULL)
             return JF_ERR_IO;
         if (jf_db_step(st) == SQLITE_ROW) {
@@ -486,6 +485,27 @@ json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version)
     return body;
 }
 
+json_t *jf_rule_body_plan(jf_ctx *ctx, const char *id, int64_t version, jf_rule_plan *plan)
+{
+    jf_wcache *wc = jf_ctx_wcache(ctx);
+    json_t *body = jf_rule_body(ctx, id, version);
+    if (body == NULL)
+        return NULL;
+    const jf_rule_plan *kept =
+        jf_wcache_body_derived(wc, ctx->auth->tenant, 'R', id, version, body);
+    if (kept != NULL) {
+        *plan = *kept;
+        return body;
+    }
+    jf_rule_plan_init(body, plan);
+    jf_rule_plan *keep = wc ? malloc(sizeof(*keep)) : NULL;
+    if (keep != NULL) {
+        *keep = *plan;
+        jf_wcache_body_derive(wc, ctx->auth->tenant, 'R', id, version, body, keep);
+    }
+    return body;
+}
+
 static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, const char *trigger,
                         const char *event, live_rules *lr)
 {
@@ -502,7 +522,7 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
         jf_str_copy(lr->ids[lr->n], JF_ID_LEN_MAX, row->id);
         ref->id = lr->ids[lr->n];
         ref->version = row->version;
-        ref->rule = jf_rule_body(ctx, row->id, row->version);
+        ref->rule = jf_rule_body_plan(ctx, row->id, row->version, &ref->plan);
         err = ref->rule ? JF_OK : JF_ERR_CORRUPT;
         if (err == JF_OK)
             err = live_campaign(lr, ref, row);
@@ -525,9 +545,7 @@ static int64_t purchases_needed(const live_rules *lr)
 {
     int64_t need = 0;
     for (size_t i = 0; i < lr->n; i++) {
-        json_t *pn =
-            json_object_get(json_object_get(lr->refs[i].rule, "conditions"), "purchase_number");
-        json_t *nth = json_object_get(pn, "nth");
+        json_t *pn = lr->refs[i].plan.purchase_number, *nth = lr->refs[i].plan.nth;
         int64_t want = nth ? (int64_t)json_integer_value(nth) : 1;
         if (pn && want > need)
             need = want;
@@ -540,7 +558,7 @@ static int64_t purchases_needed(const live_rules *lr)
 static bool tags_needed(const live_rules *lr)
 {
     for (size_t i = 0; i < lr->n; i++)
-        if (json_object_get(json_object_get(lr->refs[i].rule, "conditions"), "member_tags_any"))
+        if (lr->refs[i].plan.tags_any)
             return true;
     return false;
 }

@@ -73,7 +73,8 @@ typedef struct body_slot {
     int64_t tenant, version;
     char kind;
     char id[JF_ID_LEN_MAX];
-    json_t *body; /* a reference of the table's own; NULL when free */
+    json_t *body;  /* a reference of the table's own; NULL when free */
+    void *derived; /* jf_wcache_body_derive's, or NULL; goes with body */
 } body_slot;
 
 typedef struct live_slot {
@@ -146,12 +147,18 @@ jf_wcache *jf_wcache_new(void)
     return c;
 }
 
+static void body_forget(body_slot *b)
+{
+    json_decref(b->body);
+    free(b->derived);
+    b->body = NULL;
+    b->derived = NULL;
+}
+
 static void forget_bodies(jf_wcache *c)
 {
-    for (int i = 0; i < JF_WCACHE_BODIES; i++) {
-        json_decref(c->bodies[i].body);
-        c->bodies[i].body = NULL;
-    }
+    for (int i = 0; i < JF_WCACHE_BODIES; i++)
+        body_forget(&c->bodies[i]);
 }
 
 static void forget_tiers(jf_wcache *c)
@@ -399,7 +406,7 @@ void jf_wcache_body_put(jf_wcache *c, int64_t tenant, char kind, const char *id,
     if (c == NULL || body == NULL || strlen(id) >= JF_ID_LEN_MAX)
         return;
     body_slot *b = body_find(c, tenant, kind, id, version);
-    json_decref(b->body);
+    body_forget(b);
     b->tenant = tenant;
     b->version = version;
     b->kind = kind;
@@ -414,6 +421,27 @@ json_t *jf_wcache_body_load(jf_wcache *c, int64_t tenant, char kind, const char 
     if (body == NULL && text != NULL && (body = jf_json_loads_whole(text, 0)) != NULL)
         jf_wcache_body_put(c, tenant, kind, id, version, body);
     return body;
+}
+
+const void *jf_wcache_body_derived(jf_wcache *c, int64_t tenant, char kind, const char *id,
+                                   int64_t version, const json_t *body)
+{
+    if (c == NULL || strlen(id) >= JF_ID_LEN_MAX)
+        return NULL;
+    body_slot *b = body_find(c, tenant, kind, id, version);
+    return body_is(b, tenant, kind, id, version) && b->body == body ? b->derived : NULL;
+}
+
+void jf_wcache_body_derive(jf_wcache *c, int64_t tenant, char kind, const char *id, int64_t version,
+                           const json_t *body, void *derived)
+{
+    body_slot *b = c && strlen(id) < JF_ID_LEN_MAX ? body_find(c, tenant, kind, id, version) : NULL;
+    if (b == NULL || !body_is(b, tenant, kind, id, version) || b->body != body) {
+        free(derived);
+        return;
+    }
+    free(b->derived);
+    b->derived = derived;
 }
 
 /* The slot of (tenant, trigger, event, drafts), when the key fits one. */

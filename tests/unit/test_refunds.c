@@ -88,6 +88,10 @@ static void test_line_weights(void **state)
                              " {\"skus\": [\"CAKE\"]}}}",
                              0, NULL);
     int64_t w[3];
+    jf_rule_plan p_rate, p_bonus, p_inc;
+    jf_rule_plan_init(rate, &p_rate);
+    jf_rule_plan_init(bonus, &p_bonus);
+    jf_rule_plan_init(inc, &p_inc);
     jf_order_line lines[JF_ORDER_LINES_MAX];
     size_t n = jf_order_lines_view(order, lines);
     assert_int_equal(n, 3);
@@ -95,11 +99,11 @@ static void test_line_weights(void **state)
                 !lines[0].never && strcmp(lines[2].sku, "CAKE") == 0 && !lines[0].category);
     jf_rule_line_weights(NULL, lines, n, w);
     assert_true(w[0] == 3000 && w[1] == 10000 && w[2] == 6050);
-    jf_rule_line_weights(rate, lines, n, w);
+    jf_rule_line_weights(&p_rate, lines, n, w);
     assert_true(w[0] == 3000 && w[1] == 0 && w[2] == 6050);
-    jf_rule_line_weights(bonus, lines, n, w);
+    jf_rule_line_weights(&p_bonus, lines, n, w);
     assert_true(w[0] == 10 && w[1] == 0 && w[2] == 0);
-    jf_rule_line_weights(inc, lines, n, w);
+    jf_rule_line_weights(&p_inc, lines, n, w);
     assert_true(w[0] == 0 && w[1] == 0 && w[2] == 6050);
     assert_int_equal(jf_order_lines_view(NULL, lines), 0);
     json_decref(order);

@@ -60,6 +60,7 @@ static void h_rule(harness *h, const char *json)
     h->refs[h->n].id = ids[h->n];
     h->refs[h->n].version = 1;
     h->refs[h->n].rule = r;
+    jf_rule_plan_init(r, &h->refs[h->n].plan);
     h->n++;
 }
 

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -266,6 +267,45 @@ static void test_bodies(void **state)
     json_decref(rule);
 }
 
+/* What a caller derived from a body (a rule's plan) is served only with
+ * the very body kept for its key, goes when the body goes (a rollback, a
+ * new body for the key, the table's end: the sanitizer build reports a
+ * leak otherwise), and is freed at once when left for a body not kept. */
+static void test_body_derived(void **state)
+{
+    (void)state;
+    jf_wcache *c = jf_wcache_new();
+    assert_non_null(c);
+    json_t *rule = json_pack("{si}", "points", 5), *other = json_pack("{si}", "points", 5);
+    jf_wcache_batch_begin(c, 1);
+    jf_wcache_body_put(c, 1, 'R', "rul_a", 2, rule);
+    assert_null(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, rule));
+    int *plan = malloc(sizeof(*plan));
+    *plan = 42;
+    jf_wcache_body_derive(c, 1, 'R', "rul_a", 2, rule, plan);
+    assert_ptr_equal(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, rule), plan);
+    assert_null(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, other));
+    assert_null(jf_wcache_body_derived(c, 1, 'R', "rul_a", 3, rule));
+    assert_null(jf_wcache_body_derived(c, 2, 'R', "rul_a", 2, rule));
+    assert_null(jf_wcache_body_derived(NULL, 1, 'R', "rul_a", 2, rule));
+    jf_wcache_body_derive(c, 1, 'R', "rul_a", 2, other, malloc(8)); /* freed at once */
+    jf_wcache_body_derive(c, 1, 'R', "rul_b", 2, rule, malloc(8));
+    jf_wcache_body_derive(NULL, 1, 'R', "rul_a", 2, rule, malloc(8));
+    assert_ptr_equal(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, rule), plan);
+    jf_wcache_body_put(c, 1, 'R', "rul_a", 2, other); /* a new body: the plan goes */
+    assert_null(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, other));
+    jf_wcache_body_derive(c, 1, 'R', "rul_a", 2, other, malloc(8));
+    jf_wcache_rollback(c);
+    assert_null(jf_wcache_body_derived(c, 1, 'R', "rul_a", 2, other));
+    jf_wcache_body_put(c, 1, 'R', "rul_a", 2, rule);
+    jf_wcache_body_derive(c, 1, 'R', "rul_a", 2, rule, malloc(8));
+    jf_wcache_batch_end(c);
+    jf_wcache_free(c);
+    assert_int_equal(rule->refcount, 1);
+    json_decref(rule);
+    json_decref(other);
+}
+
 /* Live rules: served by their exact key until a rule or campaign is
  * written (then neither served nor kept before the next batch), a
  * rollback, or another process's write. */
@@ -390,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_hold_bounds),
         cmocka_unit_test(test_untracked_tenant_has_no_bound),
         cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_body_derived),
         cmocka_unit_test(test_live_rules),
         cmocka_unit_test(test_tier_configs),
     };
