@@ -126,8 +126,8 @@ _Static_assert(JF_JSON_DECODE_DEPTH_MAX >= JF_JSON_DEPTH_MAX + 3,
  * requests, small enough that one batch never holds the write lock long. */
 #define JF_BATCH_COMMANDS_MAX 512
 
-/* Hot rows (src/core/hot.c): the chain heads and program accounts one batch
- * keeps in memory and writes once at its commit.  A batch of commands from
+/* Hot rows (src/core/hot.c): the chain heads, program accounts and rules'
+ * usage one batch keeps in memory and writes once at its commit.  A batch of commands from
  * as many tenants as it has commands fits twice over; rows beyond it are
  * written directly, so the limit bounds memory, not correctness. */
 #define JF_HOT_ROWS_MAX 1024

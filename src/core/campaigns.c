@@ -114,6 +114,9 @@ static json_t *campaign_row(sqlite3_stmt *st)
 /* One campaign (with its rules) or, with id NULL, all of them. */
 static jf_err campaigns_json(jf_ctx *ctx, const char *id, json_t **out)
 {
+    jf_err err = jf_hot_usage_flush(ctx); /* the usage sums see the batch's awards */
+    if (err != JF_OK)
+        return err;
     sqlite3_stmt *st = jf_db_query(ctx->db,
                                    CAMPAIGN_COLUMNS " WHERE c.tenant_id=?1 AND (?2 IS NULL OR"
                                                     " c.id=?2) ORDER BY c.created_at, c.id",

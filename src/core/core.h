@@ -511,6 +511,13 @@ jf_err jf_hot_chain_get(jf_ctx *ctx, jf_chain_head *out);
 /* Moves the chain head to *next (seq one past the last); JF_ERR_INTERNAL
  * when next->seq does not follow the head. */
 jf_err jf_hot_chain_set(jf_ctx *ctx, const jf_chain_head *next);
+/* Adds an award's points and count (awards: 1 when it gave points, else 0)
+ * to rule_id's row of rule_usage: kept in the table and written with the
+ * batch, or at once when the table cannot keep it (not the writer, full). */
+jf_err jf_hot_usage_add(jf_ctx *ctx, const char *rule_id, int64_t points, int64_t awards);
+/* Writes the additions to rule_usage that the tenant's table keeps, so that
+ * a statement reading rule_usage next sees them.  A no-op off the writer. */
+jf_err jf_hot_usage_flush(jf_ctx *ctx);
 /* Adds amount to a program account; *balance is the new balance.
  * JF_ERR_POINTS_OVERFLOW (nothing changed) when it would leave the range. */
 jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int64_t *balance);

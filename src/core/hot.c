@@ -17,10 +17,19 @@
  * jf_hot_cmd_rollback puts those values back.  Only the writer thread
  * touches this table.
  *
+ * A rule's usage (rule_usage, schema.c version 12: the points and awards it
+ * has given, which its budget and its campaign's count) is as shared: every
+ * award of a busy rule adds to one row.  Its additions wait here too, as a
+ * row "usage:<rule id>" whose value and awards are what the batch has added
+ * and not yet written; a statement of the batch that reads rule_usage calls
+ * jf_hot_usage_flush first.
+ *
  * When the table is full (more distinct tenants or program accounts in one
  * batch than it holds, JF_HOT_ROWS_MAX for the engine) a row not in it is read and written
  * directly, as before, which is always correct because the table never holds it.
  */
+#include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,11 +40,13 @@ typedef struct hot_row {
     char account[sizeof(((jf_posting *)0)->account)]; /* "" for the chain head */
     bool used, dirty;
     int64_t stored;              /* balance or tx_seq as stored before this batch */
-    int64_t value;               /* balance or tx_seq now */
+    int64_t value;               /* balance or tx_seq now; a usage row's points to add */
+    int64_t awards;              /* a usage row's awards to add */
     uint8_t head[JF_HASH_BYTES]; /* the chain head (chain rows only) */
     int64_t time_max;            /* tenants.tx_time_max (chain rows only) */
     uint64_t cmd;                /* the command that saved the fields below */
     int64_t saved_value;         /* value before that command */
+    int64_t saved_awards;
     int64_t saved_time_max;
     uint8_t saved_head[JF_HASH_BYTES];
     bool saved_dirty;
@@ -117,6 +128,7 @@ static void hot_touch(jf_hot *h, hot_row *r)
         return;
     r->cmd = h->cmd;
     r->saved_value = r->value;
+    r->saved_awards = r->awards;
     r->saved_time_max = r->time_max;
     r->saved_dirty = r->dirty;
     memcpy(r->saved_head, r->head, JF_HASH_BYTES);
@@ -135,6 +147,7 @@ void jf_hot_cmd_rollback(jf_hot *h)
         if (r->cmd != h->cmd)
             continue;
         r->value = r->saved_value;
+        r->awards = r->saved_awards;
         r->time_max = r->saved_time_max;
         r->dirty = r->saved_dirty;
         memcpy(r->head, r->saved_head, JF_HASH_BYTES);
@@ -325,11 +338,85 @@ jf_err jf_hot_account_add(jf_ctx *ctx, const char *account, int64_t amount, int6
     return JF_OK;
 }
 
+/* ---- rule usage ---- */
+
+#define USAGE_PREFIX "usage:"
+
+static jf_err usage_write(jf_db *db, int64_t tenant, const char *rule_id, int64_t points,
+                          int64_t awards)
+{
+    return jf_db_run(db,
+                     "INSERT INTO rule_usage(tenant_id, rule_id, points, awards) VALUES(?,?,?,?)"
+                     " ON CONFLICT(tenant_id, rule_id) DO UPDATE SET"
+                     " points = points + excluded.points, awards = awards + excluded.awards",
+                     "IsII", tenant, rule_id, points, awards);
+}
+
+/* The writer's table when ctx runs on the writer's connection: the usage
+ * functions are also reached from reads (a campaign's rendering). */
+static jf_hot *writer_hot(const jf_ctx *ctx)
+{
+    return ctx->eng && ctx->db == &ctx->eng->wdb ? ctx->eng->hot : NULL;
+}
+
+jf_err jf_hot_usage_add(jf_ctx *ctx, const char *rule_id, int64_t points, int64_t awards)
+{
+    jf_hot *h = writer_hot(ctx);
+    char key[sizeof(((hot_row *)0)->account)];
+    hot_row *r = NULL;
+    if (h && strlen(rule_id) < sizeof key - strlen(USAGE_PREFIX)) {
+        snprintf(key, sizeof key, USAGE_PREFIX "%s", rule_id);
+        r = hot_slot(h, ctx->auth->tenant, key);
+    }
+    if (r == NULL)
+        return usage_write(ctx->db, ctx->auth->tenant, rule_id, points, awards);
+    if (!r->used)
+        hot_claim(h, r, ctx->auth->tenant, key);
+    assert(points >= 0 && awards >= 0 && r->value >= 0 && r->awards >= 0);
+    hot_touch(h, r);
+    r->value += points;
+    r->awards += awards;
+    r->dirty = true;
+    return JF_OK;
+}
+
+static bool is_usage(const hot_row *r)
+{
+    return strncmp(r->account, USAGE_PREFIX, strlen(USAGE_PREFIX)) == 0;
+}
+
+/* Writes a usage row's additions and keeps it with none (the command's
+ * rollback puts them back, its savepoint's rollback takes the write back). */
+static jf_err usage_row_flush(jf_hot *h, jf_db *db, hot_row *r)
+{
+    jf_err err = usage_write(db, r->tenant, r->account + strlen(USAGE_PREFIX), r->value, r->awards);
+    if (err == JF_OK) {
+        hot_touch(h, r);
+        r->value = r->awards = 0;
+        r->dirty = false;
+    }
+    return err;
+}
+
+jf_err jf_hot_usage_flush(jf_ctx *ctx)
+{
+    jf_hot *h = writer_hot(ctx);
+    jf_err err = JF_OK;
+    for (int i = 0; h && err == JF_OK && i < h->n; i++) {
+        hot_row *r = &h->rows[h->used[i]];
+        if (r->dirty && r->tenant == ctx->auth->tenant && is_usage(r))
+            err = usage_row_flush(h, ctx->db, r);
+    }
+    return err;
+}
+
 /* ---- once per batch ---- */
 
 static jf_err hot_write(jf_db *db, const hot_row *r)
 {
     int64_t balance = 0;
+    if (is_usage(r))
+        return usage_write(db, r->tenant, r->account + strlen(USAGE_PREFIX), r->value, r->awards);
     if (r->account[0] == '\0') {
         jf_chain_head next = {.seq = r->value, .time_max = r->time_max};
         memcpy(next.hash, r->head, JF_HASH_BYTES);

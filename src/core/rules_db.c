@@ -485,6 +485,16 @@ json_t *jf_rule_body(jf_ctx *ctx, const char *id, int64_t version)
     return body;
 }
 
+/* Whether loading the usage of lr reads rule_usage (a rule's budget, a
+ * campaign's), which must first see the batch's additions. */
+static bool reads_usage(const live_rules *lr)
+{
+    for (size_t i = 0; i < lr->n; i++)
+        if (lr->refs[i].plan.budget)
+            return true;
+    return lr->campaigns > 0;
+}
+
 json_t *jf_rule_body_plan(jf_ctx *ctx, const char *id, int64_t version, jf_rule_plan *plan)
 {
     jf_wcache *wc = jf_ctx_wcache(ctx);
@@ -529,6 +539,8 @@ static jf_err live_load(jf_ctx *ctx, const jf_tz *tz, const char *member_id, con
         if (err == JF_OK)
             lr->n++;
     }
+    if (err == JF_OK && reads_usage(lr))
+        err = jf_hot_usage_flush(ctx);
     if (err == JF_OK)
         err = campaigns_usage(ctx, lr);
     for (size_t i = 0; err == JF_OK && i < lr->n; i++)
@@ -706,12 +718,9 @@ static jf_err award_usage_write(jf_ctx *ctx, const jf_tx *tx, const char *member
 {
     if (strchr(w->rule_id, ':'))
         return JF_OK; /* the base rate or a tier multiplier: no rule */
-    jf_err err =
-        jf_db_run(ctx->db,
-                  "INSERT INTO rule_usage(tenant_id, rule_id, points, awards)"
-                  " VALUES(?,?,?,?) ON CONFLICT(tenant_id, rule_id) DO UPDATE SET"
-                  " points = points + excluded.points, awards = awards + excluded.awards",
-                  "IsII", ctx->auth->tenant, w->rule_id, w->points, (int64_t)(w->points > 0));
+    /* A busy rule's row is as hot as program:issuance: written with the
+     * batch (hot.c). */
+    jf_err err = jf_hot_usage_add(ctx, w->rule_id, w->points, (int64_t)(w->points > 0));
     if (err == JF_OK && w->per_member)
         err =
             jf_db_run(ctx->db, "INSERT INTO award_caps VALUES(?,?,?,?,?,?,?)", "IssIIII",

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import unittest
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jifen_harness as H  # noqa: E402
@@ -104,6 +105,28 @@ class CampaignTests(unittest.TestCase):
         self.assertEqual(total, 1000)  # 64 events x 50 would be 3200
         got = H.check_ok(self.c.get("/v1/campaigns/%s" % cmp["id"]), 200, "get")
         self.assertEqual(got["usage"]["points"], 1000)
+
+    def test_budget_holds_within_one_batch(self):
+        """The order earns of one POST /v1/batch run in one writer batch, which
+        keeps each rule's usage in memory until its commit (hot.c): every
+        earn still sees the awards of those before it, and so does the
+        campaign's usage after it."""
+        cmp = H.check_ok(self.c.post("/v1/campaigns", {
+            "name": "batched", "status": "active", "budget": {"max_points": 100}}), 201, "c")
+        H.check_ok(self.c.post("/v1/rules", {
+            "name": "order bonus", "trigger": "purchase", "campaign_id": cmp["id"],
+            "effect": {"type": "fixed", "points": 30}}), 201, "rule")
+        tag = uuid.uuid4().hex[:8]
+        ops = [{"op": "earn", "id": self.m, "idempotency_key": "cb-%s-%d" % (tag, i),
+                "body": {"order": {"id": "cb-%s-%d" % (tag, i), "amount": 1000,
+                                   "currency": "CNY"}}} for i in range(6)]
+        r = H.check_ok(self.c.post("/v1/batch", {"operations": ops}), 200, "batch")
+        self.assertEqual(r["failed"], 0, r)
+        got = [x["body"]["transaction"]["points"] for x in r["results"]]
+        self.assertEqual(got, [30, 30, 30, 10, 0, 0])
+        self.assertEqual(self.points(), 100)
+        usage = H.check_ok(self.c.get("/v1/campaigns/%s" % cmp["id"]), 200, "get")["usage"]
+        self.assertEqual(usage, {"points": 100, "awards": 4})
 
     def test_validation(self):
         for body in ({}, {"name": "x", "status": "live"},

@@ -1,6 +1,6 @@
 /*
- * Hot rows (src/core/hot.c): the chain head and program accounts the writer
- * keeps in memory for a batch.  Each case runs the table against a real
+ * Hot rows (src/core/hot.c): the chain head, program accounts and rules'
+ * usage the writer keeps in memory for a batch.  Each case runs the table against a real
  * database with two tenants and reads the stored rows back: what is kept
  * reaches the rows once, at the flush; a rolled-back command's changes are
  * undone; a full table reads and writes directly; the range and the chain's
@@ -230,6 +230,61 @@ static void test_range_and_order_still_checked(void **state)
     assert_int_equal(stored_balance(f, 0, "program:issuance"), -11);
 }
 
+/* A rule's usage row as stored: points * 1000 + awards, -1 when none. */
+static int64_t stored_usage(jf_db *db, const jf_auth *auth, const char *rule_id)
+{
+    int64_t v = -1;
+    assert_int_equal(jf_db_int(db, &v, -1,
+                               "SELECT points * 1000 + awards FROM rule_usage WHERE tenant_id=?"
+                               " AND rule_id=?",
+                               "Is", auth->tenant, rule_id),
+                     JF_OK);
+    return v;
+}
+
+/* Rule usage waits in the table until the batch's flush or a read's
+ * jf_hot_usage_flush, which writes only the tenant's additions; a command
+ * rolled back after such a flush, with its savepoint, gets back what it
+ * had flushed of earlier commands; off the writer's connection it is
+ * written at once. */
+static void test_rule_usage(void **state)
+{
+    fixture *f = *state;
+    jf_db *w = &f->eng.wdb;
+    assert_int_equal(jf_db_open(w, f->path, false), JF_OK);
+    f->eng.hot = jf_hot_new(8);
+    jf_ctx a = ctx_of(f, 0), b = ctx_of(f, 1), off = ctx_of(f, 0);
+    a.db = b.db = w;
+    assert_int_equal(jf_db_exec(w, "BEGIN IMMEDIATE"), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot);
+    assert_int_equal(jf_hot_usage_add(&a, "rul_a", 30, 1), JF_OK);
+    assert_int_equal(jf_hot_usage_add(&a, "rul_a", 0, 0), JF_OK);
+    assert_int_equal(jf_hot_usage_add(&b, "rul_a", 4, 1), JF_OK);
+    assert_int_equal(stored_usage(w, a.auth, "rul_a"), -1);
+    assert_int_equal(jf_hot_usage_flush(&a), JF_OK);
+    assert_int_equal(stored_usage(w, a.auth, "rul_a"), 30001);
+    assert_int_equal(stored_usage(w, b.auth, "rul_a"), -1); /* another tenant's waits */
+    jf_hot_cmd_begin(f->eng.hot);
+    assert_int_equal(jf_hot_usage_add(&a, "rul_a", 7, 1), JF_OK);
+    jf_hot_cmd_begin(f->eng.hot); /* only flushes the earlier 7, then is undone */
+    assert_int_equal(jf_db_exec(w, "SAVEPOINT cmd"), JF_OK);
+    assert_int_equal(jf_hot_usage_flush(&a), JF_OK);
+    assert_int_equal(stored_usage(w, a.auth, "rul_a"), 37002);
+    assert_int_equal(jf_db_exec(w, "ROLLBACK TO cmd"), JF_OK);
+    assert_int_equal(jf_db_exec(w, "RELEASE cmd"), JF_OK);
+    jf_hot_cmd_rollback(f->eng.hot);
+    assert_int_equal(stored_usage(w, a.auth, "rul_a"), 30001);
+    assert_int_equal(jf_hot_flush(f->eng.hot, w), JF_OK);
+    assert_int_equal(stored_usage(w, a.auth, "rul_a"), 37002);
+    assert_int_equal(stored_usage(w, b.auth, "rul_a"), 4001);
+    assert_int_equal(jf_db_exec(w, "COMMIT"), JF_OK);
+    assert_int_equal(jf_hot_usage_add(&off, "rul_b", 2, 1), JF_OK); /* autocommit */
+    assert_int_equal(jf_hot_usage_flush(&off), JF_OK);
+    assert_int_equal(stored_usage(&f->db, a.auth, "rul_b"), 2001);
+    assert_int_equal(stored_usage(&f->db, a.auth, "rul_a"), 37002);
+    jf_db_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +292,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollback_undoes_one_command, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_table_writes_directly, setup, teardown),
         cmocka_unit_test_setup_teardown(test_range_and_order_still_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule_usage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
