@@ -544,10 +544,15 @@ void jf_idem_filter_batch_begin(jf_idem_filter *f, int64_t data_version);
 bool jf_idem_filter_absent(jf_idem_filter *f, int64_t tenant, const char *key);
 /* Writer thread: the key was just stored (its batch may still roll back). */
 void jf_idem_filter_add(jf_idem_filter *f, int64_t tenant, const char *key);
+/* The same for the orders that earned (a transaction of type earn with that
+ * order id): true only when the tenant has none for order_id; and the earn
+ * of order_id was just written (its batch may still roll back). */
+bool jf_idem_filter_order_absent(jf_idem_filter *f, int64_t tenant, const char *order_id);
+void jf_idem_filter_order_add(jf_idem_filter *f, int64_t tenant, const char *order_id);
 typedef struct jf_idem_filter_stats {
     bool ready;               /* answering absences now */
     uint64_t keys, bytes;     /* in the current filter (0 when none) */
-    uint64_t lookups_skipped; /* keys found absent without a lookup */
+    uint64_t lookups_skipped; /* keys (and orders) found absent without a lookup */
     uint64_t builds, forgets; /* filters built, and forgotten */
     double build_seconds;     /* the last build */
 } jf_idem_filter_stats;

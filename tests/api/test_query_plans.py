@@ -35,8 +35,8 @@ SRC = os.path.join(H.REPO, "src", "core")
 # tenants, the writer's cache warmed with every member at start, the first
 # entry of an index (MIN), a page of the event list (it stops at its
 # limit; the filters are optional), and the idempotency-key filter's build
-# (every stored key once, on its own thread, and the tenants' counts that
-# size it).
+# (every stored key and every earned order once, on its own thread, and the
+# tenants' counts that size it).
 WHOLE_ON_PURPOSE = {
     "auth.c": ["FROM api_keys"],
     "campaigns.c": ["SELECT count(*) FROM campaigns WHERE tenant_id=?",
@@ -44,7 +44,8 @@ WHOLE_ON_PURPOSE = {
                     "WHERE c.tenant_id=?1 AND (?2 IS NULL OR c.id=?2)"],
     "engine.c": ["FROM tenants", "FROM rules WHERE trigger='birthday'"],
     "holds.c": ["SELECT MIN(expires_at) FROM holds INDEXED BY holds_open"],
-    "idemfilter.c": ["FROM tenants", "SELECT tenant_id, key FROM idempotency"],
+    "idemfilter.c": ["FROM tenants", "SELECT tenant_id, key FROM idempotency",
+                     "order_id FROM transactions INDEXED BY tx_order"],
     "members.c": ["FROM members LIMIT ?"],
     "tenant.c": ["FROM tenants"],
     "tiers_ops.c": ["FROM tier_configs WHERE tenant_id=?",

@@ -4,7 +4,8 @@
  * key is still replayed and new keys skip their lookup; a key another
  * process stored while the filter answered is replayed too, because the
  * writer forgets the filter when the database's data version moves, not
- * because the failed first attempt was run again (no batch is redone).
+ * because the failed first attempt was run again (no batch is redone); and
+ * the same for the orders that earned, which the filter holds too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -183,11 +184,68 @@ static void test_other_process_key_replayed(void **state)
     assert_int_equal(stats(f->te.eng).batches_redone, 0);
 }
 
+/* Earns order "<prefix>-i" with key "key-<prefix>-i-<try>" and returns the
+ * error (JF_OK, or the refusal of an order already earned). */
+static jf_err earn_order(jf_engine *eng, fixture *f, const char *prefix, int i, int try)
+{
+    char key[64], body[128];
+    snprintf(key, sizeof(key), "key-%s-%d-%d", prefix, i, try);
+    snprintf(body, sizeof(body),
+             "{\"order\":{\"id\":\"%s-%d\",\"amount\":1000,\"currency\":\"CNY\"}}", prefix, i);
+    jf_request req = {.op = JF_OP_EARN,
+                      .auth = &f->te.auth,
+                      .path_id = f->member,
+                      .body = body,
+                      .body_len = strlen(body),
+                      .idempotency_key = key};
+    jf_result res;
+    jf_err err = jf_call_sync(eng, &req, &res);
+    jf_result_deinit(&res);
+    return err;
+}
+
+/* Earns orders "<prefix>-0" .. "<prefix>-(n-1)" with new keys: each must
+ * answer want. */
+static void earn_orders(fixture *f, const char *prefix, int n, int try, jf_err want)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(earn_order(f->te.eng, f, prefix, i, try), want);
+}
+
+/* The same filter holds the orders that earned: once it answers, an order
+ * earned before its build, while it answered, or by another process is
+ * still refused, new orders skip their lookup, and no batch is ever run
+ * again (which is how an order wrongly called absent would still be
+ * refused, by the table's UNIQUE index). */
+static void test_earned_orders_refused(void **state)
+{
+    fixture *f = *state;
+    earn_orders(f, "a", JF_IDEM_FILTER_WRITES_MIN + 44, 0, JF_OK);
+    wait_ready(f);
+    earn_orders(f, "a", JF_IDEM_FILTER_WRITES_MIN + 44, 1, JF_ERR_ORDER_ALREADY_EARNED);
+    jf_engine_stats before = stats(f->te.eng);
+    earn_orders(f, "b", 200, 0, JF_OK);
+    jf_engine_stats after = stats(f->te.eng);
+    /* Each new order skips two lookups: its key's and its own. */
+    assert_true(after.idem_lookups_skipped - before.idem_lookups_skipped >= 400);
+    earn_orders(f, "b", 200, 1, JF_ERR_ORDER_ALREADY_EARNED);
+    jf_engine_options o = {.db_path = f->te.db, .test_clock = true};
+    jf_engine *other = NULL;
+    assert_int_equal(jf_engine_open(&o, &other, NULL, 0), JF_OK);
+    assert_int_equal(earn_order(other, f, "c", 0, 0), JF_OK);
+    jf_engine_free(other);
+    assert_int_equal(earn_order(f->te.eng, f, "c", 0, 1), JF_ERR_ORDER_ALREADY_EARNED);
+    wait_ready(f);
+    assert_int_equal(earn_order(f->te.eng, f, "c", 0, 2), JF_ERR_ORDER_ALREADY_EARNED);
+    assert_int_equal(stats(f->te.eng).batches_redone, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stored_keys_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_process_key_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_earned_orders_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
