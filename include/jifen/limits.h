@@ -127,9 +127,10 @@ _Static_assert(JF_JSON_DECODE_DEPTH_MAX >= JF_JSON_DEPTH_MAX + 3,
 #define JF_BATCH_COMMANDS_MAX 512
 
 /* Hot rows (src/core/hot.c): the chain heads, program accounts and rules'
- * usage one batch keeps in memory and writes once at its commit.  A batch of commands from
- * as many tenants as it has commands fits twice over; rows beyond it are
- * written directly, so the limit bounds memory, not correctness. */
+ * usage one batch keeps in memory and writes once at its commit.  A batch
+ * of commands from as many tenants as it has commands fits twice over;
+ * rows beyond it are written directly, so the limit bounds memory, not
+ * correctness. */
 #define JF_HOT_ROWS_MAX 1024
 
 /* The writer's memory between batches (src/core/wcache.c).  Member rows: a

@@ -610,7 +610,6 @@ const void *jf_wcache_body_derived(jf_wcache *c, int64_t tenant, char kind, cons
  * otherwise frees it at once. */
 void jf_wcache_body_derive(jf_wcache *c, int64_t tenant, char kind, const char *id, int64_t version,
                            const json_t *body, void *derived);
-/* The table when ctx runs on the writer's connection, else NULL. */
 /* One rule a trigger of a tenant fires, as rules_db.c's live query found it
  * before the campaigns' windows are applied. */
 typedef struct jf_live_rule {
@@ -643,6 +642,7 @@ void jf_wcache_tiers_put(jf_wcache *c, int64_t tenant, const char *tz,
 /* A tier configuration was written: every kept one is forgotten, and none is
  * kept or served again before the next batch.  c may be NULL. */
 void jf_wcache_tiers_changed(jf_wcache *c);
+/* The table when ctx runs on the writer's connection, else NULL. */
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 
 /* --- auth.c --- */

@@ -195,12 +195,13 @@ bool jf_rules_base_awards(const jf_rule_facts *f, int64_t points, jf_award *aw, 
 int64_t jf_rule_period_start_ms(const jf_tz *tz, int64_t now_ms, const char *period);
 
 /* The weight of each line of an order (lines[i], its view by
- * jf_order_lines_view, w[i]) in an award of the rule planned by p, used to attribute the
- * award's points to lines so that a refund of a line claws back what that
- * line earned (docs/RULES.md, Refunds): the eligible line amounts for rate,
- * fixed and multiplier effects, the bonus points of sku_bonus effects, and
- * every line amount when p is NULL (the program's base rate or explicit
- * points).  Lines a rule does not count weigh 0.  w has room for n.  Pure. */
+ * jf_order_lines_view, w[i]) in an award of the rule planned by p, used to
+ * attribute the award's points to lines so that a refund of a line claws
+ * back what that line earned (docs/RULES.md, Refunds): the eligible line
+ * amounts for rate, fixed and multiplier effects, the bonus points of
+ * sku_bonus effects, and every line amount when p is NULL (the program's
+ * base rate or explicit points).  Lines a rule does not count weigh 0.  w
+ * has room for n.  Pure. */
 void jf_rule_line_weights(const jf_rule_plan *p, const jf_order_line *lines, size_t n, int64_t *w);
 
 /* True when the member's birthday ("YYYY-MM-DD") is the local date of

@@ -33,7 +33,9 @@
  * a tenant with rules or tiers parsed them all again (the sample rules and
  * a tier configuration: about 250,000 instructions per earn).  A version
  * written by a batch that is rolled back may be written again with other
- * content, so any rollback forgets them all.
+ * content, so any rollback forgets them all.  What a caller derives from a
+ * body (a rule's plan, rules.c) can be left with it, is served only with
+ * that very body, and goes with it.
  *
  * Live rules.  Every earn of a tenant with rules asked the database which
  * of its rules a trigger fires (a join of three tables and a sort, about
