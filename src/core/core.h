@@ -642,6 +642,9 @@ void jf_wcache_tiers_put(jf_wcache *c, int64_t tenant, const char *tz,
 /* A tier configuration was written: every kept one is forgotten, and none is
  * kept or served again before the next batch.  c may be NULL. */
 void jf_wcache_tiers_changed(jf_wcache *c);
+/* Whether ctx runs on the writer's connection (the writer's thread), where
+ * the writer's own tables (its cache, hot rows, key filter) may be used. */
+bool jf_ctx_on_writer(const jf_ctx *ctx);
 /* The table when ctx runs on the writer's connection, else NULL. */
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
 

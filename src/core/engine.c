@@ -309,9 +309,14 @@ static jf_err writer_program(jf_engine *eng, int64_t tenant, jf_program *out)
     return JF_OK;
 }
 
+bool jf_ctx_on_writer(const jf_ctx *ctx)
+{
+    return ctx->eng && ctx->db == &ctx->eng->wdb;
+}
+
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx)
 {
-    return ctx->eng && ctx->db == &ctx->eng->wdb ? ctx->eng->wcache : NULL;
+    return jf_ctx_on_writer(ctx) ? ctx->eng->wcache : NULL;
 }
 
 /* Whether a command that failed without a savepoint left nothing behind: no

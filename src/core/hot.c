@@ -356,7 +356,7 @@ static jf_err usage_write(jf_db *db, int64_t tenant, const char *rule_id, int64_
  * functions are also reached from reads (a campaign's rendering). */
 static jf_hot *writer_hot(const jf_ctx *ctx)
 {
-    return ctx->eng && ctx->db == &ctx->eng->wdb ? ctx->eng->hot : NULL;
+    return jf_ctx_on_writer(ctx) ? ctx->eng->hot : NULL;
 }
 
 jf_err jf_hot_usage_add(jf_ctx *ctx, const char *rule_id, int64_t points, int64_t awards)

@@ -184,7 +184,7 @@ jf_err jf_idem_lookup(jf_ctx *ctx, jf_cmd *cmd, bool *found)
     /* A batch run again after a failure looks every key up: a key the filter
      * wrongly called absent failed on the table's key the first time. */
     jf_engine *eng = ctx->eng;
-    if (ctx->db == &eng->wdb && !eng->careful &&
+    if (jf_ctx_on_writer(ctx) && !eng->careful &&
         jf_idem_filter_absent(eng->idemf, cmd->auth.tenant, cmd->idem_key))
         return JF_OK;
     sqlite3_stmt *st = jf_db_query(
@@ -278,7 +278,7 @@ static jf_err idem_insert(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_
 jf_err jf_idem_store(jf_ctx *ctx, jf_cmd *cmd, const char *tx_id, const jf_idem_form *f)
 {
     jf_err err = idem_insert(ctx, cmd, tx_id, f);
-    if (err == JF_OK && ctx->db == &ctx->eng->wdb)
+    if (err == JF_OK && jf_ctx_on_writer(ctx))
         jf_idem_filter_add(ctx->eng->idemf, cmd->auth.tenant, cmd->idem_key);
     return err;
 }

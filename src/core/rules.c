@@ -717,15 +717,15 @@ void jf_rule_plan_init(json_t *rule, jf_rule_plan *out)
     memset(p, 0, sizeof(*p));
     p->conditions = json_object_get(rule, "conditions");
     p->effect = json_object_get(rule, "effect");
-    p->limits = json_object_get(rule, "limits");
+    json_t *limits = json_object_get(rule, "limits");
     p->starts_at = plan_time(rule, "starts_at", INT64_MIN);
     p->ends_at = plan_time(rule, "ends_at", INT64_MAX);
     p->exclusive = json_is_true(json_object_get(rule, "exclusive"));
     plan_conditions(p->conditions, p);
     plan_effect(p->effect, p);
-    p->max_points_per_order = json_object_get(p->limits, "max_points_per_order");
-    p->per_member = json_object_get(p->limits, "per_member");
-    p->budget = json_object_get(p->limits, "budget");
+    p->max_points_per_order = json_object_get(limits, "max_points_per_order");
+    p->per_member = json_object_get(limits, "per_member");
+    p->budget = json_object_get(limits, "budget");
     p->period = json_string_value(json_object_get(p->per_member, "period"));
     p->pending_days = json_object_get(rule, "pending_days");
     p->expires_in_days = json_object_get(rule, "expires_in_days");
@@ -735,6 +735,7 @@ void jf_rule_plan_init(json_t *rule, jf_rule_plan *out)
     p->growth_fixed = json_object_get(p->growth, "fixed");
     p->growth_num = json_object_get(p->growth, "factor_num");
     p->growth_den = json_object_get(p->growth, "factor_den");
+    p->fixed_growth = has_fixed_growth(rule);
     assert(p->type != NULL); /* validated: every rule has an effect of a type */
 }
 
@@ -1217,7 +1218,7 @@ jf_err jf_rules_evaluate(jf_ctx *ctx, const jf_rule_ref *rules, size_t n,
             if (!effect_points(p, f, amount, &aw[k]))
                 return jf_fail(ctx, JF_ERR_POINTS_OVERFLOW, "Rule '%s' overflows.", rules[i].id);
             aw[k].raw_points = aw[k].points;
-            if (aw[k].points == 0 && !(p->growth_fixed && json_integer_value(p->growth_fixed) > 0))
+            if (aw[k].points == 0 && !p->fixed_growth)
                 continue; /* nothing to award: as if it had not fired */
             apply_limits(&rules[i], &aw[k]);
         }

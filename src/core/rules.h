@@ -65,7 +65,7 @@ typedef struct jf_rule_selector {
  * a reference to it; the window and the hours are parsed.
  */
 typedef struct jf_rule_plan {
-    json_t *conditions, *effect, *limits;
+    json_t *conditions, *effect;
     int64_t starts_at, ends_at; /* INT64_MIN, INT64_MAX when not given */
     bool exclusive;
     /* conditions */
@@ -87,6 +87,7 @@ typedef struct jf_rule_plan {
     json_t *pending_days, *expires_in_days;
     const char *group, *name;
     json_t *growth, *growth_fixed, *growth_num, *growth_den;
+    bool fixed_growth; /* a growth.fixed above 0: awarded even without points */
 } jf_rule_plan;
 
 /* Fills *out from a validated rule body.  Pure. */

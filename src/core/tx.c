@@ -239,8 +239,7 @@ jf_err jf_tx_commit(jf_ctx *ctx, jf_tx *tx)
     jf_chain_tx c = tx_view(ctx, tx);
     jf_chain_hash(prev, &c, hash);
     jf_err err = tx_insert_row(ctx, tx, prev, hash);
-    if (err == JF_OK && tx->order_id && strcmp(tx->type, "earn") == 0 && ctx->eng &&
-        ctx->db == &ctx->eng->wdb)
+    if (err == JF_OK && tx->order_id && strcmp(tx->type, "earn") == 0 && jf_ctx_on_writer(ctx))
         jf_idem_filter_order_add(ctx->eng->idemf, ctx->auth->tenant, tx->order_id);
     if (err == JF_OK)
         err = tx_insert_entries(ctx, tx);
