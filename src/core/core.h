@@ -258,6 +258,12 @@ typedef struct jf_ctx {
     /* What this command read of tiers (tiers.c), NULL until it reads;
      * freed by ctx_finish. */
     struct jf_tier_memo *tier_memo;
+    /* The view of args->order's lines (rules.c, jf_ctx_order_lines), made
+     * once for the evaluation and the lines' attribution; malloc'd (NULL for
+     * none), freed by ctx_finish. */
+    struct jf_order_line *lines;
+    size_t lines_n;
+    bool lines_made;
 } jf_ctx;
 
 typedef jf_err (*jf_validate_fn)(jf_ctx *ctx);

@@ -281,6 +281,10 @@ static jf_err ctx_finish(jf_ctx *ctx, jf_err err, jf_result *res, jf_reply_draft
     free(ctx->awarded);
     ctx->awarded = NULL;
     ctx->awarded_n = 0;
+    free(ctx->lines);
+    ctx->lines = NULL;
+    ctx->lines_n = 0;
+    ctx->lines_made = false;
     jf_tier_memo_clear(ctx);
     if (err == JF_OK)
         ctx->detail[0] = '\0'; /* a handler may have prepared a detail it did not need */

@@ -132,13 +132,13 @@ static void line_text(jf_jtext *b, const jf_order_line *l, int64_t points)
 jf_err jf_order_lines_text(jf_ctx *ctx, const jf_award *aw, size_t count, bool ruled,
                            int64_t points, char **text)
 {
-    jf_order_line lines[JF_ORDER_LINES_MAX]; /* 24 KB, filled as far as the lines go */
-    size_t n = jf_order_lines_view(ctx->args->order, lines);
+    const jf_order_line *lines = NULL;
+    size_t n = 0;
     int64_t sum[JF_ORDER_LINES_MAX] = {0}, total = 0;
-    jf_err err = JF_OK;
     *text = NULL;
-    if (n == 0)
-        return JF_OK;
+    jf_err err = jf_ctx_order_lines(ctx, &lines, &n);
+    if (err != JF_OK || n == 0)
+        return err;
     for (size_t k = 0; ruled && k < count && err == JF_OK; k++) {
         json_t *rule = NULL;
         jf_rule_plan plan;

@@ -121,6 +121,12 @@ typedef struct jf_order_line {
  * JF_ORDER_LINES_MAX) and returns n: 0 for an order without lines, or no
  * order.  Pure. */
 size_t jf_order_lines_view(json_t *order, jf_order_line *out);
+/* The view of the command's order's lines (ctx->args->order), made on the
+ * first call and kept until the command ends (ctx_finish frees it): the
+ * evaluation and the lines' attribution of an order earn both read it.
+ * *lines is NULL when *n is 0 (no order, or no lines).  JF_ERR_NOMEM when
+ * memory ran out. */
+jf_err jf_ctx_order_lines(jf_ctx *ctx, const jf_order_line **lines, size_t *n);
 
 /* The facts rules are evaluated against.  order is NULL for an event. */
 typedef struct jf_rule_facts {
@@ -140,9 +146,10 @@ typedef struct jf_rule_facts {
     const char *tier;         /* the member's tier code, or NULL for none */
     /* Purchases: the tier's multipliers (docs/TIERS.md), or NULL. */
     const struct jf_tier_bonus *tier_bonus;
-    /* The view of order's lines, and whether it has a list of them (an
-     * empty one counts), its amount and its paid_with_points: set by
-     * jf_rules_evaluate, whatever the caller gave. */
+    /* The view of order's lines: the caller's when lines is not NULL
+     * (jf_ctx_order_lines), else made by jf_rules_evaluate.  Whether the
+     * order has a list of lines (an empty one counts), its amount and its
+     * paid_with_points: set by jf_rules_evaluate, whatever the caller gave. */
     const jf_order_line *lines;
     size_t line_count;
     bool has_lines;

@@ -649,7 +649,9 @@ jf_err jf_rules_awards(jf_ctx *ctx, const char *member_id, const char *trigger, 
     f.store_id = json_string_value(json_object_get(order, "store_id"));
     f.store_id = f.store_id ? f.store_id : ctx->args->store_id;
     jf_tier_bonus tb;
-    jf_err err = live_load(ctx, tz, member_id, trigger, event, lr);
+    jf_err err = jf_ctx_order_lines(ctx, &f.lines, &f.line_count);
+    if (err == JF_OK)
+        err = live_load(ctx, tz, member_id, trigger, event, lr);
     if (err == JF_OK)
         err = facts_member(ctx, member_id, lr, &f, &tags, birthday, sizeof birthday);
     if (err == JF_OK)

@@ -112,6 +112,48 @@ static void test_line_weights(void **state)
     json_decref(inc);
 }
 
+/* Every field of a line in the view, whatever the order of its keys. */
+static void test_line_view_fields(void **state)
+{
+    (void)state;
+    json_t *order = json_loads(
+        "{\"lines\": [{\"quantity\": 3, \"labels\": [\"x\"], \"category\": \"food\","
+        " \"amount\": 700, \"sku\": \"A\", \"gift_card\": false, \"shipping\": false},"
+        "{\"shipping\": true, \"amount\": 500}, {\"gift_card\": true, \"shipping\": false,"
+        " \"amount\": 1}]}",
+        0, NULL);
+    jf_order_line l[3];
+    assert_int_equal(jf_order_lines_view(order, l), 3);
+    assert_true(l[0].quantity == 3 && l[0].amount == 700 && strcmp(l[0].sku, "A") == 0 &&
+                strcmp(l[0].category, "food") == 0 && json_array_size(l[0].labels) == 1 &&
+                !l[0].never);
+    assert_true(l[1].never && l[1].quantity == 1 && l[1].amount == 500 && l[1].sku == NULL &&
+                l[1].category == NULL && l[1].labels == NULL);
+    assert_true(l[2].never && l[2].amount == 1);
+    json_decref(order);
+}
+
+/* The command's view is made once and kept until the command ends. */
+static void test_ctx_order_lines(void **state)
+{
+    (void)state;
+    jf_args args = {.order = json_loads("{\"lines\": [{\"sku\": \"A\", \"amount\": 5},"
+                                        " {\"sku\": \"B\", \"amount\": 6}]}",
+                                        0, NULL)};
+    jf_ctx ctx = {.args = &args};
+    const jf_order_line *a = NULL, *b = NULL;
+    size_t n = 0;
+    assert_int_equal(jf_ctx_order_lines(&ctx, &a, &n), JF_OK);
+    assert_true(n == 2 && a != NULL && strcmp(a[1].sku, "B") == 0 && a[1].amount == 6);
+    assert_int_equal(jf_ctx_order_lines(&ctx, &b, &n), JF_OK);
+    assert_true(b == a && n == 2);
+    free(ctx.lines);
+    json_decref(args.order);
+    jf_ctx none = {.args = &(jf_args){0}};
+    assert_int_equal(jf_ctx_order_lines(&none, &a, &n), JF_OK);
+    assert_true(a == NULL && n == 0 && none.lines_made);
+}
+
 /* One random order refunded in random pieces; checks R2 and R4 throughout. */
 static void random_order(unsigned *seed)
 {
@@ -161,6 +203,8 @@ int main(void)
         cmocka_unit_test(test_split_exact_and_largest_remainder),
         cmocka_unit_test(test_targets),
         cmocka_unit_test(test_line_weights),
+        cmocka_unit_test(test_line_view_fields),
+        cmocka_unit_test(test_ctx_order_lines),
         cmocka_unit_test(test_random_refund_sequences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
