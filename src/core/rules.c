@@ -917,15 +917,62 @@ static bool apply_rounded(const char *rounding, int64_t amount, int64_t num, int
     return jf_rate_apply_floor(amount, num, den, out);
 }
 
-/* Appends a sentence to an award's explanation (truncating at the limit). */
+/* Appends n bytes of s to out (capacity cap, *used bytes so far), as far as
+ * they fit before the terminator's byte. */
+static void explain_put(char *out, size_t cap, size_t *used, const char *s, size_t n)
+{
+    size_t room = cap - 1 - *used;
+    n = n < room ? n : room;
+    memcpy(out + *used, s, n);
+    *used += n;
+}
+
+/* Whether fmt's only conversions are %s and %lld. */
+static bool explain_plain(const char *fmt)
+{
+    for (const char *p = strchr(fmt, '%'); p; p = strchr(p + 1, '%'))
+        if (strncmp(p, "%s", 2) != 0 && strncmp(p, "%lld", 4) != 0)
+            return false;
+    return true;
+}
+
+/* Appends a sentence to an award's explanation, truncating at the limit as
+ * vsnprintf does.  The explanations use only %s and %lld, so they are
+ * written here: vsnprintf's general machinery cost about 400 instructions a
+ * call, some fifteen calls an order earn.  A format with any other
+ * conversion still goes to vsnprintf. */
 static void explain(jf_award *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void explain(jf_award *a, const char *fmt, ...)
 {
-    size_t used = strlen(a->explanation);
+    char *out = a->explanation, num[JF_I64_DEC_MAX];
+    size_t cap = sizeof a->explanation, used = strlen(out);
     va_list ap;
     va_start(ap, fmt);
-    if (used < sizeof a->explanation - 1)
-        vsnprintf(a->explanation + used, sizeof a->explanation - used, fmt, ap);
+    if (!explain_plain(fmt)) {
+        if (used < cap - 1)
+            vsnprintf(out + used, cap - used, fmt, ap);
+        va_end(ap);
+        return;
+    }
+    for (const char *f = fmt; *f && used < cap - 1;) {
+        const char *pct = strchr(f, '%');
+        size_t lit = pct ? (size_t)(pct - f) : strlen(f);
+        explain_put(out, cap, &used, f, lit);
+        f += lit;
+        if (pct == NULL)
+            break;
+        if (strncmp(pct, "%s", 2) == 0) {
+            const char *s = va_arg(ap, const char *);
+            s = s ? s : "(null)";
+            explain_put(out, cap, &used, s, strlen(s));
+            f += 2;
+        } else if (strncmp(pct, "%lld", 4) == 0) {
+            long long v = va_arg(ap, long long);
+            explain_put(out, cap, &used, num, jf_i64_dec(v, num));
+            f += 4;
+        }
+    }
+    out[used] = '\0';
     va_end(ap);
 }
 

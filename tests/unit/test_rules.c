@@ -257,6 +257,45 @@ static void test_limits(void **state)
     h_free(&h);
 }
 
+/* Explanations whole: the text, and its cut at JF_EXPLANATION_LEN_MAX when
+ * the names are long. */
+static void test_explanation_text(void **state)
+{
+    (void)state;
+    harness h;
+    h_init(&h, "Asia/Shanghai", "2027-01-06T04:00:00Z");
+    h_rule(&h, RATE("floor"));
+    h_order(&h, "{\"id\":\"o\",\"amount\":7050}");
+    assert_int_equal(h_eval(&h), 70);
+    assert_string_equal(h.aw[0].explanation,
+                        "Rule 'r' v1: 1 point per 100 of eligible amount 7050 (floor) => 70 points,"
+                        " 70 growth.");
+    h_free(&h);
+
+    char name[JF_RULE_NAME_LEN_MAX + 1], rule[512], want[1024];
+    memset(name, 'n', JF_RULE_NAME_LEN_MAX);
+    name[JF_RULE_NAME_LEN_MAX] = '\0';
+    h_init(&h, "Asia/Shanghai", "2027-01-06T04:00:00Z");
+    h_rule(&h, RATE("floor"));
+    for (int i = 0; i < 2; i++) {
+        snprintf(rule, sizeof rule,
+                 "{\"name\":\"%s\",\"trigger\":\"purchase\",\"group\":\"%s\",\"effect\":"
+                 "{\"type\":\"multiplier\",\"factor_num\":%d,\"factor_den\":2}}",
+                 name, name, 3 + i);
+        h_rule(&h, rule);
+    }
+    h_order(&h, "{\"id\":\"o\",\"amount\":70000000000000}");
+    assert_int_equal(h_eval(&h), 1400000000000);
+    int n = snprintf(want, sizeof want,
+                     "Rule '%s' v1: x3/2 of the base award 700000000000 adds 350000000000; not"
+                     " counted: best-of group '%s' keeps the larger award => 0 points.",
+                     name, name);
+    assert_true(n >= JF_EXPLANATION_LEN_MAX);
+    want[JF_EXPLANATION_LEN_MAX - 1] = '\0';
+    assert_string_equal(h.aw[1].explanation, want);
+    h_free(&h);
+}
+
 static const char bday_rule[] = "{\"name\":\"b\",\"trigger\":\"event\",\"event\":\"e\","
                                 "\"conditions\":{\"birthday\":\"%s\"},"
                                 "\"effect\":{\"type\":\"fixed\",\"points\":1}}";
@@ -372,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_order_conditions),
         cmocka_unit_test(test_multiplier_groups_exclusive_cap),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_explanation_text),
         cmocka_unit_test(test_birthday_across_utc_day),
         cmocka_unit_test(test_new_york_hours_across_dst),
         cmocka_unit_test(test_validation),
