@@ -129,15 +129,26 @@ jf_err jf_json_parse_body(jf_ctx *ctx, const char *text, size_t len, json_t **ou
 
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields)
 {
+    return jf_json_pick(ctx, obj, fields, NULL);
+}
+
+jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t **vals)
+{
     const char *k;
     json_t *v;
+    size_t n = 0;
+    for (; fields[n]; n++)
+        if (vals)
+            vals[n] = NULL;
     json_object_foreach(obj, k, v)
     {
-        bool known = false;
-        for (const char *const *f = fields; *f && !known; f++)
-            known = strcmp(*f, k) == 0;
-        if (!known)
+        size_t i = 0;
+        while (i < n && strcmp(fields[i], k) != 0)
+            i++;
+        if (i == n)
             return jf_fail(ctx, JF_ERR_UNKNOWN_FIELD, "Unknown field '%s'.", k);
+        if (vals)
+            vals[i] = v;
     }
     return JF_OK;
 }
@@ -145,7 +156,13 @@ jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields)
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present)
 {
-    json_t *v = json_object_get(obj, field);
+    return jf_json_int_of(ctx, json_object_get(obj, field), field, required, min, max, out,
+                          present);
+}
+
+jf_err jf_json_int_of(jf_ctx *ctx, json_t *v, const char *field, bool required, int64_t min,
+                      int64_t max, int64_t *out, bool *present)
+{
     if (present)
         *present = v != NULL;
     if (v == NULL)
@@ -166,7 +183,12 @@ jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, i
 jf_err jf_json_str(jf_ctx *ctx, json_t *obj, const char *field, bool required, size_t max_len,
                    const char **out)
 {
-    json_t *v = json_object_get(obj, field);
+    return jf_json_str_of(ctx, json_object_get(obj, field), field, required, max_len, out);
+}
+
+jf_err jf_json_str_of(jf_ctx *ctx, json_t *v, const char *field, bool required, size_t max_len,
+                      const char **out)
+{
     if (v == NULL || (json_is_null(v) && !required))
         return required ? jf_fail(ctx, JF_ERR_MISSING_FIELD, "'%s' is required.", field) : JF_OK;
     if (!json_is_string(v))

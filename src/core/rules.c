@@ -29,9 +29,10 @@ static bool one_of(const char *s, const char *const *names)
 }
 
 /* An array of 1..JF_RULE_LIST_MAX non-empty strings of at most max_len. */
-static jf_err str_list(jf_ctx *ctx, json_t *o, const char *path, const char *field, size_t max_len)
+static jf_err str_list_of(jf_ctx *ctx, json_t *a, const char *path, const char *field,
+                          size_t max_len)
 {
-    json_t *a = json_object_get(o, field), *v;
+    json_t *v;
     size_t i;
     if (a == NULL)
         return JF_OK;
@@ -46,6 +47,12 @@ static jf_err str_list(jf_ctx *ctx, json_t *o, const char *path, const char *fie
                            field, max_len);
     }
     return JF_OK;
+}
+
+/* The same, of o's field. */
+static jf_err str_list(jf_ctx *ctx, json_t *o, const char *path, const char *field, size_t max_len)
+{
+    return str_list_of(ctx, json_object_get(o, field), path, field, max_len);
 }
 
 /* "HH:MM" with HH 00..24 and MM 00..59 ("24:00" only); minutes since midnight. */
@@ -516,26 +523,31 @@ jf_err jf_rule_validate(jf_ctx *ctx, json_t *r)
     return err == JF_OK ? growth_validate(ctx, json_object_get(r, "growth")) : err;
 }
 
-static jf_err line_validate(jf_ctx *ctx, json_t *l)
+/* Checks one line; its amount into *amount.  The line's fields are taken in
+ * one pass over its keys (jf_json_pick), a receipt holding up to
+ * JF_ORDER_LINES_MAX of them. */
+static jf_err line_validate(jf_ctx *ctx, json_t *l, int64_t *amount)
 {
-    static const char *const fields[] = {"sku",      "category",  "labels",   "amount",
-                                         "quantity", "gift_card", "shipping", NULL};
+    enum { SKU, CATEGORY, LABELS, AMOUNT, QUANTITY, GIFT_CARD, SHIPPING, LINE_FIELDS };
+    static const char *const fields[LINE_FIELDS + 1] = {
+        "sku", "category", "labels", "amount", "quantity", "gift_card", "shipping", NULL};
+    json_t *v[LINE_FIELDS];
     const char *s = NULL;
     int64_t n;
     if (!json_is_object(l))
         return jf_fail(ctx, JF_ERR_INVALID_FIELD, "Each of 'order.lines' must be an object.");
-    jf_err err = jf_json_allow(ctx, l, fields);
+    jf_err err = jf_json_pick(ctx, l, fields, v);
     if (err == JF_OK)
-        err = jf_json_str(ctx, l, "sku", false, JF_SKU_LEN_MAX, &s);
+        err = jf_json_str_of(ctx, v[SKU], "sku", false, JF_SKU_LEN_MAX, &s);
     if (err == JF_OK)
-        err = jf_json_str(ctx, l, "category", false, JF_SKU_LEN_MAX, &s);
+        err = jf_json_str_of(ctx, v[CATEGORY], "category", false, JF_SKU_LEN_MAX, &s);
     if (err == JF_OK)
-        err = str_list(ctx, l, "order.lines[].", "labels", JF_SKU_LEN_MAX);
+        err = str_list_of(ctx, v[LABELS], "order.lines[].", "labels", JF_SKU_LEN_MAX);
     if (err == JF_OK)
-        err = jf_json_int(ctx, l, "amount", true, 0, JF_MONEY_MAX, &n, NULL);
+        err = jf_json_int_of(ctx, v[AMOUNT], "amount", true, 0, JF_MONEY_MAX, amount, NULL);
     if (err == JF_OK)
-        err = jf_json_int(ctx, l, "quantity", false, 1, JF_MONEY_MAX, &n, NULL);
-    json_t *g = json_object_get(l, "gift_card"), *sh = json_object_get(l, "shipping");
+        err = jf_json_int_of(ctx, v[QUANTITY], "quantity", false, 1, JF_MONEY_MAX, &n, NULL);
+    json_t *g = v[GIFT_CARD], *sh = v[SHIPPING];
     if (err == JF_OK && ((g && !json_is_boolean(g)) || (sh && !json_is_boolean(sh))))
         err = jf_fail(ctx, JF_ERR_INVALID_FIELD,
                       "'order.lines[].gift_card' and '.shipping' must be booleans.");
@@ -561,9 +573,10 @@ jf_err jf_rule_order_validate(jf_ctx *ctx, json_t *o)
     int64_t sum = 0;
     json_array_foreach(lines, i, l)
     {
-        if ((err = line_validate(ctx, l)) != JF_OK)
+        int64_t amount = 0;
+        if ((err = line_validate(ctx, l, &amount)) != JF_OK)
             return err;
-        if (!jf_points_add_checked(sum, json_integer_value(json_object_get(l, "amount")), &sum))
+        if (!jf_points_add_checked(sum, amount, &sum))
             return jf_fail(ctx, JF_ERR_AMOUNT_OUT_OF_RANGE, "'order.lines' amounts overflow.");
     }
     json_t *amount = json_object_get(o, "amount");

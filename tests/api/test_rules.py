@@ -241,6 +241,28 @@ class RulesCrudTests(unittest.TestCase):
         m = H.create_member(self.c)
         bad = order("o1", [{"sku": "A", "amount": 100}], amount=99)
         self.assertProblem(H.earn(self.c, m["id"], order=bad), 400, "invalid_field", "sum")
+        # Each field of a line, checked in one pass over its keys (rules.c, line_validate).
+        line_cases = [
+            ({"sku": "A", "amount": 1, "colour": "red"}, "unknown_field", "'colour'"),
+            ({"sku": 5, "amount": 1}, "invalid_field", "'sku' must be a string"),
+            ({"sku": "A" * 200, "amount": 1}, "invalid_field", "'sku' must be 1 to"),
+            ({"category": "", "amount": 1}, "invalid_field", "'category' must be 1 to"),
+            ({"labels": "x", "amount": 1}, "invalid_field", "'order.lines[].labels' must be"),
+            ({"labels": [""], "amount": 1}, "invalid_field", "Each element of 'order.lines[]"),
+            ({"sku": "A"}, "missing_field", "'amount' is required"),
+            ({"amount": -1}, "invalid_field", "'amount' must be between"),
+            ({"amount": 1, "quantity": 0}, "invalid_field", "'quantity' must be between"),
+            ({"amount": 1, "quantity": "2"}, "invalid_field", "'quantity' must be an integer"),
+            ({"amount": 1, "gift_card": 1}, "invalid_field", "must be booleans"),
+            ({"amount": 1, "shipping": "yes"}, "invalid_field", "must be booleans"),
+            ("line", "invalid_field", "must be an object"),
+        ]
+        for n, (line, code, part) in enumerate(line_cases):
+            with self.subTest(line=line):
+                body = {"id": "ol%d" % n, "currency": "CNY", "amount": 6,
+                        "lines": [{"sku": "OK", "amount": 5}, line]}
+                self.assertProblem(H.earn(self.c, m["id"], order=body), 400, code, part)
+        self.assertEqual(H.points_of(self.c, m["id"])["available"], 0)
 
 
 class EarnRulesTests(unittest.TestCase):
