@@ -155,6 +155,15 @@ static void test_strings(void **state)
     check("{\"a\": 1, \"b\": {\"a\": 2}, \"a\": 3}", JSON_REJECT_DUPLICATES,
           JF_JSON_FAULT_DUPLICATE);
     check("{\"a\": 1, \"a\": 3}", 0, JF_JSON_FAULT_NONE); /* the last one wins, as jansson's */
+    /* A duplicate key is the fault even when its member fails otherwise: the
+     * key comes first, as in jansson (jsonr.c, read_member). */
+    check("{\"a\": 1, \"a\": tru}", JSON_REJECT_DUPLICATES, JF_JSON_FAULT_DUPLICATE);
+    check("{\"a\": 1, \"a\" 2}", JSON_REJECT_DUPLICATES, JF_JSON_FAULT_DUPLICATE);
+    check("{\"a\": 1, \"a\": [1, {\"b\": 1, \"b\": 2}]}", JSON_REJECT_DUPLICATES,
+          JF_JSON_FAULT_DUPLICATE);
+    check("{\"a\": 1, \"a\": tru}", 0, JF_JSON_FAULT_SYNTAX);
+    check("{\"a\": {\"a\": 1}, \"b\": [{\"a\": 1}], \"c\": 1}", JSON_REJECT_DUPLICATES,
+          JF_JSON_FAULT_NONE);
     refused("{\"\\u0000\": 1}");
 }
 
@@ -309,6 +318,14 @@ static void test_fault_place(void **state)
     assert_int_equal(e.column, 8);
     assert_int_equal(e.at, 19);
     assert_string_equal(e.text, "invalid token");
+    /* A duplicate is placed at its key's end, whatever follows it. */
+    const char *dup[] = {"{\"a\": 1, \"a\" : 2}", "{\"a\": 1, \"a\" : tru}", "{\"a\": 1, \"a\" 2}"};
+    for (size_t i = 0; i < sizeof dup / sizeof dup[0]; i++) {
+        assert_null(jf_json_read(dup[i], strlen(dup[i]), JSON_REJECT_DUPLICATES, NULL, &e));
+        assert_int_equal(e.fault, JF_JSON_FAULT_DUPLICATE);
+        assert_int_equal(e.at, 13);
+        assert_string_equal(e.text, "duplicate object key");
+    }
 }
 
 /* ---- random text ---- */
