@@ -354,9 +354,9 @@ void jf_json_alloc_note_failure(void);
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
 /* jf_json_allow, and in the same pass over obj's keys each allowed field's
  * value: vals[i] is fields[i]'s, NULL when obj lacks it (vals has room for
- * every name of fields; NULL takes none).  For objects validated field by field many times a
- * request (an order's lines), where a lookup by name per field cost about
- * 150 instructions. */
+ * every name of fields; NULL takes none).  For objects validated field by
+ * field many times a request (an order's lines), where a lookup by name per
+ * field cost about 150 instructions. */
 jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t **vals);
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);
