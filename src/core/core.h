@@ -352,11 +352,14 @@ bool jf_json_alloc_failed(void);
  * then answers out_of_memory instead of a value stored as null. */
 void jf_json_alloc_note_failure(void);
 jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields);
-/* jf_json_allow, and in the same pass over obj's keys each allowed field's
- * value: vals[i] is fields[i]'s, NULL when obj lacks it (vals has room for
- * every name of fields; NULL takes none).  For objects validated field by
- * field many times a request (an order's lines), where a lookup by name per
- * field cost about 150 instructions. */
+/* The values of obj's fields in one pass over its keys: vals[i] is
+ * fields[i]'s (a NULL-terminated list), NULL when obj lacks it (vals has
+ * room for every name of fields; NULL takes none).  Returns obj's first key
+ * not among fields, or NULL.  For objects read field by field many times a
+ * request (an order's lines), where a lookup by name per field cost about
+ * 150 instructions. */
+const char *jf_json_fields(json_t *obj, const char *const *fields, json_t **vals);
+/* jf_json_allow that also takes the values (jf_json_fields). */
 jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t **vals);
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,
                    int64_t max, int64_t *out, bool *present);
@@ -665,6 +668,12 @@ void jf_wcache_tiers_changed(jf_wcache *c);
 bool jf_ctx_on_writer(const jf_ctx *ctx);
 /* The table when ctx runs on the writer's connection, else NULL. */
 jf_wcache *jf_ctx_wcache(const jf_ctx *ctx);
+/* The writer's filter of stored keys and earned orders when it may spare
+ * this command a lookup: on the writer's connection, outside a batch run
+ * again after a failure, which looks every key and order up (a key or
+ * order the filter wrongly called absent failed on its table's UNIQUE key
+ * the first time; idemfilter.c).  NULL otherwise. */
+jf_idem_filter *jf_ctx_idem_filter(const jf_ctx *ctx);
 
 /* --- auth.c --- */
 extern const jf_op_impl jf_op_key_create, jf_op_key_list, jf_op_key_revoke;

@@ -323,6 +323,11 @@ jf_wcache *jf_ctx_wcache(const jf_ctx *ctx)
     return jf_ctx_on_writer(ctx) ? ctx->eng->wcache : NULL;
 }
 
+jf_idem_filter *jf_ctx_idem_filter(const jf_ctx *ctx)
+{
+    return jf_ctx_on_writer(ctx) && !ctx->eng->careful ? ctx->eng->idemf : NULL;
+}
+
 /* Whether a command that failed without a savepoint left nothing behind: no
  * row changed since it began (a failed statement undoes its own changes), and
  * the transaction is still open (SQLite rolls it back on some I/O errors). */

@@ -385,11 +385,17 @@ static bool is_usage(const hot_row *r)
     return strncmp(r->account, USAGE_PREFIX, strlen(USAGE_PREFIX)) == 0;
 }
 
+/* Writes a usage row's additions to its rule's row of rule_usage. */
+static jf_err usage_row_write(jf_db *db, const hot_row *r)
+{
+    return usage_write(db, r->tenant, r->account + strlen(USAGE_PREFIX), r->value, r->awards);
+}
+
 /* Writes a usage row's additions and keeps it with none (the command's
  * rollback puts them back, its savepoint's rollback takes the write back). */
 static jf_err usage_row_flush(jf_hot *h, jf_db *db, hot_row *r)
 {
-    jf_err err = usage_write(db, r->tenant, r->account + strlen(USAGE_PREFIX), r->value, r->awards);
+    jf_err err = usage_row_write(db, r);
     if (err == JF_OK) {
         hot_touch(h, r);
         r->value = r->awards = 0;
@@ -416,7 +422,7 @@ static jf_err hot_write(jf_db *db, const hot_row *r)
 {
     int64_t balance = 0;
     if (is_usage(r))
-        return usage_write(db, r->tenant, r->account + strlen(USAGE_PREFIX), r->value, r->awards);
+        return usage_row_write(db, r);
     if (r->account[0] == '\0') {
         jf_chain_head next = {.seq = r->value, .time_max = r->time_max};
         memcpy(next.hash, r->head, JF_HASH_BYTES);

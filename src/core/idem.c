@@ -181,11 +181,7 @@ static jf_err idem_answer(jf_ctx *ctx, sqlite3_stmt *st, jf_cmd *cmd)
 jf_err jf_idem_lookup(jf_ctx *ctx, jf_cmd *cmd, bool *found)
 {
     *found = false;
-    /* A batch run again after a failure looks every key up: a key the filter
-     * wrongly called absent failed on the table's key the first time. */
-    jf_engine *eng = ctx->eng;
-    if (jf_ctx_on_writer(ctx) && !eng->careful &&
-        jf_idem_filter_absent(eng->idemf, cmd->auth.tenant, cmd->idem_key))
+    if (jf_idem_filter_absent(jf_ctx_idem_filter(ctx), cmd->auth.tenant, cmd->idem_key))
         return JF_OK;
     sqlite3_stmt *st = jf_db_query(
         ctx->db,

@@ -132,7 +132,7 @@ jf_err jf_json_allow(jf_ctx *ctx, json_t *obj, const char *const *fields)
     return jf_json_pick(ctx, obj, fields, NULL);
 }
 
-jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t **vals)
+const char *jf_json_fields(json_t *obj, const char *const *fields, json_t **vals)
 {
     const char *k;
     json_t *v;
@@ -146,11 +146,17 @@ jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t 
         while (i < n && strcmp(fields[i], k) != 0)
             i++;
         if (i == n)
-            return jf_fail(ctx, JF_ERR_UNKNOWN_FIELD, "Unknown field '%s'.", k);
+            return k;
         if (vals)
             vals[i] = v;
     }
-    return JF_OK;
+    return NULL;
+}
+
+jf_err jf_json_pick(jf_ctx *ctx, json_t *obj, const char *const *fields, json_t **vals)
+{
+    const char *unknown = jf_json_fields(obj, fields, vals);
+    return unknown ? jf_fail(ctx, JF_ERR_UNKNOWN_FIELD, "Unknown field '%s'.", unknown) : JF_OK;
 }
 
 jf_err jf_json_int(jf_ctx *ctx, json_t *obj, const char *field, bool required, int64_t min,

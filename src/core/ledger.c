@@ -334,10 +334,8 @@ static jf_err earn_order_check(jf_ctx *ctx)
         return jf_fail(ctx, JF_ERR_CURRENCY_MISMATCH, "The program's currency is %s.",
                        ctx->prog.currency);
     /* An order the writer's filter has surely never seen earned is not
-     * looked up; a batch run again after a failure looks every one up
-     * (idemfilter.c). */
-    if (jf_ctx_on_writer(ctx) && !ctx->eng->careful &&
-        jf_idem_filter_order_absent(ctx->eng->idemf, ctx->auth->tenant, a->order_id))
+     * looked up. */
+    if (jf_idem_filter_order_absent(jf_ctx_idem_filter(ctx), ctx->auth->tenant, a->order_id))
         return JF_OK;
     int64_t seen = 0;
     jf_err err = jf_db_int(ctx->db, &seen, 0,
