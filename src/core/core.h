@@ -191,6 +191,10 @@ struct jf_engine {
      * after writing, so the batch must be run again. */
     bool careful, poisoned;
     _Atomic uint64_t batches_redone;
+    /* Times rolled-back work made the writer's cache forget its parsed
+     * bodies, live rules, tier configurations and hold bounds (engine.c,
+     * writer_forget). */
+    _Atomic uint64_t cache_forgets;
     /* Writer thread only: the program row of prog_tenant as a batch last
      * read it (engine.c, writer_program), and the data version that batch
      * began at. */

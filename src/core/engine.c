@@ -336,6 +336,14 @@ static bool cmd_wrote_nothing(jf_db *db, int64_t changes_before)
     return sqlite3_total_changes64(db->h) == changes_before && !sqlite3_get_autocommit(db->h);
 }
 
+/* Work was rolled back: the writer's cache forgets what it may have read of
+ * it (wcache.c). */
+static void writer_forget(jf_engine *eng)
+{
+    jf_wcache_rollback(eng->wcache);
+    atomic_fetch_add(&eng->cache_forgets, 1);
+}
+
 /* Applies one command.  Returns true when the command is a sliced job that
  * wants to run again after this batch commits.
  *
@@ -401,11 +409,13 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
          * undone: it answers exactly what a real run would, and writes nothing.
          * An undo that failed (out of memory) left them: the batch is run
          * again, or, when it already is, commits nothing. */
-        if (jf_db_run(db, "ROLLBACK TO cmd", "") != JF_OK && !cmd_wrote_nothing(db, changes))
+        bool wrote = !cmd_wrote_nothing(db, changes);
+        if (jf_db_run(db, "ROLLBACK TO cmd", "") != JF_OK && wrote)
             eng->poisoned = true;
         jf_db_run(db, "RELEASE cmd", "");
         jf_hot_cmd_rollback(eng->hot);
-        jf_wcache_rollback(eng->wcache);
+        if (wrote)
+            writer_forget(eng);
         return false;
     }
     if (err == JF_OK && cmd->idem_key && !again)
@@ -417,10 +427,16 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         /* The undo can fail too (out of memory): then the command's writes
          * stay in the transaction, as they do without a savepoint. */
         bool undone = sp && !lost && jf_db_run(db, "ROLLBACK TO cmd", "") == JF_OK;
-        if (!undone && (lost || !cmd_wrote_nothing(db, changes)))
+        bool wrote = lost || !cmd_wrote_nothing(db, changes);
+        if (!undone && wrote)
             eng->poisoned = true;
         jf_hot_cmd_rollback(eng->hot);
-        jf_wcache_rollback(eng->wcache);
+        /* The cache holds only rows as reads found them (wcache.c): a
+         * command refused before its first write (insufficient points, a
+         * frozen member) leaves nothing in it to undo, and forgetting would
+         * cost every later earn of a tenant with rules their parsing again. */
+        if (wrote)
+            writer_forget(eng);
         cmd_body_drop(cmd);
         cmd->res.err = err;
         again = false;
@@ -629,7 +645,7 @@ static void writer_commit(jf_engine *eng, jf_cmd *batch, size_t n, bool *again)
     /* Nothing of this batch is durable: no command may be acknowledged. */
     fprintf(stderr, "jifen: a commit failed, %zu writes refused: %s\n", n, eng->wdb.errmsg);
     jf_db_exec(&eng->wdb, "ROLLBACK");
-    jf_wcache_rollback(eng->wcache);
+    writer_forget(eng);
     eng->prog_valid = false;
     eng->poisoned = false;
     int i = 0;
@@ -851,7 +867,7 @@ static jf_err writer_redo(jf_engine *eng, jf_cmd *batch, bool *again, int64_t (*
 {
     jf_db_exec(&eng->wdb, "ROLLBACK");
     jf_hot_discard(eng->hot);
-    jf_wcache_rollback(eng->wcache);
+    writer_forget(eng);
     eng->prog_valid = false;
     int i = 0;
     for (jf_cmd *c = batch; c; c = c->next, i++) {
@@ -1890,6 +1906,7 @@ void jf_engine_stats_get(jf_engine *eng, jf_engine_stats *out)
     out->warm_members = atomic_load(&eng->warm_members);
     out->warm_seconds = (double)atomic_load(&eng->warm_us) / 1e6;
     out->batches_redone = atomic_load(&eng->batches_redone);
+    out->cache_forgets = atomic_load(&eng->cache_forgets);
     out->commands_held = atomic_load(&eng->commands_held);
     out->job_slices_held = atomic_load(&eng->job_slices_held);
     out->reads_held = atomic_load(&eng->reads_held);

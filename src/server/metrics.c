@@ -246,6 +246,10 @@ static void render_engine(FILE *f, jf_engine *eng)
             " a savepoint per command, after a command failed having written.\n"
             "# TYPE jifen_writer_batches_redone_total counter\n"
             "jifen_writer_batches_redone_total %llu\n"
+            "# HELP jifen_writer_cache_forgets_total Times rolled-back work made the writer"
+            " forget the rule and tier bodies it had parsed.\n"
+            "# TYPE jifen_writer_cache_forgets_total counter\n"
+            "jifen_writer_cache_forgets_total %llu\n"
             "# HELP jifen_writer_commands_held_total Write commands that joined a commit"
             " the writer held while the WAL flush before it ran.\n"
             "# TYPE jifen_writer_commands_held_total counter\n"
@@ -284,10 +288,10 @@ static void render_engine(FILE *f, jf_engine *eng)
             "# TYPE jifen_wal_map_reads_total counter\njifen_wal_map_reads_total %llu\n",
             (unsigned long long)st.commits, (unsigned long long)st.commands,
             (unsigned long long)st.rejected, (unsigned long long)st.batches_redone,
-            (unsigned long long)st.commands_held, (unsigned long long)st.job_slices_held,
-            (unsigned long long)st.reads_held, (unsigned long long)st.queue_depth,
-            (unsigned long long)st.wal_restarts, (unsigned long long)st.wal_starts,
-            (unsigned long long)st.wal_starts_during_checkpoint,
+            (unsigned long long)st.cache_forgets, (unsigned long long)st.commands_held,
+            (unsigned long long)st.job_slices_held, (unsigned long long)st.reads_held,
+            (unsigned long long)st.queue_depth, (unsigned long long)st.wal_restarts,
+            (unsigned long long)st.wal_starts, (unsigned long long)st.wal_starts_during_checkpoint,
             (unsigned long long)st.wal_restarts_forced, (long long)st.warm_members, st.warm_seconds,
             (unsigned long long)st.checkpoint_writebacks, (unsigned long long)st.wal_map_reads);
     enum { BATCH_N = sizeof st.batch_size_buckets / sizeof st.batch_size_buckets[0] };

@@ -429,6 +429,9 @@ class RefusalAfterWriteTests(unittest.TestCase):
     def redone(self):
         return H.metric(self.a, "jifen_writer_batches_redone_total")
 
+    def forgets(self):
+        return H.metric(self.a, "jifen_writer_cache_forgets_total")
+
     def overdue_hold(self, mid, points):
         r = self.a.post("/v1/members/%s/holds" % mid, {"points": points, "ttl_seconds": 1},
                         idem=True)
@@ -446,7 +449,7 @@ class RefusalAfterWriteTests(unittest.TestCase):
         m, n, p = (H.create_member(self.a)["id"] for _ in range(3))
         H.check_ok(H.earn(self.a, m, 100), 201)
         hold = self.overdue_hold(m, 60)
-        before = self.redone()
+        before, forgot = self.redone(), self.forgets()
         ops = [op("earn", n, {"points": 10}), op("redeem", m, {"points": 500}),
                op("earn", p, {"points": 7})]
         r = self.batch_of(ops)
@@ -454,6 +457,12 @@ class RefusalAfterWriteTests(unittest.TestCase):
         self.assertEqual(r.body["results"][1]["error"]["code"], "insufficient_points")
         self.assertEqual(r.body["results"][2]["body"]["points"]["available"], 7)
         self.assertEqual(self.redone(), before + 1)
+        # Undone writes (the hold's void) make the writer's cache forget
+        # what it read; a refusal before any write (n has 10 points) does not.
+        forgot_after = self.forgets()
+        self.assertGreater(forgot_after, forgot)
+        self.assertEqual(H.redeem(self.a, n, 11).code, "insufficient_points")
+        self.assertEqual(self.forgets(), forgot_after)
         self.assert_held(m, 40, 60, hold)
         self.assertEqual(H.points_of(self.a, n)["available"], 10)
         self.assertEqual(H.points_of(self.a, p)["available"], 7)

@@ -414,6 +414,37 @@ static void test_program_change_seen_within_a_batch(void **state)
     assert_verified(f);
 }
 
+static uint64_t cache_forgets(fixture *f)
+{
+    jf_engine_stats st;
+    jf_engine_stats_get(f->eng, &st);
+    return st.cache_forgets;
+}
+
+/* A command refused before its first write leaves the writer's cache as it
+ * was (engine.c, jf_writer_apply): forgetting it would make every later
+ * earn of a tenant with rules parse them again.  (Work that wrote and was
+ * undone still makes it forget: tests/api/test_batch.py, the overdue hold.) */
+static void test_refusal_keeps_writer_cache(void **state)
+{
+    fixture *f = *state;
+    char m[64];
+    member(f, "refused", m);
+    json_decref(call(f, JF_OP_EARN, m, newkey(), JF_OK, "{\"points\":100}"));
+    uint64_t before = cache_forgets(f);
+    json_decref(call(f, JF_OP_REDEEM, m, newkey(), JF_ERR_INSUFFICIENT_POINTS, "{\"points\":101}"));
+    json_decref(call(f, JF_OP_MEMBER_UPDATE, m, NULL, JF_OK, "{\"status\":\"frozen\"}"));
+    json_decref(call(f, JF_OP_EARN, m, newkey(), JF_ERR_MEMBER_FROZEN, "{\"points\":5}"));
+    json_decref(call(f, JF_OP_REDEEM, m, newkey(), JF_ERR_MEMBER_FROZEN, "{\"points\":5}"));
+    json_decref(call(f, JF_OP_MEMBER_UPDATE, m, NULL, JF_OK, "{\"status\":\"active\"}"));
+    json_decref(call(f, JF_OP_EARN, m, NULL, JF_OK, "{\"points\":5,\"dry_run\":true}"));
+    assert_int_equal(cache_forgets(f), before);
+    json_t *r = call(f, JF_OP_MEMBER_GET, m, NULL, JF_OK, NULL);
+    assert_int_equal(points_of(r, "available"), 100);
+    json_decref(r);
+    assert_verified(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_program_change_seen_within_a_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_keeps_writer_cache, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
