@@ -88,7 +88,7 @@ typedef struct opts {
     int port, conns, hot, batch, points, order_lines;
     double duration_s, warmup_s, rate;
     uint64_t nmembers, count, max_requests, seed;
-    bool sequential, random_keys, orders;
+    bool sequential, random_keys, orders, frozen;
     int cpu_pid;
 } opts;
 
@@ -562,6 +562,35 @@ static void seed_store(const conn *c, const reply *rp)
     SEED_OUT[c->seq] = strndup(p, (size_t)(q - p));
 }
 
+/* How many times s (NUL-terminated) occurs in buf[0..len). */
+static uint64_t count_of(const char *buf, size_t len, const char *s)
+{
+    size_t n = strlen(s);
+    uint64_t k = 0;
+    const char *end = buf + len;
+    for (const char *p = buf; (p = memmem(p, (size_t)(end - p), s, n)) != NULL; p += n)
+        k++;
+    return k;
+}
+
+/* A batch's answer: its succeeded operations count as operations; with
+ * --frozen (every member frozen: the floor, bench/README.md) so do its
+ * operations refused as member_frozen, as refusals; any other failed
+ * operation is op_failed. */
+static void account_batch(const reply *rp)
+{
+    const char *p = memmem(rp->body, rp->body_len, "\"succeeded\":", 12);
+    const char *q = memmem(rp->body, rp->body_len, "\"failed\":", 9);
+    uint64_t failed = q ? strtoull(q + 9, NULL, 10) : (uint64_t)O.batch;
+    uint64_t frozen = O.frozen ? count_of(rp->body, rp->body_len, "\"code\":\"member_frozen\"") : 0;
+    if (frozen > failed)
+        frozen = failed;
+    S.ok++;
+    S.ops += (p ? strtoull(p + 12, NULL, 10) : 0) + frozen;
+    S.refused += frozen;
+    S.op_failed += failed - frozen;
+}
+
 static void account(const conn *c, const reply *rp, uint64_t t_done, bool measured)
 {
     int st = rp->status;
@@ -574,11 +603,7 @@ static void account(const conn *c, const reply *rp, uint64_t t_done, bool measur
     uint64_t lat = t_done - c->t_sched;
     if (st >= 200 && st < 300 && c->rq.op == OP_BATCH) {
         /* A batch answers {"succeeded": N, "failed": M, "results": [...]}. */
-        const char *p = memmem(rp->body, rp->body_len, "\"succeeded\":", 12);
-        const char *q = memmem(rp->body, rp->body_len, "\"failed\":", 9);
-        S.ok++;
-        S.ops += p ? strtoull(p + 12, NULL, 10) : 0;
-        S.op_failed += q ? strtoull(q + 9, NULL, 10) : (uint64_t)O.batch;
+        account_batch(rp);
     } else if (st >= 200 && st < 300) {
         S.ok++;
         S.ops++;
@@ -1008,6 +1033,7 @@ static const char usage[] =
     "  [--orders (earn and batch: an order with lines, points by the tenant's rules)]\n"
     "  [--order-lines N (lines per order, 1..100; default 2)]\n"
     "  [--timeline FILE (per 100 ms of the window: answered, max latency in us)]\n"
+    "  [--frozen (batch: operations refused as member_frozen count as refused operations)]\n"
     "SIGUSR1 ends the measurement window early.\n";
 
 static void parse_args(int argc, char **argv)
@@ -1033,6 +1059,10 @@ static void parse_args(int argc, char **argv)
         }
         if (strcmp(a, "--orders") == 0) {
             O.orders = true;
+            continue;
+        }
+        if (strcmp(a, "--frozen") == 0) {
+            O.frozen = true;
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)

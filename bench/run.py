@@ -21,6 +21,12 @@ down on every exit path, prints one table and writes the results as JSON.
       the tenant's rules from an order with two lines, on a program with
       `jifen init`'s sample rules active and three tiers on growth (what a
       merchant's till sends; W1 sends fixed points to a program without either)
+  W1f jifen only, the floor: W1's earns at each --w1-conns to frozen members,
+      which the writer refuses before its first write (422 member_frozen);
+      what the HTTP path, the queue and the commit loop cost without a ledger,
+      the bound on any store behind them (the targets' lines say which target
+      it puts out of reach in this run)
+  W5f jifen only, W5's floor: W5's batches, every operation to a frozen member
 
 Throughput is the median of --runs runs; so are the latency percentiles and
 the CPU time per operation (server process only: jifen, the postmaster and
@@ -49,7 +55,7 @@ import systems as S  # noqa: E402
 HERE = S.HERE
 ROOT = S.ROOT
 SYSTEM_ORDER = ["jifen", "pg-func", "pg-txn", "sqlite", "redis"]
-WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W1f", "W5f"]
 
 
 def parse_args(argv):
@@ -253,7 +259,9 @@ class Bench:
               f"p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
               f"cpu/op {report.fmt_cpu(entry['cpu_us_per_op'])} us"
               f"{report.fmt_steal(entry)}")
-        if self.cfg.strict and (entry["ok"] == 0 or entry["errors"]):
+        # The floor's every answer is a refusal (Jifen.run checks that none wrote).
+        done = entry["refused"] if wl.get("frozen") else entry["ok"]
+        if self.cfg.strict and (done == 0 or entry["errors"]):
             raise B.BenchError(f"{label} on {name}: {entry['errors']} errors, {entry['ok']} ok")
         return entry
 
@@ -387,6 +395,14 @@ class Bench:
             lines = "" if cfg.order_lines == 2 else f" {cfg.order_lines} lines"
             self.workload("W8", {"kind": "earn", "orders": True, "base": "rules"},
                           [(f"W8 orders{lines} c={cfg.conns}", cfg.conns, None)],
+                          only=("jifen",))
+        if "W1f" in wls and "jifen" in self.systems:
+            self.workload("W1f", {"kind": "earn", "frozen": S.FLOOR_MEMBERS},
+                          [(f"W1f floor c={c}", c, None) for c in cfg.w1_conns],
+                          only=("jifen",))
+        if "W5f" in wls and "jifen" in self.systems:
+            self.workload("W5f", {"kind": "batch", "frozen": S.FLOOR_MEMBERS},
+                          [(f"W5f floor c={cfg.batch_conns}", cfg.batch_conns, None)],
                           only=("jifen",))
 
     def close(self):

@@ -14,7 +14,9 @@ the measured window), errors, refused, replayed, and "na" (why it does not
 apply) when the system cannot run the workload.
 
 Workload kinds (wl["kind"]): earn, redeem, transfer, read, batch; wl["hot"]
-restricts earns to that many members.
+restricts earns to that many members; wl["frozen"] (jifen only, W1f and W5f)
+sends the earns to that many members frozen first, so that the writer refuses
+every one.
 """
 
 import hashlib
@@ -38,6 +40,10 @@ BIN = os.path.join(HERE, "build")
 LOADGEN = os.path.join(BIN, "loadgen")
 PGBIN = "/usr/lib/postgresql/15/bin"
 SEED_BALANCE = 1000
+# The floor's members (W1f, W5f), frozen through the API before its runs (a second apart on
+# this machine): enough that the earns spread over the writer's member cache
+# as W1's do over 100,000, and the in-flight keys never collide.
+FLOOR_MEMBERS = 1000
 
 
 def loadgen_workload(wl):
@@ -267,6 +273,25 @@ class Jifen:
         db = os.path.join(self.dir, "run.db")
         B.copy_db(os.path.join(self.base, "base.db"), db)
         self.start(db)
+        if wl.get("frozen"):
+            self.freeze(wl["frozen"])
+
+    @property
+    def frozen_file(self):
+        return os.path.join(self.dir, "frozen.txt")
+
+    def freeze(self, n):
+        """Freezes the first n members of the base (PATCH status frozen) and
+        lists them in frozen_file: the floor's earns go to them."""
+        with open(self.members_file) as f:
+            ids = [line.strip() for line in f if line.strip()][:n]
+        for i, mid in enumerate(ids):
+            status, body = self.http("PATCH", f"/v1/members/{mid}", {"status": "frozen"},
+                                     idem=f"freeze-{i}-{time.time_ns()}")
+            if status != 200 or body.get("status") != "frozen":
+                raise B.BenchError(f"jifen: freezing {mid} answered {status}: {body}")
+        with open(self.frozen_file, "w") as f:
+            f.write("\n".join(ids) + "\n")
 
     def batch_supported(self):
         status, body = self.http("POST", "/v1/batch", {"operations": []})
@@ -297,18 +322,25 @@ class Jifen:
             ok, why = self.batch_supported()
             if not ok:
                 return {"na": why}
-        args = ["--workload", loadgen_workload(wl), "--members", self.members_file,
+        members = self.frozen_file if wl.get("frozen") else self.members_file
+        args = ["--workload", loadgen_workload(wl), "--members", members,
                 "--conns", conns, "--duration", duration, "--warmup", warmup,
                 "--prefix", prefix, "--cpu-pid", self.proc.pid, "--rate", rate or 0]
         if wl.get("hot"):
             args += ["--hot", wl["hot"]]
         if wl.get("orders"):
             args += ["--orders", "--order-lines", self.cfg.order_lines]
+        if wl.get("frozen"):
+            args += ["--frozen"]
         if wl["kind"] == "batch":
             args += ["--batch", self.cfg.batch_size]
         before = self.wal_counters()
         res = normalize(self.loadgen(args, timeout=duration + warmup + 120))
         res["wal"] = B.wal_delta(before, self.wal_counters())
+        applied = (res.get("ops") or 0) - (res.get("refused") or 0)
+        if wl.get("frozen") and (applied or res.get("op_failed")):
+            raise B.BenchError(f"the floor's operations were not all refused: {applied} applied, "
+                               f"{res.get('op_failed')} failed otherwise ({res.get('status')})")
         return res
 
     def close(self):

@@ -6,6 +6,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 import instructions  # noqa: E402
+import report  # noqa: E402
 
 
 def run(name, steal):
@@ -68,6 +69,56 @@ class WalMetricsTests(unittest.TestCase):
         self.assertIsNone(B.parse_wal_metrics("jifen_wal_restarts_total 1\n"))
         self.assertIsNone(B.wal_delta(None, B.parse_wal_metrics(METRICS)))
 
+
+def cell(workload, system, throughput, cpu, conns=64):
+    return {"workload": workload, "system": system, "throughput": throughput,
+            "cpu_us_per_op": cpu, "conns": conns, "label": f"{workload} {system} {conns}"}
+
+
+class FloorTargetTests(unittest.TestCase):
+    """The W1f floor's lines in the targets: a target the floor misses is out of
+    reach whatever the ledger costs; one it meets says only its ratio."""
+
+    def lines(self, floor_tput, floor_cpus):
+        res = [cell("W1", "jifen", 10000.0, 60.0), cell("W1", "pg-func", 5000.0, 120.0),
+               cell("W1", "sqlite", 2000.0, 70.0)]
+        res += [cell("W1f", "jifen", floor_tput * (i + 1) / len(floor_cpus), c, 16 << i)
+                for i, c in enumerate(floor_cpus)]
+        return {t["name"]: t for t in report.targets({"results": res})}
+
+    def test_a_floor_below_the_target_puts_it_out_of_reach(self):
+        t = self.lines(15000.0, [35.0, 30.0])
+        pg, lite, cpu = (t["W1 max >= 4x pg-func max"], t["W1 max >= 8x sqlite max"],
+                         t["CPU <= 20 us per durable earn"])
+        self.assertEqual(pg["status"], "MISS")
+        self.assertIn("the floor (W1f) 3.00x" + report.BEYOND, pg["value"])
+        self.assertIn("the floor (W1f) 7.50x" + report.BEYOND, lite["value"])
+        self.assertIn("the floor (W1f) 30.0 us" + report.BEYOND, cpu["value"])
+
+    def test_a_floor_above_the_target_only_reports_its_ratio(self):
+        t = self.lines(50000.0, [18.0])
+        pg, lite, cpu = (t["W1 max >= 4x pg-func max"], t["W1 max >= 8x sqlite max"],
+                         t["CPU <= 20 us per durable earn"])
+        self.assertTrue(pg["value"].endswith("; the floor (W1f) 10.00x"))
+        self.assertTrue(lite["value"].endswith("; the floor (W1f) 25.00x"))
+        self.assertTrue(cpu["value"].endswith("; the floor (W1f) 18.0 us"))
+        self.assertEqual(pg["status"], "MISS")
+
+    def test_the_batch_floor_bounds_w5(self):
+        res = [cell("W5", "jifen", 30000.0, 40.0, 4), cell("W5f", "jifen", 120000.0, 9.0, 4)]
+        t = {x["name"]: x for x in report.targets({"results": res})}
+        self.assertEqual(t["W5 batch >= 500,000 ops/s"]["value"],
+                         "30,000 ops/s; the floor (W5f) 120,000 ops/s" + report.BEYOND)
+        res[1]["throughput"] = 600000.0
+        t = {x["name"]: x for x in report.targets({"results": res})}
+        self.assertEqual(t["W5 batch >= 500,000 ops/s"]["value"],
+                         "30,000 ops/s; the floor (W5f) 600,000 ops/s")
+
+    def test_without_a_floor_the_lines_are_as_before(self):
+        t = {x["name"]: x for x in report.targets({"results": [
+            cell("W1", "jifen", 10000.0, 60.0), cell("W1", "pg-func", 5000.0, 120.0)]})}
+        self.assertEqual(t["W1 max >= 4x pg-func max"]["value"], "2.00x (10,000 vs 5,000 ops/s)")
+        self.assertNotIn("floor", t["CPU <= 20 us per durable earn"]["value"])
 
 
 class CallgrindTotalTests(unittest.TestCase):
