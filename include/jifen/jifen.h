@@ -323,10 +323,10 @@ typedef struct jf_engine_stats {
     /* Batches rolled back and run again because a command without a
      * savepoint failed after writing (a rare refusal; see engine.c). */
     uint64_t batches_redone;
-    /* Times work rolled back (a dry run, a command undone after writing, a
-     * batch run again or whose commit failed) made the writer forget the
-     * rule and tier bodies it had parsed, its live rules and hold bounds; a
-     * command refused before its first write does not. */
+    /* Times work rolled back (a dry run that changed rows, a command undone
+     * after writing, a batch run again or whose commit failed) made the
+     * writer forget the rule and tier bodies it had parsed, its live rules
+     * and hold bounds; a command refused before its first write does not. */
     uint64_t cache_forgets;
     /* Write commands applied while the writer held its commit for the
      * syncer's flush of the one before (engine.c, writer_take_held). */
