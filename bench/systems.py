@@ -40,8 +40,8 @@ BIN = os.path.join(HERE, "build")
 LOADGEN = os.path.join(BIN, "loadgen")
 PGBIN = "/usr/lib/postgresql/15/bin"
 SEED_BALANCE = 1000
-# The floor's members (W1f, W5f), frozen through the API before its runs (a second apart on
-# this machine): enough that the earns spread over the writer's member cache
+# The floor's members (W1f, W5f), frozen through the API before its runs (about a
+# second's work here): enough that the earns spread over the writer's member cache
 # as W1's do over 100,000, and the in-flight keys never collide.
 FLOOR_MEMBERS = 1000
 
