@@ -344,6 +344,19 @@ static void writer_forget(jf_engine *eng)
     atomic_fetch_add(&eng->cache_forgets, 1);
 }
 
+/* Undoes what one command left in the writer's memory once its rows are
+ * undone: its hot rows, and the cache only when it wrote.  The cache holds
+ * only rows as reads found them (wcache.c): a command refused before its
+ * first write (insufficient points, a frozen member) leaves nothing in it to
+ * undo, and forgetting would cost every later earn of a tenant with rules
+ * their parsing again. */
+static void cmd_memory_undo(jf_engine *eng, bool wrote)
+{
+    jf_hot_cmd_rollback(eng->hot);
+    if (wrote)
+        writer_forget(eng);
+}
+
 /* Applies one command.  Returns true when the command is a sliced job that
  * wants to run again after this batch commits.
  *
@@ -413,9 +426,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         if (jf_db_run(db, "ROLLBACK TO cmd", "") != JF_OK && wrote)
             eng->poisoned = true;
         jf_db_run(db, "RELEASE cmd", "");
-        jf_hot_cmd_rollback(eng->hot);
-        if (wrote)
-            writer_forget(eng);
+        cmd_memory_undo(eng, wrote);
         return false;
     }
     if (err == JF_OK && cmd->idem_key && !again)
@@ -430,13 +441,7 @@ bool jf_writer_apply(jf_engine *eng, jf_cmd *cmd)
         bool wrote = lost || !cmd_wrote_nothing(db, changes);
         if (!undone && wrote)
             eng->poisoned = true;
-        jf_hot_cmd_rollback(eng->hot);
-        /* The cache holds only rows as reads found them (wcache.c): a
-         * command refused before its first write (insufficient points, a
-         * frozen member) leaves nothing in it to undo, and forgetting would
-         * cost every later earn of a tenant with rules their parsing again. */
-        if (wrote)
-            writer_forget(eng);
+        cmd_memory_undo(eng, wrote);
         cmd_body_drop(cmd);
         cmd->res.err = err;
         again = false;
