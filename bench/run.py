@@ -265,8 +265,12 @@ class Bench:
             raise B.BenchError(f"{label} on {name}: {entry['errors']} errors, {entry['ok']} ok")
         return entry
 
-    def workload(self, wid, wl, variants, only=None):
+    def workload(self, wid, wl, variants, only=None, beside=None):
         """Runs wl on every system; variants = [(label, conns, rate_fn or None)].
+
+        beside = (id, wl, label): another workload run on jifen in every round,
+        right after jifen's run of wl and on the same server and database, for a
+        target that compares the two; it gets a table row of its own.
 
         The runs of a variant take turns across the systems (the first run of
         each system, then the second of each, and so on).  The machine's
@@ -289,14 +293,20 @@ class Bench:
                 rate = rate_fn(name) if rate_fn else 0
                 if not rate_fn or rate:
                     cells.append({"name": name, "sys": sysobj, "rate": rate, "runs": []})
+                if beside and name == "jifen" and not rate_fn:
+                    bid, bwl, blabel = beside
+                    cells.append({"name": name, "sys": sysobj, "rate": 0, "runs": [],
+                                  "key": f"{name} {bid}", "wl": dict(bwl, id=bid),
+                                  "label": blabel})
             for i in range(self.cfg.runs):
                 self.round(wl, label, conns, cells, i, prepared)
             for c in cells:
+                cwl, clabel = c.get("wl", wl), c.get("label", label)
                 if c.get("na"):
-                    self.results.append({"label": label, "workload": wid, "system": c["name"],
-                                         "na": c["na"]})
+                    self.results.append({"label": clabel, "workload": cwl["id"],
+                                         "system": c["name"], "na": c["na"]})
                 elif c["runs"] and not c.get("failed"):
-                    entry = self.cell_entry(label, wl, c["name"], conns, c["rate"], c["runs"])
+                    entry = self.cell_entry(clabel, cwl, c["name"], conns, c["rate"], c["runs"])
                     entry["discarded_runs"] = c["discarded"]
 
     def round(self, wl, label, conns, cells, i, prepared):
@@ -309,7 +319,7 @@ class Bench:
             for c in cells:
                 res = self.round_run(wl, label, conns, c, i + len(attempts) * 100, prepared)
                 if res is not None:
-                    res["_cell"] = c["name"]
+                    res["_cell"] = c.get("key", c["name"])
                     results.append(res)
             attempts.append(results)
             kept, discarded, again = B.pick_round(attempts, self.cfg.steal_max)
@@ -317,7 +327,7 @@ class Bench:
                 break
             B.log(f"  {label} run {i + 1}: {B.round_steal(results):.1f}% of the CPU time "
                   f"stolen (over {self.cfg.steal_max:g}%); measuring the round again")
-        by_name = {c["name"]: c for c in cells}
+        by_name = {c.get("key", c["name"]): c for c in cells}
         for res in kept:
             by_name[res.pop("_cell")]["runs"].append(res)
         for res in discarded:
@@ -329,6 +339,7 @@ class Bench:
         c.setdefault("discarded", [])
         if c.get("na") or c.get("failed"):
             return None
+        wl, label = c.get("wl", wl), c.get("label", label)  # a cell run beside (workload)
         wid = wl["id"]
         try:
             if c["name"] not in prepared:
@@ -366,8 +377,14 @@ class Bench:
             self.workload("W1o", {"kind": "earn"},
                           [(f"W1o earn 50%", cfg.conns, half)])
         if "W2" in wls:
+            # W2's target is a ratio to W1 at the same connections; W1's own
+            # row ran minutes before, on a machine whose speed drifts by a
+            # third within minutes (bench/README.md), so each W2 round also
+            # runs W1 on jifen beside it (W1b) and the target takes the
+            # ratio round by round.
             self.workload("W2", {"kind": "earn", "hot": 10},
-                          [(f"W2 hot10 c={cfg.conns}", cfg.conns, None)])
+                          [(f"W2 hot10 c={cfg.conns}", cfg.conns, None)],
+                          beside=("W1b", {"kind": "earn"}, f"W1 beside W2 c={cfg.conns}"))
         if "W3" in wls:
             self.workload("W3", {"kind": "redeem"},
                           [(f"W3 redeem c={cfg.conns}", cfg.conns, None)])

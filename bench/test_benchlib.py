@@ -121,6 +121,40 @@ class FloorTargetTests(unittest.TestCase):
         self.assertNotIn("floor", t["CPU <= 20 us per durable earn"]["value"])
 
 
+class HotTargetTests(unittest.TestCase):
+    """W2 against W1: round by round beside it when W1b was measured, else
+    against the W1 row's cell measured minutes before."""
+
+    def target(self, w2_runs, w1b_runs):
+        w2 = dict(cell("W2", "jifen", sorted(w2_runs)[len(w2_runs) // 2], 50.0),
+                  throughput_runs=w2_runs)
+        res = [cell("W1", "jifen", 20000.0, 60.0), cell("W1", "jifen", 25000.0, 55.0, 256), w2]
+        if w1b_runs is not None:
+            res.append(dict(cell("W1b", "jifen", 0.0, 60.0), throughput_runs=w1b_runs))
+        return {t["name"]: t for t in report.targets({"results": res})}[
+            "W2 hot >= 0.9x W1 (same connections)"]
+
+    def test_a_slow_spell_over_both_rows_is_not_a_miss(self):
+        # The machine ran at 80% of its W1 speed during W2's rounds: against
+        # the W1 row (20,000) W2 looks 0.80x; beside W1 it is 1.00x.
+        t = self.target([16000.0, 15000.0, 17000.0], [16000.0, 15000.0, 17000.0])
+        self.assertEqual(t["status"], "ok")
+        self.assertEqual(t["value"], "1.00x round by round beside W1 (1.00, 1.00, 1.00); "
+                         "against the W1 row's cell 0.80x")
+
+    def test_the_median_of_the_rounds_decides(self):
+        t = self.target([8000.0, 17000.0, 9000.0], [10000.0, 17000.0, 11000.0])
+        self.assertEqual(t["status"], "MISS")
+        self.assertTrue(t["value"].startswith("0.82x round by round beside W1 (0.80, 1.00, 0.82)"))
+
+    def test_without_w1b_the_w1_row_at_the_same_connections_is_used(self):
+        t = self.target([16000.0, 15000.0, 17000.0], None)
+        self.assertEqual((t["status"], t["value"]), ("MISS", "0.80x"))
+        # Rounds that do not pair up (a run lost) fall back the same way.
+        t = self.target([16000.0, 15000.0, 17000.0], [16000.0, 15000.0])
+        self.assertEqual(t["value"], "0.80x")
+
+
 class CallgrindTotalTests(unittest.TestCase):
     HEAD = "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\n"
 
