@@ -9,7 +9,8 @@ down on every exit path, prints one table and writes the results as JSON.
 
   W1  earn, uniform over the members, closed loop at each --w1-conns
   W1o earn, open loop at half of each system's best W1 rate (p99 target)
-  W2  earn on 10 hot members
+  W2  earn on 10 hot members, each round with a W1 run on jifen beside it
+      (W1b), the target's reference
   W3  redeem: 20% refused for insufficient points, 5% retries of an earlier key
   W4  transfers between random pairs, both directions
   W5  bulk: POST /v1/batch, --batch-size operations per request ("n/a" until
@@ -26,6 +27,8 @@ down on every exit path, prints one table and writes the results as JSON.
       what the HTTP path, the queue and the commit loop cost without a ledger,
       the bound on any store behind them (the targets' lines say which target
       it puts out of reach in this run)
+  W1fo jifen only, the p99 target's floor: W1o's earns at jifen's W1o rate and
+      connections, every one to a frozen member
   W5f jifen only, W5's floor: W5's batches, every operation to a frozen member
 
 Throughput is the median of --runs runs; so are the latency percentiles and
@@ -55,7 +58,7 @@ import systems as S  # noqa: E402
 HERE = S.HERE
 ROOT = S.ROOT
 SYSTEM_ORDER = ["jifen", "pg-func", "pg-txn", "sqlite", "redis"]
-WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W1f", "W5f"]
+WORKLOADS = ["W1", "W1o", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W1f", "W1fo", "W5f"]
 
 
 def parse_args(argv):
@@ -370,10 +373,10 @@ class Bench:
         if "W1" in wls:
             self.workload("W1", {"kind": "earn"},
                           [(f"W1 earn c={c}", c, None) for c in cfg.w1_conns])
+        def half(name):
+            best = self.best_w1(name)
+            return round(best["throughput"] / 2) if best else 0
         if "W1o" in wls:
-            def half(name):
-                best = self.best_w1(name)
-                return round(best["throughput"] / 2) if best else 0
             self.workload("W1o", {"kind": "earn"},
                           [(f"W1o earn 50%", cfg.conns, half)])
         if "W2" in wls:
@@ -416,6 +419,12 @@ class Bench:
         if "W1f" in wls and "jifen" in self.systems:
             self.workload("W1f", {"kind": "earn", "frozen": S.FLOOR_MEMBERS},
                           [(f"W1f floor c={c}", c, None) for c in cfg.w1_conns],
+                          only=("jifen",))
+        if "W1fo" in wls and "jifen" in self.systems:
+            # The floor of the p99 target: W1o's offered rate and connections,
+            # every earn to a frozen member.
+            self.workload("W1fo", {"kind": "earn", "frozen": S.FLOOR_MEMBERS},
+                          [("W1fo floor 50%", cfg.conns, lambda name: half("jifen"))],
                           only=("jifen",))
         if "W5f" in wls and "jifen" in self.systems:
             self.workload("W5f", {"kind": "batch", "frozen": S.FLOOR_MEMBERS},

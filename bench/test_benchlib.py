@@ -121,6 +121,29 @@ class FloorTargetTests(unittest.TestCase):
         self.assertNotIn("floor", t["CPU <= 20 us per durable earn"]["value"])
 
 
+class P99FloorTests(unittest.TestCase):
+    """The p99 target's line names the floor's p99 at W1o's rate (W1fo)."""
+
+    def target(self, floor_p99):
+        w1o = dict(cell("W1o", "jifen", 8000.0, 90.0), p99_ms=8.5, rate=8000)
+        res = [cell("W1", "jifen", 16000.0, 80.0), w1o]
+        if floor_p99 is not None:
+            res.append(dict(cell("W1fo", "jifen", 8000.0, 50.0), p99_ms=floor_p99, rate=8000))
+        return {t["name"]: t for t in report.targets({"results": res})}[
+            "p99 <= 2 ms at half of W1 max"]
+
+    def test_a_floor_over_the_target_puts_it_out_of_reach(self):
+        t = self.target(2.34)
+        self.assertEqual((t["status"], t["value"]),
+                         ("MISS", "8.50 ms at 8,000/s; the floor (W1fo) 2.34 ms at 8,000/s"
+                          + report.BEYOND))
+
+    def test_a_floor_within_it_only_reports_its_p99(self):
+        self.assertEqual(self.target(1.5)["value"],
+                         "8.50 ms at 8,000/s; the floor (W1fo) 1.50 ms at 8,000/s")
+        self.assertEqual(self.target(None)["value"], "8.50 ms at 8,000/s")
+
+
 class HotTargetTests(unittest.TestCase):
     """W2 against W1: round by round beside it when W1b was measured, else
     against the W1 row's cell measured minutes before."""
