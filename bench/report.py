@@ -192,16 +192,20 @@ def best(res, system, workload="W1"):
     return max(vals, key=lambda e: e["throughput"]) if vals else None
 
 
+def cell_of(res, workload, conns=None):
+    """jifen's entry for a workload (at those connections), or None."""
+    return next((e for e in res if e.get("workload") == workload and e["system"] == "jifen"
+                 and conns in (None, e.get("conns"))), None)
+
+
 def w2_ratio(res, w2, jw1):
     """W2 against W1 at the same connections: the median of the ratios round by
     round to the W1 runs made beside W2's (W1b), when there are as many of
     them, else the ratio to the W1 row's cell (or to W1's best), measured
     minutes apart.  Returns (ratio, text)."""
-    same = next((e for e in res if e.get("workload") == "W1" and e["system"] == "jifen"
-                 and e["conns"] == w2["conns"]), jw1)
+    same = cell_of(res, "W1", w2["conns"]) or jw1
     apart = w2["throughput"] / same["throughput"]
-    beside = next((e for e in res if e.get("workload") == "W1b" and e["system"] == "jifen"
-                   and e["conns"] == w2["conns"]), None)
+    beside = cell_of(res, "W1b", w2["conns"])
     runs, base = w2.get("throughput_runs") or [], (beside or {}).get("throughput_runs") or []
     if not runs or len(runs) != len(base) or not all(base):
         return apart, f"{apart:.2f}x"
@@ -236,14 +240,14 @@ def targets(doc):
         add("W2 hot >= 0.9x W1 (same connections)", text, r >= 0.9)
     else:
         add("W2 hot >= 0.9x W1 (same connections)", "not measured", None)
-    w5 = next((e for e in res if e.get("workload") == "W5" and e["system"] == "jifen"), None)
+    w5 = cell_of(res, "W5")
     w5f = best(res, "jifen", "W5f")
     if w5 and w5.get("throughput"):
         add("W5 batch >= 500,000 ops/s", f"{w5['throughput']:,.0f} ops/s"
             + floor_ops(w5f, 500000), w5["throughput"] >= 500000)
     else:
         add("W5 batch >= 500,000 ops/s", (w5 or {}).get("na", "not measured"), None)
-    w1o = next((e for e in res if e.get("workload") == "W1o" and e["system"] == "jifen"), None)
+    w1o = cell_of(res, "W1o")
     if w1o and w1o.get("p99_ms") is not None:
         add("p99 <= 2 ms at half of W1 max", f"{w1o['p99_ms']:.2f} ms at {w1o['rate']:,}/s"
             + floor_p99(res, 2), w1o["p99_ms"] <= 2)
@@ -289,9 +293,8 @@ def floor_ops(floor, want):
 
 def floor_p99(res, want_ms):
     """"; the floor N ms" for the p99 target: the floor's p99 at W1o's rate (W1fo)."""
-    f = next((e for e in res if e.get("workload") == "W1fo" and e["system"] == "jifen"
-              and e.get("p99_ms") is not None), None)
-    if not f:
+    f = cell_of(res, "W1fo")
+    if not f or f.get("p99_ms") is None:
         return ""
     return (f"; the floor (W1fo) {f['p99_ms']:.2f} ms at {f['rate']:,}/s"
             + (BEYOND if f["p99_ms"] > want_ms else ""))

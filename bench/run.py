@@ -294,25 +294,27 @@ class Bench:
                 if only and name not in only:
                     continue
                 rate = rate_fn(name) if rate_fn else 0
+                # A cell: one system's runs of one workload; key names it in a
+                # round, where a workload run beside shares the system.
                 if not rate_fn or rate:
-                    cells.append({"name": name, "sys": sysobj, "rate": rate, "runs": []})
+                    cells.append({"name": name, "key": name, "sys": sysobj, "rate": rate,
+                                  "wl": wl, "label": label, "runs": []})
                 if beside and name == "jifen" and not rate_fn:
                     bid, bwl, blabel = beside
-                    cells.append({"name": name, "sys": sysobj, "rate": 0, "runs": [],
-                                  "key": f"{name} {bid}", "wl": dict(bwl, id=bid),
-                                  "label": blabel})
+                    cells.append({"name": name, "key": f"{name} {bid}", "sys": sysobj, "rate": 0,
+                                  "wl": dict(bwl, id=bid), "label": blabel, "runs": []})
             for i in range(self.cfg.runs):
-                self.round(wl, label, conns, cells, i, prepared)
+                self.round(label, conns, cells, i, prepared)
             for c in cells:
-                cwl, clabel = c.get("wl", wl), c.get("label", label)
                 if c.get("na"):
-                    self.results.append({"label": clabel, "workload": cwl["id"],
+                    self.results.append({"label": c["label"], "workload": c["wl"]["id"],
                                          "system": c["name"], "na": c["na"]})
                 elif c["runs"] and not c.get("failed"):
-                    entry = self.cell_entry(clabel, cwl, c["name"], conns, c["rate"], c["runs"])
+                    entry = self.cell_entry(c["label"], c["wl"], c["name"], conns, c["rate"],
+                                            c["runs"])
                     entry["discarded_runs"] = c["discarded"]
 
-    def round(self, wl, label, conns, cells, i, prepared):
+    def round(self, label, conns, cells, i, prepared):
         """Run i of every system of a cell row, measured again (up to
         --steal-retries times) while the hypervisor steals more than
         --steal-max percent of the CPU time during it (B.pick_round)."""
@@ -320,9 +322,9 @@ class Bench:
         while True:
             results = []
             for c in cells:
-                res = self.round_run(wl, label, conns, c, i + len(attempts) * 100, prepared)
+                res = self.round_run(conns, c, i + len(attempts) * 100, prepared)
                 if res is not None:
-                    res["_cell"] = c.get("key", c["name"])
+                    res["_cell"] = c["key"]
                     results.append(res)
             attempts.append(results)
             kept, discarded, again = B.pick_round(attempts, self.cfg.steal_max)
@@ -330,19 +332,19 @@ class Bench:
                 break
             B.log(f"  {label} run {i + 1}: {B.round_steal(results):.1f}% of the CPU time "
                   f"stolen (over {self.cfg.steal_max:g}%); measuring the round again")
-        by_name = {c.get("key", c["name"]): c for c in cells}
+        by_name = {c["key"]: c for c in cells}
         for res in kept:
             by_name[res.pop("_cell")]["runs"].append(res)
         for res in discarded:
             by_name[res.pop("_cell")]["discarded"].append(res)
 
-    def round_run(self, wl, label, conns, c, i, prepared):
+    def round_run(self, conns, c, i, prepared):
         """One run of one system in a round: its result, or None when the
         system has no such workload or failed (recorded in c)."""
         c.setdefault("discarded", [])
         if c.get("na") or c.get("failed"):
             return None
-        wl, label = c.get("wl", wl), c.get("label", label)  # a cell run beside (workload)
+        wl, label = c["wl"], c["label"]
         wid = wl["id"]
         try:
             if c["name"] not in prepared:
